@@ -1,0 +1,338 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Request is a validated pull request for a blob or a manifest.
+type Request struct {
+	Name   string
+	Dgst   digest.Digest // set for blobs, and for manifests by digest
+	Tag    string        // set for manifests by tag
+	Head   bool          // HEAD: no body wanted
+	Accept []string      // manifest media types the client accepts
+	Range  *ByteRange    // parsed Range header of a blob GET, or nil
+}
+
+// Content is what a Backend answers with.
+//
+// When Body is also an io.Seeker and Partial is nil, it holds the whole
+// content and the handler serves Range and conditional requests from it
+// itself (with sendfile when it is an *os.File). Otherwise Body is streamed
+// as it is; if it fails before Size (or Partial's length) bytes were sent,
+// the response is aborted so the client sees a failed transfer.
+type Content struct {
+	Dgst      digest.Digest
+	MediaType string
+	Size      int64         // size of the whole content
+	Body      io.ReadCloser // nil for HEAD
+	Partial   *Span         // Body holds only these bytes (206)
+	// Outcome says how the backend answered (hit, miss, ...), for logs.
+	Outcome string
+}
+
+// Span is a resolved byte range: Length bytes from Start.
+type Span struct {
+	Start, Length int64
+}
+
+// TagList is one page of tags/list.
+type TagList struct {
+	Body []byte // the JSON document
+	// NextQuery, when non-empty, is the raw query of the next page.
+	NextQuery string
+}
+
+// Backend answers validated requests. Errors it wants a client to see
+// are *Error values; anything else becomes a 500.
+type Backend interface {
+	Blob(ctx context.Context, req *Request) (*Content, error)
+	Manifest(ctx context.Context, req *Request) (*Content, error)
+	Tags(ctx context.Context, name string, query url.Values) (*TagList, error)
+}
+
+// Handler serves the distribution API from a Backend.
+type Handler struct {
+	backend Backend
+	log     *slog.Logger
+}
+
+// NewHandler returns a Handler; a nil logger discards.
+func NewHandler(b Backend, log *slog.Logger) *Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Handler{backend: b, log: log}
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w}
+	var route Route
+	var outcome string
+	err := h.serve(rec, r, &route, &outcome)
+	if err != nil && !rec.wroteHeader {
+		if r.Context().Err() == nil || errors.As(err, new(*Error)) {
+			WriteError(rec, r, err)
+		}
+	}
+	attrs := []slog.Attr{
+		slog.String("method", r.Method),
+		slog.String("path", r.URL.Path),
+		slog.Int("status", rec.statusCode()),
+		slog.Int64("bytes", rec.written),
+		slog.Duration("duration", time.Since(start)),
+		slog.String("client", r.RemoteAddr),
+	}
+	if outcome != "" {
+		attrs = append(attrs, slog.String("cache", outcome))
+	}
+	level := slog.LevelInfo
+	if err != nil {
+		attrs = append(attrs, slog.String("error", err.Error()))
+		if rec.statusCode() >= 500 || rec.aborted {
+			level = slog.LevelWarn
+		}
+	}
+	h.log.LogAttrs(r.Context(), level, "request", attrs...)
+	if rec.aborted {
+		// The status line is out: the only way to tell the client the
+		// body is incomplete is to break the connection.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+func (h *Handler) serve(w *recorder, r *http.Request, route *Route, outcome *string) error {
+	var err error
+	*route, err = ParsePath(r.URL.Path)
+	if errors.Is(err, ErrNotRegistryPath) {
+		return Errorf(CodeNameUnknown, "not found: %s", truncate(r.URL.Path)).WithStatus(http.StatusNotFound)
+	}
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	switch route.Kind {
+	case KindUpload:
+		return Errorf(CodeUnsupported, "push is not supported by this mirror")
+	case KindCatalog:
+		return Errorf(CodeUnsupported, "the catalog is not supported by ECR").WithStatus(http.StatusNotFound)
+	case KindReferrers:
+		return Errorf(CodeUnsupported, "the referrers API is not supported by this mirror").WithStatus(http.StatusNotFound)
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return Errorf(CodeUnsupported, "method %s is not supported by this mirror (pull only)", r.Method)
+	}
+	req := &Request{Name: route.Name, Dgst: route.Dgst, Tag: route.Tag, Head: r.Method == http.MethodHead}
+	ctx := r.Context()
+	switch route.Kind {
+	case KindBase:
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		if !req.Head {
+			_, _ = io.WriteString(w, "{}")
+		}
+		return nil
+	case KindTags:
+		return h.serveTags(ctx, w, r, route.Name)
+	case KindBlob:
+		if !req.Head {
+			if req.Range, err = ParseRange(r.Header.Get("Range")); err != nil {
+				return err
+			}
+		}
+		c, err := h.backend.Blob(ctx, req)
+		if err != nil {
+			return err
+		}
+		*outcome = c.Outcome
+		return h.writeContent(w, r, req, c)
+	case KindManifest:
+		req.Accept = parseAccept(r.Header.Values("Accept"))
+		c, err := h.backend.Manifest(ctx, req)
+		if err != nil {
+			return err
+		}
+		*outcome = c.Outcome
+		return h.writeContent(w, r, req, c)
+	}
+	return Errorf(CodeUnsupported, "unsupported endpoint")
+}
+
+// writeContent writes a backend answer: headers, then the body.
+func (h *Handler) writeContent(w *recorder, r *http.Request, req *Request, c *Content) error {
+	if c.Body != nil {
+		defer c.Body.Close()
+	}
+	hdr := w.Header()
+	mediaType := c.MediaType
+	if mediaType == "" {
+		mediaType = "application/octet-stream"
+	}
+	hdr.Set("Content-Type", mediaType)
+	hdr.Set("Docker-Content-Digest", c.Dgst.String())
+	hdr.Set("ETag", `"`+c.Dgst.String()+`"`)
+	if req.Head || c.Body == nil {
+		if c.Size >= 0 {
+			hdr.Set("Content-Length", strconv.FormatInt(c.Size, 10))
+		}
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}
+	if rs, ok := c.Body.(io.ReadSeeker); ok && c.Partial == nil {
+		if req.Range != nil {
+			// Validate here so a bad range gets an OCI error, not
+			// ServeContent's plain text; ServeContent then applies it.
+			if _, _, err := req.Range.Resolve(c.Size); err != nil {
+				return err
+			}
+		} else {
+			r.Header.Del("Range") // several ranges or another unit: whole content
+		}
+		hdr.Set("Accept-Ranges", "bytes")
+		http.ServeContent(w, r, "", time.Time{}, rs)
+		return nil
+	}
+	status, length := http.StatusOK, c.Size
+	if p := c.Partial; p != nil {
+		status, length = http.StatusPartialContent, p.Length
+		hdr.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", p.Start, p.Start+p.Length-1, c.Size))
+	}
+	if length >= 0 {
+		hdr.Set("Content-Length", strconv.FormatInt(length, 10))
+	}
+	w.WriteHeader(status)
+	n, err := io.Copy(w, c.Body)
+	if err == nil && length >= 0 && n != length {
+		err = fmt.Errorf("content ended after %d of %d bytes", n, length)
+	}
+	if err != nil {
+		w.aborted = true
+		return fmt.Errorf("streaming %s: %w", c.Dgst, err)
+	}
+	return nil
+}
+
+func (h *Handler) serveTags(ctx context.Context, w *recorder, r *http.Request, name string) error {
+	q := r.URL.Query()
+	if n := q.Get("n"); n != "" {
+		if v, err := strconv.Atoi(n); err != nil || v < 0 {
+			return Errorf(CodePaginationNumber, "invalid page size n=%q", truncate(n))
+		}
+	}
+	tl, err := h.backend.Tags(ctx, name, q)
+	if err != nil {
+		return err
+	}
+	if tl.NextQuery != "" {
+		next := url.URL{Scheme: requestScheme(r), Host: r.Host, Path: "/v2/" + name + "/tags/list", RawQuery: tl.NextQuery}
+		w.Header().Set("Link", fmt.Sprintf("<%s>; rel=\"next\"", next.String()))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(tl.Body)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(tl.Body)
+	}
+	return nil
+}
+
+// requestScheme is the scheme the client used to reach the mirror.
+func requestScheme(r *http.Request) string {
+	if r.TLS != nil {
+		return "https"
+	}
+	return "http"
+}
+
+// parseAccept flattens Accept headers into media types, without
+// parameters.
+func parseAccept(values []string) []string {
+	var out []string
+	for _, v := range values {
+		for _, part := range strings.Split(v, ",") {
+			mt, _, _ := strings.Cut(part, ";")
+			if mt = strings.TrimSpace(mt); mt != "" {
+				out = append(out, mt)
+			}
+		}
+	}
+	return out
+}
+
+// recorder remembers what was written, for the request log. It keeps the
+// io.ReaderFrom path so sendfile stays in use for files.
+type recorder struct {
+	http.ResponseWriter
+	status      int
+	written     int64
+	wroteHeader bool
+	aborted     bool
+}
+
+var (
+	_ io.ReaderFrom = (*recorder)(nil)
+	_ http.Flusher  = (*recorder)(nil)
+)
+
+func (r *recorder) WriteHeader(code int) {
+	if !r.wroteHeader {
+		r.status, r.wroteHeader = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if !r.wroteHeader {
+		r.WriteHeader(http.StatusOK)
+	}
+	n, err := r.ResponseWriter.Write(p)
+	r.written += int64(n)
+	return n, err
+}
+
+func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
+	if !r.wroteHeader {
+		r.WriteHeader(http.StatusOK)
+	}
+	var n int64
+	var err error
+	if rf, ok := r.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(src)
+	} else {
+		n, err = io.Copy(writerOnly{r.ResponseWriter}, src)
+	}
+	r.written += n
+	return n, err
+}
+
+func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (r *recorder) statusCode() int {
+	if r.status == 0 {
+		return http.StatusOK
+	}
+	return r.status
+}
+
+// writerOnly hides ReadFrom so io.Copy does not recurse.
+type writerOnly struct{ io.Writer }
