@@ -1,0 +1,190 @@
+package cache
+
+import (
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/opencontainers/go-digest"
+)
+
+// blobKeyPrefix starts the Badger key of every committed entry. Other
+// packages may add their own prefixes (tag/...) to the same database.
+const blobKeyPrefix = "blob/"
+
+const (
+	recordVersion   = 1
+	recordHeaderLen = 1 + 8 + 8
+)
+
+// entry is the in-memory state of one committed entry; the LRU owns it and
+// it is only read or changed under Store.mu.
+type entry struct {
+	size       int64
+	mediaType  string
+	lastAccess int64 // unix nanoseconds
+}
+
+func (e *entry) info(dgst digest.Digest) Info {
+	return Info{Digest: dgst, Size: e.size, MediaType: e.mediaType, LastAccess: timeFromNanos(e.lastAccess)}
+}
+
+func blobKey(dgst digest.Digest) []byte {
+	return []byte(blobKeyPrefix + dgst.String())
+}
+
+// encodeRecord encodes e as a version 1 record (layout in doc.go).
+func encodeRecord(e *entry) []byte {
+	b := make([]byte, recordHeaderLen+len(e.mediaType))
+	b[0] = recordVersion
+	binary.BigEndian.PutUint64(b[1:9], uint64(e.size))
+	binary.BigEndian.PutUint64(b[9:17], uint64(e.lastAccess))
+	copy(b[recordHeaderLen:], e.mediaType)
+	return b
+}
+
+// decodeRecord parses a record written by encodeRecord.
+func decodeRecord(b []byte) (*entry, error) {
+	if len(b) < recordHeaderLen {
+		return nil, fmt.Errorf("record of %d bytes is shorter than its %d-byte header", len(b), recordHeaderLen)
+	}
+	if b[0] != recordVersion {
+		return nil, fmt.Errorf("record version %d is not supported (want %d)", b[0], recordVersion)
+	}
+	size := int64(binary.BigEndian.Uint64(b[1:9]))
+	if size < 0 {
+		return nil, fmt.Errorf("record has negative size %d", size)
+	}
+	return &entry{
+		size:       size,
+		lastAccess: int64(binary.BigEndian.Uint64(b[9:17])),
+		mediaType:  string(b[recordHeaderLen:]),
+	}, nil
+}
+
+// openIndex opens the Badger database in dir with options sized for a small
+// index: tiny memtables and value log files, no block cache, no compression,
+// no global expvar metrics. Every write is synced, so an index entry is
+// durable once Commit returns; the periodic access-time batches pay one sync
+// each, which is negligible. Badger takes a non-blocking flock on dir, so a
+// second Open of the same directory fails at once.
+func openIndex(dir string, log *slog.Logger) (*badger.DB, error) {
+	opts := badger.DefaultOptions(dir).
+		WithLogger(badgerLogger{log: log}).
+		WithMetricsEnabled(false).
+		WithSyncWrites(true).
+		WithDetectConflicts(false).
+		WithCompression(options.None).
+		WithBlockCacheSize(0).
+		WithIndexCacheSize(0).
+		WithMemTableSize(4 << 20).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(8).
+		WithBaseTableSize(1 << 20).
+		WithBaseLevelSize(4 << 20).
+		WithValueThreshold(64 << 10).
+		WithValueLogFileSize(16 << 20).
+		WithNumCompactors(2).
+		WithNumGoroutines(2)
+	db, err := badger.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("cache: open index %s (is another process using this cache directory?): %w", dir, err)
+	}
+	return db, nil
+}
+
+// indexRecord is one decoded index entry as found at Open.
+type indexRecord struct {
+	dgst digest.Digest
+	e    *entry
+}
+
+// loadIndex reads every blob/ record. Keys that do not name a valid sha256
+// digest and values that do not decode are returned in bad so that the
+// caller can delete them.
+func loadIndex(db *badger.DB) (recs []indexRecord, bad [][]byte, err error) {
+	err = db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: []byte(blobKeyPrefix)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			key := item.KeyCopy(nil)
+			dgst := digest.Digest(strings.TrimPrefix(string(key), blobKeyPrefix))
+			if checkDigest(dgst) != nil {
+				bad = append(bad, key)
+				continue
+			}
+			val, err := item.ValueCopy(nil)
+			if err != nil {
+				return fmt.Errorf("read value of %q: %w", key, err)
+			}
+			e, err := decodeRecord(val)
+			if err != nil {
+				bad = append(bad, key)
+				continue
+			}
+			recs = append(recs, indexRecord{dgst: dgst, e: e})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("cache: load index: %w", err)
+	}
+	return recs, bad, nil
+}
+
+// writeIndex sets and deletes blob records in one batch and returns once the
+// batch is durable.
+func writeIndex(db *badger.DB, set []indexRecord, del []digest.Digest) error {
+	return writeIndexKeys(db, set, keysOf(del))
+}
+
+func keysOf(dgsts []digest.Digest) [][]byte {
+	keys := make([][]byte, len(dgsts))
+	for i, d := range dgsts {
+		keys[i] = blobKey(d)
+	}
+	return keys
+}
+
+func writeIndexKeys(db *badger.DB, set []indexRecord, del [][]byte) error {
+	if len(set) == 0 && len(del) == 0 {
+		return nil
+	}
+	wb := db.NewWriteBatch()
+	for _, k := range del {
+		if err := wb.Delete(k); err != nil {
+			wb.Cancel()
+			return fmt.Errorf("delete %q: %w", k, err)
+		}
+	}
+	for _, r := range set {
+		if err := wb.Set(blobKey(r.dgst), encodeRecord(r.e)); err != nil {
+			wb.Cancel()
+			return fmt.Errorf("set %q: %w", blobKey(r.dgst), err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("flush batch: %w", err)
+	}
+	return nil
+}
+
+// badgerLogger routes Badger's errors and warnings to slog and drops its
+// chatty info and debug output.
+type badgerLogger struct{ log *slog.Logger }
+
+func (l badgerLogger) Errorf(format string, args ...any) {
+	l.log.Error(strings.TrimSpace(fmt.Sprintf(format, args...)), "component", "badger")
+}
+
+func (l badgerLogger) Warningf(format string, args ...any) {
+	l.log.Warn(strings.TrimSpace(fmt.Sprintf(format, args...)), "component", "badger")
+}
+
+func (badgerLogger) Infof(string, ...any)  {}
+func (badgerLogger) Debugf(string, ...any) {}

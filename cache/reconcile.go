@@ -1,0 +1,196 @@
+package cache
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// reconcileReport counts what Open cleaned up.
+type reconcileReport struct {
+	tmpRemoved    int // anything in tmp/
+	badRecords    int // index keys or values that do not parse
+	missingFiles  int // index entries without a file
+	sizeMismatch  int // index entries whose file has another size (file removed too)
+	strayFiles    int // files or directories under blobs/sha256 with no index entry or a bad name
+	evicted       int // entries evicted because the budget shrank
+	evictedBytes  int64
+	kept          int
+	keptBytes     int64
+	otherBlobDirs int // unknown entries beside blobs/sha256, left alone
+}
+
+// reconcile makes the index and the files agree before anything is served,
+// then loads the LRU ordered by persisted access time and evicts down to
+// MaxSize. It runs in Open, before the store is shared.
+func (s *Store) reconcile() error {
+	var rep reconcileReport
+
+	tmp, err := os.ReadDir(s.tmpDir)
+	if err != nil {
+		return fmt.Errorf("cache: reconcile: read %s: %w", s.tmpDir, err)
+	}
+	for _, de := range tmp {
+		if err := os.RemoveAll(filepath.Join(s.tmpDir, de.Name())); err != nil {
+			return fmt.Errorf("cache: reconcile: remove stale temp file: %w", err)
+		}
+		rep.tmpRemoved++
+	}
+
+	recs, bad, err := loadIndex(s.db)
+	if err != nil {
+		return err
+	}
+	rep.badRecords = len(bad)
+	indexed := make(map[digest.Digest]*entry, len(recs))
+	var drop []digest.Digest
+	live := recs[:0]
+	for _, r := range recs {
+		path := s.blobPath(r.dgst)
+		fi, err := os.Lstat(path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			rep.missingFiles++
+			drop = append(drop, r.dgst)
+			continue
+		case err != nil:
+			return fmt.Errorf("cache: reconcile: %w", err)
+		case !fi.Mode().IsRegular() || fi.Size() != r.e.size:
+			if err := os.RemoveAll(path); err != nil {
+				return fmt.Errorf("cache: reconcile: remove damaged blob: %w", err)
+			}
+			rep.sizeMismatch++
+			drop = append(drop, r.dgst)
+			continue
+		}
+		indexed[r.dgst] = r.e
+		live = append(live, r)
+	}
+	if err := writeIndexKeys(s.db, nil, append(bad, keysOf(drop)...)); err != nil {
+		return fmt.Errorf("cache: reconcile: drop %d index records: %w", len(bad)+len(drop), err)
+	}
+
+	if rep.strayFiles, err = s.removeStrays(indexed); err != nil {
+		return err
+	}
+	if rep.otherBlobDirs, err = s.countOtherBlobDirs(); err != nil {
+		return err
+	}
+
+	// Oldest first, so the most recently used entry ends at the LRU front.
+	slices.SortFunc(live, func(a, b indexRecord) int {
+		return cmp.Or(cmp.Compare(a.e.lastAccess, b.e.lastAccess), cmp.Compare(a.dgst, b.dgst))
+	})
+	for _, r := range live {
+		s.lru.Add(r.dgst, r.e)
+		s.size += r.e.size
+		s.entries++
+		s.lastNano = max(s.lastNano, r.e.lastAccess)
+	}
+	var victims []digest.Digest
+	for s.size > s.maxSize {
+		k, e, ok := s.lru.RemoveOldest()
+		if !ok {
+			break
+		}
+		s.forgetLocked(k, e)
+		victims = append(victims, k)
+		rep.evictedBytes += e.size
+		if err := removeFile(s.blobPath(k)); err != nil {
+			return fmt.Errorf("cache: reconcile: evict %s: %w", k, err)
+		}
+	}
+	rep.evicted = len(victims)
+	if err := writeIndex(s.db, nil, victims); err != nil {
+		return fmt.Errorf("cache: reconcile: drop %d evicted index records: %w", len(victims), err)
+	}
+	s.syncSizeLocked()
+	s.stats.evictions.Add(int64(rep.evicted))
+	s.stats.evictedBytes.Add(rep.evictedBytes)
+	rep.kept, rep.keptBytes = int(s.entries), s.size
+
+	s.log.Info("cache: opened",
+		"dir", s.dir,
+		"entries", rep.kept,
+		"bytes", rep.keptBytes,
+		"max_size", s.maxSize,
+		"removed_temp_files", rep.tmpRemoved,
+		"dropped_bad_records", rep.badRecords,
+		"dropped_missing_files", rep.missingFiles,
+		"dropped_size_mismatches", rep.sizeMismatch,
+		"removed_stray_files", rep.strayFiles,
+		"evicted", rep.evicted,
+		"evicted_bytes", rep.evictedBytes,
+	)
+	if rep.otherBlobDirs > 0 {
+		s.log.Warn("cache: unknown entries under blobs/ left alone", "dir", filepath.Dir(s.blobDir), "count", rep.otherBlobDirs)
+	}
+	return nil
+}
+
+// removeStrays removes everything under blobs/sha256 that is not the file
+// of an indexed entry at its proper path: unindexed files (a crash between
+// rename and index write), names that are not a sha256 hex, files in the
+// wrong fan-out directory, directories and symlinks where files belong.
+func (s *Store) removeStrays(indexed map[digest.Digest]*entry) (int, error) {
+	removed := 0
+	remove := func(path string) error {
+		if err := os.RemoveAll(path); err != nil {
+			return fmt.Errorf("cache: reconcile: remove stray %s: %w", path, err)
+		}
+		removed++
+		return nil
+	}
+	fanout, err := os.ReadDir(s.blobDir)
+	if err != nil {
+		return 0, fmt.Errorf("cache: reconcile: read %s: %w", s.blobDir, err)
+	}
+	for _, fd := range fanout {
+		dir := filepath.Join(s.blobDir, fd.Name())
+		if !fd.IsDir() || len(fd.Name()) != 2 || !isHex(fd.Name()) {
+			if err := remove(dir); err != nil {
+				return removed, err
+			}
+			continue
+		}
+		files, err := os.ReadDir(dir)
+		if err != nil {
+			return removed, fmt.Errorf("cache: reconcile: read %s: %w", dir, err)
+		}
+		for _, de := range files {
+			name := de.Name()
+			dgst := digest.NewDigestFromEncoded(digest.SHA256, name)
+			_, ok := indexed[dgst]
+			if ok && de.Type().IsRegular() && name[:2] == fd.Name() {
+				continue
+			}
+			if err := remove(filepath.Join(dir, name)); err != nil {
+				return removed, err
+			}
+		}
+	}
+	return removed, nil
+}
+
+// countOtherBlobDirs counts entries under blobs/ other than sha256. They
+// are not ours to delete (a future algorithm, an operator's file) and are
+// never served, so they are only reported.
+func (s *Store) countOtherBlobDirs() (int, error) {
+	des, err := os.ReadDir(filepath.Dir(s.blobDir))
+	if err != nil {
+		return 0, fmt.Errorf("cache: reconcile: %w", err)
+	}
+	n := 0
+	for _, de := range des {
+		if de.Name() != string(digest.SHA256) {
+			n++
+		}
+	}
+	return n, nil
+}

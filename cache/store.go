@@ -1,0 +1,637 @@
+package cache
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"github.com/opencontainers/go-digest"
+)
+
+var (
+	// ErrNotFound is returned by Stat, Get and Delete for a digest that is
+	// not stored. Check it with errors.Is.
+	ErrNotFound = errors.New("cache: entry not found")
+	// ErrDigestMismatch is returned by Commit when the written bytes hash to
+	// another digest than the declared one; the error wrapping it names both.
+	ErrDigestMismatch = errors.New("cache: digest mismatch")
+	// ErrSizeMismatch is returned by Write and Commit when more or fewer bytes
+	// arrive than the declared size; the error wrapping it names both.
+	ErrSizeMismatch = errors.New("cache: size mismatch")
+	// ErrAborted is what followers of a Writer receive after Abort(nil).
+	ErrAborted = errors.New("cache: entry aborted")
+	// ErrClosed is returned by operations on a closed Store.
+	ErrClosed = errors.New("cache: store closed")
+	// ErrWriterDone is returned by Writer.NewReader, Write and Commit once
+	// the writer has been committed; the content is then available through
+	// Store.Get if it was kept.
+	ErrWriterDone = errors.New("cache: writer already committed")
+)
+
+const (
+	defaultAccessFlushInterval = 5 * time.Second
+	// maxMediaTypeLen bounds the media type stored with an entry; real media
+	// types are well under 128 bytes (RFC 6838).
+	maxMediaTypeLen = 1024
+)
+
+// Info describes one stored entry.
+type Info struct {
+	Digest     digest.Digest
+	Size       int64
+	MediaType  string
+	LastAccess time.Time
+}
+
+// Options configure a Store.
+type Options struct {
+	// Dir is the root directory of the store; it is created if absent.
+	Dir string
+	// MaxSize is the byte budget for committed entries; it must be > 0.
+	MaxSize int64
+	// Logger receives the store's logs; nil discards them.
+	Logger *slog.Logger
+	// AccessFlushInterval is how often access times are persisted; 0 means 5s.
+	AccessFlushInterval time.Duration
+}
+
+// Stats is a snapshot of a Store's counters. Entries and Bytes are current
+// values; the others count events since Open.
+type Stats struct {
+	Entries          int64 // committed entries
+	Bytes            int64 // committed bytes, including commits being installed
+	Hits             int64 // Get calls that returned an entry
+	Misses           int64 // Get calls that returned ErrNotFound
+	Commits          int64 // entries admitted by Commit
+	Evictions        int64 // entries evicted to stay within MaxSize
+	EvictedBytes     int64 // bytes of those entries
+	Deletes          int64 // entries removed by Delete
+	Discarded        int64 // verified entries not kept because they exceed MaxSize
+	DigestMismatches int64 // commits rejected for a wrong digest
+	SizeMismatches   int64 // writers failed for a wrong size
+	Aborts           int64 // writers aborted
+}
+
+// counters backs Stats; the fields are updated atomically so Stats and Size
+// never take the store mutex.
+type counters struct {
+	entries, bytes, hits, misses, commits, evictions, evictedBytes atomic.Int64
+	deletes, discarded, digestMismatches, sizeMismatches, aborts   atomic.Int64
+}
+
+// Store is a digest-verified content store on disk. All methods are safe for
+// concurrent use. See the package documentation for the layout.
+type Store struct {
+	dir, blobDir, tmpDir string
+	maxSize              int64
+	log                  *slog.Logger
+	db                   *badger.DB
+
+	// idxMu orders index writes that could otherwise land out of order: an
+	// access-time flush holds it exclusively from its snapshot to its write,
+	// and every write that removes records holds it shared. A removal thus
+	// either precedes the snapshot (and is not in it) or follows the flush,
+	// so a flush never resurrects a deleted record.
+	idxMu sync.RWMutex
+
+	mu   sync.Mutex
+	cond *sync.Cond // on mu; signalled when a reservation ends
+	lru  *simplelru.LRU[digest.Digest, *entry]
+	// size is the bytes of the entries in lru plus the reservations of
+	// commits being installed; reserved is the latter part alone.
+	size, reserved int64
+	entries        int64
+	dirty          map[digest.Digest]struct{}
+	// busy holds digests with a disk change in flight (commit, eviction,
+	// delete). Such a digest is never in lru; whoever wants to change it
+	// waits for the channel to close.
+	busy     map[digest.Digest]chan struct{}
+	lastNano int64 // last access time handed out, to keep them increasing
+	closed   bool
+	ops      sync.WaitGroup // in-flight operations that will write the index
+
+	stop      chan struct{}
+	flushDone chan struct{}
+	stats     counters
+}
+
+// Open opens or creates the store in opts.Dir: it creates the directories,
+// opens the index (failing at once if another Store holds it), reconciles
+// the index with the files on disk and loads the LRU order.
+func Open(opts Options) (*Store, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("cache: open: Options.Dir is empty")
+	}
+	if opts.MaxSize <= 0 {
+		return nil, fmt.Errorf("cache: open %s: Options.MaxSize must be > 0, got %d", opts.Dir, opts.MaxSize)
+	}
+	if opts.AccessFlushInterval < 0 {
+		return nil, fmt.Errorf("cache: open %s: Options.AccessFlushInterval must be >= 0, got %v", opts.Dir, opts.AccessFlushInterval)
+	}
+	flushEvery := opts.AccessFlushInterval
+	if flushEvery == 0 {
+		flushEvery = defaultAccessFlushInterval
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("cache: open %s: %w", opts.Dir, err)
+	}
+	s := &Store{
+		dir:       dir,
+		blobDir:   filepath.Join(dir, blobsDirName, string(digest.SHA256)),
+		tmpDir:    filepath.Join(dir, tmpDirName),
+		maxSize:   opts.MaxSize,
+		log:       log,
+		dirty:     make(map[digest.Digest]struct{}),
+		busy:      make(map[digest.Digest]chan struct{}),
+		stop:      make(chan struct{}),
+		flushDone: make(chan struct{}),
+	}
+	s.cond = sync.NewCond(&s.mu)
+	// Entries are bounded by bytes, not count, so the LRU's own limit is
+	// never reached; NewLRU fails only for a non-positive size.
+	if s.lru, err = simplelru.NewLRU[digest.Digest, *entry](math.MaxInt, nil); err != nil {
+		return nil, fmt.Errorf("cache: open %s: %w", dir, err)
+	}
+	for _, d := range []string{s.blobDir, s.tmpDir, filepath.Join(dir, indexDirName)} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("cache: open %s: %w", dir, err)
+		}
+	}
+	// The index holds the directory lock, so open it before touching tmp/:
+	// a second process must fail here, not delete the first one's downloads.
+	if s.db, err = openIndex(filepath.Join(dir, indexDirName), log); err != nil {
+		return nil, err
+	}
+	if err := s.reconcile(); err != nil {
+		return nil, errors.Join(err, s.db.Close())
+	}
+	go s.flushLoop(flushEvery)
+	return s, nil
+}
+
+// Close stops the background flusher, persists pending access times and
+// closes the index. Writers still open can no longer commit; their temp
+// files are removed at the next Open. Close is idempotent.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	close(s.stop)
+	<-s.flushDone
+	s.ops.Wait()
+	var errs []error
+	if err := s.flushAccess(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.db.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("cache: close index %s: %w", s.dir, err))
+	}
+	return errors.Join(errs...)
+}
+
+// Stat returns the Info of a stored entry without changing its recency.
+func (s *Store) Stat(dgst digest.Digest) (Info, error) {
+	if err := checkDigest(dgst); err != nil {
+		return Info{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return Info{}, fmt.Errorf("cache: stat %s: %w", dgst, ErrClosed)
+	}
+	e, ok := s.lru.Peek(dgst)
+	if !ok {
+		return Info{}, fmt.Errorf("cache: stat %s: %w", dgst, ErrNotFound)
+	}
+	return e.info(dgst), nil
+}
+
+// Get opens a stored entry for reading and marks it recently used. The
+// caller closes the file. The file stays readable even if the entry is
+// evicted meanwhile. An entry whose file has vanished or changed size is
+// dropped and reported as ErrNotFound.
+func (s *Store) Get(dgst digest.Digest) (*os.File, Info, error) {
+	if err := checkDigest(dgst); err != nil {
+		return nil, Info{}, err
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, Info{}, fmt.Errorf("cache: get %s: %w", dgst, ErrClosed)
+	}
+	e, ok := s.lru.Get(dgst)
+	if !ok {
+		s.mu.Unlock()
+		s.stats.misses.Add(1)
+		return nil, Info{}, fmt.Errorf("cache: get %s: %w", dgst, ErrNotFound)
+	}
+	// Opening under the mutex is one syscall, and it means the file cannot
+	// be evicted between the lookup and the open: an entry in the LRU always
+	// has its file unless something outside the store removed it.
+	path := s.blobPath(dgst)
+	f, err := os.Open(path)
+	var problem string
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		problem = "file vanished"
+	case err != nil:
+		s.mu.Unlock()
+		return nil, Info{}, fmt.Errorf("cache: get %s: %w", dgst, err)
+	default:
+		if fi, serr := f.Stat(); serr != nil || !fi.Mode().IsRegular() || fi.Size() != e.size {
+			f.Close()
+			problem = "file changed size"
+		}
+	}
+	if problem != "" {
+		s.lru.Remove(dgst)
+		s.forgetLocked(dgst, e)
+		done := s.markBusyLocked(dgst)
+		s.mu.Unlock()
+		rerr := s.removeEntry(dgst)
+		s.endBusy(done, dgst)
+		s.stats.misses.Add(1)
+		s.log.Warn("cache: dropped damaged entry", "digest", dgst, "path", path, "problem", problem, "cleanup_error", rerr)
+		return nil, Info{}, fmt.Errorf("cache: get %s: %s: %w", dgst, problem, ErrNotFound)
+	}
+	e.lastAccess = s.nowLocked()
+	s.dirty[dgst] = struct{}{}
+	info := e.info(dgst)
+	s.mu.Unlock()
+	s.stats.hits.Add(1)
+	return f, info, nil
+}
+
+// Create starts a new entry of the given digest. size is the declared size
+// in bytes, or -1 if unknown. The caller must finish the Writer with Commit
+// or Abort. Only sha256 digests are supported.
+func (s *Store) Create(dgst digest.Digest, size int64, mediaType string) (*Writer, error) {
+	if err := checkDigest(dgst); err != nil {
+		return nil, err
+	}
+	if size < -1 {
+		return nil, fmt.Errorf("cache: create %s: invalid size %d (want >= 0, or -1 for unknown)", dgst, size)
+	}
+	if len(mediaType) > maxMediaTypeLen {
+		return nil, fmt.Errorf("cache: create %s: media type of %d bytes exceeds %d", dgst, len(mediaType), maxMediaTypeLen)
+	}
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return nil, fmt.Errorf("cache: create %s: %w", dgst, ErrClosed)
+	}
+	f, err := os.CreateTemp(s.tmpDir, dgst.Encoded()[:12]+"-*")
+	if err != nil {
+		return nil, fmt.Errorf("cache: create %s: temp file: %w", dgst, err)
+	}
+	w := &Writer{
+		s:         s,
+		dgst:      dgst,
+		size:      size,
+		mediaType: mediaType,
+		tmpPath:   f.Name(),
+		f:         f,
+		h:         sha256.New(),
+		refs:      1,
+	}
+	w.cond.L = &w.mu
+	return w, nil
+}
+
+// Put stores small content such as a manifest in one step: Create, Write,
+// Commit. Content larger than MaxSize is verified but not kept, and Put
+// returns nil for it.
+func (s *Store) Put(dgst digest.Digest, mediaType string, data []byte) error {
+	w, err := s.Create(dgst, int64(len(data)), mediaType)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(data); err != nil {
+		w.Abort(err)
+		return err
+	}
+	_, err = w.Commit()
+	return err
+}
+
+// Delete removes a stored entry: its index record and its file. Readers
+// that have the file open keep reading it.
+func (s *Store) Delete(dgst digest.Digest) error {
+	if err := checkDigest(dgst); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if err := s.waitIdleLocked(dgst); err != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("cache: delete %s: %w", dgst, err)
+	}
+	e, ok := s.lru.Peek(dgst)
+	if !ok {
+		s.mu.Unlock()
+		return fmt.Errorf("cache: delete %s: %w", dgst, ErrNotFound)
+	}
+	s.lru.Remove(dgst)
+	s.forgetLocked(dgst, e)
+	done := s.markBusyLocked(dgst)
+	s.mu.Unlock()
+	err := s.removeEntry(dgst)
+	s.endBusy(done, dgst)
+	s.stats.deletes.Add(1)
+	return err
+}
+
+// Size returns the committed bytes now, counting commits being installed.
+// It never exceeds MaxSize.
+func (s *Store) Size() int64 { return s.stats.bytes.Load() }
+
+// MaxSize returns the byte budget.
+func (s *Store) MaxSize() int64 { return s.maxSize }
+
+// Stats returns a snapshot of the store's counters.
+func (s *Store) Stats() Stats {
+	c := &s.stats
+	return Stats{
+		Entries:          c.entries.Load(),
+		Bytes:            c.bytes.Load(),
+		Hits:             c.hits.Load(),
+		Misses:           c.misses.Load(),
+		Commits:          c.commits.Load(),
+		Evictions:        c.evictions.Load(),
+		EvictedBytes:     c.evictedBytes.Load(),
+		Deletes:          c.deletes.Load(),
+		Discarded:        c.discarded.Load(),
+		DigestMismatches: c.digestMismatches.Load(),
+		SizeMismatches:   c.sizeMismatches.Load(),
+		Aborts:           c.aborts.Load(),
+	}
+}
+
+// admit stores a verified temp file as dgst. It evicts least recently used
+// entries to make room, reserving the bytes so that concurrent commits
+// cannot overshoot MaxSize together, and installs the file without holding
+// s.mu. f is the temp file's open descriptor, fsynced here only if the
+// entry is going to be kept.
+func (s *Store) admit(dgst digest.Digest, size int64, mediaType string, f *os.File, tmpPath string) (kept bool, err error) {
+	s.mu.Lock()
+	if err := s.waitIdleLocked(dgst); err != nil {
+		s.mu.Unlock()
+		return false, fmt.Errorf("cache: commit %s: %w", dgst, err)
+	}
+	if s.lru.Contains(dgst) {
+		// A concurrent download of the same content finished first.
+		s.mu.Unlock()
+		s.dropTemp(tmpPath)
+		return true, nil
+	}
+	if size > s.maxSize {
+		s.mu.Unlock()
+		s.stats.discarded.Add(1)
+		s.log.Debug("cache: entry larger than the budget not kept", "digest", dgst, "size", size, "max_size", s.maxSize)
+		s.dropTemp(tmpPath)
+		return false, nil
+	}
+	// dgst and its victims share one busy channel, closed when done.
+	done := s.markBusyLocked(dgst)
+	var victims []digest.Digest
+	var evictedBytes int64
+	for s.size+size > s.maxSize {
+		if k, e, ok := s.lru.RemoveOldest(); ok {
+			s.forgetLocked(k, e)
+			s.busy[k] = done
+			victims = append(victims, k)
+			evictedBytes += e.size
+			continue
+		}
+		if s.reserved == 0 {
+			break // cannot happen: empty LRU and no reservations means size 0
+		}
+		// Only other commits' reservations are left; once they land in the
+		// LRU they can be evicted.
+		s.cond.Wait()
+	}
+	s.size += size
+	s.reserved += size
+	s.syncSizeLocked()
+	e := &entry{size: size, mediaType: mediaType, lastAccess: s.nowLocked()}
+	s.mu.Unlock()
+
+	err = s.install(dgst, e, f, tmpPath, victims)
+
+	s.mu.Lock()
+	s.reserved -= size
+	if err != nil {
+		s.size -= size
+	} else {
+		s.lru.Add(dgst, e)
+		s.entries++
+	}
+	s.syncSizeLocked()
+	delete(s.busy, dgst)
+	for _, v := range victims {
+		delete(s.busy, v)
+	}
+	close(done)
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	s.ops.Done()
+
+	s.stats.evictions.Add(int64(len(victims)))
+	s.stats.evictedBytes.Add(evictedBytes)
+	if err != nil {
+		return false, err
+	}
+	s.stats.commits.Add(1)
+	return true, nil
+}
+
+// install makes a temp file durable, moves it into place and indexes it,
+// after unlinking the files of the entries evicted for it. On failure
+// nothing of dgst remains.
+func (s *Store) install(dgst digest.Digest, e *entry, f *os.File, tmpPath string, victims []digest.Digest) error {
+	err := f.Sync()
+	if err != nil {
+		err = fmt.Errorf("sync temp file %s: %w", tmpPath, err)
+	}
+	for _, v := range victims {
+		if rerr := removeFile(s.blobPath(v)); rerr != nil {
+			// Left for reconcile at the next Open; it is no longer indexed.
+			s.log.Warn("cache: remove evicted file", "digest", v, "error", rerr)
+		}
+	}
+	final := s.blobPath(dgst)
+	if err == nil {
+		err = ensureDir(filepath.Dir(final))
+	}
+	if err == nil {
+		err = os.Rename(tmpPath, final)
+	}
+	if err == nil {
+		if err = syncDir(filepath.Dir(final)); err != nil {
+			removeFile(final)
+		}
+	}
+	s.idxMu.RLock()
+	if err == nil {
+		if err = writeIndex(s.db, []indexRecord{{dgst: dgst, e: e}}, victims); err != nil {
+			removeFile(final)
+			err = fmt.Errorf("write index: %w", err)
+		}
+	} else if ierr := writeIndex(s.db, nil, victims); ierr != nil {
+		s.log.Warn("cache: delete evicted index records", "error", ierr)
+	}
+	s.idxMu.RUnlock()
+	if err != nil {
+		removeFile(tmpPath)
+		return fmt.Errorf("cache: commit %s: %w", dgst, err)
+	}
+	return nil
+}
+
+// dropTemp removes a temp file that is no longer needed. Followers keep
+// reading it through the writer's open descriptor. A failure only leaks the
+// file until the next Open, so it is logged rather than returned.
+func (s *Store) dropTemp(path string) {
+	if err := removeFile(path); err != nil {
+		s.log.Warn("cache: remove temp file", "path", path, "error", err)
+	}
+}
+
+// removeEntry unlinks the file and deletes the record of an entry already
+// taken out of the LRU and marked busy.
+func (s *Store) removeEntry(dgst digest.Digest) error {
+	var errs []error
+	if err := removeFile(s.blobPath(dgst)); err != nil {
+		errs = append(errs, fmt.Errorf("cache: remove %s: %w", dgst, err))
+	}
+	s.idxMu.RLock()
+	if err := writeIndex(s.db, nil, []digest.Digest{dgst}); err != nil {
+		errs = append(errs, fmt.Errorf("cache: remove %s from index: %w", dgst, err))
+	}
+	s.idxMu.RUnlock()
+	return errors.Join(errs...)
+}
+
+// waitIdleLocked waits, with s.mu held, until no disk change of dgst is in
+// flight. It fails once the store is closed.
+func (s *Store) waitIdleLocked(dgst digest.Digest) error {
+	for {
+		if s.closed {
+			return ErrClosed
+		}
+		ch, ok := s.busy[dgst]
+		if !ok {
+			return nil
+		}
+		s.mu.Unlock()
+		<-ch
+		s.mu.Lock()
+	}
+}
+
+// markBusyLocked marks dgst busy and registers an operation that Close
+// waits for; endBusy undoes both.
+func (s *Store) markBusyLocked(dgst digest.Digest) chan struct{} {
+	done := make(chan struct{})
+	s.busy[dgst] = done
+	s.ops.Add(1)
+	return done
+}
+
+func (s *Store) endBusy(done chan struct{}, dgst digest.Digest) {
+	s.mu.Lock()
+	delete(s.busy, dgst)
+	close(done)
+	s.mu.Unlock()
+	s.ops.Done()
+}
+
+// forgetLocked updates the accounting for an entry just removed from lru.
+func (s *Store) forgetLocked(dgst digest.Digest, e *entry) {
+	s.size -= e.size
+	s.entries--
+	delete(s.dirty, dgst)
+	s.syncSizeLocked()
+}
+
+func (s *Store) syncSizeLocked() {
+	s.stats.bytes.Store(s.size)
+	s.stats.entries.Store(s.entries)
+}
+
+// nowLocked returns the current time in unix nanoseconds, strictly greater
+// than any value it returned before (and than any persisted access time),
+// so that the LRU order rebuilt at Open has no ties.
+func (s *Store) nowLocked() int64 {
+	n := time.Now().UnixNano()
+	if n <= s.lastNano {
+		n = s.lastNano + 1
+	}
+	s.lastNano = n
+	return n
+}
+
+func (s *Store) flushLoop(every time.Duration) {
+	defer close(s.flushDone)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if err := s.flushAccess(); err != nil {
+				// Nobody to return it to; the next flush retries.
+				s.log.Warn("cache: persist access times", "error", err)
+			}
+		}
+	}
+}
+
+// flushAccess writes the access times marked dirty by Get to the index in
+// one batch. Records that fail to write are marked dirty again.
+func (s *Store) flushAccess() error {
+	s.idxMu.Lock()
+	defer s.idxMu.Unlock()
+	s.mu.Lock()
+	recs := make([]indexRecord, 0, len(s.dirty))
+	for d := range s.dirty {
+		if e, ok := s.lru.Peek(d); ok {
+			cp := *e
+			recs = append(recs, indexRecord{dgst: d, e: &cp})
+		}
+	}
+	clear(s.dirty)
+	s.mu.Unlock()
+	err := writeIndex(s.db, recs, nil)
+	if err == nil {
+		return nil
+	}
+	s.mu.Lock()
+	for _, r := range recs {
+		if s.lru.Contains(r.dgst) {
+			s.dirty[r.dgst] = struct{}{}
+		}
+	}
+	s.mu.Unlock()
+	return fmt.Errorf("cache: persist %d access times: %w", len(recs), err)
+}

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"io"
+	"strings"
+	"testing"
+)
+
+func TestParseSize(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in      string
+		want    int64
+		wantErr bool
+	}{
+		{in: "1073741824", want: 1 << 30},
+		{in: "75g", want: 75 << 30},
+		{in: "75G", want: 75 << 30},
+		{in: "512MiB", want: 512 << 20},
+		{in: "512mb", want: 512 << 20},
+		{in: "10k", want: 10 << 10},
+		{in: "2TiB", want: 2 << 40},
+		{in: "1.5g", want: 3 << 29},
+		{in: "100b", want: 100},
+		{in: " 8m ", want: 8 << 20},
+		{in: "", wantErr: true},
+		{in: "g", wantErr: true},
+		{in: "-5g", wantErr: true},
+		{in: "0", wantErr: true},
+		{in: "ten", wantErr: true},
+		{in: "5x", wantErr: true},
+		{in: "99999999999t", wantErr: true},
+		{in: "1e3", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			t.Parallel()
+			got, err := parseSize(tt.in)
+			if (err != nil) != tt.wantErr || got != tt.want && !tt.wantErr {
+				t.Fatalf("parseSize(%q) = %d, %v; want %d (error %v)", tt.in, got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+func FuzzParseSize(f *testing.F) {
+	for _, s := range []string{"75g", "1.5GiB", "12", "k"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if n, err := parseSize(s); err == nil && n <= 0 {
+			t.Fatalf("parseSize(%q) = %d without error", s, n)
+		}
+	})
+}
+
+func TestParseConfig(t *testing.T) {
+	t.Parallel()
+	const ecr = "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		check   func(*testing.T, *config)
+		wantErr []string // substrings the error must contain
+	}{
+		{
+			name: "defaults",
+			env:  map[string]string{"UPSTREAM": ecr},
+			check: func(t *testing.T, c *config) {
+				if c.Region != "eu-west-1" || c.ListenAddr != ":5000" || c.CacheDir != "/var/lib/ecr-mirror" || c.CacheMaxSize != 75<<30 || c.Upstream.String() != ecr {
+					t.Fatalf("got %+v", c)
+				}
+			},
+		},
+		{
+			name: "flags override env",
+			args: []string{"-cache-max-size", "1g", "-listen-addr", "127.0.0.1:0", "serve"},
+			env:  map[string]string{"UPSTREAM": ecr, "CACHE_MAX_SIZE": "2g", "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL_ECR": "http://127.0.0.1:9"},
+			check: func(t *testing.T, c *config) {
+				if c.CacheMaxSize != 1<<30 || c.ListenAddr != "127.0.0.1:0" || c.Region != "us-east-1" || c.ECREndpoint != "http://127.0.0.1:9" {
+					t.Fatalf("got %+v", c)
+				}
+			},
+		},
+		{
+			name: "host without scheme",
+			env:  map[string]string{"UPSTREAM": "123456789012.dkr.ecr.us-west-2.amazonaws.com"},
+			check: func(t *testing.T, c *config) {
+				if c.Upstream.Scheme != "https" || c.Region != "us-west-2" {
+					t.Fatalf("got %+v", c)
+				}
+			},
+		},
+		{name: "missing upstream", env: map[string]string{}, wantErr: []string{"UPSTREAM: is required"}},
+		{name: "no region", env: map[string]string{"UPSTREAM": "http://127.0.0.1:5100"}, wantErr: []string{"AWS_REGION"}},
+		{
+			name: "every bad value named",
+			env: map[string]string{"UPSTREAM": "ftp://x", "AWS_REGION": "r", "LISTEN_ADDR": "5000", "CACHE_MAX_SIZE": "lots",
+				"LOG_LEVEL": "loud", "LOG_FORMAT": "xml", "AWS_ENDPOINT_URL_ECR": "nope"},
+			wantErr: []string{"UPSTREAM", "LISTEN_ADDR", "CACHE_MAX_SIZE", "LOG_LEVEL", "LOG_FORMAT", "AWS_ENDPOINT_URL_ECR"},
+		},
+		{name: "upstream with path", env: map[string]string{"UPSTREAM": ecr + "/v2/x", "AWS_REGION": "r"}, wantErr: []string{"must not have a path"}},
+		{name: "upstream with credentials", env: map[string]string{"UPSTREAM": "https://u:p@host", "AWS_REGION": "r"}, wantErr: []string{"credentials"}},
+		{name: "stray argument", args: []string{"pull"}, env: map[string]string{"UPSTREAM": ecr}, wantErr: []string{"unexpected arguments"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := parseConfig(tt.args, func(k string) string { return tt.env[k] }, io.Discard)
+			if len(tt.wantErr) > 0 {
+				if err == nil {
+					t.Fatalf("no error; config %+v", cfg)
+				}
+				for _, w := range tt.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q does not mention %q", err, w)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, cfg)
+		})
+	}
+}

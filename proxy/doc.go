@@ -1,0 +1,16 @@
+// Package proxy is the pull-through flow behind the registry handler.
+//
+// Content by digest is immutable, so the local store is asked first: a hit
+// is served from disk with no upstream request. A miss starts one download
+// per digest (a flight) on a context of its own, so a client hanging up
+// does not abort it. The download writes into a cache.Writer, which hashes
+// the bytes and, only when they match the digest, commits them to the
+// store. Every client asking for that digest while it downloads, the first
+// one included, reads from the flight's temp file as bytes land; the
+// writer holds the last byte back until the digest is verified, so no
+// client ever receives a complete body with wrong bytes.
+//
+// Tags are mutable: every manifest request by tag asks upstream which
+// digest the tag names, and the body comes from the store when it holds
+// that digest.
+package proxy

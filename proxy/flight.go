@@ -1,0 +1,138 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/cache"
+)
+
+// errStored says the digest is already in the store: read it from there.
+var errStored = errors.New("already stored")
+
+// flight is one upstream download of a digest into the store.
+type flight struct {
+	dgst  digest.Digest
+	ready chan struct{} // closed once w is set or err is final
+	done  chan struct{} // closed once the flight has left the proxy's map
+	// Set before ready is closed:
+	err       error
+	w         *cache.Writer
+	mediaType string
+}
+
+// wait blocks until the download has started streaming, or failed.
+func (f *flight) wait(ctx context.Context) error {
+	select {
+	case <-f.ready:
+		return f.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// flight returns the download in flight for dgst, if any.
+func (p *Proxy) flight(dgst digest.Digest) *flight {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.flights[dgst]
+}
+
+// startFlight returns the download of dgst, starting it unless one is
+// under way (joined) or the digest is already stored (errStored).
+func (p *Proxy) startFlight(dgst digest.Digest, path, kind string, hdr http.Header) (fl *flight, joined bool, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if fl := p.flights[dgst]; fl != nil {
+		return fl, true, nil
+	}
+	// Checked under the lock: a flight leaves the map only after its
+	// content is committed, so a digest is either stored or in flight.
+	if _, err := p.store.Stat(dgst); err == nil {
+		return nil, false, errStored
+	}
+	if err := p.bg.Err(); err != nil {
+		return nil, false, fmt.Errorf("mirror is shutting down: %w", err)
+	}
+	fl = &flight{dgst: dgst, ready: make(chan struct{}), done: make(chan struct{})}
+	p.flights[dgst] = fl
+	p.inflight.Add(1)
+	go p.download(fl, path, kind, hdr)
+	return fl, false, nil
+}
+
+// download fetches a flight's content into the store. It runs on the
+// proxy's own context: a client hanging up does not stop it, so the next
+// client finds the content cached.
+func (p *Proxy) download(fl *flight, path, kind string, hdr http.Header) {
+	defer p.inflight.Done()
+	start := time.Now()
+	p.stats.Downloads.Add(1)
+	err := p.fill(fl, path, kind, hdr)
+	p.mu.Lock()
+	delete(p.flights, fl.dgst)
+	p.mu.Unlock()
+	close(fl.done)
+	if err != nil {
+		p.stats.DownloadFailures.Add(1)
+		if errors.Is(err, cache.ErrDigestMismatch) || errors.Is(err, cache.ErrSizeMismatch) {
+			p.stats.DigestMismatches.Add(1)
+		}
+		p.log.Warn("download failed; nothing was cached", "digest", fl.dgst, "path", path, "error", err)
+		return
+	}
+	p.log.Debug("download complete", "digest", fl.dgst, "path", path, "bytes", fl.w.Written(), "duration", time.Since(start))
+}
+
+// fill runs the download and settles the flight: every follower sees the
+// bytes, or the error.
+func (p *Proxy) fill(fl *flight, path, kind string, hdr http.Header) (err error) {
+	started := false
+	defer func() {
+		if !started {
+			fl.err = err
+			close(fl.ready)
+		}
+	}()
+	resp, err := p.up.do(p.bg, http.MethodGet, path, hdr, kind, http.StatusOK)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body := io.Reader(resp.Body)
+	if kind == "manifest" {
+		if resp.ContentLength > p.manifestLimit {
+			return manifestTooLarge(path, resp.ContentLength, p.manifestLimit)
+		}
+		// A writer with an unknown size would take any length: cap it.
+		body = io.LimitReader(body, p.manifestLimit)
+	}
+	w, err := p.store.Create(fl.dgst, resp.ContentLength, mediaType(resp, kind))
+	if err != nil {
+		return fmt.Errorf("creating cache entry for %s: %w", fl.dgst, err)
+	}
+	fl.w, fl.mediaType, started = w, mediaType(resp, kind), true
+	close(fl.ready)
+
+	buf := p.bufs.Get().(*[]byte)
+	_, err = io.CopyBuffer(w, onlyReader{body}, *buf)
+	p.bufs.Put(buf)
+	if err != nil {
+		err = transportError(http.MethodGet, path, err)
+		w.Abort(err)
+		return err
+	}
+	if _, err := w.Commit(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// onlyReader hides WriterTo so CopyBuffer uses the pooled buffer.
+type onlyReader struct{ io.Reader }

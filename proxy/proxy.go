@@ -1,0 +1,435 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/cache"
+	"github.com/ecr-mirror/ecr-mirror/registry"
+)
+
+// Limits on what is read from upstream into memory.
+const (
+	// DefaultManifestLimit is ECR's own manifest size limit.
+	DefaultManifestLimit = 4 << 20
+	tagListLimit         = 16 << 20
+	copyBufferSize       = 256 << 10
+)
+
+// Outcomes reported to the request log.
+const (
+	OutcomeHit         = "hit"
+	OutcomeMiss        = "miss"
+	OutcomeCoalesced   = "coalesced"
+	OutcomeRevalidated = "revalidated"
+	OutcomeUpstream    = "upstream"
+)
+
+// Options configure a Proxy.
+type Options struct {
+	// Upstream is the ECR registry's base URL.
+	Upstream *url.URL
+	// Client sends upstream requests. It must add ECR credentials for the
+	// registry host only (auth.Source.Transport) and follow redirects.
+	Client *http.Client
+	Store  *cache.Store
+	Logger *slog.Logger // nil: discard
+	// ManifestLimit caps manifest bodies; 0: DefaultManifestLimit.
+	ManifestLimit int64
+}
+
+// Proxy implements registry.Backend over a store and an upstream registry.
+type Proxy struct {
+	up            upstream
+	store         *cache.Store
+	log           *slog.Logger
+	manifestLimit int64
+	bufs          sync.Pool
+
+	// Downloads run on bg, not on a client's context.
+	bg       context.Context
+	stop     context.CancelFunc
+	inflight sync.WaitGroup
+
+	mu      sync.Mutex
+	flights map[digest.Digest]*flight
+
+	stats Stats
+}
+
+// Stats counts what the proxy did. Fields are read with Load.
+type Stats struct {
+	Hits, Misses, Coalesced      atomic.Int64
+	Downloads, DownloadFailures  atomic.Int64
+	DigestMismatches             atomic.Int64
+	TagLookups, UpstreamRangeGet atomic.Int64
+}
+
+var _ registry.Backend = (*Proxy)(nil)
+
+// New returns a Proxy. Close it to stop its downloads.
+func New(opts Options) (*Proxy, error) {
+	if opts.Upstream == nil || opts.Client == nil || opts.Store == nil {
+		return nil, errors.New("proxy: Upstream, Client and Store are required")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	limit := opts.ManifestLimit
+	if limit <= 0 {
+		limit = DefaultManifestLimit
+	}
+	bg, stop := context.WithCancel(context.Background())
+	p := &Proxy{
+		up:            upstream{base: opts.Upstream, client: opts.Client},
+		store:         opts.Store,
+		log:           log,
+		manifestLimit: limit,
+		bg:            bg,
+		stop:          stop,
+		flights:       make(map[digest.Digest]*flight),
+	}
+	p.bufs.New = func() any { b := make([]byte, copyBufferSize); return &b }
+	return p, nil
+}
+
+// Close abandons downloads in flight (their temp files are removed and
+// nothing is indexed) and waits for them to end.
+func (p *Proxy) Close() {
+	p.stop()
+	p.inflight.Wait()
+}
+
+// Wait blocks until no download is in flight (for tests and shutdown).
+func (p *Proxy) Wait() { p.inflight.Wait() }
+
+// Stats returns the proxy's counters.
+func (p *Proxy) Stats() *Stats { return &p.stats }
+
+// Blob answers a blob GET or HEAD.
+func (p *Proxy) Blob(ctx context.Context, req *registry.Request) (*registry.Content, error) {
+	if c, ok := p.fromStore(req); ok {
+		return c, nil
+	}
+	path := req.Name + "/blobs/" + req.Dgst.String()
+	if req.Head {
+		if fl := p.flight(req.Dgst); fl != nil {
+			if err := fl.wait(ctx); err == nil {
+				p.stats.Coalesced.Add(1)
+				return &registry.Content{Dgst: req.Dgst, MediaType: fl.mediaType, Size: fl.w.Size(), Outcome: OutcomeCoalesced}, nil
+			}
+		}
+		return p.head(ctx, path, req.Dgst, "blob", nil)
+	}
+	if req.Range != nil {
+		if fl := p.flight(req.Dgst); fl == nil {
+			return p.rangeFromUpstream(ctx, req, path)
+		}
+	}
+	return p.fromFlight(ctx, req, path, "blob", nil)
+}
+
+// Manifest answers a manifest GET or HEAD, by digest or by tag.
+func (p *Proxy) Manifest(ctx context.Context, req *registry.Request) (*registry.Content, error) {
+	if req.Tag != "" {
+		return p.manifestByTag(ctx, req)
+	}
+	if c, ok := p.fromStore(req); ok {
+		return c, nil
+	}
+	path := req.Name + "/manifests/" + req.Dgst.String()
+	accept := acceptHeader(req.Accept)
+	if req.Head {
+		return p.head(ctx, path, req.Dgst, "manifest", accept)
+	}
+	return p.fromFlight(ctx, req, path, "manifest", accept)
+}
+
+// fromStore serves a request from the store, if it holds the digest.
+func (p *Proxy) fromStore(req *registry.Request) (*registry.Content, bool) {
+	f, info, err := p.store.Get(req.Dgst)
+	if err != nil {
+		if !errors.Is(err, cache.ErrNotFound) {
+			p.log.Warn("reading cached content failed; fetching it again", "digest", req.Dgst, "error", err)
+		}
+		return nil, false
+	}
+	p.stats.Hits.Add(1)
+	c := &registry.Content{Dgst: req.Dgst, MediaType: info.MediaType, Size: info.Size, Outcome: OutcomeHit}
+	if req.Head {
+		f.Close()
+	} else {
+		c.Body = f
+	}
+	return c, true
+}
+
+// head asks upstream for the size and type of content without its body.
+func (p *Proxy) head(ctx context.Context, path string, dgst digest.Digest, kind string, hdr http.Header) (*registry.Content, error) {
+	resp, err := p.up.do(ctx, http.MethodHead, path, hdr, kind, http.StatusOK)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("Docker-Content-Digest"); got != "" && got != dgst.String() {
+		return nil, registry.Errorf(registry.CodeUnavailable, "upstream answered HEAD %s with digest %s", path, got).WithStatus(http.StatusBadGateway)
+	}
+	return &registry.Content{Dgst: dgst, MediaType: mediaType(resp, kind), Size: resp.ContentLength, Outcome: OutcomeUpstream}, nil
+}
+
+// rangeFromUpstream answers a Range request on an uncached blob straight
+// from upstream, and fills the whole blob into the cache in the background.
+func (p *Proxy) rangeFromUpstream(ctx context.Context, req *registry.Request, path string) (*registry.Content, error) {
+	if _, _, err := p.startFlight(req.Dgst, path, "blob", nil); err != nil && !errors.Is(err, errStored) {
+		return nil, err
+	}
+	p.stats.UpstreamRangeGet.Add(1)
+	hdr := http.Header{"Range": {req.Range.String()}}
+	resp, err := p.up.do(ctx, http.MethodGet, path, hdr, "blob", http.StatusOK, http.StatusPartialContent)
+	if err != nil {
+		return nil, err
+	}
+	c := &registry.Content{Dgst: req.Dgst, MediaType: mediaType(resp, "blob"), Size: resp.ContentLength, Body: resp.Body, Outcome: OutcomeUpstream}
+	if resp.StatusCode == http.StatusPartialContent {
+		span, size, err := parseContentRange(resp.Header.Get("Content-Range"))
+		if err != nil || span.Length != resp.ContentLength {
+			resp.Body.Close()
+			return nil, registry.Errorf(registry.CodeUnavailable, "upstream answered a range of %s with a bad Content-Range %q", req.Dgst, resp.Header.Get("Content-Range")).WithStatus(http.StatusBadGateway)
+		}
+		c.Partial, c.Size = &span, size
+	}
+	return c, nil
+}
+
+// fromFlight serves a miss from the download of its digest, starting one
+// unless it is already under way.
+func (p *Proxy) fromFlight(ctx context.Context, req *registry.Request, path, kind string, hdr http.Header) (*registry.Content, error) {
+	for {
+		fl, joined, err := p.startFlight(req.Dgst, path, kind, hdr)
+		if errors.Is(err, errStored) {
+			if c, ok := p.fromStore(req); ok {
+				return c, nil
+			}
+			continue // evicted in between: download it
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := fl.wait(ctx); err != nil {
+			return nil, err
+		}
+		size := fl.w.Size()
+		c := &registry.Content{Dgst: req.Dgst, MediaType: fl.mediaType, Size: size, Outcome: OutcomeMiss}
+		if joined {
+			c.Outcome = OutcomeCoalesced
+			p.stats.Coalesced.Add(1)
+		} else {
+			p.stats.Misses.Add(1)
+		}
+		var start int64
+		length := size
+		if req.Range != nil && size >= 0 {
+			s, n, err := req.Range.Resolve(size)
+			if err != nil {
+				return nil, err
+			}
+			start, length = s, n
+			c.Partial = &registry.Span{Start: s, Length: n}
+		}
+		r, err := fl.w.NewReader(ctx, start)
+		if errors.Is(err, cache.ErrWriterDone) {
+			// Committed since we joined: read the store, or, when it
+			// was too large to keep, wait for the flight to leave and
+			// download again.
+			if c, ok := p.fromStore(req); ok {
+				return c, nil
+			}
+			select {
+			case <-fl.done:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("following download of %s: %w", req.Dgst, err)
+		}
+		if c.Partial != nil {
+			c.Body = limitedBody{Reader: io.LimitReader(r, length), Closer: r}
+		} else {
+			c.Body = r
+		}
+		return c, nil
+	}
+}
+
+// manifestByTag revalidates a tag upstream, then serves the manifest it
+// names from the store when it can.
+func (p *Proxy) manifestByTag(ctx context.Context, req *registry.Request) (*registry.Content, error) {
+	p.stats.TagLookups.Add(1)
+	path := req.Name + "/manifests/" + req.Tag
+	accept := acceptHeader(req.Accept)
+	resp, err := p.up.do(ctx, http.MethodHead, path, accept, "manifest", http.StatusOK)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body.Close()
+	dgst, derr := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
+	if derr == nil && dgst.Algorithm() == digest.SHA256 {
+		if req.Head {
+			return &registry.Content{Dgst: dgst, MediaType: mediaType(resp, "manifest"), Size: resp.ContentLength, Outcome: OutcomeRevalidated}, nil
+		}
+		if c, ok := p.fromStore(&registry.Request{Dgst: dgst}); ok {
+			c.Outcome = OutcomeRevalidated
+			return c, nil
+		}
+	}
+	// Not stored (or upstream named no digest): fetch by tag, with the
+	// client's Accept, since ECR converts manifests by tag to what the
+	// client accepts and such a conversion has no digest to fetch by.
+	resp, err = p.up.do(ctx, http.MethodGet, path, accept, "manifest", http.StatusOK)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := p.readManifest(resp, path)
+	if err != nil {
+		return nil, err
+	}
+	got := digest.FromBytes(body)
+	if h := resp.Header.Get("Docker-Content-Digest"); h != "" && h != got.String() {
+		p.stats.DigestMismatches.Add(1)
+		return nil, registry.Errorf(registry.CodeUnavailable, "upstream manifest %s has digest %s but upstream says %s", path, got, h).WithStatus(http.StatusBadGateway)
+	}
+	mt := mediaType(resp, "manifest")
+	if err := p.store.Put(got, mt, body); err != nil {
+		p.log.Warn("caching manifest failed", "name", req.Name, "tag", req.Tag, "digest", got, "error", err)
+	}
+	c := &registry.Content{Dgst: got, MediaType: mt, Size: int64(len(body)), Outcome: OutcomeMiss}
+	if !req.Head {
+		c.Body = bytesBody{bytes.NewReader(body)}
+	}
+	return c, nil
+}
+
+func (p *Proxy) readManifest(resp *http.Response, path string) ([]byte, error) {
+	if resp.ContentLength > p.manifestLimit {
+		return nil, manifestTooLarge(path, resp.ContentLength, p.manifestLimit)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, p.manifestLimit+1))
+	if err != nil {
+		return nil, transportError(http.MethodGet, path, err)
+	}
+	if int64(len(body)) > p.manifestLimit {
+		return nil, manifestTooLarge(path, int64(len(body)), p.manifestLimit)
+	}
+	return body, nil
+}
+
+func manifestTooLarge(path string, size, limit int64) *registry.Error {
+	return registry.Errorf(registry.CodeManifestInvalid, "upstream manifest %s is %d bytes, over the %d byte limit", path, size, limit).WithStatus(http.StatusBadGateway)
+}
+
+// Tags passes tags/list through, keeping the next page's query.
+func (p *Proxy) Tags(ctx context.Context, name string, query url.Values) (*registry.TagList, error) {
+	path := name + "/tags/list"
+	if len(query) > 0 {
+		path += "?" + query.Encode()
+	}
+	resp, err := p.up.do(ctx, http.MethodGet, path, nil, "tags", http.StatusOK)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, tagListLimit+1))
+	if err != nil {
+		return nil, transportError(http.MethodGet, path, err)
+	}
+	if len(body) > tagListLimit {
+		return nil, registry.Errorf(registry.CodeUnavailable, "upstream tag list of %s is over %d bytes", name, tagListLimit).WithStatus(http.StatusBadGateway)
+	}
+	return &registry.TagList{Body: body, NextQuery: nextQuery(resp.Header.Get("Link"))}, nil
+}
+
+// nextQuery returns the query of a Link header's rel="next" URL.
+func nextQuery(link string) string {
+	for _, l := range strings.Split(link, ",") {
+		target, params, ok := strings.Cut(strings.TrimSpace(l), ";")
+		if !ok || !strings.Contains(params, `rel="next"`) {
+			continue
+		}
+		target = strings.Trim(strings.TrimSpace(target), "<>")
+		if u, err := url.Parse(target); err == nil {
+			return u.RawQuery
+		}
+	}
+	return ""
+}
+
+// acceptHeader is the Accept sent upstream: the client's, or every
+// manifest type the mirror knows.
+func acceptHeader(accept []string) http.Header {
+	if len(accept) == 0 {
+		accept = manifestTypes
+	}
+	return http.Header{"Accept": {strings.Join(accept, ", ")}}
+}
+
+// mediaType is the media type of an upstream answer.
+func mediaType(resp *http.Response, kind string) string {
+	ct := resp.Header.Get("Content-Type")
+	if mt, _, err := mime.ParseMediaType(ct); err == nil && ct != "" {
+		return mt
+	}
+	if kind == "manifest" {
+		return ""
+	}
+	return "application/octet-stream"
+}
+
+// parseContentRange parses "bytes first-last/size".
+func parseContentRange(v string) (registry.Span, int64, error) {
+	spec, ok := strings.CutPrefix(v, "bytes ")
+	if !ok {
+		return registry.Span{}, 0, fmt.Errorf("not a bytes Content-Range: %q", v)
+	}
+	rng, total, ok := strings.Cut(spec, "/")
+	first, last, ok2 := strings.Cut(rng, "-")
+	if !ok || !ok2 {
+		return registry.Span{}, 0, fmt.Errorf("malformed Content-Range %q", v)
+	}
+	a, err1 := strconv.ParseInt(first, 10, 64)
+	b, err2 := strconv.ParseInt(last, 10, 64)
+	size, err3 := strconv.ParseInt(total, 10, 64)
+	if err1 != nil || err2 != nil || b < a || a < 0 {
+		return registry.Span{}, 0, fmt.Errorf("malformed Content-Range %q", v)
+	}
+	if err3 != nil {
+		size = -1
+	}
+	return registry.Span{Start: a, Length: b - a + 1}, size, nil
+}
+
+// bytesBody is an in-memory body the handler can seek in.
+type bytesBody struct{ *bytes.Reader }
+
+func (bytesBody) Close() error { return nil }
+
+type limitedBody struct {
+	io.Reader
+	io.Closer
+}

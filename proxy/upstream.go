@@ -1,0 +1,146 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/ecr-mirror/ecr-mirror/registry"
+)
+
+// errorBodyLimit caps how much of an upstream error body is read.
+const errorBodyLimit = 64 << 10
+
+// Manifest media types the mirror asks for when the client does not say.
+var manifestTypes = []string{
+	"application/vnd.oci.image.index.v1+json",
+	"application/vnd.docker.distribution.manifest.list.v2+json",
+	"application/vnd.oci.image.manifest.v1+json",
+	"application/vnd.docker.distribution.manifest.v2+json",
+}
+
+// upstream sends requests to the ECR registry.
+type upstream struct {
+	base   *url.URL
+	client *http.Client
+}
+
+// do sends a request for path (below /v2/) and returns the response when
+// its status is one of ok. Any other answer, and any transport failure,
+// becomes a *registry.Error for the client; kind (blob, manifest, tags)
+// chooses the not-found code.
+func (u *upstream) do(ctx context.Context, method, path string, hdr http.Header, kind string, ok ...int) (*http.Response, error) {
+	target := *u.base
+	target.Path = strings.TrimSuffix(u.base.Path, "/") + "/v2/" + path
+	if p, q, found := strings.Cut(path, "?"); found {
+		target.Path = strings.TrimSuffix(u.base.Path, "/") + "/v2/" + p
+		target.RawQuery = q
+	}
+	req, err := http.NewRequestWithContext(ctx, method, target.String(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("building upstream request: %w", err)
+	}
+	for k, vs := range hdr {
+		req.Header[k] = vs
+	}
+	resp, err := u.client.Do(req)
+	if err != nil {
+		return nil, transportError(method, path, err)
+	}
+	for _, s := range ok {
+		if resp.StatusCode == s {
+			return resp, nil
+		}
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, errorBodyLimit))
+	return nil, statusError(method, path, kind, resp, body)
+}
+
+// statusError maps an upstream error answer to what the client sees.
+func statusError(method, path, kind string, resp *http.Response, body []byte) *registry.Error {
+	code, msg, parsed := registry.ParseErrorBody(body)
+	where := fmt.Sprintf("upstream %s %s", method, path)
+	switch s := resp.StatusCode; {
+	case s == http.StatusNotFound:
+		if !parsed {
+			code, msg = notFoundCode(kind), "not found upstream"
+		}
+		return &registry.Error{Status: s, Code: code, Message: msg}
+	case s == http.StatusUnauthorized || s == http.StatusForbidden:
+		if !parsed {
+			msg = http.StatusText(s)
+		}
+		return registry.Errorf(registry.CodeDenied, "ECR refused the mirror's credentials (%d): %s", s, msg)
+	case s == http.StatusTooManyRequests:
+		e := registry.Errorf(registry.CodeTooManyRequests, "ECR is throttling the mirror: %s", orStatus(msg, s))
+		if ra := resp.Header.Get("Retry-After"); ra != "" {
+			e.Header = http.Header{"Retry-After": {ra}}
+		}
+		return e
+	case s >= 400 && s < 500 && parsed:
+		return &registry.Error{Status: s, Code: code, Message: msg}
+	default:
+		return registry.Errorf(registry.CodeUnavailable, "%s answered %d: %s", where, s, orStatus(msg, s)).WithStatus(http.StatusBadGateway)
+	}
+}
+
+func orStatus(msg string, status int) string {
+	if msg != "" {
+		return msg
+	}
+	return http.StatusText(status)
+}
+
+func notFoundCode(kind string) registry.Code {
+	switch kind {
+	case "blob":
+		return registry.CodeBlobUnknown
+	case "manifest":
+		return registry.CodeManifestUnknown
+	}
+	return registry.CodeNameUnknown
+}
+
+// transportError explains a request that got no answer. URLs are
+// shortened to scheme, host and path: presigned S3 URLs carry credentials
+// in their query.
+func transportError(method, path string, err error) error {
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		ue.URL = redactURL(ue.URL)
+	}
+	status, what := http.StatusBadGateway, "unreachable"
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+		status, what = http.StatusGatewayTimeout, "did not answer in time"
+	}
+	return registry.Errorf(registry.CodeUnavailable, "upstream ECR %s (%s %s): %v", what, method, path, err).WithStatus(status)
+}
+
+// redactURL drops the query and any user info of a URL.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	u.RawQuery, u.User, u.Fragment = "", nil, ""
+	return u.String()
+}
+
+// SafeRedirects is an http.Client CheckRedirect that follows at most five
+// redirects. The presigned URLs ECR redirects to are never shown to clients.
+func SafeRedirects(req *http.Request, via []*http.Request) error {
+	if len(via) >= 5 {
+		return fmt.Errorf("stopped after %d redirects", len(via))
+	}
+	return nil
+}
