@@ -139,8 +139,9 @@ func withToken(req *http.Request, tok Token) *http.Request {
 	return r
 }
 
-// rejectsToken reports whether resp says the token was refused: 401, or
-// 403 with an ECR DENIED error other than an IAM authorization failure. For
+// rejectsToken reports whether resp says the token was refused: 401, a 403
+// to a HEAD, or a 403 with an ECR DENIED error other than an IAM
+// authorization failure. For
 // a 403 it reads up to maxErrorBody bytes and puts back an equivalent body.
 func rejectsToken(resp *http.Response) bool {
 	switch resp.StatusCode {
@@ -149,6 +150,11 @@ func rejectsToken(resp *http.Response) bool {
 	case http.StatusForbidden:
 	default:
 		return false
+	}
+	if resp.Request != nil && resp.Request.Method == http.MethodHead {
+		// A HEAD answer has no body to tell an expired token from an IAM
+		// denial: refresh and ask once more.
+		return true
 	}
 	if resp.Body == nil || resp.Body == http.NoBody {
 		return false

@@ -284,12 +284,18 @@ func (p *Proxy) manifestByTag(ctx context.Context, req *registry.Request) (*regi
 	path := req.Name + "/manifests/" + req.Tag
 	accept := acceptHeader(req.Accept)
 	resp, err := p.up.do(ctx, http.MethodHead, path, accept, "manifest", http.StatusOK)
-	if err != nil {
+	var rerr *registry.Error
+	if err != nil && (req.Head || !errors.As(err, &rerr) || rerr.HTTPStatus() != http.StatusNotFound) {
 		return nil, err
 	}
-	resp.Body.Close()
-	dgst, derr := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
-	if derr == nil && dgst.Algorithm() == digest.SHA256 {
+	// A 404 to HEAD has no body to say whether the tag or the repository
+	// is unknown: the GET below asks again and passes ECR's answer on.
+	var dgst digest.Digest
+	if err == nil {
+		resp.Body.Close()
+		dgst, _ = digest.Parse(resp.Header.Get("Docker-Content-Digest"))
+	}
+	if dgst != "" && dgst.Validate() == nil && dgst.Algorithm() == digest.SHA256 {
 		if req.Head {
 			return &registry.Content{Dgst: dgst, MediaType: mediaType(resp, "manifest"), Size: resp.ContentLength, Outcome: OutcomeRevalidated}, nil
 		}

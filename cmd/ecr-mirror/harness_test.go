@@ -1,0 +1,330 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+)
+
+func TestMain(m *testing.M) {
+	// The real AWS SDK runs in these tests: give it fake static keys and
+	// keep it away from any profile or instance metadata on this machine.
+	for k, v := range map[string]string{
+		"AWS_ACCESS_KEY_ID":           "AKIAFAKEFAKEFAKEFAKE",
+		"AWS_SECRET_ACCESS_KEY":       "fake-secret-key-never-logged",
+		"AWS_EC2_METADATA_DISABLED":   "true",
+		"AWS_CONFIG_FILE":             os.DevNull,
+		"AWS_SHARED_CREDENTIALS_FILE": os.DevNull,
+		"AWS_PROFILE":                 "",
+		"AWS_SESSION_TOKEN":           "",
+		"AWS_ENDPOINT_URL_ECR":        "",
+		"AWS_ENDPOINT_URL":            "",
+	} {
+		os.Setenv(k, v)
+	}
+	os.Exit(m.Run())
+}
+
+// clock is a settable clock for the fake ECR, so tests can expire its
+// tokens without sleeping.
+type clock struct{ offset atomic.Int64 }
+
+func (c *clock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *clock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
+func newFake(t testing.TB, opts fakeecr.Options) *fakeecr.Server {
+	t.Helper()
+	f, err := fakeecr.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	return f
+}
+
+// syncBuffer collects log output from concurrent goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// mirror is an ecr-mirror server run in-process, exactly as main runs it.
+type mirror struct {
+	URL  string // http://127.0.0.1:port
+	Host string // 127.0.0.1:port
+	Dir  string
+	Logs *syncBuffer
+	stop func()
+}
+
+type mirrorOpts struct {
+	dir     string // default: a new temp dir
+	maxSize string // CACHE_MAX_SIZE; default 1g
+}
+
+// startMirror runs the server against fake through the real config
+// parser. Stop it with m.Stop (also done at cleanup).
+func startMirror(t testing.TB, fake *fakeecr.Server, o mirrorOpts) *mirror {
+	t.Helper()
+	if o.dir == "" {
+		o.dir = t.TempDir()
+	}
+	if o.maxSize == "" {
+		o.maxSize = "1g"
+	}
+	env := map[string]string{
+		"UPSTREAM":             fake.URL(),
+		"AWS_REGION":           "eu-west-1",
+		"AWS_ENDPOINT_URL_ECR": fake.TokenURL(),
+		"LISTEN_ADDR":          "127.0.0.1:0",
+		"CACHE_DIR":            o.dir,
+		"CACHE_MAX_SIZE":       o.maxSize,
+		"LOG_LEVEL":            "debug",
+	}
+	cfg, err := parseConfig(nil, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, cfg, log, func(a net.Addr) { addrc <- a }) }()
+	var addr net.Addr
+	select {
+	case addr = <-addrc:
+	case err := <-done:
+		cancel()
+		t.Fatalf("mirror did not start: %v\n%s", err, logs)
+	}
+	var once sync.Once
+	m := &mirror{URL: "http://" + addr.String(), Host: addr.String(), Dir: o.dir, Logs: logs}
+	m.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("mirror stopped with error: %v", err)
+			}
+		})
+	}
+	t.Cleanup(m.stop)
+	return m
+}
+
+// Stop shuts the mirror down and waits until its store is closed.
+func (m *mirror) Stop() { m.stop() }
+
+// blobPath is where the store keeps dgst.
+func (m *mirror) blobPath(dgst digest.Digest) string {
+	return filepath.Join(m.Dir, "blobs", "sha256", dgst.Encoded()[:2], dgst.Encoded())
+}
+
+// stored reports whether the store has a committed file for dgst.
+func (m *mirror) stored(dgst digest.Digest) bool {
+	_, err := os.Stat(m.blobPath(dgst))
+	return err == nil
+}
+
+// storedBytes sums the sizes of committed files.
+func (m *mirror) storedBytes(t testing.TB) int64 {
+	t.Helper()
+	var total int64
+	err := filepath.WalkDir(filepath.Join(m.Dir, "blobs"), func(_ string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err == nil {
+			total += info.Size()
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return total
+}
+
+// tempFiles lists what is left in the store's temp directory.
+func (m *mirror) tempFiles(t testing.TB) []string {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(m.Dir, "tmp"))
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// randomBytes returns n deterministic pseudo-random bytes.
+func randomBytes(seed uint64, n int) []byte {
+	b := make([]byte, n)
+	var s [32]byte
+	s[0], s[1] = byte(seed), byte(seed>>8)
+	rand.NewChaCha8(s).Read(b)
+	return b
+}
+
+// get fetches a URL and returns the response with its whole body.
+func get(t testing.TB, method, u string, hdr http.Header) (*http.Response, []byte, error) {
+	t.Helper()
+	req, err := http.NewRequest(method, u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, vs := range hdr {
+		req.Header[k] = vs
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp, body, err
+}
+
+// fetchBlob GETs a blob through the mirror and checks status and digest;
+// it returns the transfer error, if any.
+func fetchBlob(t testing.TB, m *mirror, repo string, dgst digest.Digest) error {
+	t.Helper()
+	resp, err := http.Get(m.URL + "/v2/" + repo + "/blobs/" + dgst.String())
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("status %d: %s", resp.StatusCode, b)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, resp.Body)
+	if err != nil {
+		return fmt.Errorf("after %d bytes: %w", n, err)
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != dgst.String() {
+		return fmt.Errorf("complete body of %d bytes has digest %s, want %s", n, got, dgst)
+	}
+	return nil
+}
+
+// pullImage pulls an image through the mirror with go-containerregistry,
+// reading every layer (whose digests ggcr verifies) and the config.
+func pullImage(t testing.TB, m *mirror, ref string) (v1.Image, error) {
+	t.Helper()
+	r, err := name.ParseReference(m.Host+"/"+ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(r)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := img.RawConfigFile(); err != nil {
+		return nil, err
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range layers {
+		rc, err := l.Compressed()
+		if err != nil {
+			return nil, err
+		}
+		_, err = io.Copy(io.Discard, rc)
+		if cerr := rc.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return img, nil
+}
+
+// putImage stores a ggcr image in the fake under repo:tag and returns the
+// digests of its manifest, config and layers.
+func putImage(t testing.TB, fake *fakeecr.Server, repo, tag string, img v1.Image) (manifest digest.Digest, blobs []digest.Digest) {
+	t.Helper()
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range layers {
+		rc, err := l.Compressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		blobs = append(blobs, fake.PutBlob(repo, b))
+	}
+	cfg, err := img.RawConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobs = append(blobs, fake.PutBlob(repo, cfg))
+	raw, err := img.RawManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mt, err := img.MediaType()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fake.PutManifest(repo, tag, string(mt), raw), blobs
+}
+
+var _ = url.Parse

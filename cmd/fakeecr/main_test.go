@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+)
+
+const sampleLayout = "../../testdata/sample-image"
+
+func TestParseFlags(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		wantErr []string
+	}{
+		{"defaults need the layout", []string{"-layout", sampleLayout}, nil},
+		{"empty registry", []string{"-layout", ""}, nil},
+		{"bad addresses", []string{"-layout", "", "-addr", "5100", "-s3-addr", ":5101", "-mirror", "h:99999"},
+			[]string{`-addr "5100"`, `-s3-addr ":5101": needs a host`, `-mirror "h:99999"`}},
+		{"same ports", []string{"-layout", "", "-addr", "127.0.0.1:7000", "-s3-addr", "127.0.0.1:7000"}, []string{"own ports"}},
+		{"bad image", []string{"-layout", "no/such/dir", "-repo", "Sample", "-tag", ".x"},
+			[]string{`-layout "no/such/dir"`, `-repo "Sample"`, `-tag ".x"`}},
+		{"bad ttl", []string{"-layout", "", "-token-ttl", "-1s"}, []string{"-token-ttl"}},
+		{"stray argument", []string{"serve"}, []string{"unexpected arguments"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := parseFlags(tc.args, io.Discard)
+			if len(tc.wantErr) == 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("parseFlags succeeded")
+			}
+			for _, want := range tc.wantErr {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q lacks %q", err, want)
+				}
+			}
+		})
+	}
+	if _, err := parseFlags([]string{"-h"}, io.Discard); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("-h: %v", err)
+	}
+}
+
+func TestRun(t *testing.T) {
+	t.Parallel()
+	cfg, err := parseFlags([]string{"-addr", "127.0.0.1:0", "-s3-addr", "127.0.0.1:0", "-layout", sampleLayout}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	started := make(chan *fakeecr.Server, 1)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, cfg, &stdout, &stderr, func(f *fakeecr.Server) { started <- f }) }()
+
+	var f *fakeecr.Server
+	select {
+	case f = <-started:
+	case err := <-done:
+		t.Fatalf("run: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not start")
+	}
+	out := stdout.String()
+	for _, want := range []string{
+		"export UPSTREAM=" + f.URL() + "\n",
+		"export AWS_ENDPOINT_URL_ECR=" + f.URL() + "\n",
+		"export AWS_REGION=us-east-1\n",
+		"export AWS_ACCESS_KEY_ID=fake\n",
+		"export AWS_SECRET_ACCESS_KEY=fake\n",
+		"crane pull --insecure 127.0.0.1:5000/sample/hello:latest",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, out)
+		}
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if !strings.HasPrefix(line, "#") && !strings.HasPrefix(line, "export ") {
+			t.Errorf("stdout line %q is not a shell comment or export", line)
+		}
+	}
+
+	// The sample image is served.
+	tok, _ := f.IssueToken()
+	req, _ := http.NewRequest(http.MethodHead, f.URL()+"/v2/sample/hello/manifests/latest", nil)
+	req.Header.Set("Authorization", "Basic "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("HEAD sample manifest: %d", resp.StatusCode)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not stop")
+	}
+}

@@ -1,0 +1,327 @@
+package fakeecr
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// FaultMode is a way for the fake to misbehave.
+type FaultMode int
+
+// Fault modes. "Body" modes act on response bodies: S3's blob bodies and the
+// registry's manifest bodies.
+const (
+	// FaultNone is no fault; SetFault with it clears a fault.
+	FaultNone FaultMode = iota
+	// FaultTruncate (body) sends the full Content-Length header but only
+	// Fault.After bytes of the body, then closes the connection.
+	FaultTruncate
+	// FaultCorrupt (body) sends a body of the right length with its middle
+	// byte flipped.
+	FaultCorrupt
+	// FaultDown closes the connection without answering (a reset), on the
+	// registry and on S3 unless Fault.Endpoint narrows it.
+	FaultDown
+	// FaultSlow (body) waits Fault.Delay before the headers, then sends the
+	// body at Fault.Rate bytes per second.
+	FaultSlow
+	// FaultStatus answers Fault.Status with the endpoint's kind of error
+	// body: the registry's by default, S3's with Endpoint EndpointS3.
+	FaultStatus
+)
+
+// String returns the mode's name, e.g. "truncate".
+func (m FaultMode) String() string {
+	switch m {
+	case FaultNone:
+		return "none"
+	case FaultTruncate:
+		return "truncate"
+	case FaultCorrupt:
+		return "corrupt"
+	case FaultDown:
+		return "down"
+	case FaultSlow:
+		return "slow"
+	case FaultStatus:
+		return "status"
+	}
+	return "FaultMode(" + strconv.Itoa(int(m)) + ")"
+}
+
+// Fault describes how the fake misbehaves for a digest. Faults act only on
+// requests for content the fake has (never on 401s or 404s).
+type Fault struct {
+	// Mode is what goes wrong.
+	Mode FaultMode
+	// Times is how many requests the fault hits before it clears itself;
+	// 0 means until SetFault clears it.
+	Times int
+	// Endpoint narrows the fault to EndpointRegistry or EndpointS3. Empty means:
+	// body modes wherever the body is sent (S3 for blobs, the registry for
+	// manifests), FaultDown on both, FaultStatus on the registry.
+	Endpoint Endpoint
+	// Status is FaultStatus's status code. Default 500; for SetTokenFault,
+	// 400 (AWS's ThrottlingException).
+	Status int
+	// Code and Message override the error body's code (or AWS __type) and
+	// message; by default they suit Status, e.g. 429 TOOMANYREQUESTS
+	// "Rate exceeded", S3 503 SlowDown.
+	Code, Message string
+	// After is how many body bytes FaultTruncate sends. Default half the
+	// body; at most the body's length minus one.
+	After int64
+	// Rate is FaultSlow's speed in bytes per second. Default 64 KiB/s.
+	Rate int64
+	// Delay is how long FaultSlow waits before sending the headers.
+	Delay time.Duration
+}
+
+// faultKey keys the fault table: a digest ("" for all), or the token API.
+type faultKey struct {
+	dgst  digest.Digest
+	token bool
+}
+
+type faultEntry struct {
+	f    Fault
+	left int // requests left to hit; 0 means unlimited
+}
+
+// faultTable holds the active faults. n lets requests skip the lock when
+// there are none, which is the usual case.
+type faultTable struct {
+	n  atomic.Int32
+	mu sync.Mutex
+	m  map[faultKey]*faultEntry
+}
+
+func (t *faultTable) set(k faultKey, f Fault) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if f.Mode <= FaultNone || f.Mode > FaultStatus {
+		delete(t.m, k)
+	} else {
+		t.m[k] = &faultEntry{f: f, left: max(f.Times, 0)}
+	}
+	t.n.Store(int32(len(t.m)))
+}
+
+// take returns the fault to apply to a request for dgst at endpoint at,
+// whose response has a body when body is true, and counts it against Times.
+// A fault for dgst itself wins over one for all digests.
+func (t *faultTable) take(dgst digest.Digest, at Endpoint, body bool) (Fault, bool) {
+	if t.n.Load() == 0 {
+		return Fault{}, false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, k := range [2]faultKey{{dgst: dgst}, {}} {
+		if e := t.m[k]; e != nil && e.f.appliesAt(at, body) {
+			return t.consumeLocked(k, e), true
+		}
+	}
+	return Fault{}, false
+}
+
+// takeToken returns the token API's fault, if any.
+func (t *faultTable) takeToken() (Fault, bool) {
+	if t.n.Load() == 0 {
+		return Fault{}, false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	k := faultKey{token: true}
+	if e := t.m[k]; e != nil && e.f.appliesAt(EndpointToken, false) {
+		return t.consumeLocked(k, e), true
+	}
+	return Fault{}, false
+}
+
+func (t *faultTable) consumeLocked(k faultKey, e *faultEntry) Fault {
+	if e.left > 0 {
+		if e.left--; e.left == 0 {
+			delete(t.m, k)
+			t.n.Store(int32(len(t.m)))
+		}
+	}
+	return e.f
+}
+
+// appliesAt reports whether f acts on a response at endpoint at, with or
+// without a body.
+func (f Fault) appliesAt(at Endpoint, body bool) bool {
+	if at == EndpointToken {
+		return f.Mode == FaultDown || f.Mode == FaultStatus || f.Mode == FaultSlow
+	}
+	switch f.Mode {
+	case FaultTruncate, FaultCorrupt, FaultSlow:
+		return body && (f.Endpoint == "" || f.Endpoint == at)
+	case FaultDown:
+		return f.Endpoint == "" || f.Endpoint == at
+	case FaultStatus:
+		return f.Endpoint == at || f.Endpoint == "" && at == EndpointRegistry
+	}
+	return false
+}
+
+// SetFault makes requests for digest dgst misbehave as f says; dgst "" means
+// every digest (a fault for a specific digest wins). Fault{} (FaultNone)
+// clears the fault.
+func (s *Server) SetFault(dgst digest.Digest, f Fault) {
+	s.faults.set(faultKey{dgst: dgst}, f)
+}
+
+// SetTokenFault makes GetAuthorizationToken misbehave: FaultStatus answers
+// an AWS error (default 400 ThrottlingException "Rate exceeded"), FaultDown
+// drops the connection, FaultSlow waits Fault.Delay. Other modes do nothing.
+// Fault{} clears it.
+func (s *Server) SetTokenFault(f Fault) {
+	s.faults.set(faultKey{token: true}, f)
+}
+
+// ClearFaults removes every fault, including the token API's.
+func (s *Server) ClearFaults() {
+	s.faults.mu.Lock()
+	defer s.faults.mu.Unlock()
+	clear(s.faults.m)
+	s.faults.n.Store(0)
+}
+
+// applyFault applies the parts of f that act before the response headers:
+// it drops the connection, answers an error status, or waits. It reports
+// whether the response is finished. Body modes are left to writeBody.
+func (s *Server) applyFault(w http.ResponseWriter, r *http.Request, f Fault, at Endpoint) bool {
+	if f.Mode == FaultNone {
+		return false
+	}
+	s.ctr.faults.Add(1)
+	switch f.Mode {
+	case FaultDown:
+		s.ctr.dropped.Add(1)
+		dropConnection(w)
+		return true
+	case FaultStatus:
+		writeFaultStatus(w, r, f, at)
+		return true
+	case FaultSlow:
+		return !sleepCtx(r.Context(), f.Delay)
+	}
+	return false
+}
+
+// writeFaultStatus answers f.Status with an error body in at's dialect.
+func writeFaultStatus(w http.ResponseWriter, r *http.Request, f Fault, at Endpoint) {
+	status, code, msg := f.Status, f.Code, f.Message
+	if status < 100 || status > 599 {
+		status = http.StatusInternalServerError
+		if at == EndpointToken {
+			status = http.StatusBadRequest
+		}
+	}
+	var defCode, defMsg string
+	switch at {
+	case EndpointToken:
+		switch {
+		case status == http.StatusBadRequest || status == http.StatusTooManyRequests:
+			defCode, defMsg = "ThrottlingException", "Rate exceeded"
+		default:
+			defCode, defMsg = "ServerException", "fake ECR fault"
+		}
+	case EndpointS3:
+		switch status {
+		case http.StatusServiceUnavailable:
+			defCode, defMsg = "SlowDown", "Please reduce your request rate."
+		case http.StatusForbidden:
+			defCode, defMsg = "AccessDenied", "Access Denied"
+		default:
+			defCode, defMsg = "InternalError", "We encountered an internal error. Please try again."
+		}
+	default:
+		switch status {
+		case http.StatusTooManyRequests:
+			defCode, defMsg = codeTooManyRequests, "Rate exceeded"
+		case http.StatusForbidden:
+			defCode, defMsg = codeDenied, "fake ECR fault"
+		default:
+			defCode, defMsg = codeUnknown, "fake ECR fault: HTTP "+strconv.Itoa(status)
+		}
+	}
+	if code == "" {
+		code = defCode
+	}
+	if msg == "" {
+		msg = defMsg
+	}
+	switch at {
+	case EndpointToken:
+		writeAWSError(w, status, code, msg)
+	case EndpointS3:
+		writeS3Error(w, r, status, s3Error{Code: code, Message: msg})
+	default:
+		writeOCIError(w, status, code, msg)
+	}
+}
+
+// writeBody writes a response body after the headers, applying f's body
+// mode. Without one it is a single Write of body.
+func writeBody(w http.ResponseWriter, r *http.Request, body []byte, f Fault) {
+	switch f.Mode {
+	case FaultTruncate:
+		n := f.After
+		if n <= 0 {
+			n = int64(len(body)) / 2
+		}
+		n = max(min(n, int64(len(body))-1), 0)
+		_, _ = w.Write(body[:n])
+		_ = http.NewResponseController(w).Flush()
+		// The sanctioned way to cut a response short: net/http closes the
+		// connection and logs nothing.
+		panic(http.ErrAbortHandler)
+	case FaultCorrupt:
+		if len(body) == 0 {
+			return
+		}
+		i := len(body) / 2
+		if _, err := w.Write(body[:i]); err != nil {
+			return
+		}
+		if _, err := w.Write([]byte{^body[i]}); err != nil {
+			return
+		}
+		_, _ = w.Write(body[i+1:])
+	case FaultSlow:
+		writeSlow(r.Context(), w, body, f.Rate)
+	default:
+		_, _ = w.Write(body)
+	}
+}
+
+// writeSlow writes body at rate bytes per second (default 64 KiB/s), in
+// chunks of about a twentieth of a second, until done or ctx ends.
+func writeSlow(ctx context.Context, w http.ResponseWriter, body []byte, rate int64) {
+	if rate <= 0 {
+		rate = 64 << 10
+	}
+	rc := http.NewResponseController(w)
+	chunk := max(rate/20, 1)
+	start := time.Now()
+	for off := int64(0); off < int64(len(body)); {
+		end := min(off+chunk, int64(len(body)))
+		if _, err := w.Write(body[off:end]); err != nil {
+			return
+		}
+		_ = rc.Flush()
+		off = end
+		due := time.Duration(float64(off) / float64(rate) * float64(time.Second))
+		if !sleepCtx(ctx, due-time.Since(start)) {
+			return
+		}
+	}
+}
