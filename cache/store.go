@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -310,11 +311,13 @@ func (s *Store) Create(dgst digest.Digest, size int64, mediaType string) (*Write
 		size:      size,
 		mediaType: mediaType,
 		tmpPath:   f.Name(),
+		procPath:  "/proc/self/fd/" + strconv.Itoa(int(f.Fd())),
 		f:         f,
 		h:         sha256.New(),
-		refs:      1,
+		refs:      2, // the writer and its hasher
 	}
 	w.cond.L = &w.mu
+	go w.hashLoop()
 	return w, nil
 }
 

@@ -15,7 +15,8 @@ type writerState int
 
 const (
 	stateWriting    writerState = iota
-	stateCommitting             // verified or being verified; Write and Abort refused
+	stateCommitting             // being verified; Write and Abort refused
+	stateVerified               // digest verified, being stored: followers see every byte
 	stateCommitted              // terminal: followers see every byte, then io.EOF
 	stateFailed                 // terminal: followers get w.err
 )
@@ -30,16 +31,23 @@ type Writer struct {
 	size      int64 // declared, or -1
 	mediaType string
 	tmpPath   string
+	procPath  string    // /proc/self/fd/<n> of f: reopens the inode whatever its name
 	f         *os.File  // opened read-write; followers ReadAt on it
-	h         hash.Hash // used only by the writing goroutine
+	h         hash.Hash // used only by the hasher goroutine until hashDone
 
 	mu      sync.Mutex
 	cond    sync.Cond // on mu; broadcast when written or state changes
 	written int64
-	state   writerState
-	err     error // why the writer failed, for followers
-	// refs counts users of f: one for the writer until it finishes, one per
-	// open follower. The last one closes f.
+	// hashed is how many bytes the hasher has hashed; hashDone is set when
+	// it has stopped (hashErr says why, if it failed).
+	hashed   int64
+	hashDone bool
+	hashErr  error
+	state    writerState
+	err      error // why the writer failed, for followers
+	// refs counts users of f: one for the writer until it finishes, one
+	// for the hasher until it stops, one per open follower. The last one
+	// closes f.
 	refs int
 }
 
@@ -56,7 +64,8 @@ func (w *Writer) Written() int64 {
 	return w.written
 }
 
-// Write appends p to the temp file and the hash. Writing past a known size
+// Write appends p to the temp file; a goroutine of the writer hashes it
+// from there, in parallel with the next Write. Writing past a known size
 // fails the writer with ErrSizeMismatch (followers get that error too).
 func (w *Writer) Write(p []byte) (int, error) {
 	w.mu.Lock()
@@ -77,7 +86,6 @@ func (w *Writer) Write(p []byte) (int, error) {
 	// WriteAt at our own offset: followers' ReadAt and this never share a
 	// file position.
 	n, err := w.f.WriteAt(p, off)
-	w.h.Write(p[:n])
 	w.mu.Lock()
 	w.written += int64(n)
 	w.cond.Broadcast()
@@ -92,12 +100,14 @@ func (w *Writer) Write(p []byte) (int, error) {
 
 // Commit verifies the entry and stores it. A size or digest mismatch
 // returns an error wrapping ErrSizeMismatch or ErrDigestMismatch, removes
-// the temp file and fails the followers. On success the file is fsynced,
-// renamed into place and indexed (durably) before Commit returns, after
-// evicting least recently used entries to make room. kept is false when the
-// entry alone exceeds MaxSize: it was verified but not stored. If the digest
-// is already stored, the new copy is dropped and kept is true. Followers
-// receive every byte after a successful Commit, kept or not.
+// the temp file and fails the followers. Once the digest is verified,
+// followers may read every byte; then the file is fsynced, renamed into
+// place and indexed (durably) before Commit returns, after evicting least
+// recently used entries to make room. kept is false when the entry alone
+// exceeds MaxSize: it was verified but not stored. If the digest is already
+// stored, the new copy is dropped and kept is true. If storing fails, Commit
+// returns kept=false and the error; followers still read the verified
+// bytes to the end.
 func (w *Writer) Commit() (kept bool, err error) {
 	w.mu.Lock()
 	if w.state != stateWriting {
@@ -106,6 +116,7 @@ func (w *Writer) Commit() (kept bool, err error) {
 		return false, err
 	}
 	w.state = stateCommitting
+	w.cond.Broadcast() // the hasher stops waiting for more bytes
 	written := w.written
 	w.mu.Unlock()
 
@@ -115,23 +126,86 @@ func (w *Writer) Commit() (kept bool, err error) {
 		w.s.stats.sizeMismatches.Add(1)
 		return false, err
 	}
+	w.mu.Lock()
+	for !w.hashDone {
+		w.cond.Wait()
+	}
+	hashErr := w.hashErr
+	w.mu.Unlock()
+	if hashErr != nil {
+		w.fail(hashErr, stateCommitting)
+		return false, hashErr
+	}
 	if got := digest.NewDigestFromBytes(digest.SHA256, w.h.Sum(nil)); got != w.dgst {
 		err := fmt.Errorf("%w: want %s, got %s (%d bytes)", ErrDigestMismatch, w.dgst, got, written)
 		w.fail(err, stateCommitting)
 		w.s.stats.digestMismatches.Add(1)
 		return false, err
 	}
+	// The bytes are verified: followers may have the last one now, while
+	// the file is made durable and indexed.
+	w.mu.Lock()
+	w.state = stateVerified
+	w.cond.Broadcast()
+	w.mu.Unlock()
+
 	kept, err = w.s.admit(w.dgst, written, w.mediaType, w.f, w.tmpPath)
 	if err != nil {
-		w.fail(err, stateCommitting)
-		return false, err
+		// Followers keep reading verified bytes; only the store lost.
+		w.s.dropTemp(w.tmpPath)
+		kept = false
 	}
 	w.mu.Lock()
 	w.state = stateCommitted
 	w.cond.Broadcast()
 	w.releaseLocked()
 	w.mu.Unlock()
-	return kept, nil
+	return kept, err
+}
+
+// hashBufferSize is how much the hasher reads from the temp file at once.
+const hashBufferSize = 256 << 10
+
+// hashLoop hashes the temp file as it grows, reading back what Write put
+// there, so that hashing runs in parallel with receiving and writing. It
+// ends when the writer fails, or when Commit has started and every
+// written byte is hashed.
+func (w *Writer) hashLoop() {
+	buf := make([]byte, hashBufferSize)
+	var off int64
+	var err error
+	for err == nil {
+		w.mu.Lock()
+		for off >= w.written && w.state == stateWriting {
+			w.cond.Wait()
+		}
+		end, state := w.written, w.state
+		w.mu.Unlock()
+		if state == stateFailed || off >= end {
+			break // failed, or Commit is waiting and everything is hashed
+		}
+		for off < end && err == nil {
+			n := int(min(int64(len(buf)), end-off))
+			var m int
+			m, err = w.f.ReadAt(buf[:n], off)
+			w.h.Write(buf[:m])
+			off += int64(m)
+			if err == io.EOF && m == n {
+				err = nil
+			}
+		}
+		if err != nil {
+			err = fmt.Errorf("cache: hash %s: read temp file at %d: %w", w.dgst, off, err)
+		}
+		w.mu.Lock()
+		w.hashed = off
+		w.mu.Unlock()
+	}
+	w.mu.Lock()
+	w.hashDone, w.hashErr = true, err
+	w.cond.Broadcast()
+	w.releaseLocked()
+	w.mu.Unlock()
 }
 
 // Abort fails the writer: the temp file is removed and followers get err,
@@ -191,7 +265,7 @@ func (w *Writer) releaseLocked() {
 // is committed the final byte is held back, so a follower can never receive
 // a complete body that then fails verification.
 func (w *Writer) visibleLocked() int64 {
-	if w.state == stateCommitted {
+	if w.state == stateCommitted || w.state == stateVerified {
 		return w.written
 	}
 	v := w.written - 1
@@ -247,40 +321,45 @@ type follower struct {
 	closed  bool
 }
 
-func (r *follower) Read(p []byte) (int, error) {
+// waitLocked blocks until bytes past r.off are visible and returns how
+// many bytes are; it returns io.EOF at the end of a finished entry, or why
+// reading must stop. w.mu must be held.
+func (r *follower) waitLocked() (visible int64, err error) {
 	w := r.w
-	w.mu.Lock()
-	var visible int64
 	for {
 		if r.closed {
-			w.mu.Unlock()
 			return 0, fmt.Errorf("cache: read %s: %w", w.dgst, os.ErrClosed)
 		}
 		if w.state == stateFailed {
-			err := w.err
-			w.mu.Unlock()
-			return 0, err
+			return 0, w.err
 		}
 		visible = w.visibleLocked()
 		if r.off < visible {
-			break
+			return visible, nil
 		}
-		if w.state == stateCommitted {
-			w.mu.Unlock()
+		if w.state == stateCommitted || w.state == stateVerified {
 			if r.off > visible {
 				return 0, fmt.Errorf("cache: read %s: offset %d is past the end (%d bytes)", w.dgst, r.off, visible)
 			}
 			return 0, io.EOF
 		}
 		if err := r.ctx.Err(); err != nil {
-			w.mu.Unlock()
 			return 0, err
 		}
-		if len(p) == 0 {
-			w.mu.Unlock()
-			return 0, nil
-		}
 		w.cond.Wait()
+	}
+}
+
+func (r *follower) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	w := r.w
+	w.mu.Lock()
+	visible, err := r.waitLocked()
+	if err != nil {
+		w.mu.Unlock()
+		return 0, err
 	}
 	n := min(int64(len(p)), visible-r.off)
 	off := r.off
@@ -304,6 +383,56 @@ func (r *follower) Read(p []byte) (int, error) {
 		err = io.ErrUnexpectedEOF
 	}
 	return m, fmt.Errorf("cache: read %s at offset %d: %w", w.dgst, off+int64(m), err)
+}
+
+// WriteTo copies the entry to dst as it lands. When dst takes a file
+// through io.ReaderFrom (an HTTP response over TCP does, with sendfile),
+// the bytes go from the page cache to the socket without a copy through
+// user space; the reader then works on its own open file description of
+// the same inode, so its file offset is its own.
+func (r *follower) WriteTo(dst io.Writer) (int64, error) {
+	rf, ok := dst.(io.ReaderFrom)
+	var f *os.File
+	if ok {
+		var err error
+		if f, err = os.Open(r.w.procPath); err != nil {
+			ok = false // no /proc: copy through a buffer
+		} else {
+			defer f.Close()
+		}
+	}
+	if !ok {
+		return io.CopyBuffer(dst, struct{ io.Reader }{r}, make([]byte, 256<<10))
+	}
+	w := r.w
+	var total int64
+	for {
+		w.mu.Lock()
+		visible, err := r.waitLocked()
+		off := r.off
+		w.mu.Unlock()
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+		if _, err := f.Seek(off, io.SeekStart); err != nil {
+			return total, fmt.Errorf("cache: read %s at offset %d: %w", w.dgst, off, err)
+		}
+		n := visible - off
+		m, err := rf.ReadFrom(&io.LimitedReader{R: f, N: n})
+		total += m
+		w.mu.Lock()
+		r.off += m
+		w.mu.Unlock()
+		if err != nil {
+			return total, err
+		}
+		if m < n {
+			return total, fmt.Errorf("cache: read %s at offset %d: %w", w.dgst, off+m, io.ErrUnexpectedEOF)
+		}
+	}
 }
 
 func (r *follower) Close() error {

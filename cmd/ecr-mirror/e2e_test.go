@@ -44,9 +44,7 @@ func TestPullTwice(t *testing.T) {
 		if n := first.S3Get[b]; n != 1 {
 			t.Errorf("blob %s downloaded %d times from S3, want 1", b, n)
 		}
-		if !m.stored(b) {
-			t.Errorf("blob %s not on disk after the pull", b)
-		}
+		eventually(t, "blob "+b.String()+" on disk", func() bool { return m.stored(b) })
 	}
 	if first.S3AuthRejected != 0 {
 		t.Errorf("S3 rejected %d requests for carrying Authorization", first.S3AuthRejected)
@@ -103,9 +101,7 @@ func TestConcurrentMissesShareOneDownload(t *testing.T) {
 	if c.S3Get[dgst] != 1 || c.BlobGet != 1 {
 		t.Fatalf("%d clients caused %d registry blob GETs and %d S3 downloads, want 1 each", clients, c.BlobGet, c.S3Get[dgst])
 	}
-	if !m.stored(dgst) {
-		t.Fatal("blob not stored")
-	}
+	eventually(t, "blob on disk", func() bool { return m.stored(dgst) })
 }
 
 // Truncated and corrupted upstream bodies make the client's transfer fail,
@@ -218,9 +214,7 @@ func TestEvictionLeastRecentlyUsed(t *testing.T) {
 	must(d[2])
 	must(d[0]) // hit: d[1] is now least recently used
 	must(d[3]) // needs room: evicts d[1]
-	if m.stored(d[1]) {
-		t.Error("least recently used blob was not evicted")
-	}
+	eventually(t, "the least recently used blob to be evicted", func() bool { return !m.stored(d[1]) })
 	for _, i := range []int{0, 2, 3} {
 		if !m.stored(d[i]) {
 			t.Errorf("blob %d evicted, want kept", i)
