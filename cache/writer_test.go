@@ -325,3 +325,118 @@ func TestWriteFailsPastKnownSize(t *testing.T) {
 	}
 	assertFileSet(t, "tmp/", tmpFiles(t, dir), nil)
 }
+
+// plainWriter hides io.ReaderFrom so WriteTo takes its buffered path.
+type plainWriter struct{ buf bytes.Buffer }
+
+func (p *plainWriter) Write(b []byte) (int, error) { return p.buf.Write(b) }
+
+// TestFollowerWriteTo: io.Copy from a follower (WriteTo) delivers exactly
+// the entry while it is written, into a destination that takes files
+// (an *os.File, as an HTTP response over TCP does, gets them without a
+// copy through user space) and into a plain writer.
+func TestFollowerWriteTo(t *testing.T) {
+	t.Parallel()
+	data, dgst := blob(17, 2_000_000)
+	tests := []struct {
+		name string
+		dst  func(t *testing.T) (io.Writer, func() []byte)
+	}{
+		{"file destination", func(t *testing.T) (io.Writer, func() []byte) {
+			f, err := os.Create(filepath.Join(t.TempDir(), "out"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { f.Close() })
+			return f, func() []byte {
+				b, err := os.ReadFile(f.Name())
+				if err != nil {
+					t.Fatal(err)
+				}
+				return b
+			}
+		}},
+		{"plain destination", func(t *testing.T) (io.Writer, func() []byte) {
+			p := &plainWriter{}
+			return p, p.buf.Bytes
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := openStore(t, t.TempDir(), 1<<30)
+			w, err := s.Create(dgst, int64(len(data)), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			const offset = 1234
+			r, err := w.NewReader(context.Background(), offset)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dst, contents := tc.dst(t)
+			copied := make(chan error, 1)
+			go func() {
+				defer r.Close()
+				n, err := io.Copy(dst, r)
+				if err == nil && n != int64(len(data)-offset) {
+					err = fmt.Errorf("copied %d bytes, want %d", n, len(data)-offset)
+				}
+				copied <- err
+			}()
+			if err := writeChunks(w, data, 65_521, 20*time.Microsecond); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-copied; err != nil {
+				t.Fatal(err)
+			}
+			if got := contents(); !bytes.Equal(got, data[offset:]) {
+				t.Fatalf("got %d bytes, want the %d bytes from offset %d", len(got), len(data)-offset, offset)
+			}
+		})
+	}
+}
+
+// TestFollowerWriteToFailure: a WriteTo in progress ends with the
+// writer's error, never with a clean end, when the digest mismatches.
+func TestFollowerWriteToFailure(t *testing.T) {
+	t.Parallel()
+	data, dgst := blob(18, 100_000)
+	s := openStore(t, t.TempDir(), 1<<30)
+	w, err := s.Create(dgst, int64(len(data)), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := w.NewReader(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	f, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	copied := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(f, r)
+		copied <- err
+	}()
+	bad := bytes.Clone(data)
+	bad[len(bad)/2] ^= 0xff
+	if err := writeChunks(w, bad, 10_007, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Commit(); !errors.Is(err, ErrDigestMismatch) {
+		t.Fatalf("Commit = %v, want ErrDigestMismatch", err)
+	}
+	if err := <-copied; !errors.Is(err, ErrDigestMismatch) {
+		t.Fatalf("WriteTo ended with %v, want the digest mismatch", err)
+	}
+	if info, _ := f.Stat(); info.Size() >= int64(len(data)) {
+		t.Fatalf("the destination got all %d bytes of a body that failed verification", info.Size())
+	}
+}

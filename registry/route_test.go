@@ -143,3 +143,22 @@ func TestParseRange(t *testing.T) {
 		})
 	}
 }
+
+func FuzzParseRange(f *testing.F) {
+	for _, s := range []string{"bytes=0-9", "bytes=-5", "bytes=7-", "bytes=1-2,3-4", "bytes=x"} {
+		f.Add(s, int64(100))
+	}
+	f.Fuzz(func(t *testing.T, header string, size int64) {
+		br, err := ParseRange(header)
+		if err != nil || br == nil || size < 0 {
+			return
+		}
+		start, n, err := br.Resolve(size)
+		if err != nil {
+			return
+		}
+		if start < 0 || n <= 0 || start+n > size {
+			t.Fatalf("ParseRange(%q).Resolve(%d) = %d, %d: outside the content", header, size, start, n)
+		}
+	})
+}
