@@ -100,12 +100,14 @@ func (p *Proxy) fill(fl *flight, path, kind string, hdr http.Header) (err error)
 			close(fl.ready)
 		}
 	}()
-	resp, err := p.up.do(p.bg, http.MethodGet, path, hdr, kind, http.StatusOK)
+	ctx, cancel := context.WithCancelCause(p.bg)
+	defer cancel(nil)
+	resp, err := p.up.do(ctx, http.MethodGet, path, hdr, kind, http.StatusOK)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	body := io.Reader(resp.Body)
+	body := io.Reader(newStallReader(resp.Body, p.stallTimeout, cancel))
 	if kind == "manifest" {
 		if resp.ContentLength > p.manifestLimit {
 			return manifestTooLarge(path, resp.ContentLength, p.manifestLimit)
@@ -124,6 +126,9 @@ func (p *Proxy) fill(fl *flight, path, kind string, hdr http.Header) (err error)
 	_, err = io.CopyBuffer(w, onlyReader{body}, *buf)
 	p.bufs.Put(buf)
 	if err != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, errStalled) {
+			err = cause
+		}
 		err = transportError(http.MethodGet, path, err)
 		w.Abort(err)
 		return err
@@ -136,3 +141,32 @@ func (p *Proxy) fill(fl *flight, path, kind string, hdr http.Header) (err error)
 
 // onlyReader hides WriterTo so CopyBuffer uses the pooled buffer.
 type onlyReader struct{ io.Reader }
+
+// errStalled says an upstream body sent nothing for too long.
+var errStalled = errors.New("upstream sent no data for too long")
+
+// stallReader cancels a download whose upstream body stops sending: a
+// half-open connection would otherwise hold every client of the digest
+// forever.
+type stallReader struct {
+	r       io.Reader
+	timeout time.Duration
+	timer   *time.Timer
+}
+
+func newStallReader(r io.Reader, timeout time.Duration, cancel context.CancelCauseFunc) *stallReader {
+	return &stallReader{r: r, timeout: timeout, timer: time.AfterFunc(timeout, func() {
+		cancel(fmt.Errorf("%w (%v)", errStalled, timeout))
+	})}
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if n > 0 {
+		s.timer.Reset(s.timeout)
+	}
+	if err != nil {
+		s.timer.Stop()
+	}
+	return n, err
+}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -25,8 +26,10 @@ import (
 const (
 	// DefaultManifestLimit is ECR's own manifest size limit.
 	DefaultManifestLimit = 4 << 20
-	tagListLimit         = 16 << 20
-	copyBufferSize       = 256 << 10
+	// DefaultStallTimeout is how long a download may receive nothing.
+	DefaultStallTimeout = 30 * time.Second
+	tagListLimit        = 16 << 20
+	copyBufferSize      = 256 << 10
 )
 
 // Outcomes reported to the request log.
@@ -49,6 +52,9 @@ type Options struct {
 	Logger *slog.Logger // nil: discard
 	// ManifestLimit caps manifest bodies; 0: DefaultManifestLimit.
 	ManifestLimit int64
+	// StallTimeout abandons a download whose upstream sends nothing for
+	// this long; 0: DefaultStallTimeout.
+	StallTimeout time.Duration
 }
 
 // Proxy implements registry.Backend over a store and an upstream registry.
@@ -57,6 +63,7 @@ type Proxy struct {
 	store         *cache.Store
 	log           *slog.Logger
 	manifestLimit int64
+	stallTimeout  time.Duration
 	bufs          sync.Pool
 
 	// Downloads run on bg, not on a client's context.
@@ -93,12 +100,17 @@ func New(opts Options) (*Proxy, error) {
 	if limit <= 0 {
 		limit = DefaultManifestLimit
 	}
+	stall := opts.StallTimeout
+	if stall <= 0 {
+		stall = DefaultStallTimeout
+	}
 	bg, stop := context.WithCancel(context.Background())
 	p := &Proxy{
 		up:            upstream{base: opts.Upstream, client: opts.Client},
 		store:         opts.Store,
 		log:           log,
 		manifestLimit: limit,
+		stallTimeout:  stall,
 		bg:            bg,
 		stop:          stop,
 		flights:       make(map[digest.Digest]*flight),
