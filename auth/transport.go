@@ -89,7 +89,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, &CredentialsError{Host: t.host, Err: err}
 	}
 	resp, err := t.base.RoundTrip(withToken(req, tok))
-	if err != nil || !rejectsToken(resp) {
+	if err != nil || !t.rejectsToken(req, resp, tok) {
 		return resp, err
 	}
 
@@ -139,11 +139,11 @@ func withToken(req *http.Request, tok Token) *http.Request {
 	return r
 }
 
-// rejectsToken reports whether resp says the token was refused: 401, a 403
-// to a HEAD, or a 403 with an ECR DENIED error other than an IAM
-// authorization failure. For
-// a 403 it reads up to maxErrorBody bytes and puts back an equivalent body.
-func rejectsToken(resp *http.Response) bool {
+// rejectsToken reports whether resp says tok was refused: 401, or 403
+// with an ECR DENIED error other than an IAM authorization failure. A 403
+// to a HEAD has no body to tell which: the same request is asked with GET,
+// whose error body says.
+func (t *transport) rejectsToken(req *http.Request, resp *http.Response, tok Token) bool {
 	switch resp.StatusCode {
 	case http.StatusUnauthorized:
 		return true
@@ -151,11 +151,24 @@ func rejectsToken(resp *http.Response) bool {
 	default:
 		return false
 	}
-	if resp.Request != nil && resp.Request.Method == http.MethodHead {
-		// A HEAD answer has no body to tell an expired token from an IAM
-		// denial: refresh and ask once more.
-		return true
+	if req.Method != http.MethodHead {
+		return deniesToken(resp)
 	}
+	probe := withToken(req, tok)
+	probe.Method, probe.Body, probe.GetBody, probe.ContentLength = http.MethodGet, nil, nil, 0
+	presp, err := t.base.RoundTrip(probe)
+	if err != nil {
+		return false
+	}
+	defer drain(presp)
+	return presp.StatusCode == http.StatusUnauthorized ||
+		presp.StatusCode == http.StatusForbidden && deniesToken(presp)
+}
+
+// deniesToken reports whether a 403 carries an ECR DENIED error other
+// than an IAM authorization failure. It reads up to maxErrorBody bytes and
+// puts back an equivalent body.
+func deniesToken(resp *http.Response) bool {
 	if resp.Body == nil || resp.Body == http.NoBody {
 		return false
 	}

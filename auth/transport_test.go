@@ -172,6 +172,7 @@ func TestTransportRejections(t *testing.T) {
 		wantBody    string
 		wantHits    int
 		wantFetches int64
+		wantTokens  []int // token number of each request; default 1, 2, ...
 	}{
 		{name: "valid token", minValid: 1, wantStatus: 200, wantBody: "registry-ok", wantHits: 1, wantFetches: 1},
 		{name: "401 then refresh and retry", minValid: 2, rejectStatus: 401, rejectBody: `{"errors":[{"code":"UNAUTHORIZED"}]}`,
@@ -188,6 +189,10 @@ func TestTransportRejections(t *testing.T) {
 			wantStatus: 403, wantBody: "<html>forbidden</html>", wantHits: 1, wantFetches: 1},
 		{name: "403 body over 64 KiB is returned whole", minValid: 99, rejectStatus: 403, rejectBody: large,
 			wantStatus: 403, wantBody: large, wantHits: 1, wantFetches: 1},
+		{name: "HEAD 403 asks with GET, which says expired: refresh and retry", minValid: 2, rejectStatus: 403, rejectBody: deniedExpired,
+			method: http.MethodHead, wantStatus: 200, wantHits: 3, wantFetches: 2, wantTokens: []int{1, 1, 2}},
+		{name: "HEAD 403 asks with GET, which says IAM denial: no refresh", minValid: 99, rejectStatus: 403, rejectBody: deniedIAM,
+			method: http.MethodHead, wantStatus: 403, wantHits: 2, wantFetches: 1, wantTokens: []int{1, 1}},
 		{name: "POST with GetBody is retried with the same body", minValid: 2, rejectStatus: 401,
 			method: http.MethodPost, body: "payload", wantStatus: 200, wantBody: "payload", wantHits: 2, wantFetches: 2},
 		{name: "POST without GetBody gets the 401, still refreshes", minValid: 2, rejectStatus: 401, rejectBody: "nope",
@@ -226,8 +231,12 @@ func TestTransportRejections(t *testing.T) {
 				t.Errorf("registry hits = %d, want %d", len(auths), tt.wantHits)
 			}
 			for i, a := range auths {
-				if n, ok := tokenNumber(a); !ok || n != i+1 {
-					t.Errorf("request %d carried %q, want token %d", i, a, i+1)
+				want := i + 1
+				if tt.wantTokens != nil {
+					want = tt.wantTokens[i]
+				}
+				if n, ok := tokenNumber(a); !ok || n != want {
+					t.Errorf("request %d carried %q, want token %d", i, a, want)
 				}
 			}
 			for i, b := range bodies {

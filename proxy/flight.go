@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/cache"
+	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
 // errStored says the digest is already in the store: read it from there.
@@ -57,8 +58,8 @@ func (p *Proxy) startFlight(dgst digest.Digest, path, kind string, hdr http.Head
 	if _, err := p.store.Stat(dgst); err == nil {
 		return nil, false, errStored
 	}
-	if err := p.bg.Err(); err != nil {
-		return nil, false, fmt.Errorf("mirror is shutting down: %w", err)
+	if p.bg.Err() != nil {
+		return nil, false, registry.Errorf(registry.CodeUnavailable, "the mirror is shutting down")
 	}
 	fl = &flight{dgst: dgst, ready: make(chan struct{}), done: make(chan struct{})}
 	p.flights[dgst] = fl
@@ -123,15 +124,21 @@ func (p *Proxy) fill(fl *flight, path, kind string, hdr http.Header) (err error)
 	close(fl.ready)
 
 	buf := p.bufs.Get().(*[]byte)
-	_, err = io.CopyBuffer(w, onlyReader{body}, *buf)
+	src := &readErrors{r: body}
+	_, err = io.CopyBuffer(w, src, *buf)
 	p.bufs.Put(buf)
-	if err != nil {
+	switch {
+	case err != nil && src.err != nil: // upstream failed
 		if cause := context.Cause(ctx); errors.Is(cause, errStalled) {
 			err = cause
 		}
 		err = transportError(http.MethodGet, path, err)
 		w.Abort(err)
 		return err
+	case err != nil: // the store failed (disk full, ...)
+		w.Abort(err)
+		return &registry.Error{Code: registry.CodeUnavailable,
+			Message: fmt.Sprintf("the mirror could not store %s", fl.dgst), Internal: err.Error()}
 	}
 	if _, err := w.Commit(); err != nil {
 		return err
@@ -139,8 +146,21 @@ func (p *Proxy) fill(fl *flight, path, kind string, hdr http.Header) (err error)
 	return nil
 }
 
-// onlyReader hides WriterTo so CopyBuffer uses the pooled buffer.
-type onlyReader struct{ io.Reader }
+// readErrors records the error of the reader it wraps, telling upstream
+// failures from the store's; it also hides WriterTo, so CopyBuffer uses
+// the pooled buffer.
+type readErrors struct {
+	r   io.Reader
+	err error
+}
+
+func (r *readErrors) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		r.err = err
+	}
+	return n, err
+}
 
 // errStalled says an upstream body sent nothing for too long.
 var errStalled = errors.New("upstream sent no data for too long")

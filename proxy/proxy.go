@@ -134,8 +134,8 @@ func (p *Proxy) Stats() *Stats { return &p.stats }
 
 // Blob answers a blob GET or HEAD.
 func (p *Proxy) Blob(ctx context.Context, req *registry.Request) (*registry.Content, error) {
-	if c, ok := p.fromStore(req); ok {
-		return c, nil
+	if c, ok, err := p.fromStore(req); ok || err != nil {
+		return c, err
 	}
 	path := req.Name + "/blobs/" + req.Dgst.String()
 	if req.Head {
@@ -147,10 +147,8 @@ func (p *Proxy) Blob(ctx context.Context, req *registry.Request) (*registry.Cont
 		}
 		return p.head(ctx, path, req.Dgst, "blob", nil)
 	}
-	if req.Range != nil {
-		if fl := p.flight(req.Dgst); fl == nil {
-			return p.rangeFromUpstream(ctx, req, path)
-		}
+	if req.Range != nil && p.flight(req.Dgst) == nil {
+		return p.rangeFromUpstream(ctx, req, path)
 	}
 	return p.fromFlight(ctx, req, path, "blob", nil)
 }
@@ -160,8 +158,8 @@ func (p *Proxy) Manifest(ctx context.Context, req *registry.Request) (*registry.
 	if req.Tag != "" {
 		return p.manifestByTag(ctx, req)
 	}
-	if c, ok := p.fromStore(req); ok {
-		return c, nil
+	if c, ok, err := p.fromStore(req); ok || err != nil {
+		return c, err
 	}
 	path := req.Name + "/manifests/" + req.Dgst.String()
 	accept := acceptHeader(req.Accept)
@@ -171,14 +169,17 @@ func (p *Proxy) Manifest(ctx context.Context, req *registry.Request) (*registry.
 	return p.fromFlight(ctx, req, path, "manifest", accept)
 }
 
-// fromStore serves a request from the store, if it holds the digest.
-func (p *Proxy) fromStore(req *registry.Request) (*registry.Content, bool) {
+// fromStore serves a request from the store, if it holds the digest. An
+// error other than absence (say, no file descriptors left) is the client's
+// 503: downloading again would not help.
+func (p *Proxy) fromStore(req *registry.Request) (*registry.Content, bool, error) {
 	f, info, err := p.store.Get(req.Dgst)
+	if errors.Is(err, cache.ErrNotFound) {
+		return nil, false, nil
+	}
 	if err != nil {
-		if !errors.Is(err, cache.ErrNotFound) {
-			p.log.Warn("reading cached content failed; fetching it again", "digest", req.Dgst, "error", err)
-		}
-		return nil, false
+		return nil, false, &registry.Error{Code: registry.CodeUnavailable,
+			Message: "the mirror cannot read its cache", Internal: err.Error()}
 	}
 	p.stats.Hits.Add(1)
 	c := &registry.Content{Dgst: req.Dgst, MediaType: info.MediaType, Size: info.Size, Outcome: OutcomeHit}
@@ -187,7 +188,7 @@ func (p *Proxy) fromStore(req *registry.Request) (*registry.Content, bool) {
 	} else {
 		c.Body = f
 	}
-	return c, true
+	return c, true, nil
 }
 
 // head asks upstream for the size and type of content without its body.
@@ -204,37 +205,61 @@ func (p *Proxy) head(ctx context.Context, path string, dgst digest.Digest, kind 
 }
 
 // rangeFromUpstream answers a Range request on an uncached blob straight
-// from upstream, and fills the whole blob into the cache in the background.
+// from upstream, and fills the whole blob into the cache in the
+// background. The fill's answer gives the size, so the range is resolved
+// here: a bad one gets 416, and one the fill can serve (the whole blob, or
+// bytes already downloaded) is served verified from it.
 func (p *Proxy) rangeFromUpstream(ctx context.Context, req *registry.Request, path string) (*registry.Content, error) {
-	if _, _, err := p.startFlight(req.Dgst, path, "blob", nil); err != nil && !errors.Is(err, errStored) {
+	fl, _, err := p.startFlight(req.Dgst, path, "blob", nil)
+	if errors.Is(err, errStored) {
+		return p.fromFlight(ctx, req, path, "blob", nil)
+	}
+	if err != nil {
 		return nil, err
 	}
+	if err := fl.wait(ctx); err != nil {
+		return nil, clientError(req.Dgst, err)
+	}
+	size := fl.w.Size()
+	if size < 0 {
+		return p.fromFlight(ctx, req, path, "blob", nil)
+	}
+	start, n, err := req.Range.Resolve(size)
+	if err != nil {
+		return nil, err
+	}
+	if n == size || fl.w.Written() >= start+n {
+		return p.fromFlight(ctx, req, path, "blob", nil)
+	}
 	p.stats.UpstreamRangeGet.Add(1)
-	hdr := http.Header{"Range": {req.Range.String()}}
+	hdr := http.Header{"Range": {fmt.Sprintf("bytes=%d-%d", start, start+n-1)}}
 	resp, err := p.up.do(ctx, http.MethodGet, path, hdr, "blob", http.StatusOK, http.StatusPartialContent)
 	if err != nil {
 		return nil, err
 	}
-	c := &registry.Content{Dgst: req.Dgst, MediaType: mediaType(resp, "blob"), Size: resp.ContentLength, Body: resp.Body, Outcome: OutcomeUpstream}
-	if resp.StatusCode == http.StatusPartialContent {
-		span, size, err := parseContentRange(resp.Header.Get("Content-Range"))
-		if err != nil || span.Length != resp.ContentLength {
-			resp.Body.Close()
-			return nil, registry.Errorf(registry.CodeUnavailable, "upstream answered a range of %s with a bad Content-Range %q", req.Dgst, resp.Header.Get("Content-Range")).WithStatus(http.StatusBadGateway)
-		}
-		c.Partial, c.Size = &span, size
+	span, total, cerr := parseContentRange(resp.Header.Get("Content-Range"))
+	if resp.StatusCode != http.StatusPartialContent || cerr != nil ||
+		span != (registry.Span{Start: start, Length: n}) || resp.ContentLength != n || total != size {
+		// Not the range asked for (a 200 ignores it): nothing unverified
+		// goes to the client; the fill has the bytes.
+		resp.Body.Close()
+		return p.fromFlight(ctx, req, path, "blob", nil)
 	}
-	return c, nil
+	return &registry.Content{Dgst: req.Dgst, MediaType: fl.mediaType, Size: size, Body: resp.Body,
+		Partial: &span, Outcome: OutcomeUpstream}, nil
 }
 
 // fromFlight serves a miss from the download of its digest, starting one
 // unless it is already under way.
 func (p *Proxy) fromFlight(ctx context.Context, req *registry.Request, path, kind string, hdr http.Header) (*registry.Content, error) {
 	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		fl, joined, err := p.startFlight(req.Dgst, path, kind, hdr)
 		if errors.Is(err, errStored) {
-			if c, ok := p.fromStore(req); ok {
-				return c, nil
+			if c, ok, err := p.fromStore(req); ok || err != nil {
+				return c, err
 			}
 			continue // evicted in between: download it
 		}
@@ -242,7 +267,7 @@ func (p *Proxy) fromFlight(ctx context.Context, req *registry.Request, path, kin
 			return nil, err
 		}
 		if err := fl.wait(ctx); err != nil {
-			return nil, err
+			return nil, clientError(req.Dgst, err)
 		}
 		size := fl.w.Size()
 		c := &registry.Content{Dgst: req.Dgst, MediaType: fl.mediaType, Size: size, Outcome: OutcomeMiss}
@@ -267,8 +292,8 @@ func (p *Proxy) fromFlight(ctx context.Context, req *registry.Request, path, kin
 			// Committed since we joined: read the store, or, when it
 			// was too large to keep, wait for the flight to leave and
 			// download again.
-			if c, ok := p.fromStore(req); ok {
-				return c, nil
+			if c, ok, err := p.fromStore(req); ok || err != nil {
+				return c, err
 			}
 			select {
 			case <-fl.done:
@@ -278,7 +303,7 @@ func (p *Proxy) fromFlight(ctx context.Context, req *registry.Request, path, kin
 			}
 		}
 		if err != nil {
-			return nil, fmt.Errorf("following download of %s: %w", req.Dgst, err)
+			return nil, clientError(req.Dgst, err)
 		}
 		if c.Partial != nil {
 			c.Body = limitedBody{Reader: io.LimitReader(r, length), Closer: r}
@@ -311,9 +336,11 @@ func (p *Proxy) manifestByTag(ctx context.Context, req *registry.Request) (*regi
 		if req.Head {
 			return &registry.Content{Dgst: dgst, MediaType: mediaType(resp, "manifest"), Size: resp.ContentLength, Outcome: OutcomeRevalidated}, nil
 		}
-		if c, ok := p.fromStore(&registry.Request{Dgst: dgst}); ok {
-			c.Outcome = OutcomeRevalidated
-			return c, nil
+		if c, ok, err := p.fromStore(&registry.Request{Dgst: dgst}); ok || err != nil {
+			if ok {
+				c.Outcome = OutcomeRevalidated
+			}
+			return c, err
 		}
 	}
 	// Not stored (or upstream named no digest): fetch by tag, with the
@@ -362,11 +389,12 @@ func manifestTooLarge(path string, size, limit int64) *registry.Error {
 	return registry.Errorf(registry.CodeManifestInvalid, "upstream manifest %s is %d bytes, over the %d byte limit", path, size, limit).WithStatus(http.StatusBadGateway)
 }
 
-// Tags passes tags/list through, keeping the next page's query.
-func (p *Proxy) Tags(ctx context.Context, name string, query url.Values) (*registry.TagList, error) {
+// Tags passes tags/list through, its query as the client sent it, and
+// keeps the next page's query.
+func (p *Proxy) Tags(ctx context.Context, name string, rawQuery string) (*registry.TagList, error) {
 	path := name + "/tags/list"
-	if len(query) > 0 {
-		path += "?" + query.Encode()
+	if rawQuery != "" {
+		path += "?" + rawQuery
 	}
 	resp, err := p.up.do(ctx, http.MethodGet, path, nil, "tags", http.StatusOK)
 	if err != nil {
@@ -450,4 +478,16 @@ func (bytesBody) Close() error { return nil }
 type limitedBody struct {
 	io.Reader
 	io.Closer
+}
+
+// clientError turns the failure of a download a client was following into
+// what the client sees: upstream's answer as it was mapped, or a 502 that
+// names the digest. Details (paths, sizes) stay in the logs.
+func clientError(dgst digest.Digest, err error) error {
+	var rerr *registry.Error
+	if errors.As(err, &rerr) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return &registry.Error{Status: http.StatusBadGateway, Code: registry.CodeUnavailable,
+		Message: fmt.Sprintf("the download of %s from upstream failed; try again", dgst), Internal: err.Error()}
 }

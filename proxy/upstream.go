@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/ecr-mirror/ecr-mirror/auth"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
@@ -73,10 +74,10 @@ func statusError(method, path, kind string, resp *http.Response, body []byte) *r
 		}
 		return &registry.Error{Status: s, Code: code, Message: msg}
 	case s == http.StatusUnauthorized || s == http.StatusForbidden:
-		if !parsed {
-			msg = http.StatusText(s)
-		}
-		return registry.Errorf(registry.CodeDenied, "ECR refused the mirror's credentials (%d): %s", s, msg)
+		// ECR's text may name the mirror's IAM role: logs only.
+		return &registry.Error{Code: registry.CodeDenied,
+			Message:  fmt.Sprintf("ECR denied the mirror access to %s (%d)", path, s),
+			Internal: orStatus(msg, s)}
 	case s == http.StatusTooManyRequests:
 		e := registry.Errorf(registry.CodeTooManyRequests, "ECR is throttling the mirror: %s", orStatus(msg, s))
 		if ra := resp.Header.Get("Retry-After"); ra != "" {
@@ -117,6 +118,12 @@ func transportError(method, path string, err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		ue.URL = redactURL(ue.URL)
+	}
+	var ce *auth.CredentialsError
+	if errors.As(err, &ce) {
+		// The AWS SDK's account of its credential chain is for the logs.
+		return &registry.Error{Status: http.StatusServiceUnavailable, Code: registry.CodeUnavailable,
+			Message: "the mirror could not obtain ECR credentials", Internal: err.Error()}
 	}
 	status, what := http.StatusBadGateway, "unreachable"
 	var ne net.Error

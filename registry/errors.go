@@ -59,6 +59,8 @@ type Error struct {
 	Detail  any    // optional structured detail
 	// Header holds extra response headers (Retry-After, Content-Range, ...).
 	Header http.Header
+	// Internal is detail for the mirror's logs that clients never see.
+	Internal string
 }
 
 // Errorf returns an Error with code and a formatted message.
@@ -72,7 +74,11 @@ func (e *Error) WithStatus(status int) *Error {
 	return e
 }
 
+// Error describes e for logs, Internal detail included.
 func (e *Error) Error() string {
+	if e.Internal != "" {
+		return fmt.Sprintf("%s: %s (%s)", e.Code, e.Message, e.Internal)
+	}
 	return fmt.Sprintf("%s: %s", e.Code, e.Message)
 }
 

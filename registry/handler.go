@@ -59,7 +59,8 @@ type TagList struct {
 type Backend interface {
 	Blob(ctx context.Context, req *Request) (*Content, error)
 	Manifest(ctx context.Context, req *Request) (*Content, error)
-	Tags(ctx context.Context, name string, query url.Values) (*TagList, error)
+	// Tags gets one page of tags; rawQuery is the client's query, as sent.
+	Tags(ctx context.Context, name string, rawQuery string) (*TagList, error)
 }
 
 // Handler serves the distribution API from a Backend.
@@ -208,7 +209,11 @@ func (h *Handler) writeContent(w *recorder, r *http.Request, req *Request, c *Co
 	status, length := http.StatusOK, c.Size
 	if p := c.Partial; p != nil {
 		status, length = http.StatusPartialContent, p.Length
-		hdr.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", p.Start, p.Start+p.Length-1, c.Size))
+		total := "*"
+		if c.Size >= 0 {
+			total = strconv.FormatInt(c.Size, 10)
+		}
+		hdr.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%s", p.Start, p.Start+p.Length-1, total))
 	}
 	if length >= 0 {
 		hdr.Set("Content-Length", strconv.FormatInt(length, 10))
@@ -232,7 +237,7 @@ func (h *Handler) serveTags(ctx context.Context, w *recorder, r *http.Request, n
 			return Errorf(CodePaginationNumber, "invalid page size n=%q", truncate(n))
 		}
 	}
-	tl, err := h.backend.Tags(ctx, name, q)
+	tl, err := h.backend.Tags(ctx, name, r.URL.RawQuery)
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -73,7 +72,7 @@ func (b *fakeBackend) Manifest(_ context.Context, req *Request) (*Content, error
 	return nil, Errorf(CodeManifestUnknown, "manifest unknown")
 }
 
-func (b *fakeBackend) Tags(_ context.Context, name string, q url.Values) (*TagList, error) {
+func (b *fakeBackend) Tags(_ context.Context, name string, _ string) (*TagList, error) {
 	return &TagList{Body: []byte(`{"name":"` + name + `","tags":["a"]}`), NextQuery: "last=a&n=1"}, nil
 }
 

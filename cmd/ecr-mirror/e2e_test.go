@@ -137,6 +137,25 @@ func TestBrokenUpstreamBodiesAreNeverServedWhole(t *testing.T) {
 	}
 }
 
+// A range covering a whole uncached blob is served verified: a corrupted
+// upstream body makes the transfer fail.
+func TestWholeRangeOfBrokenBlobFails(t *testing.T) {
+	t.Parallel()
+	fake := newFake(t, fakeecr.Options{})
+	data := randomBytes(9, 1<<20)
+	dgst := fake.PutBlob("team/app", data)
+	m := startMirror(t, fake, mirrorOpts{})
+	fake.SetFault("", fakeecr.Fault{Mode: fakeecr.FaultCorrupt})
+	resp, body, err := get(t, "GET", m.URL+"/v2/team/app/blobs/"+dgst.String(), http.Header{"Range": {"bytes=0-"}})
+	if err == nil && len(body) == len(data) {
+		t.Fatalf("client got a complete %d body of corrupted bytes", resp.StatusCode)
+	}
+	eventually(t, "temp files to go", func() bool { return len(m.tempFiles(t)) == 0 })
+	if m.stored(dgst) {
+		t.Fatal("corrupted blob stored")
+	}
+}
+
 // A broken manifest body by digest is refused the same way.
 func TestCorruptManifestNotStored(t *testing.T) {
 	t.Parallel()
@@ -322,11 +341,16 @@ func TestHeadAndRangeOnMiss(t *testing.T) {
 		t.Fatalf("HEAD downloaded the blob (S3 GETs %d, registry HEADs %d)", c.S3Get[dgst], c.BlobHead)
 	}
 
-	resp, body, err := get(t, "GET", blobURL, http.Header{"Range": {"bytes=1000-1999"}})
+	// A slow fill: the range must not wait for it.
+	fake.SetFault(dgst, fakeecr.Fault{Mode: fakeecr.FaultSlow, Rate: 512 << 10, Times: 1})
+	resp, body, err := get(t, "GET", blobURL, http.Header{"Range": {"bytes=500000-500999"}})
 	if err != nil || resp.StatusCode != http.StatusPartialContent {
 		t.Fatalf("range GET: %v %v", err, resp)
 	}
-	if !bytes.Equal(body, data[1000:2000]) || resp.Header.Get("Content-Range") != fmt.Sprintf("bytes 1000-1999/%d", len(data)) {
+	if m.stored(dgst) {
+		t.Fatal("the range was answered only after the whole blob was downloaded")
+	}
+	if !bytes.Equal(body, data[500000:501000]) || resp.Header.Get("Content-Range") != fmt.Sprintf("bytes 500000-500999/%d", len(data)) {
 		t.Fatalf("range GET returned %d bytes, Content-Range %q", len(body), resp.Header.Get("Content-Range"))
 	}
 	eventually(t, "the background fill", func() bool { return m.stored(dgst) })
@@ -413,6 +437,7 @@ func TestBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	blob := "/v2/team/app/blobs/" + dgst.String()
+	uncached := "/v2/team/app/blobs/" + fake.PutBlob("team/app", randomBytes(8, 100)).String()
 	tests := []struct {
 		name, method, path string
 		hdr                http.Header
@@ -429,6 +454,7 @@ func TestBadInput(t *testing.T) {
 		{name: "malformed range", method: "GET", path: blob, hdr: http.Header{"Range": {"bytes=5-2"}}, status: 416, code: registry.CodeRangeInvalid},
 		{name: "garbage range", method: "GET", path: blob, hdr: http.Header{"Range": {"bytes=a-b"}}, status: 416, code: registry.CodeRangeInvalid},
 		{name: "range past end", method: "GET", path: blob, hdr: http.Header{"Range": {"bytes=100-"}}, status: 416, code: registry.CodeRangeInvalid},
+		{name: "range past end of uncached blob", method: "GET", path: uncached, hdr: http.Header{"Range": {"bytes=100-"}}, status: 416, code: registry.CodeRangeInvalid},
 		{name: "unknown blob", method: "GET", path: "/v2/team/app/blobs/" + digest.FromString("nope").String(), status: 404, code: registry.CodeBlobUnknown},
 		{name: "unknown repo", method: "GET", path: "/v2/no/such/manifests/latest", status: 404, code: registry.CodeNameUnknown},
 		{name: "unknown tag", method: "GET", path: "/v2/team/app/manifests/nope", status: 404, code: registry.CodeManifestUnknown},
