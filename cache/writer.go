@@ -57,6 +57,16 @@ func (w *Writer) Digest() digest.Digest { return w.dgst }
 // Size returns the declared size, or -1 if it is unknown.
 func (w *Writer) Size() int64 { return w.size }
 
+// Err returns why the writer failed, or nil while it has not.
+func (w *Writer) Err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.state == stateFailed {
+		return w.err
+	}
+	return nil
+}
+
 // Written returns the number of bytes written so far.
 func (w *Writer) Written() int64 {
 	w.mu.Lock()

@@ -28,6 +28,17 @@ type flight struct {
 	mediaType string
 }
 
+// failed reports whether the download has failed for good: a new request
+// must start another rather than join it.
+func (f *flight) failed() bool {
+	select {
+	case <-f.ready:
+		return f.err != nil || f.w.Err() != nil
+	default:
+		return false
+	}
+}
+
 // wait blocks until the download has started streaming, or failed.
 func (f *flight) wait(ctx context.Context) error {
 	select {
@@ -38,11 +49,14 @@ func (f *flight) wait(ctx context.Context) error {
 	}
 }
 
-// flight returns the download in flight for dgst, if any.
+// flight returns the download in flight for dgst, if any is still going.
 func (p *Proxy) flight(dgst digest.Digest) *flight {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.flights[dgst]
+	if fl := p.flights[dgst]; fl != nil && !fl.failed() {
+		return fl
+	}
+	return nil
 }
 
 // startFlight returns the download of dgst, starting it unless one is
@@ -50,7 +64,7 @@ func (p *Proxy) flight(dgst digest.Digest) *flight {
 func (p *Proxy) startFlight(dgst digest.Digest, path, kind string, hdr http.Header) (fl *flight, joined bool, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if fl := p.flights[dgst]; fl != nil {
+	if fl := p.flights[dgst]; fl != nil && !fl.failed() {
 		return fl, true, nil
 	}
 	// Checked under the lock: a flight leaves the map only after its
@@ -77,7 +91,9 @@ func (p *Proxy) download(fl *flight, path, kind string, hdr http.Header) {
 	p.stats.Downloads.Add(1)
 	err := p.fill(fl, path, kind, hdr)
 	p.mu.Lock()
-	delete(p.flights, fl.dgst)
+	if p.flights[fl.dgst] == fl { // a failed flight may have been replaced
+		delete(p.flights, fl.dgst)
+	}
 	p.mu.Unlock()
 	close(fl.done)
 	if err != nil {

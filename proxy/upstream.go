@@ -112,12 +112,12 @@ func notFoundCode(kind string) registry.Code {
 // shortened to scheme, host and path: presigned S3 URLs carry credentials
 // in their query.
 func transportError(method, path string, err error) error {
-	if errors.Is(err, context.Canceled) {
-		return err
-	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		ue.URL = redactURL(ue.URL)
+	}
+	if errors.Is(err, context.Canceled) {
+		return err
 	}
 	var ce *auth.CredentialsError
 	if errors.As(err, &ce) {
