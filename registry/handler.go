@@ -67,14 +67,33 @@ type Backend interface {
 type Handler struct {
 	backend Backend
 	log     *slog.Logger
+	opts    handlerOptions
+}
+
+// handlerOptions are the Handler's settings; HandlerOption sets them.
+type handlerOptions struct {
+	push bool // pass writes to a backend that implements Pusher
+}
+
+// HandlerOption configures a Handler.
+type HandlerOption func(*handlerOptions)
+
+// WithPush passes pushes through to the backend, which must implement
+// Pusher. Without it every write is refused with UNSUPPORTED.
+func WithPush(on bool) HandlerOption {
+	return func(o *handlerOptions) { o.push = on }
 }
 
 // NewHandler returns a Handler; a nil logger discards.
-func NewHandler(b Backend, log *slog.Logger) *Handler {
+func NewHandler(b Backend, log *slog.Logger, opts ...HandlerOption) *Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Handler{backend: b, log: log}
+	h := &Handler{backend: b, log: log}
+	for _, o := range opts {
+		o(&h.opts)
+	}
+	return h
 }
 
 // ServeHTTP implements http.Handler.
@@ -125,16 +144,14 @@ func (h *Handler) serve(w *recorder, r *http.Request, route *Route, outcome *str
 		return err
 	}
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	if route.Kind == KindUpload || r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return h.serveWrite(w, r, *route)
+	}
 	switch route.Kind {
-	case KindUpload:
-		return Errorf(CodeUnsupported, "push is not supported by this mirror")
 	case KindCatalog:
 		return Errorf(CodeUnsupported, "the catalog is not supported by ECR").WithStatus(http.StatusNotFound)
 	case KindReferrers:
 		return Errorf(CodeUnsupported, "the referrers API is not supported by this mirror").WithStatus(http.StatusNotFound)
-	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		return Errorf(CodeUnsupported, "method %s is not supported by this mirror (pull only)", r.Method)
 	}
 	req := &Request{Name: route.Name, Dgst: route.Dgst, Tag: route.Tag, Head: r.Method == http.MethodHead}
 	ctx := r.Context()

@@ -25,6 +25,7 @@ type config struct {
 	CacheMaxSize int64      // CACHE_MAX_SIZE; default 75 GiB
 	LogLevel     slog.Level // LOG_LEVEL; default info
 	LogFormat    string     // LOG_FORMAT: text or json; default text
+	Push         bool       // PUSH: pass pushes through to ECR; default false
 }
 
 // setting is one configuration value: its flag, its variable, its default.
@@ -44,6 +45,7 @@ func settings() []*setting {
 		{flag: "cache-max-size", env: "CACHE_MAX_SIZE", def: "75g", usage: "cache budget: bytes, or a number with k/m/g/t or KiB/MiB/GiB/TiB (powers of 1024)"},
 		{flag: "log-level", env: "LOG_LEVEL", def: "info", usage: "debug, info, warn or error"},
 		{flag: "log-format", env: "LOG_FORMAT", def: "text", usage: "text or json"},
+		{flag: "push", env: "PUSH", def: "false", usage: "pass pushes (blob uploads, manifest PUTs) through to ECR with the mirror's credentials"},
 	}
 }
 
@@ -128,6 +130,11 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 	case "text", "json":
 	default:
 		bad("LOG_FORMAT", "%q is not text or json", get["LOG_FORMAT"])
+	}
+	if b, err := strconv.ParseBool(get["PUSH"]); err != nil {
+		bad("PUSH", "%q is not true or false", get["PUSH"])
+	} else {
+		cfg.Push = b
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)

@@ -90,8 +90,9 @@ type mirror struct {
 }
 
 type mirrorOpts struct {
-	dir     string // default: a new temp dir
-	maxSize string // CACHE_MAX_SIZE; default 1g
+	dir     string            // default: a new temp dir
+	maxSize string            // CACHE_MAX_SIZE; default 1g
+	env     map[string]string // more settings, by variable
 }
 
 // startMirror runs the server against fake through the real config
@@ -112,6 +113,9 @@ func startMirror(t testing.TB, fake *fakeecr.Server, o mirrorOpts) *mirror {
 		"CACHE_DIR":            o.dir,
 		"CACHE_MAX_SIZE":       o.maxSize,
 		"LOG_LEVEL":            "debug",
+	}
+	for k, v := range o.env {
+		env[k] = v
 	}
 	cfg, err := parseConfig(nil, func(k string) string { return env[k] }, io.Discard)
 	if err != nil {

@@ -81,7 +81,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func(net.Addr
 		return fmt.Errorf("LISTEN_ADDR %s: %w", cfg.ListenAddr, err)
 	}
 	srv := &http.Server{
-		Handler:           registry.NewHandler(px, log.With("component", "http")),
+		Handler:           registry.NewHandler(px, log.With("component", "http"), registry.WithPush(cfg.Push)),
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
