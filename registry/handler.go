@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -72,7 +73,10 @@ type Handler struct {
 
 // handlerOptions are the Handler's settings; HandlerOption sets them.
 type handlerOptions struct {
-	push bool // pass writes to a backend that implements Pusher
+	push       bool        // pass writes to a backend that implements Pusher
+	namespaces *Namespaces // registry host → ECR prefix
+	defaultNS  string      // the registry of requests that name none
+	trusted    []netip.Prefix
 }
 
 // HandlerOption configures a Handler.
@@ -82,6 +86,20 @@ type HandlerOption func(*handlerOptions)
 // Pusher. Without it every write is refused with UNSUPPORTED.
 func WithPush(on bool) HandlerOption {
 	return func(o *handlerOptions) { o.push = on }
+}
+
+// WithNamespaces maps the registries clients name (containerd's ?ns=) to
+// ECR pull-through-cache prefixes. Requests that name no registry belong
+// to defaultNS ("" for the ECR registry itself): a listener that mirrors
+// Docker Hub for the Docker daemon sets docker.io.
+func WithNamespaces(n *Namespaces, defaultNS string) HandlerOption {
+	return func(o *handlerOptions) { o.namespaces, o.defaultNS = n, defaultNS }
+}
+
+// WithTrustedProxies honours X-Forwarded-Host and X-Forwarded-Proto on
+// requests that come from these networks (a load balancer in front).
+func WithTrustedProxies(nets []netip.Prefix) HandlerOption {
+	return func(o *handlerOptions) { o.trusted = nets }
 }
 
 // NewHandler returns a Handler; a nil logger discards.
@@ -153,7 +171,17 @@ func (h *Handler) serve(w *recorder, r *http.Request, route *Route, outcome *str
 	case KindReferrers:
 		return Errorf(CodeUnsupported, "the referrers API is not supported by this mirror").WithStatus(http.StatusNotFound)
 	}
-	req := &Request{Name: route.Name, Dgst: route.Dgst, Tag: route.Tag, Head: r.Method == http.MethodHead}
+	upstreamName := route.Name
+	if route.Name != "" {
+		ns := r.URL.Query().Get("ns")
+		if ns == "" {
+			ns = h.opts.defaultNS
+		}
+		if upstreamName, err = h.opts.namespaces.Upstream(route.Name, ns); err != nil {
+			return err
+		}
+	}
+	req := &Request{Name: upstreamName, Dgst: route.Dgst, Tag: route.Tag, Head: r.Method == http.MethodHead}
 	ctx := r.Context()
 	switch route.Kind {
 	case KindBase:
@@ -164,7 +192,7 @@ func (h *Handler) serve(w *recorder, r *http.Request, route *Route, outcome *str
 		}
 		return nil
 	case KindTags:
-		return h.serveTags(ctx, w, r, route.Name)
+		return h.serveTags(ctx, w, r, route.Name, upstreamName)
 	case KindBlob:
 		if !req.Head {
 			if req.Range, err = ParseRange(r.Header.Get("Range")); err != nil {
@@ -247,19 +275,26 @@ func (h *Handler) writeContent(w *recorder, r *http.Request, req *Request, c *Co
 	return nil
 }
 
-func (h *Handler) serveTags(ctx context.Context, w *recorder, r *http.Request, name string) error {
+// serveTags passes tags/list through: the query goes upstream as sent
+// (less ns), and the next page's Link points at the mirror, under the name
+// and namespace the client used.
+func (h *Handler) serveTags(ctx context.Context, w *recorder, r *http.Request, name, upstreamName string) error {
 	q := r.URL.Query()
 	if n := q.Get("n"); n != "" {
 		if v, err := strconv.Atoi(n); err != nil || v < 0 {
 			return Errorf(CodePaginationNumber, "invalid page size n=%q", truncate(n))
 		}
 	}
-	tl, err := h.backend.Tags(ctx, name, r.URL.RawQuery)
+	tl, err := h.backend.Tags(ctx, upstreamName, dropParam(r.URL.RawQuery, "ns"))
 	if err != nil {
 		return err
 	}
 	if tl.NextQuery != "" {
-		next := url.URL{Scheme: requestScheme(r), Host: r.Host, Path: "/v2/" + name + "/tags/list", RawQuery: tl.NextQuery}
+		next := h.baseURL(r)
+		next.Path, next.RawQuery = "/v2/"+name+"/tags/list", tl.NextQuery
+		if ns := q.Get("ns"); ns != "" {
+			next.RawQuery += "&ns=" + url.QueryEscape(ns)
+		}
 		w.Header().Set("Link", fmt.Sprintf("<%s>; rel=\"next\"", next.String()))
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -271,12 +306,65 @@ func (h *Handler) serveTags(ctx context.Context, w *recorder, r *http.Request, n
 	return nil
 }
 
-// requestScheme is the scheme the client used to reach the mirror.
-func requestScheme(r *http.Request) string {
+// baseURL is the mirror's URL as the client reached it: the request's own
+// scheme and host, or, from a trusted proxy, X-Forwarded-Proto and
+// X-Forwarded-Host. Every URL the mirror hands out starts with it.
+func (h *Handler) baseURL(r *http.Request) url.URL {
+	u := url.URL{Scheme: "http", Host: r.Host}
 	if r.TLS != nil {
-		return "https"
+		u.Scheme = "https"
 	}
-	return "http"
+	if !h.fromTrustedProxy(r) {
+		return u
+	}
+	if p := firstValue(r.Header.Get("X-Forwarded-Proto")); p == "http" || p == "https" {
+		u.Scheme = p
+	}
+	if fh := firstValue(r.Header.Get("X-Forwarded-Host")); validHost(fh) {
+		u.Host = fh
+	}
+	return u
+}
+
+// fromTrustedProxy reports whether the request's peer is a trusted proxy.
+func (h *Handler) fromTrustedProxy(r *http.Request) bool {
+	if len(h.opts.trusted) == 0 {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	addr := ap.Addr().Unmap()
+	for _, p := range h.opts.trusted {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// firstValue is the first element of a comma-separated header, the one
+// the proxy nearest the client set.
+func firstValue(v string) string {
+	first, _, _ := strings.Cut(v, ",")
+	return strings.ToLower(strings.TrimSpace(first))
+}
+
+// validHost accepts host[:port] made of the characters hostnames and IP
+// literals use, so a forwarded header cannot inject into a URL.
+func validHost(h string) bool {
+	if h == "" || len(h) > 255 {
+		return false
+	}
+	for _, c := range h {
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '.', c == '-', c == ':', c == '[', c == ']':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // parseAccept flattens Accept headers into media types, without

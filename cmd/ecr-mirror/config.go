@@ -7,11 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
 
 	"github.com/ecr-mirror/ecr-mirror/auth"
+	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
 // config is the whole server configuration. Every setting comes from a
@@ -26,6 +28,24 @@ type config struct {
 	LogLevel     slog.Level // LOG_LEVEL; default info
 	LogFormat    string     // LOG_FORMAT: text or json; default text
 	Push         bool       // PUSH: pass pushes through to ECR; default false
+	// PullThroughs maps upstream registry hosts to the ECR
+	// pull-through-cache prefixes that hold them (PULL_THROUGHS).
+	PullThroughs map[string]string
+	// DefaultNamespace is the registry of requests on LISTEN_ADDR that
+	// name none (DEFAULT_NAMESPACE); default "": the ECR registry itself.
+	DefaultNamespace string
+	// NamespaceListeners are extra listen addresses, each serving one
+	// registry's images to clients that name none (NAMESPACE_LISTENERS).
+	NamespaceListeners []namespaceListener
+	// TrustedProxies are the networks whose X-Forwarded-Host and
+	// X-Forwarded-Proto are honoured (TRUSTED_PROXIES); default none.
+	TrustedProxies []netip.Prefix
+}
+
+// namespaceListener is one NAMESPACE_LISTENERS entry.
+type namespaceListener struct {
+	Addr      string
+	Namespace string
 }
 
 // setting is one configuration value: its flag, its variable, its default.
@@ -46,6 +66,10 @@ func settings() []*setting {
 		{flag: "log-level", env: "LOG_LEVEL", def: "info", usage: "debug, info, warn or error"},
 		{flag: "log-format", env: "LOG_FORMAT", def: "text", usage: "text or json"},
 		{flag: "push", env: "PUSH", def: "false", usage: "pass pushes (blob uploads, manifest PUTs) through to ECR with the mirror's credentials"},
+		{flag: "pull-throughs", env: "PULL_THROUGHS", usage: "registry=ECR prefix pairs for ECR pull-through-cache rules, e.g. docker.io=docker-hub,ghcr.io=github"},
+		{flag: "default-namespace", env: "DEFAULT_NAMESPACE", usage: "registry of requests on LISTEN_ADDR that name none (containerd's ?ns=), e.g. docker.io for Docker's registry-mirrors (default: the ECR registry itself)"},
+		{flag: "namespace-listeners", env: "NAMESPACE_LISTENERS", usage: "extra addr=registry listeners, one per pull-through cache, e.g. :5001=docker.io,:5002=ghcr.io"},
+		{flag: "trusted-proxies", env: "TRUSTED_PROXIES", usage: "CIDRs or IPs of proxies whose X-Forwarded-Host/-Proto are honoured"},
 	}
 }
 
@@ -109,10 +133,8 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		cfg.ECREndpoint = e
 	}
 	cfg.ListenAddr = get["LISTEN_ADDR"]
-	if _, port, err := net.SplitHostPort(cfg.ListenAddr); err != nil {
-		bad("LISTEN_ADDR", "%q is not host:port: %v", cfg.ListenAddr, err)
-	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		bad("LISTEN_ADDR", "%q has no valid port", cfg.ListenAddr)
+	if err := checkListenAddr(cfg.ListenAddr); err != nil {
+		bad("LISTEN_ADDR", "%v", err)
 	}
 	cfg.CacheDir = get["CACHE_DIR"]
 	if cfg.CacheDir == "" {
@@ -131,6 +153,19 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 	default:
 		bad("LOG_FORMAT", "%q is not text or json", get["LOG_FORMAT"])
 	}
+	cfg.PullThroughs, cfg.DefaultNamespace, cfg.NamespaceListeners = parseNamespaces(get, bad)
+	for _, p := range splitList(get["TRUSTED_PROXIES"]) {
+		prefix, err := netip.ParsePrefix(p)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(p)
+			if aerr != nil {
+				bad("TRUSTED_PROXIES", "%q is not an IP address or CIDR", p)
+				continue
+			}
+			prefix = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		cfg.TrustedProxies = append(cfg.TrustedProxies, prefix.Masked())
+	}
 	if b, err := strconv.ParseBool(get["PUSH"]); err != nil {
 		bad("PUSH", "%q is not true or false", get["PUSH"])
 	} else {
@@ -140,6 +175,84 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		return nil, errors.Join(errs...)
 	}
 	return &cfg, nil
+}
+
+// parseNamespaces reads PULL_THROUGHS, DEFAULT_NAMESPACE and
+// NAMESPACE_LISTENERS, reporting bad values through bad.
+func parseNamespaces(get map[string]string, bad func(env, format string, args ...any)) (map[string]string, string, []namespaceListener) {
+	pulls := map[string]string{}
+	for _, pair := range splitList(get["PULL_THROUGHS"]) {
+		host, prefix, ok := strings.Cut(pair, "=")
+		host, prefix = registry.CanonicalRegistry(host), strings.Trim(strings.TrimSpace(prefix), "/")
+		if !ok || host == "" || prefix == "" {
+			bad("PULL_THROUGHS", "%q is not registry=prefix (e.g. docker.io=docker-hub)", pair)
+			continue
+		}
+		if _, dup := pulls[host]; dup {
+			bad("PULL_THROUGHS", "registry %s is mapped twice", host)
+			continue
+		}
+		if strings.ContainsAny(host, "/ ") {
+			bad("PULL_THROUGHS", "%q: the registry is a host name such as docker.io, not a URL", host)
+			continue
+		}
+		if err := registry.ValidateName(prefix); err != nil {
+			bad("PULL_THROUGHS", "prefix %q for %s is not a valid ECR repository prefix: %v", prefix, host, err)
+			continue
+		}
+		pulls[host] = prefix
+	}
+	mapped := func(env, host string) bool {
+		if _, ok := pulls[host]; !ok {
+			bad(env, "registry %q is not mapped in PULL_THROUGHS", host)
+			return false
+		}
+		return true
+	}
+	def := registry.CanonicalRegistry(get["DEFAULT_NAMESPACE"])
+	if def != "" && !mapped("DEFAULT_NAMESPACE", def) {
+		def = ""
+	}
+	var listeners []namespaceListener
+	for _, pair := range splitList(get["NAMESPACE_LISTENERS"]) {
+		addr, host, ok := strings.Cut(pair, "=")
+		host = registry.CanonicalRegistry(host)
+		if !ok || host == "" {
+			bad("NAMESPACE_LISTENERS", "%q is not addr=registry (e.g. :5001=docker.io)", pair)
+			continue
+		}
+		if err := checkListenAddr(addr); err != nil {
+			bad("NAMESPACE_LISTENERS", "%q: %v", pair, err)
+			continue
+		}
+		if mapped("NAMESPACE_LISTENERS", host) {
+			listeners = append(listeners, namespaceListener{Addr: strings.TrimSpace(addr), Namespace: host})
+		}
+	}
+	return pulls, def, listeners
+}
+
+// splitList splits a comma-separated setting, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+// checkListenAddr checks a host:port listen address.
+func checkListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(strings.TrimSpace(addr))
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %v", addr, err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q has no valid port", addr)
+	}
+	return nil
 }
 
 // parseUpstream checks the registry URL: http(s), a host, no path, query

@@ -92,6 +92,29 @@ func TestParseConfig(t *testing.T) {
 				}
 			},
 		},
+		{
+			name: "namespaces, proxies, push",
+			env: map[string]string{"UPSTREAM": ecr, "PULL_THROUGHS": "docker.io=docker-hub, ghcr.io=github/", "DEFAULT_NAMESPACE": "registry-1.docker.io",
+				"NAMESPACE_LISTENERS": ":5001=docker.io,127.0.0.1:5002=ghcr.io", "TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.5", "PUSH": "true"},
+			check: func(t *testing.T, c *config) {
+				if c.PullThroughs["docker.io"] != "docker-hub" || c.PullThroughs["ghcr.io"] != "github" || len(c.PullThroughs) != 2 {
+					t.Errorf("PullThroughs = %v", c.PullThroughs)
+				}
+				if c.DefaultNamespace != "docker.io" || len(c.NamespaceListeners) != 2 || c.NamespaceListeners[1] != (namespaceListener{"127.0.0.1:5002", "ghcr.io"}) {
+					t.Errorf("DefaultNamespace %q, listeners %v", c.DefaultNamespace, c.NamespaceListeners)
+				}
+				if len(c.TrustedProxies) != 2 || c.TrustedProxies[1].String() != "192.168.1.5/32" || !c.Push {
+					t.Errorf("TrustedProxies %v, Push %v", c.TrustedProxies, c.Push)
+				}
+			},
+		},
+		{
+			name: "bad namespaces named",
+			env: map[string]string{"UPSTREAM": ecr, "PULL_THROUGHS": "docker.io,quay.io=Quay,https://x=y", "DEFAULT_NAMESPACE": "ghcr.io",
+				"NAMESPACE_LISTENERS": "5001=docker.io", "TRUSTED_PROXIES": "lb.example", "PUSH": "maybe"},
+			wantErr: []string{`PULL_THROUGHS: "docker.io" is not registry=prefix`, `prefix "Quay"`, "not a URL", `DEFAULT_NAMESPACE: registry "ghcr.io" is not mapped`,
+				"NAMESPACE_LISTENERS", `TRUSTED_PROXIES: "lb.example"`, `PUSH: "maybe"`},
+		},
 		{name: "missing upstream", env: map[string]string{}, wantErr: []string{"UPSTREAM: is required"}},
 		{name: "no region", env: map[string]string{"UPSTREAM": "http://127.0.0.1:5100"}, wantErr: []string{"AWS_REGION"}},
 		{

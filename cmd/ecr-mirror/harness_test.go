@@ -84,9 +84,11 @@ func (b *syncBuffer) String() string {
 type mirror struct {
 	URL  string // http://127.0.0.1:port
 	Host string // 127.0.0.1:port
-	Dir  string
-	Logs *syncBuffer
-	stop func()
+	// Extra are the NAMESPACE_LISTENERS' addresses (host:port), in order.
+	Extra []string
+	Dir   string
+	Logs  *syncBuffer
+	stop  func()
 }
 
 type mirrorOpts struct {
@@ -124,18 +126,21 @@ func startMirror(t testing.TB, fake *fakeecr.Server, o mirrorOpts) *mirror {
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
-	addrc := make(chan net.Addr, 1)
+	addrc := make(chan []net.Addr, 1)
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, cfg, log, func(a net.Addr) { addrc <- a }) }()
-	var addr net.Addr
+	go func() { done <- run(ctx, cfg, log, func(a []net.Addr) { addrc <- a }) }()
+	var addrs []net.Addr
 	select {
-	case addr = <-addrc:
+	case addrs = <-addrc:
 	case err := <-done:
 		cancel()
 		t.Fatalf("mirror did not start: %v\n%s", err, logs)
 	}
 	var once sync.Once
-	m := &mirror{URL: "http://" + addr.String(), Host: addr.String(), Dir: o.dir, Logs: logs}
+	m := &mirror{URL: "http://" + addrs[0].String(), Host: addrs[0].String(), Dir: o.dir, Logs: logs}
+	for _, a := range addrs[1:] {
+		m.Extra = append(m.Extra, a.String())
+	}
 	m.stop = func() {
 		once.Do(func() {
 			cancel()

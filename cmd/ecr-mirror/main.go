@@ -5,6 +5,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -14,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -45,8 +47,9 @@ func main() {
 const shutdownGrace = 30 * time.Second
 
 // run serves until ctx is done. ready, when set, is called with the
-// listening address once requests are accepted.
-func run(ctx context.Context, cfg *config, log *slog.Logger, ready func(net.Addr)) error {
+// listening addresses once requests are accepted: LISTEN_ADDR's first,
+// then NAMESPACE_LISTENERS' in order.
+func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Addr)) error {
 	store, err := cache.Open(cache.Options{Dir: cfg.CacheDir, MaxSize: cfg.CacheMaxSize, Logger: log.With("component", "cache")})
 	if err != nil {
 		return fmt.Errorf("opening cache in %s: %w", cfg.CacheDir, err)
@@ -76,36 +79,70 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func(net.Addr
 	}
 	defer px.Close()
 
-	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	namespaces, err := registry.NewNamespaces(cfg.PullThroughs, cfg.Upstream.Host)
 	if err != nil {
-		return fmt.Errorf("LISTEN_ADDR %s: %w", cfg.ListenAddr, err)
+		return fmt.Errorf("PULL_THROUGHS: %w", err)
 	}
-	srv := &http.Server{
-		Handler:           registry.NewHandler(px, log.With("component", "http"), registry.WithPush(cfg.Push)),
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	// One server per listener: LISTEN_ADDR, then one per namespace
+	// listener, each with the registry its clients' requests belong to.
+	listeners := append([]namespaceListener{{Addr: cfg.ListenAddr, Namespace: cfg.DefaultNamespace}}, cfg.NamespaceListeners...)
+	var servers []*http.Server
+	var addrs []net.Addr
+	errc := make(chan error, len(listeners))
+	for i, l := range listeners {
+		ln, err := net.Listen("tcp", l.Addr)
+		if err != nil {
+			for _, srv := range servers {
+				srv.Close()
+			}
+			setting := "LISTEN_ADDR"
+			if i > 0 {
+				setting = "NAMESPACE_LISTENERS"
+			}
+			return fmt.Errorf("%s %s: %w", setting, l.Addr, err)
+		}
+		srv := &http.Server{
+			Handler: registry.NewHandler(px, log.With("component", "http"),
+				registry.WithPush(cfg.Push),
+				registry.WithNamespaces(namespaces, l.Namespace),
+				registry.WithTrustedProxies(cfg.TrustedProxies)),
+			ReadHeaderTimeout: 30 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		}
+		servers, addrs = append(servers, srv), append(addrs, ln.Addr())
+		go func() { errc <- srv.Serve(ln) }()
+		log.Info("listening", "addr", ln.Addr().String(), "namespace", cmp.Or(l.Namespace, "(ECR repositories by name)"))
 	}
 	log.Info("ecr-mirror serving",
-		"addr", ln.Addr().String(), "upstream", cfg.Upstream.String(), "region", cfg.Region,
-		"cache_dir", cfg.CacheDir, "cache_max_bytes", cfg.CacheMaxSize, "cache_bytes", store.Size())
+		"upstream", cfg.Upstream.String(), "region", cfg.Region, "pull_throughs", namespaces.Hosts(),
+		"push", cfg.Push, "cache_dir", cfg.CacheDir, "cache_max_bytes", cfg.CacheMaxSize, "cache_bytes", store.Size())
 	log.Warn("TLS is off: clients must treat this registry as insecure (plain HTTP)")
 	if ready != nil {
-		ready(ln.Addr())
+		ready(addrs)
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
+		for _, srv := range servers {
+			srv.Close()
+		}
 		return fmt.Errorf("serving: %w", err)
 	case <-ctx.Done():
 	}
 	log.Info("shutting down", "grace", shutdownGrace)
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("in-flight requests cut at shutdown", "error", err)
+	var wg sync.WaitGroup
+	for _, srv := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Shutdown(sctx); err != nil {
+				log.Warn("in-flight requests cut at shutdown", "error", err)
+			}
+		}()
 	}
+	wg.Wait()
 	return nil
 }
