@@ -75,6 +75,12 @@ func (p *Proxy) startFlight(dgst digest.Digest, path, kind string, hdr http.Head
 	if p.bg.Err() != nil {
 		return nil, false, registry.Errorf(registry.CodeUnavailable, "the mirror is shutting down")
 	}
+	if p.maxDownloads > 0 && len(p.flights) >= p.maxDownloads {
+		p.stats.Refused.Add(1)
+		e := registry.Errorf(registry.CodeTooManyRequests, "the mirror is already running its limit of %d upstream downloads; try again shortly", p.maxDownloads)
+		e.Header = http.Header{"Retry-After": {"1"}}
+		return nil, false, e
+	}
 	fl = &flight{dgst: dgst, ready: make(chan struct{}), done: make(chan struct{})}
 	p.flights[dgst] = fl
 	p.inflight.Add(1)
@@ -97,10 +103,7 @@ func (p *Proxy) download(fl *flight, path, kind string, hdr http.Header) {
 	p.mu.Unlock()
 	close(fl.done)
 	if err != nil {
-		p.stats.DownloadFailures.Add(1)
-		if errors.Is(err, cache.ErrDigestMismatch) || errors.Is(err, cache.ErrSizeMismatch) {
-			p.stats.DigestMismatches.Add(1)
-		}
+		p.stats.DownloadFailures.Add(1) // the store counts digest mismatches
 		p.log.Warn("download failed; nothing was cached", "digest", fl.dgst, "path", path, "error", err)
 		return
 	}
@@ -141,8 +144,9 @@ func (p *Proxy) fill(fl *flight, path, kind string, hdr http.Header) (err error)
 
 	buf := p.bufs.Get().(*[]byte)
 	src := &readErrors{r: body}
-	_, err = io.CopyBuffer(w, src, *buf)
+	n, err := io.CopyBuffer(w, src, *buf)
 	p.bufs.Put(buf)
+	p.stats.UpstreamBytes.Add(n)
 	switch {
 	case err != nil && src.err != nil: // upstream failed
 		if cause := context.Cause(ctx); errors.Is(cause, errStalled) {

@@ -55,6 +55,11 @@ type Options struct {
 	// StallTimeout abandons a download whose upstream sends nothing for
 	// this long; 0: DefaultStallTimeout.
 	StallTimeout time.Duration
+	// MaxDownloads caps concurrent upstream downloads; past it a miss
+	// gets 429 TOOMANYREQUESTS. 0: no cap.
+	MaxDownloads int
+	// ObserveUpstream, when set, is called after every upstream request.
+	ObserveUpstream func(UpstreamEvent)
 }
 
 // Proxy implements registry.Backend over a store and an upstream registry.
@@ -64,6 +69,7 @@ type Proxy struct {
 	log           *slog.Logger
 	manifestLimit int64
 	stallTimeout  time.Duration
+	maxDownloads  int
 	bufs          sync.Pool
 
 	// Downloads run on bg, not on a client's context.
@@ -79,10 +85,16 @@ type Proxy struct {
 
 // Stats counts what the proxy did. Fields are read with Load.
 type Stats struct {
-	Hits, Misses, Coalesced      atomic.Int64
-	Downloads, DownloadFailures  atomic.Int64
+	Hits, Misses, Coalesced     atomic.Int64
+	Downloads, DownloadFailures atomic.Int64
+	// DigestMismatches counts manifests fetched by tag whose digest was
+	// not the one upstream named (the store counts downloads').
 	DigestMismatches             atomic.Int64
 	TagLookups, UpstreamRangeGet atomic.Int64
+	// UpstreamBytes counts body bytes downloaded into the cache.
+	UpstreamBytes atomic.Int64
+	// Refused counts misses refused because MaxDownloads were running.
+	Refused atomic.Int64
 }
 
 var _ registry.Backend = (*Proxy)(nil)
@@ -106,7 +118,8 @@ func New(opts Options) (*Proxy, error) {
 	}
 	bg, stop := context.WithCancel(context.Background())
 	p := &Proxy{
-		up:            upstream{base: opts.Upstream, client: opts.Client},
+		up:            upstream{base: opts.Upstream, client: opts.Client, observe: opts.ObserveUpstream},
+		maxDownloads:  opts.MaxDownloads,
 		store:         opts.Store,
 		log:           log,
 		manifestLimit: limit,
@@ -128,6 +141,13 @@ func (p *Proxy) Close() {
 
 // Wait blocks until no download is in flight (for tests and shutdown).
 func (p *Proxy) Wait() { p.inflight.Wait() }
+
+// InFlight returns how many downloads are running.
+func (p *Proxy) InFlight() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.flights)
+}
 
 // Stats returns the proxy's counters.
 func (p *Proxy) Stats() *Stats { return &p.stats }

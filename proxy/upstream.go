@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/ecr-mirror/ecr-mirror/auth"
 	"github.com/ecr-mirror/ecr-mirror/registry"
@@ -27,8 +28,20 @@ var manifestTypes = []string{
 
 // upstream sends requests to the ECR registry.
 type upstream struct {
-	base   *url.URL
-	client *http.Client
+	base    *url.URL
+	client  *http.Client
+	observe func(UpstreamEvent) // nil: none
+}
+
+// UpstreamEvent describes one request to ECR, for metrics.
+type UpstreamEvent struct {
+	Method   string
+	Kind     string        // blob, manifest, tags
+	Status   int           // 0 when no answer came
+	Duration time.Duration // until the response headers
+	// Failure says why no answer came: timeout, unreachable,
+	// credentials or canceled; "" when one did.
+	Failure string
 }
 
 // do sends a request for path (below /v2/) and returns the response when
@@ -49,7 +62,17 @@ func (u *upstream) do(ctx context.Context, method, path string, hdr http.Header,
 	for k, vs := range hdr {
 		req.Header[k] = vs
 	}
+	start := time.Now()
 	resp, err := u.client.Do(req)
+	if u.observe != nil {
+		ev := UpstreamEvent{Method: method, Kind: kind, Duration: time.Since(start)}
+		if err != nil {
+			ev.Failure = failure(err)
+		} else {
+			ev.Status = resp.StatusCode
+		}
+		u.observe(ev)
+	}
 	if err != nil {
 		return nil, transportError(method, path, err)
 	}
@@ -131,6 +154,21 @@ func transportError(method, path string, err error) error {
 		status, what = http.StatusGatewayTimeout, "did not answer in time"
 	}
 	return registry.Errorf(registry.CodeUnavailable, "upstream ECR %s (%s %s): %v", what, method, path, err).WithStatus(status)
+}
+
+// failure classifies a request that got no answer.
+func failure(err error) string {
+	var ce *auth.CredentialsError
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case errors.As(err, &ce):
+		return "credentials"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	}
+	return "unreachable"
 }
 
 // redactURL drops the query and any user info of a URL.

@@ -77,6 +77,22 @@ type handlerOptions struct {
 	namespaces *Namespaces // registry host → ECR prefix
 	defaultNS  string      // the registry of requests that name none
 	trusted    []netip.Prefix
+	observe    func(RequestInfo)
+}
+
+// RequestInfo describes one answered request, for metrics.
+type RequestInfo struct {
+	Route    string // the endpoint: base, blob, manifest, tags, upload, ... or other
+	Method   string
+	Status   int
+	Bytes    int64 // body bytes written
+	Duration time.Duration
+	Outcome  string // how the backend answered: hit, miss, coalesced, ...; "" if it did not
+}
+
+// WithObserver calls f after every request, from the request's goroutine.
+func WithObserver(f func(RequestInfo)) HandlerOption {
+	return func(o *handlerOptions) { o.observe = f }
 }
 
 // HandlerOption configures a Handler.
@@ -126,16 +142,32 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			WriteError(rec, r, err)
 		}
 	}
+	elapsed := time.Since(start)
 	attrs := []slog.Attr{
 		slog.String("method", r.Method),
 		slog.String("path", r.URL.Path),
+	}
+	if route.Name != "" {
+		attrs = append(attrs, slog.String("repository", route.Name))
+	}
+	if ref := route.Reference(); ref != "" {
+		attrs = append(attrs, slog.String("reference", ref))
+	}
+	if ns := r.URL.Query().Get("ns"); ns != "" {
+		attrs = append(attrs, slog.String("ns", truncate(ns)))
+	}
+	attrs = append(attrs,
 		slog.Int("status", rec.statusCode()),
 		slog.Int64("bytes", rec.written),
-		slog.Duration("duration", time.Since(start)),
+		slog.Duration("duration", elapsed),
 		slog.String("client", r.RemoteAddr),
-	}
+	)
 	if outcome != "" {
 		attrs = append(attrs, slog.String("cache", outcome))
+	}
+	if h.opts.observe != nil {
+		h.opts.observe(RequestInfo{Route: route.Kind.String(), Method: r.Method, Status: rec.statusCode(),
+			Bytes: rec.written, Duration: elapsed, Outcome: outcome})
 	}
 	level := slog.LevelInfo
 	if err != nil {

@@ -23,6 +23,27 @@ const (
 	KindCatalog                   // /v2/_catalog
 )
 
+// String names the endpoint, for logs and metrics.
+func (k Kind) String() string {
+	switch k {
+	case KindBase:
+		return "base"
+	case KindBlob:
+		return "blob"
+	case KindManifest:
+		return "manifest"
+	case KindTags:
+		return "tags"
+	case KindUpload:
+		return "upload"
+	case KindReferrers:
+		return "referrers"
+	case KindCatalog:
+		return "catalog"
+	}
+	return "other"
+}
+
 // Limits from the distribution spec.
 const (
 	MaxNameLength = 255
@@ -47,7 +68,7 @@ func (r Route) Reference() string {
 	if r.Tag != "" {
 		return r.Tag
 	}
-	return r.Dgst.String()
+	return string(r.Dgst)
 }
 
 // ErrNotRegistryPath says a path is not under /v2/.

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ecr-mirror/ecr-mirror/auth"
 	"github.com/ecr-mirror/ecr-mirror/registry"
@@ -40,6 +41,10 @@ type config struct {
 	// TrustedProxies are the networks whose X-Forwarded-Host and
 	// X-Forwarded-Proto are honoured (TRUSTED_PROXIES); default none.
 	TrustedProxies []netip.Prefix
+	MetricsAddr    string        // METRICS_ADDR; default "": /metrics on LISTEN_ADDR
+	PprofAddr      string        // PPROF_ADDR; default "": no pprof
+	ShutdownGrace  time.Duration // SHUTDOWN_GRACE; default 30s
+	MaxDownloads   int           // MAX_DOWNLOADS; default 64
 }
 
 // namespaceListener is one NAMESPACE_LISTENERS entry.
@@ -70,6 +75,10 @@ func settings() []*setting {
 		{flag: "default-namespace", env: "DEFAULT_NAMESPACE", usage: "registry of requests on LISTEN_ADDR that name none (containerd's ?ns=), e.g. docker.io for Docker's registry-mirrors (default: the ECR registry itself)"},
 		{flag: "namespace-listeners", env: "NAMESPACE_LISTENERS", usage: "extra addr=registry listeners, one per pull-through cache, e.g. :5001=docker.io,:5002=ghcr.io"},
 		{flag: "trusted-proxies", env: "TRUSTED_PROXIES", usage: "CIDRs or IPs of proxies whose X-Forwarded-Host/-Proto are honoured"},
+		{flag: "metrics-addr", env: "METRICS_ADDR", usage: "serve /metrics on this address instead of LISTEN_ADDR"},
+		{flag: "pprof-addr", env: "PPROF_ADDR", usage: "serve Go's pprof profiles on this address (off by default; keep it private)"},
+		{flag: "shutdown-grace", env: "SHUTDOWN_GRACE", def: "30s", usage: "how long in-flight requests get to finish on SIGTERM"},
+		{flag: "max-downloads", env: "MAX_DOWNLOADS", def: "64", usage: "concurrent upstream downloads; past it misses get 429 TOOMANYREQUESTS (0: no cap)"},
 	}
 }
 
@@ -165,6 +174,24 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 			prefix = netip.PrefixFrom(addr, addr.BitLen())
 		}
 		cfg.TrustedProxies = append(cfg.TrustedProxies, prefix.Masked())
+	}
+	for _, a := range []struct{ env, addr string }{{"METRICS_ADDR", get["METRICS_ADDR"]}, {"PPROF_ADDR", get["PPROF_ADDR"]}} {
+		if a.addr != "" {
+			if err := checkListenAddr(a.addr); err != nil {
+				bad(a.env, "%v", err)
+			}
+		}
+	}
+	cfg.MetricsAddr, cfg.PprofAddr = get["METRICS_ADDR"], get["PPROF_ADDR"]
+	if d, err := time.ParseDuration(get["SHUTDOWN_GRACE"]); err != nil || d < 0 {
+		bad("SHUTDOWN_GRACE", "%q is not a duration such as 30s or 2m", get["SHUTDOWN_GRACE"])
+	} else {
+		cfg.ShutdownGrace = d
+	}
+	if n, err := strconv.Atoi(get["MAX_DOWNLOADS"]); err != nil || n < 0 {
+		bad("MAX_DOWNLOADS", "%q is not a count (0 for no cap)", get["MAX_DOWNLOADS"])
+	} else {
+		cfg.MaxDownloads = n
 	}
 	if b, err := strconv.ParseBool(get["PUSH"]); err != nil {
 		bad("PUSH", "%q is not true or false", get["PUSH"])

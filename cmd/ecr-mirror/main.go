@@ -13,11 +13,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ecr-mirror/ecr-mirror/auth"
 	"github.com/ecr-mirror/ecr-mirror/cache"
@@ -36,19 +39,29 @@ func main() {
 	}
 	log := newLogger(cfg, os.Stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	go func() {
+		// After the first signal, the default action is back: a second
+		// one ends the process at once.
+		<-ctx.Done()
+		stop()
+	}()
 	if err := run(ctx, cfg, log, nil); err != nil {
 		log.Error("ecr-mirror stopped", "error", err)
 		os.Exit(1)
 	}
 }
 
-// shutdownGrace is how long in-flight requests get to finish on shutdown.
-const shutdownGrace = 30 * time.Second
+// listener is one address the mirror serves and what it serves there.
+type listener struct {
+	setting string // the setting that asked for it, for errors
+	addr    string
+	handler http.Handler
+	what    string // for the log
+}
 
 // run serves until ctx is done. ready, when set, is called with the
-// listening addresses once requests are accepted: LISTEN_ADDR's first,
-// then NAMESPACE_LISTENERS' in order.
+// registry listeners' addresses once requests are accepted: LISTEN_ADDR's
+// first, then NAMESPACE_LISTENERS' in order.
 func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Addr)) error {
 	store, err := cache.Open(cache.Options{Dir: cfg.CacheDir, MaxSize: cfg.CacheMaxSize, Logger: log.With("component", "cache")})
 	if err != nil {
@@ -73,65 +86,106 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 		Transport:     tokens.Transport(cfg.Upstream.Host, base),
 		CheckRedirect: proxy.SafeRedirects,
 	}
-	px, err := proxy.New(proxy.Options{Upstream: cfg.Upstream, Client: client, Store: store, Logger: log.With("component", "proxy")})
+	var mtr *mirrorMetrics // set below, before anything is served
+	px, err := proxy.New(proxy.Options{
+		Upstream: cfg.Upstream, Client: client, Store: store, Logger: log.With("component", "proxy"),
+		MaxDownloads:    cfg.MaxDownloads,
+		ObserveUpstream: func(ev proxy.UpstreamEvent) { mtr.observeUpstream(ev) },
+	})
 	if err != nil {
 		return err
 	}
 	defer px.Close()
-
+	mtr = newMetrics(store, px, tokens)
 	namespaces, err := registry.NewNamespaces(cfg.PullThroughs, cfg.Upstream.Host)
 	if err != nil {
 		return fmt.Errorf("PULL_THROUGHS: %w", err)
 	}
-	// One server per listener: LISTEN_ADDR, then one per namespace
-	// listener, each with the registry its clients' requests belong to.
-	listeners := append([]namespaceListener{{Addr: cfg.ListenAddr, Namespace: cfg.DefaultNamespace}}, cfg.NamespaceListeners...)
+
+	// The registry API on LISTEN_ADDR and on each namespace listener,
+	// each with the registry its clients' requests belong to; probes (and
+	// metrics, unless they have an address of their own) beside it.
+	probe := &probes{cacheDir: cfg.CacheDir, store: store, tokens: tokens}
+	metricsHandler := promhttp.HandlerFor(mtr.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)})
+	front := func(defaultNS string) http.Handler {
+		api := registry.NewHandler(px, log.With("component", "http"),
+			registry.WithPush(cfg.Push),
+			registry.WithNamespaces(namespaces, defaultNS),
+			registry.WithTrustedProxies(cfg.TrustedProxies),
+			registry.WithObserver(mtr.observeRequest))
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch {
+			case r.URL.Path == "/healthz" || r.URL.Path == "/readyz":
+				probe.ServeHTTP(w, r)
+			case r.URL.Path == "/metrics" && cfg.MetricsAddr == "":
+				metricsHandler.ServeHTTP(w, r)
+			default:
+				api.ServeHTTP(w, r)
+			}
+		})
+	}
+	listeners := []listener{{setting: "LISTEN_ADDR", addr: cfg.ListenAddr, handler: front(cfg.DefaultNamespace),
+		what: "registry API: " + cmp.Or(cfg.DefaultNamespace, "ECR repositories by name")}}
+	for _, nl := range cfg.NamespaceListeners {
+		listeners = append(listeners, listener{setting: "NAMESPACE_LISTENERS", addr: nl.Addr, handler: front(nl.Namespace),
+			what: "registry API: " + nl.Namespace})
+	}
+	apiListeners := len(listeners)
+	if cfg.MetricsAddr != "" {
+		listeners = append(listeners, listener{setting: "METRICS_ADDR", addr: cfg.MetricsAddr, handler: metricsHandler, what: "metrics"})
+	}
+	if cfg.PprofAddr != "" {
+		listeners = append(listeners, listener{setting: "PPROF_ADDR", addr: cfg.PprofAddr, handler: pprofHandler(), what: "pprof"})
+	}
+
 	var servers []*http.Server
 	var addrs []net.Addr
 	errc := make(chan error, len(listeners))
+	closeAll := func() {
+		for _, srv := range servers {
+			srv.Close()
+		}
+	}
 	for i, l := range listeners {
-		ln, err := net.Listen("tcp", l.Addr)
+		ln, err := net.Listen("tcp", l.addr)
 		if err != nil {
-			for _, srv := range servers {
-				srv.Close()
-			}
-			setting := "LISTEN_ADDR"
-			if i > 0 {
-				setting = "NAMESPACE_LISTENERS"
-			}
-			return fmt.Errorf("%s %s: %w", setting, l.Addr, err)
+			closeAll()
+			return fmt.Errorf("%s %s: %w", l.setting, l.addr, err)
 		}
 		srv := &http.Server{
-			Handler: registry.NewHandler(px, log.With("component", "http"),
-				registry.WithPush(cfg.Push),
-				registry.WithNamespaces(namespaces, l.Namespace),
-				registry.WithTrustedProxies(cfg.TrustedProxies)),
+			Handler:           l.handler,
 			ReadHeaderTimeout: 30 * time.Second,
 			IdleTimeout:       2 * time.Minute,
 			MaxHeaderBytes:    64 << 10,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		}
-		servers, addrs = append(servers, srv), append(addrs, ln.Addr())
+		servers = append(servers, srv)
+		if i < apiListeners {
+			addrs = append(addrs, ln.Addr())
+		}
 		go func() { errc <- srv.Serve(ln) }()
-		log.Info("listening", "addr", ln.Addr().String(), "namespace", cmp.Or(l.Namespace, "(ECR repositories by name)"))
+		log.Info("listening", "addr", ln.Addr().String(), "serves", l.what)
 	}
 	log.Info("ecr-mirror serving",
 		"upstream", cfg.Upstream.String(), "region", cfg.Region, "pull_throughs", namespaces.Hosts(),
-		"push", cfg.Push, "cache_dir", cfg.CacheDir, "cache_max_bytes", cfg.CacheMaxSize, "cache_bytes", store.Size())
+		"push", cfg.Push, "cache_dir", cfg.CacheDir, "cache_max_bytes", cfg.CacheMaxSize, "cache_bytes", store.Size(),
+		"max_downloads", cfg.MaxDownloads)
 	log.Warn("TLS is off: clients must treat this registry as insecure (plain HTTP)")
 	if ready != nil {
 		ready(addrs)
 	}
 	select {
 	case err := <-errc:
-		for _, srv := range servers {
-			srv.Close()
-		}
+		closeAll()
 		return fmt.Errorf("serving: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down", "grace", shutdownGrace)
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+
+	// Stop accepting, let client streams finish within the grace period,
+	// then (deferred) abandon downloads still running, whose temp files
+	// are removed and never indexed, and close the index.
+	log.Info("shutting down: finishing in-flight requests", "grace", cfg.ShutdownGrace)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, srv := range servers {
@@ -140,9 +194,21 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 			defer wg.Done()
 			if err := srv.Shutdown(sctx); err != nil {
 				log.Warn("in-flight requests cut at shutdown", "error", err)
+				srv.Close()
 			}
 		}()
 	}
 	wg.Wait()
 	return nil
+}
+
+// pprofHandler serves Go's profiles, on a listener of their own.
+func pprofHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/ecr-mirror/ecr-mirror/auth"
+	"github.com/ecr-mirror/ecr-mirror/cache"
+	"github.com/ecr-mirror/ecr-mirror/proxy"
+	"github.com/ecr-mirror/ecr-mirror/registry"
+)
+
+// mirrorMetrics holds the mirror's Prometheus metrics. Counters the packages
+// keep themselves (cache, proxy, auth Stats) are read at scrape time; the
+// rest are fed by the request and upstream observers.
+type mirrorMetrics struct {
+	reg *prometheus.Registry
+
+	requests        *prometheus.CounterVec
+	requestDuration *prometheus.HistogramVec
+	servedBytes     *prometheus.CounterVec
+	outcomes        *prometheus.CounterVec
+	upstream        *prometheus.CounterVec
+	upstreamLatency *prometheus.HistogramVec
+	upstreamErrors  *prometheus.CounterVec
+}
+
+const namespace = "ecr_mirror"
+
+// newMetrics registers every metric in a registry of its own.
+func newMetrics(store *cache.Store, px *proxy.Proxy, tokens *auth.Source) *mirrorMetrics {
+	m := &mirrorMetrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "http_requests_total",
+			Help: "Client requests answered, by route, method and status."}, []string{"route", "method", "code"}),
+		requestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "http_request_duration_seconds",
+			Help: "Time to answer client requests, body included.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}, []string{"route", "method"}),
+		servedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "served_bytes_total",
+			Help: "Body bytes sent to clients, by source: cache (hits) or upstream (misses streamed while downloading, and ranges passed through)."}, []string{"source"}),
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "cache_requests_total",
+			Help: "Blob and manifest requests by outcome: hit, miss, coalesced (joined a download under way), revalidated (tag checked upstream, body from cache), upstream."}, []string{"outcome"}),
+		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "upstream_requests_total",
+			Help: "Requests to ECR that got an answer, by kind, method and status."}, []string{"kind", "method", "code"}),
+		upstreamLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "upstream_request_duration_seconds",
+			Help: "Time until ECR's response headers.", Buckets: prometheus.ExponentialBuckets(0.005, 3, 10)}, []string{"kind"}),
+		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "upstream_errors_total",
+			Help: "Requests to ECR that failed, by reason: timeout, unreachable, credentials, canceled, throttled (429), denied (401/403), server (5xx)."}, []string{"kind", "reason"}),
+	}
+	counter := func(name, help string, f func() int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, func() float64 { return float64(f()) })
+	}
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help}, f)
+	}
+	ps := px.Stats()
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.requests, m.requestDuration, m.servedBytes, m.outcomes, m.upstream, m.upstreamLatency, m.upstreamErrors,
+		counter("upstream_bytes_total", "Body bytes downloaded from upstream into the cache.", ps.UpstreamBytes.Load),
+		counter("downloads_total", "Upstream downloads started (one per uncached digest, however many clients asked).", ps.Downloads.Load),
+		counter("download_failures_total", "Upstream downloads that failed; nothing of them was kept.", ps.DownloadFailures.Load),
+		counter("downloads_refused_total", "Misses refused with 429 because MAX_DOWNLOADS were running.", ps.Refused.Load),
+		counter("digest_mismatches_total", "Downloads whose bytes did not match their digest (or declared size).", func() int64 {
+			cs := store.Stats()
+			return cs.DigestMismatches + cs.SizeMismatches + ps.DigestMismatches.Load()
+		}),
+		counter("cache_evictions_total", "Entries evicted to stay under CACHE_MAX_SIZE.", func() int64 { return store.Stats().Evictions }),
+		counter("cache_evicted_bytes_total", "Bytes evicted to stay under CACHE_MAX_SIZE.", func() int64 { return store.Stats().EvictedBytes }),
+		counter("token_fetches_total", "ECR authorization tokens fetched.", func() int64 { return int64(tokens.Stats().Fetches) }),
+		counter("token_fetch_failures_total", "Failed GetAuthorizationToken calls.", func() int64 { return int64(tokens.Stats().FetchFailures) }),
+		counter("token_refreshes_total", "Tokens fetched because ECR rejected the one in hand.", func() int64 { return int64(tokens.Stats().Refreshes) }),
+		gauge("cache_stored_bytes", "Bytes in the cache.", func() float64 { return float64(store.Size()) }),
+		gauge("cache_max_bytes", "CACHE_MAX_SIZE.", func() float64 { return float64(store.MaxSize()) }),
+		gauge("cache_entries", "Blobs and manifests in the cache.", func() float64 { return float64(store.Stats().Entries) }),
+		gauge("downloads_in_flight", "Upstream downloads running now.", func() float64 { return float64(px.InFlight()) }),
+		gauge("token_expiry_timestamp_seconds", "When the ECR token in hand expires (0: none).", func() float64 {
+			if at, ok := tokens.Ready(); ok {
+				return float64(at.Unix())
+			}
+			return 0
+		}),
+	)
+	return m
+}
+
+// observeRequest records one client request.
+func (m *mirrorMetrics) observeRequest(ri registry.RequestInfo) {
+	m.requests.WithLabelValues(ri.Route, ri.Method, strconv.Itoa(ri.Status)).Inc()
+	m.requestDuration.WithLabelValues(ri.Route, ri.Method).Observe(ri.Duration.Seconds())
+	if ri.Outcome == "" {
+		return
+	}
+	m.outcomes.WithLabelValues(ri.Outcome).Inc()
+	source := "upstream"
+	if ri.Outcome == proxy.OutcomeHit || ri.Outcome == proxy.OutcomeRevalidated {
+		source = "cache"
+	}
+	m.servedBytes.WithLabelValues(source).Add(float64(ri.Bytes))
+}
+
+// observeUpstream records one request to ECR.
+func (m *mirrorMetrics) observeUpstream(ev proxy.UpstreamEvent) {
+	if ev.Failure != "" {
+		m.upstreamErrors.WithLabelValues(ev.Kind, ev.Failure).Inc()
+		return
+	}
+	m.upstream.WithLabelValues(ev.Kind, ev.Method, strconv.Itoa(ev.Status)).Inc()
+	m.upstreamLatency.WithLabelValues(ev.Kind).Observe(ev.Duration.Seconds())
+	switch s := ev.Status; {
+	case s == 429:
+		m.upstreamErrors.WithLabelValues(ev.Kind, "throttled").Inc()
+	case s == 401 || s == 403:
+		m.upstreamErrors.WithLabelValues(ev.Kind, "denied").Inc()
+	case s >= 500:
+		m.upstreamErrors.WithLabelValues(ev.Kind, "server").Inc()
+	}
+}
