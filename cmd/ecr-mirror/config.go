@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ecr-mirror/ecr-mirror/access"
 	"github.com/ecr-mirror/ecr-mirror/auth"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
@@ -45,6 +46,12 @@ type config struct {
 	PprofAddr      string        // PPROF_ADDR; default "": no pprof
 	ShutdownGrace  time.Duration // SHUTDOWN_GRACE; default 30s
 	MaxDownloads   int           // MAX_DOWNLOADS; default 64
+	// TLSCertificate and TLSPrivateKey (TLS_CERTIFICATE, TLS_PRIVATE_KEY)
+	// are PEM files; both set turn HTTPS on. Default: plain HTTP.
+	TLSCertificate, TLSPrivateKey string
+	// Access is client access control (HTPASSWD_FILE, ALLOW_NETWORKS,
+	// ACCESS_RULES); default: off.
+	Access access.Config
 }
 
 // namespaceListener is one NAMESPACE_LISTENERS entry.
@@ -78,6 +85,11 @@ func settings() []*setting {
 		{flag: "metrics-addr", env: "METRICS_ADDR", usage: "serve /metrics on this address instead of LISTEN_ADDR"},
 		{flag: "pprof-addr", env: "PPROF_ADDR", usage: "serve Go's pprof profiles on this address (off by default; keep it private)"},
 		{flag: "shutdown-grace", env: "SHUTDOWN_GRACE", def: "30s", usage: "how long in-flight requests get to finish on SIGTERM"},
+		{flag: "tls-certificate", env: "TLS_CERTIFICATE", usage: "PEM certificate (chain) file; with TLS_PRIVATE_KEY turns HTTPS on; renewed files are picked up without a restart"},
+		{flag: "tls-private-key", env: "TLS_PRIVATE_KEY", usage: "PEM private key file of TLS_CERTIFICATE"},
+		{flag: "htpasswd-file", env: "HTPASSWD_FILE", usage: "htpasswd file (bcrypt entries only): clients must log in with one of its users"},
+		{flag: "allow-networks", env: "ALLOW_NETWORKS", usage: "CIDRs or IPs of the clients allowed to use the mirror (default: any)"},
+		{flag: "access-rules", env: "ACCESS_RULES", usage: "who may pull or push which repositories, e.g. 'pull:*:*; push:ci-bot:team/'"},
 		{flag: "max-downloads", env: "MAX_DOWNLOADS", def: "64", usage: "concurrent upstream downloads; past it misses get 429 TOOMANYREQUESTS (0: no cap)"},
 	}
 }
@@ -163,18 +175,7 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		bad("LOG_FORMAT", "%q is not text or json", get["LOG_FORMAT"])
 	}
 	cfg.PullThroughs, cfg.DefaultNamespace, cfg.NamespaceListeners = parseNamespaces(get, bad)
-	for _, p := range splitList(get["TRUSTED_PROXIES"]) {
-		prefix, err := netip.ParsePrefix(p)
-		if err != nil {
-			addr, aerr := netip.ParseAddr(p)
-			if aerr != nil {
-				bad("TRUSTED_PROXIES", "%q is not an IP address or CIDR", p)
-				continue
-			}
-			prefix = netip.PrefixFrom(addr, addr.BitLen())
-		}
-		cfg.TrustedProxies = append(cfg.TrustedProxies, prefix.Masked())
-	}
+	cfg.TrustedProxies = parsePrefixes("TRUSTED_PROXIES", get["TRUSTED_PROXIES"], bad)
 	for _, a := range []struct{ env, addr string }{{"METRICS_ADDR", get["METRICS_ADDR"]}, {"PPROF_ADDR", get["PPROF_ADDR"]}} {
 		if a.addr != "" {
 			if err := checkListenAddr(a.addr); err != nil {
@@ -192,6 +193,17 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		bad("MAX_DOWNLOADS", "%q is not a count (0 for no cap)", get["MAX_DOWNLOADS"])
 	} else {
 		cfg.MaxDownloads = n
+	}
+	cfg.TLSCertificate, cfg.TLSPrivateKey = get["TLS_CERTIFICATE"], get["TLS_PRIVATE_KEY"]
+	if (cfg.TLSCertificate == "") != (cfg.TLSPrivateKey == "") {
+		bad("TLS_CERTIFICATE", "TLS_CERTIFICATE and TLS_PRIVATE_KEY go together: set both, or neither for plain HTTP")
+	}
+	cfg.Access.HtpasswdFile = get["HTPASSWD_FILE"]
+	cfg.Access.AllowNetworks = parsePrefixes("ALLOW_NETWORKS", get["ALLOW_NETWORKS"], bad)
+	if rules, err := access.ParseRules(get["ACCESS_RULES"]); err != nil {
+		bad("ACCESS_RULES", "%v", err)
+	} else {
+		cfg.Access.Rules = rules
 	}
 	if b, err := strconv.ParseBool(get["PUSH"]); err != nil {
 		bad("PUSH", "%q is not true or false", get["PUSH"])
@@ -257,6 +269,24 @@ func parseNamespaces(get map[string]string, bad func(env, format string, args ..
 		}
 	}
 	return pulls, def, listeners
+}
+
+// parsePrefixes reads a list of CIDRs or single IP addresses.
+func parsePrefixes(env, v string, bad func(env, format string, args ...any)) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range splitList(v) {
+		prefix, err := netip.ParsePrefix(p)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(p)
+			if aerr != nil {
+				bad(env, "%q is not an IP address or CIDR", p)
+				continue
+			}
+			prefix = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		out = append(out, prefix.Masked())
+	}
+	return out
 }
 
 // splitList splits a comma-separated setting, dropping empty items.

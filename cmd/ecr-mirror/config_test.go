@@ -115,6 +115,23 @@ func TestParseConfig(t *testing.T) {
 			wantErr: []string{`PULL_THROUGHS: "docker.io" is not registry=prefix`, `prefix "Quay"`, "not a URL", `DEFAULT_NAMESPACE: registry "ghcr.io" is not mapped`,
 				"NAMESPACE_LISTENERS", `TRUSTED_PROXIES: "lb.example"`, `PUSH: "maybe"`},
 		},
+		{
+			name: "security settings",
+			env: map[string]string{"UPSTREAM": ecr, "TLS_CERTIFICATE": "/c.pem", "TLS_PRIVATE_KEY": "/k.pem", "HTPASSWD_FILE": "/h",
+				"ALLOW_NETWORKS": "10.0.0.0/8,::1", "ACCESS_RULES": "pull:*:*; push:ci:team/", "METRICS_ADDR": ":9090", "SHUTDOWN_GRACE": "5s", "MAX_DOWNLOADS": "0"},
+			check: func(t *testing.T, c *config) {
+				if c.TLSCertificate != "/c.pem" || c.Access.HtpasswdFile != "/h" || len(c.Access.AllowNetworks) != 2 || len(c.Access.Rules) != 2 ||
+					c.MetricsAddr != ":9090" || c.ShutdownGrace.Seconds() != 5 || c.MaxDownloads != 0 {
+					t.Errorf("got %+v", c)
+				}
+			},
+		},
+		{
+			name: "bad security settings named",
+			env: map[string]string{"UPSTREAM": ecr, "TLS_CERTIFICATE": "/c.pem", "ALLOW_NETWORKS": "everyone", "ACCESS_RULES": "read:*:*",
+				"METRICS_ADDR": "9090", "SHUTDOWN_GRACE": "soon", "MAX_DOWNLOADS": "-1"},
+			wantErr: []string{"TLS_CERTIFICATE and TLS_PRIVATE_KEY go together", `ALLOW_NETWORKS: "everyone"`, "ACCESS_RULES", "METRICS_ADDR", "SHUTDOWN_GRACE", "MAX_DOWNLOADS"},
+		},
 		{name: "missing upstream", env: map[string]string{}, wantErr: []string{"UPSTREAM: is required"}},
 		{name: "no region", env: map[string]string{"UPSTREAM": "http://127.0.0.1:5100"}, wantErr: []string{"AWS_REGION"}},
 		{

@@ -7,6 +7,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,10 +23,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/ecr-mirror/ecr-mirror/access"
 	"github.com/ecr-mirror/ecr-mirror/auth"
 	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/proxy"
 	"github.com/ecr-mirror/ecr-mirror/registry"
+	"github.com/ecr-mirror/ecr-mirror/tlsreload"
 )
 
 func main() {
@@ -56,13 +59,26 @@ type listener struct {
 	setting string // the setting that asked for it, for errors
 	addr    string
 	handler http.Handler
-	what    string // for the log
+	what    string      // for the log
+	tls     *tls.Config // nil: plain HTTP
 }
 
 // run serves until ctx is done. ready, when set, is called with the
 // registry listeners' addresses once requests are accepted: LISTEN_ADDR's
 // first, then NAMESPACE_LISTENERS' in order.
 func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Addr)) error {
+	policy, err := access.New(cfg.Access, log.With("component", "access"))
+	if err != nil {
+		return fmt.Errorf("client access control: %w", err)
+	}
+	var tlsConfig *tls.Config
+	if cfg.TLSCertificate != "" {
+		certs, err := tlsreload.New(cfg.TLSCertificate, cfg.TLSPrivateKey, log.With("component", "tls"))
+		if err != nil {
+			return fmt.Errorf("TLS_CERTIFICATE/TLS_PRIVATE_KEY: %w", err)
+		}
+		tlsConfig = certs.TLSConfig()
+	}
 	store, err := cache.Open(cache.Options{Dir: cfg.CacheDir, MaxSize: cfg.CacheMaxSize, Logger: log.With("component", "cache")})
 	if err != nil {
 		return fmt.Errorf("opening cache in %s: %w", cfg.CacheDir, err)
@@ -113,6 +129,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 			registry.WithNamespaces(namespaces, defaultNS),
 			registry.WithTrustedProxies(cfg.TrustedProxies),
 			registry.WithObserver(mtr.observeRequest))
+		guarded := policy.Wrap(api)
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			switch {
 			case r.URL.Path == "/healthz" || r.URL.Path == "/readyz":
@@ -120,14 +137,14 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 			case r.URL.Path == "/metrics" && cfg.MetricsAddr == "":
 				metricsHandler.ServeHTTP(w, r)
 			default:
-				api.ServeHTTP(w, r)
+				guarded.ServeHTTP(w, r)
 			}
 		})
 	}
-	listeners := []listener{{setting: "LISTEN_ADDR", addr: cfg.ListenAddr, handler: front(cfg.DefaultNamespace),
+	listeners := []listener{{setting: "LISTEN_ADDR", addr: cfg.ListenAddr, handler: front(cfg.DefaultNamespace), tls: tlsConfig,
 		what: "registry API: " + cmp.Or(cfg.DefaultNamespace, "ECR repositories by name")}}
 	for _, nl := range cfg.NamespaceListeners {
-		listeners = append(listeners, listener{setting: "NAMESPACE_LISTENERS", addr: nl.Addr, handler: front(nl.Namespace),
+		listeners = append(listeners, listener{setting: "NAMESPACE_LISTENERS", addr: nl.Addr, handler: front(nl.Namespace), tls: tlsConfig,
 			what: "registry API: " + nl.Namespace})
 	}
 	apiListeners := len(listeners)
@@ -154,6 +171,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 		}
 		srv := &http.Server{
 			Handler:           l.handler,
+			TLSConfig:         l.tls,
 			ReadHeaderTimeout: 30 * time.Second,
 			IdleTimeout:       2 * time.Minute,
 			MaxHeaderBytes:    64 << 10,
@@ -163,14 +181,23 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 		if i < apiListeners {
 			addrs = append(addrs, ln.Addr())
 		}
-		go func() { errc <- srv.Serve(ln) }()
-		log.Info("listening", "addr", ln.Addr().String(), "serves", l.what)
+		if l.tls != nil {
+			go func() { errc <- srv.ServeTLS(ln, "", "") }() // HTTP/2 too
+		} else {
+			go func() { errc <- srv.Serve(ln) }()
+		}
+		log.Info("listening", "addr", ln.Addr().String(), "serves", l.what, "tls", l.tls != nil)
 	}
 	log.Info("ecr-mirror serving",
 		"upstream", cfg.Upstream.String(), "region", cfg.Region, "pull_throughs", namespaces.Hosts(),
 		"push", cfg.Push, "cache_dir", cfg.CacheDir, "cache_max_bytes", cfg.CacheMaxSize, "cache_bytes", store.Size(),
-		"max_downloads", cfg.MaxDownloads)
-	log.Warn("TLS is off: clients must treat this registry as insecure (plain HTTP)")
+		"max_downloads", cfg.MaxDownloads, "tls", tlsConfig != nil, "access", policy.Summary())
+	if tlsConfig == nil {
+		log.Warn("TLS is off: clients must treat this registry as insecure (plain HTTP); set TLS_CERTIFICATE and TLS_PRIVATE_KEY")
+	}
+	if !policy.Enabled() {
+		log.Warn("client access control is off: anyone who can reach the mirror pulls with its ECR credentials; set HTPASSWD_FILE, ALLOW_NETWORKS or ACCESS_RULES")
+	}
 	if ready != nil {
 		ready(addrs)
 	}

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"crypto/tls"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/registry"
+	"github.com/ecr-mirror/ecr-mirror/tlsreload/tlstest"
+)
+
+// A pull over HTTPS (HTTP/2 allowed) with the mirror's certificate from a
+// test CA; plain HTTP to the TLS port gets nowhere.
+func TestTLSPull(t *testing.T) {
+	t.Parallel()
+	fake := newFake(t, fakeecr.Options{})
+	img, _ := random.Image(32<<10, 2)
+	manifest, _ := putImage(t, fake, "team/app", "v1", img)
+	ca := tlstest.NewCA(t)
+	certFile, keyFile := ca.IssueFiles(t, t.TempDir(), "localhost", "127.0.0.1")
+	m := startMirror(t, fake, mirrorOpts{env: map[string]string{"TLS_CERTIFICATE": certFile, "TLS_PRIVATE_KEY": keyFile}})
+
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: ca.Pool()}
+	tr.ForceAttemptHTTP2 = true
+	ref, err := name.ParseReference(m.Host + "/team/app:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := remote.Image(ref, remote.WithTransport(tr))
+	if err != nil {
+		t.Fatalf("pull over TLS: %v", err)
+	}
+	if d, _ := got.Digest(); d.String() != manifest.String() {
+		t.Fatalf("digest %s, want %s", d, manifest)
+	}
+	layers, _ := got.Layers()
+	for _, l := range layers {
+		rc, err := l.Compressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rc.Read(make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		rc.Close()
+	}
+	resp, err := (&http.Client{Transport: tr}).Get("https://" + m.Host + "/v2/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Errorf("protocol %s, want HTTP/2", resp.Proto)
+	}
+	if resp, err := http.Get("http://" + m.Host + "/v2/"); err == nil && resp.StatusCode == 200 {
+		t.Fatal("plain HTTP to the TLS listener was served")
+	}
+}
+
+// writeHtpasswd writes a bcrypt htpasswd file.
+func writeHtpasswd(t *testing.T, users map[string]string) string {
+	t.Helper()
+	var b strings.Builder
+	for u, p := range users {
+		h, err := bcrypt.GenerateFromPassword([]byte(p), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.WriteString(u + ":" + string(h) + "\n")
+	}
+	path := filepath.Join(t.TempDir(), "htpasswd")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// Client access control end to end: log in like docker does, pull what
+// the rules grant, get 401/403 OCI errors otherwise; probes need no login.
+func TestAccessControl(t *testing.T) {
+	t.Parallel()
+	fake := newFake(t, fakeecr.Options{})
+	img, _ := random.Image(4096, 1)
+	putImage(t, fake, "team/app", "v1", img)
+	putImage(t, fake, "other/app", "v1", img)
+	const password = "s3cret-pass"
+	m := startMirror(t, fake, mirrorOpts{env: map[string]string{
+		"HTPASSWD_FILE": writeHtpasswd(t, map[string]string{"alice": password, "bob": "bobpass"}),
+		"ACCESS_RULES":  "pull:alice:team/; pull:bob:*",
+	}})
+	pull := func(user, pass, repo string) error {
+		ref, _ := name.ParseReference(m.Host+"/"+repo+":v1", name.Insecure)
+		opts := []remote.Option{}
+		if user != "" {
+			opts = append(opts, remote.WithAuth(&authn.Basic{Username: user, Password: pass}))
+		}
+		img, err := remote.Image(ref, opts...)
+		if err == nil {
+			_, err = img.RawConfigFile()
+		}
+		return err
+	}
+	tests := []struct {
+		name, user, pass, repo string
+		wantErr                string
+	}{
+		{name: "alice pulls her prefix", user: "alice", pass: password, repo: "team/app"},
+		{name: "bob pulls anything", user: "bob", pass: "bobpass", repo: "other/app"},
+		{name: "alice outside her prefix", user: "alice", pass: password, repo: "other/app", wantErr: "DENIED"},
+		{name: "wrong password", user: "alice", pass: "nope", repo: "team/app", wantErr: "UNAUTHORIZED"},
+		{name: "anonymous", repo: "team/app", wantErr: "UNAUTHORIZED"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := pull(tt.user, tt.pass, tt.repo)
+			if tt.wantErr == "" && err != nil {
+				t.Fatalf("pull: %v", err)
+			}
+			if tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("pull error %v, want %s", err, tt.wantErr)
+			}
+		})
+	}
+	resp, body, err := get(t, "GET", m.URL+"/v2/team/app/manifests/v1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _, _ := registry.ParseErrorBody(body); resp.StatusCode != 401 || code != registry.CodeUnauthorized ||
+		!strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic realm=") {
+		t.Fatalf("anonymous: %d %s, WWW-Authenticate %q", resp.StatusCode, code, resp.Header.Get("WWW-Authenticate"))
+	}
+	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
+		eventually(t, p+" without a login", func() bool {
+			resp, _, err := get(t, "GET", m.URL+p, nil)
+			return err == nil && resp.StatusCode == 200
+		})
+	}
+	if strings.Contains(m.Logs.String(), password) {
+		t.Fatal("the logs contain a client's password")
+	}
+}
+
+// Clients outside ALLOW_NETWORKS are refused with 403 DENIED.
+func TestAllowNetworks(t *testing.T) {
+	t.Parallel()
+	fake := newFake(t, fakeecr.Options{})
+	m := startMirror(t, fake, mirrorOpts{env: map[string]string{"ALLOW_NETWORKS": "10.0.0.0/8"}})
+	resp, body, err := get(t, "GET", m.URL+"/v2/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _, _ := registry.ParseErrorBody(body); resp.StatusCode != 403 || code != registry.CodeDenied {
+		t.Fatalf("from 127.0.0.1: %d %s, want 403 DENIED", resp.StatusCode, code)
+	}
+	m2 := startMirror(t, fake, mirrorOpts{env: map[string]string{"ALLOW_NETWORKS": "127.0.0.0/8, ::1"}})
+	if resp, _, _ := get(t, "GET", m2.URL+"/v2/", nil); resp.StatusCode != 200 {
+		t.Fatalf("from an allowed network: %d", resp.StatusCode)
+	}
+}
