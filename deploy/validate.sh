@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Validates everything under deploy/, offline once the Go modules it needs are
+# in the module cache (the first run fetches them from the Go module proxy):
+#
+#  1. Kubernetes manifests: kubeconform -strict against JSON schemas generated
+#     here from the Kubernetes API's own OpenAPI v3 documents, which the
+#     k8s.io/kubernetes module ships (api/openapi-spec/v3). Checked: every
+#     file in deploy/kubernetes (secrets-example.yaml included) and what
+#     `kustomize build deploy/kubernetes` renders, for each Kubernetes
+#     version in KUBERNETES_VERSIONS. Strict: unknown fields, wrong types,
+#     missing required fields and unknown kinds/apiVersions all fail.
+#  2. Cross-object checks no schema can make (deploy/validate, `lint`):
+#     labels, namespaces, the kustomization's resource list, selectors and
+#     ports, SHUTDOWN_GRACE vs terminationGracePeriodSeconds, CACHE_MAX_SIZE
+#     vs the cache volume, TLS/htpasswd mounts and probe schemes.
+#  3. systemd unit: systemd-analyze verify and security (when available).
+#
+# Exits non-zero on the first failing check. Usage: deploy/validate.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin"
+export GOFLAGS="${GOFLAGS:--buildvcs=false}"
+
+KUBECONFORM_VERSION=v0.8.0 # go list -m -versions github.com/yannh/kubeconform
+KUSTOMIZE_VERSION=v5.8.2   # v5.8.3 needs Go 1.27
+# The API versions the manifests must fit: an old one still in service and the
+# newest release (go list -m -versions k8s.io/kubernetes).
+KUBERNETES_VERSIONS=${KUBERNETES_VERSIONS:-1.32.13 1.37.2}
+MANIFESTS=deploy/kubernetes
+UNIT=deploy/systemd/ecr-mirror.service
+
+started=$SECONDS
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+step() { printf '\n== %s\n' "$*"; }
+die() {
+  echo "validate.sh: $*" >&2
+  exit 1
+}
+
+# Tools, built from the module proxy once per version and kept beside the
+# module cache (not in GOPATH/bin, so no other copy is replaced).
+tools=${DEPLOY_TOOLS_DIR:-$(go env GOPATH)/pkg/ecr-mirror-deploy-tools}
+tool() { # name package version -> path of the binary
+  local dir="$tools/$1@$3"
+  if [ ! -x "$dir/$1" ]; then
+    echo "installing $2@$3 into $dir" >&2
+    GOBIN="$dir" go install "$2@$3" >&2
+  fi
+  echo "$dir/$1"
+}
+
+step "tools"
+kubeconform=$(tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION")
+kustomize=$(tool kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION")
+(cd deploy/validate && go build -o "$work/validate" .)
+echo "kubeconform $KUBECONFORM_VERSION, kustomize $KUSTOMIZE_VERSION, deploy/validate"
+
+step "kustomize build $MANIFESTS"
+"$kustomize" build "$MANIFESTS" >"$work/rendered.yaml"
+grep -E '^kind: ' "$work/rendered.yaml" | sed 's/^kind: /  /'
+
+for version in $KUBERNETES_VERSIONS; do
+  step "Kubernetes $version: schemas"
+  # The module is only read for its OpenAPI documents, never built.
+  if ! (cd "$work" && go mod download -json "k8s.io/kubernetes@v$version" >"$work/module.json"); then
+    cat "$work/module.json" >&2
+    die "cannot download k8s.io/kubernetes@v$version"
+  fi
+  dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' "$work/module.json")
+  [ -d "$dir/api/openapi-spec/v3" ] || die "k8s.io/kubernetes@v$version has no api/openapi-spec/v3"
+  "$work/validate" schemas -spec "$dir/api/openapi-spec/v3" \
+    -out "$work/schemas/v$version-standalone-strict"
+
+  # Local schemas only: kubeconform's default location is on the network.
+  # A kind or apiVersion without a schema is an error, not a skip.
+  kc=("$kubeconform" -strict -summary -n 1 -kubernetes-version "$version"
+    -schema-location "$work/schemas/{{ .NormalizedKubernetesVersion }}-standalone{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json")
+  # Canary: a misspelt field must be refused, or the schemas are not strict.
+  printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: canary\ndta: {}\n' >"$work/canary.yaml"
+  if "${kc[@]}" "$work/canary.yaml" >/dev/null 2>&1; then
+    die "kubeconform accepted a ConfigMap with an unknown field: the schemas are not strict"
+  fi
+  echo "canary with an unknown field: refused, as it must be"
+  step "Kubernetes $version: every file in $MANIFESTS"
+  "${kc[@]}" -verbose -skip Kustomization "$MANIFESTS"
+  step "Kubernetes $version: kustomize build output"
+  "${kc[@]}" "$work/rendered.yaml"
+done
+
+step "cross-object checks"
+"$work/validate" lint -dir "$MANIFESTS"
+
+step "settings named in the examples are the mirror's (README.md, Settings)"
+# Each VARIABLE set or shown commented out in the ConfigMap and the env file
+# must be a row of README.md's settings table (AWS_* belong to the AWS SDK).
+names=$({
+  sed -n 's/^#\{0,1\}\([A-Z][A-Z0-9_]*\)=.*/\1/p' deploy/systemd/ecr-mirror.env.example
+  sed -n 's/^  #\{0,1\} \{0,1\}\([A-Z][A-Z0-9_]*\): .*/\1/p' "$MANIFESTS/configmap.yaml"
+} | grep -v '^AWS_' | sort -u)
+[ -n "$names" ] || die "found no settings in the examples"
+for name in $names; do
+  grep -qE '^\| ([^|]*, )?`'"$name"'`' README.md || die "$name is not a setting in README.md"
+done
+echo "$(wc -w <<<"$names") settings, all in README.md: $(tr '\n' ' ' <<<"$names")"
+
+step "systemd unit $UNIT"
+if command -v systemd-analyze >/dev/null; then
+  # verify insists that ExecStart's binary exists: check a copy that runs a
+  # stub instead of /usr/local/bin/ecr-mirror, which is not installed here.
+  grep -qx 'ExecStart=/usr/local/bin/ecr-mirror' "$UNIT" ||
+    die "$UNIT: ExecStart is not /usr/local/bin/ecr-mirror"
+  mkdir "$work/systemd"
+  printf '#!/bin/sh\nexit 0\n' >"$work/systemd/ecr-mirror"
+  chmod +x "$work/systemd/ecr-mirror"
+  sed "s|^ExecStart=/usr/local/bin/ecr-mirror\$|ExecStart=$work/systemd/ecr-mirror|" \
+    "$UNIT" >"$work/systemd/ecr-mirror.service"
+  # verify reports unknown keys and bad values as warnings with exit 0:
+  # any line about this unit fails the check (lines about the host's own
+  # units are not this repository's business).
+  if ! out=$(systemd-analyze verify "$work/systemd/ecr-mirror.service" 2>&1); then
+    echo "$out"
+    die "systemd-analyze verify failed"
+  fi
+  if grep -F 'ecr-mirror' <<<"$out"; then
+    die "systemd-analyze verify: $UNIT has problems (above)"
+  fi
+  echo "systemd-analyze verify: no problems"
+  if systemd-analyze --help 2>/dev/null | grep -q -- '--offline'; then
+    if ! out=$(systemd-analyze security --offline=true --threshold=25 --no-pager \
+      "$work/systemd/ecr-mirror.service" 2>&1); then
+      echo "$out"
+      die "systemd-analyze security: exposure above 2.5"
+    fi
+    grep -F 'Overall exposure level' <<<"$out" | sed 's/^→ //'
+  fi
+else
+  echo "systemd-analyze not found: skipping the unit check"
+fi
+
+printf '\ndeploy/validate.sh: all checks passed in %ss\n' "$((SECONDS - started))"

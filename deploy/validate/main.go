@@ -1,0 +1,32 @@
+// Command validate supports deploy/validate.sh, offline:
+//
+//	validate schemas -spec DIR -out DIR   # Kubernetes OpenAPI v3 -> kubeconform JSON schemas
+//	validate lint -dir DIR                # cross-object checks a schema cannot make
+//
+// It is its own module so that the mirror's go.mod stays untouched.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: validate schemas|lint [flags]")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "schemas":
+		err = runSchemas(os.Args[2:])
+	case "lint":
+		err = runLint(os.Args[2:])
+	default:
+		err = fmt.Errorf("unknown command %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
