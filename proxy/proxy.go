@@ -60,6 +60,9 @@ type Options struct {
 	MaxDownloads int
 	// ObserveUpstream, when set, is called after every upstream request.
 	ObserveUpstream func(UpstreamEvent)
+	// UploadDir is where pushed blobs are staged until their digest is
+	// known; "": the system's temp directory. Put it on the cache's disk.
+	UploadDir string
 }
 
 // Proxy implements registry.Backend over a store and an upstream registry.
@@ -79,6 +82,8 @@ type Proxy struct {
 
 	mu      sync.Mutex
 	flights map[digest.Digest]*flight
+
+	uploadTable *uploadTable // push sessions being staged
 
 	stats Stats
 }
@@ -129,6 +134,7 @@ func New(opts Options) (*Proxy, error) {
 		flights:       make(map[digest.Digest]*flight),
 	}
 	p.bufs.New = func() any { b := make([]byte, copyBufferSize); return &b }
+	p.uploadTable = newUploadTable(opts.Store, log, opts.UploadDir)
 	return p, nil
 }
 

@@ -194,7 +194,7 @@ func (h *Handler) serve(w *recorder, r *http.Request, route *Route, outcome *str
 		return err
 	}
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
-	if route.Kind == KindUpload || r.Method != http.MethodGet && r.Method != http.MethodHead {
+	if route.Kind == KindUpload || r.Method != http.MethodGet && r.Method != http.MethodHead || h.pushHead(r, *route) {
 		return h.serveWrite(w, r, *route)
 	}
 	switch route.Kind {

@@ -796,3 +796,44 @@ func lastLine(s string) string {
 	s = strings.TrimRight(s, "\n")
 	return s[strings.LastIndex(s, "\n")+1:]
 }
+
+// go-containerregistry pushes an image through the mirror (PUSH=true),
+// then skopeo pulls it back through the mirror by digest: every byte
+// comes from the cache the push filled, none from upstream.
+func TestPushThenSkopeoPullByDigest(t *testing.T) {
+	t.Parallel()
+	sk := newSkopeo(t)
+	fake := newFake(t, fakeecr.Options{})
+	m := startMirror(t, fake, mirrorOpts{env: pushEnv})
+	img := ociImage(t, linuxAMD64, 2)
+	if err := pushImage(t, m, "team/pushed", "v1", img, newTransport(t)); err != nil {
+		t.Fatalf("push through the mirror: %v", err)
+	}
+	manifest, blobs := imageDigests(t, img)
+	for _, b := range blobs {
+		if !fake.HasBlob("team/pushed", b) {
+			t.Fatalf("upstream lacks pushed blob %s", b)
+		}
+	}
+	waitStored(t, m, append([]digest.Digest{manifest}, blobs...)...)
+	before := fake.Counters()
+
+	dir := t.TempDir()
+	if err := sk.copy(t, "docker://"+m.Host+"/team/pushed@"+manifest.String(), "dir:"+dir); err != nil {
+		t.Fatal(err)
+	}
+	got, top := readDirLayout(t, dir)
+	if top != manifest || !sameDigests(got, blobs) {
+		t.Fatalf("dir: layout has manifest %s and blobs %v; want %s and %v", top, got, manifest, blobs)
+	}
+	after := fake.Counters()
+	for _, b := range blobs {
+		if after.S3Get[b] != before.S3Get[b] {
+			t.Errorf("blob %s was downloaded from upstream after the push", b)
+		}
+	}
+	if after.BlobGet != before.BlobGet || after.ManifestGetByDigest != before.ManifestGetByDigest {
+		t.Errorf("the pull by digest went upstream: blob GETs %d -> %d, manifest GETs %d -> %d",
+			before.BlobGet, after.BlobGet, before.ManifestGetByDigest, after.ManifestGetByDigest)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -106,6 +107,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 	px, err := proxy.New(proxy.Options{
 		Upstream: cfg.Upstream, Client: client, Store: store, Logger: log.With("component", "proxy"),
 		MaxDownloads:    cfg.MaxDownloads,
+		UploadDir:       filepath.Join(cfg.CacheDir, "tmp"),
 		ObserveUpstream: func(ev proxy.UpstreamEvent) { mtr.observeUpstream(ev) },
 	})
 	if err != nil {

@@ -89,6 +89,9 @@ func (s *Server) serveRegistry(w http.ResponseWriter, r *http.Request) {
 		writeOCIError(w, http.StatusForbidden, codeDenied, "Your authorization token has expired. Reauthenticate and try again.")
 		return
 	}
+	if s.servePush(w, r) {
+		return
+	}
 
 	rt, ok := parseRoute(r.URL.Path)
 	if !ok {

@@ -139,6 +139,7 @@ type Server struct {
 	down   atomic.Bool
 	ctr    counters
 	reqLog requestLog
+	push   pushState // push.go
 }
 
 // New starts a fake on the addresses in opts (random loopback ports by
