@@ -1,4 +1,5 @@
-// Package registry speaks the pull side of the OCI distribution API.
+// Package registry speaks the OCI distribution API: pulls, and pushes
+// passed to a backend that implements Pusher.
 //
 // It parses and validates every request (repository names, tags, digests,
 // Range headers), dispatches it to a Backend, and writes the answer: content
