@@ -43,7 +43,11 @@ func TestMain(m *testing.M) {
 	} {
 		os.Setenv(k, v)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if binary.path != "" {
+		os.RemoveAll(filepath.Dir(binary.path))
+	}
+	os.Exit(code)
 }
 
 // clock is a settable clock for the fake ECR, so tests can expire its
