@@ -63,7 +63,20 @@ type Options struct {
 	// UploadDir is where pushed blobs are staged until their digest is
 	// known; "": the system's temp directory. Put it on the cache's disk.
 	UploadDir string
+	// StaleIfError serves a tag's last recorded answer, up to this old,
+	// when ECR cannot be reached; 0: never.
+	StaleIfError time.Duration
+	// TagTimeout bounds a tag lookup upstream; 0: DefaultTagTimeout.
+	TagTimeout time.Duration
+	// Retries is how often a download cut short is resumed; 0: none.
+	Retries int
+	// MaxRate caps upstream body bytes per second, all downloads
+	// together; 0: unlimited.
+	MaxRate int64
 }
+
+// DefaultTagTimeout is how long a tag lookup waits for ECR.
+const DefaultTagTimeout = 10 * time.Second
 
 // Proxy implements registry.Backend over a store and an upstream registry.
 type Proxy struct {

@@ -52,7 +52,18 @@ type config struct {
 	// Access is client access control (HTPASSWD_FILE, ALLOW_NETWORKS,
 	// ACCESS_RULES); default: off.
 	Access access.Config
+	// StaleIfError (STALE_IF_ERROR) is how old a tag's last answer may be
+	// and still be served when ECR cannot be reached; 0 (default): never;
+	// "always": no limit.
+	StaleIfError time.Duration
+	TagTimeout   time.Duration // UPSTREAM_TAG_TIMEOUT; default 10s
+	StallTimeout time.Duration // UPSTREAM_STALL_TIMEOUT; default 30s
+	Retries      int           // UPSTREAM_RETRIES; default 5
+	MaxRate      int64         // UPSTREAM_MAX_RATE, bytes/s; default 0: unlimited
 }
+
+// staleAlways is STALE_IF_ERROR=always.
+const staleAlways = time.Duration(1<<63 - 1)
 
 // namespaceListener is one NAMESPACE_LISTENERS entry.
 type namespaceListener struct {
@@ -90,6 +101,11 @@ func settings() []*setting {
 		{flag: "htpasswd-file", env: "HTPASSWD_FILE", usage: "htpasswd file (bcrypt entries only): clients must log in with one of its users"},
 		{flag: "allow-networks", env: "ALLOW_NETWORKS", usage: "CIDRs or IPs of the clients allowed to use the mirror (default: any)"},
 		{flag: "access-rules", env: "ACCESS_RULES", usage: "who may pull or push which repositories, e.g. 'pull:*:*; push:ci-bot:team/'"},
+		{flag: "stale-if-error", env: "STALE_IF_ERROR", def: "0", usage: "serve a tag's last answer, up to this old (e.g. 72h, or always), when ECR cannot be reached (0: never)"},
+		{flag: "upstream-tag-timeout", env: "UPSTREAM_TAG_TIMEOUT", def: "10s", usage: "how long a tag lookup waits for ECR before the stale answer (or an error) is given"},
+		{flag: "upstream-stall-timeout", env: "UPSTREAM_STALL_TIMEOUT", def: "30s", usage: "an upstream body that sends nothing this long is resumed (or abandoned)"},
+		{flag: "upstream-retries", env: "UPSTREAM_RETRIES", def: "5", usage: "how often a download cut short is resumed where it stopped"},
+		{flag: "upstream-max-rate", env: "UPSTREAM_MAX_RATE", usage: "cap on upstream bytes per second, all downloads together, in the CACHE_MAX_SIZE syntax (20m = 20 MiB/s); default unlimited"},
 		{flag: "max-downloads", env: "MAX_DOWNLOADS", def: "64", usage: "concurrent upstream downloads; past it misses get 429 TOOMANYREQUESTS (0: no cap)"},
 	}
 }
@@ -204,6 +220,38 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		bad("ACCESS_RULES", "%v", err)
 	} else {
 		cfg.Access.Rules = rules
+	}
+	switch v := strings.ToLower(get["STALE_IF_ERROR"]); v {
+	case "always":
+		cfg.StaleIfError = staleAlways
+	default:
+		if d, err := time.ParseDuration(v); err != nil || d < 0 {
+			bad("STALE_IF_ERROR", "%q is not a duration such as 72h, 0 or always", v)
+		} else {
+			cfg.StaleIfError = d
+		}
+	}
+	for _, d := range []struct {
+		env string
+		dst *time.Duration
+	}{{"UPSTREAM_TAG_TIMEOUT", &cfg.TagTimeout}, {"UPSTREAM_STALL_TIMEOUT", &cfg.StallTimeout}} {
+		if v, err := time.ParseDuration(get[d.env]); err != nil || v <= 0 {
+			bad(d.env, "%q is not a positive duration such as 10s", get[d.env])
+		} else {
+			*d.dst = v
+		}
+	}
+	if n, err := strconv.Atoi(get["UPSTREAM_RETRIES"]); err != nil || n < 0 {
+		bad("UPSTREAM_RETRIES", "%q is not a count", get["UPSTREAM_RETRIES"])
+	} else {
+		cfg.Retries = n
+	}
+	if v := get["UPSTREAM_MAX_RATE"]; v != "" {
+		if n, err := parseSize(v); err != nil {
+			bad("UPSTREAM_MAX_RATE", "%v", err)
+		} else {
+			cfg.MaxRate = n
+		}
 	}
 	if b, err := strconv.ParseBool(get["PUSH"]); err != nil {
 		bad("PUSH", "%q is not true or false", get["PUSH"])

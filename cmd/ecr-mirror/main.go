@@ -108,6 +108,11 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 		Upstream: cfg.Upstream, Client: client, Store: store, Logger: log.With("component", "proxy"),
 		MaxDownloads:    cfg.MaxDownloads,
 		UploadDir:       filepath.Join(cfg.CacheDir, "tmp"),
+		StaleIfError:    cfg.StaleIfError,
+		TagTimeout:      cfg.TagTimeout,
+		StallTimeout:    cfg.StallTimeout,
+		Retries:         cfg.Retries,
+		MaxRate:         cfg.MaxRate,
 		ObserveUpstream: func(ev proxy.UpstreamEvent) { mtr.observeUpstream(ev) },
 	})
 	if err != nil {
