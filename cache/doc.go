@@ -1,8 +1,9 @@
 // Package cache is the digest-verified content store of the mirror: it keeps
 // blobs and manifests, both addressed by their sha256 digest, in files under
 // one directory, indexes them in an embedded Badger database and evicts the
-// least recently used entries to stay within a byte budget. It knows nothing
-// about HTTP or registries.
+// least recently used images, each as a unit, to stay within a byte budget.
+// It knows nothing about HTTP or registries; it reads OCI and Docker
+// manifests only for the digests they reference.
 //
 // # On-disk layout
 //
@@ -25,8 +26,9 @@
 //
 // # Badger key layout
 //
-//	blob/<algorithm>:<hex>  →  record, one per committed entry
-//	tag/...                 →  reserved for other packages (not touched here)
+//	blob/<algorithm>:<hex>              →  record, one per committed entry
+//	ref/<algorithm>:<hex>               →  ref record: what the entry references
+//	tag/<repository>/<tag>/<accept>     →  tag record, one per tag and Accept
 //
 // A record is a compact binary value with a leading version byte:
 //
@@ -36,14 +38,84 @@
 //	9       8     last access, unix nanoseconds, int64 big-endian
 //	17      n     media type, UTF-8, the rest of the value
 //
+// A ref record says what a committed entry references. It is written in
+// the same batch as the entry's first blob/ record and deleted with it,
+// never rewritten (content addressing makes it immutable; access-time
+// flushes touch only blob/ records). Only entries that may be manifests
+// have one: a manifest media type, or a generic one ("", octet-stream,
+// JSON, text) on content of at most 4 MiB, ECR's manifest limit.
+//
+//	offset  size  field
+//	0       1     version (1)
+//	1       1     kind: 0 opaque, 1 image manifest, 2 index
+//	2       4     n, the number of references, uint32 big-endian
+//	6       32n   the referenced sha256 digests, raw, sorted
+//
+// A manifest (OCI image manifest, Docker schema2 manifest) references its
+// config and layers; an index (OCI index, Docker manifest list) its
+// manifests. Content stored with a generic media type is a manifest when
+// it is a JSON object whose mediaType field names one of those four. The
+// subject of an OCI artifact is not a reference. Content that does not
+// parse is opaque (kind 0, n 0); so are Docker schema1 manifests. An entry
+// without a ref record that may be a manifest (stored by an older version,
+// or its read failed) is read at the next Open, once.
+//
+// A tag record (Store.PutTag) is upstream's last answer for a tag asked
+// with one Accept header; <accept> is the hex sha256 of that header
+// normalised (media types without parameters, lowercased, sorted,
+// deduplicated, comma-joined), so equivalent headers share a record.
+// Repository names may contain "/", tags never do. Tag records are
+// advisory: written without waiting (durable at Close), never counted
+// against MaxSize, and not removed with the manifest they name.
+//
+//	offset  size  field
+//	0       1     version (1)
+//	1       8     manifest size in bytes, uint64 big-endian
+//	9       8     when upstream answered, unix nanoseconds, int64 big-endian
+//	17      1     n, the length of the digest
+//	18      n     manifest digest, "sha256:<hex>"
+//	18+n    m     media type, UTF-8, the rest of the value
+//
+// # Images and eviction
+//
+// In memory the store keeps every entry (a map), the references of each
+// stored manifest, and the reverse links: for every digest, the stored
+// manifests that reference it, whether or not that digest is stored yet.
+// A manifest links its references when it is installed, so content that
+// lands after its manifest (the normal pull order) is linked as it lands,
+// and content already stored is linked at once.
+//
+// An entry that no stored manifest references is a root: a manifest of an
+// image (not in a stored index), an index, or loose content (a blob no
+// known manifest references). Only roots are eviction candidates, kept in
+// least-recently-used order (simplelru). When a commit needs room the
+// store takes the least recently used root and evicts it as a unit with
+// everything it references, transitively (index → manifests → config and
+// layers), that no stored manifest outside the unit references. Content a
+// stored manifest references is therefore never evicted while that
+// manifest stays: every stored manifest whose content was all fetched stays
+// pullable whole with upstream down. Loose content is plain LRU. Evicting
+// whole units may free more than the commit needs; MaxSize stays a hard
+// bound (reservations as before).
+//
 // # Recency
 //
-// The least-recently-used order lives in memory. Get moves an entry to the
-// front and marks its access time dirty; a background goroutine writes dirty
-// access times to Badger every Options.AccessFlushInterval, and Close writes
-// the rest. Open rebuilds the order from the persisted access times, so it
-// survives restarts (up to one flush interval of accesses may be lost in a
-// crash, which only makes eviction slightly less precise).
+// The least-recently-used order lives in memory. Get marks an entry used
+// and its access time dirty; a background goroutine writes dirty access
+// times to Badger every Options.AccessFlushInterval, and Close writes the
+// rest. Open rebuilds the order of the roots from the persisted access
+// times, so it survives restarts (up to one flush interval of accesses may
+// be lost in a crash, which only makes eviction slightly less precise).
+//
+// Using content of an image is using the image: Get of a layer, config or
+// child manifest that belongs to exactly one root (found through the
+// reverse links), the commit of such content and Create of a writer for it
+// also move that root to the front and update its access time. Content
+// shared by several roots (a common base layer) moves none of them: the
+// store cannot tell which image is being pulled, and refreshing every
+// image built on a popular base at each pull would leave no LRU order
+// among them. An image being pulled is refreshed by its own manifest,
+// config and unshared layers.
 //
 // # Reconciliation
 //
@@ -51,8 +123,11 @@
 // removes everything in tmp/, drops index entries whose file is missing or has
 // another size (removing the file too), removes files under blobs/sha256 that
 // are unindexed or not named by a valid digest, and evicts until the total
-// fits MaxSize (the budget may have been lowered between runs). Content is
-// not re-hashed at Open; the size check catches truncation.
+// fits MaxSize (the budget may have been lowered between runs), image by
+// image as above. Content is not re-hashed at Open; the size check catches
+// truncation. It also drops ref records whose entry is gone, rebuilds the
+// reference links from the ref records and classifies entries that lack
+// one.
 //
 // # Unlink semantics
 //

@@ -11,8 +11,9 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// blobKeyPrefix starts the Badger key of every committed entry. Other
-// packages may add their own prefixes (tag/...) to the same database.
+// blobKeyPrefix starts the Badger key of every committed entry. The ref/
+// prefix (refs.go) holds what manifests reference; tag/ (tags.go) is
+// not touched here.
 const blobKeyPrefix = "blob/"
 
 const (
@@ -20,12 +21,19 @@ const (
 	recordHeaderLen = 1 + 8 + 8
 )
 
-// entry is the in-memory state of one committed entry; the LRU owns it and
-// it is only read or changed under Store.mu.
+// entry is the in-memory state of one committed entry; it is only read
+// or changed under Store.mu.
 type entry struct {
 	size       int64
 	mediaType  string
 	lastAccess int64 // unix nanoseconds
+	// kind and refs say what the entry references (refs.go): nothing, or
+	// for a manifest its config and layers, for an index its manifests.
+	kind refKind
+	refs []digest.Digest
+	// classified says kind and refs are known and persisted as the
+	// entry's ref/ record; entries that cannot be manifests have none.
+	classified bool
 }
 
 func (e *entry) info(dgst digest.Digest) Info {
@@ -97,10 +105,11 @@ func openIndex(dir string, log *slog.Logger) (*badger.DB, error) {
 	return db, nil
 }
 
-// indexRecord is one decoded index entry as found at Open.
+// indexRecord is one index entry to write, or as found at Open.
 type indexRecord struct {
 	dgst digest.Digest
 	e    *entry
+	refs bool // write e's ref/ record too (written once, at commit)
 }
 
 // loadIndex reads every blob/ record. Keys that do not name a valid sha256
@@ -137,16 +146,20 @@ func loadIndex(db *badger.DB) (recs []indexRecord, bad [][]byte, err error) {
 	return recs, bad, nil
 }
 
-// writeIndex sets and deletes blob records in one batch and returns once the
-// batch is durable.
+// writeIndex sets blob records (and the ref/ records of those marked so)
+// and deletes the blob/ and ref/ records of del, in one batch, and returns
+// once the batch is durable.
 func writeIndex(db *badger.DB, set []indexRecord, del []digest.Digest) error {
 	return writeIndexKeys(db, set, keysOf(del))
 }
 
+// keysOf returns the keys of the blob/ and ref/ records of dgsts. A
+// ref/ key that does not exist costs only a tombstone; deleting it
+// always also clears a record an older version left behind.
 func keysOf(dgsts []digest.Digest) [][]byte {
-	keys := make([][]byte, len(dgsts))
-	for i, d := range dgsts {
-		keys[i] = blobKey(d)
+	keys := make([][]byte, 0, 2*len(dgsts))
+	for _, d := range dgsts {
+		keys = append(keys, blobKey(d), refKey(d))
 	}
 	return keys
 }
@@ -167,11 +180,60 @@ func writeIndexKeys(db *badger.DB, set []indexRecord, del [][]byte) error {
 			wb.Cancel()
 			return fmt.Errorf("set %q: %w", blobKey(r.dgst), err)
 		}
+		if !r.refs {
+			continue
+		}
+		if err := wb.Set(refKey(r.dgst), encodeRefs(r.e.kind, r.e.refs)); err != nil {
+			wb.Cancel()
+			return fmt.Errorf("set %q: %w", refKey(r.dgst), err)
+		}
 	}
 	if err := wb.Flush(); err != nil {
 		return fmt.Errorf("flush batch: %w", err)
 	}
 	return nil
+}
+
+// refRecord is one decoded ref/ record as found at Open.
+type refRecord struct {
+	kind refKind
+	refs []digest.Digest
+}
+
+// loadRefs reads every ref/ record. Keys that do not name a valid sha256
+// digest and values that do not decode are returned in bad.
+func loadRefs(db *badger.DB) (recs map[digest.Digest]refRecord, bad [][]byte, err error) {
+	recs = make(map[digest.Digest]refRecord)
+	err = db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: []byte(refKeyPrefix)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			key := item.KeyCopy(nil)
+			dgst := digest.Digest(strings.TrimPrefix(string(key), refKeyPrefix))
+			if checkDigest(dgst) != nil {
+				bad = append(bad, key)
+				continue
+			}
+			err := item.Value(func(val []byte) error {
+				kind, refs, err := decodeRefs(val)
+				if err != nil {
+					bad = append(bad, key)
+					return nil
+				}
+				recs[dgst] = refRecord{kind: kind, refs: refs}
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("read value of %q: %w", key, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("cache: load references: %w", err)
+	}
+	return recs, bad, nil
 }
 
 // badgerLogger routes Badger's errors and warnings to slog and drops its

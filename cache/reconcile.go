@@ -21,14 +21,19 @@ type reconcileReport struct {
 	strayFiles    int // files or directories under blobs/sha256 with no index entry or a bad name
 	evicted       int // entries evicted because the budget shrank
 	evictedBytes  int64
+	badRefs       int // ref/ records that do not parse, or whose entry is gone
+	classified    int // entries read for their references (stored by an older version)
+	manifests     int // entries that reference something
+	references    int // references of those
 	kept          int
 	keptBytes     int64
 	otherBlobDirs int // unknown entries beside blobs/sha256, left alone
 }
 
 // reconcile makes the index and the files agree before anything is served,
-// then loads the LRU ordered by persisted access time and evicts down to
-// MaxSize. It runs in Open, before the store is shared.
+// rebuilds the reference graph and the LRU ordered by persisted access
+// time, and evicts images down to MaxSize. It runs in Open, before the
+// store is shared, so its I/O under s.mu blocks nobody.
 func (s *Store) reconcile() error {
 	var rep reconcileReport
 
@@ -47,11 +52,18 @@ func (s *Store) reconcile() error {
 	if err != nil {
 		return err
 	}
+	refRecs, badRefs, err := loadRefs(s.db)
+	if err != nil {
+		return err
+	}
 	rep.badRecords = len(bad)
 	indexed := make(map[digest.Digest]*entry, len(recs))
 	var drop []digest.Digest
+	var classified []indexRecord
 	live := recs[:0]
 	for _, r := range recs {
+		rr, hasRefs := refRecs[r.dgst]
+		delete(refRecs, r.dgst)
 		path := s.blobPath(r.dgst)
 		fi, err := os.Lstat(path)
 		switch {
@@ -69,11 +81,32 @@ func (s *Store) reconcile() error {
 			drop = append(drop, r.dgst)
 			continue
 		}
+		if hasRefs {
+			r.e.kind, r.e.classified = rr.kind, true
+			r.e.refs = slices.DeleteFunc(rr.refs, func(d digest.Digest) bool { return d == r.dgst })
+		} else if mayBeManifest(r.e.mediaType, r.e.size) {
+			// Stored before references were recorded, or its read
+			// failed at commit: classify it now, once.
+			if err := s.classifyFile(r); err != nil {
+				s.log.Warn("cache: cannot read entry for its references", "digest", r.dgst, "error", err)
+			} else {
+				classified = append(classified, indexRecord{dgst: r.dgst, e: r.e, refs: true})
+			}
+		}
 		indexed[r.dgst] = r.e
 		live = append(live, r)
 	}
-	if err := writeIndexKeys(s.db, nil, append(bad, keysOf(drop)...)); err != nil {
-		return fmt.Errorf("cache: reconcile: drop %d index records: %w", len(bad)+len(drop), err)
+	// ref/ records left over have no blob/ record (an older version
+	// removed the entry): drop them with the records that do not parse.
+	for d := range refRecs {
+		badRefs = append(badRefs, refKey(d))
+	}
+	rep.badRefs, rep.classified = len(badRefs), len(classified)
+	if err := writeIndexKeys(s.db, nil, slices.Concat(bad, badRefs, keysOf(drop))); err != nil {
+		return fmt.Errorf("cache: reconcile: drop %d index records: %w", len(bad)+len(badRefs)+len(drop), err)
+	}
+	if err := writeIndex(s.db, classified, nil); err != nil {
+		return fmt.Errorf("cache: reconcile: record the references of %d entries: %w", len(classified), err)
 	}
 
 	if rep.strayFiles, err = s.removeStrays(indexed); err != nil {
@@ -83,27 +116,42 @@ func (s *Store) reconcile() error {
 		return err
 	}
 
-	// Oldest first, so the most recently used entry ends at the LRU front.
+	// Oldest first, so the most recently used entry ends at the LRU
+	// front. Only roots and loose content go into the LRU; what a stored
+	// manifest references goes with it (refs.go).
 	slices.SortFunc(live, func(a, b indexRecord) int {
 		return cmp.Or(cmp.Compare(a.e.lastAccess, b.e.lastAccess), cmp.Compare(a.dgst, b.dgst))
 	})
 	for _, r := range live {
-		s.lru.Add(r.dgst, r.e)
+		s.items[r.dgst] = r.e
 		s.size += r.e.size
 		s.entries++
 		s.lastNano = max(s.lastNano, r.e.lastAccess)
+		for _, c := range r.e.refs {
+			s.parents[c] = append(s.parents[c], r.dgst)
+		}
+		if len(r.e.refs) > 0 {
+			rep.manifests++
+			rep.references += len(r.e.refs)
+		}
+	}
+	for _, r := range live {
+		if s.isRootLocked(r.dgst) {
+			s.lru.Add(r.dgst, r.e)
+		}
 	}
 	var victims []digest.Digest
 	for s.size > s.maxSize {
-		k, e, ok := s.lru.RemoveOldest()
-		if !ok {
+		unit, n := s.evictOldestLocked()
+		if len(unit) == 0 {
 			break
 		}
-		s.forgetLocked(k, e)
-		victims = append(victims, k)
-		rep.evictedBytes += e.size
-		if err := removeFile(s.blobPath(k)); err != nil {
-			return fmt.Errorf("cache: reconcile: evict %s: %w", k, err)
+		victims = append(victims, unit...)
+		rep.evictedBytes += n
+		for _, v := range unit {
+			if err := removeFile(s.blobPath(v)); err != nil {
+				return fmt.Errorf("cache: reconcile: evict %s: %w", v, err)
+			}
 		}
 	}
 	rep.evicted = len(victims)
@@ -127,11 +175,27 @@ func (s *Store) reconcile() error {
 		"removed_stray_files", rep.strayFiles,
 		"evicted", rep.evicted,
 		"evicted_bytes", rep.evictedBytes,
+		"manifests", rep.manifests,
+		"references", rep.references,
+		"classified", rep.classified,
+		"dropped_bad_ref_records", rep.badRefs,
 	)
 	if rep.otherBlobDirs > 0 {
 		s.log.Warn("cache: unknown entries under blobs/ left alone", "dir", filepath.Dir(s.blobDir), "count", rep.otherBlobDirs)
 	}
 	return nil
+}
+
+// classifyFile reads the file of an indexed entry for its references.
+func (s *Store) classifyFile(r indexRecord) error {
+	f, err := os.Open(s.blobPath(r.dgst))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r.e.kind, r.e.refs, err = classify(r.dgst, r.e.mediaType, r.e.size, f)
+	r.e.classified = err == nil
+	return err
 }
 
 // removeStrays removes everything under blobs/sha256 that is not the file

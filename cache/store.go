@@ -107,15 +107,21 @@ type Store struct {
 
 	mu   sync.Mutex
 	cond *sync.Cond // on mu; signalled when a reservation ends
-	lru  *simplelru.LRU[digest.Digest, *entry]
-	// size is the bytes of the entries in lru plus the reservations of
+	// items holds every stored entry. lru orders the eviction candidates
+	// among them, least recently used last: the entries no stored
+	// manifest references (root images and loose content). parents
+	// links content to the stored manifests that reference it (refs.go).
+	items   map[digest.Digest]*entry
+	lru     *simplelru.LRU[digest.Digest, *entry]
+	parents map[digest.Digest][]digest.Digest
+	// size is the bytes of the entries in items plus the reservations of
 	// commits being installed; reserved is the latter part alone.
 	size, reserved int64
 	entries        int64
 	dirty          map[digest.Digest]struct{}
 	// busy holds digests with a disk change in flight (commit, eviction,
-	// delete). Such a digest is never in lru; whoever wants to change it
-	// waits for the channel to close.
+	// delete). Such a digest is never in items; whoever wants to change
+	// it waits for the channel to close.
 	busy     map[digest.Digest]chan struct{}
 	lastNano int64 // last access time handed out, to keep them increasing
 	closed   bool
@@ -157,6 +163,8 @@ func Open(opts Options) (*Store, error) {
 		tmpDir:    filepath.Join(dir, tmpDirName),
 		maxSize:   opts.MaxSize,
 		log:       log,
+		items:     make(map[digest.Digest]*entry),
+		parents:   make(map[digest.Digest][]digest.Digest),
 		dirty:     make(map[digest.Digest]struct{}),
 		busy:      make(map[digest.Digest]chan struct{}),
 		stop:      make(chan struct{}),
@@ -219,17 +227,19 @@ func (s *Store) Stat(dgst digest.Digest) (Info, error) {
 	if s.closed {
 		return Info{}, fmt.Errorf("cache: stat %s: %w", dgst, ErrClosed)
 	}
-	e, ok := s.lru.Peek(dgst)
+	e, ok := s.items[dgst]
 	if !ok {
 		return Info{}, fmt.Errorf("cache: stat %s: %w", dgst, ErrNotFound)
 	}
 	return e.info(dgst), nil
 }
 
-// Get opens a stored entry for reading and marks it recently used. The
-// caller closes the file. The file stays readable even if the entry is
-// evicted meanwhile. An entry whose file has vanished or changed size is
-// dropped and reported as ErrNotFound.
+// Get opens a stored entry for reading and marks it recently used; when
+// the entry belongs to exactly one cached image (a layer, a config, a
+// child manifest), that image is marked used too. The caller closes the
+// file. The file stays readable even if the entry is evicted meanwhile.
+// An entry whose file has vanished or changed size is dropped and
+// reported as ErrNotFound.
 func (s *Store) Get(dgst digest.Digest) (*os.File, Info, error) {
 	if err := checkDigest(dgst); err != nil {
 		return nil, Info{}, err
@@ -239,7 +249,7 @@ func (s *Store) Get(dgst digest.Digest) (*os.File, Info, error) {
 		s.mu.Unlock()
 		return nil, Info{}, fmt.Errorf("cache: get %s: %w", dgst, ErrClosed)
 	}
-	e, ok := s.lru.Get(dgst)
+	e, ok := s.items[dgst]
 	if !ok {
 		s.mu.Unlock()
 		s.stats.misses.Add(1)
@@ -264,8 +274,7 @@ func (s *Store) Get(dgst digest.Digest) (*os.File, Info, error) {
 		}
 	}
 	if problem != "" {
-		s.lru.Remove(dgst)
-		s.forgetLocked(dgst, e)
+		s.dropLocked(dgst)
 		done := s.markBusyLocked(dgst)
 		s.mu.Unlock()
 		rerr := s.removeEntry(dgst)
@@ -274,8 +283,7 @@ func (s *Store) Get(dgst digest.Digest) (*os.File, Info, error) {
 		s.log.Warn("cache: dropped damaged entry", "digest", dgst, "path", path, "problem", problem, "cleanup_error", rerr)
 		return nil, Info{}, fmt.Errorf("cache: get %s: %s: %w", dgst, problem, ErrNotFound)
 	}
-	e.lastAccess = s.nowLocked()
-	s.dirty[dgst] = struct{}{}
+	s.touchLocked(dgst, e)
 	info := e.info(dgst)
 	s.mu.Unlock()
 	s.stats.hits.Add(1)
@@ -297,6 +305,10 @@ func (s *Store) Create(dgst digest.Digest, size int64, mediaType string) (*Write
 	}
 	s.mu.Lock()
 	closed := s.closed
+	if !closed {
+		// Fetching content of a cached image is using that image.
+		s.touchRootLocked(dgst)
+	}
 	s.mu.Unlock()
 	if closed {
 		return nil, fmt.Errorf("cache: create %s: %w", dgst, ErrClosed)
@@ -337,8 +349,11 @@ func (s *Store) Put(dgst digest.Digest, mediaType string, data []byte) error {
 	return err
 }
 
-// Delete removes a stored entry: its index record and its file. Readers
-// that have the file open keep reading it.
+// Delete removes a stored entry: its index records and its file. Readers
+// that have the file open keep reading it. Deleting a manifest leaves the
+// content it referenced; what nothing else references becomes loose
+// (plain LRU). Deleting content a stored manifest references leaves that
+// manifest incomplete: Delete is explicit, unlike eviction.
 func (s *Store) Delete(dgst digest.Digest) error {
 	if err := checkDigest(dgst); err != nil {
 		return err
@@ -348,13 +363,11 @@ func (s *Store) Delete(dgst digest.Digest) error {
 		s.mu.Unlock()
 		return fmt.Errorf("cache: delete %s: %w", dgst, err)
 	}
-	e, ok := s.lru.Peek(dgst)
-	if !ok {
+	if _, ok := s.items[dgst]; !ok {
 		s.mu.Unlock()
 		return fmt.Errorf("cache: delete %s: %w", dgst, ErrNotFound)
 	}
-	s.lru.Remove(dgst)
-	s.forgetLocked(dgst, e)
+	s.dropLocked(dgst)
 	done := s.markBusyLocked(dgst)
 	s.mu.Unlock()
 	err := s.removeEntry(dgst)
@@ -390,17 +403,28 @@ func (s *Store) Stats() Stats {
 }
 
 // admit stores a verified temp file as dgst. It evicts least recently used
-// entries to make room, reserving the bytes so that concurrent commits
+// images to make room, reserving the bytes so that concurrent commits
 // cannot overshoot MaxSize together, and installs the file without holding
 // s.mu. f is the temp file's open descriptor, fsynced here only if the
-// entry is going to be kept.
+// entry is going to be kept. A manifest is parsed for its references
+// first, before s.mu is taken.
 func (s *Store) admit(dgst digest.Digest, size int64, mediaType string, f *os.File, tmpPath string) (kept bool, err error) {
+	e := &entry{size: size, mediaType: mediaType}
+	if mayBeManifest(mediaType, size) {
+		var cerr error
+		if e.kind, e.refs, cerr = classify(dgst, mediaType, size, f); cerr != nil {
+			// Stored unclassified: the next Open reads it again.
+			s.log.Warn("cache: cannot read entry for its references", "digest", dgst, "error", cerr)
+		} else {
+			e.classified = true
+		}
+	}
 	s.mu.Lock()
 	if err := s.waitIdleLocked(dgst); err != nil {
 		s.mu.Unlock()
 		return false, fmt.Errorf("cache: commit %s: %w", dgst, err)
 	}
-	if s.lru.Contains(dgst) {
+	if _, ok := s.items[dgst]; ok {
 		// A concurrent download of the same content finished first.
 		s.mu.Unlock()
 		s.dropTemp(tmpPath)
@@ -418,24 +442,25 @@ func (s *Store) admit(dgst digest.Digest, size int64, mediaType string, f *os.Fi
 	var victims []digest.Digest
 	var evictedBytes int64
 	for s.size+size > s.maxSize {
-		if k, e, ok := s.lru.RemoveOldest(); ok {
-			s.forgetLocked(k, e)
-			s.busy[k] = done
-			victims = append(victims, k)
-			evictedBytes += e.size
+		if unit, n := s.evictOldestLocked(); len(unit) > 0 {
+			for _, v := range unit {
+				s.busy[v] = done
+			}
+			victims = append(victims, unit...)
+			evictedBytes += n
 			continue
 		}
 		if s.reserved == 0 {
-			break // cannot happen: empty LRU and no reservations means size 0
+			break // cannot happen: nothing stored and no reservations means size 0
 		}
-		// Only other commits' reservations are left; once they land in the
-		// LRU they can be evicted.
+		// Only other commits' reservations are left; once they land in
+		// the store they can be evicted.
 		s.cond.Wait()
 	}
 	s.size += size
 	s.reserved += size
 	s.syncSizeLocked()
-	e := &entry{size: size, mediaType: mediaType, lastAccess: s.nowLocked()}
+	e.lastAccess = s.nowLocked()
 	s.mu.Unlock()
 
 	err = s.install(dgst, e, f, tmpPath, victims)
@@ -445,8 +470,9 @@ func (s *Store) admit(dgst digest.Digest, size int64, mediaType string, f *os.Fi
 	if err != nil {
 		s.size -= size
 	} else {
-		s.lru.Add(dgst, e)
-		s.entries++
+		// Links dgst to what it references and to the stored manifests
+		// that reference it, whichever landed first.
+		s.insertLocked(dgst, e)
 	}
 	s.syncSizeLocked()
 	delete(s.busy, dgst)
@@ -495,7 +521,7 @@ func (s *Store) install(dgst digest.Digest, e *entry, f *os.File, tmpPath string
 	}
 	s.idxMu.RLock()
 	if err == nil {
-		if err = writeIndex(s.db, []indexRecord{{dgst: dgst, e: e}}, victims); err != nil {
+		if err = writeIndex(s.db, []indexRecord{{dgst: dgst, e: e, refs: e.classified}}, victims); err != nil {
 			removeFile(final)
 			err = fmt.Errorf("write index: %w", err)
 		}
@@ -519,8 +545,8 @@ func (s *Store) dropTemp(path string) {
 	}
 }
 
-// removeEntry unlinks the file and deletes the record of an entry already
-// taken out of the LRU and marked busy.
+// removeEntry unlinks the file and deletes the records of an entry
+// already taken out of the store and marked busy.
 func (s *Store) removeEntry(dgst digest.Digest) error {
 	var errs []error
 	if err := removeFile(s.blobPath(dgst)); err != nil {
@@ -568,14 +594,6 @@ func (s *Store) endBusy(done chan struct{}, dgst digest.Digest) {
 	s.ops.Done()
 }
 
-// forgetLocked updates the accounting for an entry just removed from lru.
-func (s *Store) forgetLocked(dgst digest.Digest, e *entry) {
-	s.size -= e.size
-	s.entries--
-	delete(s.dirty, dgst)
-	s.syncSizeLocked()
-}
-
 func (s *Store) syncSizeLocked() {
 	s.stats.bytes.Store(s.size)
 	s.stats.entries.Store(s.entries)
@@ -618,7 +636,7 @@ func (s *Store) flushAccess() error {
 	s.mu.Lock()
 	recs := make([]indexRecord, 0, len(s.dirty))
 	for d := range s.dirty {
-		if e, ok := s.lru.Peek(d); ok {
+		if e, ok := s.items[d]; ok {
 			cp := *e
 			recs = append(recs, indexRecord{dgst: d, e: &cp})
 		}
@@ -631,7 +649,7 @@ func (s *Store) flushAccess() error {
 	}
 	s.mu.Lock()
 	for _, r := range recs {
-		if s.lru.Contains(r.dgst) {
+		if _, ok := s.items[r.dgst]; ok {
 			s.dirty[r.dgst] = struct{}{}
 		}
 	}

@@ -111,7 +111,8 @@ func (p *Proxy) download(fl *flight, path, kind string, hdr http.Header) {
 }
 
 // fill runs the download and settles the flight: every follower sees the
-// bytes, or the error.
+// bytes, or the error. A blob whose upstream body stops short is resumed
+// where it stopped (resume.go), into the same writer.
 func (p *Proxy) fill(fl *flight, path, kind string, hdr http.Header) (err error) {
 	started := false
 	defer func() {
@@ -121,92 +122,66 @@ func (p *Proxy) fill(fl *flight, path, kind string, hdr http.Header) (err error)
 		}
 	}()
 	ctx, cancel := context.WithCancelCause(p.bg)
-	defer cancel(nil)
 	resp, err := p.up.do(ctx, http.MethodGet, path, hdr, kind, http.StatusOK)
 	if err != nil {
+		cancel(nil)
 		return err
 	}
-	defer resp.Body.Close()
-	body := io.Reader(newStallReader(resp.Body, p.stallTimeout, cancel))
+	stall := newStallReader(resp.Body, p.stallTimeout, cancel)
+	a := &attempt{resp: resp, ctx: ctx, cancel: cancel, stall: stall, body: stall}
 	if kind == "manifest" {
 		if resp.ContentLength > p.manifestLimit {
+			a.close()
 			return manifestTooLarge(path, resp.ContentLength, p.manifestLimit)
 		}
 		// A writer with an unknown size would take any length: cap it.
-		body = io.LimitReader(body, p.manifestLimit)
+		a.body = io.LimitReader(stall, p.manifestLimit)
 	}
 	w, err := p.store.Create(fl.dgst, resp.ContentLength, mediaType(resp, kind))
 	if err != nil {
+		a.close()
 		return fmt.Errorf("creating cache entry for %s: %w", fl.dgst, err)
 	}
 	fl.w, fl.mediaType, started = w, mediaType(resp, kind), true
 	close(fl.ready)
-
-	buf := p.bufs.Get().(*[]byte)
-	src := &readErrors{r: body}
-	n, err := io.CopyBuffer(w, src, *buf)
-	p.bufs.Put(buf)
-	p.stats.UpstreamBytes.Add(n)
-	switch {
-	case err != nil && src.err != nil: // upstream failed
-		if cause := context.Cause(ctx); errors.Is(cause, errStalled) {
-			err = cause
-		}
-		err = transportError(http.MethodGet, path, err)
-		w.Abort(err)
-		return err
-	case err != nil: // the store failed (disk full, ...)
-		w.Abort(err)
-		return &registry.Error{Code: registry.CodeUnavailable,
-			Message: fmt.Sprintf("the mirror could not store %s", fl.dgst), Internal: err.Error()}
-	}
-	if _, err := w.Commit(); err != nil {
-		return err
-	}
-	return nil
-}
-
-// readErrors records the error of the reader it wraps, telling upstream
-// failures from the store's; it also hides WriterTo, so CopyBuffer uses
-// the pooled buffer.
-type readErrors struct {
-	r   io.Reader
-	err error
-}
-
-func (r *readErrors) Read(p []byte) (int, error) {
-	n, err := r.r.Read(p)
-	if err != nil && err != io.EOF {
-		r.err = err
-	}
-	return n, err
+	return p.copyResuming(w, a, path, kind, hdr)
 }
 
 // errStalled says an upstream body sent nothing for too long.
 var errStalled = errors.New("upstream sent no data for too long")
 
-// stallReader cancels a download whose upstream body stops sending: a
-// half-open connection would otherwise hold every client of the digest
-// forever.
+// stallReader cancels a download whose upstream stops sending: a half-open
+// connection would otherwise hold every client of the digest forever. Its
+// clock runs from its creation to the first Read (so it can cover the wait
+// for response headers too) and then only while a Read is blocked: time
+// the download spends elsewhere (waiting for the bandwidth cap, writing)
+// is not upstream's silence.
 type stallReader struct {
-	r       io.Reader
+	r       io.Reader // nil until the response is in (newStallWatch)
 	timeout time.Duration
 	timer   *time.Timer
 }
 
 func newStallReader(r io.Reader, timeout time.Duration, cancel context.CancelCauseFunc) *stallReader {
-	return &stallReader{r: r, timeout: timeout, timer: time.AfterFunc(timeout, func() {
+	s := newStallWatch(timeout, cancel)
+	s.r = r
+	return s
+}
+
+// newStallWatch starts the clock of a stallReader whose body is not there
+// yet: set r once the response headers are in.
+func newStallWatch(timeout time.Duration, cancel context.CancelCauseFunc) *stallReader {
+	return &stallReader{timeout: timeout, timer: time.AfterFunc(timeout, func() {
 		cancel(fmt.Errorf("%w (%v)", errStalled, timeout))
 	})}
 }
 
 func (s *stallReader) Read(p []byte) (int, error) {
+	s.timer.Reset(s.timeout)
 	n, err := s.r.Read(p)
-	if n > 0 {
-		s.timer.Reset(s.timeout)
-	}
-	if err != nil {
-		s.timer.Stop()
-	}
+	s.timer.Stop()
 	return n, err
 }
+
+// stop stops the clock for good.
+func (s *stallReader) stop() { s.timer.Stop() }

@@ -88,6 +88,9 @@ type Proxy struct {
 	maxDownloads  int
 	bufs          sync.Pool
 
+	// Tag lookups (stale.go).
+	staleIfError, tagTimeout time.Duration
+
 	// Downloads run on bg, not on a client's context.
 	bg       context.Context
 	stop     context.CancelFunc
@@ -99,6 +102,9 @@ type Proxy struct {
 	uploadTable *uploadTable // push sessions being staged
 
 	stats Stats
+
+	resume resumePolicy // resume.go
+	limit  rateLimit    // ratelimit.go: Options.MaxRate
 }
 
 // Stats counts what the proxy did. Fields are read with Load.
@@ -113,6 +119,16 @@ type Stats struct {
 	UpstreamBytes atomic.Int64
 	// Refused counts misses refused because MaxDownloads were running.
 	Refused atomic.Int64
+	// Stale counts tags answered from their last recorded answer because
+	// ECR could not be reached (Options.StaleIfError).
+	Stale atomic.Int64
+	// Resumes counts resumptions of downloads whose upstream body stopped
+	// short (Options.Retries), failed ones included.
+	Resumes atomic.Int64
+	// MaxRate is Options.MaxRate, the cap on upstream bytes per second
+	// (0: none). ThrottledBytes counts the bytes read under it, and
+	// ThrottledNanos the time spent waiting for it, in nanoseconds.
+	MaxRate, ThrottledBytes, ThrottledNanos atomic.Int64
 }
 
 var _ registry.Backend = (*Proxy)(nil)
@@ -134,6 +150,10 @@ func New(opts Options) (*Proxy, error) {
 	if stall <= 0 {
 		stall = DefaultStallTimeout
 	}
+	tagTimeout := opts.TagTimeout
+	if tagTimeout <= 0 {
+		tagTimeout = DefaultTagTimeout
+	}
 	bg, stop := context.WithCancel(context.Background())
 	p := &Proxy{
 		up:            upstream{base: opts.Upstream, client: opts.Client, observe: opts.ObserveUpstream},
@@ -142,12 +162,16 @@ func New(opts Options) (*Proxy, error) {
 		log:           log,
 		manifestLimit: limit,
 		stallTimeout:  stall,
+		staleIfError:  opts.StaleIfError,
+		tagTimeout:    tagTimeout,
 		bg:            bg,
 		stop:          stop,
 		flights:       make(map[digest.Digest]*flight),
 	}
 	p.bufs.New = func() any { b := make([]byte, copyBufferSize); return &b }
 	p.uploadTable = newUploadTable(opts.Store, log, opts.UploadDir)
+	p.resume = newResumePolicy(opts.Retries)
+	p.limit = newRateLimit(opts.MaxRate, &p.stats)
 	return p, nil
 }
 
@@ -284,7 +308,7 @@ func (p *Proxy) rangeFromUpstream(ctx context.Context, req *registry.Request, pa
 		resp.Body.Close()
 		return p.fromFlight(ctx, req, path, "blob", nil)
 	}
-	return &registry.Content{Dgst: req.Dgst, MediaType: fl.mediaType, Size: size, Body: resp.Body,
+	return &registry.Content{Dgst: req.Dgst, MediaType: fl.mediaType, Size: size, Body: p.limit.body(ctx, resp.Body),
 		Partial: &span, Outcome: OutcomeUpstream}, nil
 }
 
@@ -354,15 +378,21 @@ func (p *Proxy) fromFlight(ctx context.Context, req *registry.Request, path, kin
 }
 
 // manifestByTag revalidates a tag upstream, then serves the manifest it
-// names from the store when it can.
+// names from the store when it can. The lookup runs under the tag timeout,
+// so a black-holed link cannot hang the pull. Each answer is recorded;
+// when ECR cannot answer (no answer, 5xx, 429) the last recorded one may
+// be served instead (staleAnswer). What ECR says about the tag (401, 403,
+// 404) is passed on.
 func (p *Proxy) manifestByTag(ctx context.Context, req *registry.Request) (*registry.Content, error) {
 	p.stats.TagLookups.Add(1)
+	lctx, cancel := context.WithTimeout(ctx, p.tagTimeout)
+	defer cancel()
 	path := req.Name + "/manifests/" + req.Tag
 	accept := acceptHeader(req.Accept)
-	resp, err := p.up.do(ctx, http.MethodHead, path, accept, "manifest", http.StatusOK)
+	resp, why, err := p.tagRequest(lctx, http.MethodHead, path, accept)
 	var rerr *registry.Error
-	if err != nil && (req.Head || !errors.As(err, &rerr) || rerr.HTTPStatus() != http.StatusNotFound) {
-		return nil, err
+	if err != nil && (why != "" || req.Head || !errors.As(err, &rerr) || rerr.HTTPStatus() != http.StatusNotFound) {
+		return p.staleAnswer(ctx, req, accept, why, err)
 	}
 	// A 404 to HEAD has no body to say whether the tag or the repository
 	// is unknown: the GET below asks again and passes ECR's answer on.
@@ -372,8 +402,10 @@ func (p *Proxy) manifestByTag(ctx context.Context, req *registry.Request) (*regi
 		dgst, _ = digest.Parse(resp.Header.Get("Docker-Content-Digest"))
 	}
 	if dgst != "" && dgst.Validate() == nil && dgst.Algorithm() == digest.SHA256 {
+		mt := mediaType(resp, "manifest")
+		p.recordTag(req, accept, dgst, mt, resp.ContentLength)
 		if req.Head {
-			return &registry.Content{Dgst: dgst, MediaType: mediaType(resp, "manifest"), Size: resp.ContentLength, Outcome: OutcomeRevalidated}, nil
+			return &registry.Content{Dgst: dgst, MediaType: mt, Size: resp.ContentLength, Outcome: OutcomeRevalidated}, nil
 		}
 		if c, ok, err := p.fromStore(&registry.Request{Dgst: dgst}); ok || err != nil {
 			if ok {
@@ -385,14 +417,23 @@ func (p *Proxy) manifestByTag(ctx context.Context, req *registry.Request) (*regi
 	// Not stored (or upstream named no digest): fetch by tag, with the
 	// client's Accept, since ECR converts manifests by tag to what the
 	// client accepts and such a conversion has no digest to fetch by.
-	resp, err = p.up.do(ctx, http.MethodGet, path, accept, "manifest", http.StatusOK)
+	// Once ECR has named the tag's digest, an older answer is known to
+	// be outdated: a failure here is never masked.
+	known := dgst != ""
+	resp, why, err = p.tagRequest(lctx, http.MethodGet, path, accept)
 	if err != nil {
-		return nil, err
+		if known {
+			return nil, err
+		}
+		return p.staleAnswer(ctx, req, accept, why, err)
 	}
 	defer resp.Body.Close()
 	body, err := p.readManifest(resp, path)
 	if err != nil {
-		return nil, err
+		if known {
+			return nil, err
+		}
+		return p.staleAnswer(ctx, req, accept, noAnswerWhy(lctx, err), err)
 	}
 	got := digest.FromBytes(body)
 	if h := resp.Header.Get("Docker-Content-Digest"); h != "" && h != got.String() {
@@ -403,6 +444,7 @@ func (p *Proxy) manifestByTag(ctx context.Context, req *registry.Request) (*regi
 	if err := p.store.Put(got, mt, body); err != nil {
 		p.log.Warn("caching manifest failed", "name", req.Name, "tag", req.Tag, "digest", got, "error", err)
 	}
+	p.recordTag(req, accept, got, mt, int64(len(body)))
 	c := &registry.Content{Dgst: got, MediaType: mt, Size: int64(len(body)), Outcome: OutcomeMiss}
 	if !req.Head {
 		c.Body = bytesBody{bytes.NewReader(body)}

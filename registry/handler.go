@@ -41,6 +41,9 @@ type Content struct {
 	Partial   *Span         // Body holds only these bytes (206)
 	// Outcome says how the backend answered (hit, miss, ...), for logs.
 	Outcome string
+	// Warning, when set, is sent as the Warning header (RFC 7234), e.g.
+	// `110 - "Response is Stale"`.
+	Warning string
 }
 
 // Span is a resolved byte range: Length bytes from Start.
@@ -262,6 +265,9 @@ func (h *Handler) writeContent(w *recorder, r *http.Request, req *Request, c *Co
 	hdr.Set("Content-Type", mediaType)
 	hdr.Set("Docker-Content-Digest", c.Dgst.String())
 	hdr.Set("ETag", `"`+c.Dgst.String()+`"`)
+	if c.Warning != "" {
+		hdr.Set("Warning", c.Warning)
+	}
 	if req.Head || c.Body == nil {
 		if c.Size >= 0 {
 			hdr.Set("Content-Length", strconv.FormatInt(c.Size, 10))

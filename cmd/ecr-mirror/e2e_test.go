@@ -114,7 +114,8 @@ func TestBrokenUpstreamBodiesAreNeverServedWhole(t *testing.T) {
 			fake := newFake(t, fakeecr.Options{})
 			data := randomBytes(2, 3<<20)
 			dgst := fake.PutBlob("team/app", data)
-			m := startMirror(t, fake, mirrorOpts{})
+			// Without resumption: a cut body would be resumed (resume_test.go).
+			m := startMirror(t, fake, mirrorOpts{env: map[string]string{"UPSTREAM_RETRIES": "0"}})
 			fake.SetFault(dgst, fakeecr.Fault{Mode: mode, Times: 1})
 
 			if err := fetchBlob(t, m, "team/app", dgst); err == nil {

@@ -40,7 +40,7 @@ func newMetrics(store *cache.Store, px *proxy.Proxy, tokens *auth.Source) *mirro
 		servedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "served_bytes_total",
 			Help: "Body bytes sent to clients, by source: cache (hits) or upstream (misses streamed while downloading, and ranges passed through)."}, []string{"source"}),
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "cache_requests_total",
-			Help: "Blob and manifest requests by outcome: hit, miss, coalesced (joined a download under way), revalidated (tag checked upstream, body from cache), upstream."}, []string{"outcome"}),
+			Help: "Blob and manifest requests by outcome: hit, miss, coalesced (joined a download under way), revalidated (tag checked upstream, body from cache), stale (tag answered from cache while ECR was unreachable), upstream."}, []string{"outcome"}),
 		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "upstream_requests_total",
 			Help: "Requests to ECR that got an answer, by kind, method and status."}, []string{"kind", "method", "code"}),
 		upstreamLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "upstream_request_duration_seconds",
@@ -72,6 +72,11 @@ func newMetrics(store *cache.Store, px *proxy.Proxy, tokens *auth.Source) *mirro
 		counter("token_fetches_total", "ECR authorization tokens fetched.", func() int64 { return int64(tokens.Stats().Fetches) }),
 		counter("token_fetch_failures_total", "Failed GetAuthorizationToken calls.", func() int64 { return int64(tokens.Stats().FetchFailures) }),
 		counter("token_refreshes_total", "Tokens fetched because ECR rejected the one in hand.", func() int64 { return int64(tokens.Stats().Refreshes) }),
+		counter("download_resumes_total", "Downloads cut short and resumed where they stopped (failed attempts included).", ps.Resumes.Load),
+		counter("stale_answers_total", "Tags answered from the cache because ECR could not be reached (STALE_IF_ERROR).", ps.Stale.Load),
+		counter("upstream_throttled_bytes_total", "Upstream bytes read under UPSTREAM_MAX_RATE.", ps.ThrottledBytes.Load),
+		counter("upstream_throttle_wait_seconds_total", "Time downloads waited for UPSTREAM_MAX_RATE.", func() int64 { return ps.ThrottledNanos.Load() / 1e9 }),
+		gauge("upstream_max_rate_bytes", "UPSTREAM_MAX_RATE in bytes per second (0: unlimited).", func() float64 { return float64(ps.MaxRate.Load()) }),
 		gauge("cache_stored_bytes", "Bytes in the cache.", func() float64 { return float64(store.Size()) }),
 		gauge("cache_max_bytes", "CACHE_MAX_SIZE.", func() float64 { return float64(store.MaxSize()) }),
 		gauge("cache_entries", "Blobs and manifests in the cache.", func() float64 { return float64(store.Stats().Entries) }),
@@ -95,7 +100,7 @@ func (m *mirrorMetrics) observeRequest(ri registry.RequestInfo) {
 	}
 	m.outcomes.WithLabelValues(ri.Outcome).Inc()
 	source := "upstream"
-	if ri.Outcome == proxy.OutcomeHit || ri.Outcome == proxy.OutcomeRevalidated {
+	if ri.Outcome == proxy.OutcomeHit || ri.Outcome == proxy.OutcomeRevalidated || ri.Outcome == proxy.OutcomeStale {
 		source = "cache"
 	}
 	m.servedBytes.WithLabelValues(source).Add(float64(ri.Bytes))

@@ -35,6 +35,9 @@ type Counters struct {
 	S3Head int64
 	// S3BytesSent counts body bytes S3 wrote, error bodies included.
 	S3BytesSent int64
+	// S3BlobBytes counts the body bytes S3 wrote per blob, cut-short
+	// bodies included (what a download cost). Never nil.
+	S3BlobBytes map[digest.Digest]int64
 	// S3AuthRejected counts S3 requests refused with 400 InvalidArgument
 	// because they carried an Authorization header.
 	S3AuthRejected int64
@@ -98,6 +101,7 @@ func (s *Server) Counters() Counters {
 		S3RangeGet:          make(map[digest.Digest]int64),
 		S3Head:              c.s3Head.Load(),
 		S3BytesSent:         c.s3BytesSent.Load(),
+		S3BlobBytes:         make(map[digest.Digest]int64),
 		S3AuthRejected:      c.s3AuthRejected.Load(),
 		S3SignatureRejected: c.s3SignatureRejected.Load(),
 		Faults:              c.faults.Load(),
@@ -111,6 +115,9 @@ func (s *Server) Counters() Counters {
 		}
 		if n := b.s3Ranged.Load(); n > 0 {
 			out.S3RangeGet[dgst] = n
+		}
+		if n := b.s3Bytes.Load(); n > 0 {
+			out.S3BlobBytes[dgst] = n
 		}
 	}
 	s.store.mu.RUnlock()
@@ -133,6 +140,7 @@ func (s *Server) ResetCounters() {
 	for _, b := range s.store.blobs {
 		b.s3Full.Store(0)
 		b.s3Ranged.Store(0)
+		b.s3Bytes.Store(0)
 	}
 	s.store.mu.RUnlock()
 	s.reqLog.reset()

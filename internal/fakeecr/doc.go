@@ -15,8 +15,9 @@
 // unconfirmed (blob HEAD), Options chooses. Content lives in memory:
 // PutBlob, PutManifest and LoadOCILayout fill it. Counters tells what the
 // fake was asked, and SetFault, SetTokenFault and SetDown make it misbehave
-// (truncated or corrupted bodies, dropped connections, slow bodies, error
-// statuses).
+// (truncated, stalled or corrupted bodies, dropped connections, slow
+// bodies, error statuses, ranges ignored or answered at the wrong offset;
+// Fault.Then chains faults, e.g. a cut body, then a bad resumption).
 //
 // Typical use in a test:
 //

@@ -20,7 +20,10 @@ const (
 	// FaultNone is no fault; SetFault with it clears a fault.
 	FaultNone FaultMode = iota
 	// FaultTruncate (body) sends the full Content-Length header but only
-	// Fault.After bytes of the body, then closes the connection.
+	// Fault.After bytes of the body, then closes the connection. Since the
+	// body is the range asked for, a ranged request is cut Fault.After
+	// bytes past its start: After a quarter of a blob with Times 3 cuts a
+	// client that resumes where it stopped at 25%, 50% and 75%.
 	FaultTruncate
 	// FaultCorrupt (body) sends a body of the right length with its middle
 	// byte flipped.
@@ -34,6 +37,21 @@ const (
 	// FaultStatus answers Fault.Status with the endpoint's kind of error
 	// body: the registry's by default, S3's with Endpoint EndpointS3.
 	FaultStatus
+	// FaultStall (body) sends the headers and Fault.After bytes of the
+	// body, then nothing more: the connection stays open until the client
+	// gives up (then it is closed), or, with Fault.Delay set, until Delay
+	// has passed, when the rest of the body follows (a pause).
+	FaultStall
+	// FaultIgnoreRange (S3, ranged GETs only) answers a Range request with
+	// 200 and the whole object, as a server that does not do ranges.
+	FaultIgnoreRange
+	// FaultWrongRange (S3, ranged GETs only) answers a Range request with a
+	// 206 for another range: one starting Fault.After bytes (default 1)
+	// before the start asked for, or after it when the start is too near
+	// the object's beginning. Its Content-Range says which range it is.
+	FaultWrongRange
+
+	lastFaultMode = FaultWrongRange
 )
 
 // String returns the mode's name, e.g. "truncate".
@@ -51,6 +69,12 @@ func (m FaultMode) String() string {
 		return "slow"
 	case FaultStatus:
 		return "status"
+	case FaultStall:
+		return "stall"
+	case FaultIgnoreRange:
+		return "ignore-range"
+	case FaultWrongRange:
+		return "wrong-range"
 	}
 	return "FaultMode(" + strconv.Itoa(int(m)) + ")"
 }
@@ -60,8 +84,8 @@ func (m FaultMode) String() string {
 type Fault struct {
 	// Mode is what goes wrong.
 	Mode FaultMode
-	// Times is how many requests the fault hits before it clears itself;
-	// 0 means until SetFault clears it.
+	// Times is how many requests the fault hits before it clears itself
+	// (or gives way to Then); 0 means until SetFault clears it.
 	Times int
 	// Endpoint narrows the fault to EndpointRegistry or EndpointS3. Empty means:
 	// body modes wherever the body is sent (S3 for blobs, the registry for
@@ -74,13 +98,20 @@ type Fault struct {
 	// message; by default they suit Status, e.g. 429 TOOMANYREQUESTS
 	// "Rate exceeded", S3 503 SlowDown.
 	Code, Message string
-	// After is how many body bytes FaultTruncate sends. Default half the
-	// body; at most the body's length minus one.
+	// After is how many body bytes FaultTruncate and FaultStall send.
+	// Default (0) half the body; negative: none; at most the body's length
+	// minus one. FaultWrongRange uses it as the shift of the range.
 	After int64
 	// Rate is FaultSlow's speed in bytes per second. Default 64 KiB/s.
 	Rate int64
-	// Delay is how long FaultSlow waits before sending the headers.
+	// Delay is how long FaultSlow waits before sending the headers, how
+	// long FaultStall pauses (0: until the client gives up), and how long
+	// FaultTruncate waits between its last byte and the cut.
 	Delay time.Duration
+	// Then, when set, takes this fault's place once Times requests have
+	// met it (Times must be positive), e.g. a truncated body, then a
+	// resumption that is answered with the wrong range.
+	Then *Fault
 }
 
 // faultKey keys the fault table: a digest ("" for all), or the token API.
@@ -105,7 +136,7 @@ type faultTable struct {
 func (t *faultTable) set(k faultKey, f Fault) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if f.Mode <= FaultNone || f.Mode > FaultStatus {
+	if f.Mode <= FaultNone || f.Mode > lastFaultMode {
 		delete(t.m, k)
 	} else {
 		t.m[k] = &faultEntry{f: f, left: max(f.Times, 0)}
@@ -114,16 +145,17 @@ func (t *faultTable) set(k faultKey, f Fault) {
 }
 
 // take returns the fault to apply to a request for dgst at endpoint at,
-// whose response has a body when body is true, and counts it against Times.
-// A fault for dgst itself wins over one for all digests.
-func (t *faultTable) take(dgst digest.Digest, at Endpoint, body bool) (Fault, bool) {
+// whose response has a body when body is true and is a range of the content
+// when ranged is true, and counts it against Times. A fault for dgst itself
+// wins over one for all digests.
+func (t *faultTable) take(dgst digest.Digest, at Endpoint, body, ranged bool) (Fault, bool) {
 	if t.n.Load() == 0 {
 		return Fault{}, false
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, k := range [2]faultKey{{dgst: dgst}, {}} {
-		if e := t.m[k]; e != nil && e.f.appliesAt(at, body) {
+		if e := t.m[k]; e != nil && e.f.appliesAt(at, body, ranged) {
 			return t.consumeLocked(k, e), true
 		}
 	}
@@ -138,7 +170,7 @@ func (t *faultTable) takeToken() (Fault, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	k := faultKey{token: true}
-	if e := t.m[k]; e != nil && e.f.appliesAt(EndpointToken, false) {
+	if e := t.m[k]; e != nil && e.f.appliesAt(EndpointToken, false, false) {
 		return t.consumeLocked(k, e), true
 	}
 	return Fault{}, false
@@ -147,7 +179,11 @@ func (t *faultTable) takeToken() (Fault, bool) {
 func (t *faultTable) consumeLocked(k faultKey, e *faultEntry) Fault {
 	if e.left > 0 {
 		if e.left--; e.left == 0 {
-			delete(t.m, k)
+			if next := e.f.Then; next != nil && next.Mode > FaultNone && next.Mode <= lastFaultMode {
+				t.m[k] = &faultEntry{f: *next, left: max(next.Times, 0)}
+			} else {
+				delete(t.m, k)
+			}
 			t.n.Store(int32(len(t.m)))
 		}
 	}
@@ -155,14 +191,16 @@ func (t *faultTable) consumeLocked(k faultKey, e *faultEntry) Fault {
 }
 
 // appliesAt reports whether f acts on a response at endpoint at, with or
-// without a body.
-func (f Fault) appliesAt(at Endpoint, body bool) bool {
+// without a body, to a request for a range of the content or not.
+func (f Fault) appliesAt(at Endpoint, body, ranged bool) bool {
 	if at == EndpointToken {
 		return f.Mode == FaultDown || f.Mode == FaultStatus || f.Mode == FaultSlow
 	}
 	switch f.Mode {
-	case FaultTruncate, FaultCorrupt, FaultSlow:
+	case FaultTruncate, FaultCorrupt, FaultSlow, FaultStall:
 		return body && (f.Endpoint == "" || f.Endpoint == at)
+	case FaultIgnoreRange, FaultWrongRange:
+		return body && ranged && at == EndpointS3 && (f.Endpoint == "" || f.Endpoint == at)
 	case FaultDown:
 		return f.Endpoint == "" || f.Endpoint == at
 	case FaultStatus:
@@ -274,13 +312,10 @@ func writeFaultStatus(w http.ResponseWriter, r *http.Request, f Fault, at Endpoi
 func writeBody(w http.ResponseWriter, r *http.Request, body []byte, f Fault) {
 	switch f.Mode {
 	case FaultTruncate:
-		n := f.After
-		if n <= 0 {
-			n = int64(len(body)) / 2
-		}
-		n = max(min(n, int64(len(body))-1), 0)
+		n := f.cut(len(body))
 		_, _ = w.Write(body[:n])
 		_ = http.NewResponseController(w).Flush()
+		sleepCtx(r.Context(), f.Delay)
 		// The sanctioned way to cut a response short: net/http closes the
 		// connection and logs nothing.
 		panic(http.ErrAbortHandler)
@@ -298,9 +333,34 @@ func writeBody(w http.ResponseWriter, r *http.Request, body []byte, f Fault) {
 		_, _ = w.Write(body[i+1:])
 	case FaultSlow:
 		writeSlow(r.Context(), w, body, f.Rate)
+	case FaultStall:
+		n := f.cut(len(body))
+		if _, err := w.Write(body[:n]); err != nil {
+			return
+		}
+		_ = http.NewResponseController(w).Flush()
+		if f.Delay > 0 && sleepCtx(r.Context(), f.Delay) {
+			_, _ = w.Write(body[n:])
+			return
+		}
+		<-r.Context().Done() // the client gave up, or the fake is closing
+		panic(http.ErrAbortHandler)
 	default:
 		_, _ = w.Write(body)
 	}
+}
+
+// cut is how many of size body bytes FaultTruncate and FaultStall send:
+// After, by default half; none when After is negative; never all.
+func (f Fault) cut(size int) int {
+	n := f.After
+	switch {
+	case n < 0:
+		n = 0
+	case n == 0:
+		n = int64(size) / 2
+	}
+	return int(max(min(n, int64(size)-1), 0))
 }
 
 // writeSlow writes body at rate bytes per second (default 64 KiB/s), in

@@ -149,7 +149,7 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, rt route)
 		writeOCIError(w, http.StatusNotFound, codeManifestUnknown, "Requested image not found")
 		return
 	}
-	f, _ := s.faults.take(m.dgst, EndpointRegistry, r.Method == http.MethodGet)
+	f, _ := s.faults.take(m.dgst, EndpointRegistry, r.Method == http.MethodGet, false)
 	if s.applyFault(w, r, f, EndpointRegistry) {
 		return
 	}
@@ -185,7 +185,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, rt route) {
 		writeOCIError(w, http.StatusNotFound, codeBlobUnknown, "blob unknown to registry")
 		return
 	}
-	f, _ := s.faults.take(dgst, EndpointRegistry, false)
+	f, _ := s.faults.take(dgst, EndpointRegistry, false, false)
 	if s.applyFault(w, r, f, EndpointRegistry) {
 		return
 	}

@@ -112,6 +112,12 @@ func (s *Server) serveS3(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if rec, ok := w.(*recorder); ok {
+		// Deferred: a truncated body panics out of writeBody.
+		sent := rec.bytes
+		defer func() { b.s3Bytes.Add(rec.bytes - sent) }()
+	}
+
 	size := int64(len(b.data))
 	start, end, rk := parseRange(r.Header.Get("Range"), size)
 	switch {
@@ -122,9 +128,23 @@ func (s *Server) serveS3(w http.ResponseWriter, r *http.Request) {
 	default:
 		b.s3Ranged.Add(1)
 	}
-	f, _ := s.faults.take(dgst, EndpointS3, r.Method == http.MethodGet)
+	f, _ := s.faults.take(dgst, EndpointS3, r.Method == http.MethodGet, rk == rangeSatisfiable)
 	if s.applyFault(w, r, f, EndpointS3) {
 		return
+	}
+	switch f.Mode {
+	case FaultIgnoreRange:
+		start, end, rk = 0, size, rangeNone
+	case FaultWrongRange:
+		shift := f.After
+		if shift <= 0 {
+			shift = 1
+		}
+		if start >= shift {
+			start -= shift
+		} else {
+			start = min(start+shift, end-1)
+		}
 	}
 
 	if rk == rangeUnsatisfiable {

@@ -33,6 +33,8 @@ type blob struct {
 
 	// S3 GETs of this blob, without and with a Range.
 	s3Full, s3Ranged atomic.Int64
+	// s3Bytes counts the body bytes S3 sent for this blob.
+	s3Bytes atomic.Int64
 }
 
 // manifest is one stored manifest.

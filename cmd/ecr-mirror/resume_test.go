@@ -1,0 +1,397 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+)
+
+// Resumable downloads and the bandwidth cap, end to end: the mirror as
+// main runs it, configured through its settings, against the fake ECR.
+
+// edgeEnv are the mirror settings of these tests: a short stall timeout.
+func edgeEnv(more ...string) map[string]string {
+	env := map[string]string{"UPSTREAM_STALL_TIMEOUT": "300ms"}
+	for i := 0; i+1 < len(more); i += 2 {
+		env[more[i]] = more[i+1]
+	}
+	return env
+}
+
+// fetchConcurrently runs fetchBlob from n clients at once.
+func fetchConcurrently(t testing.TB, m *mirror, repo string, dgst digest.Digest, n int) []error {
+	t.Helper()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Go(func() { errs[i] = fetchBlob(t, m, repo, dgst) })
+	}
+	wg.Wait()
+	return errs
+}
+
+// s3RangeStarts lists where the ranged S3 GETs of dgst started, in order,
+// waiting up to a few seconds for at least want of them: the fake logs a
+// request when its handler returns.
+func s3RangeStarts(t testing.TB, fake *fakeecr.Server, dgst digest.Digest, want int) []int64 {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var out []int64
+		for _, r := range fake.Counters().Requests {
+			if r.Endpoint != fakeecr.EndpointS3 || r.Range == "" || !strings.HasSuffix(r.Path, dgst.Encoded()) {
+				continue
+			}
+			first, _, _ := strings.Cut(strings.TrimPrefix(r.Range, "bytes="), "-")
+			n, err := strconv.ParseInt(first, 10, 64)
+			if err != nil || !strings.HasSuffix(r.Range, "-") {
+				t.Fatalf("the mirror sent Range %q, want bytes=N-", r.Range)
+			}
+			out = append(out, n)
+		}
+		if len(out) >= want || time.Now().After(deadline) {
+			return out
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A blob whose S3 body is reset (once or several times) or stalls part way
+// is resumed where it stopped: four clients pulling it at once all get the
+// whole verified body with no error, the blob is stored, S3 sends each
+// byte about once, and every resumption is a Range from the exact offset,
+// asked through the registry.
+func TestResumeCutDownloads(t *testing.T) {
+	t.Parallel()
+	const size = 8 << 20
+	const q = size / 4
+	tests := []struct {
+		name    string
+		fault   fakeecr.Fault
+		ranges  []int64
+		minTook time.Duration
+	}{
+		{name: "reset at 25%", fault: fakeecr.Fault{Mode: fakeecr.FaultTruncate, After: q, Times: 1}, ranges: []int64{q}},
+		{name: "reset at 50%", fault: fakeecr.Fault{Mode: fakeecr.FaultTruncate, After: 2 * q, Times: 1}, ranges: []int64{2 * q}},
+		{name: "reset at 75%", fault: fakeecr.Fault{Mode: fakeecr.FaultTruncate, After: 3 * q, Times: 1}, ranges: []int64{3 * q}},
+		{name: "reset at 25, 50 and 75%", fault: fakeecr.Fault{Mode: fakeecr.FaultTruncate, After: q, Times: 3}, ranges: []int64{q, 2 * q, 3 * q}},
+		{name: "reset 4 times, under the 5 retries", fault: fakeecr.Fault{Mode: fakeecr.FaultTruncate, After: size / 5, Times: 4},
+			ranges: []int64{size / 5, 2 * (size / 5), 3 * (size / 5), 4 * (size / 5)}},
+		{name: "stall at 50%", fault: fakeecr.Fault{Mode: fakeecr.FaultStall, After: 2 * q, Times: 1}, ranges: []int64{2 * q},
+			minTook: 300 * time.Millisecond},
+		{name: "stall at 25% and 75%", fault: fakeecr.Fault{Mode: fakeecr.FaultStall, After: q, Times: 1,
+			Then: &fakeecr.Fault{Mode: fakeecr.FaultStall, After: 2 * q, Times: 1}}, ranges: []int64{q, 3 * q},
+			minTook: 600 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			fake := newFake(t, fakeecr.Options{})
+			data := randomBytes(60, size)
+			dgst := fake.PutBlob("team/app", data)
+			m := startMirror(t, fake, mirrorOpts{env: edgeEnv()})
+			fake.SetFault(dgst, tt.fault)
+
+			start := time.Now()
+			for i, err := range fetchConcurrently(t, m, "team/app", dgst, 4) {
+				if err != nil {
+					t.Errorf("client %d: %v", i, err)
+				}
+			}
+			if took := time.Since(start); took < tt.minTook {
+				t.Errorf("took %v, less than the stall timeouts", took)
+			}
+			eventually(t, "the blob stored", func() bool { return m.stored(dgst) })
+			if got := s3RangeStarts(t, fake, dgst, len(tt.ranges)); !slices.Equal(got, tt.ranges) {
+				t.Errorf("Range requests from %v, want %v", got, tt.ranges)
+			}
+			c := fake.Counters()
+			if n := c.S3BlobBytes[dgst]; n > size*11/10 {
+				t.Errorf("S3 sent %d bytes for a %d byte blob (%.3f×), want at most 1.1×", n, size, float64(n)/size)
+			}
+			if c.S3Get[dgst] != 1 || c.BlobGet != int64(1+len(tt.ranges)) {
+				t.Errorf("%d S3 GETs without Range and %d registry blob GETs; want 1 and %d (one download, each resumption through the registry)",
+					c.S3Get[dgst], c.BlobGet, 1+len(tt.ranges))
+			}
+			if tmp := m.tempFiles(t); len(tmp) != 0 {
+				t.Errorf("tmp/ holds %v", tmp)
+			}
+			if logs := m.Logs.String(); strings.Count(logs, "resuming") != len(tt.ranges) {
+				t.Errorf("%d resumptions logged, want %d", strings.Count(logs, "resuming"), len(tt.ranges))
+			}
+		})
+	}
+}
+
+// Downloads that cannot be resumed fail cleanly: every client's transfer
+// fails (none gets a whole body), nothing is stored or left in tmp/, and
+// the next pull downloads the blob afresh. When nothing was written yet, an
+// answer that ignores the Range just restarts the download.
+func TestResumeFailsCleanly(t *testing.T) {
+	t.Parallel()
+	const size = 4 << 20
+	const q = size / 4
+	// The first body is held open a moment before its cut, so that all
+	// four clients have joined the download when it fails.
+	const hold = 200 * time.Millisecond
+	tests := []struct {
+		name   string
+		env    map[string]string
+		fault  fakeecr.Fault
+		ok     bool
+		ranges []int64
+	}{
+		{name: "more resets than retries", env: edgeEnv("UPSTREAM_RETRIES", "2"),
+			fault:  fakeecr.Fault{Mode: fakeecr.FaultTruncate, After: q, Times: 3, Delay: hold},
+			ranges: []int64{q, 2 * q}},
+		{name: "more stalls than retries", env: edgeEnv("UPSTREAM_RETRIES", "1"),
+			fault:  fakeecr.Fault{Mode: fakeecr.FaultStall, After: q, Times: 2},
+			ranges: []int64{q}},
+		{name: "no retries", env: edgeEnv("UPSTREAM_RETRIES", "0"),
+			fault: fakeecr.Fault{Mode: fakeecr.FaultTruncate, After: q, Times: 1, Delay: hold}},
+		{name: "200 to the Range after bytes went out", env: edgeEnv(),
+			fault: fakeecr.Fault{Mode: fakeecr.FaultTruncate, After: 2 * q, Times: 1, Delay: hold,
+				Then: &fakeecr.Fault{Mode: fakeecr.FaultIgnoreRange, Times: 1}},
+			ranges: []int64{2 * q}},
+		{name: "206 at another offset after bytes went out", env: edgeEnv(),
+			fault: fakeecr.Fault{Mode: fakeecr.FaultTruncate, After: 2 * q, Times: 1, Delay: hold,
+				Then: &fakeecr.Fault{Mode: fakeecr.FaultWrongRange, After: 4096, Times: 1}},
+			ranges: []int64{2 * q}},
+		{name: "200 to the Range with nothing written: restart", env: edgeEnv(),
+			fault: fakeecr.Fault{Mode: fakeecr.FaultStall, After: -1, Times: 1,
+				Then: &fakeecr.Fault{Mode: fakeecr.FaultIgnoreRange, Times: 1}},
+			ok: true, ranges: []int64{0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			fake := newFake(t, fakeecr.Options{})
+			data := randomBytes(61, size)
+			dgst := fake.PutBlob("team/app", data)
+			m := startMirror(t, fake, mirrorOpts{env: tt.env})
+			fake.SetFault(dgst, tt.fault)
+
+			for i, err := range fetchConcurrently(t, m, "team/app", dgst, 4) {
+				switch {
+				case tt.ok && err != nil:
+					t.Errorf("client %d: %v", i, err)
+				case !tt.ok && err == nil:
+					t.Errorf("client %d got a whole verified body from a failed download", i)
+				case !tt.ok && strings.Contains(err.Error(), "complete body"):
+					t.Errorf("client %d got a complete body with wrong bytes: %v", i, err)
+				}
+			}
+			if got := s3RangeStarts(t, fake, dgst, len(tt.ranges)); !slices.Equal(got, tt.ranges) {
+				t.Errorf("Range requests from %v, want %v", got, tt.ranges)
+			}
+			if c := fake.Counters(); !tt.ok && c.BlobGet != int64(1+len(tt.ranges)) {
+				t.Errorf("%d registry blob GETs, want %d: one download for the four clients", c.BlobGet, 1+len(tt.ranges))
+			}
+			if tt.ok {
+				eventually(t, "the blob stored", func() bool { return m.stored(dgst) })
+				return
+			}
+			eventually(t, "the failed download to clean up", func() bool { return len(m.tempFiles(t)) == 0 })
+			if m.stored(dgst) {
+				t.Fatal("a failed download was stored")
+			}
+			fake.ClearFaults()
+			if err := fetchBlob(t, m, "team/app", dgst); err != nil {
+				t.Fatalf("the pull after the failure: %v", err)
+			}
+			eventually(t, "the blob stored", func() bool { return m.stored(dgst) })
+		})
+	}
+}
+
+// A resumption after the presigned URL has expired asks the registry for
+// a fresh redirect: the stalled body's URL is never reused.
+func TestResumeAfterPresignedURLExpired(t *testing.T) {
+	t.Parallel()
+	const size = 4 << 20
+	clk := &clock{}
+	fake := newFake(t, fakeecr.Options{Now: clk.Now, PresignTTL: time.Second})
+	data := randomBytes(62, size)
+	dgst := fake.PutBlob("team/app", data)
+	m := startMirror(t, fake, mirrorOpts{env: edgeEnv()})
+	fake.SetFault(dgst, fakeecr.Fault{Mode: fakeecr.FaultStall, After: size / 2, Times: 1})
+
+	done := make(chan error, 1)
+	go func() { done <- fetchBlob(t, m, "team/app", dgst) }()
+	// Once S3 is stalling, move the fake's clock past the URL's expiry:
+	// the stall, in the fake's time, outlasts the presigned URL.
+	eventually(t, "the stall", func() bool { return fake.Counters().Faults == 1 })
+	clk.Advance(time.Hour)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the blob stored", func() bool { return m.stored(dgst) })
+	c := fake.Counters()
+	if c.BlobGet != 2 || c.S3SignatureRejected != 0 {
+		t.Errorf("%d registry blob GETs, %d S3 requests refused; want 2 and 0", c.BlobGet, c.S3SignatureRejected)
+	}
+	if got := s3RangeStarts(t, fake, dgst, 1); !slices.Equal(got, []int64{size / 2}) {
+		t.Errorf("Range requests from %v, want [%d]", got, size/2)
+	}
+	// The first URL had indeed expired.
+	for _, r := range c.Requests {
+		if r.Endpoint == fakeecr.EndpointS3 && r.Range == "" {
+			resp, _, err := get(t, http.MethodGet, fake.S3URL()+r.Path+"?"+r.Query, nil)
+			if err != nil || resp.StatusCode != http.StatusForbidden {
+				t.Errorf("the stalled body's URL, fetched again: %v, %v; want 403", resp, err)
+			}
+		}
+	}
+}
+
+// UPSTREAM_MAX_RATE caps all downloads together: three 4 MiB blobs pulled
+// at once under 4m take about three seconds (their aggregate rate stays
+// within 10% of the cap), and cache hits afterwards are not throttled.
+func TestMaxRate(t *testing.T) {
+	t.Parallel()
+	const size, rate = 4 << 20, 4 << 20
+	fake := newFake(t, fakeecr.Options{})
+	var dgsts []digest.Digest
+	for i := range 3 {
+		dgsts = append(dgsts, fake.PutBlob("team/app", randomBytes(uint64(63+i), size)))
+	}
+	m := startMirror(t, fake, mirrorOpts{env: edgeEnv("UPSTREAM_MAX_RATE", "4m")})
+	pullAll := func() time.Duration {
+		start := time.Now()
+		var wg sync.WaitGroup
+		for _, dgst := range dgsts {
+			wg.Go(func() {
+				if err := fetchBlob(t, m, "team/app", dgst); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		return time.Since(start)
+	}
+	cold := pullAll()
+	total := float64(len(dgsts) * size)
+	upstream := float64(fake.Counters().S3BytesSent)
+	if cold < 2500*time.Millisecond || upstream/cold.Seconds() > 1.1*rate {
+		t.Errorf("3 blobs of 4 MiB took %v under a 4 MiB/s cap: %.2f MiB/s upstream, want at most 4.4", cold, upstream/cold.Seconds()/(1<<20))
+	}
+	t.Logf("cold: %v, %.2f MiB/s upstream (%.3f of the cap)", cold, upstream/cold.Seconds()/(1<<20), upstream/cold.Seconds()/rate)
+	for _, dgst := range dgsts {
+		eventually(t, "blobs stored", func() bool { return m.stored(dgst) })
+	}
+	warm := pullAll()
+	if warm > time.Second {
+		t.Errorf("cache hits of %.0f MiB took %v: throttled", total/(1<<20), warm)
+	}
+	if c := fake.Counters(); float64(c.S3BytesSent) != upstream {
+		t.Errorf("the hits went upstream: S3 sent %d more bytes", c.S3BytesSent-int64(upstream))
+	}
+}
+
+// BenchmarkResume pulls a cold 256 MiB blob whose S3 connection is reset
+// at 25%, 50% and 75%, and reports whether the client completed with the
+// right bytes (completed: 1), the S3 bytes as a multiple of the blob size
+// (s3/size), and the client's throughput.
+//
+//	go test -run '^$' -bench Resume -benchtime 3x ./cmd/ecr-mirror/
+func BenchmarkResume(b *testing.B) {
+	const size = 256 << 20
+	fake := newFake(b, fakeecr.Options{})
+	data := randomBytes(70, size)
+	dgst := fake.PutBlob("bench/resume", data)
+	c := benchClient()
+	var took time.Duration
+	var s3Bytes, completed float64
+	b.SetBytes(size)
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		m := startMirror(b, fake, mirrorOpts{})
+		fake.ResetCounters()
+		fake.SetFault(dgst, fakeecr.Fault{Mode: fakeecr.FaultTruncate, After: size / 4, Times: 3})
+		b.StartTimer()
+		start := time.Now()
+		resp, err := c.Get(m.URL + "/v2/bench/resume/blobs/" + dgst.String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		h := sha256.New()
+		n, err := io.Copy(h, resp.Body)
+		resp.Body.Close()
+		took += time.Since(start)
+		b.StopTimer()
+		if err == nil && n == size && resp.StatusCode == http.StatusOK && digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)) == dgst {
+			completed++
+		} else {
+			b.Errorf("status %d, %d of %d bytes, err %v", resp.StatusCode, n, size, err)
+		}
+		if got := s3RangeStarts(b, fake, dgst, 3); !slices.Equal(got, []int64{size / 4, size / 2, 3 * size / 4}) {
+			b.Errorf("Range requests from %v", got)
+		}
+		s3Bytes += float64(fake.Counters().S3BlobBytes[dgst])
+		m.Stop()
+		os.RemoveAll(m.Dir)
+		b.StartTimer()
+	}
+	b.StopTimer()
+	b.ReportMetric(completed/float64(b.N), "completed")
+	b.ReportMetric(s3Bytes/float64(b.N)/size, "s3/size")
+	b.ReportMetric(float64(size)*float64(b.N)/took.Seconds()/1e6, "client-MB/s")
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkMaxRate pulls a cold 60 MiB blob with UPSTREAM_MAX_RATE=20m and
+// reports the measured upstream rate as a ratio of the cap (rate/cap).
+//
+//	go test -run '^$' -bench MaxRate -benchtime 3x ./cmd/ecr-mirror/
+func BenchmarkMaxRate(b *testing.B) {
+	const size, rate = 60 << 20, 20 << 20
+	fake := newFake(b, fakeecr.Options{})
+	data := randomBytes(71, size)
+	dgst := fake.PutBlob("bench/rate", data)
+	c := benchClient()
+	var took time.Duration
+	var sent float64
+	b.SetBytes(size)
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		m := startMirror(b, fake, mirrorOpts{env: map[string]string{"UPSTREAM_MAX_RATE": "20m"}})
+		fake.ResetCounters()
+		b.StartTimer()
+		start := time.Now()
+		resp, err := c.Get(m.URL + "/v2/bench/rate/blobs/" + dgst.String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		var got bytes.Buffer
+		n, err := io.Copy(&got, resp.Body)
+		resp.Body.Close()
+		took += time.Since(start)
+		b.StopTimer()
+		if err != nil || n != size || !bytes.Equal(got.Bytes(), data) {
+			b.Errorf("status %d, %d of %d bytes, err %v", resp.StatusCode, n, size, err)
+		}
+		sent += float64(fake.Counters().S3BlobBytes[dgst])
+		m.Stop()
+		os.RemoveAll(m.Dir)
+		b.StartTimer()
+	}
+	b.StopTimer()
+	measured := sent / took.Seconds()
+	b.ReportMetric(measured/(1<<20), "upstream-MiB/s")
+	b.ReportMetric(measured/rate, "rate/cap")
+	b.ReportMetric(0, "ns/op")
+}

@@ -1,0 +1,132 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/cache"
+	"github.com/ecr-mirror/ecr-mirror/registry"
+)
+
+// OutcomeStale is the outcome of a tag answered from its last recorded
+// answer because ECR could not be reached (Options.StaleIfError).
+const OutcomeStale = "stale"
+
+// staleWarning is the Warning header of a stale answer (RFC 7234 5.5.1).
+const staleWarning = `110 - "Response is Stale"`
+
+// Why a tag lookup got no usable answer from ECR, as the upstream error
+// metrics name it. Only these allow a stale answer; an answer that says
+// something about the tag (401, 403, 404, any other 4xx) never does.
+const (
+	whyTimeout     = "timeout"     // no answer within the tag timeout
+	whyUnreachable = "unreachable" // refused, reset, DNS failure, body cut short
+	whyCredentials = "credentials" // no ECR token could be had
+	whyThrottled   = "throttled"   // 429
+	whyServer      = "server"      // 5xx
+)
+
+// everyStatus makes upstream.do return every answer, so that tagRequest
+// sees the status itself rather than the error it maps to (a bare 400 and
+// a 503 both become 502 for the client).
+var everyStatus = func() []int {
+	s := make([]int, 0, 500)
+	for code := 100; code < 600; code++ {
+		s = append(s, code)
+	}
+	return s
+}()
+
+// tagRequest sends a tag lookup (HEAD or GET of a manifest by tag) and
+// returns the response when ECR answered 200. Otherwise it returns the
+// error the client would see and, when ECR could not answer at all or
+// answered 5xx or 429, why: a stale answer may then be served instead.
+func (p *Proxy) tagRequest(ctx context.Context, method, path string, accept http.Header) (*http.Response, string, error) {
+	resp, err := p.up.do(ctx, method, path, accept, "manifest", everyStatus...)
+	if err != nil {
+		return nil, noAnswerWhy(ctx, err), err
+	}
+	if resp.StatusCode == http.StatusOK {
+		return resp, "", nil
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, errorBodyLimit))
+	return nil, answerWhy(resp.StatusCode), statusError(method, path, "manifest", resp, body)
+}
+
+// noAnswerWhy says why a tag lookup that got no (complete) answer failed,
+// or "" when it must not be masked: the client went away, or the error
+// did not come from the link (a manifest over the size limit).
+func noAnswerWhy(ctx context.Context, err error) string {
+	var rerr *registry.Error
+	switch {
+	case !errors.As(err, &rerr):
+		return "" // context.Canceled: the client is gone
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) || rerr.HTTPStatus() == http.StatusGatewayTimeout:
+		return whyTimeout
+	case rerr.Code != registry.CodeUnavailable:
+		return ""
+	case rerr.HTTPStatus() == http.StatusServiceUnavailable:
+		return whyCredentials // transportError's answer to an auth.CredentialsError
+	}
+	return whyUnreachable
+}
+
+// answerWhy says whether an upstream status means ECR could not answer.
+func answerWhy(status int) string {
+	switch {
+	case status == http.StatusTooManyRequests:
+		return whyThrottled
+	case status >= 500:
+		return whyServer
+	}
+	return ""
+}
+
+// recordTag notes a successful revalidation of req's tag, for staleAnswer.
+func (p *Proxy) recordTag(req *registry.Request, accept http.Header, dgst digest.Digest, mediaType string, size int64) {
+	rec := cache.TagRecord{Digest: dgst, MediaType: mediaType, Size: max(size, 0), Checked: time.Now()}
+	if err := p.store.PutTag(req.Name, req.Tag, accept.Get("Accept"), rec); err != nil {
+		p.log.Warn("recording tag failed", "repository", req.Name, "tag", req.Tag, "error", err)
+	}
+}
+
+// staleAnswer answers a tag lookup that failed with err because ECR could
+// not answer (why), from the tag's last recorded answer for the same
+// Accept: when Options.StaleIfError allows its age and the store still
+// holds its manifest. Otherwise the client gets err.
+func (p *Proxy) staleAnswer(ctx context.Context, req *registry.Request, accept http.Header, why string, err error) (*registry.Content, error) {
+	if why == "" || p.staleIfError <= 0 || ctx.Err() != nil {
+		return nil, err
+	}
+	rec, gerr := p.store.GetTag(req.Name, req.Tag, accept.Get("Accept"))
+	if gerr != nil {
+		if !errors.Is(gerr, cache.ErrNotFound) {
+			p.log.Warn("reading tag record failed", "repository", req.Name, "tag", req.Tag, "error", gerr)
+		}
+		return nil, err
+	}
+	age := max(time.Since(rec.Checked), 0)
+	if age > p.staleIfError {
+		p.log.Debug("tag record too old to serve stale", "repository", req.Name, "tag", req.Tag, "age", age)
+		return nil, err
+	}
+	c, ok, serr := p.fromStore(&registry.Request{Dgst: rec.Digest, Head: req.Head})
+	if !ok || serr != nil {
+		p.log.Debug("manifest of tag record not in the store", "repository", req.Name, "tag", req.Tag, "digest", rec.Digest, "error", serr)
+		return nil, err
+	}
+	if rec.MediaType != "" {
+		c.MediaType = rec.MediaType
+	}
+	c.Outcome, c.Warning = OutcomeStale, staleWarning
+	p.stats.Stale.Add(1)
+	p.log.Warn("ECR cannot answer: serving a stale tag", "repository", req.Name, "tag", req.Tag,
+		"digest", rec.Digest, "age", age.Round(time.Millisecond), "reason", why, "error", err)
+	return c, nil
+}
