@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
 )
 
@@ -209,6 +211,81 @@ func TestProcessBadConfig(t *testing.T) {
 	for _, want := range []string{"CACHE_MAX_SIZE", `"lots"`, "PUSH"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("output %q does not mention %s", out, want)
+		}
+	}
+}
+
+// kill -9 during 32 concurrent cold pulls of distinct and shared blobs,
+// then a restart: no temp file survives, every stored file hashes to its
+// digest, and a repeat of all the pulls verifies.
+func TestProcessKill9DuringPulls(t *testing.T) {
+	t.Parallel()
+	bin := mirrorBinary(t)
+	fake := newFake(t, fakeecr.Options{})
+	var blobs []digest.Digest
+	for i := range 8 {
+		blobs = append(blobs, fake.PutBlob("team/app", randomBytes(uint64(60+i), 1<<20+i*4099)))
+	}
+	// Half the bodies fast (they commit), half slow (cut by the kill).
+	for i, b := range blobs {
+		rate := int64(256 << 10)
+		if i%2 == 0 {
+			rate = 16 << 20
+		}
+		fake.SetFault(b, fakeecr.Fault{Mode: fakeecr.FaultSlow, Rate: rate, Times: 1})
+	}
+	dir := t.TempDir()
+	p := startProcess(t, bin, fake, dir)
+	m := &mirror{Dir: dir, URL: "http://" + p.addr}
+
+	var wg sync.WaitGroup
+	for i := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = fetchBlob(t, m, "team/app", blobs[i%len(blobs)]) // cut by the kill, or complete
+		}()
+	}
+	eventually(t, "some downloads to commit", func() bool { return m.stored(blobs[0]) && m.stored(blobs[2]) })
+	if m.stored(blobs[1]) {
+		t.Fatal("a slow download finished before the kill; the test proves nothing")
+	}
+	if err := p.cmd.Process.Kill(); err != nil { // SIGKILL
+		t.Fatal(err)
+	}
+	<-p.done
+	p.done <- nil
+	wg.Wait()
+
+	p2 := startProcess(t, bin, fake, dir)
+	if tmp := m.tempFiles(t); len(tmp) != 0 {
+		t.Fatalf("temp files survived kill -9 and restart: %v", tmp)
+	}
+	var stored int
+	err := filepath.WalkDir(filepath.Join(dir, "blobs"), func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if got := digest.FromBytes(data).Encoded(); got != d.Name() {
+			t.Errorf("stored file %s hashes to %s", path, got)
+		}
+		stored++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stored == 0 {
+		t.Fatal("nothing was stored before the kill")
+	}
+	m.URL = "http://" + p2.addr
+	for _, b := range blobs {
+		if err := fetchBlob(t, m, "team/app", b); err != nil {
+			t.Errorf("pull of %s after the restart: %v", b, err)
 		}
 	}
 }
