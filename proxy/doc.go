@@ -12,5 +12,11 @@
 //
 // Tags are mutable: every manifest request by tag asks upstream which
 // digest the tag names, and the body comes from the store when it holds
-// that digest.
+// that digest. Each answer is recorded; while upstream cannot be reached,
+// a recent enough record is served instead (Options.StaleIfError).
+//
+// A download cut short is resumed with Range where it stopped (resume.go),
+// every upstream body read shares one token bucket (ratelimit.go), and
+// pushes pass through to ECR, their content admitted as it goes by
+// (push.go).
 package proxy
