@@ -137,6 +137,35 @@
 // open descriptors until the last one is closed, so such readers receive the
 // complete, correct bytes. Disk space is reclaimed when they close.
 //
+// # Disk full
+//
+// A full disk never fails a download, and never kills the process.
+//
+// When a temp-file write fails with ENOSPC or EDQUOT, or free space on the
+// cache filesystem (statfs, checked at Create and every 1 MiB written) is
+// below the reserve, the Writer relays: the bytes already in the temp file
+// stay readable there, the rest goes through a ring of 4 MiB in memory
+// that the hasher and the followers read by offset. Write waits while the
+// slowest of them (a follower whose context has ended is not waited for)
+// is a whole ring behind, so memory stays bounded and the download is paced
+// by its slowest client. A reader that would need bytes that have already
+// left the ring (one that starts too late) gets ErrNotBuffered, never
+// wrong bytes. The last byte is held back and the digest verified as
+// always. Commit then keeps nothing: it removes the temp file, indexes
+// nothing, and returns kept=false with a nil error; a disk full at fsync
+// or rename does the same. Each such download logs a warning and counts in
+// Stats.DiskFull; the next download with room is stored as usual.
+//
+// The index is protected by a reserve. Badger maps its memtable files
+// (write-ahead logs of 2 × 1 MiB), its value log (2 × 1 MiB) and its
+// discard statistics sparse, and a store into an unallocated page of a
+// mapped file on a full disk is a SIGBUS. Open allocates those files
+// (fallocate), and temp files stop indexReserve bytes (8 MiB, four
+// memtable files) short of a full filesystem, which covers the memtables
+// and tables Badger creates afterwards. The reserve only holds against the
+// store's own writes: size MaxSize to fit the filesystem minus the reserve
+// and whatever else writes there.
+//
 // # Followers
 //
 // A Writer can be read while it is being written: Writer.NewReader returns a

@@ -2,9 +2,13 @@ package cache
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -73,6 +77,16 @@ func decodeRecord(b []byte) (*entry, error) {
 	}, nil
 }
 
+// Index file sizes. Badger maps its memtable (WAL) and value log files
+// at twice these sizes, sparse; allocateIndexFiles fills them in at Open
+// and the store keeps indexReserve bytes free for the ones it creates
+// later (doc.go, "Disk full"). Index records are a few hundred bytes, so
+// a 1 MiB memtable holds thousands of them.
+const (
+	indexMemTableSize = 1 << 20
+	indexVlogFileSize = 1 << 20 // Badger's minimum; values stay in the LSM tree
+)
+
 // openIndex opens the Badger database in dir with options sized for a small
 // index: tiny memtables and value log files, no block cache, no compression,
 // no global expvar metrics. Every write is synced, so an index entry is
@@ -88,21 +102,64 @@ func openIndex(dir string, log *slog.Logger) (*badger.DB, error) {
 		WithCompression(options.None).
 		WithBlockCacheSize(0).
 		WithIndexCacheSize(0).
-		WithMemTableSize(4 << 20).
+		WithMemTableSize(indexMemTableSize).
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(8).
 		WithBaseTableSize(1 << 20).
 		WithBaseLevelSize(4 << 20).
 		WithValueThreshold(64 << 10).
-		WithValueLogFileSize(16 << 20).
+		WithValueLogFileSize(indexVlogFileSize).
 		WithNumCompactors(2).
 		WithNumGoroutines(2)
 	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("cache: open index %s (is another process using this cache directory?): %w", dir, err)
 	}
+	if err := allocateIndexFiles(dir); err != nil {
+		// The reserve still protects it; only another process filling
+		// the disk could now make a write into the index fault.
+		log.Warn("cache: cannot allocate the index files; keep free space on the cache filesystem", "dir", dir, "error", err)
+	}
 	return db, nil
+}
+
+// allocateIndexFiles allocates every block of the files Badger maps for
+// writing (memtables, value log, discard stats), which it creates sparse:
+// a store into a hole of a mapped file on a full disk kills the process
+// with SIGBUS, while a failed fallocate is just an error.
+func allocateIndexFiles(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		name := e.Name()
+		if !e.Type().IsRegular() || !(strings.HasSuffix(name, ".mem") || strings.HasSuffix(name, ".vlog") || name == "DISCARD") {
+			continue
+		}
+		if err := allocateFile(filepath.Join(dir, name)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func allocateFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if err := syscall.Fallocate(int(f.Fd()), 0, 0, fi.Size()); err != nil {
+		return fmt.Errorf("fallocate %s (%d bytes): %w", path, fi.Size(), err)
+	}
+	return nil
 }
 
 // indexRecord is one index entry to write, or as found at Open.

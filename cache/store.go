@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -81,6 +82,7 @@ type Stats struct {
 	DigestMismatches int64 // commits rejected for a wrong digest
 	SizeMismatches   int64 // writers failed for a wrong size
 	Aborts           int64 // writers aborted
+	DiskFull         int64 // downloads not stored because the disk was full
 }
 
 // counters backs Stats; the fields are updated atomically so Stats and Size
@@ -88,6 +90,7 @@ type Stats struct {
 type counters struct {
 	entries, bytes, hits, misses, commits, evictions, evictedBytes atomic.Int64
 	deletes, discarded, digestMismatches, sizeMismatches, aborts   atomic.Int64
+	diskFull                                                       atomic.Int64
 }
 
 // Store is a digest-verified content store on disk. All methods are safe for
@@ -130,6 +133,14 @@ type Store struct {
 	stop      chan struct{}
 	flushDone chan struct{}
 	stats     counters
+
+	// minFree is the free space (bytes) that temp files never take, so
+	// that the index always finds room (doc.go, "Disk full"); 0 turns
+	// the check off. freeSpace reports the free space of dir.
+	minFree   int64
+	freeSpace func() (int64, error)
+	// tempWriteAt, if set, replaces the temp file's WriteAt (tests).
+	tempWriteAt func(f *os.File, p []byte, off int64) (int, error)
 }
 
 // Open opens or creates the store in opts.Dir: it creates the directories,
@@ -169,7 +180,9 @@ func Open(opts Options) (*Store, error) {
 		busy:      make(map[digest.Digest]chan struct{}),
 		stop:      make(chan struct{}),
 		flushDone: make(chan struct{}),
+		minFree:   indexReserve,
 	}
+	s.freeSpace = func() (int64, error) { return statfsFree(s.dir) }
 	s.cond = sync.NewCond(&s.mu)
 	// Entries are bounded by bytes, not count, so the LRU's own limit is
 	// never reached; NewLRU fails only for a non-positive size.
@@ -313,24 +326,74 @@ func (s *Store) Create(dgst digest.Digest, size int64, mediaType string) (*Write
 	if closed {
 		return nil, fmt.Errorf("cache: create %s: %w", dgst, ErrClosed)
 	}
-	f, err := os.CreateTemp(s.tmpDir, dgst.Encoded()[:12]+"-*")
-	if err != nil {
-		return nil, fmt.Errorf("cache: create %s: temp file: %w", dgst, err)
-	}
 	w := &Writer{
 		s:         s,
 		dgst:      dgst,
 		size:      size,
 		mediaType: mediaType,
-		tmpPath:   f.Name(),
-		procPath:  "/proc/self/fd/" + strconv.Itoa(int(f.Fd())),
-		f:         f,
 		h:         sha256.New(),
 		refs:      2, // the writer and its hasher
+		nextCheck: diskCheckEvery,
 	}
 	w.cond.L = &w.mu
+	// On a full disk the download is relayed from memory, without a
+	// temp file at all.
+	free, full := s.lowOnSpace()
+	why := fmt.Sprintf("%d bytes free, below the reserve of %d", free, s.minFree)
+	if !full {
+		f, err := os.CreateTemp(s.tmpDir, dgst.Encoded()[:12]+"-*")
+		switch {
+		case err == nil:
+			w.f, w.tmpPath, w.procPath = f, f.Name(), "/proc/self/fd/"+strconv.Itoa(int(f.Fd()))
+			w.writeAt = f.WriteAt
+			if s.tempWriteAt != nil {
+				w.writeAt = func(p []byte, off int64) (int, error) { return s.tempWriteAt(f, p, off) }
+			}
+		case isDiskFull(err):
+			full, why = true, err.Error()
+		default:
+			return nil, fmt.Errorf("cache: create %s: temp file: %w", dgst, err)
+		}
+	}
+	if full {
+		w.startRelay(why)
+	}
 	go w.hashLoop()
 	return w, nil
+}
+
+// Free space: temp files stop indexReserve bytes short of a full disk.
+const (
+	// indexReserve is what the index may still need to allocate: its
+	// memtable files are 2*indexMemTableSize bytes, mapped sparse, and a
+	// write into an unallocated page of a full disk is a SIGBUS. Four of
+	// them cover the active and immutable memtables plus their flush.
+	indexReserve = 4 * 2 * indexMemTableSize
+	// diskCheckEvery is how many bytes a Writer writes between checks.
+	diskCheckEvery = 1 << 20
+)
+
+// lowOnSpace reports whether the filesystem's free space is below the
+// reserve, and how much it is. A failed check says there is room: the
+// write itself will tell.
+func (s *Store) lowOnSpace() (free int64, low bool) {
+	if s.minFree <= 0 {
+		return 0, false
+	}
+	free, err := s.freeSpace()
+	if err != nil {
+		return 0, false
+	}
+	return free, free < s.minFree
+}
+
+// statfsFree returns the bytes available to us on dir's filesystem.
+func statfsFree(dir string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * st.Bsize, nil
 }
 
 // Put stores small content such as a manifest in one step: Create, Write,
@@ -399,6 +462,7 @@ func (s *Store) Stats() Stats {
 		DigestMismatches: c.digestMismatches.Load(),
 		SizeMismatches:   c.sizeMismatches.Load(),
 		Aborts:           c.aborts.Load(),
+		DiskFull:         c.diskFull.Load(),
 	}
 }
 
@@ -540,6 +604,9 @@ func (s *Store) install(dgst digest.Digest, e *entry, f *os.File, tmpPath string
 // reading it through the writer's open descriptor. A failure only leaks the
 // file until the next Open, so it is logged rather than returned.
 func (s *Store) dropTemp(path string) {
+	if path == "" {
+		return
+	}
 	if err := removeFile(path); err != nil {
 		s.log.Warn("cache: remove temp file", "path", path, "error", err)
 	}

@@ -351,10 +351,11 @@ func (p *Proxy) fromFlight(ctx context.Context, req *registry.Request, path, kin
 			c.Partial = &registry.Span{Start: s, Length: n}
 		}
 		r, err := fl.w.NewReader(ctx, start)
-		if errors.Is(err, cache.ErrWriterDone) {
+		if errors.Is(err, cache.ErrWriterDone) || errors.Is(err, cache.ErrNotBuffered) {
 			// Committed since we joined: read the store, or, when it
 			// was too large to keep, wait for the flight to leave and
-			// download again.
+			// download again. The same when the disk is full and the
+			// download has relayed past what it holds in memory.
 			if c, ok, err := p.fromStore(req); ok || err != nil {
 				return c, err
 			}

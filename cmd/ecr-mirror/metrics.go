@@ -69,6 +69,7 @@ func newMetrics(store *cache.Store, px *proxy.Proxy, tokens *auth.Source) *mirro
 		}),
 		counter("cache_evictions_total", "Entries evicted to stay under CACHE_MAX_SIZE.", func() int64 { return store.Stats().Evictions }),
 		counter("cache_evicted_bytes_total", "Bytes evicted to stay under CACHE_MAX_SIZE.", func() int64 { return store.Stats().EvictedBytes }),
+		counter("cache_disk_full_total", "Downloads streamed to clients but not stored because the cache filesystem was full (or below the index's reserve).", func() int64 { return store.Stats().DiskFull }),
 		counter("token_fetches_total", "ECR authorization tokens fetched.", func() int64 { return int64(tokens.Stats().Fetches) }),
 		counter("token_fetch_failures_total", "Failed GetAuthorizationToken calls.", func() int64 { return int64(tokens.Stats().FetchFailures) }),
 		counter("token_refreshes_total", "Tokens fetched because ECR rejected the one in hand.", func() int64 { return int64(tokens.Stats().Refreshes) }),

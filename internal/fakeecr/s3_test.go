@@ -227,7 +227,13 @@ func TestConcurrentPulls(t *testing.T) {
 	for e := range errs {
 		t.Error(e)
 	}
-	if got := f.Counters(); got.BlobGet != clients || got.S3Get[dgst] != clients || got.S3BytesSent != clients*int64(len(data)) {
+	// Counters are recorded as handlers return, maybe just after clients
+	// have read their whole answers.
+	got := f.Counters()
+	for deadline := time.Now().Add(2 * time.Second); got.S3BytesSent != clients*int64(len(data)) && time.Now().Before(deadline); got = f.Counters() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got.BlobGet != clients || got.S3Get[dgst] != clients || got.S3BytesSent != clients*int64(len(data)) {
 		t.Errorf("BlobGet %d, S3Get %d, S3BytesSent %d", got.BlobGet, got.S3Get[dgst], got.S3BytesSent)
 	}
 }

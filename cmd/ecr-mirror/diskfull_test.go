@@ -1,0 +1,118 @@
+package main
+
+import (
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+)
+
+// mountTmpfs mounts a tmpfs of size bytes on a new temp dir and unmounts
+// it at cleanup (after everything registered later, such as the mirror
+// using it). It skips the test where mounting is not allowed.
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
+		if errors.Is(err, syscall.EPERM) {
+			t.Skipf("cannot mount a tmpfs (%v): this test needs root or CAP_SYS_ADMIN, as in CI", err)
+		}
+		t.Fatalf("mount tmpfs on %s: %v", dir, err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+func freeBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return int64(st.Bavail) * st.Bsize
+}
+
+// A blob larger than the whole cache filesystem (a 24 MiB tmpfs): four
+// concurrent clients each get the whole verified body, nothing partial is
+// left, the process and its index keep working, the metric counts the
+// event, and a blob that fits is stored afterwards, surviving a restart.
+func TestDiskFullOnRealFilesystem(t *testing.T) {
+	t.Parallel()
+	dir := mountTmpfs(t, "24m")
+	fake := newFake(t, fakeecr.Options{})
+	big := fake.PutBlob("team/app", randomBytes(70, 40<<20))
+	small := fake.PutBlob("team/app", randomBytes(71, 1<<20))
+	// The headers wait, so that all four clients join the one download
+	// before its first byte.
+	fake.SetFault(big, fakeecr.Fault{Mode: fakeecr.FaultSlow, Delay: 300 * time.Millisecond, Rate: 1 << 30, Times: 1})
+	m := startMirror(t, fake, mirrorOpts{dir: dir, maxSize: "1g"})
+	t.Logf("free on the cache filesystem with the mirror started: %d bytes", freeBytes(t, dir))
+	before := scrape(t, m.URL+"/metrics")
+
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			if err := fetchBlob(t, m, "team/app", big); err != nil {
+				t.Errorf("client %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	eventually(t, "the download to finish", func() bool {
+		return scrape(t, m.URL+"/metrics")[`ecr_mirror_downloads_in_flight`] == 0
+	})
+	after := scrape(t, m.URL+"/metrics")
+	if d := after[`ecr_mirror_downloads_total`] - before[`ecr_mirror_downloads_total`]; d != 1 {
+		t.Errorf("downloads moved by %v, want 1 (all four clients on one download)", d)
+	}
+	if d := after[`ecr_mirror_cache_disk_full_total`] - before[`ecr_mirror_cache_disk_full_total`]; d != 1 {
+		t.Errorf("ecr_mirror_cache_disk_full_total moved by %v, want 1", d)
+	}
+	if d := after[`ecr_mirror_download_failures_total`] - before[`ecr_mirror_download_failures_total`]; d != 0 {
+		t.Errorf("download failures moved by %v, want 0", d)
+	}
+	if !strings.Contains(m.Logs.String(), "disk full") {
+		t.Errorf("no warning says the disk is full; logs:\n%s", m.Logs)
+	}
+	eventually(t, "no temp file left", func() bool { return len(m.tempFiles(t)) == 0 })
+	if m.stored(big) || m.storedBytes(t) != 0 {
+		t.Errorf("something of the big blob was stored: %d bytes under blobs/", m.storedBytes(t))
+	}
+	if resp, body, err := get(t, "GET", m.URL+"/readyz", nil); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("/readyz after the full disk: %v %v %s", resp, err, body)
+	}
+
+	// A blob that fits is stored as usual.
+	if err := fetchBlob(t, m, "team/app", small); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the small blob stored", func() bool { return m.stored(small) })
+	if d := scrape(t, m.URL+"/metrics")[`ecr_mirror_cache_disk_full_total`] - after[`ecr_mirror_cache_disk_full_total`]; d != 0 {
+		t.Errorf("disk full counted %v more times for a blob that fits", d)
+	}
+
+	// The index survived: after a restart the small blob is a hit.
+	m.Stop()
+	if ents, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(ents) != 0 {
+		t.Errorf("temp files after stop: %v", ents)
+	}
+	m = startMirror(t, fake, mirrorOpts{dir: dir, maxSize: "1g"})
+	before = scrape(t, m.URL+"/metrics")
+	if err := fetchBlob(t, m, "team/app", small); err != nil {
+		t.Fatal(err)
+	}
+	if d := scrape(t, m.URL+"/metrics")[`ecr_mirror_cache_requests_total{outcome="hit"}`] - before[`ecr_mirror_cache_requests_total{outcome="hit"}`]; d != 1 {
+		t.Errorf("the small blob after a restart: hits moved by %v, want 1", d)
+	}
+}
