@@ -47,11 +47,14 @@ type envOptions struct {
 	modify func(*http.Response) error
 	// handlerLog sends the registry handler's request log to logs too.
 	handlerLog bool
+	// edge holds the fake's options and the settings of resumption and
+	// the bandwidth cap.
+	edge edgeOptions
 }
 
 func newEnv(t *testing.T, o envOptions) *testEnv {
 	t.Helper()
-	fake, err := fakeecr.New(fakeecr.Options{})
+	fake, err := fakeecr.New(o.edge.fake)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,10 +101,13 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	p, err := New(Options{Upstream: upURL, Client: client, Store: store, Logger: log, ManifestLimit: o.manifestLimit})
+	p, err := New(Options{Upstream: upURL, Client: client, Store: store, Logger: log, ManifestLimit: o.manifestLimit,
+		Retries: o.edge.retries, StallTimeout: o.edge.stall, MaxRate: o.edge.maxRate})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A few milliseconds between resumptions, not seconds.
+	p.resume.backoff, p.resume.maxBackoff = time.Millisecond, 4*time.Millisecond
 	t.Cleanup(p.Close) // before the store closes (cleanups run last first)
 
 	var hlog *slog.Logger

@@ -6,10 +6,7 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,10 +16,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/ecr-mirror/ecr-mirror/auth"
-	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
-	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
 // edgeOptions configure newEdgeEnv: newEnv's wiring with the settings of
@@ -34,48 +28,10 @@ type edgeOptions struct {
 	maxRate int64
 }
 
-// newEdgeEnv is newEnv with edgeOptions, and a backoff of a few
-// milliseconds between resumptions.
+// newEdgeEnv is newEnv with edgeOptions.
 func newEdgeEnv(t *testing.T, o edgeOptions) *testEnv {
 	t.Helper()
-	fake, err := fakeecr.New(o.fake)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(fake.Close)
-	upURL, err := url.Parse(fake.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	store, err := cache.Open(cache.Options{Dir: dir, MaxSize: 1 << 30, AccessFlushInterval: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	src := auth.NewSource(func(context.Context) (auth.Token, error) {
-		tok, exp := fake.IssueToken()
-		return auth.NewToken(tok, exp), nil
-	}, auth.Options{})
-	base := http.DefaultTransport.(*http.Transport).Clone()
-	base.DisableCompression = true
-	t.Cleanup(base.CloseIdleConnections)
-	client := &http.Client{Transport: src.Transport(upURL.Host, base), CheckRedirect: SafeRedirects}
-	logs := &syncBuffer{}
-	p, err := New(Options{Upstream: upURL, Client: client, Store: store,
-		Logger:       slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Retries:      o.retries,
-		StallTimeout: o.stall,
-		MaxRate:      o.maxRate,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.resume.backoff, p.resume.maxBackoff = time.Millisecond, 4*time.Millisecond
-	t.Cleanup(p.Close)
-	srv := httptest.NewServer(registry.NewHandler(p, nil))
-	t.Cleanup(srv.Close)
-	return &testEnv{fake: fake, dir: dir, store: store, proxy: p, srv: srv, logs: logs}
+	return newEnv(t, envOptions{edge: o})
 }
 
 // fetchAll GETs a blob through the mirror from n clients at once.
