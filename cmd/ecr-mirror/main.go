@@ -1,7 +1,8 @@
 // Command ecr-mirror is a caching pull-through mirror for AWS ECR.
 //
 // Run with no arguments (or "serve") it serves the registry API; see
-// README.md for its settings.
+// README.md for its settings. "ecr-mirror help" lists the other commands
+// (cli.go): warm, cache ls, cache verify.
 package main
 
 import (
@@ -33,7 +34,14 @@ import (
 )
 
 func main() {
-	cfg, err := parseConfig(os.Args[1:], os.Getenv, os.Stderr)
+	args, serve := serverArgs(os.Args[1:])
+	if !serve {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := runCLI(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
+	cfg, err := parseConfig(args, os.Getenv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
 	}

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Exit statuses of the subcommands.
+const (
+	exitOK    = 0
+	exitFail  = 1 // the work failed: an image, a bad entry, a locked store
+	exitUsage = 2 // bad arguments
+)
+
+// command is one subcommand of ecr-mirror besides serve.
+type command struct {
+	name, summary string
+	run           func(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int
+}
+
+// commands lists the subcommands in the order help shows them.
+func commands() []command {
+	return []command{
+		{name: "warm", summary: "pull whole images through a running mirror so its cache holds them", run: runWarm},
+		{name: "cache", summary: "inspect a stopped mirror's cache: cache ls, cache verify", run: runCache},
+	}
+}
+
+// serverArgs tells whether args (os.Args[1:]) run the server, as
+// "ecr-mirror [flags]" and "ecr-mirror serve [flags]" do, and returns the
+// arguments for parseConfig. Anything else is for runCLI.
+func serverArgs(args []string) ([]string, bool) {
+	if len(args) == 0 {
+		return args, true
+	}
+	switch a := args[0]; {
+	case a == "serve":
+		return args[1:], true
+	case isHelp(a):
+		return nil, false
+	case strings.HasPrefix(a, "-"):
+		return args, true // server flags, optionally followed by "serve"
+	}
+	return nil, false
+}
+
+func isHelp(a string) bool {
+	return a == "help" || a == "-h" || a == "-help" || a == "--help"
+}
+
+// runCLI runs a subcommand (args without the program name) and returns
+// the process exit status.
+func runCLI(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || isHelp(args[0]) {
+		if len(args) > 1 { // "help warm" is "warm --help"
+			return runCLI(ctx, []string{args[1], "--help"}, getenv, stdout, stderr)
+		}
+		printCommands(stdout)
+		return exitOK
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return c.run(ctx, args[1:], getenv, stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "ecr-mirror: unknown command %q\n\n", args[0])
+	printCommands(stderr)
+	return exitUsage
+}
+
+func printCommands(w io.Writer) {
+	fmt.Fprint(w, "Usage: ecr-mirror [COMMAND] [flags]\n\nCommands:\n")
+	fmt.Fprintf(w, "  %-6s %s\n", "serve", "serve the registry API (the default with no command)")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-6s %s\n", c.name, c.summary)
+	}
+	fmt.Fprint(w, "  help   show this list\n\nRun \"ecr-mirror COMMAND --help\" for a command's flags and an example.\n")
+}
+
+// parseFlags parses args with fs, allowing flags after positional
+// arguments ("warm app:v1 -f more.txt"); "--" ends the flags. It returns
+// the positional arguments, and the exit status to return at once (help
+// or a bad flag) with ok false.
+func parseFlags(fs *flag.FlagSet, args []string) (pos []string, code int, ok bool) {
+	for {
+		if err := fs.Parse(args); err != nil {
+			if err == flag.ErrHelp {
+				return nil, exitOK, false
+			}
+			return nil, exitUsage, false
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, 0, true
+		}
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			return append(pos, rest...), 0, true
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// defaultSetting is the server's default for the setting of env.
+func defaultSetting(env string) string {
+	for _, s := range settings() {
+		if s.env == env {
+			return s.def
+		}
+	}
+	return ""
+}

@@ -1,0 +1,337 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+)
+
+// cli runs runCLI in-process with env and returns its status and output.
+func cli(t *testing.T, env map[string]string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = runCLI(context.Background(), args, func(k string) string { return env[k] }, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestServerArgs(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		args  []string
+		serve bool
+		want  []string
+	}{
+		{name: "none", args: nil, serve: true},
+		{name: "serve", args: []string{"serve"}, serve: true, want: []string{}},
+		{name: "serve flags", args: []string{"serve", "-listen-addr", ":1"}, serve: true, want: []string{"-listen-addr", ":1"}},
+		{name: "flags then serve", args: []string{"-listen-addr", ":1", "serve"}, serve: true, want: []string{"-listen-addr", ":1", "serve"}},
+		{name: "help", args: []string{"help"}},
+		{name: "-h", args: []string{"-h"}},
+		{name: "warm", args: []string{"warm", "a:b"}},
+		{name: "unknown", args: []string{"pull"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, serve := serverArgs(tt.args)
+			if serve != tt.serve || (serve && !slices.Equal(got, tt.want)) {
+				t.Errorf("serverArgs(%q) = %q, %v; want %q, %v", tt.args, got, serve, tt.want, tt.serve)
+			}
+		})
+	}
+}
+
+func TestCLIUsage(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		args     []string
+		code     int
+		contains string // in stdout+stderr
+	}{
+		{name: "help", args: []string{"help"}, code: exitOK, contains: "warm "},
+		{name: "-h", args: []string{"-h"}, code: exitOK, contains: "cache "},
+		{name: "unknown", args: []string{"pull"}, code: exitUsage, contains: `unknown command "pull"`},
+		{name: "warm help", args: []string{"warm", "--help"}, code: exitOK, contains: "Example:"},
+		{name: "help warm", args: []string{"help", "warm"}, code: exitOK, contains: "Example:"},
+		{name: "warm nothing", args: []string{"warm"}, code: exitUsage, contains: "no image given"},
+		{name: "warm bad image", args: []string{"warm", "app@sha256:zz"}, code: exitUsage, contains: "not a sha256 digest"},
+		{name: "cache", args: []string{"cache"}, code: exitUsage, contains: "verify"},
+		{name: "cache ls help", args: []string{"cache", "ls", "--help"}, code: exitOK, contains: "Example:"},
+		{name: "cache verify help", args: []string{"cache", "verify", "-h"}, code: exitOK, contains: "--repair"},
+		{name: "cache unknown", args: []string{"cache", "purge"}, code: exitUsage, contains: `unknown subcommand "purge"`},
+		{name: "cache ls no dir", args: []string{"cache", "ls", "--cache-dir", "/nonexistent/ecr-mirror"}, code: exitFail, contains: "not a cache directory"},
+		{name: "cache ls not a cache", args: []string{"cache", "ls", "--cache-dir", os.TempDir()}, code: exitFail, contains: "has no index/"},
+		{name: "cache ls bad size", args: []string{"cache", "ls", "--cache-max-size", "lots"}, code: exitFail, contains: "--cache-max-size"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			code, out, errOut := cli(t, nil, tt.args...)
+			if code != tt.code || !strings.Contains(out+errOut, tt.contains) {
+				t.Errorf("exit %d, want %d; output does not contain %q or does:\n%s%s", code, tt.code, tt.contains, out, errOut)
+			}
+		})
+	}
+}
+
+func TestParseImageRef(t *testing.T) {
+	t.Parallel()
+	d := digest.FromString("x")
+	tests := []struct {
+		in, repo, ref string
+		bad           bool
+	}{
+		{in: "team/app:v1", repo: "team/app", ref: "v1"},
+		{in: "team/app", repo: "team/app", ref: "latest"},
+		{in: "team/app@" + d.String(), repo: "team/app", ref: d.String()},
+		{in: "host:5000/app", repo: "host:5000/app", ref: "latest"},
+		{in: ":v1", bad: true},
+		{in: "app:", bad: true},
+		{in: "../app:v1", bad: true},
+		{in: "app@sha512:ab", bad: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			r, err := parseImageRef(tt.in)
+			if (err != nil) != tt.bad || (!tt.bad && (r.repo != tt.repo || r.ref != tt.ref)) {
+				t.Errorf("parseImageRef(%q) = %+v, %v", tt.in, r, err)
+			}
+		})
+	}
+}
+
+// s3Gets sums the fake's S3 blob downloads.
+func s3Gets(c fakeecr.Counters) int64 {
+	var n int64
+	for _, v := range c.S3Get {
+		n += v
+	}
+	return n + int64(len(c.S3RangeGet))
+}
+
+func TestWarm(t *testing.T) {
+	t.Parallel()
+	fake := newFake(t, fakeecr.Options{})
+	img, err := random.Image(64<<10, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	imgManifest, imgBlobs := putImage(t, fake, "team/app", "v1", img)
+	idxDigest, children := putIndex(t, fake, "team/multi", "v2", multiArchIndex(t, linuxAMD64, linuxARM64))
+	m := startMirror(t, fake, mirrorOpts{})
+
+	want := append([]digest.Digest{imgManifest, idxDigest}, imgBlobs...)
+	for child, blobs := range children {
+		want = append(want, child)
+		want = append(want, blobs...)
+	}
+	code, _, errOut := cli(t, nil, "warm", "--mirror", m.URL, "--concurrency", "3", "team/app:v1", "team/multi@"+idxDigest.String())
+	if code != exitOK {
+		t.Fatalf("warm: exit %d\n%s", code, errOut)
+	}
+	t.Logf("warm log:\n%s", errOut)
+	if !strings.Contains(errOut, "team/app:v1") || !strings.Contains(errOut, "3 manifests") {
+		t.Errorf("warm log lacks a line per image:\n%s", errOut)
+	}
+	eventually(t, "every manifest and blob stored", func() bool {
+		for _, d := range want {
+			if !m.stored(d) {
+				return false
+			}
+		}
+		return true
+	})
+	before := s3Gets(fake.Counters())
+	if code, _, errOut := cli(t, nil, "warm", "--mirror", m.URL, "team/app:v1", "team/multi:v2"); code != exitOK {
+		t.Fatalf("second warm: exit %d\n%s", code, errOut)
+	}
+	if after := s3Gets(fake.Counters()); after != before {
+		t.Errorf("second warm made %d S3 GETs, want 0", after-before)
+	}
+
+	// A missing image fails, named, and does not stop the others.
+	code, _, errOut = cli(t, nil, "warm", "--mirror", m.URL, "team/app:v1", "team/app:nope", "team/gone@"+digest.FromString("gone").String())
+	if code != exitFail || !strings.Contains(errOut, "2 of 3 images failed") ||
+		!strings.Contains(errOut, "team/app:nope") || !strings.Contains(errOut, "team/gone@sha256:") {
+		t.Errorf("warm of missing images: exit %d, want %d naming both:\n%s", code, exitFail, errOut)
+	}
+}
+
+func TestWarmPlatform(t *testing.T) {
+	t.Parallel()
+	fake := newFake(t, fakeecr.Options{})
+	_, children := putIndex(t, fake, "team/multi", "v1", multiArchIndex(t, linuxAMD64, linuxARM64))
+	m := startMirror(t, fake, mirrorOpts{})
+	code, _, errOut := cli(t, nil, "warm", "--mirror", m.URL, "--platform", "linux/arm64", "team/multi:v1")
+	if code != exitOK {
+		t.Fatalf("warm: exit %d\n%s", code, errOut)
+	}
+	if !strings.Contains(errOut, "2 manifests") {
+		t.Errorf("want the index and one child fetched:\n%s", errOut)
+	}
+	gets := fake.Counters().S3Get
+	fetched := 0
+	for _, blobs := range children {
+		if gets[blobs[0]] > 0 {
+			fetched++
+		}
+	}
+	if fetched != 1 {
+		t.Errorf("blobs of %d platforms fetched, want 1", fetched)
+	}
+}
+
+func TestCacheCommands(t *testing.T) {
+	t.Parallel()
+	fake := newFake(t, fakeecr.Options{})
+	img, err := random.Image(32<<10, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest, blobs := putImage(t, fake, "team/app", "v1", img)
+	m := startMirror(t, fake, mirrorOpts{})
+	if code, _, errOut := cli(t, nil, "warm", "--mirror", m.URL, "team/app:v1"); code != exitOK {
+		t.Fatalf("warm: exit %d\n%s", code, errOut)
+	}
+	all := append([]digest.Digest{manifest}, blobs...)
+	eventually(t, "the image stored", func() bool {
+		for _, d := range all {
+			if !m.stored(d) {
+				return false
+			}
+		}
+		return true
+	})
+	env := map[string]string{"CACHE_DIR": m.Dir, "CACHE_MAX_SIZE": "1g"}
+
+	// Running: the store is locked, and the commands say so.
+	for _, sub := range []string{"ls", "verify"} {
+		code, _, errOut := cli(t, env, "cache", sub)
+		if code != exitFail || !strings.Contains(errOut, "the mirror is running: stop it") {
+			t.Errorf("cache %s on a running mirror: exit %d, output:\n%s", sub, code, errOut)
+		}
+	}
+	m.Stop()
+
+	ls := func() map[digest.Digest]lsEntry {
+		t.Helper()
+		code, out, errOut := cli(t, env, "cache", "ls", "--json")
+		if code != exitOK {
+			t.Fatalf("cache ls: exit %d\n%s", code, errOut)
+		}
+		var got lsOutput
+		if err := json.Unmarshal([]byte(out), &got); err != nil {
+			t.Fatalf("cache ls --json: %v\n%s", err, out)
+		}
+		entries := map[digest.Digest]lsEntry{}
+		var total int64
+		for _, e := range got.Entries {
+			entries[digest.Digest(e.Digest)] = e
+			total += e.Size
+		}
+		if got.TotalBytes != total || got.MaxBytes != 1<<30 {
+			t.Errorf("totals %d of %d, want %d of %d", got.TotalBytes, got.MaxBytes, total, 1<<30)
+		}
+		return entries
+	}
+	entries := ls()
+	for _, d := range all {
+		if e, ok := entries[d]; !ok || e.Size <= 0 || e.LastAccess.IsZero() {
+			t.Errorf("cache ls: %s missing or incomplete: %+v", d, e)
+		}
+	}
+	if code, out, errOut := cli(t, nil, "cache", "ls", "--cache-dir", m.Dir, "--cache-max-size", "1g"); code != exitOK ||
+		!strings.Contains(out, blobs[0].String()) || !strings.Contains(out, "entries") {
+		t.Errorf("cache ls (table): exit %d\n%s%s", code, out, errOut)
+	}
+	if code, out, errOut := cli(t, env, "cache", "verify"); code != exitOK || out != "" {
+		t.Errorf("cache verify of an intact cache: exit %d\n%s%s", code, out, errOut)
+	}
+
+	// Flip one byte of a layer: same size, so only a rehash finds it.
+	bad := blobs[0]
+	path := m.blobPath(bad)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		args []string
+		want []string // lines of stdout
+		code int
+	}{
+		{name: "verify", args: []string{"cache", "verify"}, code: exitFail, want: []string{"bad " + bad.String()}},
+		{name: "repair", args: []string{"cache", "verify", "--repair"}, code: exitFail, want: []string{"bad " + bad.String(), "removed " + bad.String()}},
+		{name: "verify after repair", args: []string{"cache", "verify"}, code: exitOK},
+	}
+	for _, tt := range tests { // in order: each sees the last one's result
+		code, out, errOut := cli(t, env, tt.args...)
+		var prefixes []string
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			if line != "" {
+				f := append(strings.Fields(line), "", "")
+				prefixes = append(prefixes, f[0]+" "+strings.TrimSuffix(f[1], ":"))
+			}
+		}
+		if code != tt.code || !slices.Equal(prefixes, tt.want) {
+			t.Errorf("%s: exit %d, want %d; stdout lines %q, want %q\n%s", tt.name, code, tt.code, prefixes, tt.want, errOut)
+		}
+	}
+	entries = ls()
+	if _, ok := entries[bad]; ok {
+		t.Errorf("cache ls still lists %s after --repair", bad)
+	}
+	if len(entries) != len(all)-1 {
+		t.Errorf("cache ls lists %d entries, want %d", len(entries), len(all)-1)
+	}
+}
+
+func TestBinaryCommands(t *testing.T) {
+	t.Parallel()
+	bin := mirrorBinary(t)
+	tests := []struct {
+		name     string
+		args     []string
+		code     int
+		contains string
+	}{
+		{name: "help", args: []string{"help"}, code: exitOK, contains: "warm"},
+		{name: "unknown", args: []string{"bogus"}, code: exitUsage, contains: `unknown command "bogus"`},
+		{name: "serve help", args: []string{"serve", "-h"}, code: exitOK, contains: "-cache-dir"},
+		{name: "locked-free missing dir", args: []string{"cache", "verify", "--cache-dir", t.TempDir() + "/none"}, code: exitFail, contains: "not a cache directory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			out, err := exec.Command(bin, tt.args...).CombinedOutput()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != tt.code || !strings.Contains(string(out), tt.contains) {
+				t.Errorf("ecr-mirror %q: exit %d, want %d; output lacks %q:\n%s", tt.args, code, tt.code, tt.contains, out)
+			}
+		})
+	}
+}
