@@ -93,6 +93,32 @@ func envOr(getenv func(string) string, env string) string {
 	return defaultSetting(env)
 }
 
+// openEntries parses a cache command's flags (which take no arguments),
+// opens the stopped mirror's store and lists its entries. On failure it
+// has printed why and returns the exit code; the caller closes s.
+func openEntries(fs *flag.FlagSet, sf *storeFlags, args []string, stderr io.Writer) (s *cache.Store, infos []cache.Info, code int, ok bool) {
+	name := "ecr-mirror " + fs.Name()
+	pos, code, ok := parseFlags(fs, args)
+	if !ok {
+		return nil, nil, code, false
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected arguments %q\n", name, pos)
+		return nil, nil, exitUsage, false
+	}
+	s, err := sf.open(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return nil, nil, exitFail, false
+	}
+	if infos, err = s.Entries(); err != nil {
+		s.Close()
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return nil, nil, exitFail, false
+	}
+	return s, infos, 0, true
+}
+
 // open opens the store of a stopped mirror; the error is ready to print.
 func (sf *storeFlags) open(stderr io.Writer) (*cache.Store, error) {
 	maxSize, err := parseSize(sf.maxSize)
@@ -144,25 +170,11 @@ func runCacheLs(args []string, getenv func(string) string, stdout, stderr io.Wri
 	var sf storeFlags
 	sf.register(fs, getenv)
 	asJSON := fs.Bool("json", false, "print JSON")
-	pos, code, ok := parseFlags(fs, args)
+	s, infos, code, ok := openEntries(fs, &sf, args, stderr)
 	if !ok {
 		return code
 	}
-	if len(pos) > 0 {
-		fmt.Fprintf(stderr, "ecr-mirror cache ls: unexpected arguments %q\n", pos)
-		return exitUsage
-	}
-	s, err := sf.open(stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "ecr-mirror cache ls: %v\n", err)
-		return exitFail
-	}
 	defer s.Close()
-	infos, err := s.Entries()
-	if err != nil {
-		fmt.Fprintf(stderr, "ecr-mirror cache ls: %v\n", err)
-		return exitFail
-	}
 	out := lsOutput{Entries: []lsEntry{}, MaxBytes: s.MaxSize()}
 	for _, in := range infos {
 		out.Entries = append(out.Entries, lsEntry{Digest: in.Digest.String(), Size: in.Size, MediaType: in.MediaType, LastAccess: in.LastAccess.UTC()})
@@ -195,25 +207,11 @@ func runCacheVerify(ctx context.Context, args []string, getenv func(string) stri
 	var sf storeFlags
 	sf.register(fs, getenv)
 	repair := fs.Bool("repair", false, "remove the bad entries")
-	pos, code, ok := parseFlags(fs, args)
+	s, infos, code, ok := openEntries(fs, &sf, args, stderr)
 	if !ok {
 		return code
 	}
-	if len(pos) > 0 {
-		fmt.Fprintf(stderr, "ecr-mirror cache verify: unexpected arguments %q\n", pos)
-		return exitUsage
-	}
-	s, err := sf.open(stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "ecr-mirror cache verify: %v\n", err)
-		return exitFail
-	}
 	defer s.Close()
-	infos, err := s.Entries()
-	if err != nil {
-		fmt.Fprintf(stderr, "ecr-mirror cache verify: %v\n", err)
-		return exitFail
-	}
 	start := time.Now()
 	var bytes int64
 	bad, removed := 0, 0
