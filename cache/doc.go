@@ -28,6 +28,7 @@
 //
 //	blob/<algorithm>:<hex>              →  record, one per committed entry
 //	ref/<algorithm>:<hex>               →  ref record: what the entry references
+//	pin/<algorithm>:<hex>               →  pin record, one per pinned image
 //	tag/<repository>/<tag>/<accept>     →  tag record, one per tag and Accept
 //
 // A record is a compact binary value with a leading version byte:
@@ -64,9 +65,12 @@
 // with one Accept header; <accept> is the hex sha256 of that header
 // normalised (media types without parameters, lowercased, sorted,
 // deduplicated, comma-joined), so equivalent headers share a record.
-// Repository names may contain "/", tags never do. Tag records are
-// advisory: written without waiting (durable at Close), never counted
-// against MaxSize, and not removed with the manifest they name.
+// Repository names may contain "/", tags never do, so a key is parsed
+// from the right. AnyAccept ("*/*") names the record an import writes,
+// not tied to one Accept header. Tag records are advisory: written
+// without waiting (durable at Close), never counted against MaxSize, and
+// not removed with the manifest they name; DeleteTags and DeleteAllTags
+// remove them (durably).
 //
 //	offset  size  field
 //	0       1     version (1)
@@ -75,6 +79,19 @@
 //	17      1     n, the length of the digest
 //	18      n     manifest digest, "sha256:<hex>"
 //	18+n    m     media type, UTF-8, the rest of the value
+//
+// A pin record (Store.Pin) keeps the image rooted at its digest from
+// being evicted. It is written synchronously and outlives the content:
+// an image whose content was deleted stays pinned, and content fetched
+// again under it is pinned as it lands. Its names are free-form labels
+// (such as "team/app:v1"), sorted, each at most 512 bytes.
+//
+//	offset  size  field
+//	0       1     version (1)
+//	1       8     when first pinned, unix nanoseconds, int64 big-endian
+//	9       2     n, the number of names, uint16 big-endian
+//	11      ...   n names, each a uint16 big-endian length and that many
+//	              bytes of UTF-8
 //
 // # Images and eviction
 //
@@ -97,6 +114,30 @@
 // pullable whole with upstream down. Loose content is plain LRU. Evicting
 // whole units may free more than the commit needs; MaxSize stays a hard
 // bound (reservations as before).
+//
+// # Pins and purges
+//
+// An operator pins an image (Store.Pin) to keep it whatever the traffic.
+// Pinned content is the stored entries reachable from a stored pinned
+// root through stored manifests; the store keeps that set and its bytes
+// up to date (content joins as it lands; the set is computed again on
+// Unpin and when pinned content is deleted). A pinned root is never an
+// eviction candidate, and a unit never takes pinned content: a pinned
+// platform manifest under an unpinned index stays, whole, when the index
+// goes. Pinned bytes count against MaxSize, so a Pin that would make
+// them exceed it is refused, and a commit that cannot fit in what the
+// pins leave is not kept (Stats.Discarded), decided before anything is
+// evicted for it; like content larger than MaxSize, it leaves the stored
+// manifest that references it incomplete. If MaxSize was lowered below the pinned bytes between
+// runs, Open keeps every pin, evicts everything else and logs a warning;
+// Size then exceeds MaxSize until pins are removed.
+//
+// Store.Purge and Store.PurgeUnused remove units as eviction computes
+// them, while the store serves: they take the entries out under the
+// lock and keep them busy until files and records are gone, like an
+// eviction, so a concurrent commit of the same digest waits. They refuse
+// or skip pinned content. Delete, meant for repairs, removes pinned
+// content too.
 //
 // # Recency
 //

@@ -219,8 +219,15 @@ func storedOf(s *Store, nodes ...*node) string {
 // something that is not stored: the image must be pullable whole.
 func checkInvariant(t testing.TB, s *Store, nodes []*node) {
 	t.Helper()
+	checkInvariantExcept(t, s, nodes, nil)
+}
+
+// checkInvariantExcept is checkInvariant for the manifests not in
+// except: those that may lack content too large to be kept.
+func checkInvariantExcept(t testing.TB, s *Store, nodes []*node, except map[digest.Digest]bool) {
+	t.Helper()
 	for _, n := range nodes {
-		if n.kind == kindOpaque || !stored(s, n) {
+		if n.kind == kindOpaque || !stored(s, n) || except[n.dgst] {
 			continue
 		}
 		for _, c := range n.refs {
@@ -231,13 +238,13 @@ func checkInvariant(t testing.TB, s *Store, nodes []*node) {
 	}
 }
 
-// checkStore checks the bound, that the accounting matches the files and
-// the index, that tmp/ is empty and that the in-memory reference graph is
-// consistent.
+// checkStore checks the bound (which only pinned content alone may
+// pass), that the accounting matches the files and the index, that tmp/
+// is empty and that the in-memory reference graph is consistent.
 func checkStore(t testing.TB, s *Store, dir string) {
 	t.Helper()
-	if s.Size() > s.MaxSize() {
-		t.Fatalf("Size %d > MaxSize %d", s.Size(), s.MaxSize())
+	if size, pinned := s.Size(), s.Stats().PinnedBytes; size > s.MaxSize() && size != pinned {
+		t.Fatalf("Size %d > MaxSize %d, and not all of it pinned (%d bytes)", size, s.MaxSize(), pinned)
 	}
 	var onDisk int64
 	var files []string
@@ -270,7 +277,9 @@ func checkStore(t testing.TB, s *Store, dir string) {
 
 // checkGraph checks the store's in-memory state against itself: the
 // eviction order holds exactly the stored entries no stored manifest
-// references, and the reverse links mirror the stored manifests' refs.
+// references that are not pinned, the reverse links mirror the stored
+// manifests' refs, and the pinned set and its bytes are what the pins
+// make them.
 func checkGraph(t testing.TB, s *Store) {
 	t.Helper()
 	s.mu.Lock()
@@ -290,8 +299,9 @@ func checkGraph(t testing.TB, s *Store) {
 			}
 			links++
 		}
-		if root, inLRU := s.isRootLocked(d), s.lru.Contains(d); root != inLRU {
-			t.Fatalf("%s: root %v but in the eviction order %v", d, root, inLRU)
+		_, pinRoot := s.pins[d]
+		if root, inLRU := s.isRootLocked(d), s.lru.Contains(d); (root && !pinRoot) != inLRU {
+			t.Fatalf("%s: root %v, pinned root %v, but in the eviction order %v", d, root, pinRoot, inLRU)
 		}
 	}
 	n := 0
@@ -313,6 +323,30 @@ func checkGraph(t testing.TB, s *Store) {
 	for _, d := range s.lru.Keys() {
 		if _, ok := s.items[d]; !ok {
 			t.Fatalf("%s is in the eviction order but not stored", d)
+		}
+	}
+	// The pinned set kept up to date incrementally equals a fresh walk
+	// from the pins.
+	want := map[digest.Digest]bool{}
+	var wantBytes int64
+	for p := range s.pins {
+		if _, ok := s.items[p]; !ok {
+			continue
+		}
+		members, _ := s.closureLocked(p)
+		for _, m := range members {
+			if !want[m] {
+				want[m] = true
+				wantBytes += s.items[m].size
+			}
+		}
+	}
+	if len(want) != len(s.pinned) || wantBytes != s.pinnedBytes {
+		t.Fatalf("pinned set has %d entries of %d bytes, the pins make %d of %d bytes", len(s.pinned), s.pinnedBytes, len(want), wantBytes)
+	}
+	for d := range s.pinned {
+		if !want[d] {
+			t.Fatalf("%s is in the pinned set but no pin reaches it", d)
 		}
 	}
 }
@@ -903,17 +937,20 @@ func graphSnapshot(s *Store) map[digest.Digest][]digest.Digest {
 }
 
 // TestImageEvictionProperty drives random pulls of whole images, loose
-// blobs, reads and restarts (some with another budget) under a small
-// MaxSize and checks after every step: the bound, the accounting against
-// the files and the index, the graph, the invariant (every stored manifest
-// or index has everything it references: pullable whole with upstream
-// down) and that an image that fits the budget is stored whole right
-// after it was pulled.
+// blobs, reads, pins and unpins, purges and restarts (some with another
+// budget) under a small MaxSize and checks after every step: the bound
+// (only pinned content alone may pass it, after a restart with a lowered
+// budget), the accounting against the files and the index, the graph and
+// the pinned set, the invariant (every stored manifest or index has
+// everything it references: pullable whole with upstream down), that
+// every pinned image is stored whole and intact, that an image that fits
+// beside the pins is stored whole right after it was pulled, and that a
+// purge removes exactly what it reports, nothing pinned.
 func TestImageEvictionProperty(t *testing.T) {
 	t.Parallel()
-	steps := 150
+	steps := 200
 	if testing.Short() {
-		steps = 40
+		steps = 50
 	}
 	for _, seed := range []uint64{1, 2, 3, 20250101, 0xdecafbad} {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
@@ -923,41 +960,129 @@ func TestImageEvictionProperty(t *testing.T) {
 			const baseMax = 12_000
 			dir := t.TempDir()
 			s := openStore(t, dir, baseMax)
-			var counts [5]int
+			var counts [10]int
 			var total Stats // summed over the runs between restarts
 			addStats := func(st Stats) {
 				total.Commits += st.Commits
 				total.Evictions += st.Evictions
 				total.EvictedBytes += st.EvictedBytes
 				total.Hits += st.Hits
+				total.Purged += st.Purged
+				total.Discarded += st.Discarded
 			}
+			pinned := map[digest.Digest]*node{} // the pins, as the test made them
+			// Manifests that may be incomplete: pulled when one of their
+			// blobs did not fit beside the pins, so it was not kept.
+			mayLack := map[digest.Digest]bool{}
+			var stepTimes []time.Time
 			for step := range steps {
+				stepTimes = append(stepTimes, time.Now())
 				var what string
 				switch op := rng.IntN(100); {
-				case op < 55:
+				case op < 45:
 					r := pool.roots[rng.IntN(len(pool.roots))]
 					what = "pull " + r.name
 					counts[0]++
+					room := s.MaxSize() - s.Stats().PinnedBytes
+					fits := closureSize(r) <= room
+					for _, n := range closure(r) {
+						if slices.ContainsFunc(n.refs, func(c *node) bool { return c.size() > room }) {
+							mayLack[n.dgst] = true
+						}
+					}
 					pull(t, s, r)
-					if closureSize(r) <= s.MaxSize() {
+					if fits {
 						for _, n := range closure(r) {
 							if !stored(s, n) {
 								t.Fatalf("step %d (%s): %s not stored after the pull of an image that fits", step, what, n.name)
 							}
 						}
 					}
-				case op < 75:
+				case op < 60:
 					n := pool.loose[rng.IntN(len(pool.loose))]
 					what = "pull loose " + n.name
 					counts[1]++
 					fetch(t, s, n)
-				case op < 92:
+				case op < 74:
 					n := pool.all[rng.IntN(len(pool.all))]
 					what = "get " + n.name
 					counts[2]++
 					get(t, s, n)
+				case op < 80:
+					r := pool.roots[rng.IntN(len(pool.roots))]
+					what = "pin " + r.name
+					counts[4]++
+					whole := !strings.Contains(storedOf(s, closure(r)...), "0")
+					err := s.Pin(r.dgst, r.name)
+					switch {
+					case whole && err != nil:
+						t.Fatalf("step %d (%s): Pin of a whole image: %v", step, what, err)
+					case !whole && !errors.Is(err, ErrIncomplete):
+						t.Fatalf("step %d (%s): Pin of an incomplete image: %v, want ErrIncomplete", step, what, err)
+					case whole:
+						pinned[r.dgst] = r
+					}
+				case op < 84:
+					r := pool.roots[rng.IntN(len(pool.roots))]
+					what = "unpin " + r.name
+					counts[5]++
+					err := s.Unpin(r.dgst)
+					if _, ok := pinned[r.dgst]; ok != (err == nil) || !ok && !errors.Is(err, ErrNotFound) {
+						t.Fatalf("step %d (%s): Unpin = %v, pinned %v", step, what, err, ok)
+					}
+					delete(pinned, r.dgst)
+				case op < 89:
+					// An operator purges an image or a loose blob (not
+					// content of a stored image, which would leave it
+					// incomplete as Delete does).
+					cands := slices.Concat(pool.roots, pool.loose)
+					n := cands[rng.IntN(len(cands))]
+					s.mu.Lock()
+					_, isStored := s.items[n.dgst]
+					root, isPinned := s.isRootLocked(n.dgst), s.isPinnedLocked(n.dgst)
+					s.mu.Unlock()
+					if !root {
+						continue
+					}
+					what = "purge " + n.name
+					counts[6]++
+					before := storedSet(t, s)
+					removed, err := s.Purge(n.dgst)
+					switch {
+					case !isStored:
+						if !errors.Is(err, ErrNotFound) {
+							t.Fatalf("step %d (%s): %v, want ErrNotFound", step, what, err)
+						}
+					case isPinned:
+						if !errors.Is(err, ErrPinned) {
+							t.Fatalf("step %d (%s): %v, want ErrPinned", step, what, err)
+						}
+					case err != nil:
+						t.Fatal(err)
+					}
+					checkRemoved(t, s, before, removed, closure(n))
+				case op < 92:
+					cutoff := time.Now().Add(time.Hour)
+					if rng.IntN(4) > 0 {
+						cutoff = stepTimes[rng.IntN(len(stepTimes))]
+					}
+					what = "purge unused before " + cutoff.Format(time.RFC3339Nano)
+					counts[7]++
+					before := storedSet(t, s)
+					removed, err := s.PurgeUnused(cutoff)
+					if err != nil {
+						t.Fatal(err)
+					}
+					checkRemoved(t, s, before, removed, pool.all)
+					s.mu.Lock()
+					for _, d := range s.lru.Keys() {
+						if la := timeFromNanos(s.items[d].lastAccess); la.Before(cutoff) {
+							t.Errorf("step %d (%s): %s, used %s, left", step, what, d, la.Format(time.RFC3339Nano))
+						}
+					}
+					s.mu.Unlock()
 				default:
-					max := []int64{baseMax, baseMax, baseMax * 3 / 4, baseMax * 5 / 4}[rng.IntN(4)]
+					max := []int64{baseMax, baseMax, baseMax * 3 / 4, baseMax * 5 / 4, baseMax / 4}[rng.IntN(5)]
 					what = fmt.Sprintf("restart with MaxSize %d", max)
 					counts[3]++
 					before := graphSnapshot(s)
@@ -971,22 +1096,82 @@ func TestImageEvictionProperty(t *testing.T) {
 						t.Fatalf("step %d (%s): the reference graph changed across the restart", step, what)
 					}
 					if s.Stats().Evictions > 0 {
-						counts[4]++
+						counts[8]++
+					}
+					if s.Size() > s.MaxSize() {
+						counts[9]++
 					}
 				}
 				if t.Failed() {
 					t.Fatalf("step %d (%s) failed", step, what)
 				}
 				checkStore(t, s, dir)
-				checkInvariant(t, s, pool.all)
+				checkInvariantExcept(t, s, pool.all, mayLack)
+				pins, err := s.Pins()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(pins) != len(pinned) {
+					t.Fatalf("step %d (%s): %d pins, the test made %d", step, what, len(pins), len(pinned))
+				}
+				for _, pi := range pins {
+					n, ok := pinned[pi.Digest]
+					if !ok || pi.Bytes != closureSize(n) {
+						t.Fatalf("step %d (%s): pin %+v, made %v, want %d bytes", step, what, pi, ok, closureSize(n))
+					}
+					checkWhole(t, s, n)
+				}
 			}
 			addStats(s.Stats())
-			t.Logf("seed %d: %d pulls, %d loose blobs, %d gets, %d restarts (%d evicting at Open); %d commits, %d hits, %d evictions (%d bytes)",
-				seed, counts[0], counts[1], counts[2], counts[3], counts[4], total.Commits, total.Hits, total.Evictions, total.EvictedBytes)
+			t.Logf("seed %d: %d pulls, %d loose blobs, %d gets, %d pins, %d unpins, %d purges, %d purges of unused, %d restarts (%d evicting at Open, %d over budget from pins); "+
+				"%d commits, %d hits, %d evictions (%d bytes), %d purged, %d discarded",
+				seed, counts[0], counts[1], counts[2], counts[4], counts[5], counts[6], counts[7], counts[3], counts[8], counts[9],
+				total.Commits, total.Hits, total.Evictions, total.EvictedBytes, total.Purged, total.Discarded)
 			if total.Evictions == 0 {
 				t.Fatal("nothing was evicted: the budget is too large for the test")
 			}
 		})
+	}
+}
+
+// storedSet returns the digests stored now.
+func storedSet(t testing.TB, s *Store) map[digest.Digest]bool {
+	t.Helper()
+	entries, err := s.Entries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[digest.Digest]bool, len(entries))
+	for _, e := range entries {
+		out[e.Digest] = true
+	}
+	return out
+}
+
+// checkRemoved checks a purge: what it reports was stored, was not
+// pinned, is among allowed and is gone; everything else stored before
+// still is.
+func checkRemoved(t testing.TB, s *Store, before map[digest.Digest]bool, removed []Info, allowed []*node) {
+	t.Helper()
+	ok := map[digest.Digest]bool{}
+	for _, n := range allowed {
+		ok[n.dgst] = true
+	}
+	gone := map[digest.Digest]bool{}
+	for _, r := range removed {
+		if !before[r.Digest] || r.Pinned || !ok[r.Digest] || gone[r.Digest] {
+			t.Fatalf("purge removed %+v: stored before %v, allowed %v, twice %v", r, before[r.Digest], ok[r.Digest], gone[r.Digest])
+		}
+		gone[r.Digest] = true
+	}
+	after := storedSet(t, s)
+	for d := range before {
+		if after[d] == gone[d] {
+			t.Fatalf("%s: stored after the purge %v, reported removed %v", d, after[d], gone[d])
+		}
+	}
+	if len(after) != len(before)-len(gone) {
+		t.Fatalf("%d stored after a purge of %d out of %d", len(after), len(gone), len(before))
 	}
 }
 

@@ -16,8 +16,8 @@ import (
 )
 
 // blobKeyPrefix starts the Badger key of every committed entry. The ref/
-// prefix (refs.go) holds what manifests reference; tag/ (tags.go) is
-// not touched here.
+// prefix (refs.go) holds what manifests reference, pin/ (pins.go) the
+// pins; tag/ (tags.go) is not touched here.
 const blobKeyPrefix = "blob/"
 
 const (
@@ -40,8 +40,17 @@ type entry struct {
 	classified bool
 }
 
+// info returns what the entry itself knows; Store.infoLocked adds
+// whether it is pinned.
 func (e *entry) info(dgst digest.Digest) Info {
-	return Info{Digest: dgst, Size: e.size, MediaType: e.mediaType, LastAccess: timeFromNanos(e.lastAccess)}
+	kind := "blob"
+	switch e.kind {
+	case kindManifest:
+		kind = "manifest"
+	case kindIndex:
+		kind = "index"
+	}
+	return Info{Digest: dgst, Size: e.size, MediaType: e.mediaType, LastAccess: timeFromNanos(e.lastAccess), Kind: kind}
 }
 
 func blobKey(dgst digest.Digest) []byte {

@@ -53,7 +53,7 @@ func (s *Store) Entries() ([]Info, error) {
 	}
 	out := make([]Info, 0, len(s.items))
 	for dgst, e := range s.items {
-		out = append(out, e.info(dgst))
+		out = append(out, s.infoLocked(dgst, e))
 	}
 	s.mu.Unlock()
 	slices.SortFunc(out, func(a, b Info) int { return cmp.Compare(a.Digest, b.Digest) })

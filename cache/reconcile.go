@@ -22,6 +22,9 @@ type reconcileReport struct {
 	evicted       int // entries evicted because the budget shrank
 	evictedBytes  int64
 	badRefs       int // ref/ records that do not parse, or whose entry is gone
+	badPins       int // pin/ records that do not parse
+	pins          int // pins kept
+	pinnedBytes   int64
 	classified    int // entries read for their references (stored by an older version)
 	manifests     int // entries that reference something
 	references    int // references of those
@@ -31,9 +34,10 @@ type reconcileReport struct {
 }
 
 // reconcile makes the index and the files agree before anything is served,
-// rebuilds the reference graph and the LRU ordered by persisted access
-// time, and evicts images down to MaxSize. It runs in Open, before the
-// store is shared, so its I/O under s.mu blocks nobody.
+// rebuilds the reference graph, loads the pins, builds the LRU of the
+// unpinned roots ordered by persisted access time, and evicts unpinned
+// images down to MaxSize. It runs in Open, before the store is shared, so
+// its I/O under s.mu blocks nobody.
 func (s *Store) reconcile() error {
 	var rep reconcileReport
 
@@ -53,6 +57,10 @@ func (s *Store) reconcile() error {
 		return err
 	}
 	refRecs, badRefs, err := loadRefs(s.db)
+	if err != nil {
+		return err
+	}
+	pins, badPins, err := loadPins(s.db)
 	if err != nil {
 		return err
 	}
@@ -101,9 +109,9 @@ func (s *Store) reconcile() error {
 	for d := range refRecs {
 		badRefs = append(badRefs, refKey(d))
 	}
-	rep.badRefs, rep.classified = len(badRefs), len(classified)
-	if err := writeIndexKeys(s.db, nil, slices.Concat(bad, badRefs, keysOf(drop))); err != nil {
-		return fmt.Errorf("cache: reconcile: drop %d index records: %w", len(bad)+len(badRefs)+len(drop), err)
+	rep.badRefs, rep.classified, rep.badPins = len(badRefs), len(classified), len(badPins)
+	if err := writeIndexKeys(s.db, nil, slices.Concat(bad, badRefs, badPins, keysOf(drop))); err != nil {
+		return fmt.Errorf("cache: reconcile: drop %d index records: %w", len(bad)+len(badRefs)+len(badPins)+len(drop), err)
 	}
 	if err := writeIndex(s.db, classified, nil); err != nil {
 		return fmt.Errorf("cache: reconcile: record the references of %d entries: %w", len(classified), err)
@@ -118,7 +126,8 @@ func (s *Store) reconcile() error {
 
 	// Oldest first, so the most recently used entry ends at the LRU
 	// front. Only roots and loose content go into the LRU; what a stored
-	// manifest references goes with it (refs.go).
+	// manifest references goes with it (refs.go). Pins are known first,
+	// so pinned roots stay out of it.
 	slices.SortFunc(live, func(a, b indexRecord) int {
 		return cmp.Or(cmp.Compare(a.e.lastAccess, b.e.lastAccess), cmp.Compare(a.dgst, b.dgst))
 	})
@@ -135,11 +144,15 @@ func (s *Store) reconcile() error {
 			rep.references += len(r.e.refs)
 		}
 	}
+	s.pins = pins
 	for _, r := range live {
-		if s.isRootLocked(r.dgst) {
+		if _, pinned := s.pins[r.dgst]; !pinned && s.isRootLocked(r.dgst) {
 			s.lru.Add(r.dgst, r.e)
 		}
 	}
+	s.recomputePinnedLocked()
+	// Eviction stops when only pinned content is left, even above
+	// MaxSize: a pin is an operator's promise.
 	var victims []digest.Digest
 	for s.size > s.maxSize {
 		unit, n := s.evictOldestLocked()
@@ -162,6 +175,7 @@ func (s *Store) reconcile() error {
 	s.stats.evictions.Add(int64(rep.evicted))
 	s.stats.evictedBytes.Add(rep.evictedBytes)
 	rep.kept, rep.keptBytes = int(s.entries), s.size
+	rep.pins, rep.pinnedBytes = len(s.pins), s.pinnedBytes
 
 	s.log.Info("cache: opened",
 		"dir", s.dir,
@@ -179,7 +193,14 @@ func (s *Store) reconcile() error {
 		"references", rep.references,
 		"classified", rep.classified,
 		"dropped_bad_ref_records", rep.badRefs,
+		"pins", rep.pins,
+		"pinned_bytes", rep.pinnedBytes,
+		"dropped_bad_pin_records", rep.badPins,
 	)
+	if s.size > s.maxSize {
+		s.log.Warn("cache: pinned content exceeds the budget; everything else evicted, nothing new is stored until pins are removed or the budget raised",
+			"pinned_bytes", s.pinnedBytes, "max_size", s.maxSize, "pins", len(s.pins))
+	}
 	if rep.otherBlobDirs > 0 {
 		s.log.Warn("cache: unknown entries under blobs/ left alone", "dir", filepath.Dir(s.blobDir), "count", rep.otherBlobDirs)
 	}

@@ -241,6 +241,10 @@ func decodeRefs(b []byte) (refKind, []digest.Digest, error) {
 // image (a manifest no stored index references, or an index) or loose
 // content. An entry with a stored parent is not in s.lru: it is evicted
 // only with its roots, so it never goes before a manifest that needs it.
+//
+// Pinned content (s.pinned, pins.go) is never evicted: a pinned root is
+// not in s.lru, and a unit never takes pinned content. Content reachable
+// from a pinned root has a stored parent, so it is not in s.lru either.
 
 // isRootLocked reports whether no stored manifest references dgst.
 func (s *Store) isRootLocked(dgst digest.Digest) bool {
@@ -248,7 +252,9 @@ func (s *Store) isRootLocked(dgst digest.Digest) bool {
 }
 
 // insertLocked adds an installed entry to the graph and the eviction
-// order. A referenced entry counts as a use of its image.
+// order. A referenced entry counts as a use of its image. An entry that
+// is a pinned root, or that a pinned manifest references, is pinned as it
+// lands, with what it references.
 func (s *Store) insertLocked(dgst digest.Digest, e *entry) {
 	s.items[dgst] = e
 	s.entries++
@@ -259,10 +265,15 @@ func (s *Store) insertLocked(dgst digest.Digest, e *entry) {
 		}
 		s.parents[c] = append(s.parents[c], dgst)
 	}
-	if s.isRootLocked(dgst) {
-		s.lru.Add(dgst, e)
-	} else {
+	_, pinRoot := s.pins[dgst]
+	switch {
+	case !s.isRootLocked(dgst):
 		s.touchLocked(dgst, e)
+	case !pinRoot: // a pinned root is never an eviction candidate
+		s.lru.Add(dgst, e)
+	}
+	if pinRoot || slices.ContainsFunc(s.parents[dgst], s.isPinnedLocked) {
+		s.addPinnedLocked(dgst)
 	}
 }
 
@@ -272,11 +283,16 @@ func (s *Store) insertLocked(dgst digest.Digest, e *entry) {
 // used (until the next Open orders it by its access time). This happens
 // only after Delete or a damaged manifest; eviction takes such content
 // with it.
+//
+// Dropping pinned content (Delete) may cut other content off its pin, so
+// the pinned set is then computed again.
 func (s *Store) dropLocked(dgsts ...digest.Digest) {
 	gone := make([]*entry, len(dgsts))
+	wasPinned := false
 	for i, d := range dgsts {
 		e := s.items[d]
 		gone[i] = e
+		wasPinned = wasPinned || s.isPinnedLocked(d)
 		delete(s.items, d)
 		delete(s.dirty, d)
 		s.lru.Remove(d)
@@ -295,18 +311,27 @@ func (s *Store) dropLocked(dgsts ...digest.Digest) {
 				continue
 			}
 			delete(s.parents, c)
+			if _, pinRoot := s.pins[c]; pinRoot {
+				continue // stays out of the eviction order
+			}
 			if ce, ok := s.items[c]; ok {
 				s.lru.Add(c, ce)
 			}
 		}
+	}
+	if wasPinned {
+		s.recomputePinnedLocked()
 	}
 	s.syncSizeLocked()
 }
 
 // unitLocked returns the image rooted at root as a unit of eviction: root,
 // and everything it references, transitively, that no stored manifest
-// outside the unit references. Content addressing rules out cycles; the
-// membership check makes the walk terminate regardless.
+// outside the unit references and that is not pinned (a pinned manifest
+// under root stays, and with it what it references). root may be any
+// stored entry; the caller makes sure it is not pinned. Content
+// addressing rules out cycles; the membership check makes the walk
+// terminate regardless.
 func (s *Store) unitLocked(root digest.Digest) []digest.Digest {
 	unit := []digest.Digest{root}
 	in := map[digest.Digest]bool{root: true}
@@ -316,7 +341,7 @@ func (s *Store) unitLocked(root digest.Digest) []digest.Digest {
 			if in[c] {
 				continue
 			}
-			if _, stored := s.items[c]; !stored {
+			if _, stored := s.items[c]; !stored || s.isPinnedLocked(c) {
 				continue
 			}
 			n, ok := remaining[c]
@@ -336,19 +361,21 @@ func (s *Store) unitLocked(root digest.Digest) []digest.Digest {
 
 // evictOldestLocked removes the least recently used image (or loose
 // entry) as a unit and returns its members and their bytes. It returns
-// nothing when the store is empty.
+// nothing when nothing but pinned content is stored.
 func (s *Store) evictOldestLocked() (unit []digest.Digest, bytes int64) {
 	root, _, ok := s.lru.GetOldest()
 	if !ok {
-		if len(s.items) == 0 {
+		if len(s.items) == len(s.pinned) {
 			return nil, 0
 		}
-		// Cannot happen: every stored entry has a root in s.lru unless
-		// references form a cycle, which content addressing rules out.
-		// Keep MaxSize a hard bound anyway.
+		// Cannot happen: every unpinned entry has a root in s.lru
+		// unless references form a cycle, which content addressing
+		// rules out. Keep MaxSize a hard bound anyway.
 		for d := range s.items {
-			root = d
-			break
+			if !s.isPinnedLocked(d) {
+				root = d
+				break
+			}
 		}
 	}
 	unit = s.unitLocked(root)
@@ -421,7 +448,8 @@ func (s *Store) touchRootLocked(dgst digest.Digest) {
 		return
 	}
 	if root, ok := s.soleRootLocked(dgst); ok {
-		if re, ok := s.lru.Get(root); ok { // to the front
+		if re, ok := s.items[root]; ok {
+			s.lru.Get(root) // to the front, unless pinned (not in s.lru)
 			re.lastAccess = s.nowLocked()
 			s.dirty[root] = struct{}{}
 		}

@@ -21,8 +21,9 @@ import (
 )
 
 var (
-	// ErrNotFound is returned by Stat, Get and Delete for a digest that is
-	// not stored. Check it with errors.Is.
+	// ErrNotFound is returned by Stat, Get, Delete and Purge for a digest
+	// that is not stored, by Unpin for one that is not pinned and by
+	// GetTag for a tag without a record. Check it with errors.Is.
 	ErrNotFound = errors.New("cache: entry not found")
 	// ErrDigestMismatch is returned by Commit when the written bytes hash to
 	// another digest than the declared one; the error wrapping it names both.
@@ -38,6 +39,16 @@ var (
 	// the writer has been committed; the content is then available through
 	// Store.Get if it was kept.
 	ErrWriterDone = errors.New("cache: writer already committed")
+	// ErrIncomplete is returned by Pin when the image or something it
+	// references, transitively, is not stored; the error wrapping it
+	// names the missing digests.
+	ErrIncomplete = errors.New("cache: image incomplete")
+	// ErrPinTooLarge is returned by Pin when all pinned content together
+	// would exceed MaxSize; the error wrapping it gives the figures.
+	ErrPinTooLarge = errors.New("cache: pinned content would exceed the budget")
+	// ErrPinned is returned by Purge for pinned content: a pinned image or
+	// anything it references.
+	ErrPinned = errors.New("cache: entry is pinned")
 )
 
 const (
@@ -53,6 +64,13 @@ type Info struct {
 	Size       int64
 	MediaType  string
 	LastAccess time.Time
+	// Kind is "index" (an OCI index or Docker manifest list), "manifest"
+	// (an image manifest) or "blob" (anything else, including content
+	// that could not be read for its references).
+	Kind string
+	// Pinned says the entry is a pinned image or content a pinned image
+	// references, transitively: it is never evicted (Store.Pin).
+	Pinned bool
 }
 
 // Options configure a Store.
@@ -67,18 +85,20 @@ type Options struct {
 	AccessFlushInterval time.Duration
 }
 
-// Stats is a snapshot of a Store's counters. Entries and Bytes are current
-// values; the others count events since Open.
+// Stats is a snapshot of a Store's counters. Entries, Bytes and
+// PinnedBytes are current values; the others count events since Open.
 type Stats struct {
 	Entries          int64 // committed entries
 	Bytes            int64 // committed bytes, including commits being installed
+	PinnedBytes      int64 // bytes of pinned content, part of Bytes
 	Hits             int64 // Get calls that returned an entry
 	Misses           int64 // Get calls that returned ErrNotFound
 	Commits          int64 // entries admitted by Commit
 	Evictions        int64 // entries evicted to stay within MaxSize
 	EvictedBytes     int64 // bytes of those entries
 	Deletes          int64 // entries removed by Delete
-	Discarded        int64 // verified entries not kept because they exceed MaxSize
+	Purged           int64 // entries removed by Purge and PurgeUnused
+	Discarded        int64 // verified entries not kept: larger than MaxSize, or than what pins leave of it
 	DigestMismatches int64 // commits rejected for a wrong digest
 	SizeMismatches   int64 // writers failed for a wrong size
 	Aborts           int64 // writers aborted
@@ -90,7 +110,7 @@ type Stats struct {
 type counters struct {
 	entries, bytes, hits, misses, commits, evictions, evictedBytes atomic.Int64
 	deletes, discarded, digestMismatches, sizeMismatches, aborts   atomic.Int64
-	diskFull                                                       atomic.Int64
+	diskFull, pinnedBytes, purged                                  atomic.Int64
 }
 
 // Store is a digest-verified content store on disk. All methods are safe for
@@ -117,6 +137,14 @@ type Store struct {
 	items   map[digest.Digest]*entry
 	lru     *simplelru.LRU[digest.Digest, *entry]
 	parents map[digest.Digest][]digest.Digest
+	// pins holds the pin records by root digest, whether or not the root
+	// is stored. pinned is the pinned content: every stored entry
+	// reachable from a stored pinned root through stored manifests;
+	// pinnedBytes is its bytes. Pinned content is never in lru, never
+	// evicted, and counts against maxSize (pins.go).
+	pins        map[digest.Digest]*pinRecord
+	pinned      map[digest.Digest]struct{}
+	pinnedBytes int64
 	// size is the bytes of the entries in items plus the reservations of
 	// commits being installed; reserved is the latter part alone.
 	size, reserved int64
@@ -176,6 +204,8 @@ func Open(opts Options) (*Store, error) {
 		log:       log,
 		items:     make(map[digest.Digest]*entry),
 		parents:   make(map[digest.Digest][]digest.Digest),
+		pins:      make(map[digest.Digest]*pinRecord),
+		pinned:    make(map[digest.Digest]struct{}),
 		dirty:     make(map[digest.Digest]struct{}),
 		busy:      make(map[digest.Digest]chan struct{}),
 		stop:      make(chan struct{}),
@@ -244,7 +274,7 @@ func (s *Store) Stat(dgst digest.Digest) (Info, error) {
 	if !ok {
 		return Info{}, fmt.Errorf("cache: stat %s: %w", dgst, ErrNotFound)
 	}
-	return e.info(dgst), nil
+	return s.infoLocked(dgst, e), nil
 }
 
 // Get opens a stored entry for reading and marks it recently used; when
@@ -297,7 +327,7 @@ func (s *Store) Get(dgst digest.Digest) (*os.File, Info, error) {
 		return nil, Info{}, fmt.Errorf("cache: get %s: %s: %w", dgst, problem, ErrNotFound)
 	}
 	s.touchLocked(dgst, e)
-	info := e.info(dgst)
+	info := s.infoLocked(dgst, e)
 	s.mu.Unlock()
 	s.stats.hits.Add(1)
 	return f, info, nil
@@ -397,8 +427,8 @@ func statfsFree(dir string) (int64, error) {
 }
 
 // Put stores small content such as a manifest in one step: Create, Write,
-// Commit. Content larger than MaxSize is verified but not kept, and Put
-// returns nil for it.
+// Commit. Content larger than MaxSize (or than the room pinned content
+// leaves of it) is verified but not kept, and Put returns nil for it.
 func (s *Store) Put(dgst digest.Digest, mediaType string, data []byte) error {
 	w, err := s.Create(dgst, int64(len(data)), mediaType)
 	if err != nil {
@@ -416,7 +446,9 @@ func (s *Store) Put(dgst digest.Digest, mediaType string, data []byte) error {
 // that have the file open keep reading it. Deleting a manifest leaves the
 // content it referenced; what nothing else references becomes loose
 // (plain LRU). Deleting content a stored manifest references leaves that
-// manifest incomplete: Delete is explicit, unlike eviction.
+// manifest incomplete: Delete is explicit, unlike eviction. It removes
+// pinned content too (a repair removes what is corrupt); the pin stays,
+// and content fetched again under it is pinned as it lands.
 func (s *Store) Delete(dgst digest.Digest) error {
 	if err := checkDigest(dgst); err != nil {
 		return err
@@ -440,7 +472,8 @@ func (s *Store) Delete(dgst digest.Digest) error {
 }
 
 // Size returns the committed bytes now, counting commits being installed.
-// It never exceeds MaxSize.
+// It never exceeds MaxSize, unless pinned content alone does (MaxSize was
+// lowered below it between runs; see Pin).
 func (s *Store) Size() int64 { return s.stats.bytes.Load() }
 
 // MaxSize returns the byte budget.
@@ -452,12 +485,14 @@ func (s *Store) Stats() Stats {
 	return Stats{
 		Entries:          c.entries.Load(),
 		Bytes:            c.bytes.Load(),
+		PinnedBytes:      c.pinnedBytes.Load(),
 		Hits:             c.hits.Load(),
 		Misses:           c.misses.Load(),
 		Commits:          c.commits.Load(),
 		Evictions:        c.evictions.Load(),
 		EvictedBytes:     c.evictedBytes.Load(),
 		Deletes:          c.deletes.Load(),
+		Purged:           c.purged.Load(),
 		Discarded:        c.discarded.Load(),
 		DigestMismatches: c.digestMismatches.Load(),
 		SizeMismatches:   c.sizeMismatches.Load(),
@@ -494,18 +529,25 @@ func (s *Store) admit(dgst digest.Digest, size int64, mediaType string, f *os.Fi
 		s.dropTemp(tmpPath)
 		return true, nil
 	}
-	if size > s.maxSize {
+	// Pinned content is never evicted: what it leaves of the budget is
+	// all a new entry can have. Decided before anything is evicted.
+	if room := s.maxSize - s.pinnedBytes; size > room {
 		s.mu.Unlock()
-		s.stats.discarded.Add(1)
-		s.log.Debug("cache: entry larger than the budget not kept", "digest", dgst, "size", size, "max_size", s.maxSize)
-		s.dropTemp(tmpPath)
+		s.discard(dgst, size, room, tmpPath)
 		return false, nil
 	}
 	// dgst and its victims share one busy channel, closed when done.
 	done := s.markBusyLocked(dgst)
 	var victims []digest.Digest
 	var evictedBytes int64
+	keep := true
 	for s.size+size > s.maxSize {
+		if size > s.maxSize-s.pinnedBytes {
+			// Content pinned while this waited (a Pin, or pinned
+			// content that landed) leaves no room any more.
+			keep = false
+			break
+		}
 		if unit, n := s.evictOldestLocked(); len(unit) > 0 {
 			for _, v := range unit {
 				s.busy[v] = done
@@ -515,30 +557,44 @@ func (s *Store) admit(dgst digest.Digest, size int64, mediaType string, f *os.Fi
 			continue
 		}
 		if s.reserved == 0 {
-			break // cannot happen: nothing stored and no reservations means size 0
+			// Cannot happen: every unpinned entry belongs to an
+			// eviction candidate, so the check above would have
+			// failed. Keep MaxSize a hard bound anyway.
+			keep = false
+			break
 		}
 		// Only other commits' reservations are left; once they land in
 		// the store they can be evicted.
 		s.cond.Wait()
 	}
-	s.size += size
-	s.reserved += size
-	s.syncSizeLocked()
-	e.lastAccess = s.nowLocked()
+	room := s.maxSize - s.pinnedBytes
+	if keep {
+		s.size += size
+		s.reserved += size
+		s.syncSizeLocked()
+		e.lastAccess = s.nowLocked()
+	}
 	s.mu.Unlock()
 
-	err = s.install(dgst, e, f, tmpPath, victims)
+	if keep {
+		err = s.install(dgst, e, f, tmpPath, victims)
+	} else {
+		s.removeEvicted(victims)
+		s.discard(dgst, size, room, tmpPath)
+	}
 
 	s.mu.Lock()
-	s.reserved -= size
-	if err != nil {
-		s.size -= size
-	} else {
-		// Links dgst to what it references and to the stored manifests
-		// that reference it, whichever landed first.
-		s.insertLocked(dgst, e)
+	if keep {
+		s.reserved -= size
+		if err != nil {
+			s.size -= size
+		} else {
+			// Links dgst to what it references and to the stored
+			// manifests that reference it, whichever landed first.
+			s.insertLocked(dgst, e)
+		}
+		s.syncSizeLocked()
 	}
-	s.syncSizeLocked()
 	delete(s.busy, dgst)
 	for _, v := range victims {
 		delete(s.busy, v)
@@ -550,11 +606,39 @@ func (s *Store) admit(dgst digest.Digest, size int64, mediaType string, f *os.Fi
 
 	s.stats.evictions.Add(int64(len(victims)))
 	s.stats.evictedBytes.Add(evictedBytes)
-	if err != nil {
+	if err != nil || !keep {
 		return false, err
 	}
 	s.stats.commits.Add(1)
 	return true, nil
+}
+
+// discard drops a verified temp file that does not fit: larger than the
+// budget, or than the room pinned content leaves of it.
+func (s *Store) discard(dgst digest.Digest, size, room int64, tmpPath string) {
+	s.stats.discarded.Add(1)
+	s.log.Debug("cache: entry larger than the unpinned budget not kept", "digest", dgst, "size", size,
+		"max_size", s.maxSize, "room_beside_pins", room)
+	s.dropTemp(tmpPath)
+}
+
+// removeEvicted unlinks the files and deletes the index records of
+// entries evicted for a commit that was then not kept.
+func (s *Store) removeEvicted(victims []digest.Digest) {
+	if len(victims) == 0 {
+		return
+	}
+	for _, v := range victims {
+		if err := removeFile(s.blobPath(v)); err != nil {
+			// Left for reconcile at the next Open; it is no longer indexed.
+			s.log.Warn("cache: remove evicted file", "digest", v, "error", err)
+		}
+	}
+	s.idxMu.RLock()
+	if err := writeIndex(s.db, nil, victims); err != nil {
+		s.log.Warn("cache: delete evicted index records", "error", err)
+	}
+	s.idxMu.RUnlock()
 }
 
 // install makes a temp file durable, moves it into place and indexes it,
@@ -664,6 +748,7 @@ func (s *Store) endBusy(done chan struct{}, dgst digest.Digest) {
 func (s *Store) syncSizeLocked() {
 	s.stats.bytes.Store(s.size)
 	s.stats.entries.Store(s.entries)
+	s.stats.pinnedBytes.Store(s.pinnedBytes)
 }
 
 // nowLocked returns the current time in unix nanoseconds, strictly greater

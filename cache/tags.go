@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -21,6 +22,12 @@ const (
 	tagRecordVersion   = 1
 	tagRecordHeaderLen = 1 + 8 + 8 + 1
 )
+
+// AnyAccept is the Accept value of a tag record not tied to one Accept
+// header: the record an import writes, which a lookup may fall back to.
+// It normalises to itself, so it is distinct from an empty Accept; a
+// client that sends "*/*" shares it.
+const AnyAccept = "*/*"
 
 // TagRecord is the last answer upstream gave for a tag asked with one
 // Accept header: the manifest it named and when.
@@ -175,4 +182,135 @@ func decodeTagRecord(b []byte) (TagRecord, error) {
 		return TagRecord{}, fmt.Errorf("tag record has negative size %d", rec.Size)
 	}
 	return rec, nil
+}
+
+// TagInfo is one tag record as listed by Store.Tags. The Accept header
+// the record answers is not kept, only its hash, so records of one tag
+// asked with different Accept values are told apart by what they name.
+type TagInfo struct {
+	Repo, Tag string
+	Digest    digest.Digest
+	MediaType string
+	Size      int64
+	// Checked is when upstream (or an import) gave this answer.
+	Checked time.Time
+}
+
+// Tags returns every tag record, one per tag and Accept value, sorted by
+// repository, tag, then most recently checked first. Records that do not
+// parse are skipped and logged.
+func (s *Store) Tags() ([]TagInfo, error) {
+	if err := s.beginTagOp(); err != nil {
+		return nil, fmt.Errorf("cache: list tags: %w", err)
+	}
+	defer s.ops.Done()
+	var out []TagInfo
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: []byte(tagKeyPrefix)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			key := string(item.Key())
+			repo, tag, ok := parseTagKey(key)
+			if !ok {
+				s.log.Warn("cache: skipped tag record with a bad key", "key", key)
+				continue
+			}
+			var rec TagRecord
+			err := item.Value(func(v []byte) error {
+				var err error
+				rec, err = decodeTagRecord(v)
+				return err
+			})
+			if err != nil {
+				s.log.Warn("cache: skipped bad tag record", "key", key, "error", err)
+				continue
+			}
+			out = append(out, TagInfo{Repo: repo, Tag: tag, Digest: rec.Digest, MediaType: rec.MediaType, Size: rec.Size, Checked: rec.Checked})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cache: list tags: %w", err)
+	}
+	slices.SortFunc(out, func(a, b TagInfo) int {
+		return cmp.Or(cmp.Compare(a.Repo, b.Repo), cmp.Compare(a.Tag, b.Tag), b.Checked.Compare(a.Checked))
+	})
+	return out, nil
+}
+
+// DeleteTags removes every record of repo:tag, whatever Accept it
+// answered, and returns how many there were. The removal is durable when
+// DeleteTags returns.
+func (s *Store) DeleteTags(repo, tag string) (int, error) {
+	if repo == "" || tag == "" || strings.Contains(tag, "/") {
+		return 0, fmt.Errorf("cache: delete tags: invalid tag reference %q:%q", repo, tag)
+	}
+	prefix := tagKeyPrefix + repo + "/" + tag + "/"
+	n, err := s.deleteTagKeys(prefix, func(key string) bool {
+		r, t, ok := parseTagKey(key)
+		// The prefix of team/app:v1 also starts the records of the
+		// repository team/app/v1.
+		return ok && r == repo && t == tag
+	})
+	if err != nil {
+		return n, fmt.Errorf("cache: delete tags of %s:%s: %w", repo, tag, err)
+	}
+	return n, nil
+}
+
+// DeleteAllTags removes every tag record and returns how many there
+// were. The removal is durable when DeleteAllTags returns.
+func (s *Store) DeleteAllTags() (int, error) {
+	n, err := s.deleteTagKeys(tagKeyPrefix, func(string) bool { return true })
+	if err != nil {
+		return n, fmt.Errorf("cache: delete all tags: %w", err)
+	}
+	return n, nil
+}
+
+// deleteTagKeys deletes the keys under prefix that match, in one synced
+// batch, and returns how many.
+func (s *Store) deleteTagKeys(prefix string, match func(key string) bool) (int, error) {
+	if err := s.beginTagOp(); err != nil {
+		return 0, err
+	}
+	defer s.ops.Done()
+	var keys [][]byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if key := it.Item().KeyCopy(nil); match(string(key)) {
+				keys = append(keys, key)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if err := writeIndexKeys(s.db, nil, keys); err != nil {
+		return 0, err
+	}
+	return len(keys), nil
+}
+
+// parseTagKey splits a tag record key, tag/<repo>/<tag>/<64 hex>, from
+// the right: the repository may contain "/", the tag never does.
+func parseTagKey(key string) (repo, tag string, ok bool) {
+	rest, found := strings.CutPrefix(key, tagKeyPrefix)
+	if !found {
+		return "", "", false
+	}
+	i := strings.LastIndexByte(rest, '/')
+	if i < 0 || len(rest)-i-1 != hex.EncodedLen(sha256.Size) || !isHex(rest[i+1:]) {
+		return "", "", false
+	}
+	rest = rest[:i]
+	j := strings.LastIndexByte(rest, '/')
+	if j <= 0 || j == len(rest)-1 {
+		return "", "", false
+	}
+	return rest[:j], rest[j+1:], true
 }

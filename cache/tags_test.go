@@ -3,6 +3,7 @@ package cache
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -199,6 +200,175 @@ func TestDecodeTagRecordRejects(t *testing.T) {
 	} {
 		if rec, err := decodeTagRecord(b); err == nil {
 			t.Errorf("%s: decoded %+v", name, rec)
+		}
+	}
+}
+
+// TestTagsListAndDelete: Tags lists every record, one per tag and
+// Accept, sorted; DeleteTags removes every record of one tag and no
+// other, even of a repository whose name extends it; DeleteAllTags
+// removes the rest; deletions are durable.
+func TestTagsListAndDelete(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir, MaxSize: 1 << 20, AccessFlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	puts := []struct {
+		repo, tag, accept string
+		seed              uint64
+	}{
+		{"team/app", "v1", ociManifest, 1},
+		{"team/app", "v1", dockerManifest, 3}, // checked later: listed first
+		{"team/app", "v1", AnyAccept, 2},
+		{"team/app", "v2", ociManifest, 4},
+		{"team/app/v1", "x", ociManifest, 5}, // its key starts like team/app:v1's
+		{"team", "app", ociManifest, 6},
+		{"a", "latest", "", 7},
+	}
+	for _, p := range puts {
+		if err := s.PutTag(p.repo, p.tag, p.accept, tagRecord(p.seed)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type row struct {
+		repo, tag string
+		seed      uint64
+	}
+	list := func(s *Store) []row {
+		t.Helper()
+		tags, err := s.Tags()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make([]row, len(tags))
+		for i, ti := range tags {
+			seed := uint64(ti.Checked.Nanosecond() / 1000)
+			want := tagRecord(seed)
+			if ti.Digest != want.Digest || ti.Size != want.Size || ti.MediaType != want.MediaType {
+				t.Fatalf("Tags()[%d] = %+v, want the fields of %+v", i, ti, want)
+			}
+			out[i] = row{ti.Repo, ti.Tag, seed}
+		}
+		return out
+	}
+	want := []row{
+		{"a", "latest", 7},
+		{"team", "app", 6},
+		{"team/app", "v1", 3}, {"team/app", "v1", 2}, {"team/app", "v1", 1},
+		{"team/app", "v2", 4},
+		{"team/app/v1", "x", 5},
+	}
+	if got := list(s); !slices.Equal(got, want) {
+		t.Fatalf("Tags = %v, want %v", got, want)
+	}
+
+	tests := []struct {
+		repo, tag string
+		n         int
+	}{
+		{"team/app", "v1", 3},
+		{"team/app", "v1", 0}, // gone already
+		{"team/app", "v3", 0},
+		{"team/app/v1", "x", 1},
+	}
+	for _, tc := range tests {
+		if n, err := s.DeleteTags(tc.repo, tc.tag); err != nil || n != tc.n {
+			t.Fatalf("DeleteTags(%s, %s) = %d, %v; want %d", tc.repo, tc.tag, n, err, tc.n)
+		}
+	}
+	for _, bad := range [][2]string{{"", "v1"}, {"team/app", ""}, {"team/app", "v1/x"}} {
+		if _, err := s.DeleteTags(bad[0], bad[1]); err == nil {
+			t.Errorf("DeleteTags(%q, %q) succeeded", bad[0], bad[1])
+		}
+	}
+	if _, err := s.GetTag("team/app", "v1", AnyAccept); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("GetTag after DeleteTags: %v, want ErrNotFound", err)
+	}
+	want = []row{{"a", "latest", 7}, {"team", "app", 6}, {"team/app", "v2", 4}}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir, 1<<20)
+	if got := list(s); !slices.Equal(got, want) {
+		t.Fatalf("Tags after DeleteTags and a restart = %v, want %v", got, want)
+	}
+	if n, err := s.DeleteAllTags(); err != nil || n != 3 {
+		t.Fatalf("DeleteAllTags = %d, %v; want 3", n, err)
+	}
+	if got := list(s); len(got) != 0 {
+		t.Fatalf("Tags after DeleteAllTags = %v", got)
+	}
+	if n, err := s.DeleteAllTags(); err != nil || n != 0 {
+		t.Fatalf("DeleteAllTags on none = %d, %v", n, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Tags(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Tags after Close: %v, want ErrClosed", err)
+	}
+	if _, err := s.DeleteAllTags(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("DeleteAllTags after Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestAnyAccept: the import's record ("*/*") is its own record, apart
+// from an empty Accept and from any one media type.
+func TestAnyAccept(t *testing.T) {
+	t.Parallel()
+	if normalizeAccept(AnyAccept) == normalizeAccept("") || normalizeAccept(AnyAccept) == normalizeAccept(ociManifest) {
+		t.Fatalf("normalizeAccept(%q) = %q is not distinct", AnyAccept, normalizeAccept(AnyAccept))
+	}
+	s := openStore(t, t.TempDir(), 1<<20)
+	imported, proxied := tagRecord(10), tagRecord(11)
+	if err := s.PutTag("team/app", "v1", AnyAccept, imported); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutTag("team/app", "v1", ociManifest, proxied); err != nil {
+		t.Fatal(err)
+	}
+	mustGetTag(t, s, "team/app", "v1", AnyAccept, imported)
+	mustGetTag(t, s, "team/app", "v1", " */*; q=0.5", imported)
+	mustGetTag(t, s, "team/app", "v1", ociManifest, proxied)
+	if _, err := s.GetTag("team/app", "v1", ""); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("GetTag with an empty Accept: %v, want ErrNotFound", err)
+	}
+}
+
+func TestParseTagKey(t *testing.T) {
+	t.Parallel()
+	h := strings.Repeat("ab", 32)
+	tests := []struct {
+		key, repo, tag string
+		ok             bool
+	}{
+		{key: "tag/team/app/v1/" + h, repo: "team/app", tag: "v1", ok: true},
+		{key: "tag/a/b/c/d/latest/" + h, repo: "a/b/c/d", tag: "latest", ok: true},
+		{key: "tag/app/v1/" + h, repo: "app", tag: "v1", ok: true},
+		{key: "tag/v1/" + h},                      // no repository
+		{key: "tag//v1/" + h},                     // empty repository
+		{key: "tag/app//" + h},                    // empty tag
+		{key: "tag/app/v1/" + h[:62]},             // short hash
+		{key: "tag/app/v1/" + strings.ToUpper(h)}, // not lowercase hex
+		{key: "blob/app/v1/" + h},
+		{key: "tag/app/v1"},
+	}
+	for _, tc := range tests {
+		repo, tag, ok := parseTagKey(tc.key)
+		if ok != tc.ok || repo != tc.repo || tag != tc.tag {
+			t.Errorf("parseTagKey(%q) = %q, %q, %v; want %q, %q, %v", tc.key, repo, tag, ok, tc.repo, tc.tag, tc.ok)
+		}
+	}
+	// Every key tagKey builds parses back.
+	for _, r := range [][2]string{{"team/app", "v1"}, {"x", "y"}, {"a/b/c", "1.0-rc"}} {
+		key, err := tagKey(r[0], r[1], ociManifest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if repo, tag, ok := parseTagKey(string(key)); !ok || repo != r[0] || tag != r[1] {
+			t.Errorf("parseTagKey(tagKey(%q, %q)) = %q, %q, %v", r[0], r[1], repo, tag, ok)
 		}
 	}
 }

@@ -252,7 +252,8 @@ func (w *Writer) copyFromRingLocked(p []byte, off int64) error {
 // followers may read every byte; then the file is fsynced, renamed into
 // place and indexed (durably) before Commit returns, after evicting least
 // recently used entries to make room. kept is false when the entry alone
-// exceeds MaxSize: it was verified but not stored. If the digest is already
+// exceeds MaxSize, or the room pinned content leaves of it: it was
+// verified but not stored. If the digest is already
 // stored, the new copy is dropped and kept is true. If storing fails, Commit
 // returns kept=false and the error; followers still read the verified
 // bytes to the end. A writer that relayed because the disk was full, or
