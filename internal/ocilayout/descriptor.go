@@ -1,0 +1,134 @@
+package ocilayout
+
+import (
+	"bytes"
+	_ "crypto/sha512" // so that digest.Validate accepts sha384/sha512 digests wherever this package is linked
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Annotation keys of the index.json entries that name an image.
+const (
+	// AnnotationRefName is the OCI reference name: skopeo selects an image
+	// of an oci-archive by it (oci-archive:FILE.tar:REF).
+	AnnotationRefName = "org.opencontainers.image.ref.name"
+	// AnnotationImageName is the full image name (registry/repo:tag) that
+	// containerd, and so docker load, tags the image with.
+	AnnotationImageName = "io.containerd.image.name"
+)
+
+// Media types of the manifests Read recognises.
+const (
+	MediaTypeImageManifest      = "application/vnd.oci.image.manifest.v1+json"
+	MediaTypeImageIndex         = "application/vnd.oci.image.index.v1+json"
+	MediaTypeDockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
+	MediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
+)
+
+// mediaTypeOctetStream is the media type of a blob that is not a manifest.
+const mediaTypeOctetStream = "application/octet-stream"
+
+// maxManifestSize is the largest blob Read buffers and inspects: ECR's
+// manifest limit. Larger blobs are streamed and never manifests.
+const maxManifestSize = 4 << 20
+
+// Descriptor is an OCI content descriptor: an index.json entry, or a
+// reference from a manifest to its config and layers or from an index to
+// its manifests.
+type Descriptor struct {
+	MediaType   string            `json:"mediaType"`
+	Digest      digest.Digest     `json:"digest"`
+	Size        int64             `json:"size"`
+	URLs        []string          `json:"urls,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+	Platform    *Platform         `json:"platform,omitempty"`
+}
+
+// Platform is the platform an index entry's manifest runs on.
+type Platform struct {
+	Architecture string   `json:"architecture"`
+	OS           string   `json:"os"`
+	OSVersion    string   `json:"os.version,omitempty"`
+	OSFeatures   []string `json:"os.features,omitempty"`
+	Variant      string   `json:"variant,omitempty"`
+}
+
+// required reports whether a layout must hold the blob d references:
+// non-distributable (foreign) layers and content with URLs are fetched
+// from elsewhere.
+func required(d Descriptor) bool {
+	return len(d.URLs) == 0 &&
+		!strings.Contains(d.MediaType, "nondistributable") &&
+		!strings.Contains(d.MediaType, "foreign")
+}
+
+// ErrDigestMismatch is matched (errors.Is) by every [*DigestError].
+var ErrDigestMismatch = errors.New("digest mismatch")
+
+// ErrInvalidArchive is matched (errors.Is) by the errors Read returns for
+// an archive that is malformed, unsafe or truncated, as opposed to errors
+// of the underlying reader or of the caller's function.
+var ErrInvalidArchive = errors.New("invalid OCI layout archive")
+
+// DigestError reports a blob whose content does not hash to its digest.
+type DigestError struct {
+	Digest digest.Digest // the digest the blob is named by
+	Got    digest.Digest // the digest of its content
+}
+
+// Error names the expected digest and the one the content hashes to.
+func (e *DigestError) Error() string {
+	return fmt.Sprintf("blob %s: content hashes to %s", e.Digest, e.Got)
+}
+
+// Is makes errors.Is(err, ErrDigestMismatch) true.
+func (e *DigestError) Is(target error) bool {
+	return target == ErrDigestMismatch
+}
+
+// manifestDoc is the part of a manifest or an index sniff reads.
+type manifestDoc struct {
+	SchemaVersion *int         `json:"schemaVersion"`
+	MediaType     string       `json:"mediaType"`
+	Config        *Descriptor  `json:"config"`
+	Layers        []Descriptor `json:"layers"`
+	Manifests     []Descriptor `json:"manifests"`
+}
+
+// sniff returns the manifest media type of b and the descriptors it
+// references (config and layers, or manifests; non-nil, possibly empty),
+// or "application/octet-stream" and nil when b is not a schemaVersion 2
+// OCI or Docker manifest or index.
+func sniff(b []byte) (string, []Descriptor) {
+	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		return mediaTypeOctetStream, nil
+	}
+	var m manifestDoc
+	if err := json.Unmarshal(b, &m); err != nil || m.SchemaVersion == nil || *m.SchemaVersion != 2 {
+		return mediaTypeOctetStream, nil
+	}
+	mt := m.MediaType
+	if mt == "" {
+		switch {
+		case m.Manifests != nil && m.Config == nil:
+			mt = MediaTypeImageIndex
+		case m.Config != nil && m.Layers != nil:
+			mt = MediaTypeImageManifest
+		}
+	}
+	switch mt {
+	case MediaTypeImageManifest, MediaTypeDockerManifest:
+		refs := make([]Descriptor, 0, len(m.Layers)+1)
+		if m.Config != nil {
+			refs = append(refs, *m.Config)
+		}
+		return mt, append(refs, m.Layers...)
+	case MediaTypeImageIndex, MediaTypeDockerManifestList:
+		return mt, append(make([]Descriptor, 0, len(m.Manifests)), m.Manifests...)
+	}
+	return mediaTypeOctetStream, nil
+}
