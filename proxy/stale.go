@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -105,6 +106,13 @@ func (p *Proxy) staleAnswer(ctx context.Context, req *registry.Request, accept h
 		return nil, err
 	}
 	rec, gerr := p.store.GetTag(req.Name, req.Tag, accept.Get("Accept"))
+	if errors.Is(gerr, cache.ErrNotFound) {
+		// An import records tags for any Accept: usable when the client
+		// takes the manifest's media type.
+		if imp, ierr := p.store.GetTag(req.Name, req.Tag, cache.AnyAccept); ierr == nil && accepts(accept.Values("Accept"), imp.MediaType) {
+			rec, gerr = imp, nil
+		}
+	}
 	if gerr != nil {
 		if !errors.Is(gerr, cache.ErrNotFound) {
 			p.log.Warn("reading tag record failed", "repository", req.Name, "tag", req.Tag, "error", gerr)
@@ -129,4 +137,22 @@ func (p *Proxy) staleAnswer(ctx context.Context, req *registry.Request, accept h
 	p.log.Warn("ECR cannot answer: serving a stale tag", "repository", req.Name, "tag", req.Tag,
 		"digest", rec.Digest, "age", age.Round(time.Millisecond), "reason", why, "error", err)
 	return c, nil
+}
+
+// accepts tells whether Accept header values admit mediaType. No Accept
+// at all admits anything, as registries answer such a request.
+func accepts(values []string, mediaType string) bool {
+	if len(values) == 0 {
+		return true
+	}
+	for _, v := range values {
+		for _, part := range strings.Split(v, ",") {
+			t, _, _ := strings.Cut(part, ";")
+			t = strings.ToLower(strings.TrimSpace(t))
+			if t == "*/*" || t == strings.ToLower(mediaType) {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,48 +9,72 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/ecr-mirror/ecr-mirror/admin"
 	"github.com/ecr-mirror/ecr-mirror/cache"
 )
 
 const cacheUsage = `Usage: ecr-mirror cache SUBCOMMAND [flags]
 
-Works directly on a stopped mirror's CACHE_DIR (the running mirror locks it).
+Works on the mirror's CACHE_DIR both ways: on a running mirror through its
+admin socket (CACHE_DIR/admin.sock, reachable by the mirror's user only), and
+directly on a stopped mirror's CACHE_DIR.
 
 Subcommands:
-  ls       list stored entries and totals against CACHE_MAX_SIZE
+  ls       list repositories and tags, manifests, blobs and pins, with totals
   verify   rehash every stored entry; --repair removes the bad ones
+  pin      keep an image whole in the cache, never evicted
+  unpin    let a pinned image be evicted again
+  purge    remove an image, a digest, what was not used for a while, or all
 
 Run "ecr-mirror cache SUBCOMMAND --help" for its flags and an example.
 `
 
-const cacheLsUsage = `Usage: ecr-mirror cache ls [--cache-dir DIR] [--cache-max-size SIZE] [--json]
+// cacheSub is a subcommand of "ecr-mirror cache".
+type cacheSub struct {
+	usage string
+	// flags registers the subcommand's own flags and returns its work.
+	flags func(fs *flag.FlagSet) cacheWork
+	// args is how many positional arguments it takes (-1: any).
+	args int
+	// create makes a new store when the directory has none (import).
+	create bool
+}
 
-Lists every entry of a stopped mirror's cache (digest, size, media type,
-last access), then the totals against the budget. Opening the cache does what
-the server's start does: it drops leftovers of a crash and evicts down to the
-budget, so give the budget the server uses.
+// cacheWork is what a cache command does once its flags are parsed.
+type cacheWork struct {
+	// check, when set, checks the arguments before the cache is opened.
+	check func(pos []string) error
+	// run does the work on c with the positional arguments.
+	run func(ctx context.Context, c admin.Cache, pos []string, o cmdOutput) int
+}
 
-Example:
-  CACHE_DIR=/var/lib/ecr-mirror ecr-mirror cache ls --json | jq '.entries | length'
+// cmdOutput is where a command writes: results on stdout, progress and
+// messages on stderr.
+type cmdOutput struct {
+	stdout, stderr io.Writer
+	name           string // "cache ls", for messages
+	json, quiet    bool
+}
 
-Flags:
-`
+func (o cmdOutput) failf(format string, args ...any) int {
+	fmt.Fprintf(o.stderr, "ecr-mirror %s: %s\n", o.name, fmt.Sprintf(format, args...))
+	return exitFail
+}
 
-const cacheVerifyUsage = `Usage: ecr-mirror cache verify [--cache-dir DIR] [--cache-max-size SIZE] [--repair]
-
-Rehashes every entry of a stopped mirror's cache and prints each bad digest;
-exits non-zero if any is bad. With --repair the bad entries are removed (the
-mirror fetches them again when asked); the exit status is still non-zero.
-
-Example:
-  ecr-mirror cache verify --cache-dir /var/lib/ecr-mirror --repair
-
-Flags:
-`
+func cacheSubs() map[string]cacheSub {
+	return map[string]cacheSub{
+		"ls":     {usage: cacheLsUsage, flags: lsFlags},
+		"verify": {usage: cacheVerifyUsage, flags: verifyFlags},
+		"pin":    {usage: cachePinUsage, flags: pinFlags(true), args: 1},
+		"unpin":  {usage: cacheUnpinUsage, flags: pinFlags(false), args: 1},
+		"purge":  {usage: cachePurgeUsage, flags: purgeFlags, args: -1},
+	}
+}
 
 // runCache is "ecr-mirror cache".
 func runCache(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
@@ -66,14 +89,47 @@ func runCache(ctx context.Context, args []string, getenv func(string) string, st
 		}
 		return exitOK
 	}
-	switch args[0] {
-	case "ls":
-		return runCacheLs(args[1:], getenv, stdout, stderr)
-	case "verify":
-		return runCacheVerify(ctx, args[1:], getenv, stdout, stderr)
+	sub, ok := cacheSubs()[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "ecr-mirror cache: unknown subcommand %q\n\n%s", args[0], cacheUsage)
+		return exitUsage
 	}
-	fmt.Fprintf(stderr, "ecr-mirror cache: unknown subcommand %q\n\n%s", args[0], cacheUsage)
-	return exitUsage
+	return runOnCache(ctx, "cache "+args[0], sub, args[1:], getenv, stdout, stderr)
+}
+
+// runOnCache parses a command's flags, reaches the cache (running or
+// stopped) and runs the command on it.
+func runOnCache(ctx context.Context, name string, sub cacheSub, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, sub.usage); fs.PrintDefaults() }
+	var sf storeFlags
+	sf.register(fs, getenv)
+	o := cmdOutput{stdout: stdout, stderr: stderr, name: name}
+	fs.BoolVar(&o.json, "json", false, "print the result as JSON on stdout")
+	fs.BoolVar(&o.quiet, "quiet", false, "no progress")
+	work := sub.flags(fs)
+	pos, code, ok := parseFlags(fs, args)
+	if !ok {
+		return code
+	}
+	if sub.args >= 0 && len(pos) != sub.args {
+		fmt.Fprintf(stderr, "ecr-mirror %s: want %d arguments, got %d %q\n\n", name, sub.args, len(pos), pos)
+		fs.Usage()
+		return exitUsage
+	}
+	if work.check != nil {
+		if err := work.check(pos); err != nil {
+			fmt.Fprintf(stderr, "ecr-mirror %s: %v\n", name, err)
+			return exitUsage
+		}
+	}
+	c, closeCache, err := sf.openCache(ctx, stderr, sub.create)
+	if err != nil {
+		return o.failf("%v", err)
+	}
+	defer closeCache()
+	return work.run(ctx, c, pos, o)
 }
 
 // storeFlags are the flags that locate the store.
@@ -83,7 +139,7 @@ type storeFlags struct {
 
 func (sf *storeFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&sf.dir, "cache-dir", envOr(getenv, "CACHE_DIR"), "the mirror's cache directory [$CACHE_DIR]")
-	fs.StringVar(&sf.maxSize, "cache-max-size", envOr(getenv, "CACHE_MAX_SIZE"), "the mirror's cache budget [$CACHE_MAX_SIZE]")
+	fs.StringVar(&sf.maxSize, "cache-max-size", envOr(getenv, "CACHE_MAX_SIZE"), "the mirror's cache budget, for a stopped mirror [$CACHE_MAX_SIZE]")
 }
 
 func envOr(getenv func(string) string, env string) string {
@@ -93,44 +149,57 @@ func envOr(getenv func(string) string, env string) string {
 	return defaultSetting(env)
 }
 
-// openEntries parses a cache command's flags (which take no arguments),
-// opens the stopped mirror's store and lists its entries. On failure it
-// has printed why and returns the exit code; the caller closes s.
-func openEntries(fs *flag.FlagSet, sf *storeFlags, args []string, stderr io.Writer) (s *cache.Store, infos []cache.Info, code int, ok bool) {
-	name := "ecr-mirror " + fs.Name()
-	pos, code, ok := parseFlags(fs, args)
-	if !ok {
-		return nil, nil, code, false
+// openCache reaches the mirror of the cache directory: through its admin
+// socket when it runs, else by opening its store.
+//
+// A mirror starting or stopping holds the directory's lock without
+// answering on its socket for a moment: the command then tries again for
+// up to lockWait.
+func (sf *storeFlags) openCache(ctx context.Context, stderr io.Writer, create bool) (admin.Cache, func(), error) {
+	deadline := time.Now().Add(lockWait)
+	for {
+		client, err := admin.Dial(ctx, sf.dir)
+		if err == nil {
+			return client, client.Close, nil
+		}
+		if !errors.Is(err, admin.ErrNotRunning) {
+			return nil, nil, err
+		}
+		s, err := sf.open(stderr, create)
+		if err == nil {
+			return admin.NewService(s, nil), func() { s.Close() }, nil
+		}
+		if !errors.Is(err, cache.ErrLocked) || time.Now().After(deadline) {
+			return nil, nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, err
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	if len(pos) > 0 {
-		fmt.Fprintf(stderr, "%s: unexpected arguments %q\n", name, pos)
-		return nil, nil, exitUsage, false
-	}
-	s, err := sf.open(stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
-		return nil, nil, exitFail, false
-	}
-	if infos, err = s.Entries(); err != nil {
-		s.Close()
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
-		return nil, nil, exitFail, false
-	}
-	return s, infos, 0, true
 }
 
-// open opens the store of a stopped mirror; the error is ready to print.
-func (sf *storeFlags) open(stderr io.Writer) (*cache.Store, error) {
+// lockWait is how long a command waits for a starting or stopping mirror.
+const lockWait = 3 * time.Second
+
+// open opens the store of a stopped mirror, or with create a new one in
+// a directory that has none; the error is ready to print.
+func (sf *storeFlags) open(stderr io.Writer, create bool) (*cache.Store, error) {
 	maxSize, err := parseSize(sf.maxSize)
 	if err != nil {
 		return nil, fmt.Errorf("--cache-max-size: %v", err)
 	}
 	// Open would create a store anywhere: insist on an existing one.
-	if fi, err := os.Stat(filepath.Join(sf.dir, "index")); err != nil || !fi.IsDir() {
+	if sf.dir == "" {
+		return nil, errors.New("no cache directory: set --cache-dir or CACHE_DIR")
+	}
+	if fi, err := os.Stat(filepath.Join(sf.dir, "index")); !create && (err != nil || !fi.IsDir()) {
 		return nil, fmt.Errorf("%s is not a cache directory: it has no index/ (set --cache-dir or CACHE_DIR)", sf.dir)
 	}
 	running := func() error {
-		return fmt.Errorf("%s is locked: the mirror is running: stop it, or use the admin socket (not yet implemented)", sf.dir)
+		return fmt.Errorf("%s is locked by a running mirror whose admin socket (%s) does not answer: %w",
+			sf.dir, filepath.Join(sf.dir, admin.SocketName), cache.ErrLocked)
 	}
 	if err := cache.CheckUnlocked(sf.dir); errors.Is(err, cache.ErrLocked) {
 		return nil, running()
@@ -148,104 +217,292 @@ func (sf *storeFlags) open(stderr io.Writer) (*cache.Store, error) {
 	return s, nil
 }
 
-// lsEntry is one entry of "cache ls --json".
-type lsEntry struct {
-	Digest     string    `json:"digest"`
-	Size       int64     `json:"size"`
-	MediaType  string    `json:"mediaType"`
-	LastAccess time.Time `json:"lastAccess"`
+const cacheLsUsage = `Usage: ecr-mirror cache ls [--cache-dir DIR] [--json]
+
+Lists the repositories and tags the mirror has seen (the manifest each names,
+and when ECR or an import last said so), the pinned images, and every stored
+manifest and blob (kind, size, last access, pinned), then the totals against
+CACHE_MAX_SIZE. On a stopped mirror, opening the cache does what the server's
+start does (drops leftovers of a crash, evicts down to --cache-max-size).
+
+Example:
+  ecr-mirror cache ls --json | jq '.totals'
+
+Flags:
+`
+
+func lsFlags(fs *flag.FlagSet) cacheWork {
+	return cacheWork{run: func(ctx context.Context, c admin.Cache, _ []string, o cmdOutput) int {
+		l, err := c.List(ctx)
+		if err != nil {
+			return o.failf("%v", err)
+		}
+		if o.json {
+			return printJSON(o.stdout, o.stderr, o.name, l)
+		}
+		tw := tabwriter.NewWriter(o.stdout, 0, 4, 2, ' ', 0)
+		if len(l.Tags) > 0 {
+			fmt.Fprintln(tw, "REPOSITORY\tTAG\tDIGEST\tCHECKED\tSTORED")
+			for _, t := range l.Tags {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\n", t.Repository, t.Tag, t.Digest, t.Checked.Format(time.RFC3339), t.Stored)
+			}
+			fmt.Fprintln(tw)
+		}
+		if len(l.Pins) > 0 {
+			fmt.Fprintln(tw, "PINNED\tNAMES\tSIZE\tSINCE")
+			for _, p := range l.Pins {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Digest, strings.Join(p.Names, ","), humanBytes(p.Bytes), p.Pinned.Format(time.RFC3339))
+			}
+			fmt.Fprintln(tw)
+		}
+		fmt.Fprintln(tw, "DIGEST\tKIND\tSIZE\tLAST ACCESS\tPINNED\tMEDIA TYPE")
+		for _, e := range l.Entries {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%v\t%s\n", e.Digest, e.Kind, e.Size, e.LastAccess.Format(time.RFC3339), e.Pinned, e.MediaType)
+		}
+		tw.Flush()
+		t := l.Totals
+		fmt.Fprintf(o.stdout, "%d entries (%d manifests, %d blobs), %s (%d bytes) of %s (%.1f%%); %d pins, %s pinned\n",
+			t.Entries, t.Manifests, t.Blobs, humanBytes(t.Bytes), t.Bytes, humanBytes(t.MaxBytes),
+			100*float64(t.Bytes)/float64(max(t.MaxBytes, 1)), len(l.Pins), humanBytes(t.PinnedBytes))
+		return exitOK
+	}}
 }
 
-// lsOutput is "cache ls --json".
-type lsOutput struct {
-	Entries    []lsEntry `json:"entries"`
-	TotalBytes int64     `json:"totalBytes"`
-	MaxBytes   int64     `json:"maxBytes"`
-}
+const cacheVerifyUsage = `Usage: ecr-mirror cache verify [--cache-dir DIR] [--repair] [--json] [--quiet]
 
-func runCacheLs(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("cache ls", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, cacheLsUsage); fs.PrintDefaults() }
-	var sf storeFlags
-	sf.register(fs, getenv)
-	asJSON := fs.Bool("json", false, "print JSON")
-	s, infos, code, ok := openEntries(fs, &sf, args, stderr)
-	if !ok {
-		return code
-	}
-	defer s.Close()
-	out := lsOutput{Entries: []lsEntry{}, MaxBytes: s.MaxSize()}
-	for _, in := range infos {
-		out.Entries = append(out.Entries, lsEntry{Digest: in.Digest.String(), Size: in.Size, MediaType: in.MediaType, LastAccess: in.LastAccess.UTC()})
-		out.TotalBytes += in.Size
-	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(out); err != nil {
-			fmt.Fprintf(stderr, "ecr-mirror cache ls: %v\n", err)
+Rehashes every stored entry and prints each bad digest; exits non-zero if any
+is bad. With --repair the bad entries are removed (the mirror fetches them
+again when asked); the exit status is still non-zero.
+
+Example:
+  ecr-mirror cache verify --cache-dir /var/lib/ecr-mirror --repair
+
+Flags:
+`
+
+func verifyFlags(fs *flag.FlagSet) cacheWork {
+	repair := fs.Bool("repair", false, "remove the bad entries")
+	return cacheWork{run: func(ctx context.Context, c admin.Cache, _ []string, o cmdOutput) int {
+		prog := newProgress(ctx, o.stderr, chooseProgress(o.stderr, o.quiet || o.json), o.name)
+		var t *task
+		var last int64
+		rep, err := c.Verify(ctx, *repair, func(done, total int64) {
+			if t == nil {
+				t = prog.task("rehashing the cache", total)
+			}
+			t.add(done-last, 0)
+			last = done
+		})
+		if t != nil {
+			t.finish(err, "")
+		}
+		prog.wait()
+		if err != nil {
+			return o.failf("%v", err)
+		}
+		if o.json {
+			if code := printJSON(o.stdout, o.stderr, o.name, rep); code != exitOK {
+				return code
+			}
+		} else {
+			for _, b := range rep.Bad {
+				fmt.Fprintf(o.stdout, "bad %s: %s\n", b.Digest, b.Error)
+			}
+			for _, d := range rep.Removed {
+				fmt.Fprintf(o.stdout, "removed %s\n", d)
+			}
+			fmt.Fprintf(o.stderr, "verified %d entries, %s in %s: %d bad", rep.Entries, humanBytes(rep.Bytes), rep.Duration.Round(time.Millisecond), len(rep.Bad))
+			if *repair {
+				fmt.Fprintf(o.stderr, ", %d removed", len(rep.Removed))
+			}
+			fmt.Fprintln(o.stderr)
+		}
+		if len(rep.Bad) > 0 {
 			return exitFail
 		}
 		return exitOK
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DIGEST\tSIZE\tMEDIA TYPE\tLAST ACCESS")
-	for _, e := range out.Entries {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", e.Digest, e.Size, e.MediaType, e.LastAccess.Format(time.RFC3339))
-	}
-	tw.Flush()
-	fmt.Fprintf(stdout, "%d entries, %s (%d bytes) of %s (%.1f%%)\n", len(out.Entries), humanBytes(out.TotalBytes), out.TotalBytes,
-		humanBytes(out.MaxBytes), 100*float64(out.TotalBytes)/float64(out.MaxBytes))
-	return exitOK
+	}}
 }
 
-func runCacheVerify(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("cache verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, cacheVerifyUsage); fs.PrintDefaults() }
-	var sf storeFlags
-	sf.register(fs, getenv)
-	repair := fs.Bool("repair", false, "remove the bad entries")
-	s, infos, code, ok := openEntries(fs, &sf, args, stderr)
-	if !ok {
-		return code
-	}
-	defer s.Close()
-	start := time.Now()
-	var bytes int64
-	bad, removed := 0, 0
-	for _, in := range infos {
-		if ctx.Err() != nil {
-			fmt.Fprintf(stderr, "ecr-mirror cache verify: interrupted\n")
-			return exitFail
-		}
-		err := s.Verify(in.Digest)
-		if errors.Is(err, cache.ErrNotFound) {
-			continue // gone meanwhile
-		}
-		bytes += in.Size
-		if err == nil {
-			continue
-		}
-		bad++
-		fmt.Fprintf(stdout, "bad %s: %v\n", in.Digest, err)
-		if *repair {
-			if err := s.Delete(in.Digest); err != nil && !errors.Is(err, cache.ErrNotFound) {
-				fmt.Fprintf(stderr, "ecr-mirror cache verify: removing %s: %v\n", in.Digest, err)
-				continue
+const cachePinUsage = `Usage: ecr-mirror cache pin [--cache-dir DIR] [--json] IMAGE
+
+Pins IMAGE (repo:tag or repo@sha256:<hex>): the image, an index with every
+platform's manifest and every blob, stays in the cache and is never evicted.
+A running mirror first pulls what the cache lacks (revalidating the tag); on a
+stopped mirror the image must already be whole and a tag is resolved from the
+cache's records. Pinned bytes count against CACHE_MAX_SIZE: a pin that cannot
+fit is refused. Pins survive restarts.
+
+Example:
+  ecr-mirror cache pin team/base:2026.11
+
+Flags:
+`
+
+const cacheUnpinUsage = `Usage: ecr-mirror cache unpin [--cache-dir DIR] [--json] IMAGE
+
+Unpins IMAGE (the name it was pinned by, or repo@sha256:<hex>): it is evicted
+again like any other image when room is needed.
+
+Example:
+  ecr-mirror cache unpin team/base:2026.11
+
+Flags:
+`
+
+func pinFlags(pin bool) func(*flag.FlagSet) cacheWork {
+	return func(fs *flag.FlagSet) cacheWork {
+		return cacheWork{run: func(ctx context.Context, c admin.Cache, pos []string, o cmdOutput) int {
+			op, verb := c.Unpin, "unpinned"
+			if pin {
+				op, verb = c.Pin, "pinned"
 			}
-			removed++
-			fmt.Fprintf(stdout, "removed %s\n", in.Digest)
+			rep, err := op(ctx, pos[0])
+			if err != nil {
+				return o.failf("%v", err)
+			}
+			if o.json {
+				return printJSON(o.stdout, o.stderr, o.name, rep)
+			}
+			fmt.Fprintf(o.stdout, "%s %s (%s, %s)\n", verb, rep.Image, rep.Digest, humanBytes(rep.Bytes))
+			return exitOK
+		}}
+	}
+}
+
+const cachePurgeUsage = `Usage: ecr-mirror cache purge [--cache-dir DIR] [--json] IMAGE | DIGEST | --older-than AGE | --all
+
+Removes content from the cache, safely while the mirror serves: a client
+already reading a removed file reads it whole. IMAGE (repo:tag, resolved from
+the cache's records, or repo@sha256:<hex>) or DIGEST (sha256:<hex>) removes
+that image and the content no other stored image shares; --older-than AGE
+(e.g. 30d, 12h) removes every image not used for that long; --all removes every
+image. Pinned images are never purged (unpin them first). Tag records whose
+manifest is gone are forgotten.
+
+Example:
+  ecr-mirror cache purge --older-than 30d
+  ecr-mirror cache purge team/app:v1.3
+
+Flags:
+`
+
+func purgeFlags(fs *flag.FlagSet) cacheWork {
+	var age time.Duration
+	fs.Func("older-than", "remove the images not used for this long (30d, 12h, 90m)", func(v string) error {
+		d, err := parseAge(v)
+		age = d
+		return err
+	})
+	all := fs.Bool("all", false, "remove every image that is not pinned")
+	check := func(pos []string) error {
+		if len(pos) > 1 {
+			return fmt.Errorf("one image or digest at a time, got %q", pos)
 		}
+		if n := len(pos) + btoi(age > 0) + btoi(*all); n != 1 {
+			return errors.New("give exactly one of IMAGE, DIGEST, --older-than or --all")
+		}
+		return nil
 	}
-	fmt.Fprintf(stderr, "verified %d entries, %s in %s: %d bad", len(infos), humanBytes(bytes), time.Since(start).Round(time.Millisecond), bad)
-	if *repair {
-		fmt.Fprintf(stderr, ", %d removed", removed)
+	return cacheWork{check: check, run: func(ctx context.Context, c admin.Cache, pos []string, o cmdOutput) int {
+		req := admin.PurgeRequest{OlderThan: age, All: *all}
+		if len(pos) == 1 {
+			req.Image = pos[0]
+		}
+		rep, err := c.Purge(ctx, req)
+		if err != nil {
+			return o.failf("%v", err)
+		}
+		if o.json {
+			return printJSON(o.stdout, o.stderr, o.name, rep)
+		}
+		if !o.quiet {
+			for _, e := range rep.Removed {
+				fmt.Fprintf(o.stdout, "removed %s (%s, %s)\n", e.Digest, e.Kind, humanBytes(e.Size))
+			}
+		}
+		fmt.Fprintf(o.stdout, "purged %d entries, %s; %d tag records forgotten; %d pinned images kept\n",
+			len(rep.Removed), humanBytes(rep.Bytes), rep.TagsForgotten, rep.PinnedKept)
+		return exitOK
+	}}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
 	}
-	fmt.Fprintln(stderr)
-	if bad > 0 {
-		return exitFail
+	return 0
+}
+
+// parseAge reads a duration that may also be given in days ("30d").
+func parseAge(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseFloat(days, 64)
+		if err != nil || n <= 0 || n > 100*365 {
+			return 0, fmt.Errorf("age %q: want a positive number of days such as 30d", s)
+		}
+		return time.Duration(n * float64(24*time.Hour)), nil
 	}
-	return exitOK
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("age %q: want a positive duration such as 30d, 12h or 90m", s)
+	}
+	return d, nil
+}
+
+const importUsage = `Usage: ecr-mirror import [--cache-dir DIR] [--json] [--quiet] FILE.tar
+
+Verifies every manifest and blob of an OCI image-layout archive (from
+"ecr-mirror export", "skopeo copy ... oci-archive:FILE.tar" or "docker save")
+against its digest and admits them to the cache, on a running mirror (through
+its admin socket) or a stopped one. Each image named repo:tag in the archive
+(io.containerd.image.name, else org.opencontainers.image.ref.name) gets a tag
+record dated now, so that a mirror with STALE_IF_ERROR serves it by tag while
+ECR cannot be reached; by digest it is served in any case. A tampered or
+incomplete archive is refused, naming the bad digest, and admits nothing.
+
+Example:
+  ecr-mirror export -o site-b.tar team/app:v1.4     # where ECR is reachable
+  ecr-mirror import --cache-dir /var/lib/ecr-mirror site-b.tar   # at the site
+
+Flags:
+`
+
+// runImport is "ecr-mirror import".
+func runImport(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	return runOnCache(ctx, "import", cacheSub{usage: importUsage, flags: importFlags, args: 1, create: true}, args, getenv, stdout, stderr)
+}
+
+func importFlags(fs *flag.FlagSet) cacheWork {
+	return cacheWork{run: func(ctx context.Context, c admin.Cache, pos []string, o cmdOutput) int {
+		f, err := os.Open(pos[0])
+		if err != nil {
+			return o.failf("%v", err)
+		}
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			return o.failf("%v", err)
+		}
+		prog := newProgress(ctx, o.stderr, chooseProgress(o.stderr, o.quiet || o.json), o.name)
+		t := prog.task(filepath.Base(pos[0]), fi.Size())
+		rep, err := c.Import(ctx, t.reader(f))
+		t.finish(err, "")
+		prog.wait()
+		if err != nil {
+			return o.failf("%s: %v", pos[0], err)
+		}
+		if o.json {
+			return printJSON(o.stdout, o.stderr, o.name, rep)
+		}
+		for _, img := range rep.Images {
+			name := img.Name
+			if name == "" {
+				name = "(unnamed: served by digest only)"
+			}
+			fmt.Fprintf(o.stdout, "imported %s %s\n", name, img.Digest)
+		}
+		fmt.Fprintf(o.stdout, "%d images, %d blobs (%d new), %s\n", len(rep.Images), rep.Blobs, rep.New, humanBytes(rep.Bytes))
+		return exitOK
+	}}
 }

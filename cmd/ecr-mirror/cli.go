@@ -25,7 +25,9 @@ type command struct {
 func commands() []command {
 	return []command{
 		{name: "warm", summary: "pull whole images through a running mirror so its cache holds them", run: runWarm},
-		{name: "cache", summary: "inspect a stopped mirror's cache: cache ls, cache verify", run: runCache},
+		{name: "export", summary: "write images from a running mirror to an OCI archive (a seed bundle)", run: runExport},
+		{name: "import", summary: "verify an OCI archive and admit it to the cache, with its tags", run: runImport},
+		{name: "cache", summary: "the cache: ls, verify, pin, unpin, purge", run: runCache},
 	}
 }
 

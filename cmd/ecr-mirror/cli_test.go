@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"os"
 	"os/exec"
 	"slices"
@@ -65,11 +64,22 @@ func TestCLIUsage(t *testing.T) {
 		{name: "warm help", args: []string{"warm", "--help"}, code: exitOK, contains: "Example:"},
 		{name: "help warm", args: []string{"help", "warm"}, code: exitOK, contains: "Example:"},
 		{name: "warm nothing", args: []string{"warm"}, code: exitUsage, contains: "no image given"},
-		{name: "warm bad image", args: []string{"warm", "app@sha256:zz"}, code: exitUsage, contains: "not a sha256 digest"},
+		{name: "warm bad image", args: []string{"warm", "app@sha256:zz"}, code: exitUsage, contains: "invalid digest"},
 		{name: "cache", args: []string{"cache"}, code: exitUsage, contains: "verify"},
 		{name: "cache ls help", args: []string{"cache", "ls", "--help"}, code: exitOK, contains: "Example:"},
 		{name: "cache verify help", args: []string{"cache", "verify", "-h"}, code: exitOK, contains: "--repair"},
-		{name: "cache unknown", args: []string{"cache", "purge"}, code: exitUsage, contains: `unknown subcommand "purge"`},
+		{name: "cache unknown", args: []string{"cache", "bogus"}, code: exitUsage, contains: `unknown subcommand "bogus"`},
+		{name: "purge nothing", args: []string{"cache", "purge"}, code: exitUsage, contains: "exactly one of"},
+		{name: "purge two", args: []string{"cache", "purge", "--all", "--older-than", "3d"}, code: exitUsage, contains: "exactly one of"},
+		{name: "purge bad age", args: []string{"cache", "purge", "--older-than", "soon"}, code: exitUsage, contains: "30d"},
+		{name: "pin no image", args: []string{"cache", "pin"}, code: exitUsage, contains: "want 1 arguments"},
+		{name: "pin help", args: []string{"cache", "pin", "--help"}, code: exitOK, contains: "Example:"},
+		{name: "purge help", args: []string{"cache", "purge", "-h"}, code: exitOK, contains: "--older-than"},
+		{name: "export help", args: []string{"export", "--help"}, code: exitOK, contains: "oci-archive"},
+		{name: "export no output", args: []string{"export", "team/app:v1"}, code: exitUsage, contains: "-o FILE.tar is required"},
+		{name: "export platforms twice", args: []string{"export", "-o", "x.tar", "--platform", "linux/amd64", "--all-platforms", "a:b"}, code: exitUsage, contains: "exclude each other"},
+		{name: "import help", args: []string{"import", "--help"}, code: exitOK, contains: "STALE_IF_ERROR"},
+		{name: "import missing file", args: []string{"import", "--cache-dir", os.TempDir() + "/ecr-mirror-import-test", "/nonexistent.tar"}, code: exitFail, contains: "no such file"},
 		{name: "cache ls no dir", args: []string{"cache", "ls", "--cache-dir", "/nonexistent/ecr-mirror"}, code: exitFail, contains: "not a cache directory"},
 		{name: "cache ls not a cache", args: []string{"cache", "ls", "--cache-dir", os.TempDir()}, code: exitFail, contains: "has no index/"},
 		{name: "cache ls bad size", args: []string{"cache", "ls", "--cache-max-size", "lots"}, code: exitFail, contains: "--cache-max-size"},
@@ -80,32 +90,6 @@ func TestCLIUsage(t *testing.T) {
 			code, out, errOut := cli(t, nil, tt.args...)
 			if code != tt.code || !strings.Contains(out+errOut, tt.contains) {
 				t.Errorf("exit %d, want %d; output does not contain %q or does:\n%s%s", code, tt.code, tt.contains, out, errOut)
-			}
-		})
-	}
-}
-
-func TestParseImageRef(t *testing.T) {
-	t.Parallel()
-	d := digest.FromString("x")
-	tests := []struct {
-		in, repo, ref string
-		bad           bool
-	}{
-		{in: "team/app:v1", repo: "team/app", ref: "v1"},
-		{in: "team/app", repo: "team/app", ref: "latest"},
-		{in: "team/app@" + d.String(), repo: "team/app", ref: d.String()},
-		{in: "host:5000/app", repo: "host:5000/app", ref: "latest"},
-		{in: ":v1", bad: true},
-		{in: "app:", bad: true},
-		{in: "../app:v1", bad: true},
-		{in: "app@sha512:ab", bad: true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			r, err := parseImageRef(tt.in)
-			if (err != nil) != tt.bad || (!tt.bad && (r.repo != tt.repo || r.ref != tt.ref)) {
-				t.Errorf("parseImageRef(%q) = %+v, %v", tt.in, r, err)
 			}
 		})
 	}
@@ -189,119 +173,6 @@ func TestWarmPlatform(t *testing.T) {
 	}
 	if fetched != 1 {
 		t.Errorf("blobs of %d platforms fetched, want 1", fetched)
-	}
-}
-
-func TestCacheCommands(t *testing.T) {
-	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
-	img, err := random.Image(32<<10, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	manifest, blobs := putImage(t, fake, "team/app", "v1", img)
-	m := startMirror(t, fake, mirrorOpts{})
-	if code, _, errOut := cli(t, nil, "warm", "--mirror", m.URL, "team/app:v1"); code != exitOK {
-		t.Fatalf("warm: exit %d\n%s", code, errOut)
-	}
-	all := append([]digest.Digest{manifest}, blobs...)
-	eventually(t, "the image stored", func() bool {
-		for _, d := range all {
-			if !m.stored(d) {
-				return false
-			}
-		}
-		return true
-	})
-	env := map[string]string{"CACHE_DIR": m.Dir, "CACHE_MAX_SIZE": "1g"}
-
-	// Running: the store is locked, and the commands say so.
-	for _, sub := range []string{"ls", "verify"} {
-		code, _, errOut := cli(t, env, "cache", sub)
-		if code != exitFail || !strings.Contains(errOut, "the mirror is running: stop it") {
-			t.Errorf("cache %s on a running mirror: exit %d, output:\n%s", sub, code, errOut)
-		}
-	}
-	m.Stop()
-
-	ls := func() map[digest.Digest]lsEntry {
-		t.Helper()
-		code, out, errOut := cli(t, env, "cache", "ls", "--json")
-		if code != exitOK {
-			t.Fatalf("cache ls: exit %d\n%s", code, errOut)
-		}
-		var got lsOutput
-		if err := json.Unmarshal([]byte(out), &got); err != nil {
-			t.Fatalf("cache ls --json: %v\n%s", err, out)
-		}
-		entries := map[digest.Digest]lsEntry{}
-		var total int64
-		for _, e := range got.Entries {
-			entries[digest.Digest(e.Digest)] = e
-			total += e.Size
-		}
-		if got.TotalBytes != total || got.MaxBytes != 1<<30 {
-			t.Errorf("totals %d of %d, want %d of %d", got.TotalBytes, got.MaxBytes, total, 1<<30)
-		}
-		return entries
-	}
-	entries := ls()
-	for _, d := range all {
-		if e, ok := entries[d]; !ok || e.Size <= 0 || e.LastAccess.IsZero() {
-			t.Errorf("cache ls: %s missing or incomplete: %+v", d, e)
-		}
-	}
-	if code, out, errOut := cli(t, nil, "cache", "ls", "--cache-dir", m.Dir, "--cache-max-size", "1g"); code != exitOK ||
-		!strings.Contains(out, blobs[0].String()) || !strings.Contains(out, "entries") {
-		t.Errorf("cache ls (table): exit %d\n%s%s", code, out, errOut)
-	}
-	if code, out, errOut := cli(t, env, "cache", "verify"); code != exitOK || out != "" {
-		t.Errorf("cache verify of an intact cache: exit %d\n%s%s", code, out, errOut)
-	}
-
-	// Flip one byte of a layer: same size, so only a rehash finds it.
-	bad := blobs[0]
-	path := m.blobPath(bad)
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[len(b)/2] ^= 0xff
-	if err := os.Chmod(path, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		name string
-		args []string
-		want []string // lines of stdout
-		code int
-	}{
-		{name: "verify", args: []string{"cache", "verify"}, code: exitFail, want: []string{"bad " + bad.String()}},
-		{name: "repair", args: []string{"cache", "verify", "--repair"}, code: exitFail, want: []string{"bad " + bad.String(), "removed " + bad.String()}},
-		{name: "verify after repair", args: []string{"cache", "verify"}, code: exitOK},
-	}
-	for _, tt := range tests { // in order: each sees the last one's result
-		code, out, errOut := cli(t, env, tt.args...)
-		var prefixes []string
-		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-			if line != "" {
-				f := append(strings.Fields(line), "", "")
-				prefixes = append(prefixes, f[0]+" "+strings.TrimSuffix(f[1], ":"))
-			}
-		}
-		if code != tt.code || !slices.Equal(prefixes, tt.want) {
-			t.Errorf("%s: exit %d, want %d; stdout lines %q, want %q\n%s", tt.name, code, tt.code, prefixes, tt.want, errOut)
-		}
-	}
-	entries = ls()
-	if _, ok := entries[bad]; ok {
-		t.Errorf("cache ls still lists %s after --repair", bad)
-	}
-	if len(entries) != len(all)-1 {
-		t.Errorf("cache ls lists %d entries, want %d", len(entries), len(all)-1)
 	}
 }
 

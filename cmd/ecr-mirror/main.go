@@ -23,9 +23,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ecr-mirror/ecr-mirror/access"
+	"github.com/ecr-mirror/ecr-mirror/admin"
 	"github.com/ecr-mirror/ecr-mirror/auth"
 	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/proxy"
@@ -156,6 +158,27 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 			}
 		})
 	}
+	// The admin socket: the cache commands on this running mirror, and
+	// the registry API for the pulls of "cache pin".
+	adminLn, err := admin.Listen(cfg.CacheDir)
+	if err != nil {
+		return err
+	}
+	adminSocket := filepath.Join(cfg.CacheDir, admin.SocketName)
+	adminAPI := registry.NewHandler(px, log.With("component", "admin"),
+		registry.WithNamespaces(namespaces, ""), registry.WithObserver(mtr.observeRequest))
+	adminSvc := admin.NewService(store, func(ctx context.Context, ref registry.Reference) (digest.Digest, int64, error) {
+		c := admin.RegistryClient(cfg.CacheDir)
+		defer c.CloseIdleConnections()
+		return pullWhole(ctx, c, ref)
+	})
+	adminSrv := &http.Server{Handler: admin.NewHandler(adminSvc, adminAPI, log.With("component", "admin")),
+		ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	go adminSrv.Serve(adminLn)
+	defer adminLn.Close()
+	defer adminSrv.Close()
+	log.Info("listening", "addr", adminSocket, "serves", "admin socket: cache commands")
+
 	listeners := []listener{{setting: "LISTEN_ADDR", addr: cfg.ListenAddr, handler: front(cfg.DefaultNamespace), tls: tlsConfig,
 		what: "registry API: " + cmp.Or(cfg.DefaultNamespace, "ECR repositories by name")}}
 	for _, nl := range cfg.NamespaceListeners {

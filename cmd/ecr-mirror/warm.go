@@ -16,9 +16,10 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
 // Manifest media types warm asks for and understands.
@@ -54,14 +55,32 @@ Example:
 Flags:
 `
 
-// warmer pulls images through the mirror.
-type warmer struct {
+// puller reads images through a mirror's registry API, verifying every
+// digest: warm, export and pin use it.
+type puller struct {
 	base        *url.URL
 	client      *http.Client
 	concurrency int
 	platforms   []string // os/arch[/variant]; empty: all
-	out         io.Writer
-	outMu       sync.Mutex
+}
+
+// newPuller returns a puller for the mirror at mirrorURL; it checks the
+// flags the commands share.
+func newPuller(mirrorURL string, concurrency int, insecure bool, platforms []string) (*puller, error) {
+	base, err := url.Parse(mirrorURL)
+	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
+		return nil, fmt.Errorf("--mirror %q is not an http(s) URL", mirrorURL)
+	}
+	if concurrency < 1 {
+		return nil, fmt.Errorf("--concurrency must be at least 1, got %d", concurrency)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DisableCompression = true // blobs are hashed byte for byte
+	tr.MaxIdleConnsPerHost = concurrency
+	if insecure {
+		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // asked for with --insecure
+	}
+	return &puller{base: base, client: &http.Client{Transport: tr}, concurrency: concurrency, platforms: platforms}, nil
 }
 
 // runWarm is "ecr-mirror warm".
@@ -69,74 +88,30 @@ func runWarm(ctx context.Context, args []string, getenv func(string) string, std
 	fs := flag.NewFlagSet("warm", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, warmUsage); fs.PrintDefaults() }
-	mirrorURL := fs.String("mirror", "http://localhost:5000", "URL of the running mirror")
-	concurrency := fs.Int("concurrency", 4, "blobs fetched at once")
-	insecure := fs.Bool("insecure", false, "do not verify the mirror's TLS certificate")
-	platform := fs.String("platform", "", "only these platforms of an index, os/arch[/variant][,...] (default: all)")
-	var files []string
-	fs.Func("f", "file of images, one per line (# starts a comment); repeatable", func(v string) error {
-		files = append(files, v)
-		return nil
-	})
-	images, code, ok := parseFlags(fs, args)
+	var pf pullFlags
+	pf.register(fs)
+	quiet := fs.Bool("quiet", false, "no progress; only failures and the summary")
+	refs, code, ok := pf.parse(fs, args, "warm", stderr)
 	if !ok {
 		return code
 	}
-	for _, f := range files {
-		more, err := readImageList(f)
-		if err != nil {
-			fmt.Fprintf(stderr, "ecr-mirror warm: %v\n", err)
-			return exitUsage
-		}
-		images = append(images, more...)
-	}
-	if len(images) == 0 {
-		fmt.Fprint(stderr, "ecr-mirror warm: no image given\n\n")
-		fs.Usage()
+	p, err := pf.puller()
+	if err != nil {
+		fmt.Fprintf(stderr, "ecr-mirror warm: %v\n", err)
 		return exitUsage
 	}
-	base, err := url.Parse(*mirrorURL)
-	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
-		fmt.Fprintf(stderr, "ecr-mirror warm: --mirror %q is not an http(s) URL\n", *mirrorURL)
-		return exitUsage
-	}
-	if *concurrency < 1 {
-		fmt.Fprintf(stderr, "ecr-mirror warm: --concurrency must be at least 1, got %d\n", *concurrency)
-		return exitUsage
-	}
-	var refs []imageRef
-	for _, img := range images {
-		r, err := parseImageRef(img)
-		if err != nil {
-			fmt.Fprintf(stderr, "ecr-mirror warm: %v\n", err)
-			return exitUsage
-		}
-		refs = append(refs, r)
-	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.DisableCompression = true // blobs are hashed byte for byte
-	tr.MaxIdleConnsPerHost = *concurrency
-	if *insecure {
-		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // asked for with --insecure
-	}
-	w := &warmer{
-		base:        base,
-		client:      &http.Client{Transport: tr},
-		concurrency: *concurrency,
-		platforms:   splitList(*platform),
-		out:         stderr,
-	}
+	prog := newProgress(ctx, stderr, chooseProgress(stderr, *quiet), "warm")
 	var failed []string
 	for _, r := range refs {
 		if ctx.Err() != nil {
 			failed = append(failed, r.String())
 			continue
 		}
-		if err := w.warm(ctx, r); err != nil {
-			w.logf("FAILED %s: %v", r, err)
+		if _, err := p.warm(ctx, r, prog); err != nil {
 			failed = append(failed, r.String())
 		}
 	}
+	prog.wait()
 	if len(failed) > 0 {
 		fmt.Fprintf(stderr, "ecr-mirror warm: %d of %d images failed: %s\n", len(failed), len(refs), strings.Join(failed, " "))
 		return exitFail
@@ -144,56 +119,65 @@ func runWarm(ctx context.Context, args []string, getenv func(string) string, std
 	return exitOK
 }
 
-func (w *warmer) logf(format string, args ...any) {
-	w.outMu.Lock()
-	defer w.outMu.Unlock()
-	fmt.Fprintf(w.out, "%s warm: %s\n", time.Now().Format(time.DateTime), fmt.Sprintf(format, args...))
+// pullFlags are the flags of the commands that read images through a
+// running mirror.
+type pullFlags struct {
+	mirror, platform string
+	allPlatforms     bool
+	concurrency      int
+	insecure         bool
+	files            []string
 }
 
-// imageRef is a parsed IMAGE argument.
-type imageRef struct {
-	repo, ref string // ref: a tag or a digest
+func (pf *pullFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&pf.mirror, "mirror", "http://localhost:5000", "URL of the running mirror")
+	fs.IntVar(&pf.concurrency, "concurrency", 4, "blobs fetched at once")
+	fs.BoolVar(&pf.insecure, "insecure", false, "do not verify the mirror's TLS certificate")
+	fs.StringVar(&pf.platform, "platform", "", "only these platforms of an index, os/arch[/variant][,...] (default: all)")
+	fs.BoolVar(&pf.allPlatforms, "all-platforms", false, "every platform of an index (the default; exclusive with --platform)")
+	fs.Func("f", "file of images, one per line (# starts a comment); repeatable", func(v string) error {
+		pf.files = append(pf.files, v)
+		return nil
+	})
 }
 
-func (r imageRef) String() string {
-	if strings.Contains(r.ref, ":") {
-		return r.repo + "@" + r.ref
+// parse parses args and returns the images they and the -f files name.
+func (pf *pullFlags) parse(fs *flag.FlagSet, args []string, cmd string, stderr io.Writer) ([]registry.Reference, int, bool) {
+	images, code, ok := parseFlags(fs, args)
+	if !ok {
+		return nil, code, false
 	}
-	return r.repo + ":" + r.ref
-}
-
-// parseImageRef reads repo:tag, repo@sha256:<hex> or repo (:latest).
-func parseImageRef(s string) (imageRef, error) {
-	s = strings.TrimSpace(s)
-	if repo, dgst, ok := strings.Cut(s, "@"); ok {
-		d, err := digest.Parse(dgst)
-		if err != nil || d.Algorithm() != digest.SHA256 {
-			return imageRef{}, fmt.Errorf("image %q: %q is not a sha256 digest", s, dgst)
+	if pf.allPlatforms && pf.platform != "" {
+		fmt.Fprintf(stderr, "ecr-mirror %s: --platform and --all-platforms exclude each other\n", cmd)
+		return nil, exitUsage, false
+	}
+	for _, f := range pf.files {
+		more, err := readImageList(f)
+		if err != nil {
+			fmt.Fprintf(stderr, "ecr-mirror %s: %v\n", cmd, err)
+			return nil, exitUsage, false
 		}
-		if err := checkRepo(repo); err != nil {
-			return imageRef{}, fmt.Errorf("image %q: %w", s, err)
+		images = append(images, more...)
+	}
+	if len(images) == 0 {
+		fmt.Fprintf(stderr, "ecr-mirror %s: no image given\n\n", cmd)
+		fs.Usage()
+		return nil, exitUsage, false
+	}
+	var refs []registry.Reference
+	for _, img := range images {
+		r, err := registry.ParseReference(img)
+		if err != nil {
+			fmt.Fprintf(stderr, "ecr-mirror %s: image %q: %v\n", cmd, img, err)
+			return nil, exitUsage, false
 		}
-		return imageRef{repo: repo, ref: d.String()}, nil
+		refs = append(refs, r)
 	}
-	repo, tag := s, "latest"
-	if i := strings.LastIndex(s, ":"); i > strings.LastIndex(s, "/") {
-		repo, tag = s[:i], s[i+1:]
-	}
-	if tag == "" || len(tag) > 128 || strings.ContainsAny(tag, "/ ") {
-		return imageRef{}, fmt.Errorf("image %q: bad tag %q", s, tag)
-	}
-	if err := checkRepo(repo); err != nil {
-		return imageRef{}, fmt.Errorf("image %q: %w", s, err)
-	}
-	return imageRef{repo: repo, ref: tag}, nil
+	return refs, 0, true
 }
 
-func checkRepo(repo string) error {
-	if repo == "" || strings.HasPrefix(repo, "/") || strings.HasSuffix(repo, "/") || strings.Contains(repo, "//") ||
-		strings.ContainsAny(repo, " ?#\\") || strings.Contains(repo, "..") {
-		return fmt.Errorf("bad repository name %q", repo)
-	}
-	return nil
+func (pf *pullFlags) puller() (*puller, error) {
+	return newPuller(pf.mirror, pf.concurrency, pf.insecure, splitList(pf.platform))
 }
 
 // readImageList reads images from a file, one a line; blank lines and
@@ -239,106 +223,129 @@ type manifest struct {
 	Manifests []descriptor `json:"manifests"`
 }
 
-// warmStats is what warming one image fetched.
-type warmStats struct {
-	mu        sync.Mutex
-	manifests int
-	blobs     int
-	bytes     int64
-	seen      map[digest.Digest]bool
+// image is an image's manifests, read and verified, and the blobs they
+// name.
+type image struct {
+	ref registry.Reference
+	top descriptor // the manifest or index ref names
+	// manifests holds every manifest read (the top one first) with its
+	// body; blobs the distinct blobs of the wanted platforms.
+	manifests []fetchedManifest
+	blobs     []descriptor
+	// images are the image manifests among them, with their config and
+	// layers, for Docker's manifest.json.
+	images []fetchedManifest
 }
 
-// warm fetches r's manifests, then its blobs, through the mirror.
-func (w *warmer) warm(ctx context.Context, r imageRef) error {
-	start := time.Now()
-	st := &warmStats{seen: map[digest.Digest]bool{}}
-	var blobs []descriptor
-	top, err := w.walk(ctx, r.repo, r.ref, 0, st, &blobs)
+type fetchedManifest struct {
+	desc descriptor
+	body []byte
+	doc  manifest
+}
+
+// size is the bytes of all the image's manifests and blobs.
+func (img *image) size() int64 {
+	var n int64
+	for _, m := range img.manifests {
+		n += m.desc.Size
+	}
+	for _, b := range img.blobs {
+		n += b.Size
+	}
+	return n
+}
+
+// resolve reads r's manifests through the mirror: for an index, those of
+// its children of the wanted platforms.
+func (p *puller) resolve(ctx context.Context, r registry.Reference) (*image, error) {
+	img := &image{ref: r}
+	seen := map[digest.Digest]bool{}
+	top, err := p.walk(ctx, img, r.Ref(), 0, seen)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := w.fetchBlobs(ctx, r.repo, blobs, st); err != nil {
-		return err
-	}
-	d := time.Since(start)
-	name := r.String()
-	if r.ref != top.String() {
-		name += " (" + top.String() + ")"
-	}
-	w.logf("%s: %d manifests, %d blobs, %s in %s (%s/s)", name, st.manifests, st.blobs,
-		humanBytes(st.bytes), d.Round(time.Millisecond), humanBytes(int64(float64(st.bytes)/max(d.Seconds(), 1e-3))))
-	return nil
+	img.top = top
+	return img, nil
 }
 
-// walk fetches the manifest ref and, for an index, its children (those of
-// the wanted platforms), adding the blobs to fetch to blobs. It returns
-// the manifest's digest.
-func (w *warmer) walk(ctx context.Context, repo, ref string, depth int, st *warmStats, blobs *[]descriptor) (digest.Digest, error) {
+// walk reads the manifest ref into img and, for an index, its children of
+// the wanted platforms, and returns the manifest's descriptor.
+func (p *puller) walk(ctx context.Context, img *image, ref string, depth int, seen map[digest.Digest]bool) (descriptor, error) {
 	if depth > maxIndexDepth {
-		return "", fmt.Errorf("manifest %s: indexes nested deeper than %d", ref, maxIndexDepth)
+		return descriptor{}, fmt.Errorf("manifest %s: indexes nested deeper than %d", ref, maxIndexDepth)
 	}
-	body, dgst, err := w.fetchManifest(ctx, repo, ref)
+	body, desc, err := p.fetchManifest(ctx, img.ref.Name, ref)
 	if err != nil {
-		return "", err
+		return descriptor{}, err
 	}
-	st.manifests++
-	st.bytes += int64(len(body))
 	var m manifest
 	if err := json.Unmarshal(body, &m); err != nil {
-		return "", fmt.Errorf("manifest %s: %w", dgst, err)
+		return descriptor{}, fmt.Errorf("manifest %s: %w", desc.Digest, err)
 	}
+	fm := fetchedManifest{desc: desc, body: body, doc: m}
+	img.manifests = append(img.manifests, fm)
 	if m.Manifests != nil || m.MediaType == mtOCIIndex || m.MediaType == mtDockerList {
 		for _, child := range m.Manifests {
-			if !w.wantPlatform(child) {
+			if !p.wantPlatform(child) {
 				continue
 			}
-			if _, err := w.walk(ctx, repo, child.Digest.String(), depth+1, st, blobs); err != nil {
-				return "", err
+			if _, err := p.walk(ctx, img, child.Digest.String(), depth+1, seen); err != nil {
+				return descriptor{}, err
 			}
 		}
-		return dgst, nil
+		return desc, nil
 	}
 	if m.Config == nil {
-		return "", fmt.Errorf("manifest %s (%s) is neither an image manifest nor an index", dgst, m.MediaType)
+		return descriptor{}, fmt.Errorf("manifest %s (%s) is neither an image manifest nor an index", desc.Digest, m.MediaType)
 	}
+	img.images = append(img.images, fm)
 	for _, b := range append([]descriptor{*m.Config}, m.Layers...) {
-		if len(b.URLs) > 0 || strings.Contains(b.MediaType, "nondistributable") || strings.Contains(b.MediaType, "foreign") {
+		if !distributable(b) {
 			continue // not served by registries: fetched from its URLs by clients
 		}
-		if !st.seen[b.Digest] {
-			st.seen[b.Digest] = true
-			*blobs = append(*blobs, b)
+		if b.Digest.Validate() != nil || b.Digest.Algorithm() != digest.SHA256 {
+			return descriptor{}, fmt.Errorf("manifest %s: blob %q: not a sha256 digest", desc.Digest, b.Digest)
+		}
+		if !seen[b.Digest] {
+			seen[b.Digest] = true
+			img.blobs = append(img.blobs, b)
 		}
 	}
-	return dgst, nil
+	return desc, nil
+}
+
+// distributable tells whether registries serve a blob: foreign layers
+// are fetched by clients from their URLs.
+func distributable(b descriptor) bool {
+	return len(b.URLs) == 0 && !strings.Contains(b.MediaType, "nondistributable") && !strings.Contains(b.MediaType, "foreign")
 }
 
 // wantPlatform tells whether an index child is of a wanted platform.
-func (w *warmer) wantPlatform(d descriptor) bool {
-	if len(w.platforms) == 0 {
+func (p *puller) wantPlatform(d descriptor) bool {
+	if len(p.platforms) == 0 {
 		return true
 	}
 	if d.Platform == nil {
 		return false
 	}
-	p := d.Platform.OS + "/" + d.Platform.Architecture
-	return slices.Contains(w.platforms, p) || (d.Platform.Variant != "" && slices.Contains(w.platforms, p+"/"+d.Platform.Variant))
+	pl := d.Platform.OS + "/" + d.Platform.Architecture
+	return slices.Contains(p.platforms, pl) || (d.Platform.Variant != "" && slices.Contains(p.platforms, pl+"/"+d.Platform.Variant))
 }
 
 // fetchManifest GETs a manifest and checks its digest: against ref when
 // ref is one, else against Docker-Content-Digest when the mirror sends it.
-func (w *warmer) fetchManifest(ctx context.Context, repo, ref string) ([]byte, digest.Digest, error) {
-	resp, err := w.get(ctx, repo, "manifests", ref, manifestAccept)
+func (p *puller) fetchManifest(ctx context.Context, repo, ref string) ([]byte, descriptor, error) {
+	resp, err := p.get(ctx, repo, "manifests", ref, manifestAccept)
 	if err != nil {
-		return nil, "", err
+		return nil, descriptor{}, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
 	if err != nil {
-		return nil, "", fmt.Errorf("manifest %s: %w", ref, err)
+		return nil, descriptor{}, fmt.Errorf("manifest %s: %w", ref, err)
 	}
 	if len(body) > maxManifestSize {
-		return nil, "", fmt.Errorf("manifest %s: larger than %d bytes", ref, maxManifestSize)
+		return nil, descriptor{}, fmt.Errorf("manifest %s: larger than %d bytes", ref, maxManifestSize)
 	}
 	got := digest.FromBytes(body)
 	want := digest.Digest(ref)
@@ -346,17 +353,41 @@ func (w *warmer) fetchManifest(ctx context.Context, repo, ref string) ([]byte, d
 		want = digest.Digest(resp.Header.Get("Docker-Content-Digest"))
 	}
 	if want != "" && want != got {
-		return nil, "", fmt.Errorf("manifest %s: body hashes to %s, want %s", ref, got, want)
+		return nil, descriptor{}, fmt.Errorf("manifest %s: body hashes to %s, want %s", ref, got, want)
 	}
-	return body, got, nil
+	mediaType, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
+	return body, descriptor{MediaType: strings.TrimSpace(mediaType), Digest: got, Size: int64(len(body))}, nil
 }
 
-// fetchBlobs fetches blobs through the mirror, w.concurrency at once,
-// and returns the first error (the others stop at once).
-func (w *warmer) fetchBlobs(ctx context.Context, repo string, blobs []descriptor, st *warmStats) error {
+// warm reads r whole through the mirror, several blobs at once, so that
+// the mirror's cache holds it; it returns the image. Progress goes to
+// prog as a task of r's name.
+func (p *puller) warm(ctx context.Context, r registry.Reference, prog *progress) (*image, error) {
+	t := prog.task(r.String(), 0)
+	img, err := p.resolve(ctx, r)
+	if err != nil {
+		t.finish(err, "")
+		return nil, err
+	}
+	t.addTotal(img.size())
+	for _, m := range img.manifests {
+		t.add(m.desc.Size, 0)
+	}
+	err = p.fetchBlobs(ctx, r.Name, img.blobs, t)
+	t.finish(err, fmt.Sprintf("%d manifests, %d blobs", len(img.manifests), len(img.blobs)))
+	if err != nil {
+		return nil, err
+	}
+	return img, nil
+}
+
+// fetchBlobs reads blobs through the mirror, p.concurrency at once,
+// counting their bytes against t, and returns the first error (the
+// others stop at once).
+func (p *puller) fetchBlobs(ctx context.Context, repo string, blobs []descriptor, t *task) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	sem := make(chan struct{}, w.concurrency)
+	sem := make(chan struct{}, p.concurrency)
 	var wg sync.WaitGroup
 	for _, b := range blobs {
 		select {
@@ -370,15 +401,9 @@ func (w *warmer) fetchBlobs(ctx context.Context, repo string, blobs []descriptor
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			n, err := w.fetchBlob(ctx, repo, b)
-			if err != nil {
+			if err := p.fetchBlob(ctx, repo, b, t); err != nil {
 				cancel(err)
-				return
 			}
-			st.mu.Lock()
-			st.blobs++
-			st.bytes += n
-			st.mu.Unlock()
 		}()
 	}
 	wg.Wait()
@@ -386,33 +411,39 @@ func (w *warmer) fetchBlobs(ctx context.Context, repo string, blobs []descriptor
 }
 
 // fetchBlob reads a blob to its end and checks its size and digest.
-func (w *warmer) fetchBlob(ctx context.Context, repo string, b descriptor) (int64, error) {
-	if b.Digest.Validate() != nil || b.Digest.Algorithm() != digest.SHA256 {
-		return 0, fmt.Errorf("blob %q: not a sha256 digest", b.Digest)
-	}
-	resp, err := w.get(ctx, repo, "blobs", b.Digest.String(), "")
+func (p *puller) fetchBlob(ctx context.Context, repo string, b descriptor, t *task) error {
+	body, err := p.openBlob(ctx, repo, b)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	defer resp.Body.Close()
+	defer body.Close()
 	h := sha256.New()
-	n, err := io.Copy(h, resp.Body)
+	n, err := io.Copy(h, t.reader(body))
 	if err != nil {
-		return n, fmt.Errorf("blob %s: after %d bytes: %w", b.Digest, n, err)
+		return fmt.Errorf("blob %s: after %d bytes: %w", b.Digest, n, err)
 	}
 	if b.Size > 0 && n != b.Size {
-		return n, fmt.Errorf("blob %s: got %d bytes, manifest says %d", b.Digest, n, b.Size)
+		return fmt.Errorf("blob %s: got %d bytes, manifest says %d", b.Digest, n, b.Size)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != b.Digest.Encoded() {
-		return n, fmt.Errorf("blob %s: body hashes to sha256:%s", b.Digest, got)
+		return fmt.Errorf("blob %s: body hashes to sha256:%s", b.Digest, got)
 	}
-	return n, nil
+	return nil
+}
+
+// openBlob GETs a blob; the caller reads and checks it.
+func (p *puller) openBlob(ctx context.Context, repo string, b descriptor) (io.ReadCloser, error) {
+	resp, err := p.get(ctx, repo, "blobs", b.Digest.String(), "")
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
 }
 
 // get GETs /v2/<repo>/<kind>/<ref> from the mirror and returns a 200
 // response; any other status is an error carrying the start of the body.
-func (w *warmer) get(ctx context.Context, repo, kind, ref, accept string) (*http.Response, error) {
-	u := w.base.JoinPath("v2", repo, kind, ref)
+func (p *puller) get(ctx context.Context, repo, kind, ref, accept string) (*http.Response, error) {
+	u := p.base.JoinPath("v2", repo, kind, ref)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return nil, err
@@ -420,7 +451,7 @@ func (w *warmer) get(ctx context.Context, repo, kind, ref, accept string) (*http
 	if accept != "" {
 		req.Header.Set("Accept", accept)
 	}
-	resp, err := w.client.Do(req)
+	resp, err := p.client.Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -444,4 +475,16 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// pullWhole reads ref, every platform of it, through the registry API
+// client reaches, so that the mirror behind it stores the image whole; it
+// returns the digest of its top manifest or index and its bytes.
+func pullWhole(ctx context.Context, client *http.Client, ref registry.Reference) (digest.Digest, int64, error) {
+	p := &puller{base: &url.URL{Scheme: "http", Host: "ecr-mirror"}, client: client, concurrency: 4}
+	img, err := p.warm(ctx, ref, newProgress(ctx, io.Discard, progressQuiet, "pin"))
+	if err != nil {
+		return "", 0, err
+	}
+	return img.top.Digest, img.size(), nil
 }

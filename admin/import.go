@@ -1,0 +1,173 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/cache"
+	"github.com/ecr-mirror/ecr-mirror/internal/ocilayout"
+	"github.com/ecr-mirror/ecr-mirror/registry"
+)
+
+// Annotations of an index.json entry whose manifests "ecr-mirror export"
+// rewrote from Docker to OCI media types (OCI layouts hold OCI manifests):
+// the digest and media type of the manifest ECR serves under the image's
+// name, which the archive holds beside the rewritten one.
+const (
+	AnnotationSourceDigest    = "io.ecr-mirror.source.digest"
+	AnnotationSourceMediaType = "io.ecr-mirror.source.mediaType"
+)
+
+// ImportReport is the answer of Import.
+type ImportReport struct {
+	Images []ImportedImage `json:"images"`
+	// Blobs and Bytes count the archive's content; New of them were not
+	// in the store before.
+	Blobs int   `json:"blobs"`
+	Bytes int64 `json:"bytes"`
+	New   int   `json:"new"`
+}
+
+// ImportedImage is an image of the archive's index.json.
+type ImportedImage struct {
+	Name      string        `json:"name"` // repo:tag as the mirror names it; empty if the archive gives none
+	Digest    digest.Digest `json:"digest"`
+	MediaType string        `json:"mediaType"`
+	// Tagged says a tag record now maps Name to Digest, as if ECR had
+	// just answered: a mirror with STALE_IF_ERROR serves it while ECR
+	// cannot be reached.
+	Tagged bool `json:"tagged"`
+}
+
+// Import implements Cache. Every blob is verified against its digest as
+// it is read, and every image must be whole (in the archive or already
+// stored). If anything is wrong, what this import added is removed again
+// and no tag is recorded: a bad archive admits nothing.
+func (s *Service) Import(ctx context.Context, r io.Reader) (rep *ImportReport, err error) {
+	rep = &ImportReport{Images: []ImportedImage{}}
+	var added []digest.Digest
+	defer func() {
+		if err == nil {
+			return
+		}
+		for _, d := range added {
+			if derr := s.store.Delete(d); derr != nil && !errors.Is(derr, cache.ErrNotFound) {
+				err = errors.Join(err, fmt.Errorf("removing %s again: %w", d, derr))
+			}
+		}
+	}()
+	layout, err := ocilayout.Read(ctxReader{ctx, r}, func(b ocilayout.Blob) error {
+		rep.Blobs++
+		rep.Bytes += b.Size
+		if _, err := s.store.Stat(b.Digest); err == nil {
+			return nil // the reader still reads and verifies it
+		}
+		w, err := s.store.Create(b.Digest, b.Size, b.MediaType)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(w, b.Body); err != nil {
+			w.Abort(err)
+			return err
+		}
+		kept, err := w.Commit()
+		if err != nil {
+			return err
+		}
+		if !kept {
+			return fmt.Errorf("blob %s of %d bytes does not fit in the cache (CACHE_MAX_SIZE %d bytes)", b.Digest, b.Size, s.store.MaxSize())
+		}
+		added = append(added, b.Digest)
+		rep.New++
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("import: %w", err)
+	}
+	var missing []string
+	for _, d := range layout.Missing() {
+		if _, err := s.store.Stat(d); err != nil {
+			missing = append(missing, d.String())
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("import: the archive lacks %d blobs its images need, and the cache does not hold them: %s",
+			len(missing), strings.Join(firstN(missing, 5), ", "))
+	}
+	// Whatever was evicted to make room for later blobs of the archive
+	// leaves an image incomplete: the archive is larger than the cache.
+	for _, d := range added {
+		if _, err := s.store.Stat(d); err != nil {
+			return nil, fmt.Errorf("import: the archive's %d bytes do not fit in the cache (CACHE_MAX_SIZE %d bytes): %s was evicted during the import",
+				rep.Bytes, s.store.MaxSize(), d)
+		}
+	}
+	now := s.now()
+	for _, desc := range layout.Index {
+		img := ImportedImage{Digest: desc.Digest, MediaType: desc.MediaType}
+		// The tag names what ECR served, when the archive holds it.
+		if src, err := digest.Parse(desc.Annotations[AnnotationSourceDigest]); err == nil {
+			if info, err := s.store.Stat(src); err == nil {
+				img.Digest, img.MediaType, desc.Size = src, desc.Annotations[AnnotationSourceMediaType], info.Size
+			}
+		}
+		if ref, ok := imageName(desc.Annotations); ok {
+			img.Name = ref.String()
+			rec := cache.TagRecord{Digest: img.Digest, MediaType: img.MediaType, Size: desc.Size, Checked: now}
+			if err := s.store.PutTag(ref.Name, ref.Tag, cache.AnyAccept, rec); err != nil {
+				return nil, fmt.Errorf("import: recording tag %s: %w", ref, err)
+			}
+			img.Tagged = true
+		}
+		rep.Images = append(rep.Images, img)
+	}
+	return rep, nil
+}
+
+// imageName reads the repo:tag an index.json entry is named by, as the
+// mirror names it: io.containerd.image.name (a full reference whose
+// registry host is dropped), else org.opencontainers.image.ref.name when
+// it is a whole repo:tag rather than a bare tag.
+func imageName(annotations map[string]string) (registry.Reference, bool) {
+	if name := annotations[ocilayout.AnnotationImageName]; name != "" {
+		if i := strings.Index(name, "/"); i > 0 {
+			if host := name[:i]; strings.ContainsAny(host, ".:") || host == "localhost" {
+				name = name[i+1:]
+			}
+		}
+		if ref, err := registry.ParseReference(name); err == nil && ref.Tag != "" && strings.Contains(name, ":") {
+			return ref, true
+		}
+	}
+	name := annotations[ocilayout.AnnotationRefName]
+	if !strings.Contains(name, ":") || strings.Contains(name, "@") {
+		return registry.Reference{}, false
+	}
+	ref, err := registry.ParseReference(name)
+	return ref, err == nil
+}
+
+func firstN(s []string, n int) []string {
+	if len(s) > n {
+		return append(s[:n:n], fmt.Sprintf("and %d more", len(s)-n))
+	}
+	return s
+}
+
+// ctxReader stops reading once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}

@@ -1,0 +1,507 @@
+// Package admin holds the operations of "ecr-mirror cache" and "ecr-mirror
+// import" on a mirror's store, and the local endpoint that serves them.
+//
+// The running mirror owns its CACHE_DIR (Badger locks it), so the commands
+// reach a running mirror through a unix socket inside CACHE_DIR (mode 0600,
+// out of the network's reach) and open a stopped mirror's store directly.
+// Both ways run the same Service: Client, on the socket, and Service, on a
+// store, implement Cache alike, with the same results and errors.
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/cache"
+	"github.com/ecr-mirror/ecr-mirror/registry"
+)
+
+// Cache is what the cache commands do, on a running mirror (Client) or on
+// a stopped mirror's store (Service).
+type Cache interface {
+	// List describes the store: entries, tags seen, pins and totals.
+	List(ctx context.Context) (*Listing, error)
+	// Verify rehashes every entry; with repair it removes the bad ones.
+	// progress, when set, is called with the bytes done and the total.
+	Verify(ctx context.Context, repair bool, progress Progress) (*VerifyReport, error)
+	// Pin keeps an image whole in the store and never evicts it.
+	Pin(ctx context.Context, image string) (*PinReport, error)
+	// Unpin makes a pinned image evictable again.
+	Unpin(ctx context.Context, image string) (*PinReport, error)
+	// Purge removes content while the mirror serves.
+	Purge(ctx context.Context, req PurgeRequest) (*PurgeReport, error)
+	// Import admits an OCI image-layout archive read from r, verified.
+	Import(ctx context.Context, r io.Reader) (*ImportReport, error)
+}
+
+// Progress is told the work done so far and the whole, in bytes.
+type Progress func(done, total int64)
+
+// Fetcher pulls an image whole (every platform) through the mirror into
+// its store and returns the digest of its top manifest or index and the
+// bytes of all its content.
+type Fetcher func(ctx context.Context, ref registry.Reference) (dgst digest.Digest, size int64, err error)
+
+// Service runs the cache operations on a store.
+type Service struct {
+	store *cache.Store
+	fetch Fetcher
+	now   func() time.Time
+}
+
+// NewService returns a Service on store. fetch, when set (the running
+// mirror), lets Pin fetch what an image lacks and resolve tags upstream;
+// without it (a stopped mirror) Pin takes what the store holds.
+func NewService(store *cache.Store, fetch Fetcher) *Service {
+	return &Service{store: store, fetch: fetch, now: time.Now}
+}
+
+var _ Cache = (*Service)(nil)
+
+// Listing is the answer of List.
+type Listing struct {
+	Entries []Entry `json:"entries"`
+	Tags    []Tag   `json:"tags"`
+	Pins    []Pin   `json:"pins"`
+	Totals  Totals  `json:"totals"`
+}
+
+// Entry is one stored manifest, index or blob.
+type Entry struct {
+	Digest     digest.Digest `json:"digest"`
+	Kind       string        `json:"kind"` // index, manifest or blob
+	MediaType  string        `json:"mediaType"`
+	Size       int64         `json:"size"`
+	LastAccess time.Time     `json:"lastAccess"`
+	Pinned     bool          `json:"pinned"`
+}
+
+// Tag is the last answer recorded for a tag: by ECR, or by an import.
+type Tag struct {
+	Repository string        `json:"repository"`
+	Tag        string        `json:"tag"`
+	Digest     digest.Digest `json:"digest"`
+	MediaType  string        `json:"mediaType"`
+	Checked    time.Time     `json:"checked"`
+	Stored     bool          `json:"stored"` // the manifest is in the store
+}
+
+// Pin is a pinned image.
+type Pin struct {
+	Digest digest.Digest `json:"digest"`
+	Names  []string      `json:"names"`
+	Bytes  int64         `json:"bytes"`
+	Pinned time.Time     `json:"pinned"`
+}
+
+// Totals sums up a Listing.
+type Totals struct {
+	Entries     int   `json:"entries"`
+	Manifests   int   `json:"manifests"` // image manifests and indexes
+	Blobs       int   `json:"blobs"`
+	Bytes       int64 `json:"bytes"`
+	PinnedBytes int64 `json:"pinnedBytes"`
+	MaxBytes    int64 `json:"maxBytes"`
+}
+
+// List implements Cache.
+func (s *Service) List(ctx context.Context) (*Listing, error) {
+	infos, err := s.store.Entries()
+	if err != nil {
+		return nil, err
+	}
+	tags, err := s.store.Tags()
+	if err != nil {
+		return nil, err
+	}
+	pins, err := s.store.Pins()
+	if err != nil {
+		return nil, err
+	}
+	out := &Listing{Entries: []Entry{}, Tags: []Tag{}, Pins: []Pin{}, Totals: Totals{MaxBytes: s.store.MaxSize()}}
+	stored := make(map[digest.Digest]bool, len(infos))
+	for _, in := range infos {
+		stored[in.Digest] = true
+		out.Entries = append(out.Entries, Entry{Digest: in.Digest, Kind: in.Kind, MediaType: in.MediaType,
+			Size: in.Size, LastAccess: in.LastAccess.UTC(), Pinned: in.Pinned})
+		out.Totals.Entries++
+		out.Totals.Bytes += in.Size
+		if in.Kind == "blob" {
+			out.Totals.Blobs++
+		} else {
+			out.Totals.Manifests++
+		}
+		if in.Pinned {
+			out.Totals.PinnedBytes += in.Size
+		}
+	}
+	seen := map[string]bool{}
+	for _, t := range tags {
+		// One line per tag and manifest: records for several Accept
+		// values that name the same manifest say the same thing.
+		key := t.Repo + ":" + t.Tag + "@" + t.Digest.String()
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		out.Tags = append(out.Tags, Tag{Repository: t.Repo, Tag: t.Tag, Digest: t.Digest, MediaType: t.MediaType,
+			Checked: t.Checked.UTC(), Stored: stored[t.Digest]})
+	}
+	for _, p := range pins {
+		out.Pins = append(out.Pins, Pin{Digest: p.Digest, Names: p.Names, Bytes: p.Bytes, Pinned: p.Pinned.UTC()})
+	}
+	return out, nil
+}
+
+// VerifyReport is the answer of Verify.
+type VerifyReport struct {
+	Entries  int           `json:"entries"`
+	Bytes    int64         `json:"bytes"`
+	Bad      []BadEntry    `json:"bad"`
+	Removed  []string      `json:"removed"`
+	Duration time.Duration `json:"duration"`
+}
+
+// BadEntry is an entry whose file does not hash to its digest.
+type BadEntry struct {
+	Digest digest.Digest `json:"digest"`
+	Error  string        `json:"error"`
+}
+
+// Verify implements Cache.
+func (s *Service) Verify(ctx context.Context, repair bool, progress Progress) (*VerifyReport, error) {
+	infos, err := s.store.Entries()
+	if err != nil {
+		return nil, err
+	}
+	var total int64
+	for _, in := range infos {
+		total += in.Size
+	}
+	start := s.now()
+	rep := &VerifyReport{Bad: []BadEntry{}, Removed: []string{}}
+	var done int64
+	for _, in := range infos {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("verify interrupted after %d of %d entries: %w", rep.Entries, len(infos), err)
+		}
+		err := s.store.Verify(in.Digest)
+		done += in.Size
+		if progress != nil {
+			progress(done, total)
+		}
+		if errors.Is(err, cache.ErrNotFound) {
+			continue // gone meanwhile: evicted or purged
+		}
+		rep.Entries++
+		rep.Bytes += in.Size
+		if err == nil {
+			continue
+		}
+		rep.Bad = append(rep.Bad, BadEntry{Digest: in.Digest, Error: err.Error()})
+		if !repair {
+			continue
+		}
+		if err := s.store.Delete(in.Digest); err != nil && !errors.Is(err, cache.ErrNotFound) {
+			return rep, fmt.Errorf("removing bad entry %s: %w", in.Digest, err)
+		}
+		rep.Removed = append(rep.Removed, in.Digest.String())
+	}
+	rep.Duration = s.now().Sub(start)
+	return rep, nil
+}
+
+// PinReport is the answer of Pin and Unpin.
+type PinReport struct {
+	Image  string        `json:"image"`
+	Digest digest.Digest `json:"digest"`
+	Bytes  int64         `json:"bytes"`
+	// Fetched says the running mirror pulled the image before pinning.
+	Fetched bool `json:"fetched"`
+}
+
+// Pin implements Cache. On a running mirror the image is pulled whole
+// first (its tag revalidated upstream); on a stopped one it must already
+// be whole in the store, and a tag is resolved from the store's records.
+func (s *Service) Pin(ctx context.Context, image string) (*PinReport, error) {
+	ref, err := registry.ParseReference(image)
+	if err != nil {
+		return nil, fmt.Errorf("image %q: %w", image, err)
+	}
+	rep := &PinReport{Image: ref.String()}
+	var size int64
+	for attempt := 0; ; attempt++ {
+		if s.fetch != nil {
+			if rep.Digest, size, err = s.fetch(ctx, ref); err != nil {
+				return nil, fmt.Errorf("pin %s: fetching it: %w", ref, err)
+			}
+			rep.Fetched = true
+		} else if rep.Digest, err = s.resolve(ref); err != nil {
+			return nil, fmt.Errorf("pin %s: %w", ref, err)
+		}
+		err = s.pinFetched(ctx, rep.Digest, ref.String())
+		// Content can be evicted between the fetch and the pin: the pin
+		// then finds the image incomplete, and a second fetch completes it.
+		if errors.Is(err, cache.ErrIncomplete) && s.fetch != nil && attempt == 0 {
+			continue
+		}
+		break
+	}
+	switch {
+	case errors.Is(err, cache.ErrIncomplete) && s.fetch != nil:
+		// Fetched twice and still incomplete: the store could not keep
+		// it beside the pinned content.
+		if pinned := s.pinnedTotal(); size+pinned > s.store.MaxSize() {
+			return nil, fmt.Errorf("pin %s: its %d bytes and the %d bytes pinned already exceed CACHE_MAX_SIZE (%d bytes): %w",
+				ref, size, pinned, s.store.MaxSize(), cache.ErrPinTooLarge)
+		}
+		return nil, fmt.Errorf("pin %s: %w", ref, err)
+	case errors.Is(err, cache.ErrIncomplete):
+		return nil, fmt.Errorf("pin %s: %w; pin on the running mirror fetches what is missing", ref, err)
+	case err != nil:
+		return nil, fmt.Errorf("pin %s: %w", ref, err)
+	}
+	rep.Bytes = s.pinnedBytes(rep.Digest)
+	return rep, nil
+}
+
+// commitWait bounds how long Pin waits for fetched content to be
+// committed: a client gets the last byte of a download once it is
+// verified, and the store indexes it a moment later.
+const commitWait = 5 * time.Second
+
+// pinFetched pins dgst; after a fetch it waits for the downloads just
+// read to land in the store.
+func (s *Service) pinFetched(ctx context.Context, dgst digest.Digest, name string) error {
+	deadline := s.now().Add(commitWait)
+	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
+		err := s.store.Pin(dgst, name)
+		if !errors.Is(err, cache.ErrIncomplete) || s.fetch == nil || s.now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
+}
+
+// Unpin implements Cache. A tag names the pin made under that name, or
+// else the image its newest record names.
+func (s *Service) Unpin(ctx context.Context, image string) (*PinReport, error) {
+	ref, err := registry.ParseReference(image)
+	if err != nil {
+		return nil, fmt.Errorf("image %q: %w", image, err)
+	}
+	dgst := ref.Dgst
+	if dgst == "" {
+		pins, err := s.store.Pins()
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range pins {
+			if slices.Contains(p.Names, ref.String()) {
+				dgst = p.Digest
+			}
+		}
+		if dgst == "" {
+			if dgst, err = s.resolve(ref); err != nil {
+				return nil, fmt.Errorf("unpin %s: %w", ref, err)
+			}
+		}
+	}
+	rep := &PinReport{Image: ref.String(), Digest: dgst, Bytes: s.pinnedBytes(dgst)}
+	if err := s.store.Unpin(dgst); err != nil {
+		if errors.Is(err, cache.ErrNotFound) {
+			return nil, fmt.Errorf("unpin %s: %s is not pinned", ref, dgst)
+		}
+		return nil, fmt.Errorf("unpin %s: %w", ref, err)
+	}
+	return rep, nil
+}
+
+// pinnedTotal is the bytes of all pinned content.
+func (s *Service) pinnedTotal() int64 {
+	infos, err := s.store.Entries()
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, in := range infos {
+		if in.Pinned {
+			n += in.Size
+		}
+	}
+	return n
+}
+
+func (s *Service) pinnedBytes(dgst digest.Digest) int64 {
+	pins, err := s.store.Pins()
+	if err != nil {
+		return 0
+	}
+	for _, p := range pins {
+		if p.Digest == dgst {
+			return p.Bytes
+		}
+	}
+	return 0
+}
+
+// resolve returns the digest ref names in the store: its digest, or the
+// manifest its tag's newest record names.
+func (s *Service) resolve(ref registry.Reference) (digest.Digest, error) {
+	if ref.Dgst != "" {
+		return ref.Dgst, nil
+	}
+	tags, err := s.store.Tags()
+	if err != nil {
+		return "", err
+	}
+	var newest cache.TagInfo
+	for _, t := range tags {
+		if t.Repo == ref.Name && t.Tag == ref.Tag && t.Checked.After(newest.Checked) {
+			newest = t
+		}
+	}
+	if newest.Digest == "" {
+		return "", fmt.Errorf("the cache has no record of tag %s: name the image by digest", ref)
+	}
+	return newest.Digest, nil
+}
+
+// PurgeRequest says what Purge removes: exactly one of its fields is set.
+type PurgeRequest struct {
+	// Image is repo:tag, repo@sha256:<hex> or a bare sha256:<hex>.
+	Image string `json:"image,omitempty"`
+	// OlderThan removes the images not used for this long.
+	OlderThan time.Duration `json:"olderThan,omitempty"`
+	// All removes every image that is not pinned.
+	All bool `json:"all,omitempty"`
+}
+
+// PurgeReport is the answer of Purge.
+type PurgeReport struct {
+	Removed []Entry `json:"removed"`
+	Bytes   int64   `json:"bytes"`
+	// TagsForgotten counts the tag records dropped because the manifest
+	// they name is gone.
+	TagsForgotten int `json:"tagsForgotten"`
+	// PinnedKept counts the pinned images left in place.
+	PinnedKept int `json:"pinnedKept"`
+}
+
+// Purge implements Cache. Removing an entry unlinks its file: a client
+// already reading it reads it whole.
+func (s *Service) Purge(ctx context.Context, req PurgeRequest) (*PurgeReport, error) {
+	set := 0
+	for _, b := range []bool{req.Image != "", req.OlderThan != 0, req.All} {
+		if b {
+			set++
+		}
+	}
+	if set != 1 {
+		return nil, errors.New("purge: give exactly one of an image, a digest, an age or all")
+	}
+	if req.OlderThan < 0 {
+		return nil, fmt.Errorf("purge: age %v is negative", req.OlderThan)
+	}
+	var removed []cache.Info
+	var err error
+	switch {
+	case req.Image != "":
+		removed, err = s.purgeImage(req.Image)
+	case req.OlderThan > 0:
+		removed, err = s.store.PurgeUnused(s.now().Add(-req.OlderThan))
+	default:
+		// Later than any access time the store can hold now.
+		removed, err = s.store.PurgeUnused(s.now().Add(time.Hour))
+	}
+	rep := &PurgeReport{Removed: []Entry{}}
+	for _, in := range removed {
+		rep.Removed = append(rep.Removed, Entry{Digest: in.Digest, Kind: in.Kind, MediaType: in.MediaType, Size: in.Size, LastAccess: in.LastAccess.UTC()})
+		rep.Bytes += in.Size
+	}
+	if err != nil {
+		return rep, err
+	}
+	if rep.TagsForgotten, err = s.forgetDanglingTags(); err != nil {
+		return rep, err
+	}
+	pins, err := s.store.Pins()
+	if err != nil {
+		return rep, err
+	}
+	rep.PinnedKept = len(pins)
+	return rep, nil
+}
+
+func (s *Service) purgeImage(image string) ([]cache.Info, error) {
+	var ref registry.Reference
+	if strings.HasPrefix(image, string(digest.SHA256)+":") {
+		d, err := registry.ParseDigest(image)
+		if err != nil {
+			return nil, fmt.Errorf("purge: %w", err)
+		}
+		ref = registry.Reference{Dgst: d}
+	} else {
+		var err error
+		if ref, err = registry.ParseReference(image); err != nil {
+			return nil, fmt.Errorf("purge: image %q: %w", image, err)
+		}
+	}
+	dgst, err := s.resolve(ref)
+	if err != nil {
+		return nil, fmt.Errorf("purge %s: %w", image, err)
+	}
+	removed, err := s.store.Purge(dgst)
+	switch {
+	case errors.Is(err, cache.ErrPinned):
+		return nil, fmt.Errorf("purge %s: %w: unpin it first", image, err)
+	case errors.Is(err, cache.ErrNotFound):
+		return nil, fmt.Errorf("purge %s: %s is not in the cache", image, dgst)
+	case err != nil:
+		return nil, fmt.Errorf("purge %s: %w", image, err)
+	}
+	return removed, nil
+}
+
+// forgetDanglingTags drops the records of the tags none of whose
+// recorded manifests is stored any more: they could serve nothing while
+// ECR is down.
+func (s *Service) forgetDanglingTags() (int, error) {
+	tags, err := s.store.Tags()
+	if err != nil {
+		return 0, err
+	}
+	type tagName struct{ repo, tag string }
+	live := map[tagName]bool{}
+	for _, t := range tags {
+		k := tagName{t.Repo, t.Tag}
+		if _, err := s.store.Stat(t.Digest); err == nil {
+			live[k] = true
+		} else if !live[k] {
+			live[k] = false
+		}
+	}
+	n := 0
+	for k, ok := range live {
+		if ok {
+			continue
+		}
+		m, err := s.store.DeleteTags(k.repo, k.tag)
+		if err != nil {
+			return n, err
+		}
+		n += m
+	}
+	return n, nil
+}
