@@ -6,11 +6,14 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/opencontainers/go-digest"
@@ -501,4 +504,85 @@ func TestPurgeDuringPull(t *testing.T) {
 	if code, _, errOut := cli(t, env, "cache", "verify"); code != exitOK {
 		t.Errorf("verify after purges: exit %d\n%s", code, errOut)
 	}
+}
+
+// runBinary runs the ecr-mirror binary with CACHE_DIR=dir and returns its
+// exit status and output.
+func runBinary(t *testing.T, bin, dir string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "CACHE_DIR="+dir, "CACHE_MAX_SIZE=1g")
+	var out, errOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, out.String(), errOut.String()
+}
+
+// The real binary: the cache commands reach a running mirror process
+// through its admin socket, fall back to the directory once it was
+// killed (its socket left behind), and a bundle exported from one mirror
+// is imported by another.
+func TestBinaryCacheTools(t *testing.T) {
+	t.Parallel()
+	bin := mirrorBinary(t)
+	s := newSeededFake(t)
+	dir := t.TempDir()
+	p := startProcess(t, bin, s.fake, dir)
+	mirrorURL := "http://" + p.addr
+	if code, _, errOut := runBinary(t, bin, dir, "warm", "--mirror", mirrorURL, "team/app:v1"); code != exitOK {
+		t.Fatalf("warm: exit %d\n%s", code, errOut)
+	}
+	if code, out, errOut := runBinary(t, bin, dir, "cache", "pin", "team/multi:v2"); code != exitOK || !strings.Contains(out, "pinned team/multi:v2") {
+		t.Fatalf("pin on the running process: exit %d\n%s%s", code, out, errOut)
+	}
+	bundle := filepath.Join(t.TempDir(), "b.tar")
+	if code, _, errOut := runBinary(t, bin, dir, "export", "--mirror", mirrorURL, "--quiet", "-o", bundle, "team/app:v1", "team/multi:v2"); code != exitOK {
+		t.Fatalf("export: exit %d\n%s", code, errOut)
+	}
+	running := listingOf(t, bin, dir)
+
+	// kill -9 leaves admin.sock behind; the commands see that no one
+	// answers on it and open the directory.
+	if _, ok := p.signal(t, syscall.SIGKILL, 10*time.Second); !ok {
+		t.Fatal("the mirror did not die")
+	}
+	if _, err := os.Stat(filepath.Join(dir, admin.SocketName)); err != nil {
+		t.Fatalf("want the socket left behind by kill -9: %v", err)
+	}
+	stopped := listingOf(t, bin, dir)
+	if len(stopped.Entries) != len(running.Entries) || len(stopped.Pins) != 1 || stopped.Pins[0].Digest != s.multi ||
+		stopped.Totals.Bytes != running.Totals.Bytes || stopped.Totals.PinnedBytes != running.Totals.PinnedBytes {
+		t.Errorf("stopped listing differs from the running one:\nrunning %+v\nstopped %+v", running.Totals, stopped.Totals)
+	}
+
+	other := filepath.Join(t.TempDir(), "site")
+	code, out, errOut := runBinary(t, bin, other, "import", bundle)
+	if code != exitOK || !strings.Contains(out, "imported team/app:v1 "+s.app.String()) {
+		t.Fatalf("import: exit %d\n%s%s", code, out, errOut)
+	}
+	imported := listingOf(t, bin, other)
+	for _, d := range s.all() {
+		if !slices.ContainsFunc(imported.Entries, func(e admin.Entry) bool { return e.Digest == d }) {
+			t.Errorf("imported cache lacks %s", d)
+		}
+	}
+}
+
+func listingOf(t *testing.T, bin, dir string) admin.Listing {
+	t.Helper()
+	code, out, errOut := runBinary(t, bin, dir, "cache", "ls", "--json")
+	if code != exitOK {
+		t.Fatalf("cache ls: exit %d\n%s", code, errOut)
+	}
+	var l admin.Listing
+	if err := json.Unmarshal([]byte(out), &l); err != nil {
+		t.Fatalf("cache ls --json: %v\n%s", err, out)
+	}
+	return l
 }

@@ -2,7 +2,7 @@
 //
 // Run with no arguments (or "serve") it serves the registry API; see
 // README.md for its settings. "ecr-mirror help" lists the other commands
-// (cli.go): warm, cache ls, cache verify.
+// (cli.go): warm, export, import and cache (ls, verify, pin, unpin, purge).
 package main
 
 import (

@@ -56,7 +56,8 @@ func newProgress(ctx context.Context, out io.Writer, mode progressMode, what str
 	p := &progress{mode: mode, out: out, what: what, start: time.Now()}
 	p.lastLine = p.start
 	if mode == progressBars {
-		p.bars = mpb.NewWithContext(ctx, mpb.WithOutput(out), mpb.WithWidth(40), mpb.WithRefreshRate(150*time.Millisecond))
+		// chooseProgress has checked for a terminal already.
+		p.bars = mpb.NewWithContext(ctx, mpb.WithOutput(out), mpb.WithAutoRefresh(), mpb.WithWidth(40), mpb.WithRefreshRate(150*time.Millisecond))
 		p.total = p.bars.AddBar(0, mpb.BarPriority(1<<30), // always the last line
 			mpb.PrependDecorators(decor.Name("total", decor.WCSyncSpaceR), decor.CountersKibiByte("% .1f / % .1f", decor.WCSyncSpace)),
 			mpb.AppendDecorators(decor.AverageSpeed(decor.SizeB1024(0), "% .1f", decor.WCSyncSpace), decor.Name(" ETA "), decor.AverageETA(decor.ET_STYLE_GO)))
