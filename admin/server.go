@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -110,8 +111,8 @@ func NewHandler(svc *Service, api http.Handler, log *slog.Logger) http.Handler {
 	})
 	mux.HandleFunc("GET "+pathList, h.list)
 	mux.HandleFunc("POST "+pathVerify, h.verify)
-	mux.HandleFunc("POST "+pathPin, h.pin)
-	mux.HandleFunc("POST "+pathUnpin, h.unpin)
+	mux.HandleFunc("POST "+pathPin, h.imageOp("pin", svc.Pin))
+	mux.HandleFunc("POST "+pathUnpin, h.imageOp("unpin", svc.Unpin))
 	mux.HandleFunc("POST "+pathPurge, h.purge)
 	mux.HandleFunc("POST "+pathImport, h.importArchive)
 	if api != nil {
@@ -196,22 +197,16 @@ type imageRequest struct {
 	Image string `json:"image"`
 }
 
-func (h *handler) pin(w http.ResponseWriter, r *http.Request) {
-	var req imageRequest
-	if !decode(w, r, &req) {
-		return
+// imageOp serves an operation on one image: pin or unpin.
+func (h *handler) imageOp(name string, op func(context.Context, string) (*PinReport, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req imageRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		rep, err := op(r.Context(), req.Image)
+		h.reply(w, r, name+" "+req.Image, rep, err)
 	}
-	rep, err := h.svc.Pin(r.Context(), req.Image)
-	h.reply(w, r, "pin "+req.Image, rep, err)
-}
-
-func (h *handler) unpin(w http.ResponseWriter, r *http.Request) {
-	var req imageRequest
-	if !decode(w, r, &req) {
-		return
-	}
-	rep, err := h.svc.Unpin(r.Context(), req.Image)
-	h.reply(w, r, "unpin "+req.Image, rep, err)
 }
 
 func (h *handler) purge(w http.ResponseWriter, r *http.Request) {
