@@ -273,7 +273,12 @@ func TestCacheCommandsBothWays(t *testing.T) {
 			} else if _, err := os.Stat(filepath.Join(m.Dir, admin.SocketName)); err != nil {
 				t.Fatalf("no admin socket: %v", err)
 			}
-			l := listing(t, env)
+			// A file lands on disk a moment before its index record.
+			var l admin.Listing
+			eventually(t, "every entry indexed", func() bool {
+				l = listing(t, env)
+				return len(l.Entries) == len(s.all())
+			})
 			stored := map[digest.Digest]admin.Entry{}
 			for _, e := range l.Entries {
 				stored[e.Digest] = e
@@ -349,7 +354,7 @@ func TestCacheCommandsBothWays(t *testing.T) {
 				if code, _, errOut := cli(t, nil, "warm", "--mirror", m.URL, "team/app:v1"); code != exitOK {
 					t.Fatalf("warm: exit %d\n%s", code, errOut)
 				}
-				waitStored(t, m, append([]digest.Digest{s.app}, s.appBlobs...)...)
+				eventually(t, "the image indexed", func() bool { return len(listing(t, env).Entries) == 1+len(s.appBlobs) })
 			} else {
 				m = startMirror(t, s.fake, mirrorOpts{dir: m.Dir})
 				if code, _, errOut := cli(t, nil, "warm", "--mirror", m.URL, "team/app:v1"); code != exitOK {
