@@ -258,7 +258,7 @@ func (s *Service) Pin(ctx context.Context, image string) (*PinReport, error) {
 	case errors.Is(err, cache.ErrIncomplete) && s.fetch != nil:
 		// Fetched twice and still incomplete: the store could not keep
 		// it beside the pinned content.
-		if pinned := s.pinnedTotal(); size+pinned > s.store.MaxSize() {
+		if pinned := s.store.Stats().PinnedBytes; size+pinned > s.store.MaxSize() {
 			return nil, fmt.Errorf("pin %s: its %d bytes and the %d bytes pinned already exceed CACHE_MAX_SIZE (%d bytes): %w",
 				ref, size, pinned, s.store.MaxSize(), cache.ErrPinTooLarge)
 		}
@@ -326,21 +326,6 @@ func (s *Service) Unpin(ctx context.Context, image string) (*PinReport, error) {
 		return nil, fmt.Errorf("unpin %s: %w", ref, err)
 	}
 	return rep, nil
-}
-
-// pinnedTotal is the bytes of all pinned content.
-func (s *Service) pinnedTotal() int64 {
-	infos, err := s.store.Entries()
-	if err != nil {
-		return 0
-	}
-	var n int64
-	for _, in := range infos {
-		if in.Pinned {
-			n += in.Size
-		}
-	}
-	return n
 }
 
 func (s *Service) pinnedBytes(dgst digest.Digest) int64 {
