@@ -122,6 +122,13 @@ func (s *Service) Import(ctx context.Context, r io.Reader) (rep *ImportReport, e
 			if err := s.store.PutTag(ref.Name, ref.Tag, cache.AnyAccept, rec); err != nil {
 				return nil, fmt.Errorf("import: recording tag %s: %w", ref, err)
 			}
+			// The archive says the repository holds the image: served
+			// under that name, offline too, and under no other.
+			for _, d := range []digest.Digest{img.Digest, desc.Digest} {
+				if err := s.store.Link(cache.Repo{Registry: s.registry, Name: ref.Name}, d); err != nil {
+					return nil, fmt.Errorf("import: linking %s to %s: %w", d, ref.Name, err)
+				}
+			}
 			img.Tagged = true
 		}
 		rep.Images = append(rep.Images, img)

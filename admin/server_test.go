@@ -27,7 +27,7 @@ func serve(t *testing.T, dir string) *cache.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: NewHandler(NewService(store, nil), nil, slog.New(slog.DiscardHandler))}
+	srv := &http.Server{Handler: NewHandler(NewService(store, nil, ""), nil, slog.New(slog.DiscardHandler))}
 	go srv.Serve(ln)
 	t.Cleanup(func() {
 		srv.Close()

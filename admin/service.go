@@ -51,16 +51,19 @@ type Fetcher func(ctx context.Context, ref registry.Reference) (dgst digest.Dige
 
 // Service runs the cache operations on a store.
 type Service struct {
-	store *cache.Store
-	fetch Fetcher
-	now   func() time.Time
+	store    *cache.Store
+	fetch    Fetcher
+	registry string // the upstream imported images belong to
+	now      func() time.Time
 }
 
 // NewService returns a Service on store. fetch, when set (the running
 // mirror), lets Pin fetch what an image lacks and resolve tags upstream;
 // without it (a stopped mirror) Pin takes what the store holds.
-func NewService(store *cache.Store, fetch Fetcher) *Service {
-	return &Service{store: store, fetch: fetch, now: time.Now}
+// registry is the host of the upstream registry imported images belong
+// to; "" when unknown, which the mirror's main upstream accepts.
+func NewService(store *cache.Store, fetch Fetcher, registry string) *Service {
+	return &Service{store: store, fetch: fetch, registry: registry, now: time.Now}
 }
 
 var _ Cache = (*Service)(nil)

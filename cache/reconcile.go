@@ -31,6 +31,8 @@ type reconcileReport struct {
 	kept          int
 	keptBytes     int64
 	otherBlobDirs int // unknown entries beside blobs/sha256, left alone
+	links         int // link records kept
+	droppedLinks  int // link records of content gone, or malformed
 }
 
 // reconcile makes the index and the files agree before anything is served,
@@ -145,6 +147,21 @@ func (s *Store) reconcile() error {
 		}
 	}
 	s.pins = pins
+	// Links of content neither stored nor referenced by a stored
+	// manifest are left from removals cut short, or from downloads that
+	// failed: drop them.
+	links, staleLinks, err := loadLinks(s.db, func(d digest.Digest) bool {
+		_, stored := s.items[d]
+		return stored || len(s.parents[d]) > 0
+	})
+	if err != nil {
+		return err
+	}
+	if err := writeIndexKeys(s.db, nil, staleLinks); err != nil {
+		return fmt.Errorf("cache: reconcile: drop %d link records: %w", len(staleLinks), err)
+	}
+	s.links = links
+	rep.links, rep.droppedLinks = links.count(), len(staleLinks)
 	for _, r := range live {
 		if _, pinned := s.pins[r.dgst]; !pinned && s.isRootLocked(r.dgst) {
 			s.lru.Add(r.dgst, r.e)
@@ -196,6 +213,8 @@ func (s *Store) reconcile() error {
 		"pins", rep.pins,
 		"pinned_bytes", rep.pinnedBytes,
 		"dropped_bad_pin_records", rep.badPins,
+		"links", rep.links,
+		"dropped_links", rep.droppedLinks,
 	)
 	if s.size > s.maxSize {
 		s.log.Warn("cache: pinned content exceeds the budget; everything else evicted, nothing new is stored until pins are removed or the budget raised",

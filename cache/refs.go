@@ -299,6 +299,7 @@ func (s *Store) dropLocked(dgsts ...digest.Digest) {
 		s.size -= e.size
 		s.entries--
 	}
+	unlinked := slices.Clone(dgsts)
 	for i, d := range dgsts {
 		for _, c := range gone[i].refs {
 			ps := s.parents[c]
@@ -311,6 +312,9 @@ func (s *Store) dropLocked(dgsts ...digest.Digest) {
 				continue
 			}
 			delete(s.parents, c)
+			if _, stored := s.items[c]; !stored {
+				unlinked = append(unlinked, c) // referenced by nothing stored
+			}
 			if _, pinRoot := s.pins[c]; pinRoot {
 				continue // stays out of the eviction order
 			}
@@ -319,6 +323,7 @@ func (s *Store) dropLocked(dgsts ...digest.Digest) {
 			}
 		}
 	}
+	s.forgetLinksLocked(unlinked)
 	if wasPinned {
 		s.recomputePinnedLocked()
 	}

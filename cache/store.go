@@ -145,6 +145,8 @@ type Store struct {
 	pins        map[digest.Digest]*pinRecord
 	pinned      map[digest.Digest]struct{}
 	pinnedBytes int64
+	// links says which repositories hold which content (links.go).
+	links *linkSet
 	// size is the bytes of the entries in items plus the reservations of
 	// commits being installed; reserved is the latter part alone.
 	size, reserved int64
@@ -208,6 +210,7 @@ func Open(opts Options) (*Store, error) {
 		pinned:    make(map[digest.Digest]struct{}),
 		dirty:     make(map[digest.Digest]struct{}),
 		busy:      make(map[digest.Digest]chan struct{}),
+		links:     newLinkSet(),
 		stop:      make(chan struct{}),
 		flushDone: make(chan struct{}),
 		minFree:   indexReserve,
@@ -231,6 +234,12 @@ func Open(opts Options) (*Store, error) {
 	}
 	if err := s.reconcile(); err != nil {
 		return nil, errors.Join(err, s.db.Close())
+	}
+	if n, err := s.deriveLinks(); err != nil {
+		s.ops.Wait()
+		return nil, errors.Join(err, s.db.Close())
+	} else if n > 0 {
+		log.Info("cache: linked content to the repositories of its tag records (first start with links)", "links", n)
 	}
 	go s.flushLoop(flushEvery)
 	return s, nil
@@ -524,9 +533,13 @@ func (s *Store) admit(dgst digest.Digest, size int64, mediaType string, f *os.Fi
 		return false, fmt.Errorf("cache: commit %s: %w", dgst, err)
 	}
 	if _, ok := s.items[dgst]; ok {
-		// A concurrent download of the same content finished first.
+		// A concurrent download (or push) of the same content finished
+		// first. Its media type may say less than this one's.
 		s.mu.Unlock()
 		s.dropTemp(tmpPath)
+		if _, err := s.SetMediaType(dgst, mediaType); err != nil && !errors.Is(err, ErrNotFound) {
+			s.log.Warn("cache: record media type", "digest", dgst, "media_type", mediaType, "error", err)
+		}
 		return true, nil
 	}
 	// Pinned content is never evicted: what it leaves of the budget is

@@ -20,6 +20,7 @@ var errStored = errors.New("already stored")
 // flight is one upstream download of a digest into the store.
 type flight struct {
 	dgst  digest.Digest
+	name  string        // the repository it is downloaded from
 	ready chan struct{} // closed once w is set or err is final
 	done  chan struct{} // closed once the flight has left the proxy's map
 	// Set before ready is closed:
@@ -59,9 +60,20 @@ func (p *Proxy) flight(dgst digest.Digest) *flight {
 	return nil
 }
 
-// startFlight returns the download of dgst, starting it unless one is
-// under way (joined) or the digest is already stored (errStored).
-func (p *Proxy) startFlight(dgst digest.Digest, path, kind string, hdr http.Header) (fl *flight, joined bool, err error) {
+// startFlight returns the download of req.Dgst from req.Name, starting
+// it unless one is under way (joined: once req may follow it, mayJoin)
+// or the digest is already stored (errStored).
+func (p *Proxy) startFlight(ctx context.Context, req *registry.Request, path, kind string, hdr http.Header) (fl *flight, joined bool, err error) {
+	fl, joined, err = p.startFlightLocked(req.Name, req.Dgst, path, kind, hdr)
+	if joined {
+		if err := p.mayJoin(ctx, req, fl, kind); err != nil {
+			return nil, false, err
+		}
+	}
+	return fl, joined, err
+}
+
+func (p *Proxy) startFlightLocked(name string, dgst digest.Digest, path, kind string, hdr http.Header) (fl *flight, joined bool, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if fl := p.flights[dgst]; fl != nil && !fl.failed() {
@@ -81,7 +93,7 @@ func (p *Proxy) startFlight(dgst digest.Digest, path, kind string, hdr http.Head
 		e.Header = http.Header{"Retry-After": {"1"}}
 		return nil, false, e
 	}
-	fl = &flight{dgst: dgst, ready: make(chan struct{}), done: make(chan struct{})}
+	fl = &flight{dgst: dgst, name: name, ready: make(chan struct{}), done: make(chan struct{})}
 	p.flights[dgst] = fl
 	p.inflight.Add(1)
 	go p.download(fl, path, kind, hdr)
@@ -107,6 +119,10 @@ func (p *Proxy) download(fl *flight, path, kind string, hdr http.Header) {
 		p.log.Warn("download failed; nothing was cached", "digest", fl.dgst, "path", path, "error", err)
 		return
 	}
+	if kind == "manifest" {
+		// Stored now, so what it references is known: link that too.
+		p.link(fl.name, fl.dgst)
+	}
 	p.log.Debug("download complete", "digest", fl.dgst, "path", path, "bytes", fl.w.Written(), "duration", time.Since(start))
 }
 
@@ -127,6 +143,7 @@ func (p *Proxy) fill(fl *flight, path, kind string, hdr http.Header) (err error)
 		cancel(nil)
 		return err
 	}
+	p.link(fl.name, fl.dgst) // upstream answered for this repository
 	stall := newStallReader(resp.Body, p.stallTimeout, cancel)
 	a := &attempt{resp: resp, ctx: ctx, cancel: cancel, stall: stall, body: stall}
 	if kind == "manifest" {

@@ -125,6 +125,10 @@ type Stats struct {
 	// Resumes counts resumptions of downloads whose upstream body stopped
 	// short (Options.Retries), failed ones included.
 	Resumes atomic.Int64
+	// Confirmations counts HEADs sent upstream to learn whether a
+	// repository holds content the store has but has not linked to it;
+	// Unconfirmed counts those upstream denied (404 or another refusal).
+	Confirmations, Unconfirmed atomic.Int64
 	// MaxRate is Options.MaxRate, the cap on upstream bytes per second
 	// (0: none). ThrottledBytes counts the bytes read under it, and
 	// ThrottledNanos the time spent waiting for it, in nanoseconds.
@@ -197,18 +201,21 @@ func (p *Proxy) Stats() *Stats { return &p.stats }
 
 // Blob answers a blob GET or HEAD.
 func (p *Proxy) Blob(ctx context.Context, req *registry.Request) (*registry.Content, error) {
-	if c, ok, err := p.fromStore(req); ok || err != nil {
+	if c, ok, err := p.fromStore(ctx, req, "blob"); ok || err != nil {
 		return c, err
 	}
 	path := req.Name + "/blobs/" + req.Dgst.String()
 	if req.Head {
 		if fl := p.flight(req.Dgst); fl != nil {
+			if err := p.mayJoin(ctx, req, fl, "blob"); err != nil {
+				return nil, err
+			}
 			if err := fl.wait(ctx); err == nil {
 				p.stats.Coalesced.Add(1)
 				return &registry.Content{Dgst: req.Dgst, MediaType: fl.mediaType, Size: fl.w.Size(), Outcome: OutcomeCoalesced}, nil
 			}
 		}
-		return p.head(ctx, path, req.Dgst, "blob", nil)
+		return p.head(ctx, req.Name, path, req.Dgst, "blob", nil)
 	}
 	if req.Range != nil && p.flight(req.Dgst) == nil {
 		return p.rangeFromUpstream(ctx, req, path)
@@ -221,32 +228,57 @@ func (p *Proxy) Manifest(ctx context.Context, req *registry.Request) (*registry.
 	if req.Tag != "" {
 		return p.manifestByTag(ctx, req)
 	}
-	if c, ok, err := p.fromStore(req); ok || err != nil {
+	if c, ok, err := p.fromStore(ctx, req, "manifest"); ok || err != nil {
 		return c, err
 	}
 	path := req.Name + "/manifests/" + req.Dgst.String()
 	accept := acceptHeader(req.Accept)
 	if req.Head {
-		return p.head(ctx, path, req.Dgst, "manifest", accept)
+		return p.head(ctx, req.Name, path, req.Dgst, "manifest", accept)
 	}
 	return p.fromFlight(ctx, req, path, "manifest", accept)
 }
 
-// fromStore serves a request from the store, if it holds the digest. An
-// error other than absence (say, no file descriptors left) is the client's
-// 503: downloading again would not help.
-func (p *Proxy) fromStore(req *registry.Request) (*registry.Content, bool, error) {
-	f, info, err := p.store.Get(req.Dgst)
+// fromStore serves a request by digest from the store, if it holds the
+// digest: at once when the repository is known to hold it (a link) and,
+// for a manifest, the store holds it as a manifest; otherwise once
+// upstream has confirmed both (confirm). An error other than absence
+// (say, no file descriptors left) is the client's 503: downloading again
+// would not help.
+func (p *Proxy) fromStore(ctx context.Context, req *registry.Request, kind string) (*registry.Content, bool, error) {
+	info, err := p.store.Stat(req.Dgst)
 	if errors.Is(err, cache.ErrNotFound) {
 		return nil, false, nil
 	}
 	if err != nil {
-		return nil, false, &registry.Error{Code: registry.CodeUnavailable,
-			Message: "the mirror cannot read its cache", Internal: err.Error()}
+		return nil, false, cacheUnreadable(err)
+	}
+	var mediaType string
+	if !p.linked(req.Name, req.Dgst) || kind == "manifest" && !cache.IsManifestType(info.MediaType) {
+		if mediaType, err = p.confirm(ctx, req, kind); err != nil {
+			return nil, false, err
+		}
+	}
+	c, ok, err := p.stored(req.Dgst, req.Head)
+	if ok && kind == "manifest" && mediaType != "" {
+		c.MediaType = mediaType
+	}
+	return c, ok, err
+}
+
+// stored serves dgst from the store, if it holds it, without asking
+// whether the repository may have it: the caller knows.
+func (p *Proxy) stored(dgst digest.Digest, head bool) (*registry.Content, bool, error) {
+	f, info, err := p.store.Get(dgst)
+	if errors.Is(err, cache.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, cacheUnreadable(err)
 	}
 	p.stats.Hits.Add(1)
-	c := &registry.Content{Dgst: req.Dgst, MediaType: info.MediaType, Size: info.Size, Outcome: OutcomeHit}
-	if req.Head {
+	c := &registry.Content{Dgst: dgst, MediaType: info.MediaType, Size: info.Size, Outcome: OutcomeHit}
+	if head {
 		f.Close()
 	} else {
 		c.Body = f
@@ -254,8 +286,13 @@ func (p *Proxy) fromStore(req *registry.Request) (*registry.Content, bool, error
 	return c, true, nil
 }
 
+func cacheUnreadable(err error) *registry.Error {
+	return &registry.Error{Code: registry.CodeUnavailable, Message: "the mirror cannot read its cache", Internal: err.Error()}
+}
+
 // head asks upstream for the size and type of content without its body.
-func (p *Proxy) head(ctx context.Context, path string, dgst digest.Digest, kind string, hdr http.Header) (*registry.Content, error) {
+// An answer links the content to the repository (path's first part).
+func (p *Proxy) head(ctx context.Context, name, path string, dgst digest.Digest, kind string, hdr http.Header) (*registry.Content, error) {
 	resp, err := p.up.do(ctx, http.MethodHead, path, hdr, kind, http.StatusOK)
 	if err != nil {
 		return nil, err
@@ -264,6 +301,7 @@ func (p *Proxy) head(ctx context.Context, path string, dgst digest.Digest, kind 
 	if got := resp.Header.Get("Docker-Content-Digest"); got != "" && got != dgst.String() {
 		return nil, registry.Errorf(registry.CodeUnavailable, "upstream answered HEAD %s with digest %s", path, got).WithStatus(http.StatusBadGateway)
 	}
+	p.link(name, dgst)
 	return &registry.Content{Dgst: dgst, MediaType: mediaType(resp, kind), Size: resp.ContentLength, Outcome: OutcomeUpstream}, nil
 }
 
@@ -273,7 +311,7 @@ func (p *Proxy) head(ctx context.Context, path string, dgst digest.Digest, kind 
 // here: a bad one gets 416, and one the fill can serve (the whole blob, or
 // bytes already downloaded) is served verified from it.
 func (p *Proxy) rangeFromUpstream(ctx context.Context, req *registry.Request, path string) (*registry.Content, error) {
-	fl, _, err := p.startFlight(req.Dgst, path, "blob", nil)
+	fl, _, err := p.startFlight(ctx, req, path, "blob", nil)
 	if errors.Is(err, errStored) {
 		return p.fromFlight(ctx, req, path, "blob", nil)
 	}
@@ -319,9 +357,9 @@ func (p *Proxy) fromFlight(ctx context.Context, req *registry.Request, path, kin
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		fl, joined, err := p.startFlight(req.Dgst, path, kind, hdr)
+		fl, joined, err := p.startFlight(ctx, req, path, kind, hdr)
 		if errors.Is(err, errStored) {
-			if c, ok, err := p.fromStore(req); ok || err != nil {
+			if c, ok, err := p.fromStore(ctx, req, kind); ok || err != nil {
 				return c, err
 			}
 			continue // evicted in between: download it
@@ -356,7 +394,7 @@ func (p *Proxy) fromFlight(ctx context.Context, req *registry.Request, path, kin
 			// was too large to keep, wait for the flight to leave and
 			// download again. The same when the disk is full and the
 			// download has relayed past what it holds in memory.
-			if c, ok, err := p.fromStore(req); ok || err != nil {
+			if c, ok, err := p.fromStore(ctx, req, kind); ok || err != nil {
 				return c, err
 			}
 			select {
@@ -403,14 +441,22 @@ func (p *Proxy) manifestByTag(ctx context.Context, req *registry.Request) (*regi
 		dgst, _ = digest.Parse(resp.Header.Get("Docker-Content-Digest"))
 	}
 	if dgst != "" && dgst.Validate() == nil && dgst.Algorithm() == digest.SHA256 {
+		// ECR named the tag's manifest in this repository: it holds the
+		// manifest, and the type it declared is the manifest's, whoever
+		// stored the same bytes before.
 		mt := mediaType(resp, "manifest")
 		p.recordTag(req, accept, dgst, mt, resp.ContentLength)
+		p.retype(dgst, mt)
+		p.link(req.Name, dgst)
 		if req.Head {
 			return &registry.Content{Dgst: dgst, MediaType: mt, Size: resp.ContentLength, Outcome: OutcomeRevalidated}, nil
 		}
-		if c, ok, err := p.fromStore(&registry.Request{Dgst: dgst}); ok || err != nil {
+		if c, ok, err := p.stored(dgst, false); ok || err != nil {
 			if ok {
 				c.Outcome = OutcomeRevalidated
+				if mt != "" {
+					c.MediaType = mt
+				}
 			}
 			return c, err
 		}
@@ -445,6 +491,7 @@ func (p *Proxy) manifestByTag(ctx context.Context, req *registry.Request) (*regi
 	if err := p.store.Put(got, mt, body); err != nil {
 		p.log.Warn("caching manifest failed", "name", req.Name, "tag", req.Tag, "digest", got, "error", err)
 	}
+	p.link(req.Name, got)
 	p.recordTag(req, accept, got, mt, int64(len(body)))
 	c := &registry.Content{Dgst: got, MediaType: mt, Size: int64(len(body)), Outcome: OutcomeMiss}
 	if !req.Head {

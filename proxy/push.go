@@ -85,7 +85,7 @@ func (p *Proxy) pushHead(ctx context.Context, req *registry.PushRequest) (*regis
 	if req.Kind == registry.KindManifest {
 		kind, accept = "manifest", acceptHeader(nil)
 	}
-	c, err := p.head(ctx, req.Name+"/"+req.Path, req.Dgst, kind, accept)
+	c, err := p.head(ctx, req.Name, req.Name+"/"+req.Path, req.Dgst, kind, accept)
 	if err != nil {
 		return nil, err
 	}
@@ -131,10 +131,14 @@ func (p *Proxy) admitManifest(req *registry.PushRequest, resp *http.Response) {
 		p.log.Warn("upstream named another digest for a pushed manifest; not cached", "name", req.Name, "digest", dgst, "upstream_digest", h)
 		return
 	}
+	mt, _, _ := mime.ParseMediaType(req.Header.Get("Content-Type"))
+	defer p.link(req.Name, dgst) // upstream holds it there now, and what it references
 	if _, err := p.store.Stat(dgst); err == nil {
+		// Stored already, perhaps as a blob pushed with the same bytes:
+		// the manifest's type is the one this verified PUT declared.
+		p.retype(dgst, mt)
 		return
 	}
-	mt, _, _ := mime.ParseMediaType(req.Header.Get("Content-Type"))
 	if err := p.store.Put(dgst, mt, req.Manifest); err != nil {
 		p.log.Warn("caching pushed manifest failed", "name", req.Name, "digest", dgst, "error", err)
 		return
@@ -214,6 +218,7 @@ func (p *Proxy) pushUpload(ctx context.Context, req *registry.PushRequest) (*reg
 			p.log.Warn("upstream named another digest for a pushed blob; not cached", "name", req.Name, "digest", req.Dgst, "upstream_digest", h)
 			created = false
 		}
+		p.linkCreated(req, resp)
 	}
 
 	switch req.Method {
@@ -244,6 +249,18 @@ func (p *Proxy) pushUpload(ctx context.Context, req *registry.PushRequest) (*reg
 		p.commitEntry(entry, created && complete)
 	}
 	return out, nil
+}
+
+// linkCreated links the blob an upload or a mount created to its
+// repository: the digest upstream named, else the one the client did.
+func (p *Proxy) linkCreated(req *registry.PushRequest, resp *http.Response) {
+	dgst, err := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
+	if err != nil {
+		dgst = req.Dgst
+	}
+	if dgst != "" && dgst.Validate() == nil && dgst.Algorithm() == digest.SHA256 {
+		p.link(req.Name, dgst)
+	}
 }
 
 // newEntry starts a cache entry for a blob whose bytes are about to pass,

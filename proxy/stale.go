@@ -124,7 +124,8 @@ func (p *Proxy) staleAnswer(ctx context.Context, req *registry.Request, accept h
 		p.log.Debug("tag record too old to serve stale", "repository", req.Name, "tag", req.Tag, "age", age)
 		return nil, err
 	}
-	c, ok, serr := p.fromStore(&registry.Request{Dgst: rec.Digest, Head: req.Head})
+	// The record is upstream's own answer for this repository.
+	c, ok, serr := p.stored(rec.Digest, req.Head)
 	if !ok || serr != nil {
 		p.log.Debug("manifest of tag record not in the store", "repository", req.Name, "tag", req.Tag, "digest", rec.Digest, "error", serr)
 		return nil, err

@@ -135,11 +135,27 @@ func runOnCache(ctx context.Context, name string, sub cacheSub, args []string, g
 // storeFlags are the flags that locate the store.
 type storeFlags struct {
 	dir, maxSize string
+	// upstream is the mirror's UPSTREAM, when set: imports into a
+	// stopped mirror link their images to its repositories.
+	upstream string
 }
 
 func (sf *storeFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&sf.dir, "cache-dir", envOr(getenv, "CACHE_DIR"), "the mirror's cache directory [$CACHE_DIR]")
 	fs.StringVar(&sf.maxSize, "cache-max-size", envOr(getenv, "CACHE_MAX_SIZE"), "the mirror's cache budget, for a stopped mirror [$CACHE_MAX_SIZE]")
+	fs.StringVar(&sf.upstream, "upstream", strings.TrimSpace(getenv("UPSTREAM")), "the mirror's upstream registry, for a stopped mirror; imported images belong to it (default: the mirror's main upstream, whatever it is) [$UPSTREAM]")
+}
+
+// registry is the host of sf.upstream, or "" when it is unset.
+func (sf *storeFlags) registry() (string, error) {
+	if sf.upstream == "" {
+		return "", nil
+	}
+	u, err := parseUpstream(sf.upstream)
+	if err != nil {
+		return "", fmt.Errorf("-upstream/UPSTREAM: %w", err)
+	}
+	return u.Host, nil
 }
 
 func envOr(getenv func(string) string, env string) string {
@@ -165,9 +181,13 @@ func (sf *storeFlags) openCache(ctx context.Context, stderr io.Writer, create bo
 		if !errors.Is(err, admin.ErrNotRunning) {
 			return nil, nil, err
 		}
+		registry, err := sf.registry()
+		if err != nil {
+			return nil, nil, err
+		}
 		s, err := sf.open(stderr, create)
 		if err == nil {
-			return admin.NewService(s, nil), func() { s.Close() }, nil
+			return admin.NewService(s, nil, registry), func() { s.Close() }, nil
 		}
 		if !errors.Is(err, cache.ErrLocked) || time.Now().After(deadline) {
 			return nil, nil, err

@@ -171,7 +171,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 		c := admin.RegistryClient(cfg.CacheDir)
 		defer c.CloseIdleConnections()
 		return pullWhole(ctx, c, ref)
-	})
+	}, cfg.Upstream.Host)
 	adminSrv := &http.Server{Handler: admin.NewHandler(adminSvc, adminAPI, log.With("component", "admin")),
 		ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	go adminSrv.Serve(adminLn)
