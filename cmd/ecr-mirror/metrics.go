@@ -74,6 +74,8 @@ func newMetrics(store *cache.Store, px *proxy.Proxy, tokens *auth.Source) *mirro
 		counter("token_fetch_failures_total", "Failed GetAuthorizationToken calls.", func() int64 { return int64(tokens.Stats().FetchFailures) }),
 		counter("token_refreshes_total", "Tokens fetched because ECR rejected the one in hand.", func() int64 { return int64(tokens.Stats().Refreshes) }),
 		counter("download_resumes_total", "Downloads cut short and resumed where they stopped (failed attempts included).", ps.Resumes.Load),
+		counter("link_confirmations_total", "HEADs sent to ECR to learn whether a repository holds content the cache has but has not seen under it.", ps.Confirmations.Load),
+		counter("link_confirmations_refused_total", "Of those, the ones ECR refused (404 or another refusal, or no answer): nothing was served.", ps.Unconfirmed.Load),
 		counter("stale_answers_total", "Tags answered from the cache because ECR could not be reached (STALE_IF_ERROR).", ps.Stale.Load),
 		counter("upstream_throttled_bytes_total", "Upstream bytes read under UPSTREAM_MAX_RATE.", ps.ThrottledBytes.Load),
 		counter("upstream_throttle_wait_seconds_total", "Time downloads waited for UPSTREAM_MAX_RATE.", func() int64 { return ps.ThrottledNanos.Load() / 1e9 }),
