@@ -96,8 +96,8 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	}, auth.Options{})
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	base.DisableCompression = true
-	t.Cleanup(base.CloseIdleConnections)
-	client := &http.Client{Transport: src.Transport(upURL.Host, base), CheckRedirect: SafeRedirects}
+	client := NewRedirectPolicy(upURL).Client(base, func(rt http.RoundTripper) http.RoundTripper { return src.Transport(upURL.Host, rt) })
+	t.Cleanup(client.CloseIdleConnections)
 
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -102,8 +102,8 @@ func newStaleEnv(t *testing.T, o staleOptions) *staleEnv {
 	}
 	src := auth.NewSource(func(context.Context) (auth.Token, error) { return o.fetch() }, auth.Options{})
 	base := http.DefaultTransport.(*http.Transport).Clone()
-	t.Cleanup(base.CloseIdleConnections)
-	client := &http.Client{Transport: src.Transport(upURL.Host, base), CheckRedirect: SafeRedirects}
+	client := NewRedirectPolicy(upURL).Client(base, func(rt http.RoundTripper) http.RoundTripper { return src.Transport(upURL.Host, rt) })
+	t.Cleanup(client.CloseIdleConnections)
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	p, err := New(Options{Upstream: upURL, Client: client, Store: store, Logger: log,

@@ -131,9 +131,11 @@ func notFoundCode(kind string) registry.Code {
 	return registry.CodeNameUnknown
 }
 
-// transportError explains a request that got no answer. URLs are
-// shortened to scheme, host and path: presigned S3 URLs carry credentials
-// in their query.
+// transportError explains a request that got no answer. What the client
+// sees names the mirror's own request (method and path below /v2/) and
+// never where upstream redirected it: the cause (with URLs shortened to
+// scheme, host and path, since presigned S3 URLs carry credentials in
+// their query) is Internal, for the logs only.
 func transportError(method, path string, err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
@@ -150,10 +152,15 @@ func transportError(method, path string, err error) error {
 	}
 	status, what := http.StatusBadGateway, "unreachable"
 	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+	var re *redirectError
+	switch {
+	case errors.As(err, &re):
+		what = "redirected to a location the mirror does not follow"
+	case errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded):
 		status, what = http.StatusGatewayTimeout, "did not answer in time"
 	}
-	return registry.Errorf(registry.CodeUnavailable, "upstream ECR %s (%s %s): %v", what, method, path, err).WithStatus(status)
+	return &registry.Error{Status: status, Code: registry.CodeUnavailable,
+		Message: fmt.Sprintf("upstream ECR %s (%s %s)", what, method, path), Internal: err.Error()}
 }
 
 // failure classifies a request that got no answer.
@@ -179,13 +186,4 @@ func redactURL(raw string) string {
 	}
 	u.RawQuery, u.User, u.Fragment = "", nil, ""
 	return u.String()
-}
-
-// SafeRedirects is an http.Client CheckRedirect that follows at most five
-// redirects. The presigned URLs ECR redirects to are never shown to clients.
-func SafeRedirects(req *http.Request, via []*http.Request) error {
-	if len(via) >= 5 {
-		return fmt.Errorf("stopped after %d redirects", len(via))
-	}
-	return nil
 }

@@ -109,10 +109,11 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 	base.DisableCompression = true // blobs must arrive byte for byte
 	base.MaxIdleConnsPerHost = 64
 	base.ResponseHeaderTimeout = time.Minute
-	client := &http.Client{
-		Transport:     tokens.Transport(cfg.Upstream.Host, base),
-		CheckRedirect: proxy.SafeRedirects,
-	}
+	// Redirects (ECR's to S3) are followed only to where the policy
+	// allows, checked again on the address dialled; no Referer is sent.
+	client := proxy.NewRedirectPolicy(cfg.Upstream).Client(base, func(rt http.RoundTripper) http.RoundTripper {
+		return tokens.Transport(cfg.Upstream.Host, rt)
+	})
 	var mtr *mirrorMetrics // set below, before anything is served
 	px, err := proxy.New(proxy.Options{
 		Upstream: cfg.Upstream, Client: client, Store: store, Logger: log.With("component", "proxy"),

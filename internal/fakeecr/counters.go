@@ -65,6 +65,9 @@ type Request struct {
 	Range    string
 	// Authorization tells whether the request carried an Authorization header.
 	Authorization bool
+	// Referer is the request's Referer header ("" when it had none): a
+	// client following redirects may send one hop's URL to the next.
+	Referer string
 	// Status is the status answered, 0 when the connection was dropped (a
 	// truncated body keeps its 200 or 206).
 	Status int

@@ -50,8 +50,13 @@ const (
 	// before the start asked for, or after it when the start is too near
 	// the object's beginning. Its Content-Range says which range it is.
 	FaultWrongRange
+	// FaultRedirect answers 307 Temporary Redirect to Fault.Location
+	// instead of the content: on the registry by default (a blob GET
+	// then never reaches S3), on S3 with Endpoint EndpointS3. It stands
+	// for an upstream that is hostile, misrouted or behind odd proxies.
+	FaultRedirect
 
-	lastFaultMode = FaultWrongRange
+	lastFaultMode = FaultRedirect
 )
 
 // String returns the mode's name, e.g. "truncate".
@@ -75,6 +80,8 @@ func (m FaultMode) String() string {
 		return "ignore-range"
 	case FaultWrongRange:
 		return "wrong-range"
+	case FaultRedirect:
+		return "redirect"
 	}
 	return "FaultMode(" + strconv.Itoa(int(m)) + ")"
 }
@@ -108,6 +115,9 @@ type Fault struct {
 	// long FaultStall pauses (0: until the client gives up), and how long
 	// FaultTruncate waits between its last byte and the cut.
 	Delay time.Duration
+	// Location is where FaultRedirect points, sent as is: any URL,
+	// relative or absolute, any scheme.
+	Location string
 	// Then, when set, takes this fault's place once Times requests have
 	// met it (Times must be positive), e.g. a truncated body, then a
 	// resumption that is answered with the wrong range.
@@ -203,7 +213,7 @@ func (f Fault) appliesAt(at Endpoint, body, ranged bool) bool {
 		return body && ranged && at == EndpointS3 && (f.Endpoint == "" || f.Endpoint == at)
 	case FaultDown:
 		return f.Endpoint == "" || f.Endpoint == at
-	case FaultStatus:
+	case FaultStatus, FaultRedirect:
 		return f.Endpoint == at || f.Endpoint == "" && at == EndpointRegistry
 	}
 	return false
@@ -250,6 +260,10 @@ func (s *Server) applyFault(w http.ResponseWriter, r *http.Request, f Fault, at 
 		return true
 	case FaultSlow:
 		return !sleepCtx(r.Context(), f.Delay)
+	case FaultRedirect:
+		w.Header()["Location"] = []string{f.Location}
+		w.WriteHeader(http.StatusTemporaryRedirect)
+		return true
 	}
 	return false
 }

@@ -279,6 +279,7 @@ func (s *Server) record(rec *recorder, r *http.Request) {
 		Accept:        accept,
 		Range:         r.Header.Get("Range"),
 		Authorization: len(r.Header.Values("Authorization")) > 0,
+		Referer:       r.Header.Get("Referer"),
 		Status:        rec.status,
 		Bytes:         rec.bytes,
 	}
