@@ -203,6 +203,15 @@ func (p *Policy) serve(next http.Handler, w http.ResponseWriter, r *http.Request
 				registry.Errorf(registry.CodeDenied, "access denied: may not %s %s", want, what))
 			return
 		}
+		if route.Kind == registry.KindUpload && r.Method == http.MethodPost {
+			vetted, e := p.vetMount(r, user, addr)
+			if e != nil {
+				w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+				registry.WriteError(w, r, e)
+				return
+			}
+			r = vetted
+		}
 	}
 	r2 := r.WithContext(context.WithValue(r.Context(), userKey{}, user))
 	if _, ok := r.Header["Authorization"]; ok {
@@ -244,12 +253,17 @@ func (p *Policy) deny(w http.ResponseWriter, r *http.Request, level slog.Level, 
 		slog.String("reason", reason),
 	}
 	if user != "" {
-		if len(user) > 64 {
-			user = user[:64] + "..."
-		}
-		attrs = append(attrs, slog.String("user", user))
+		attrs = append(attrs, slog.String("user", shorten(user)))
 	}
 	p.log.LogAttrs(r.Context(), level, "access denied", attrs...)
+}
+
+// shorten keeps a client-chosen user name in a log line short.
+func shorten(user string) string {
+	if len(user) > 64 {
+		return user[:64] + "..."
+	}
+	return user
 }
 
 // clientAddr parses r.RemoteAddr ("ip:port", or a bare IP when a proxy

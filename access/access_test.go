@@ -106,6 +106,7 @@ func newFixture(t testing.TB, users map[string]string, cfg Config) *fixture {
 			f.sawAuth.Store(true)
 		}
 		w.Header().Set("X-User", User(r.Context()))
+		w.Header().Set("X-Query", r.URL.RawQuery)
 		w.WriteHeader(http.StatusTeapot)
 	}))
 	return f

@@ -22,7 +22,13 @@
 // # Levels
 //
 // GET and HEAD requests need pull. Every other method, and anything under
-// /blobs/uploads/, needs push; a push rule also grants pull. With no rules
+// /blobs/uploads/, needs push; a push rule also grants pull. A
+// cross-repository mount (POST .../blobs/uploads/?mount=<digest>&from=<repo>)
+// also reads its source, so it needs pull on from, matched by the name the
+// client wrote like any pull; without it (or without a from at all) the
+// mount is dropped and the POST goes on as a plain upload, which the
+// distribution spec has clients fall back to, so the client uploads the
+// blob itself and learns nothing about the source. With no rules
 // at all, every client that passed checks 1 and 2 may pull and push (pushes
 // still need the mirror's PUSH setting): with an htpasswd file that means
 // any authenticated user may push. Write rules to narrow that down.

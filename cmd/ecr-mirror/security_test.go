@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/tls"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -166,5 +167,65 @@ func TestAllowNetworks(t *testing.T) {
 	m2 := startMirror(t, fake, mirrorOpts{env: map[string]string{"ALLOW_NETWORKS": "127.0.0.0/8, ::1"}})
 	if resp, _, _ := get(t, "GET", m2.URL+"/v2/", nil); resp.StatusCode != 200 {
 		t.Fatalf("from an allowed network: %d", resp.StatusCode)
+	}
+}
+
+// A cross-repository mount reads its source repository, so ACCESS_RULES
+// must grant the client pull there: alice, who may push to team-a/ but not
+// pull team-b/, cannot copy team-b/private's blobs into team-a/ by a mount.
+// Her mount is never forwarded; she gets a plain upload session instead.
+func TestMountChecksSourceAgainstRules(t *testing.T) {
+	t.Parallel()
+	fake := newFake(t, fakeecr.Options{})
+	secret := fake.PutBlob("team-b/private", randomBytes(11, 4096))
+	own := fake.PutBlob("team-a/app", randomBytes(12, 4096))
+	m := startMirror(t, fake, mirrorOpts{env: map[string]string{
+		"PUSH":          "true",
+		"HTPASSWD_FILE": writeHtpasswd(t, map[string]string{"alice": "a-pw", "bob": "b-pw"}),
+		"ACCESS_RULES":  "pull:alice:team-a/; push:alice:team-a/; pull:bob:team-b/",
+	}})
+	c := &http.Client{Transport: newTransport(t)}
+	post := func(query string) (*http.Response, []byte) {
+		t.Helper()
+		req, err := http.NewRequest("POST", m.URL+"/v2/team-a/stolen/blobs/uploads/?"+query, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.SetBasicAuth("alice", "a-pw")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp, body
+	}
+
+	resp, body := post("mount=" + secret.String() + "&from=team-b/private")
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("mount from team-b/private: %d %s, want 202 (a plain upload)", resp.StatusCode, body)
+	}
+	if loc := resp.Header.Get("Location"); !strings.HasPrefix(loc, m.URL+"/v2/team-a/stolen/blobs/uploads/") {
+		t.Fatalf("Location %q, want an upload session on the mirror", loc)
+	}
+	for _, r := range fake.Counters().Requests {
+		if strings.Contains(r.Query, "mount") || strings.Contains(r.Query, "team-b") {
+			t.Fatalf("upstream saw %s %s?%s", r.Method, r.Path, r.Query)
+		}
+	}
+	if fake.HasBlob("team-a/stolen", secret) || fake.PushCounters().Mounts != 0 {
+		t.Fatal("team-b/private's blob was mounted into team-a/stolen")
+	}
+
+	// Invalid source names are refused outright.
+	resp, body = post("mount=" + secret.String() + "&from=team-b//private")
+	if code, _, _ := registry.ParseErrorBody(body); resp.StatusCode != 400 || code != registry.CodeNameInvalid {
+		t.Fatalf("invalid from: %d %s, want 400 NAME_INVALID", resp.StatusCode, body)
+	}
+
+	// A mount from a repository alice may pull still works.
+	resp, body = post("mount=" + own.String() + "&from=team-a/app")
+	if resp.StatusCode != http.StatusCreated || !fake.HasBlob("team-a/stolen", own) || fake.PushCounters().Mounts != 1 {
+		t.Fatalf("mount from team-a/app: %d %s, mounts %d", resp.StatusCode, body, fake.PushCounters().Mounts)
 	}
 }
