@@ -132,9 +132,11 @@ func User(ctx context.Context) string {
 	return u
 }
 
-// Wrap returns next behind the policy: /v2/ requests are checked, others
-// pass untouched. Requests let through carry their user (see User) and no
-// longer carry the Authorization header.
+// Wrap returns next behind the policy. Every request, whatever its path,
+// must come from AllowNetworks; /v2/ requests must also pass the login and
+// the rules, while others (probes, metrics) need no login. Requests let
+// through carry their user (see User) and no longer carry the
+// Authorization header.
 func (p *Policy) Wrap(next http.Handler) http.Handler {
 	if !p.Enabled() {
 		return next
@@ -153,14 +155,14 @@ const (
 )
 
 func (p *Policy) serve(next http.Handler, w http.ResponseWriter, r *http.Request) {
-	route, perr := registry.ParsePath(r.URL.Path)
-	if errors.Is(perr, registry.ErrNotRegistryPath) {
-		next.ServeHTTP(w, r)
-		return
-	}
 	addr := clientAddr(r.RemoteAddr)
 	if len(p.cfg.AllowNetworks) > 0 && !inNetworks(addr, p.cfg.AllowNetworks) {
 		p.deny(w, r, slog.LevelWarn, "", "client network not allowed", registry.Errorf(registry.CodeDenied, msgNet))
+		return
+	}
+	route, perr := registry.ParsePath(r.URL.Path)
+	if errors.Is(perr, registry.ErrNotRegistryPath) {
+		next.ServeHTTP(w, r)
 		return
 	}
 	var user string

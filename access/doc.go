@@ -17,7 +17,11 @@
 //     repository at the level the request needs; otherwise 403 DENIED.
 //
 // /v2/ itself (the login probe) needs only the first two checks. Paths
-// outside /v2/ (probes, metrics) pass through untouched.
+// outside /v2/ (probes, metrics, anything else) need only the first: a
+// network that may not use the registry may not read its metrics or probe
+// it either. (The orchestrator's probes come from the node's address; the
+// mirror also serves them on its metrics listener, which is not held to
+// AllowNetworks.)
 //
 // # Levels
 //

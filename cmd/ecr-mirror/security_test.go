@@ -2,10 +2,12 @@ package main
 
 import (
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -228,4 +230,91 @@ func TestMountChecksSourceAgainstRules(t *testing.T) {
 	if resp.StatusCode != http.StatusCreated || !fake.HasBlob("team-a/stolen", own) || fake.PushCounters().Mounts != 1 {
 		t.Fatalf("mount from team-a/app: %d %s, mounts %d", resp.StatusCode, body, fake.PushCounters().Mounts)
 	}
+}
+
+// Clients choose the method; metrics must not give each choice a series of
+// its own. 5,000 random methods leave a handful of series.
+func TestMetricsLabelsStayBounded(t *testing.T) {
+	t.Parallel()
+	fake := newFake(t, fakeecr.Options{})
+	m := startMirror(t, fake, mirrorOpts{})
+	c := &http.Client{Transport: newTransport(t)}
+	paths := []string{"/v2/", "/v2/team/app/manifests/v1", "/v2/team/app/blobs/uploads/", "/v2/nope", "/elsewhere"}
+	for i := range 5000 {
+		req, err := http.NewRequest(fmt.Sprintf("M%x", randomBytes(uint64(i), 6)), m.URL+paths[i%len(paths)], nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	series := map[string]int{}
+	for key := range scrape(t, m.URL+"/metrics") {
+		name, labels, _ := strings.Cut(key, "{")
+		switch name {
+		case "ecr_mirror_http_requests_total", "ecr_mirror_http_request_duration_seconds_count":
+			series[name]++
+			if !strings.Contains(labels, `method="other"`) && strings.Contains(labels, `method="M`) {
+				t.Errorf("a client's method became a label: %s", key)
+			}
+		}
+	}
+	for _, name := range []string{"ecr_mirror_http_requests_total", "ecr_mirror_http_request_duration_seconds_count"} {
+		if n := series[name]; n == 0 || n >= 100 {
+			t.Errorf("%s: %d series after 5,000 random methods, want 1 to 99", name, n)
+		}
+	}
+	t.Logf("series: %v", series)
+}
+
+// ALLOW_NETWORKS holds for every path of a registry listener: a refused
+// network can neither read metrics nor probe. METRICS_ADDR, the operator's
+// port, serves metrics and probes to any network that reaches it.
+func TestAllowNetworksCoversEveryPath(t *testing.T) {
+	t.Parallel()
+	fake := newFake(t, fakeecr.Options{})
+	m := startMirror(t, fake, mirrorOpts{env: map[string]string{"ALLOW_NETWORKS": "10.0.0.0/8"}})
+	for _, p := range []string{"/metrics", "/healthz", "/readyz", "/v2/", "/elsewhere"} {
+		resp, body, err := get(t, "GET", m.URL+p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, _, _ := registry.ParseErrorBody(body); resp.StatusCode != 403 || code != registry.CodeDenied {
+			t.Errorf("%s from 127.0.0.1: %d %s, want 403 DENIED", p, resp.StatusCode, body)
+		}
+	}
+
+	m2 := startMirror(t, fake, mirrorOpts{env: map[string]string{"ALLOW_NETWORKS": "10.0.0.0/8", "METRICS_ADDR": "127.0.0.1:0"}})
+	ops := listenAddr(t, m2, "metrics and probes")
+	for _, p := range []string{"/metrics", "/healthz"} {
+		if resp, body, err := get(t, "GET", "http://"+ops+p, nil); err != nil || resp.StatusCode != 200 {
+			t.Errorf("%s on METRICS_ADDR: %v %v %s", p, err, resp, body)
+		}
+	}
+	eventually(t, "/readyz on METRICS_ADDR", func() bool {
+		resp, _, err := get(t, "GET", "http://"+ops+"/readyz", nil)
+		return err == nil && resp.StatusCode == 200
+	})
+	if resp, _, _ := get(t, "GET", "http://"+ops+"/v2/", nil); resp.StatusCode != 404 {
+		t.Errorf("/v2/ on METRICS_ADDR: %d, want 404", resp.StatusCode)
+	}
+	if resp, _, _ := get(t, "GET", m2.URL+"/healthz", nil); resp.StatusCode != 403 {
+		t.Errorf("/healthz on LISTEN_ADDR from a refused network: %d, want 403", resp.StatusCode)
+	}
+}
+
+// listenAddr finds the address of the listener whose startup log line says
+// it serves what.
+func listenAddr(t *testing.T, m *mirror, what string) string {
+	t.Helper()
+	re := regexp.MustCompile(`msg=listening addr=(\S+) serves="?` + regexp.QuoteMeta(what))
+	match := re.FindStringSubmatch(m.Logs.String())
+	if match == nil {
+		t.Fatalf("no listener for %s in the log:\n%s", what, m.Logs)
+	}
+	return match[1]
 }
