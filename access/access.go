@@ -132,9 +132,11 @@ func User(ctx context.Context) string {
 	return u
 }
 
-// Wrap returns next behind the policy: /v2/ requests are checked, others
-// pass untouched. Requests let through carry their user (see User) and no
-// longer carry the Authorization header.
+// Wrap returns next behind the policy. Every request, whatever its path,
+// must come from AllowNetworks; /v2/ requests must also pass the login and
+// the rules, while others (probes, metrics) need no login. Requests let
+// through carry their user (see User) and no longer carry the
+// Authorization header.
 func (p *Policy) Wrap(next http.Handler) http.Handler {
 	if !p.Enabled() {
 		return next
@@ -153,14 +155,14 @@ const (
 )
 
 func (p *Policy) serve(next http.Handler, w http.ResponseWriter, r *http.Request) {
-	route, perr := registry.ParsePath(r.URL.Path)
-	if errors.Is(perr, registry.ErrNotRegistryPath) {
-		next.ServeHTTP(w, r)
-		return
-	}
 	addr := clientAddr(r.RemoteAddr)
 	if len(p.cfg.AllowNetworks) > 0 && !inNetworks(addr, p.cfg.AllowNetworks) {
 		p.deny(w, r, slog.LevelWarn, "", "client network not allowed", registry.Errorf(registry.CodeDenied, msgNet))
+		return
+	}
+	route, perr := registry.ParsePath(r.URL.Path)
+	if errors.Is(perr, registry.ErrNotRegistryPath) {
+		next.ServeHTTP(w, r)
 		return
 	}
 	var user string
@@ -203,6 +205,15 @@ func (p *Policy) serve(next http.Handler, w http.ResponseWriter, r *http.Request
 				registry.Errorf(registry.CodeDenied, "access denied: may not %s %s", want, what))
 			return
 		}
+		if route.Kind == registry.KindUpload && r.Method == http.MethodPost {
+			vetted, e := p.vetMount(r, user, addr)
+			if e != nil {
+				w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+				registry.WriteError(w, r, e)
+				return
+			}
+			r = vetted
+		}
 	}
 	r2 := r.WithContext(context.WithValue(r.Context(), userKey{}, user))
 	if _, ok := r.Header["Authorization"]; ok {
@@ -244,12 +255,17 @@ func (p *Policy) deny(w http.ResponseWriter, r *http.Request, level slog.Level, 
 		slog.String("reason", reason),
 	}
 	if user != "" {
-		if len(user) > 64 {
-			user = user[:64] + "..."
-		}
-		attrs = append(attrs, slog.String("user", user))
+		attrs = append(attrs, slog.String("user", shorten(user)))
 	}
 	p.log.LogAttrs(r.Context(), level, "access denied", attrs...)
+}
+
+// shorten keeps a client-chosen user name in a log line short.
+func shorten(user string) string {
+	if len(user) > 64 {
+		return user[:64] + "..."
+	}
+	return user
 }
 
 // clientAddr parses r.RemoteAddr ("ip:port", or a bare IP when a proxy

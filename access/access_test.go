@@ -106,6 +106,7 @@ func newFixture(t testing.TB, users map[string]string, cfg Config) *fixture {
 			f.sawAuth.Store(true)
 		}
 		w.Header().Set("X-User", User(r.Context()))
+		w.Header().Set("X-Query", r.URL.RawQuery)
 		w.WriteHeader(http.StatusTeapot)
 	}))
 	return f
@@ -224,7 +225,11 @@ func TestNetworks(t *testing.T) {
 		{"outside, login probe", "192.168.1.1:5000", "/v2/", 403},
 		{"outside, IPv6", "[2001:db8::1]:5000", "/v2/team/app/manifests/latest", 403},
 		{"unparseable address", "pipe", "/v2/", 403},
-		{"outside, probe outside /v2", "192.168.1.1:5000", "/readyz", 418},
+		{"outside, probe outside /v2", "192.168.1.1:5000", "/readyz", 403},
+		{"outside, metrics", "192.168.1.1:5000", "/metrics", 403},
+		{"outside, any other path", "192.168.1.1:5000", "/favicon.ico", 403},
+		{"inside, probe", "10.1.2.3:5000", "/healthz", 418},
+		{"inside, metrics", "10.1.2.3:5000", "/metrics", 418},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

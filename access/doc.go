@@ -17,12 +17,22 @@
 //     repository at the level the request needs; otherwise 403 DENIED.
 //
 // /v2/ itself (the login probe) needs only the first two checks. Paths
-// outside /v2/ (probes, metrics) pass through untouched.
+// outside /v2/ (probes, metrics, anything else) need only the first: a
+// network that may not use the registry may not read its metrics or probe
+// it either. (The orchestrator's probes come from the node's address; the
+// mirror also serves them on its metrics listener, which is not held to
+// AllowNetworks.)
 //
 // # Levels
 //
 // GET and HEAD requests need pull. Every other method, and anything under
-// /blobs/uploads/, needs push; a push rule also grants pull. With no rules
+// /blobs/uploads/, needs push; a push rule also grants pull. A
+// cross-repository mount (POST .../blobs/uploads/?mount=<digest>&from=<repo>)
+// also reads its source, so it needs pull on from, matched by the name the
+// client wrote like any pull; without it (or without a from at all) the
+// mount is dropped and the POST goes on as a plain upload, which the
+// distribution spec has clients fall back to, so the client uploads the
+// blob itself and learns nothing about the source. With no rules
 // at all, every client that passed checks 1 and 2 may pull and push (pushes
 // still need the mirror's PUSH setting): with an htpasswd file that means
 // any authenticated user may push. Write rules to narrow that down.

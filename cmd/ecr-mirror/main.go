@@ -138,7 +138,9 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 
 	// The registry API on LISTEN_ADDR and on each namespace listener,
 	// each with the registry its clients' requests belong to; probes (and
-	// metrics, unless they have an address of their own) beside it.
+	// metrics, unless they have an address of their own) beside it. The
+	// policy covers every path there: ALLOW_NETWORKS holds for probes and
+	// metrics too, while login and rules are for the API only.
 	probe := &probes{cacheDir: cfg.CacheDir, store: store, tokens: tokens}
 	metricsHandler := promhttp.HandlerFor(mtr.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)})
 	front := func(defaultNS string) http.Handler {
@@ -147,18 +149,30 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 			registry.WithNamespaces(namespaces, defaultNS),
 			registry.WithTrustedProxies(cfg.TrustedProxies),
 			registry.WithObserver(mtr.observeRequest))
-		guarded := policy.Wrap(api)
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		return policy.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			switch {
 			case r.URL.Path == "/healthz" || r.URL.Path == "/readyz":
 				probe.ServeHTTP(w, r)
 			case r.URL.Path == "/metrics" && cfg.MetricsAddr == "":
 				metricsHandler.ServeHTTP(w, r)
 			default:
-				guarded.ServeHTTP(w, r)
+				api.ServeHTTP(w, r)
 			}
-		})
+		}))
 	}
+	// METRICS_ADDR is the operator's port, for Prometheus and the
+	// orchestrator: metrics and probes, no registry API, not held to
+	// ALLOW_NETWORKS (a kubelet probes from the node's address).
+	opsHandler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/healthz", "/readyz":
+			probe.ServeHTTP(w, r)
+		case "/metrics":
+			metricsHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
 	// The admin socket: the cache commands on this running mirror, and
 	// the registry API for the pulls of "cache pin".
 	adminLn, err := admin.Listen(cfg.CacheDir)
@@ -188,7 +202,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 	}
 	apiListeners := len(listeners)
 	if cfg.MetricsAddr != "" {
-		listeners = append(listeners, listener{setting: "METRICS_ADDR", addr: cfg.MetricsAddr, handler: metricsHandler, what: "metrics"})
+		listeners = append(listeners, listener{setting: "METRICS_ADDR", addr: cfg.MetricsAddr, handler: opsHandler, what: "metrics and probes"})
 	}
 	if cfg.PprofAddr != "" {
 		listeners = append(listeners, listener{setting: "PPROF_ADDR", addr: cfg.PprofAddr, handler: pprofHandler(), what: "pprof"})

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/http"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -94,10 +95,38 @@ func newMetrics(store *cache.Store, px *proxy.Proxy, tokens *auth.Source) *mirro
 	return m
 }
 
+// Label values come only from small fixed sets, never from what a client
+// wrote: each distinct value is a series kept for the life of the process,
+// so a client choosing them could grow the process and the scrape without
+// bound. Routes are registry.Kind names, methods and statuses are folded by
+// methodLabel and statusLabel, outcomes, kinds and failures are the proxy's
+// constants.
+
+// methodLabel is method when it is one of the HTTP methods a registry
+// serves, else "other".
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+		http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return method
+	}
+	return "other"
+}
+
+// statusLabel is an HTTP status as a label: its number when it is a valid
+// status (100-599), else "other".
+func statusLabel(status int) string {
+	if status < 100 || status > 599 {
+		return "other"
+	}
+	return strconv.Itoa(status)
+}
+
 // observeRequest records one client request.
 func (m *mirrorMetrics) observeRequest(ri registry.RequestInfo) {
-	m.requests.WithLabelValues(ri.Route, ri.Method, strconv.Itoa(ri.Status)).Inc()
-	m.requestDuration.WithLabelValues(ri.Route, ri.Method).Observe(ri.Duration.Seconds())
+	method := methodLabel(ri.Method)
+	m.requests.WithLabelValues(ri.Route, method, statusLabel(ri.Status)).Inc()
+	m.requestDuration.WithLabelValues(ri.Route, method).Observe(ri.Duration.Seconds())
 	if ri.Outcome == "" {
 		return
 	}
@@ -115,7 +144,7 @@ func (m *mirrorMetrics) observeUpstream(ev proxy.UpstreamEvent) {
 		m.upstreamErrors.WithLabelValues(ev.Kind, ev.Failure).Inc()
 		return
 	}
-	m.upstream.WithLabelValues(ev.Kind, ev.Method, strconv.Itoa(ev.Status)).Inc()
+	m.upstream.WithLabelValues(ev.Kind, methodLabel(ev.Method), statusLabel(ev.Status)).Inc()
 	m.upstreamLatency.WithLabelValues(ev.Kind).Observe(ev.Duration.Seconds())
 	switch s := ev.Status; {
 	case s == 429:

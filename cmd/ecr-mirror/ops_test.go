@@ -50,7 +50,11 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	if err := fetchBlob(t, m, "team/app", dgst); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "blob stored", func() bool { return m.stored(dgst) })
+	// A file lands on disk a moment before its index record; the second
+	// fetch is a hit only once the record is there.
+	eventually(t, "blob indexed", func() bool {
+		return m.stored(dgst) && scrape(t, m.URL+"/metrics")[`ecr_mirror_cache_entries`]-before[`ecr_mirror_cache_entries`] == 1
+	})
 	if err := fetchBlob(t, m, "team/app", dgst); err != nil {
 		t.Fatal(err)
 	}

@@ -2,9 +2,12 @@ package main
 
 import (
 	"crypto/tls"
+	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -167,4 +170,151 @@ func TestAllowNetworks(t *testing.T) {
 	if resp, _, _ := get(t, "GET", m2.URL+"/v2/", nil); resp.StatusCode != 200 {
 		t.Fatalf("from an allowed network: %d", resp.StatusCode)
 	}
+}
+
+// A cross-repository mount reads its source repository, so ACCESS_RULES
+// must grant the client pull there: alice, who may push to team-a/ but not
+// pull team-b/, cannot copy team-b/private's blobs into team-a/ by a mount.
+// Her mount is never forwarded; she gets a plain upload session instead.
+func TestMountChecksSourceAgainstRules(t *testing.T) {
+	t.Parallel()
+	fake := newFake(t, fakeecr.Options{})
+	secret := fake.PutBlob("team-b/private", randomBytes(11, 4096))
+	own := fake.PutBlob("team-a/app", randomBytes(12, 4096))
+	m := startMirror(t, fake, mirrorOpts{env: map[string]string{
+		"PUSH":          "true",
+		"HTPASSWD_FILE": writeHtpasswd(t, map[string]string{"alice": "a-pw", "bob": "b-pw"}),
+		"ACCESS_RULES":  "pull:alice:team-a/; push:alice:team-a/; pull:bob:team-b/",
+	}})
+	c := &http.Client{Transport: newTransport(t)}
+	post := func(query string) (*http.Response, []byte) {
+		t.Helper()
+		req, err := http.NewRequest("POST", m.URL+"/v2/team-a/stolen/blobs/uploads/?"+query, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.SetBasicAuth("alice", "a-pw")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp, body
+	}
+
+	resp, body := post("mount=" + secret.String() + "&from=team-b/private")
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("mount from team-b/private: %d %s, want 202 (a plain upload)", resp.StatusCode, body)
+	}
+	if loc := resp.Header.Get("Location"); !strings.HasPrefix(loc, m.URL+"/v2/team-a/stolen/blobs/uploads/") {
+		t.Fatalf("Location %q, want an upload session on the mirror", loc)
+	}
+	for _, r := range fake.Counters().Requests {
+		if strings.Contains(r.Query, "mount") || strings.Contains(r.Query, "team-b") {
+			t.Fatalf("upstream saw %s %s?%s", r.Method, r.Path, r.Query)
+		}
+	}
+	if fake.HasBlob("team-a/stolen", secret) || fake.PushCounters().Mounts != 0 {
+		t.Fatal("team-b/private's blob was mounted into team-a/stolen")
+	}
+
+	// Invalid source names are refused outright.
+	resp, body = post("mount=" + secret.String() + "&from=team-b//private")
+	if code, _, _ := registry.ParseErrorBody(body); resp.StatusCode != 400 || code != registry.CodeNameInvalid {
+		t.Fatalf("invalid from: %d %s, want 400 NAME_INVALID", resp.StatusCode, body)
+	}
+
+	// A mount from a repository alice may pull still works.
+	resp, body = post("mount=" + own.String() + "&from=team-a/app")
+	if resp.StatusCode != http.StatusCreated || !fake.HasBlob("team-a/stolen", own) || fake.PushCounters().Mounts != 1 {
+		t.Fatalf("mount from team-a/app: %d %s, mounts %d", resp.StatusCode, body, fake.PushCounters().Mounts)
+	}
+}
+
+// Clients choose the method; metrics must not give each choice a series of
+// its own. 5,000 random methods leave a handful of series.
+func TestMetricsLabelsStayBounded(t *testing.T) {
+	t.Parallel()
+	fake := newFake(t, fakeecr.Options{})
+	m := startMirror(t, fake, mirrorOpts{})
+	c := &http.Client{Transport: newTransport(t)}
+	paths := []string{"/v2/", "/v2/team/app/manifests/v1", "/v2/team/app/blobs/uploads/", "/v2/nope", "/elsewhere"}
+	for i := range 5000 {
+		req, err := http.NewRequest(fmt.Sprintf("M%x", randomBytes(uint64(i), 6)), m.URL+paths[i%len(paths)], nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	series := map[string]int{}
+	for key := range scrape(t, m.URL+"/metrics") {
+		name, labels, _ := strings.Cut(key, "{")
+		switch name {
+		case "ecr_mirror_http_requests_total", "ecr_mirror_http_request_duration_seconds_count":
+			series[name]++
+			if !strings.Contains(labels, `method="other"`) && strings.Contains(labels, `method="M`) {
+				t.Errorf("a client's method became a label: %s", key)
+			}
+		}
+	}
+	for _, name := range []string{"ecr_mirror_http_requests_total", "ecr_mirror_http_request_duration_seconds_count"} {
+		if n := series[name]; n == 0 || n >= 100 {
+			t.Errorf("%s: %d series after 5,000 random methods, want 1 to 99", name, n)
+		}
+	}
+	t.Logf("series: %v", series)
+}
+
+// ALLOW_NETWORKS holds for every path of a registry listener: a refused
+// network can neither read metrics nor probe. METRICS_ADDR, the operator's
+// port, serves metrics and probes to any network that reaches it.
+func TestAllowNetworksCoversEveryPath(t *testing.T) {
+	t.Parallel()
+	fake := newFake(t, fakeecr.Options{})
+	m := startMirror(t, fake, mirrorOpts{env: map[string]string{"ALLOW_NETWORKS": "10.0.0.0/8"}})
+	for _, p := range []string{"/metrics", "/healthz", "/readyz", "/v2/", "/elsewhere"} {
+		resp, body, err := get(t, "GET", m.URL+p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, _, _ := registry.ParseErrorBody(body); resp.StatusCode != 403 || code != registry.CodeDenied {
+			t.Errorf("%s from 127.0.0.1: %d %s, want 403 DENIED", p, resp.StatusCode, body)
+		}
+	}
+
+	m2 := startMirror(t, fake, mirrorOpts{env: map[string]string{"ALLOW_NETWORKS": "10.0.0.0/8", "METRICS_ADDR": "127.0.0.1:0"}})
+	ops := listenAddr(t, m2, "metrics and probes")
+	for _, p := range []string{"/metrics", "/healthz"} {
+		if resp, body, err := get(t, "GET", "http://"+ops+p, nil); err != nil || resp.StatusCode != 200 {
+			t.Errorf("%s on METRICS_ADDR: %v %v %s", p, err, resp, body)
+		}
+	}
+	eventually(t, "/readyz on METRICS_ADDR", func() bool {
+		resp, _, err := get(t, "GET", "http://"+ops+"/readyz", nil)
+		return err == nil && resp.StatusCode == 200
+	})
+	if resp, _, _ := get(t, "GET", "http://"+ops+"/v2/", nil); resp.StatusCode != 404 {
+		t.Errorf("/v2/ on METRICS_ADDR: %d, want 404", resp.StatusCode)
+	}
+	if resp, _, _ := get(t, "GET", m2.URL+"/healthz", nil); resp.StatusCode != 403 {
+		t.Errorf("/healthz on LISTEN_ADDR from a refused network: %d, want 403", resp.StatusCode)
+	}
+}
+
+// listenAddr finds the address of the listener whose startup log line says
+// it serves what.
+func listenAddr(t *testing.T, m *mirror, what string) string {
+	t.Helper()
+	re := regexp.MustCompile(`msg=listening addr=(\S+) serves="?` + regexp.QuoteMeta(what))
+	match := re.FindStringSubmatch(m.Logs.String())
+	if match == nil {
+		t.Fatalf("no listener for %s in the log:\n%s", what, m.Logs)
+	}
+	return match[1]
 }
