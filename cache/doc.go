@@ -19,6 +19,10 @@
 //	│   └── <12 hex>-<random>       downloads in progress (os.CreateTemp)
 //	└── index/                      Badger database (holds the directory lock)
 //
+// Everything is owner-only: directories 0700, files 0600, Badger's own
+// included; Open fixes what an older version or the umask left looser,
+// never following a symlink (perm.go).
+//
 // A download is written to tmp/, hashed while it is written, fsynced, renamed
 // into blobs/ and the directory fsynced; only then is the index entry written
 // (a synced Badger write). A crash therefore leaves at worst a temp file or an

@@ -38,7 +38,7 @@ func (s *Store) blobPath(dgst digest.Digest) string {
 // ensureDir creates dir if needed; when it creates it, it fsyncs the parent
 // so that the new directory entry survives a crash.
 func ensureDir(dir string) error {
-	err := os.Mkdir(dir, 0o755)
+	err := os.Mkdir(dir, dirMode)
 	if errors.Is(err, fs.ErrExist) {
 		return nil
 	}

@@ -223,7 +223,7 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("cache: open %s: %w", dir, err)
 	}
 	for _, d := range []string{s.blobDir, s.tmpDir, filepath.Join(dir, indexDirName)} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+		if err := os.MkdirAll(d, dirMode); err != nil {
 			return nil, fmt.Errorf("cache: open %s: %w", dir, err)
 		}
 	}
@@ -231,6 +231,11 @@ func Open(opts Options) (*Store, error) {
 	// a second process must fail here, not delete the first one's downloads.
 	if s.db, err = openIndex(filepath.Join(dir, indexDirName), log); err != nil {
 		return nil, err
+	}
+	// Owner-only, whatever an older version or Badger (0666 less the
+	// umask) left (perm.go); under the lock, so no other store races it.
+	if err := fixModes(dir, storeDirs(), log); err != nil {
+		return nil, errors.Join(err, s.db.Close())
 	}
 	if err := s.reconcile(); err != nil {
 		return nil, errors.Join(err, s.db.Close())
@@ -265,6 +270,10 @@ func (s *Store) Close() error {
 	}
 	if err := s.db.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("cache: close index %s: %w", s.dir, err))
+	}
+	// Badger's files written since Open (tables, value logs).
+	if err := fixModes(s.dir, []string{indexDirName}, s.log); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

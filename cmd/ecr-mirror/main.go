@@ -36,6 +36,10 @@ import (
 )
 
 func main() {
+	// Everything the mirror and its cache commands create is its user's
+	// only: the cache creates its own files with explicit modes, but
+	// Badger creates its index files with 0666 less the umask.
+	syscall.Umask(0o077)
 	args, serve := serverArgs(os.Args[1:])
 	if !serve {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
