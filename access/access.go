@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
@@ -174,12 +176,7 @@ func (p *Policy) serve(next http.Handler, w http.ResponseWriter, r *http.Request
 			p.deny(w, r, slog.LevelDebug, "", "no credentials", unauthorized(msgLogin))
 			return
 		}
-		if !p.users.verify(u, pw) {
-			reason := "wrong password"
-			if !p.users.has(u) {
-				reason = "unknown user"
-			}
-			p.deny(w, r, slog.LevelWarn, u, reason, unauthorized(msgBadPw))
+		if !p.login(w, r, addr, u, pw) {
 			return
 		}
 		user = u
@@ -222,6 +219,51 @@ func (p *Policy) serve(next http.Handler, w http.ResponseWriter, r *http.Request
 		r2.Header.Del("Authorization")
 	}
 	next.ServeHTTP(w, r2)
+}
+
+// login checks Basic credentials; when they fail, it has answered and
+// logged why. A storm of wrong logins is refused (429 with Retry-After)
+// without running bcrypt, see htpasswd.check; it is logged at warn once per
+// address blocked and at debug per request, so that it cannot flood the log.
+func (p *Policy) login(w http.ResponseWriter, r *http.Request, addr netip.Addr, user, pw string) bool {
+	v, retry := p.users.check(user, pw, addr, true)
+	switch v {
+	case verdictOK:
+		return true
+	case verdictWrong, verdictKnown:
+		reason := "wrong password"
+		if !p.users.has(user) {
+			reason = "unknown user"
+		}
+		level := slog.LevelWarn
+		if v == verdictKnown {
+			reason += " (again)"
+			level = slog.LevelDebug
+		}
+		p.deny(w, r, level, user, reason, unauthorized(msgBadPw))
+		if v == verdictWrong {
+			if left, blocked := p.users.throttle.blocked(addr); blocked {
+				p.log.LogAttrs(r.Context(), slog.LevelWarn, "too many failed logins: address blocked",
+					slog.String("client", r.RemoteAddr), slog.Duration("for", left.Round(time.Second)))
+			}
+		}
+	case verdictBlocked:
+		p.deny(w, r, slog.LevelDebug, user, "address blocked after failed logins",
+			tooManyLogins(retry, "too many failed logins from this address: retry later"))
+	case verdictBusy:
+		p.deny(w, r, slog.LevelDebug, user, "every bcrypt slot busy",
+			tooManyLogins(retry, "the mirror is busy checking other logins: retry shortly"))
+	}
+	return false
+}
+
+// tooManyLogins is a 429 TOOMANYREQUESTS that says when to retry, in whole
+// seconds, at least one.
+func tooManyLogins(retry time.Duration, msg string) *registry.Error {
+	e := registry.Errorf(registry.CodeTooManyRequests, "%s", msg)
+	secs := max(1, int64((retry+time.Second-1)/time.Second))
+	e.Header = http.Header{"Retry-After": {strconv.FormatInt(secs, 10)}}
+	return e
 }
 
 // allowed reports whether some rule grants user at addr level on the

@@ -589,14 +589,22 @@ func TestVerificationCache(t *testing.T) {
 		t.Errorf("bcrypt ran %d times for cached credentials", n)
 	}
 
-	// Failures are never cached as success, nor at all: each sequential
-	// attempt runs bcrypt again.
+	// Failures are never cached as success; a repeated wrong password is
+	// remembered as wrong and costs no second bcrypt run, while each new
+	// one costs a run.
 	before = f.calls.Load()
 	for range 3 {
 		check(t, f.do(req{method: "GET", path: "/v2/", user: "ci-bot", pw: "c-pw "}), 401, "UNAUTHORIZED")
 	}
+	if n := f.calls.Load() - before; n != 1 {
+		t.Errorf("the same wrong password 3 times ran bcrypt %d times, want 1", n)
+	}
+	before = f.calls.Load()
+	for i := range 3 {
+		check(t, f.do(req{method: "GET", path: "/v2/", user: "ci-bot", pw: fmt.Sprint("c-pw", i)}), 401, "UNAUTHORIZED")
+	}
 	if n := f.calls.Load() - before; n != 3 {
-		t.Errorf("3 wrong passwords ran bcrypt %d times, want 3", n)
+		t.Errorf("3 different wrong passwords ran bcrypt %d times, want 3", n)
 	}
 	// Unknown users also cost a bcrypt run, so they cannot be told apart
 	// from known ones by timing.

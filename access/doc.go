@@ -75,6 +75,30 @@
 // removed from the request before it is passed on. Successful bcrypt
 // verifications are remembered in memory (keyed by an HMAC of user, hash and
 // password under a per-process random key, at most 1024 entries) so that a
-// parallel pull pays for bcrypt once, not once per layer; failures are never
-// remembered.
+// parallel pull pays for bcrypt once, not once per layer. Failed ones are
+// remembered the same way (at most 4096), so a client retrying a wrong
+// password costs no bcrypt run either; a remembered pair names the hash it
+// failed against, so a changed htpasswd entry is checked afresh.
+//
+// # Login storms
+//
+// bcrypt is slow on purpose, so wrong logins are a cheap way to take the
+// CPU from everyone. Three bounds keep a storm of them away from clients
+// already logged in:
+//
+//   - Credentials verified before are accepted from memory and never wait
+//     for bcrypt, whatever else is going on.
+//   - At most max(1, GOMAXPROCS/2) bcrypt runs go at once. A login that
+//     finds them all busy is not queued but answered 429 TOOMANYREQUESTS
+//     with Retry-After: 1: clients retry it, and unlike a 401 it does not
+//     tell the client its password is wrong. Queuing would let a storm
+//     hold every request (and its connection) open behind it.
+//   - A client address (an IPv6 /64) with 10 failed logins within a minute
+//     is blocked for a minute: its logins are answered 429 with
+//     Retry-After until then, without bcrypt, unless the credentials were
+//     verified before. Only failures that cost a bcrypt run count, so a
+//     client stuck on one stale password does not block its neighbours at
+//     the same address. The block is logged once at warn; the refusals
+//     after it, and repeated wrong passwords, at debug, so a storm cannot
+//     flood the log either. At most 4096 addresses are tracked.
 package access

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +26,8 @@ const (
 	reloadEvery = 3 * time.Second
 	// verifiedEntries bounds the cache of successful verifications.
 	verifiedEntries = 1024
+	// failedEntries bounds the memory of failed ones.
+	failedEntries = 4096
 	// maxHtpasswdSize guards against pointing the setting at a huge file.
 	maxHtpasswdSize = 16 << 20
 )
@@ -55,7 +59,30 @@ type htpasswd struct {
 	dummy    []byte
 	macKey   []byte
 	verified *lru.Cache[[sha256.Size]byte, struct{}]
-	flight   singleflight.Group
+	// refused remembers credentials that failed, so that a client
+	// repeating them costs no bcrypt run.
+	refused *lru.Cache[[sha256.Size]byte, struct{}]
+	flight  singleflight.Group
+	// slots bounds the bcrypt runs at a time: a token is held per run.
+	slots    chan struct{}
+	throttle *throttle
+}
+
+// verdict is the outcome of a credentials check.
+type verdict int
+
+const (
+	verdictOK      verdict = iota + 1
+	verdictWrong           // wrong password or unknown user; bcrypt ran
+	verdictKnown           // wrong, and remembered as such: no bcrypt ran
+	verdictBusy            // every bcrypt slot is taken: not checked
+	verdictBlocked         // the client's address is backing off: not checked
+)
+
+// bcryptSlots is how many bcrypt runs may go at once: half the CPUs, so
+// that a storm of logins leaves the rest to clients already logged in.
+func bcryptSlots() int {
+	return max(1, runtime.GOMAXPROCS(0)/2)
 }
 
 func newHtpasswd(path string, log *slog.Logger) (*htpasswd, error) {
@@ -74,6 +101,9 @@ func newHtpasswd(path string, log *slog.Logger) (*htpasswd, error) {
 		return nil, err
 	}
 	h.verified, _ = lru.New[[sha256.Size]byte, struct{}](verifiedEntries)
+	h.refused, _ = lru.New[[sha256.Size]byte, struct{}](failedEntries)
+	h.slots = make(chan struct{}, bcryptSlots())
+	h.throttle = newThrottle(time.Now)
 	// The dummy hash costs what the file's entries cost.
 	cost := bcrypt.DefaultCost
 	for _, hash := range u.hashes {
@@ -101,30 +131,65 @@ func (h *htpasswd) has(user string) bool {
 	return ok
 }
 
-// verify reports whether password is user's. Concurrent checks of the same
-// credentials share one bcrypt run, and successes are remembered, so only
-// the first of many parallel requests pays for bcrypt.
+// verify reports whether password is user's, as check does for a client
+// that is never throttled.
 func (h *htpasswd) verify(user, password string) bool {
+	v, _ := h.check(user, password, netip.Addr{}, false)
+	return v == verdictOK
+}
+
+// check checks Basic credentials from a client at addr. Credentials that
+// verified before are accepted at once, whatever else is going on: a
+// logged-in client never waits for bcrypt. Credentials that failed before
+// are refused at once. Otherwise, when throttled is set and addr is backing
+// off after too many failures, or when every bcrypt slot is taken, the
+// client is told to retry after the duration returned, and no bcrypt runs.
+// Concurrent checks of the same credentials share one bcrypt run.
+func (h *htpasswd) check(user, password string, addr netip.Addr, throttled bool) (verdict, time.Duration) {
 	h.maybeReload()
 	hash, known := h.current.Load().hashes[user]
 	key := h.key(user, hash, password)
 	if known {
 		if _, ok := h.verified.Get(key); ok {
-			return true
+			return verdictOK, 0
 		}
 	}
-	ok, _, _ := h.flight.Do(string(key[:]), func() (any, error) {
+	if _, ok := h.refused.Get(key); ok {
+		return verdictKnown, 0
+	}
+	if throttled {
+		if left, ok := h.throttle.blocked(addr); ok {
+			return verdictBlocked, left
+		}
+	}
+	v, _, _ := h.flight.Do(string(key[:]), func() (any, error) {
+		select {
+		case h.slots <- struct{}{}:
+		default:
+			return verdictBusy, nil
+		}
+		defer func() { <-h.slots }()
 		if !known {
 			_ = h.compare(h.dummy, []byte(password))
-			return false, nil
+			h.refused.Add(key, struct{}{})
+			return verdictWrong, nil
 		}
 		if h.compare(hash, []byte(password)) != nil {
-			return false, nil
+			h.refused.Add(key, struct{}{})
+			return verdictWrong, nil
 		}
 		h.verified.Add(key, struct{}{})
-		return true, nil
+		return verdictOK, nil
 	})
-	return ok.(bool)
+	switch v.(verdict) {
+	case verdictBusy:
+		return verdictBusy, time.Second
+	case verdictWrong:
+		if throttled {
+			h.throttle.fail(addr)
+		}
+	}
+	return v.(verdict), 0
 }
 
 // key identifies one verification: a changed hash (a new password in the
