@@ -34,9 +34,9 @@ const maxRedirects = 5
 // Addresses are checked twice: in CheckRedirect for IP literals, and at
 // dial time for the addresses a name resolved to (so a name pointing at
 // 127.0.0.1 is refused too), before any connection is attempted. Dials to
-// the upstream's own host:port, and to an HTTP proxy from the environment,
-// are the operator's choice and never refused; through a proxy, the proxy
-// resolves names.
+// the upstream's own host:port, and to the proxy the transport chose for
+// the request (HTTPS_PROXY), are the operator's choice and never refused;
+// through a proxy, the proxy resolves names.
 //
 // No request upstream carries a Referer: net/http sets one on redirects,
 // which would hand one hop's URL (a presigned URL, with its credentials)
@@ -77,7 +77,7 @@ func (p *RedirectPolicy) Client(base *http.Transport, wrap func(http.RoundTrippe
 	if wrap != nil {
 		rt = wrap(rt)
 	}
-	return &http.Client{Transport: noReferer{next: rt}, CheckRedirect: p.CheckRedirect}
+	return &http.Client{Transport: noReferer{next: rt, proxy: tr.Proxy}, CheckRedirect: p.CheckRedirect}
 }
 
 // CheckRedirect is an http.Client CheckRedirect: it refuses a redirect
@@ -118,9 +118,9 @@ type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 // literals, so the address checked is the address connected to.
 func (p *RedirectPolicy) dialContext(dial dialFunc) dialFunc {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		target, _ := ctx.Value(dialTargetKey{}).(string)
-		if strings.EqualFold(addr, p.upstreamAddr) || target != "" && !strings.EqualFold(addr, target) {
-			return dial(ctx, network, addr) // the upstream, or a proxy
+		proxy, _ := ctx.Value(proxyAddrKey{}).(string)
+		if strings.EqualFold(addr, p.upstreamAddr) || proxy != "" && strings.EqualFold(addr, proxy) {
+			return dial(ctx, network, addr) // the upstream, or the request's proxy
 		}
 		host, port, err := net.SplitHostPort(addr)
 		if err != nil {
@@ -191,18 +191,30 @@ func (e *redirectError) Error() string {
 	return "redirect to " + where + " refused: " + e.reason
 }
 
-// dialTargetKey keys the host:port a request is for in the context its
-// connections are dialled with; a dial to another address is a proxy's.
-type dialTargetKey struct{}
+// proxyAddrKey keys the host:port of the HTTP proxy a request goes
+// through, if any, in the context its connections are dialled with.
+type proxyAddrKey struct{}
 
 // noReferer is an http.RoundTripper that sends no Referer and tells the
-// dialer which host:port each request is for.
-type noReferer struct{ next http.RoundTripper }
+// dialer which proxy, if any, a request goes through (proxy is the
+// transport's own choice, nil: none).
+type noReferer struct {
+	next  http.RoundTripper
+	proxy func(*http.Request) (*url.URL, error)
+}
 
 // RoundTrip implements http.RoundTripper.
 func (t noReferer) RoundTrip(req *http.Request) (*http.Response, error) {
-	r := req.WithContext(context.WithValue(req.Context(), dialTargetKey{}, canonicalAddr(req.URL)))
+	r := req
+	if t.proxy != nil {
+		if u, err := t.proxy(req); err == nil && u != nil {
+			r = req.WithContext(context.WithValue(req.Context(), proxyAddrKey{}, canonicalAddr(u)))
+		}
+	}
 	if _, ok := req.Header["Referer"]; ok {
+		if r == req {
+			r = req.WithContext(req.Context())
+		}
 		r.Header = req.Header.Clone()
 		r.Header.Del("Referer")
 	}
@@ -217,13 +229,19 @@ func (t noReferer) CloseIdleConnections() {
 	}
 }
 
-// canonicalAddr is the host:port net/http dials for u.
+// canonicalAddr is the host:port net/http dials for u (a URL it
+// fetches, or a proxy's). When it differs from net/http's (a non-ASCII
+// host), the dial is checked as a redirect target's: the safe side.
 func canonicalAddr(u *url.URL) string {
 	port := u.Port()
 	if port == "" {
-		port = "80"
-		if strings.EqualFold(u.Scheme, "https") {
+		switch strings.ToLower(u.Scheme) {
+		case "https":
 			port = "443"
+		case "socks5", "socks5h":
+			port = "1080"
+		default:
+			port = "80"
 		}
 	}
 	return net.JoinHostPort(u.Hostname(), port)

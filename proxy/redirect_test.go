@@ -70,7 +70,7 @@ func (d *dialLog) dialled(s string) bool {
 // metadata.test to the cloud metadata address, private.test to 10.0.0.7.
 func testLookup(_ context.Context, host string) ([]netip.Addr, error) {
 	switch host {
-	case "internal.test":
+	case "internal.test", "xn--internl-hwa.test":
 		return []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")}, nil
 	case "metadata.test":
 		return []netip.Addr{netip.MustParseAddr("169.254.169.254")}, nil
@@ -394,7 +394,7 @@ func TestRedirectDialGuard(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name, upstream, addr string
-		target               string // the request's host:port in the dial context; "": none
+		proxy                string // the request's proxy host:port in the dial context; "": none
 		wantDial             string // what reaches the dial hook; "": refused before it
 	}{
 		{name: "upstream by name", upstream: "https://r.example", addr: "r.example:443", wantDial: "r.example:443"},
@@ -408,8 +408,9 @@ func TestRedirectDialGuard(t *testing.T) {
 		{name: "unknown name", upstream: "https://r.example", addr: "nowhere.test:443"},
 		{name: "name to loopback from loopback", upstream: "http://127.0.0.1:5000", addr: "internal.test:80", wantDial: "127.0.0.1:80"},
 		{name: "name to public", upstream: "https://r.example", addr: "public.test:443", wantDial: "203.0.113.9:443"},
-		{name: "proxy of a request", upstream: "https://r.example", addr: "10.0.0.3:3128", target: "public.test:443", wantDial: "10.0.0.3:3128"},
-		{name: "target through no proxy", upstream: "https://r.example", addr: "private.test:443", target: "private.test:443"},
+		{name: "proxy of a request", upstream: "https://r.example", addr: "10.0.0.3:3128", proxy: "10.0.0.3:3128", wantDial: "10.0.0.3:3128"},
+		{name: "another address than the proxy", upstream: "https://r.example", addr: "private.test:443", proxy: "10.0.0.3:3128"},
+		{name: "unicode name not taken for a proxy", upstream: "https://r.example", addr: "xn--internl-hwa.test:443", proxy: "internäl.test:443"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -427,8 +428,8 @@ func TestRedirectDialGuard(t *testing.T) {
 				return nil, errNoNet // never connects anywhere
 			})
 			ctx := t.Context()
-			if tt.target != "" {
-				ctx = context.WithValue(ctx, dialTargetKey{}, tt.target)
+			if tt.proxy != "" {
+				ctx = context.WithValue(ctx, proxyAddrKey{}, tt.proxy)
 			}
 			_, err = dial(ctx, "tcp", tt.addr)
 			if tt.wantDial == "" {
@@ -466,5 +467,35 @@ func TestTransportErrorNamesNoRedirectTarget(t *testing.T) {
 		if strings.Contains(e.Internal, "sekrit") {
 			t.Errorf("Internal %q keeps the query", e.Internal)
 		}
+	}
+}
+
+// An HTTPS_PROXY on a private address is the operator's: requests reach
+// it, while the redirect targets behind it are the proxy's to resolve.
+func TestRedirectPolicyClientDialsTheProxy(t *testing.T) {
+	t.Parallel()
+	up, _ := url.Parse("https://r.example")
+	p := NewRedirectPolicy(up)
+	p.lookup = testLookup
+	proxyURL, _ := url.Parse("http://10.0.0.3:3128")
+	var mu sync.Mutex
+	var dialled []string
+	errNoNet := errors.New("test: no network")
+	base := &http.Transport{
+		Proxy: http.ProxyURL(proxyURL),
+		DialContext: func(_ context.Context, _, addr string) (net.Conn, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			dialled = append(dialled, addr)
+			return nil, errNoNet // never connects anywhere
+		},
+	}
+	c := p.Client(base, nil)
+	defer c.CloseIdleConnections()
+	_, err := c.Get("https://public.test/x")
+	mu.Lock()
+	defer mu.Unlock()
+	if !errors.Is(err, errNoNet) || len(dialled) != 1 || dialled[0] != "10.0.0.3:3128" {
+		t.Errorf("through the proxy: dialled %v, error %v; want one dial of the proxy", dialled, err)
 	}
 }
