@@ -34,6 +34,9 @@
 //	ref/<algorithm>:<hex>               →  ref record: what the entry references
 //	pin/<algorithm>:<hex>               →  pin record, one per pinned image
 //	tag/<repository>/<tag>/<accept>     →  tag record, one per tag and Accept
+//	link/<algorithm>:<hex>/<registry>/<repository>
+//	                                    →  empty: upstream holds the digest in that repository
+//	meta/links                          →  set once the links of an older directory are derived
 //
 // A record is a compact binary value with a leading version byte:
 //
@@ -96,6 +99,18 @@
 //	9       2     n, the number of names, uint16 big-endian
 //	11      ...   n names, each a uint16 big-endian length and that many
 //	              bytes of UTF-8
+//
+// # Links
+//
+// Content is shared, access is not: Store.Link records that an upstream
+// registry holds a digest in a repository (a link/ key), and a linked
+// manifest links what it references, transitively. Links live in memory
+// too (Store.Linked is a map lookup), are written synchronously, and are
+// dropped with the content they point to, and with what that content
+// referenced that nothing stored references any more; at Open, links to
+// content neither stored nor referenced by a stored manifest are
+// dropped. The first Open of a directory written before links derives
+// them from its tag records, under the main upstream (Registry "").
 //
 // # Images and eviction
 //
