@@ -246,6 +246,10 @@ func (p *Proxy) Manifest(ctx context.Context, req *registry.Request) (*registry.
 // (say, no file descriptors left) is the client's 503: downloading again
 // would not help.
 func (p *Proxy) fromStore(ctx context.Context, req *registry.Request, kind string) (*registry.Content, bool, error) {
+	linked := p.linked(req.Name, req.Dgst)
+	if linked && kind == "blob" {
+		return p.stored(req.Dgst, req.Head) // the hot path: one store lookup
+	}
 	info, err := p.store.Stat(req.Dgst)
 	if errors.Is(err, cache.ErrNotFound) {
 		return nil, false, nil
@@ -254,7 +258,7 @@ func (p *Proxy) fromStore(ctx context.Context, req *registry.Request, kind strin
 		return nil, false, cacheUnreadable(err)
 	}
 	var mediaType string
-	if !p.linked(req.Name, req.Dgst) || kind == "manifest" && !cache.IsManifestType(info.MediaType) {
+	if !linked || kind == "manifest" && !cache.IsManifestType(info.MediaType) {
 		if mediaType, err = p.confirm(ctx, req, kind); err != nil {
 			return nil, false, err
 		}

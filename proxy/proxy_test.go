@@ -8,9 +8,11 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -50,6 +52,12 @@ type envOptions struct {
 	// edge holds the fake's options and the settings of resumption and
 	// the bandwidth cap.
 	edge edgeOptions
+	// upstream, when set, rewrites the upstream URL the mirror is given
+	// (the fake by another name); dial then replaces the transport's
+	// dialer and lookup the redirect policy's resolver (redirect tests).
+	upstream func(*url.URL)
+	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
+	lookup   func(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
 func newEnv(t *testing.T, o envOptions) *testEnv {
@@ -82,6 +90,9 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if o.upstream != nil {
+		o.upstream(upURL)
+	}
 
 	dir := t.TempDir()
 	store, err := cache.Open(cache.Options{Dir: dir, MaxSize: 1 << 30, AccessFlushInterval: time.Hour})
@@ -96,7 +107,12 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	}, auth.Options{})
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	base.DisableCompression = true
-	client := NewRedirectPolicy(upURL).Client(base, func(rt http.RoundTripper) http.RoundTripper { return src.Transport(upURL.Host, rt) })
+	base.DialContext = o.dial
+	policy := NewRedirectPolicy(upURL)
+	if o.lookup != nil {
+		policy.lookup = o.lookup
+	}
+	client := policy.Client(base, func(rt http.RoundTripper) http.RoundTripper { return src.Transport(upURL.Host, rt) })
 	t.Cleanup(client.CloseIdleConnections)
 
 	logs := &syncBuffer{}

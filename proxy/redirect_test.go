@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,10 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/ecr-mirror/ecr-mirror/auth"
-	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
@@ -87,46 +83,16 @@ func testLookup(_ context.Context, host string) ([]netip.Addr, error) {
 // set, by the name publicUpstream.
 func newRedirectEnv(t *testing.T, public bool) (*testEnv, *dialLog) {
 	t.Helper()
-	fake, err := fakeecr.New(fakeecr.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(fake.Close)
-	upURL, err := url.Parse(fake.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
 	dl := &dialLog{alias: map[string]string{}}
+	o := envOptions{handlerLog: true, dial: dl.dial, lookup: testLookup}
 	if public {
-		named := publicUpstream + ":" + upURL.Port()
-		dl.alias[named] = upURL.Host
-		upURL.Host = named
+		o.upstream = func(u *url.URL) {
+			named := publicUpstream + ":" + u.Port()
+			dl.alias[named] = u.Host
+			u.Host = named
+		}
 	}
-	dir := t.TempDir()
-	store, err := cache.Open(cache.Options{Dir: dir, MaxSize: 1 << 30, AccessFlushInterval: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	src := auth.NewSource(func(context.Context) (auth.Token, error) {
-		tok, exp := fake.IssueToken()
-		return auth.NewToken(tok, exp), nil
-	}, auth.Options{})
-	policy := NewRedirectPolicy(upURL)
-	policy.lookup = testLookup
-	base := &http.Transport{DialContext: dl.dial, DisableCompression: true}
-	client := policy.Client(base, func(rt http.RoundTripper) http.RoundTripper { return src.Transport(upURL.Host, rt) })
-	t.Cleanup(client.CloseIdleConnections)
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	p, err := New(Options{Upstream: upURL, Client: client, Store: store, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	srv := httptest.NewServer(registry.NewHandler(p, log))
-	t.Cleanup(srv.Close)
-	return &testEnv{fake: fake, dir: dir, store: store, proxy: p, srv: srv, logs: logs}, dl
+	return newEnv(t, o), dl
 }
 
 // sawServer is an HTTP server on loopback that records what it is asked:
