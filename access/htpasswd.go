@@ -64,9 +64,23 @@ type htpasswd struct {
 	refused *lru.Cache[[sha256.Size]byte, struct{}]
 	flight  singleflight.Group
 	// slots bounds the bcrypt runs at a time: a token is held per run.
-	slots    chan struct{}
-	throttle *throttle
+	// A check that finds them all taken waits for one, up to slotWait,
+	// unless maxWaiting checks already wait: then it is refused at once.
+	slots      chan struct{}
+	waiting    atomic.Int64
+	maxWaiting int64
+	slotWait   time.Duration
+	throttle   *throttle
 }
+
+// Waiting for a bcrypt slot: enough room that the logins of a whole farm
+// after an htpasswd rotation (every entry re-salted, so nothing is in the
+// verified cache) are checked in turn rather than refused, and bounded
+// so a storm cannot hold more than this many requests.
+const (
+	maxSlotWaiters = 64
+	maxSlotWait    = 10 * time.Second
+)
 
 // verdict is the outcome of a credentials check.
 type verdict int
@@ -103,6 +117,7 @@ func newHtpasswd(path string, log *slog.Logger) (*htpasswd, error) {
 	h.verified, _ = lru.New[[sha256.Size]byte, struct{}](verifiedEntries)
 	h.refused, _ = lru.New[[sha256.Size]byte, struct{}](failedEntries)
 	h.slots = make(chan struct{}, bcryptSlots())
+	h.maxWaiting, h.slotWait = maxSlotWaiters, maxSlotWait
 	h.throttle = newThrottle(time.Now)
 	// The dummy hash costs what the file's entries cost.
 	cost := bcrypt.DefaultCost
@@ -142,9 +157,10 @@ func (h *htpasswd) verify(user, password string) bool {
 // verified before are accepted at once, whatever else is going on: a
 // logged-in client never waits for bcrypt. Credentials that failed before
 // are refused at once. Otherwise, when throttled is set and addr is backing
-// off after too many failures, or when every bcrypt slot is taken, the
-// client is told to retry after the duration returned, and no bcrypt runs.
-// Concurrent checks of the same credentials share one bcrypt run.
+// off after too many failures, or when every bcrypt slot is taken and
+// cannot be had in turn (acquireSlot), the client is told to retry after
+// the duration returned, and no bcrypt runs. Concurrent checks of the
+// same credentials share one bcrypt run.
 func (h *htpasswd) check(user, password string, addr netip.Addr, throttled bool) (verdict, time.Duration) {
 	h.maybeReload()
 	hash, known := h.current.Load().hashes[user]
@@ -163,12 +179,16 @@ func (h *htpasswd) check(user, password string, addr netip.Addr, throttled bool)
 		}
 	}
 	v, _, _ := h.flight.Do(string(key[:]), func() (any, error) {
-		select {
-		case h.slots <- struct{}{}:
-		default:
+		if !h.acquireSlot() {
 			return verdictBusy, nil
 		}
 		defer func() { <-h.slots }()
+		if throttled {
+			// The address may have been blocked while this waited.
+			if _, ok := h.throttle.blocked(addr); ok {
+				return verdictBlocked, nil
+			}
+		}
 		if !known {
 			_ = h.compare(h.dummy, []byte(password))
 			h.refused.Add(key, struct{}{})
@@ -184,12 +204,39 @@ func (h *htpasswd) check(user, password string, addr netip.Addr, throttled bool)
 	switch v.(verdict) {
 	case verdictBusy:
 		return verdictBusy, time.Second
+	case verdictBlocked:
+		left, _ := h.throttle.blocked(addr)
+		return verdictBlocked, left
 	case verdictWrong:
 		if throttled {
 			h.throttle.fail(addr)
 		}
 	}
 	return v.(verdict), 0
+}
+
+// acquireSlot takes a bcrypt slot: at once when one is free, else in
+// turn behind at most maxWaiting other checks, for up to slotWait. It
+// reports false when it got none.
+func (h *htpasswd) acquireSlot() bool {
+	select {
+	case h.slots <- struct{}{}:
+		return true
+	default:
+	}
+	if h.waiting.Add(1) > h.maxWaiting {
+		h.waiting.Add(-1)
+		return false
+	}
+	defer h.waiting.Add(-1)
+	t := time.NewTimer(h.slotWait)
+	defer t.Stop()
+	select {
+	case h.slots <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // key identifies one verification: a changed hash (a new password in the

@@ -39,6 +39,7 @@ func TestBcryptSlotsBoundConcurrency(t *testing.T) {
 
 	const slots, storm = 2, 10
 	f.policy.users.slots = make(chan struct{}, slots)
+	f.policy.users.maxWaiting = 0 // no queue: refused at once (TestLoginsWaitInTurn)
 	var active, most, runs atomic.Int64
 	release := make(chan struct{})
 	f.policy.users.compare = func(hash, pw []byte) error {
@@ -94,6 +95,64 @@ func TestBcryptSlotsBoundConcurrency(t *testing.T) {
 		t.Errorf("bcrypt: %d runs, at most %d at once; want %d and %d", runs.Load(), most.Load(), slots, slots)
 	}
 	check(t, f.do(req{method: "GET", path: "/v2/", user: "bob", pw: "b-pw"}), 418, "")
+}
+
+// New logins that find every bcrypt slot taken wait in turn, as the
+// logins of a farm do after an htpasswd rotation re-salted every entry:
+// those that fit in the queue are checked once a slot frees, the rest
+// are refused at once with 429, and none of them runs bcrypt early.
+func TestLoginsWaitInTurn(t *testing.T) {
+	t.Parallel()
+	users := map[string]string{"alice": "a-pw", "bob": "b-pw", "carol": "c-pw", "dave": "d-pw"}
+	f := newFixture(t, users, Config{})
+	h := f.policy.users
+	h.slots = make(chan struct{}, 1)
+	h.maxWaiting = 2
+	h.slotWait = time.Hour // released below, never timed out
+	var runs atomic.Int64
+	release := make(chan struct{})
+	h.compare = func(hash, pw []byte) error {
+		if runs.Add(1) == 1 {
+			<-release // alice's run holds the only slot
+		}
+		return bcrypt.CompareHashAndPassword(hash, pw)
+	}
+	codes := make(map[string]chan int)
+	login := func(user string) {
+		c := make(chan int, 1)
+		codes[user] = c
+		pw := users[user]
+		go func() { c <- f.do(req{method: "GET", path: "/v2/", user: user, pw: pw}).Code }()
+	}
+	login("alice")
+	waitUntil(t, "alice's bcrypt run to start", func() bool { return runs.Load() == 1 })
+	login("bob")
+	login("carol")
+	waitUntil(t, "bob and carol to wait for the slot", func() bool { return h.waiting.Load() == 2 })
+	w := f.do(req{method: "GET", path: "/v2/", user: "dave", pw: users["dave"]})
+	check(t, w, 429, "TOOMANYREQUESTS")
+	checkRetry(t, w, "1")
+	if n := runs.Load(); n != 1 {
+		t.Errorf("%d bcrypt runs while the slot was held, want 1", n)
+	}
+	close(release)
+	for _, u := range []string{"alice", "bob", "carol"} {
+		if c := <-codes[u]; c != 418 {
+			t.Errorf("%s's login: %d, want it through (418)", u, c)
+		}
+	}
+	check(t, f.do(req{method: "GET", path: "/v2/", user: "dave", pw: users["dave"]}), 418, "")
+}
+
+// waitUntil polls cond until it holds; the deadline only guards against
+// a hang, it is no assertion about speed.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
 }
 
 func TestBcryptSlotsDefault(t *testing.T) {
