@@ -162,7 +162,7 @@ func (p *Policy) serve(next http.Handler, w http.ResponseWriter, r *http.Request
 		p.deny(w, r, slog.LevelWarn, "", "client network not allowed", registry.Errorf(registry.CodeDenied, msgNet))
 		return
 	}
-	route, perr := registry.ParsePath(r.URL.Path)
+	route, perr := registry.ParseRequest(r.Method, r.URL.Path)
 	if errors.Is(perr, registry.ErrNotRegistryPath) {
 		next.ServeHTTP(w, r)
 		return

@@ -189,14 +189,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) serve(w *recorder, r *http.Request, route *Route, outcome *string) error {
 	var err error
-	*route, err = ParsePath(r.URL.Path)
+	*route, err = ParseRequest(r.Method, r.URL.Path)
 	if errors.Is(err, ErrNotRegistryPath) {
 		return Errorf(CodeNameUnknown, "not found: %s", truncate(r.URL.Path)).WithStatus(http.StatusNotFound)
 	}
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	if err != nil {
 		return err
 	}
-	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	if route.Kind == KindUpload || r.Method != http.MethodGet && r.Method != http.MethodHead || h.pushHead(r, *route) {
 		return h.serveWrite(w, r, *route)
 	}

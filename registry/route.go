@@ -3,6 +3,7 @@ package registry
 import (
 	_ "crypto/sha256" // registers sha256 with go-digest
 	"errors"
+	"net/http"
 	"regexp"
 	"strings"
 
@@ -75,7 +76,8 @@ func (r Route) Reference() string {
 var ErrNotRegistryPath = errors.New("not a registry API path")
 
 // ParsePath parses a distribution API path. Its errors are *Error values
-// ready for the client, or ErrNotRegistryPath.
+// ready for the client, or ErrNotRegistryPath. A manifest path with a bad
+// tag still returns its Kind and Name beside TAG_INVALID.
 func ParsePath(path string) (Route, error) {
 	if path == "/v2" || path == "/v2/" {
 		return Route{Kind: KindBase}, nil
@@ -134,11 +136,27 @@ func ParsePath(path string) (Route, error) {
 			return Route{Kind: KindManifest, Name: name, Dgst: dgst}, nil
 		}
 		if !tagRE.MatchString(ref) {
-			return Route{}, Errorf(CodeTagInvalid, "invalid tag %q: tags match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}", truncate(ref))
+			return Route{Kind: KindManifest, Name: name}, Errorf(CodeTagInvalid, "invalid tag %q: tags match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}", truncate(ref))
 		}
 		return Route{Kind: KindManifest, Name: name, Tag: ref}, nil
 	}
 	return Route{}, Errorf(CodeNameInvalid, "path %q names no repository endpoint", truncate(path)).WithStatus(404)
+}
+
+// ParseRequest parses a request's path as ParsePath does, and words a bad
+// manifest reference for the method: a GET or HEAD whose reference is
+// neither a valid tag nor a digest asks for a manifest that cannot exist,
+// so it is 404 MANIFEST_UNKNOWN, as for any missing manifest (the
+// distribution spec's conformance suite expects 404); a write keeps 400
+// TAG_INVALID, which tells the pusher what to fix.
+func ParseRequest(method, path string) (Route, error) {
+	route, err := ParsePath(path)
+	var e *Error
+	if errors.As(err, &e) && e.Code == CodeTagInvalid && route.Kind == KindManifest &&
+		(method == http.MethodGet || method == http.MethodHead) {
+		return route, Errorf(CodeManifestUnknown, "manifest unknown: %s", e.Message)
+	}
+	return route, err
 }
 
 // ValidateName checks a repository name against the distribution spec's

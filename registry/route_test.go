@@ -162,3 +162,41 @@ func FuzzParseRange(f *testing.F) {
 		}
 	})
 }
+
+// A reference that is neither a valid tag nor digest-shaped names no
+// manifest: reading it is 404 MANIFEST_UNKNOWN (as the distribution spec's
+// conformance suite expects), writing it stays 400 TAG_INVALID.
+func TestParseRequestWordsBadTagsByMethod(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, method, path string
+		status             int
+		code               Code
+	}{
+		{name: "get dot tag", method: "GET", path: "/v2/a/manifests/.INVALID_MANIFEST_NAME", status: 404, code: CodeManifestUnknown},
+		{name: "head dot tag", method: "HEAD", path: "/v2/a/manifests/.hidden", status: 404, code: CodeManifestUnknown},
+		{name: "get dash tag", method: "GET", path: "/v2/a/b/manifests/-bad", status: 404, code: CodeManifestUnknown},
+		{name: "get long tag", method: "GET", path: "/v2/a/manifests/" + strings.Repeat("t", 129), status: 404, code: CodeManifestUnknown},
+		{name: "put bad tag", method: "PUT", path: "/v2/a/manifests/.v1", status: 400, code: CodeTagInvalid},
+		{name: "delete bad tag", method: "DELETE", path: "/v2/a/manifests/.v1", status: 400, code: CodeTagInvalid},
+		{name: "get malformed digest", method: "GET", path: "/v2/a/manifests/sha256:totallywrong", status: 400, code: CodeDigestInvalid},
+		{name: "get bad name first", method: "GET", path: "/v2/A/manifests/.x", status: 400, code: CodeNameInvalid},
+		{name: "get bad blob digest", method: "GET", path: "/v2/a/blobs/sha256:zz", status: 400, code: CodeDigestInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := ParseRequest(tt.method, tt.path)
+			var e *Error
+			if !errors.As(err, &e) || e.Code != tt.code || e.HTTPStatus() != tt.status {
+				t.Fatalf("ParseRequest(%s %q) error = %v, want %d %s", tt.method, tt.path, err, tt.status, tt.code)
+			}
+		})
+	}
+	for _, method := range []string{"GET", "HEAD", "PUT"} {
+		got, err := ParseRequest(method, "/v2/a/manifests/v1")
+		if want := (Route{Kind: KindManifest, Name: "a", Tag: "v1"}); err != nil || got != want {
+			t.Fatalf("ParseRequest(%s, valid tag) = %+v, %v; want %+v", method, got, err, want)
+		}
+	}
+}

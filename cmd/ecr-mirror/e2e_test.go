@@ -447,7 +447,7 @@ func TestBadInput(t *testing.T) {
 	}{
 		{name: "uppercase repo", method: "GET", path: "/v2/Team/App/manifests/latest", status: 400, code: registry.CodeNameInvalid},
 		{name: "traversal in name", method: "GET", path: "/v2/team/..%2F..%2Fetc/manifests/latest", status: 400, code: registry.CodeNameInvalid},
-		{name: "bad tag", method: "GET", path: "/v2/team/app/manifests/.hidden", status: 400, code: registry.CodeTagInvalid},
+		{name: "bad tag", method: "GET", path: "/v2/team/app/manifests/.hidden", status: 404, code: registry.CodeManifestUnknown},
 		{name: "digest not hex", method: "GET", path: "/v2/team/app/blobs/sha256:" + strings.Repeat("g", 64), status: 400, code: registry.CodeDigestInvalid},
 		{name: "digest traversal", method: "GET", path: "/v2/team/app/blobs/sha256:..%2F..%2F..%2Fetc%2Fpasswd", status: 400},
 		{name: "digest short", method: "HEAD", path: "/v2/team/app/blobs/sha256:abc", status: 400},

@@ -341,3 +341,36 @@ func putImage(t testing.TB, fake *fakeecr.Server, repo, tag string, img v1.Image
 }
 
 var _ = url.Parse
+
+// rawImage is a small OCI image built by hand, with its exact bytes.
+type rawImage struct {
+	Config, Layer, Manifest []byte
+	ConfigDgst, LayerDgst   digest.Digest
+	Dgst                    digest.Digest // of Manifest
+}
+
+// newRawImage builds an image whose bytes depend on seed: one layer, a
+// config, and an OCI manifest naming them (plus subject, when not empty).
+func newRawImage(seed uint64, subject *rawImage) rawImage {
+	img := rawImage{Layer: randomBytes(seed, 512)}
+	img.Config = []byte(fmt.Sprintf(`{"architecture":"amd64","os":"linux","author":"seed-%d","rootfs":{"type":"layers","diff_ids":[]}}`, seed))
+	img.ConfigDgst, img.LayerDgst = digest.FromBytes(img.Config), digest.FromBytes(img.Layer)
+	subj := ""
+	if subject != nil {
+		subj = fmt.Sprintf(`,"subject":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":%q,"size":%d}`, subject.Dgst, len(subject.Manifest))
+	}
+	img.Manifest = []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",`+
+		`"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":%d},`+
+		`"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":%q,"size":%d}]%s}`,
+		img.ConfigDgst, len(img.Config), img.LayerDgst, len(img.Layer), subj))
+	img.Dgst = digest.FromBytes(img.Manifest)
+	return img
+}
+
+// putRawImage stores img's blobs and manifest in the fake under repo, tagged
+// tag unless tag is empty.
+func putRawImage(fake *fakeecr.Server, repo, tag string, img rawImage) {
+	fake.PutBlob(repo, img.Config)
+	fake.PutBlob(repo, img.Layer)
+	fake.PutManifest(repo, tag, "application/vnd.oci.image.manifest.v1+json", img.Manifest)
+}

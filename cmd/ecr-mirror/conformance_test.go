@@ -1,0 +1,142 @@
+package main
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/registry"
+)
+
+// These tests hold the mirror, in front of the fake ECR, to what the OCI
+// distribution spec (v1.1) asks of a registry's pull and content-discovery
+// endpoints: the behaviours its conformance suite checks, in our own words.
+
+const ociManifestType = "application/vnd.oci.image.manifest.v1+json"
+
+// exchange is one request and what the spec wants answered.
+type exchange struct {
+	name, method, path string
+	accept             string
+	status             int
+	code               registry.Code // OCI error code of a GET error; "" for none
+	dgst               digest.Digest // Docker-Content-Digest, and the body's digest on GET
+	contentType        string
+	length             int // Content-Length; 0: not checked
+}
+
+// check sends x to the mirror and reports every way the answer differs.
+func (x exchange) check(t *testing.T, m *mirror) {
+	t.Helper()
+	var hdr http.Header
+	if x.accept != "" {
+		hdr = http.Header{"Accept": {x.accept}}
+	}
+	resp, body, err := get(t, x.method, m.URL+x.path, hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != x.status {
+		t.Fatalf("%s %s: status %d, want %d: %s", x.method, x.path, resp.StatusCode, x.status, body)
+	}
+	if x.method == http.MethodHead && len(body) != 0 {
+		t.Errorf("HEAD answered with a body of %d bytes", len(body))
+	}
+	if x.code != "" {
+		code, msg, ok := registry.ParseErrorBody(body)
+		if !ok || code != x.code || msg == "" {
+			t.Errorf("body %q, want an OCI error %s with a message", body, x.code)
+		}
+		if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+			t.Errorf("error Content-Type %q, want application/json", ct)
+		}
+	}
+	if x.dgst != "" {
+		if got := resp.Header.Get("Docker-Content-Digest"); got != x.dgst.String() {
+			t.Errorf("Docker-Content-Digest %q, want %s", got, x.dgst)
+		}
+		if x.method == http.MethodGet && digest.FromBytes(body) != x.dgst {
+			t.Errorf("body of %d bytes has digest %s, want %s", len(body), digest.FromBytes(body), x.dgst)
+		}
+	}
+	if x.contentType != "" && resp.Header.Get("Content-Type") != x.contentType {
+		t.Errorf("Content-Type %q, want %q", resp.Header.Get("Content-Type"), x.contentType)
+	}
+	if x.length != 0 && resp.Header.Get("Content-Length") != strconv.Itoa(x.length) {
+		t.Errorf("Content-Length %q, want %d", resp.Header.Get("Content-Length"), x.length)
+	}
+}
+
+// Every pull request the spec defines, answered the same whether the
+// mirror has the content cached or not: run once cold, once warm.
+func TestPullWorkflowFollowsDistributionSpec(t *testing.T) {
+	t.Parallel()
+	fake := newFake(t, fakeecr.Options{})
+	tagged, untagged := newRawImage(1, nil), newRawImage(2, nil)
+	putRawImage(fake, "conformance/pull", "tagtest0", tagged)
+	putRawImage(fake, "conformance/pull", "", untagged)
+	m := startMirror(t, fake, mirrorOpts{})
+
+	const repo = "/v2/conformance/pull/"
+	missing := digest.FromString("hello world")
+	var tests []exchange
+	for _, method := range []string{http.MethodHead, http.MethodGet} {
+		code := func(c registry.Code) registry.Code {
+			if method == http.MethodHead {
+				return "" // no body to hold it
+			}
+			return c
+		}
+		tests = append(tests,
+			exchange{name: "unknown blob", method: method, path: repo + "blobs/" + missing.String(), status: 404, code: code(registry.CodeBlobUnknown)},
+			exchange{name: "config blob", method: method, path: repo + "blobs/" + tagged.ConfigDgst.String(), status: 200, dgst: tagged.ConfigDgst, length: len(tagged.Config)},
+			exchange{name: "layer blob", method: method, path: repo + "blobs/" + untagged.LayerDgst.String(), status: 200, dgst: untagged.LayerDgst, length: len(untagged.Layer)},
+			exchange{name: "reference neither tag nor digest", method: method, path: repo + "manifests/.INVALID_MANIFEST_NAME", accept: ociManifestType, status: 404, code: code(registry.CodeManifestUnknown)},
+			exchange{name: "tag too long", method: method, path: repo + "manifests/" + strings.Repeat("t", 129), status: 404, code: code(registry.CodeManifestUnknown)},
+			exchange{name: "unknown tag", method: method, path: repo + "manifests/nosuchtag", accept: ociManifestType, status: 404, code: code(registry.CodeManifestUnknown)},
+			exchange{name: "unknown manifest digest", method: method, path: repo + "manifests/" + missing.String(), accept: ociManifestType, status: 404, code: code(registry.CodeManifestUnknown)},
+			exchange{name: "manifest by digest", method: method, path: repo + "manifests/" + tagged.Dgst.String(), accept: ociManifestType, status: 200,
+				dgst: tagged.Dgst, contentType: ociManifestType, length: len(tagged.Manifest)},
+			exchange{name: "untagged manifest by digest", method: method, path: repo + "manifests/" + untagged.Dgst.String(), accept: ociManifestType, status: 200,
+				dgst: untagged.Dgst, contentType: ociManifestType, length: len(untagged.Manifest)},
+			exchange{name: "manifest by tag", method: method, path: repo + "manifests/tagtest0", accept: ociManifestType, status: 200,
+				dgst: tagged.Dgst, contentType: ociManifestType, length: len(tagged.Manifest)},
+			exchange{name: "malformed digest", method: method, path: repo + "manifests/sha256:totallywrong", status: 400, code: code(registry.CodeDigestInvalid)},
+			exchange{name: "unknown repository", method: method, path: "/v2/conformance/nosuchrepo/manifests/tagtest0", status: 404, code: code(registry.CodeNameUnknown)},
+		)
+	}
+	for _, pass := range []string{"cold", "cached"} {
+		t.Run(pass, func(t *testing.T) {
+			for _, x := range tests {
+				t.Run(x.method+" "+x.name, func(t *testing.T) { x.check(t, m) })
+			}
+		})
+	}
+}
+
+// A reference that can name no manifest is answered by the mirror itself:
+// ECR is not asked.
+func TestInvalidReferencesNeverReachUpstream(t *testing.T) {
+	t.Parallel()
+	fake := newFake(t, fakeecr.Options{})
+	putRawImage(fake, "team/app", "v1", newRawImage(3, nil))
+	m := startMirror(t, fake, mirrorOpts{})
+	before := fake.Counters()
+	for _, x := range []exchange{
+		{name: "dot", method: http.MethodGet, path: "/v2/team/app/manifests/.v1", status: 404, code: registry.CodeManifestUnknown},
+		{name: "dash", method: http.MethodHead, path: "/v2/team/app/manifests/-v1", status: 404},
+		{name: "bad digest", method: http.MethodGet, path: "/v2/team/app/manifests/sha256:nothex", status: 400, code: registry.CodeDigestInvalid},
+		{name: "bad blob digest", method: http.MethodGet, path: "/v2/team/app/blobs/sha256:nothex", status: 400, code: registry.CodeDigestInvalid},
+	} {
+		t.Run(x.name, func(t *testing.T) { x.check(t, m) })
+	}
+	after := fake.Counters()
+	if after.ManifestGetByTag != before.ManifestGetByTag || after.ManifestGetByDigest != before.ManifestGetByDigest ||
+		after.ManifestHead != before.ManifestHead || after.BlobGet != before.BlobGet || after.BlobHead != before.BlobHead {
+		t.Fatalf("invalid references went upstream: before %+v, after %+v", before, after)
+	}
+}
