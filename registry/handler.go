@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -318,16 +319,23 @@ func (h *Handler) writeContent(w *recorder, r *http.Request, req *Request, c *Co
 // and namespace the client used.
 func (h *Handler) serveTags(ctx context.Context, w *recorder, r *http.Request, name, upstreamName string) error {
 	q := r.URL.Query()
+	none := false // n=0: the spec wants an empty list and no Link
 	if n := q.Get("n"); n != "" {
-		if v, err := strconv.Atoi(n); err != nil || v < 0 {
+		v, err := strconv.Atoi(n)
+		if err != nil || v < 0 {
 			return Errorf(CodePaginationNumber, "invalid page size n=%q", truncate(n))
 		}
+		none = v == 0
 	}
 	tl, err := h.backend.Tags(ctx, upstreamName, dropParam(r.URL.RawQuery, "ns"))
 	if err != nil {
 		return err
 	}
-	if tl.NextQuery != "" {
+	body, err := clientTagList(tl.Body, name, none)
+	if err != nil {
+		return err
+	}
+	if tl.NextQuery != "" && !none {
 		next := h.baseURL(r)
 		next.Path, next.RawQuery = "/v2/"+name+"/tags/list", tl.NextQuery
 		if ns := q.Get("ns"); ns != "" {
@@ -336,12 +344,31 @@ func (h *Handler) serveTags(ctx context.Context, w *recorder, r *http.Request, n
 		w.Header().Set("Link", fmt.Sprintf("<%s>; rel=\"next\"", next.String()))
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(tl.Body)))
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
-		_, _ = w.Write(tl.Body)
+		_, _ = w.Write(body)
 	}
 	return nil
+}
+
+// clientTagList rewrites an upstream tags/list page for the client: named
+// as the client named the repository (not ECR's pull-through prefix), tags
+// always a list, empty when none is set.
+func clientTagList(upstream []byte, name string, none bool) ([]byte, error) {
+	var page struct {
+		Name string   `json:"name"`
+		Tags []string `json:"tags"`
+	}
+	if err := json.Unmarshal(upstream, &page); err != nil {
+		return nil, &Error{Status: http.StatusBadGateway, Code: CodeUnavailable,
+			Message: "upstream answered tags/list with a body that is not a tag list", Internal: err.Error()}
+	}
+	page.Name = name
+	if page.Tags == nil || none {
+		page.Tags = []string{}
+	}
+	return json.Marshal(page)
 }
 
 // baseURL is the mirror's URL as the client reached it: the request's own

@@ -22,6 +22,7 @@ type fakeBackend struct {
 	failAfter int // stream this many bytes then fail; 0: serve from a file
 	dir       string
 	lastReq   *Request
+	tagsBody  string // upstream tags/list body; "": one tag, "a"
 }
 
 type failingReader struct {
@@ -73,6 +74,9 @@ func (b *fakeBackend) Manifest(_ context.Context, req *Request) (*Content, error
 }
 
 func (b *fakeBackend) Tags(_ context.Context, name string, _ string) (*TagList, error) {
+	if b.tagsBody != "" {
+		return &TagList{Body: []byte(b.tagsBody), NextQuery: "last=a&n=1"}, nil
+	}
 	return &TagList{Body: []byte(`{"name":"` + name + `","tags":["a"]}`), NextQuery: "last=a&n=1"}, nil
 }
 
@@ -218,5 +222,50 @@ func TestWriteErrorHidesInternalErrors(t *testing.T) {
 	var body map[string]any
 	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A tags/list page reaches the client as the spec words it, whatever the
+// upstream sent: named as the client asked, tags always a list, n=0 empty
+// and without Link, a body that is no tag list a 502.
+func TestTagsListIsRewrittenForTheClient(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, upstream, query string
+		status                int
+		body                  string
+		code                  Code
+		link                  bool
+	}{
+		{name: "upstream name replaced", upstream: `{"name":"docker-hub/team/app","tags":["a"]}`, status: 200, body: `{"name":"team/app","tags":["a"]}`, link: true},
+		{name: "null tags", upstream: `{"name":"team/app","tags":null}`, status: 200, body: `{"name":"team/app","tags":[]}`, link: true},
+		{name: "no tags field", upstream: `{"name":"team/app"}`, status: 200, body: `{"name":"team/app","tags":[]}`, link: true},
+		{name: "n zero", upstream: `{"name":"team/app","tags":["a"]}`, query: "?n=0", status: 200, body: `{"name":"team/app","tags":[]}`},
+		{name: "not a tag list", upstream: `<html>`, status: 502, code: CodeUnavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := newTestServer(t, &fakeBackend{tagsBody: tt.upstream})
+			resp, body, err := do(t, "GET", srv.URL+"/v2/team/app/tags/list"+tt.query, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.status, body)
+			}
+			if tt.code != "" {
+				if got := errorCode(t, body); got != tt.code {
+					t.Fatalf("code %s, want %s", got, tt.code)
+				}
+				return
+			}
+			if string(body) != tt.body {
+				t.Errorf("body %s, want %s", body, tt.body)
+			}
+			if got := resp.Header.Get("Link") != ""; got != tt.link {
+				t.Errorf("Link %q, want one: %v", resp.Header.Get("Link"), tt.link)
+			}
+		})
 	}
 }

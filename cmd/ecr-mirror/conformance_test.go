@@ -1,7 +1,10 @@
 package main
 
 import (
+	"encoding/json"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -138,5 +141,156 @@ func TestInvalidReferencesNeverReachUpstream(t *testing.T) {
 	if after.ManifestGetByTag != before.ManifestGetByTag || after.ManifestGetByDigest != before.ManifestGetByDigest ||
 		after.ManifestHead != before.ManifestHead || after.BlobGet != before.BlobGet || after.BlobHead != before.BlobHead {
 		t.Fatalf("invalid references went upstream: before %+v, after %+v", before, after)
+	}
+}
+
+// tagPage is one tags/list answer.
+type tagPage struct {
+	Name string   `json:"name"`
+	Tags []string `json:"tags"`
+}
+
+// listTags GETs a tags/list URL and decodes the answer; body is raw.
+func listTags(t *testing.T, u string) (resp *http.Response, page tagPage, body []byte) {
+	t.Helper()
+	resp, body, err := get(t, http.MethodGet, u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(body, &page); err != nil {
+			t.Fatalf("tags/list body %q: %v", body, err)
+		}
+		if page.Tags == nil {
+			t.Fatalf("tags/list body %q: tags must be a list, empty or not", body)
+		}
+	}
+	return resp, page, body
+}
+
+// nextLink is the URL of a Link header's rel="next", or "".
+func nextLink(t *testing.T, resp *http.Response) string {
+	t.Helper()
+	link := resp.Header.Get("Link")
+	if link == "" {
+		return ""
+	}
+	target, params, ok := strings.Cut(link, ";")
+	if !ok || !strings.Contains(params, `rel="next"`) || !strings.HasPrefix(target, "<") || !strings.HasSuffix(target, ">") {
+		t.Fatalf("Link %q is not <url>; rel=\"next\"", link)
+	}
+	return strings.Trim(target, "<>")
+}
+
+// tags/list as the spec has it: every tag in order, n and last to page,
+// a Link to the next page on the mirror, an empty list for n=0 or an
+// untagged repository, 404 for a repository ECR does not have.
+func TestTagsListFollowsDistributionSpec(t *testing.T) {
+	t.Parallel()
+	fake := newFake(t, fakeecr.Options{})
+	img := newRawImage(4, nil)
+	all := []string{"test0", "test1", "test2", "test3", "test4"}
+	for _, tag := range all {
+		putRawImage(fake, "conformance/listing", tag, img)
+	}
+	fake.PutBlob("conformance/untagged", []byte("a blob and no tags"))
+	m := startMirror(t, fake, mirrorOpts{})
+
+	tests := []struct {
+		name, repo, query string
+		status            int
+		code              registry.Code
+		tags              []string
+		next              string // query of the Link to the next page; "" for none
+	}{
+		{name: "all", repo: "conformance/listing", status: 200, tags: all},
+		{name: "first page", repo: "conformance/listing", query: "n=2", status: 200, tags: all[:2], next: "last=test1&n=2"},
+		{name: "middle page", repo: "conformance/listing", query: "n=2&last=test1", status: 200, tags: all[2:4], next: "last=test3&n=2"},
+		{name: "last page", repo: "conformance/listing", query: "n=2&last=test3", status: 200, tags: all[4:]},
+		{name: "last alone", repo: "conformance/listing", query: "last=test2", status: 200, tags: all[3:]},
+		{name: "n past the end", repo: "conformance/listing", query: "n=50", status: 200, tags: all},
+		{name: "n zero", repo: "conformance/listing", query: "n=0", status: 200, tags: []string{}},
+		{name: "untagged repository", repo: "conformance/untagged", status: 200, tags: []string{}},
+		{name: "negative n", repo: "conformance/listing", query: "n=-1", status: 400, code: registry.CodePaginationNumber},
+		{name: "n not a number", repo: "conformance/listing", query: "n=two", status: 400, code: registry.CodePaginationNumber},
+		{name: "unknown repository", repo: "conformance/nosuchrepo", status: 404, code: registry.CodeNameUnknown},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			u := m.URL + "/v2/" + tt.repo + "/tags/list"
+			if tt.query != "" {
+				u += "?" + tt.query
+			}
+			resp, page, body := listTags(t, u)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.status, body)
+			}
+			if tt.code != "" {
+				if code, _, ok := registry.ParseErrorBody(body); !ok || code != tt.code {
+					t.Fatalf("body %q, want OCI error %s", body, tt.code)
+				}
+				return
+			}
+			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+				t.Errorf("Content-Type %q, want application/json", ct)
+			}
+			if page.Name != tt.repo || !slices.Equal(page.Tags, tt.tags) {
+				t.Errorf("got %s %q, want %s %q", page.Name, page.Tags, tt.repo, tt.tags)
+			}
+			next := nextLink(t, resp)
+			if tt.next == "" {
+				if next != "" {
+					t.Errorf("Link to %q on the last page", next)
+				}
+				return
+			}
+			want := m.URL + "/v2/" + tt.repo + "/tags/list?" + tt.next
+			if got, err := url.Parse(next); err != nil || got.Scheme+"://"+got.Host+got.Path+"?"+got.Query().Encode() != want {
+				t.Errorf("Link to %q, want %q", next, want)
+			}
+		})
+	}
+
+	t.Run("following Link lists every tag once", func(t *testing.T) {
+		t.Parallel()
+		var got []string
+		for u, pages := m.URL+"/v2/conformance/listing/tags/list?n=2", 0; u != ""; pages++ {
+			if pages > len(all) {
+				t.Fatalf("still paging after %d pages: %q", pages, got)
+			}
+			resp, page, body := listTags(t, u)
+			if resp.StatusCode != 200 {
+				t.Fatalf("%s: status %d: %s", u, resp.StatusCode, body)
+			}
+			got = append(got, page.Tags...)
+			u = nextLink(t, resp)
+		}
+		if !slices.Equal(got, all) {
+			t.Fatalf("paged through %q, want %q", got, all)
+		}
+	})
+}
+
+// A repository reached through a pull-through namespace is listed under
+// the name the client used, not ECR's prefixed one, and so is its Link.
+func TestTagsListNamesTheClientsRepository(t *testing.T) {
+	t.Parallel()
+	fake := newFake(t, fakeecr.Options{})
+	img := newRawImage(5, nil)
+	for _, tag := range []string{"1.0", "1.1", "1.2"} {
+		putRawImage(fake, "docker-hub/library/nginx", tag, img)
+	}
+	m := startMirror(t, fake, mirrorOpts{env: map[string]string{"PULL_THROUGHS": "docker.io=docker-hub"}})
+	resp, page, body := listTags(t, m.URL+"/v2/library/nginx/tags/list?n=2&ns=docker.io")
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	if page.Name != "library/nginx" || !slices.Equal(page.Tags, []string{"1.0", "1.1"}) {
+		t.Fatalf("got %s", body)
+	}
+	next, err := url.Parse(nextLink(t, resp))
+	if err != nil || next.Path != "/v2/library/nginx/tags/list" || next.Query().Get("ns") != "docker.io" || next.Query().Get("last") != "1.1" {
+		t.Fatalf("Link %q, want the next page of library/nginx with ns=docker.io", resp.Header.Get("Link"))
 	}
 }
