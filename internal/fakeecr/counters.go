@@ -22,8 +22,9 @@ type Counters struct {
 	// BlobGet counts blob GETs on the registry (answered with 307 to S3);
 	// BlobHead counts blob HEADs.
 	BlobGet, BlobHead int64
-	// TagsList counts tags/list requests.
-	TagsList int64
+	// TagsList counts tags/list requests; Referrers counts referrers
+	// requests.
+	TagsList, Referrers int64
 	// Unauthorized counts 401 answers (no or unknown token); Denied counts
 	// 403 answers (expired token).
 	Unauthorized, Denied int64
@@ -79,7 +80,7 @@ type Request struct {
 type counters struct {
 	tokenRequests, tokensIssued                         atomic.Int64
 	manifestGetByTag, manifestGetByDigest, manifestHead atomic.Int64
-	blobGet, blobHead, tagsList                         atomic.Int64
+	blobGet, blobHead, tagsList, referrers              atomic.Int64
 	unauthorized, denied                                atomic.Int64
 	s3Head, s3BytesSent, s3AuthRejected                 atomic.Int64
 	s3SignatureRejected                                 atomic.Int64
@@ -98,6 +99,7 @@ func (s *Server) Counters() Counters {
 		BlobGet:             c.blobGet.Load(),
 		BlobHead:            c.blobHead.Load(),
 		TagsList:            c.tagsList.Load(),
+		Referrers:           c.referrers.Load(),
 		Unauthorized:        c.unauthorized.Load(),
 		Denied:              c.denied.Load(),
 		S3Get:               make(map[digest.Digest]int64),
@@ -133,7 +135,7 @@ func (s *Server) ResetCounters() {
 	for _, v := range []*atomic.Int64{
 		&c.tokenRequests, &c.tokensIssued,
 		&c.manifestGetByTag, &c.manifestGetByDigest, &c.manifestHead,
-		&c.blobGet, &c.blobHead, &c.tagsList, &c.unauthorized, &c.denied,
+		&c.blobGet, &c.blobHead, &c.tagsList, &c.referrers, &c.unauthorized, &c.denied,
 		&c.s3Head, &c.s3BytesSent, &c.s3AuthRejected, &c.s3SignatureRejected,
 		&c.faults, &c.dropped,
 	} {

@@ -332,6 +332,10 @@ func (s *Server) serveManifestPut(w http.ResponseWriter, r *http.Request, name, 
 	h := w.Header()
 	h.Set("Location", s.regURL+"/v2/"+name+"/manifests/"+dgst.String())
 	h.Set("Docker-Content-Digest", dgst.String())
+	if subject := subjectOf(data); subject != "" {
+		// The spec's answer of a registry that serves referrers, as ECR does.
+		h.Set("OCI-Subject", subject.String())
+	}
 	h.Set("Content-Length", "0")
 	w.WriteHeader(http.StatusCreated)
 }

@@ -34,6 +34,7 @@ const (
 	routeManifest
 	routeBlob
 	routeTags
+	routeReferrers
 )
 
 // route is a parsed /v2/ path.
@@ -56,19 +57,26 @@ func parseRoute(path string) (rt route, ok bool) {
 	if name, ok := strings.CutSuffix(rest, "/tags/list"); ok {
 		return route{kind: routeTags, name: name}, name != ""
 	}
-	for _, k := range []struct {
+	// The endpoint is the last separator in the path: a repository may be
+	// named like one (a/blobs/x/manifests/latest).
+	best, at := -1, 0
+	seps := []struct {
 		sep  string
 		kind routeKind
-	}{{"/manifests/", routeManifest}, {"/blobs/", routeBlob}} {
-		if i := strings.LastIndex(rest, k.sep); i > 0 {
-			ref := rest[i+len(k.sep):]
-			if ref == "" || strings.Contains(ref, "/") {
-				return route{}, false
-			}
-			return route{kind: k.kind, name: rest[:i], ref: ref}, true
+	}{{"/manifests/", routeManifest}, {"/blobs/", routeBlob}, {"/referrers/", routeReferrers}}
+	for k, e := range seps {
+		if i := strings.LastIndex(rest, e.sep); i > 0 && i > at {
+			best, at = k, i
 		}
 	}
-	return route{}, false
+	if best < 0 {
+		return route{}, false
+	}
+	ref := rest[at+len(seps[best].sep):]
+	if ref == "" || strings.Contains(ref, "/") {
+		return route{}, false
+	}
+	return route{kind: seps[best].kind, name: rest[:at], ref: ref}, true
 }
 
 // serveRegistry serves /v2/.
@@ -118,6 +126,8 @@ func (s *Server) serveRegistry(w http.ResponseWriter, r *http.Request) {
 		s.serveBlob(w, r, rt)
 	case routeTags:
 		s.serveTags(w, r, rt)
+	case routeReferrers:
+		s.serveReferrers(w, r, rt)
 	}
 }
 
