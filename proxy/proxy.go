@@ -544,6 +544,31 @@ func (p *Proxy) Tags(ctx context.Context, name string, rawQuery string) (*regist
 	return &registry.TagList{Body: body, NextQuery: nextQuery(resp.Header.Get("Link"))}, nil
 }
 
+var _ registry.ReferrersLister = (*Proxy)(nil)
+
+// Referrers passes the referrers API through to upstream, uncached like
+// tags: new artifacts (signatures, SBOMs) name their subject at any time.
+func (p *Proxy) Referrers(ctx context.Context, name string, dgst digest.Digest, rawQuery string) (*registry.ReferrerList, error) {
+	path := name + "/referrers/" + dgst.String()
+	if rawQuery != "" {
+		path += "?" + rawQuery
+	}
+	resp, err := p.up.do(ctx, http.MethodGet, path, nil, "referrers", http.StatusOK)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, registry.MaxManifestSize+1))
+	if err != nil {
+		return nil, transportError(http.MethodGet, path, err)
+	}
+	if len(body) > registry.MaxManifestSize {
+		return nil, registry.Errorf(registry.CodeUnavailable, "upstream referrers list of %s@%s is over %d bytes", name, dgst, registry.MaxManifestSize).WithStatus(http.StatusBadGateway)
+	}
+	return &registry.ReferrerList{Body: body, FiltersApplied: resp.Header.Get("OCI-Filters-Applied"),
+		NextQuery: nextQuery(resp.Header.Get("Link"))}, nil
+}
+
 // nextQuery returns the query of a Link header's rel="next" URL.
 func nextQuery(link string) string {
 	for _, l := range strings.Split(link, ",") {

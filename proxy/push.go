@@ -60,7 +60,7 @@ const (
 )
 
 // pushHeaders are the upstream answer's headers a client gets.
-var pushHeaders = []string{"Location", "Range", "Docker-Upload-UUID", "Docker-Content-Digest", "OCI-Chunk-Min-Length"}
+var pushHeaders = []string{"Location", "Range", "Docker-Upload-UUID", "Docker-Content-Digest", "OCI-Chunk-Min-Length", "OCI-Subject"}
 
 var _ registry.Pusher = (*Proxy)(nil)
 

@@ -204,8 +204,6 @@ func (h *Handler) serve(w *recorder, r *http.Request, route *Route, outcome *str
 	switch route.Kind {
 	case KindCatalog:
 		return Errorf(CodeUnsupported, "the catalog is not supported by ECR").WithStatus(http.StatusNotFound)
-	case KindReferrers:
-		return Errorf(CodeUnsupported, "the referrers API is not supported by this mirror").WithStatus(http.StatusNotFound)
 	}
 	upstreamName := route.Name
 	if route.Name != "" {
@@ -229,6 +227,8 @@ func (h *Handler) serve(w *recorder, r *http.Request, route *Route, outcome *str
 		return nil
 	case KindTags:
 		return h.serveTags(ctx, w, r, route.Name, upstreamName)
+	case KindReferrers:
+		return h.serveReferrers(ctx, w, r, *route, upstreamName)
 	case KindBlob:
 		if !req.Head {
 			if req.Range, err = ParseRange(r.Header.Get("Range")); err != nil {
@@ -336,12 +336,7 @@ func (h *Handler) serveTags(ctx context.Context, w *recorder, r *http.Request, n
 		return err
 	}
 	if tl.NextQuery != "" && !none {
-		next := h.baseURL(r)
-		next.Path, next.RawQuery = "/v2/"+name+"/tags/list", tl.NextQuery
-		if ns := q.Get("ns"); ns != "" {
-			next.RawQuery += "&ns=" + url.QueryEscape(ns)
-		}
-		w.Header().Set("Link", fmt.Sprintf("<%s>; rel=\"next\"", next.String()))
+		w.Header().Set("Link", h.nextLink(r, "/v2/"+name+"/tags/list", tl.NextQuery))
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
@@ -350,6 +345,17 @@ func (h *Handler) serveTags(ctx context.Context, w *recorder, r *http.Request, n
 		_, _ = w.Write(body)
 	}
 	return nil
+}
+
+// nextLink is the Link header of a next page at path on the mirror, with
+// the upstream's query and the client's ns.
+func (h *Handler) nextLink(r *http.Request, path, query string) string {
+	next := h.baseURL(r)
+	next.Path, next.RawQuery = path, query
+	if ns := r.URL.Query().Get("ns"); ns != "" {
+		next.RawQuery += "&ns=" + url.QueryEscape(ns)
+	}
+	return fmt.Sprintf("<%s>; rel=\"next\"", next.String())
 }
 
 // clientTagList rewrites an upstream tags/list page for the client: named

@@ -294,3 +294,115 @@ func TestTagsListNamesTheClientsRepository(t *testing.T) {
 		t.Fatalf("Link %q, want the next page of library/nginx with ns=docker.io", resp.Header.Get("Link"))
 	}
 }
+
+// referrersIndex is a referrers answer.
+type referrersIndex struct {
+	SchemaVersion int    `json:"schemaVersion"`
+	MediaType     string `json:"mediaType"`
+	Manifests     []struct {
+		Digest       digest.Digest `json:"digest"`
+		ArtifactType string        `json:"artifactType"`
+	} `json:"manifests"`
+}
+
+// The referrers API as the spec has it, passed through to ECR (which
+// serves it) and never cached: an image index of the manifests whose
+// subject is the digest, empty when there are none or the subject does not
+// exist, filtered by artifactType, 404 for a repository ECR does not have.
+func TestReferrersFollowDistributionSpec(t *testing.T) {
+	t.Parallel()
+	fake := newFake(t, fakeecr.Options{})
+	const repo = "conformance/refs"
+	subject := newRawImage(6, nil)
+	putRawImage(fake, repo, "tagtest0", subject)
+	sig, sbom := newRawImage(7, &subject), newRawImage(8, &subject)
+	sig.Manifest = []byte(strings.Replace(string(sig.Manifest), `"schemaVersion":2,`, `"schemaVersion":2,"artifactType":"application/vnd.example.sig",`, 1))
+	sig.Dgst = digest.FromBytes(sig.Manifest)
+	putRawImage(fake, repo, "", sig)
+	putRawImage(fake, repo, "", sbom)
+	absent := newRawImage(9, nil) // never stored: a subject that does not exist
+	orphan := newRawImage(10, &absent)
+	putRawImage(fake, repo, "", orphan)
+	m := startMirror(t, fake, mirrorOpts{})
+
+	tests := []struct {
+		name, path string
+		status     int
+		code       registry.Code
+		want       []digest.Digest // listed manifests, any order
+		filtered   bool
+	}{
+		{name: "all referrers", path: repo + "/referrers/" + subject.Dgst.String(), status: 200, want: []digest.Digest{sig.Dgst, sbom.Dgst}},
+		{name: "by artifactType", path: repo + "/referrers/" + subject.Dgst.String() + "?artifactType=application/vnd.example.sig", status: 200, want: []digest.Digest{sig.Dgst}, filtered: true},
+		{name: "config media type as artifactType", path: repo + "/referrers/" + subject.Dgst.String() + "?artifactType=application/vnd.oci.image.config.v1%2Bjson", status: 200, want: []digest.Digest{sbom.Dgst}, filtered: true},
+		{name: "nothing refers", path: repo + "/referrers/" + digest.FromString("hello world").String(), status: 200, want: []digest.Digest{}},
+		{name: "subject does not exist", path: repo + "/referrers/" + absent.Dgst.String(), status: 200, want: []digest.Digest{orphan.Dgst}},
+		{name: "unknown repository", path: "conformance/nosuchrepo/referrers/" + subject.Dgst.String(), status: 404, code: registry.CodeNameUnknown},
+		{name: "malformed digest", path: repo + "/referrers/sha256:totallywrong", status: 400, code: registry.CodeDigestInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body, err := get(t, http.MethodGet, m.URL+"/v2/"+tt.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.status, body)
+			}
+			if tt.code != "" {
+				if code, _, ok := registry.ParseErrorBody(body); !ok || code != tt.code {
+					t.Fatalf("body %q, want OCI error %s", body, tt.code)
+				}
+				return
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/vnd.oci.image.index.v1+json" {
+				t.Errorf("Content-Type %q, want the OCI index type", ct)
+			}
+			var idx referrersIndex
+			if err := json.Unmarshal(body, &idx); err != nil || idx.SchemaVersion != 2 || idx.Manifests == nil {
+				t.Fatalf("body %s is not an image index with a manifests list (%v)", body, err)
+			}
+			var got []digest.Digest
+			for _, d := range idx.Manifests {
+				got = append(got, d.Digest)
+			}
+			slices.Sort(got)
+			slices.Sort(tt.want)
+			if !slices.Equal(got, tt.want) && !(len(got) == 0 && len(tt.want) == 0) {
+				t.Errorf("listed %v, want %v", got, tt.want)
+			}
+			if f := resp.Header.Get("OCI-Filters-Applied"); (f == "artifactType") != tt.filtered {
+				t.Errorf("OCI-Filters-Applied %q, want it set: %v", f, tt.filtered)
+			}
+		})
+	}
+	t.Run("never cached", func(t *testing.T) {
+		before := fake.Counters().Referrers
+		after := newRawImage(11, &subject)
+		putRawImage(fake, repo, "", after)
+		_, body, err := get(t, http.MethodGet, m.URL+"/v2/"+repo+"/referrers/"+subject.Dgst.String(), nil)
+		if err != nil || !strings.Contains(string(body), after.Dgst.String()) {
+			t.Fatalf("a referrer stored upstream since the last answer is missing: %v %s", err, body)
+		}
+		if got := fake.Counters().Referrers - before; got != 1 {
+			t.Fatalf("upstream saw %d referrers requests, want 1", got)
+		}
+	})
+}
+
+// A manifest pushed with a subject is answered with ECR's OCI-Subject,
+// which tells the client the registry indexed it for the referrers API.
+func TestPushWithSubjectAnswersOCISubject(t *testing.T) {
+	t.Parallel()
+	fake := newFake(t, fakeecr.Options{})
+	m := startMirror(t, fake, mirrorOpts{env: pushEnv})
+	subject := newRawImage(12, nil)
+	if resp := pushRawImage(t, m, "team/app", "v1", subject); resp.Header.Get("OCI-Subject") != "" {
+		t.Fatalf("OCI-Subject %q on a manifest without subject", resp.Header.Get("OCI-Subject"))
+	}
+	sig := newRawImage(13, &subject)
+	resp := pushRawImage(t, m, "team/app", sig.Dgst.String(), sig)
+	if got := resp.Header.Get("OCI-Subject"); got != subject.Dgst.String() {
+		t.Fatalf("OCI-Subject %q, want %s", got, subject.Dgst)
+	}
+}

@@ -340,8 +340,6 @@ func putImage(t testing.TB, fake *fakeecr.Server, repo, tag string, img v1.Image
 	return fake.PutManifest(repo, tag, string(mt), raw), blobs
 }
 
-var _ = url.Parse
-
 // rawImage is a small OCI image built by hand, with its exact bytes.
 type rawImage struct {
 	Config, Layer, Manifest []byte
@@ -373,4 +371,52 @@ func putRawImage(fake *fakeecr.Server, repo, tag string, img rawImage) {
 	fake.PutBlob(repo, img.Config)
 	fake.PutBlob(repo, img.Layer)
 	fake.PutManifest(repo, tag, "application/vnd.oci.image.manifest.v1+json", img.Manifest)
+}
+
+// send is get with a request body.
+func send(t testing.TB, method, u string, hdr http.Header, body []byte) (*http.Response, []byte, error) {
+	t.Helper()
+	req, err := http.NewRequest(method, u, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, vs := range hdr {
+		req.Header[k] = vs
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp, b, err
+}
+
+// pushRawImage pushes img's blobs (POST, then PUT with the digest) and
+// its manifest as repo:ref through the mirror with plain requests, and
+// returns the answer to the manifest PUT.
+func pushRawImage(t testing.TB, m *mirror, repo, ref string, img rawImage) *http.Response {
+	t.Helper()
+	for _, blob := range [][]byte{img.Config, img.Layer} {
+		resp, body, err := send(t, http.MethodPost, m.URL+"/v2/"+repo+"/blobs/uploads/", nil, nil)
+		if err != nil || resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("starting an upload: %v %v %s", err, resp, body)
+		}
+		loc, err := url.Parse(resp.Header.Get("Location"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := loc.Query()
+		q.Set("digest", digest.FromBytes(blob).String())
+		loc.RawQuery = q.Encode()
+		resp, body, err = send(t, http.MethodPut, m.URL+loc.RequestURI(), http.Header{"Content-Type": {"application/octet-stream"}}, blob)
+		if err != nil || resp.StatusCode != http.StatusCreated {
+			t.Fatalf("finishing an upload: %v %v %s", err, resp, body)
+		}
+	}
+	resp, body, err := send(t, http.MethodPut, m.URL+"/v2/"+repo+"/manifests/"+ref, http.Header{"Content-Type": {"application/vnd.oci.image.manifest.v1+json"}}, img.Manifest)
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("pushing the manifest: %v %v %s", err, resp, body)
+	}
+	return resp
 }
