@@ -1,9 +1,12 @@
-// Package registry speaks the OCI distribution API: pulls, and pushes
+// Package registry speaks the OCI distribution API: pulls, tag lists, the
+// referrers API for a backend that implements ReferrersLister, and pushes
 // passed to a backend that implements Pusher.
 //
 // It parses and validates every request (repository names, tags, digests,
 // Range headers), dispatches it to a Backend, and writes the answer: content
 // with the right Content-Type, Content-Length, Docker-Content-Digest, ETag and
-// Range handling, or an OCI error body. It knows nothing about where content
-// comes from; package proxy implements Backend.
+// Range handling, or an OCI error body. A read of a manifest reference that
+// is neither a tag nor a digest is 404 MANIFEST_UNKNOWN, as the spec's
+// conformance suite expects. It knows nothing about where content comes
+// from; package proxy implements Backend.
 package registry
