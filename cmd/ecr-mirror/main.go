@@ -103,7 +103,8 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 	if err != nil {
 		return fmt.Errorf("setting up AWS credentials: %w", err)
 	}
-	tokens := auth.NewSource(auth.ECRFetcher(ecrClient), auth.Options{Logger: log.With("component", "auth")})
+	reach := newReachability(time.Now)
+	tokens := auth.NewSource(auth.ECRFetcher(ecrClient), auth.Options{Logger: log.With("component", "auth"), OnFetch: reach.tokenFetched})
 	tokenCtx, stopTokens := context.WithCancel(ctx)
 	defer stopTokens()
 	go tokens.Run(tokenCtx)
@@ -127,13 +128,13 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 		StallTimeout:    cfg.StallTimeout,
 		Retries:         cfg.Retries,
 		MaxRate:         cfg.MaxRate,
-		ObserveUpstream: func(ev proxy.UpstreamEvent) { mtr.observeUpstream(ev) },
+		ObserveUpstream: func(ev proxy.UpstreamEvent) { reach.observeUpstream(ev); mtr.observeUpstream(ev) },
 	})
 	if err != nil {
 		return err
 	}
 	defer px.Close()
-	mtr = newMetrics(store, px, tokens)
+	mtr = newMetrics(store, px, tokens, reach)
 	namespaces, err := registry.NewNamespaces(cfg.PullThroughs, cfg.Upstream.Host)
 	if err != nil {
 		return fmt.Errorf("PULL_THROUGHS: %w", err)
@@ -144,7 +145,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 	// metrics, unless they have an address of their own) beside it. The
 	// policy covers every path there: ALLOW_NETWORKS holds for probes and
 	// metrics too, while login and rules are for the API only.
-	probe := &probes{cacheDir: cfg.CacheDir, store: store, tokens: tokens}
+	probe := &probes{cacheDir: cfg.CacheDir, store: store, tokens: tokens, reach: reach, staleIfError: cfg.StaleIfError > 0}
 	metricsHandler := promhttp.HandlerFor(mtr.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)})
 	front := func(defaultNS string) http.Handler {
 		api := registry.NewHandler(px, log.With("component", "http"),
