@@ -48,6 +48,10 @@ type Options struct {
 	// detached from the caller that started it, so that one caller giving up
 	// does not fail the others waiting on the same fetch.
 	FetchTimeout time.Duration
+	// OnFetch, when set, is called after every fetch with its error (nil
+	// when a usable token came), e.g. to tell whether ECR can be reached.
+	// It must not block.
+	OnFetch func(err error)
 }
 
 // Stats are a Source's counters since it was created.
@@ -70,6 +74,7 @@ type Source struct {
 	now           func() time.Time
 	refreshBefore time.Duration
 	fetchTimeout  time.Duration
+	onFetch       func(error)
 
 	group singleflight.Group
 
@@ -93,6 +98,7 @@ func NewSource(fetch FetchFunc, opts Options) *Source {
 		now:           opts.Now,
 		refreshBefore: opts.RefreshBefore,
 		fetchTimeout:  opts.FetchTimeout,
+		onFetch:       opts.OnFetch,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -262,6 +268,9 @@ func (s *Source) fetchAndStore(ctx context.Context) (Token, error) {
 	now := s.now()
 	if err == nil {
 		err = checkFetched(tok, now)
+	}
+	if s.onFetch != nil {
+		s.onFetch(err)
 	}
 	if err != nil {
 		s.fetchFailures.Add(1)

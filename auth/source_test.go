@@ -449,3 +449,32 @@ func TestSourceRun(t *testing.T) {
 		})
 	})
 }
+
+// OnFetch hears every fetch: nil for a usable token, the error for a
+// failed fetch or an unusable token.
+func TestSourceOnFetch(t *testing.T) {
+	t.Parallel()
+	clk := newFakeClock()
+	f := &fakeFetcher{now: clk.Now, lifetime: 12 * time.Hour}
+	var mu sync.Mutex
+	var heard []error
+	src := auth.NewSource(f.Fetch, auth.Options{Now: clk.Now, OnFetch: func(err error) {
+		mu.Lock()
+		heard = append(heard, err)
+		mu.Unlock()
+	}})
+	ctx := context.Background()
+	if _, err := src.Token(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.failing.Store(true)
+	clk.Advance(13 * time.Hour) // expired: the next Token fetches
+	if _, err := src.Token(ctx); err == nil {
+		t.Fatal("Token succeeded with the fetcher failing")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(heard) != 2 || heard[0] != nil || heard[1] == nil || !strings.Contains(heard[1].Error(), "fake ECR unavailable") {
+		t.Fatalf("OnFetch heard %v, want nil then the fetch error", heard)
+	}
+}

@@ -70,11 +70,16 @@
 //
 // A tag record (Store.PutTag) is upstream's last answer for a tag asked
 // with one Accept header; <accept> is the hex sha256 of that header
-// normalised (media types without parameters, lowercased, sorted,
-// deduplicated, comma-joined), so equivalent headers share a record.
+// normalised to the manifest media types it names (without parameters,
+// lowercased, sorted, deduplicated, comma-joined; other types dropped),
+// so headers asking for the same manifests share a record. A header
+// naming no manifest type (none, "*/*") normalises to AnyAccept ("*/*"),
+// also the record an import writes. A tag keeps at most 8 records: a put
+// past that drops the least recently checked. Records that versions
+// before kept under a key hashed from every type of the header are read
+// for the same header and replaced when it is recorded again.
 // Repository names may contain "/", tags never do, so a key is parsed
-// from the right. AnyAccept ("*/*") names the record an import writes,
-// not tied to one Accept header. Tag records are advisory: written
+// from the right. Tag records are advisory: written
 // without waiting (durable at Close), never counted against MaxSize, and
 // not removed with the manifest they name; DeleteTags and DeleteAllTags
 // remove them (durably).

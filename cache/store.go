@@ -127,6 +127,8 @@ type Store struct {
 	// either precedes the snapshot (and is not in it) or follows the flush,
 	// so a flush never resurrects a deleted record.
 	idxMu sync.RWMutex
+	// tagMu serialises PutTag, which reads a tag's records to bound them.
+	tagMu sync.Mutex
 
 	mu   sync.Mutex
 	cond *sync.Cond // on mu; signalled when a reservation ends

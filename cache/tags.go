@@ -25,8 +25,8 @@ const (
 
 // AnyAccept is the Accept value of a tag record not tied to one Accept
 // header: the record an import writes, which a lookup may fall back to.
-// It normalises to itself, so it is distinct from an empty Accept; a
-// client that sends "*/*" shares it.
+// It normalises to itself; so does every Accept that names no manifest
+// type (none at all, "*/*"), so such clients share it.
 const AnyAccept = "*/*"
 
 // TagRecord is the last answer upstream gave for a tag asked with one
@@ -39,9 +39,16 @@ type TagRecord struct {
 	Checked time.Time
 }
 
+// maxTagRecords bounds the records kept per tag: one per distinct set of
+// manifest types asked for, and real clients ask for a handful. PutTag
+// drops the least recently checked records past it.
+const maxTagRecords = 8
+
 // PutTag records rec as the answer for repo:tag asked with accept (an
-// Accept header value; equivalent values share a record, see
-// normalizeAccept). It replaces the previous record.
+// Accept header value; values naming the same manifest types share a
+// record, see normalizeAccept). It replaces the previous record, and
+// drops the least recently checked records of the tag beyond
+// maxTagRecords.
 //
 // Tag records are advisory, so PutTag does not wait for the write: it is
 // visible to GetTag at once and durable after Close. A write that fails
@@ -60,8 +67,14 @@ func (s *Store) PutTag(repo, tag, accept string, rec TagRecord) error {
 	if err := s.beginTagOp(); err != nil {
 		return fmt.Errorf("cache: put tag %s:%s: %w", repo, tag, err)
 	}
+	// One PutTag at a time reads a tag's records and writes: each sees
+	// the writes before it (Badger's read timestamp waits for commits
+	// already sent), so the bound holds under concurrent puts.
+	s.tagMu.Lock()
+	defer s.tagMu.Unlock()
 	txn := s.db.NewTransaction(true)
-	if err := txn.Set(key, encodeTagRecord(rec)); err != nil {
+	err = s.setTag(txn, repo, tag, key, legacyTagKey(repo, tag, accept), rec)
+	if err != nil {
 		txn.Discard()
 		s.ops.Done()
 		return fmt.Errorf("cache: put tag %s:%s: %w", repo, tag, err)
@@ -74,6 +87,49 @@ func (s *Store) PutTag(repo, tag, accept string, rec TagRecord) error {
 		}
 	})
 	return nil
+}
+
+// setTag sets key to rec in txn and deletes the record under legacy (the
+// same Accept keyed as older versions did), records of the tag that do
+// not parse, and the least recently checked ones past maxTagRecords.
+func (s *Store) setTag(txn *badger.Txn, repo, tag string, key, legacy []byte, rec TagRecord) error {
+	type other struct {
+		key     []byte
+		checked time.Time
+	}
+	var others []other
+	var drop [][]byte
+	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 2 * maxTagRecords, Prefix: []byte(tagKeyPrefix + repo + "/" + tag + "/")})
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		k := item.KeyCopy(nil)
+		if r, t, ok := parseTagKey(string(k)); !ok || r != repo || t != tag || slices.Equal(k, key) {
+			continue // another repository's key with this prefix, or the one replaced
+		}
+		if slices.Equal(k, legacy) {
+			drop = append(drop, k)
+			continue
+		}
+		var old TagRecord
+		if err := item.Value(func(v []byte) (err error) { old, err = decodeTagRecord(v); return err }); err != nil {
+			drop = append(drop, k)
+			continue
+		}
+		others = append(others, other{k, old.Checked})
+	}
+	it.Close()
+	if n := len(others) - (maxTagRecords - 1); n > 0 {
+		slices.SortFunc(others, func(a, b other) int { return a.checked.Compare(b.checked) })
+		for _, o := range others[:n] {
+			drop = append(drop, o.key)
+		}
+	}
+	for _, k := range drop {
+		if err := txn.Delete(k); err != nil {
+			return err
+		}
+	}
+	return txn.Set(key, encodeTagRecord(rec))
 }
 
 // GetTag returns the record of repo:tag asked with accept, or an error
@@ -90,6 +146,10 @@ func (s *Store) GetTag(repo, tag, accept string) (TagRecord, error) {
 	var rec TagRecord
 	err = s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(key)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			// A record an older version wrote for the same Accept.
+			item, err = txn.Get(legacyTagKey(repo, tag, accept))
+		}
 		if err != nil {
 			return err
 		}
@@ -126,14 +186,39 @@ func tagKey(repo, tag, accept string) ([]byte, error) {
 	if repo == "" || tag == "" || strings.Contains(tag, "/") {
 		return nil, fmt.Errorf("cache: invalid tag reference %q:%q", repo, tag)
 	}
-	sum := sha256.Sum256([]byte(normalizeAccept(accept)))
-	return []byte(tagKeyPrefix + repo + "/" + tag + "/" + hex.EncodeToString(sum[:])), nil
+	return hashedTagKey(repo, tag, normalizeAccept(accept)), nil
 }
 
-// normalizeAccept reduces an Accept header value to its media types,
-// without parameters, lowercased, sorted and deduplicated, joined by
-// commas: values that ask for the same types map to the same record.
+// legacyTagKey is the key versions before normalizeAccept dropped
+// unknown types gave a record for accept; it equals tagKey's for an
+// Accept naming only manifest types. repo and tag are valid.
+func legacyTagKey(repo, tag, accept string) []byte {
+	return hashedTagKey(repo, tag, strings.Join(acceptTypes(accept), ","))
+}
+
+func hashedTagKey(repo, tag, normalized string) []byte {
+	sum := sha256.Sum256([]byte(normalized))
+	return []byte(tagKeyPrefix + repo + "/" + tag + "/" + hex.EncodeToString(sum[:]))
+}
+
+// normalizeAccept reduces an Accept header value to the manifest media
+// types it names (IsManifestType), sorted and comma-joined: values that
+// ask for the same manifests map to the same record, whatever else they
+// name, however they are spelled (case, parameters, order, repeats).
+// A value naming no manifest type ("*/*", none at all, only other types)
+// is AnyAccept. The key space of one tag is thus bounded by the subsets
+// of the few manifest types.
 func normalizeAccept(accept string) string {
+	types := slices.DeleteFunc(acceptTypes(accept), func(mt string) bool { return !IsManifestType(mt) })
+	if len(types) == 0 {
+		return AnyAccept
+	}
+	return strings.Join(types, ",")
+}
+
+// acceptTypes returns the media types of an Accept header value, without
+// parameters, lowercased, sorted and deduplicated.
+func acceptTypes(accept string) []string {
 	var types []string
 	for part := range strings.SplitSeq(accept, ",") {
 		mt, _, _ := strings.Cut(part, ";")
@@ -142,7 +227,7 @@ func normalizeAccept(accept string) string {
 		}
 	}
 	slices.Sort(types)
-	return strings.Join(slices.Compact(types), ",")
+	return slices.Compact(types)
 }
 
 // encodeTagRecord encodes rec as a version 1 tag record (layout in doc.go).

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -98,6 +99,11 @@ func TestTagAcceptNormalised(t *testing.T) {
 		{name: "subset", a: ociManifest + "," + dockerManifest, b: ociManifest, same: false},
 		{name: "other type", a: ociManifest, b: ociIndex, same: false},
 		{name: "none vs one", a: "", b: ociManifest, same: false},
+		{name: "unknown types dropped", a: ociManifest, b: "text/html, " + ociManifest + ", application/x-whatever;v=2", same: true},
+		{name: "wildcard beside manifest types", a: ociManifest + "," + ociIndex, b: ociIndex + ", " + ociManifest + ", */*;q=0.8", same: true},
+		{name: "none is any", a: "", b: AnyAccept, same: true},
+		{name: "only unknown types is any", a: "text/html, image/*", b: AnyAccept, same: true},
+		{name: "schema1 kept", a: ociManifest, b: ociManifest + ",application/vnd.docker.distribution.manifest.v1+prettyjws", same: false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -315,10 +321,10 @@ func TestTagsListAndDelete(t *testing.T) {
 }
 
 // TestAnyAccept: the import's record ("*/*") is its own record, apart
-// from an empty Accept and from any one media type.
+// from any one media type, and shared by clients naming no manifest type.
 func TestAnyAccept(t *testing.T) {
 	t.Parallel()
-	if normalizeAccept(AnyAccept) == normalizeAccept("") || normalizeAccept(AnyAccept) == normalizeAccept(ociManifest) {
+	if normalizeAccept(AnyAccept) == normalizeAccept(ociManifest) {
 		t.Fatalf("normalizeAccept(%q) = %q is not distinct", AnyAccept, normalizeAccept(AnyAccept))
 	}
 	s := openStore(t, t.TempDir(), 1<<20)
@@ -331,9 +337,108 @@ func TestAnyAccept(t *testing.T) {
 	}
 	mustGetTag(t, s, "team/app", "v1", AnyAccept, imported)
 	mustGetTag(t, s, "team/app", "v1", " */*; q=0.5", imported)
+	mustGetTag(t, s, "team/app", "v1", "", imported)
 	mustGetTag(t, s, "team/app", "v1", ociManifest, proxied)
-	if _, err := s.GetTag("team/app", "v1", ""); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("GetTag with an empty Accept: %v, want ErrNotFound", err)
+}
+
+// A tag keeps at most maxTagRecords records, however many distinct
+// Accept values it is asked with: a put past the bound drops the least
+// recently checked, keeps the newest, and replacing a record drops none.
+func TestTagRecordsBounded(t *testing.T) {
+	t.Parallel()
+	s := openStore(t, t.TempDir(), 1<<20)
+	// Distinct sets of manifest types, so distinct records.
+	types := []string{ociManifest, dockerManifest, ociIndex,
+		"application/vnd.docker.distribution.manifest.list.v2+json",
+		"application/vnd.docker.distribution.manifest.v1+json"}
+	accept := func(mask int) string {
+		var parts []string
+		for bit, mt := range types {
+			if mask&(1<<bit) != 0 {
+				parts = append(parts, mt)
+			}
+		}
+		return strings.Join(parts, ",")
+	}
+	const n = 3 * maxTagRecords
+	for i := 1; i <= n; i++ {
+		if err := s.PutTag("team/app", "v1", accept(i), tagRecord(uint64(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Another tag and a repository extending the name are not counted.
+	for _, r := range [][2]string{{"team/app", "v2"}, {"team/app/v1", "x"}} {
+		if err := s.PutTag(r[0], r[1], ociManifest, tagRecord(100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func() int {
+		t.Helper()
+		tags, err := s.Tags()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := 0
+		for _, ti := range tags {
+			if ti.Repo == "team/app" && ti.Tag == "v1" {
+				c++
+			}
+		}
+		return c
+	}
+	if got := count(); got != maxTagRecords {
+		t.Fatalf("%d distinct Accept values left %d records, want %d", n, got, maxTagRecords)
+	}
+	for i := 1; i <= n; i++ {
+		_, err := s.GetTag("team/app", "v1", accept(i))
+		if kept := i > n-maxTagRecords; kept != (err == nil) {
+			t.Errorf("record %d of %d: GetTag error %v, want kept = %v", i, n, err, kept)
+		}
+	}
+	// Replacing a kept record keeps all the others.
+	newer := tagRecord(200)
+	if err := s.PutTag("team/app", "v1", accept(n-maxTagRecords+1), newer); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(); got != maxTagRecords {
+		t.Fatalf("after a replacement %d records, want %d", got, maxTagRecords)
+	}
+	mustGetTag(t, s, "team/app", "v1", accept(n-maxTagRecords+1), newer)
+	mustGetTag(t, s, "team/app", "v1", accept(n-maxTagRecords+2), tagRecord(uint64(n-maxTagRecords+2)))
+	mustGetTag(t, s, "team/app", "v2", ociManifest, tagRecord(100))
+	mustGetTag(t, s, "team/app/v1", "x", ociManifest, tagRecord(100))
+}
+
+// A record written by a version that kept unknown types in the key is
+// still found for its Accept, and is replaced, not duplicated, when that
+// Accept is recorded again.
+func TestLegacyTagRecordRead(t *testing.T) {
+	t.Parallel()
+	s := openStore(t, t.TempDir(), 1<<20)
+	accept := ociManifest + ", " + ociIndex + ", */*"
+	legacy := hashedTagKey("team/app", "v1", "*/*,"+ociIndex+","+ociManifest)
+	old := tagRecord(1)
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(legacy, encodeTagRecord(old)) }); err != nil {
+		t.Fatal(err)
+	}
+	if k, _ := tagKey("team/app", "v1", accept); string(k) == string(legacy) {
+		t.Fatal("the test's Accept has the same key either way")
+	}
+	mustGetTag(t, s, "team/app", "v1", accept, old)
+	mustGetTag(t, s, "team/app", "v1", "*/*;q=0.1,"+ociIndex+","+ociManifest, old)
+
+	newer := tagRecord(2)
+	if err := s.PutTag("team/app", "v1", accept, newer); err != nil {
+		t.Fatal(err)
+	}
+	mustGetTag(t, s, "team/app", "v1", accept, newer)
+	mustGetTag(t, s, "team/app", "v1", ociIndex+","+ociManifest, newer)
+	tags, err := s.Tags()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tags) != 1 {
+		t.Fatalf("after the new record, Tags = %+v; want the new record alone", tags)
 	}
 }
 

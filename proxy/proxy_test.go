@@ -242,7 +242,10 @@ func testManifest(seed uint64) []byte {
 		`"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":32}]}`, cfg, layer)
 }
 
-const ociManifest = "application/vnd.oci.image.manifest.v1+json"
+const (
+	ociManifest = "application/vnd.oci.image.manifest.v1+json"
+	ociIndex    = "application/vnd.oci.image.index.v1+json"
+)
 
 // waitFor polls cond until it holds or 10 s pass.
 func waitFor(t *testing.T, what string, cond func() bool) {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,11 +24,14 @@ import (
 )
 
 // staleUpstream is a registry serving one manifest under team/app:v1,
+// or an index of it to a client whose Accept names the OCI index type,
 // whose behaviour a test switches with fail.
 type staleUpstream struct {
-	srv  *httptest.Server
-	raw  []byte
-	dgst digest.Digest
+	srv       *httptest.Server
+	raw       []byte
+	dgst      digest.Digest
+	index     []byte
+	indexDgst digest.Digest
 
 	mu   sync.Mutex
 	fail http.HandlerFunc // nil: answer normally
@@ -37,6 +41,9 @@ func newStaleUpstream(t *testing.T) *staleUpstream {
 	t.Helper()
 	u := &staleUpstream{raw: testManifest(40)}
 	u.dgst = digest.FromBytes(u.raw)
+	u.index = fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":%q,"manifests":[{"mediaType":%q,"digest":%q,"size":%d}]}`,
+		ociIndex, ociManifest, u.dgst, len(u.raw))
+	u.indexDgst = digest.FromBytes(u.index)
 	u.srv = httptest.NewServer(http.HandlerFunc(u.serve))
 	t.Cleanup(u.srv.Close)
 	return u
@@ -56,15 +63,19 @@ func (u *staleUpstream) serve(w http.ResponseWriter, r *http.Request) {
 		fail(w, r)
 		return
 	}
-	if r.URL.Path != "/v2/team/app/manifests/v1" && r.URL.Path != "/v2/team/app/manifests/"+u.dgst.String() {
+	raw, dgst, mt := u.raw, u.dgst, ociManifest
+	if r.URL.Path == "/v2/team/app/manifests/"+u.indexDgst.String() ||
+		r.URL.Path == "/v2/team/app/manifests/v1" && strings.Contains(strings.ToLower(r.Header.Get("Accept")), ociIndex) {
+		raw, dgst, mt = u.index, u.indexDgst, ociIndex
+	} else if r.URL.Path != "/v2/team/app/manifests/v1" && r.URL.Path != "/v2/team/app/manifests/"+u.dgst.String() {
 		http.Error(w, `{"errors":[{"code":"MANIFEST_UNKNOWN","message":"no"}]}`, http.StatusNotFound)
 		return
 	}
-	w.Header().Set("Content-Type", ociManifest)
-	w.Header().Set("Docker-Content-Digest", u.dgst.String())
-	w.Header().Set("Content-Length", fmt.Sprint(len(u.raw)))
+	w.Header().Set("Content-Type", mt)
+	w.Header().Set("Docker-Content-Digest", dgst.String())
+	w.Header().Set("Content-Length", fmt.Sprint(len(raw)))
 	if r.Method == http.MethodGet {
-		w.Write(u.raw)
+		w.Write(raw)
 	}
 }
 
@@ -120,8 +131,14 @@ func newStaleEnv(t *testing.T, o staleOptions) *staleEnv {
 // get asks the mirror for team/app:v1 with Accept: ociManifest.
 func (e *staleEnv) get(t *testing.T, method string) (*http.Response, []byte) {
 	t.Helper()
+	return e.getAccept(t, method, ociManifest)
+}
+
+// getAccept asks the mirror for team/app:v1 with the given Accept.
+func (e *staleEnv) getAccept(t *testing.T, method, accept string) (*http.Response, []byte) {
+	t.Helper()
 	req, _ := http.NewRequest(method, e.srv.URL+"/v2/team/app/manifests/v1", nil)
-	req.Header.Set("Accept", ociManifest)
+	req.Header.Set("Accept", accept)
 	resp, err := e.srv.Client().Do(req)
 	if err != nil {
 		t.Fatalf("%s: %v", method, err)
@@ -385,5 +402,86 @@ func TestNoAnswerWhy(t *testing.T) {
 				t.Errorf("noAnswerWhy(%v) = %q, want %q", tt.err, got, tt.want)
 			}
 		})
+	}
+}
+
+// Clients sending 2,000 different Accept headers for one tag leave a few
+// tag records, not 2,000: headers naming the same manifest types share
+// one (unknown types, parameters, case and order do not matter), and the
+// least recently checked go past the bound. Every answer stays the one
+// for the client's Accept, online and stale.
+func TestTagRecordsBoundedAcrossAcceptHeaders(t *testing.T) {
+	t.Parallel()
+	e := newStaleEnv(t, staleOptions{staleIfError: time.Hour, tagTimeout: 10 * time.Second})
+	known := []string{
+		ociIndex, ociManifest,
+		"application/vnd.docker.distribution.manifest.list.v2+json",
+		"application/vnd.docker.distribution.manifest.v2+json",
+		"application/vnd.docker.distribution.manifest.v1+json",
+		"application/vnd.docker.distribution.manifest.v1+prettyjws",
+		"application/vnd.oci.artifact.manifest.v1+json",
+	}
+	// acceptFor names the manifest types of mask's bits, spelt by
+	// spelling, with an unknown type of its own.
+	acceptFor := func(mask, spelling int) (string, bool) {
+		parts := []string{fmt.Sprintf("application/x-client-%d", spelling)}
+		index := false
+		for bit, mt := range known {
+			if mask&(1<<bit) == 0 {
+				continue
+			}
+			index = index || mt == ociIndex
+			if spelling%2 == 1 {
+				mt = strings.ToUpper(mt)
+			}
+			parts = append(parts, fmt.Sprintf("%s;q=0.%d", mt, spelling%10))
+		}
+		if spelling%3 == 0 {
+			slices.Reverse(parts)
+		}
+		return strings.Join(parts, ", "), index
+	}
+	wantAnswer := func(t *testing.T, what string, resp *http.Response, body []byte, index bool) {
+		t.Helper()
+		raw, dgst, mt := e.up.raw, e.up.dgst, ociManifest
+		if index {
+			raw, dgst, mt = e.up.index, e.up.indexDgst, ociIndex
+		}
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Docker-Content-Digest") != dgst.String() ||
+			resp.Header.Get("Content-Type") != mt || !bytes.Equal(body, raw) {
+			t.Fatalf("%s: status %d, %s %s (%s); want %s %s", what, resp.StatusCode,
+				resp.Header.Get("Content-Type"), resp.Header.Get("Docker-Content-Digest"), body, mt, dgst)
+		}
+	}
+
+	const n = 2000
+	masks := 1<<len(known) - 1
+	for i := range n {
+		accept, index := acceptFor(i%masks+1, i)
+		resp, body := e.getAccept(t, http.MethodGet, accept)
+		wantAnswer(t, fmt.Sprintf("GET %d with Accept %q", i, accept), resp, body, index)
+	}
+	tags, err := e.store.Tags()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tags) > 8 {
+		t.Fatalf("%d distinct Accept headers left %d tag records for team/app:v1, want at most 8", n, len(tags))
+	}
+
+	// ECR fails: the latest clients' Accepts, spelt anew, get their
+	// own answers stale; the first client's record went with the bound.
+	e.up.setFail(failWith(http.StatusServiceUnavailable))
+	for _, i := range []int{n - 1, n - 2} {
+		accept, index := acceptFor(i%masks+1, i+7)
+		resp, body := e.getAccept(t, http.MethodGet, accept)
+		wantAnswer(t, fmt.Sprintf("stale GET with Accept %q", accept), resp, body, index)
+		if resp.Header.Get("Warning") == "" {
+			t.Fatalf("stale GET with Accept %q has no Warning", accept)
+		}
+	}
+	accept, _ := acceptFor(1, 0)
+	if resp, body := e.getAccept(t, http.MethodGet, accept); resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("GET with the first, evicted Accept %q: status %d (%s), want 502", accept, resp.StatusCode, body)
 	}
 }

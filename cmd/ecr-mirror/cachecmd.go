@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -208,7 +208,7 @@ const lockWait = 3 * time.Second
 func (sf *storeFlags) open(stderr io.Writer, create bool) (*cache.Store, error) {
 	maxSize, err := parseSize(sf.maxSize)
 	if err != nil {
-		return nil, fmt.Errorf("--cache-max-size: %v", err)
+		return nil, fmt.Errorf("--cache-max-size (CACHE_MAX_SIZE): %v", err)
 	}
 	// Open would create a store anywhere: insist on an existing one.
 	if sf.dir == "" {
@@ -454,14 +454,20 @@ func btoi(b bool) int {
 	return 0
 }
 
-// parseAge reads a duration that may also be given in days ("30d").
+// parseAge reads a positive duration that may also be given in days
+// ("30d", "1.5d"; at most 100 years), refusing one that rounds down to
+// no time.
 func parseAge(s string) (time.Duration, error) {
 	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.ParseFloat(days, 64)
-		if err != nil || n <= 0 || n > 100*365 {
+		r, ok := parseDecimal(days)
+		if !ok || r.Sign() == 0 || r.Cmp(big.NewRat(100*365, 1)) > 0 {
 			return 0, fmt.Errorf("age %q: want a positive number of days such as 30d", s)
 		}
-		return time.Duration(n * float64(24*time.Hour)), nil
+		ns := new(big.Int).Mul(r.Num(), big.NewInt(int64(24*time.Hour)))
+		if ns.Quo(ns, r.Denom()); ns.Sign() == 0 {
+			return 0, fmt.Errorf("age %q: rounds down to no time", s)
+		}
+		return time.Duration(ns.Int64()), nil
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil || d <= 0 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/netip"
 	"net/url"
@@ -200,7 +201,7 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		}
 	}
 	cfg.MetricsAddr, cfg.PprofAddr = get["METRICS_ADDR"], get["PPROF_ADDR"]
-	if d, err := time.ParseDuration(get["SHUTDOWN_GRACE"]); err != nil || d < 0 {
+	if d, ok := parseDuration(get["SHUTDOWN_GRACE"]); !ok {
 		bad("SHUTDOWN_GRACE", "%q is not a duration such as 30s or 2m", get["SHUTDOWN_GRACE"])
 	} else {
 		cfg.ShutdownGrace = d
@@ -221,11 +222,11 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 	} else {
 		cfg.Access.Rules = rules
 	}
-	switch v := strings.ToLower(get["STALE_IF_ERROR"]); v {
+	switch v := get["STALE_IF_ERROR"]; strings.ToLower(v) {
 	case "always":
 		cfg.StaleIfError = staleAlways
 	default:
-		if d, err := time.ParseDuration(v); err != nil || d < 0 {
+		if d, ok := parseDuration(v); !ok {
 			bad("STALE_IF_ERROR", "%q is not a duration such as 72h, 0 or always", v)
 		} else {
 			cfg.StaleIfError = d
@@ -235,7 +236,7 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 		env string
 		dst *time.Duration
 	}{{"UPSTREAM_TAG_TIMEOUT", &cfg.TagTimeout}, {"UPSTREAM_STALL_TIMEOUT", &cfg.StallTimeout}} {
-		if v, err := time.ParseDuration(get[d.env]); err != nil || v <= 0 {
+		if v, ok := parseDuration(get[d.env]); !ok || v == 0 {
 			bad(d.env, "%q is not a positive duration such as 10s", get[d.env])
 		} else {
 			*d.dst = v
@@ -400,8 +401,13 @@ var sizeUnits = []struct {
 	{"b", 0},
 }
 
-// parseSize reads a byte count: a plain number, or a number with
-// k/m/g/t or KiB/MiB/GiB/TiB (case-insensitive, powers of 1024).
+// maxSize is the largest size parseSize accepts, 4 EiB.
+const maxSize = 1 << 62
+
+// parseSize reads a byte count: a decimal number (digits, optionally a
+// point and more digits) alone or with k/m/g/t or KiB/MiB/GiB/TiB
+// (case-insensitive, powers of 1024), rounded down to whole bytes. It
+// refuses what is not at least one byte, and more than 4 EiB.
 func parseSize(s string) (int64, error) {
 	v := strings.ToLower(strings.TrimSpace(s))
 	shift := uint(0)
@@ -411,24 +417,47 @@ func parseSize(s string) (int64, error) {
 			break
 		}
 	}
-	if v == "" {
-		return 0, fmt.Errorf("%q is not a size (e.g. 75g, 512MiB, 1073741824)", s)
+	r, ok := parseDecimal(v)
+	if !ok {
+		return 0, fmt.Errorf("%q is not a size (e.g. 75g, 512MiB, 1.5g, 1073741824)", s)
 	}
-	if strings.Contains(v, ".") {
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil || f <= 0 || f*float64(uint64(1)<<shift) >= 1<<62 {
-			return 0, fmt.Errorf("%q is not a size (e.g. 75g, 512MiB, 1073741824)", s)
-		}
-		return int64(f * float64(uint64(1)<<shift)), nil
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n <= 0 {
+	if r.Sign() == 0 {
 		return 0, fmt.Errorf("%q is not a positive size (e.g. 75g, 512MiB, 1073741824)", s)
 	}
-	if n > (1<<62)>>shift {
-		return 0, fmt.Errorf("%q is too large", s)
+	n := new(big.Int).Lsh(r.Num(), shift)
+	n.Quo(n, r.Denom())
+	switch {
+	case n.Sign() == 0:
+		return 0, fmt.Errorf("%q rounds down to 0 bytes: give at least one byte", s)
+	case n.Cmp(big.NewInt(maxSize)) > 0:
+		return 0, fmt.Errorf("%q is too large (at most 4 EiB)", s)
 	}
-	return n << shift, nil
+	return n.Int64(), nil
+}
+
+// parseDecimal reads a non-negative decimal number written as digits,
+// optionally with a point followed by digits ("12", "1.5", ".5"): no
+// sign, exponent, base prefix, underscore, NaN or Inf.
+func parseDecimal(v string) (*big.Rat, bool) {
+	whole, frac, point := strings.Cut(v, ".")
+	digits := func(s string) bool {
+		return s != "" && strings.Trim(s, "0123456789") == ""
+	}
+	if !(digits(whole) && !point || (whole == "" || digits(whole)) && point && digits(frac)) {
+		return nil, false
+	}
+	return new(big.Rat).SetString(v)
+}
+
+// parseDuration reads a Go duration (30s, 1.5h) that is not negative,
+// and refuses one that names some time but rounds down to none
+// ("0.5ns"), which would switch a setting off instead.
+func parseDuration(v string) (time.Duration, bool) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 || d == 0 && strings.ContainsAny(v, "123456789") {
+		return 0, false
+	}
+	return d, true
 }
 
 // newLogger builds the process logger.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -44,12 +45,27 @@ func TestParseSize(t *testing.T) {
 }
 
 func FuzzParseSize(f *testing.F) {
-	for _, s := range []string{"75g", "1.5GiB", "12", "k"} {
+	for _, s := range []string{"75g", "1.5GiB", "12", "k", ".1", "0.9b", "4194304t"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		if n, err := parseSize(s); err == nil && n <= 0 {
+		n, err := parseSize(s)
+		if err == nil && (n <= 0 || n > maxSize) {
 			t.Fatalf("parseSize(%q) = %d without error", s, n)
+		}
+		if err != nil && !strings.Contains(err.Error(), fmt.Sprintf("%q", s)) {
+			t.Fatalf("parseSize(%q): error %q does not quote the value", s, err)
+		}
+	})
+}
+
+func FuzzParseAge(f *testing.F) {
+	for _, s := range []string{"30d", "1.5d", "12h", "NaNd", "0.5ns", "1e-20d"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if d, err := parseAge(s); err == nil && d <= 0 {
+			t.Fatalf("parseAge(%q) = %v without error", s, d)
 		}
 	})
 }

@@ -19,7 +19,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"time"
 
@@ -104,7 +103,8 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 	if err != nil {
 		return fmt.Errorf("setting up AWS credentials: %w", err)
 	}
-	tokens := auth.NewSource(auth.ECRFetcher(ecrClient), auth.Options{Logger: log.With("component", "auth")})
+	reach := newReachability(time.Now)
+	tokens := auth.NewSource(auth.ECRFetcher(ecrClient), auth.Options{Logger: log.With("component", "auth"), OnFetch: reach.tokenFetched})
 	tokenCtx, stopTokens := context.WithCancel(ctx)
 	defer stopTokens()
 	go tokens.Run(tokenCtx)
@@ -128,13 +128,13 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 		StallTimeout:    cfg.StallTimeout,
 		Retries:         cfg.Retries,
 		MaxRate:         cfg.MaxRate,
-		ObserveUpstream: func(ev proxy.UpstreamEvent) { mtr.observeUpstream(ev) },
+		ObserveUpstream: func(ev proxy.UpstreamEvent) { reach.observeUpstream(ev); mtr.observeUpstream(ev) },
 	})
 	if err != nil {
 		return err
 	}
 	defer px.Close()
-	mtr = newMetrics(store, px, tokens)
+	mtr = newMetrics(store, px, tokens, reach)
 	namespaces, err := registry.NewNamespaces(cfg.PullThroughs, cfg.Upstream.Host)
 	if err != nil {
 		return fmt.Errorf("PULL_THROUGHS: %w", err)
@@ -145,7 +145,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 	// metrics, unless they have an address of their own) beside it. The
 	// policy covers every path there: ALLOW_NETWORKS holds for probes and
 	// metrics too, while login and rules are for the API only.
-	probe := &probes{cacheDir: cfg.CacheDir, store: store, tokens: tokens}
+	probe := &probes{cacheDir: cfg.CacheDir, store: store, tokens: tokens, reach: reach, staleIfError: cfg.StaleIfError > 0}
 	metricsHandler := promhttp.HandlerFor(mtr.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)})
 	front := func(defaultNS string) http.Handler {
 		api := registry.NewHandler(px, log.With("component", "http"),
@@ -193,10 +193,8 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 	}, cfg.Upstream.Host)
 	adminSrv := &http.Server{Handler: admin.NewHandler(adminSvc, adminAPI, log.With("component", "admin")),
 		ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	go adminSrv.Serve(adminLn)
-	defer adminLn.Close()
-	defer adminSrv.Close()
-	log.Info("listening", "addr", adminSocket, "serves", "admin socket: cache commands")
+	defer adminLn.Close() // closed by serveAll once it runs
+	servers := []served{{name: "admin socket " + adminSocket, srv: adminSrv, ln: adminLn, late: true}}
 
 	listeners := []listener{{setting: "LISTEN_ADDR", addr: cfg.ListenAddr, handler: front(cfg.DefaultNamespace), tls: tlsConfig,
 		what: "registry API: " + cmp.Or(cfg.DefaultNamespace, "ECR repositories by name")}}
@@ -212,18 +210,13 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 		listeners = append(listeners, listener{setting: "PPROF_ADDR", addr: cfg.PprofAddr, handler: pprofHandler(), what: "pprof"})
 	}
 
-	var servers []*http.Server
 	var addrs []net.Addr
-	errc := make(chan error, len(listeners))
-	closeAll := func() {
-		for _, srv := range servers {
-			srv.Close()
-		}
-	}
 	for i, l := range listeners {
 		ln, err := net.Listen("tcp", l.addr)
 		if err != nil {
-			closeAll()
+			for _, s := range servers[1:] { // the admin socket's is deferred
+				s.ln.Close()
+			}
 			return fmt.Errorf("%s %s: %w", l.setting, l.addr, err)
 		}
 		srv := &http.Server{
@@ -234,16 +227,14 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 			MaxHeaderBytes:    64 << 10,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		}
-		servers = append(servers, srv)
+		servers = append(servers, served{name: l.setting + " " + ln.Addr().String(), srv: srv, ln: ln, tls: l.tls != nil})
 		if i < apiListeners {
 			addrs = append(addrs, ln.Addr())
 		}
-		if l.tls != nil {
-			go func() { errc <- srv.ServeTLS(ln, "", "") }() // HTTP/2 too
-		} else {
-			go func() { errc <- srv.Serve(ln) }()
-		}
-		log.Info("listening", "addr", ln.Addr().String(), "serves", l.what, "tls", l.tls != nil)
+	}
+	log.Info("listening", "addr", adminSocket, "serves", "admin socket: cache commands")
+	for i, l := range listeners {
+		log.Info("listening", "addr", servers[i+1].ln.Addr().String(), "serves", l.what, "tls", l.tls != nil)
 	}
 	log.Info("ecr-mirror serving",
 		"upstream", cfg.Upstream.String(), "region", cfg.Region, "pull_throughs", namespaces.Hosts(),
@@ -258,32 +249,10 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 	if ready != nil {
 		ready(addrs)
 	}
-	select {
-	case err := <-errc:
-		closeAll()
-		return fmt.Errorf("serving: %w", err)
-	case <-ctx.Done():
-	}
-
-	// Stop accepting, let client streams finish within the grace period,
-	// then (deferred) abandon downloads still running, whose temp files
-	// are removed and never indexed, and close the index.
-	log.Info("shutting down: finishing in-flight requests", "grace", cfg.ShutdownGrace)
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
-	defer cancel()
-	var wg sync.WaitGroup
-	for _, srv := range servers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := srv.Shutdown(sctx); err != nil {
-				log.Warn("in-flight requests cut at shutdown", "error", err)
-				srv.Close()
-			}
-		}()
-	}
-	wg.Wait()
-	return nil
+	// On shutdown: stop accepting, let client streams finish within the
+	// grace period, then (deferred) abandon downloads still running,
+	// whose temp files are removed and never indexed, and close the index.
+	return serveAll(ctx, servers, cfg.ShutdownGrace, log)
 }
 
 // pprofHandler serves Go's profiles, on a listener of their own.

@@ -31,7 +31,7 @@ type mirrorMetrics struct {
 const namespace = "ecr_mirror"
 
 // newMetrics registers every metric in a registry of its own.
-func newMetrics(store *cache.Store, px *proxy.Proxy, tokens *auth.Source) *mirrorMetrics {
+func newMetrics(store *cache.Store, px *proxy.Proxy, tokens *auth.Source, reach *reachability) *mirrorMetrics {
 	m := &mirrorMetrics{
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "http_requests_total",
@@ -85,6 +85,12 @@ func newMetrics(store *cache.Store, px *proxy.Proxy, tokens *auth.Source) *mirro
 		gauge("cache_max_bytes", "CACHE_MAX_SIZE.", func() float64 { return float64(store.MaxSize()) }),
 		gauge("cache_entries", "Blobs and manifests in the cache.", func() float64 { return float64(store.Stats().Entries) }),
 		gauge("downloads_in_flight", "Upstream downloads running now.", func() float64 { return float64(px.InFlight()) }),
+		gauge("upstream_reachable", "1 when the last attempt to reach ECR (token fetch or registry request) succeeded, else 0.", func() float64 {
+			if reach.check() != nil {
+				return 0
+			}
+			return 1
+		}),
 		gauge("token_expiry_timestamp_seconds", "When the ECR token in hand expires (0: none).", func() float64 {
 			if at, ok := tokens.Ready(); ok {
 				return float64(at.Unix())

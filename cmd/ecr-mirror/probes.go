@@ -16,12 +16,18 @@ import (
 )
 
 // probes answers /healthz (the process is alive) and /readyz (it can
-// serve: cache directory writable, index open, a valid ECR token in hand).
-// Neither needs client credentials: they are for the orchestrator.
+// serve: cache directory writable, index open, and ECR reachable with a
+// valid token, or, with STALE_IF_ERROR, content in the cache to serve
+// without ECR). Neither needs client credentials: they are for the
+// orchestrator.
 type probes struct {
 	cacheDir string
 	store    *cache.Store
 	tokens   *auth.Source
+	reach    *reachability
+	// staleIfError: the mirror serves cached content while ECR cannot be
+	// reached (STALE_IF_ERROR), so it is ready then, degraded.
+	staleIfError bool
 }
 
 // ServeHTTP answers /healthz and /readyz; other paths are not its own.
@@ -39,7 +45,11 @@ func (p *probes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintln(w, strings.Join(lines, "\n"))
 }
 
-// check runs every readiness check and says how each went.
+// check runs every readiness check and says how each went, and whether
+// the mirror is ready. The cache must be writable and its index open. A
+// valid ECR token is needed too, unless STALE_IF_ERROR is set: then a
+// mirror that cannot reach ECR but holds content is ready, degraded, and
+// the first line says so and names the failing checks.
 func (p *probes) check() (lines []string, ready bool) {
 	ready = true
 	report := func(what string, err error) {
@@ -56,13 +66,31 @@ func (p *probes) check() (lines []string, ready bool) {
 		err = nil
 	}
 	report("cache index open", err)
+
+	var failing []string // the ECR checks that fail
 	if at, ok := p.tokens.Ready(); ok {
 		lines = append(lines, fmt.Sprintf("ECR token: ok (expires %s)", at.UTC().Format(time.RFC3339)))
+	} else if p.staleIfError {
+		failing = append(failing, "ECR token")
+		lines = append(lines, "ECR token: FAILING: no valid token (see the log for why GetAuthorizationToken fails)")
 	} else {
-		ready = false
-		lines = append(lines, "ECR token: NOT READY: no valid token yet (see the log for why GetAuthorizationToken fails)")
+		report("ECR token", errors.New("no valid token yet (see the log for why GetAuthorizationToken fails)"))
 	}
-	return lines, ready
+	if err := p.reach.check(); err != nil {
+		failing = append(failing, "ECR reachable")
+		lines = append(lines, fmt.Sprintf("ECR reachable: FAILING: %v", err))
+	} else {
+		lines = append(lines, "ECR reachable: ok")
+	}
+	if !p.staleIfError || len(failing) == 0 {
+		return lines, ready
+	}
+	if p.store.Stats().Entries == 0 {
+		report("cached content", errors.New("the cache holds nothing to serve while ECR cannot be reached"))
+		return lines, ready
+	}
+	status := fmt.Sprintf("degraded: serving cached content without ECR (STALE_IF_ERROR); failing: %s", strings.Join(failing, ", "))
+	return append([]string{status}, lines...), ready
 }
 
 // writable creates and removes a file where downloads are written.

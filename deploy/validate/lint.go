@@ -12,7 +12,9 @@ package main
 //     terminationGracePeriodSeconds;
 //   - CACHE_MAX_SIZE leaves at least 5% of the cache volume free;
 //   - the TLS and htpasswd paths lie in mounted Secret volumes whose Secrets
-//     secrets-example.yaml shows, and probe schemes match the TLS setting.
+//     secrets-example.yaml shows, and probe schemes match the TLS setting;
+//   - the startup probe is /healthz (not waiting for ECR), readiness
+//     /readyz, liveness /healthz.
 
 import (
 	"flag"
@@ -353,7 +355,9 @@ func (l *linter) workload(objs []object) {
 		if scheme != want {
 			l.fail("%s: %s scheme is %s, want %s (TLS_CERTIFICATE is %q)", sts, probe, scheme, want, settings["TLS_CERTIFICATE"])
 		}
-		wantPath := map[string]string{"startupProbe": "/readyz", "readinessProbe": "/readyz", "livenessProbe": "/healthz"}[probe]
+		// Starting is not waiting for ECR: an offline edge pod must not
+		// be restarted for it.
+		wantPath := map[string]string{"startupProbe": "/healthz", "readinessProbe": "/readyz", "livenessProbe": "/healthz"}[probe]
 		if p := str(hg, "path"); p != wantPath {
 			l.fail("%s: %s path is %s, want %s", sts, probe, p, wantPath)
 		}

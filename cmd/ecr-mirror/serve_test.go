@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// watchedListener reports when it is closed, and can be made to fail
+// Accept.
+type watchedListener struct {
+	net.Listener
+	closed    chan struct{}
+	isClosed  atomic.Bool
+	acceptErr error
+}
+
+func newWatchedListener(t *testing.T, acceptErr error) *watchedListener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return &watchedListener{Listener: ln, closed: make(chan struct{}), acceptErr: acceptErr}
+}
+
+func (l *watchedListener) Accept() (net.Conn, error) {
+	if l.acceptErr != nil {
+		return nil, l.acceptErr
+	}
+	return l.Listener.Accept()
+}
+
+func (l *watchedListener) Close() error {
+	if l.isClosed.CompareAndSwap(false, true) {
+		close(l.closed)
+	}
+	return l.Listener.Close()
+}
+
+// A listener that fails ends serveAll with an error naming it, after the
+// other servers are shut down.
+func TestServeAllReportsAFailingListener(t *testing.T) {
+	t.Parallel()
+	good := newWatchedListener(t, nil)
+	bad := newWatchedListener(t, errors.New("accept: broken socket"))
+	admin := newWatchedListener(t, nil)
+	servers := []served{
+		{name: "LISTEN_ADDR good", srv: &http.Server{Handler: http.NotFoundHandler()}, ln: good},
+		{name: "METRICS_ADDR bad", srv: &http.Server{Handler: http.NotFoundHandler()}, ln: bad},
+		{name: "admin socket", srv: &http.Server{Handler: http.NotFoundHandler()}, ln: admin, late: true},
+	}
+	err := serveAll(context.Background(), servers, time.Minute, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "METRICS_ADDR bad") || !strings.Contains(err.Error(), "broken socket") {
+		t.Fatalf("serveAll = %v, want the failure naming METRICS_ADDR bad", err)
+	}
+	if !good.isClosed.Load() || !admin.isClosed.Load() {
+		t.Fatalf("after the failure: good listener closed %v, admin closed %v; want both", good.isClosed.Load(), admin.isClosed.Load())
+	}
+}
+
+// At shutdown the late servers (the admin socket) keep accepting until
+// the others' in-flight requests are done, and every request in flight
+// finishes within the grace.
+func TestServeAllShutsLateServersDownLast(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	started := make(chan struct{})
+	held := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-release
+		io.WriteString(w, "finished")
+	})
+	api := newWatchedListener(t, nil)
+	late := newWatchedListener(t, nil)
+	servers := []served{
+		{name: "LISTEN_ADDR", srv: &http.Server{Handler: held}, ln: api},
+		{name: "admin socket", srv: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "admin") })}, ln: late, late: true},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveAll(ctx, servers, time.Minute, slog.New(slog.DiscardHandler)) }()
+
+	type result struct {
+		body string
+		err  error
+	}
+	got := make(chan result, 1)
+	go func() {
+		resp, err := http.Get("http://" + api.Addr().String() + "/")
+		if err != nil {
+			got <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		got <- result{string(b), err}
+	}()
+	<-started
+	cancel()
+	<-api.closed
+	// The API's request is still held, so the admin socket still serves.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get("http://" + late.Addr().String() + "/")
+	if err != nil {
+		t.Fatalf("admin socket during the API's drain: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "admin" {
+		t.Fatalf("admin socket answered %q", b)
+	}
+	close(release)
+	if r := <-got; r.err != nil || r.body != "finished" {
+		t.Fatalf("held request: %q, %v; want it finished", r.body, r.err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("serveAll = %v", err)
+	}
+	if !late.isClosed.Load() {
+		t.Fatal("admin listener left open")
+	}
+}
