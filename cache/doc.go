@@ -187,7 +187,15 @@
 // image as above. Content is not re-hashed at Open; the size check catches
 // truncation. It also drops ref records whose entry is gone, rebuilds the
 // reference links from the ref records and classifies entries that lack
-// one.
+// one. An eviction at Open is logged as a warning with its figures.
+//
+// Options.ReadOnly opens a store to look at it: the index under a shared
+// lock in Badger's read-only mode (or, when its log ends in a crash's
+// partial write, opened for writing only so that Badger can recover it,
+// which changes no record), and the same view built without any of the
+// changes above: leftovers are only left out of view, nothing is evicted
+// whatever MaxSize says, no mode is fixed, no link derived, and every
+// method that would change the store returns ErrReadOnly.
 //
 // # Unlink semantics
 //

@@ -42,16 +42,9 @@ type reconcileReport struct {
 // its I/O under s.mu blocks nobody.
 func (s *Store) reconcile() error {
 	var rep reconcileReport
-
-	tmp, err := os.ReadDir(s.tmpDir)
-	if err != nil {
-		return fmt.Errorf("cache: reconcile: read %s: %w", s.tmpDir, err)
-	}
-	for _, de := range tmp {
-		if err := os.RemoveAll(filepath.Join(s.tmpDir, de.Name())); err != nil {
-			return fmt.Errorf("cache: reconcile: remove stale temp file: %w", err)
-		}
-		rep.tmpRemoved++
+	var err error
+	if rep.tmpRemoved, err = s.clearTmp(); err != nil {
+		return err
 	}
 
 	recs, bad, err := loadIndex(s.db)
@@ -84,7 +77,9 @@ func (s *Store) reconcile() error {
 		case err != nil:
 			return fmt.Errorf("cache: reconcile: %w", err)
 		case !fi.Mode().IsRegular() || fi.Size() != r.e.size:
-			if err := os.RemoveAll(path); err != nil {
+			if s.readOnly {
+				// Out of view only.
+			} else if err := os.RemoveAll(path); err != nil {
 				return fmt.Errorf("cache: reconcile: remove damaged blob: %w", err)
 			}
 			rep.sizeMismatch++
@@ -112,11 +107,8 @@ func (s *Store) reconcile() error {
 		badRefs = append(badRefs, refKey(d))
 	}
 	rep.badRefs, rep.classified, rep.badPins = len(badRefs), len(classified), len(badPins)
-	if err := writeIndexKeys(s.db, nil, slices.Concat(bad, badRefs, badPins, keysOf(drop))); err != nil {
-		return fmt.Errorf("cache: reconcile: drop %d index records: %w", len(bad)+len(badRefs)+len(badPins)+len(drop), err)
-	}
-	if err := writeIndex(s.db, classified, nil); err != nil {
-		return fmt.Errorf("cache: reconcile: record the references of %d entries: %w", len(classified), err)
+	if err := s.writeRecords(classified, slices.Concat(bad, badRefs, badPins, keysOf(drop))); err != nil {
+		return err
 	}
 
 	if rep.strayFiles, err = s.removeStrays(indexed); err != nil {
@@ -157,8 +149,8 @@ func (s *Store) reconcile() error {
 	if err != nil {
 		return err
 	}
-	if err := writeIndexKeys(s.db, nil, staleLinks); err != nil {
-		return fmt.Errorf("cache: reconcile: drop %d link records: %w", len(staleLinks), err)
+	if err := s.writeRecords(nil, staleLinks); err != nil {
+		return err
 	}
 	s.links = links
 	rep.links, rep.droppedLinks = links.count(), len(staleLinks)
@@ -168,25 +160,8 @@ func (s *Store) reconcile() error {
 		}
 	}
 	s.recomputePinnedLocked()
-	// Eviction stops when only pinned content is left, even above
-	// MaxSize: a pin is an operator's promise.
-	var victims []digest.Digest
-	for s.size > s.maxSize {
-		unit, n := s.evictOldestLocked()
-		if len(unit) == 0 {
-			break
-		}
-		victims = append(victims, unit...)
-		rep.evictedBytes += n
-		for _, v := range unit {
-			if err := removeFile(s.blobPath(v)); err != nil {
-				return fmt.Errorf("cache: reconcile: evict %s: %w", v, err)
-			}
-		}
-	}
-	rep.evicted = len(victims)
-	if err := writeIndex(s.db, nil, victims); err != nil {
-		return fmt.Errorf("cache: reconcile: drop %d evicted index records: %w", len(victims), err)
+	if err := s.evictToBudget(&rep); err != nil {
+		return err
 	}
 	s.syncSizeLocked()
 	s.stats.evictions.Add(int64(rep.evicted))
@@ -196,6 +171,7 @@ func (s *Store) reconcile() error {
 
 	s.log.Info("cache: opened",
 		"dir", s.dir,
+		"read_only", s.readOnly,
 		"entries", rep.kept,
 		"bytes", rep.keptBytes,
 		"max_size", s.maxSize,
@@ -216,13 +192,86 @@ func (s *Store) reconcile() error {
 		"links", rep.links,
 		"dropped_links", rep.droppedLinks,
 	)
-	if s.size > s.maxSize {
+	if s.size > s.maxSize && s.readOnly {
+		s.log.Warn("cache: stored content exceeds the budget; opened read-only, so nothing is evicted",
+			"bytes", s.size, "max_size", s.maxSize)
+	} else if s.size > s.maxSize {
 		s.log.Warn("cache: pinned content exceeds the budget; everything else evicted, nothing new is stored until pins are removed or the budget raised",
 			"pinned_bytes", s.pinnedBytes, "max_size", s.maxSize, "pins", len(s.pins))
 	}
 	if rep.otherBlobDirs > 0 {
 		s.log.Warn("cache: unknown entries under blobs/ left alone", "dir", filepath.Dir(s.blobDir), "count", rep.otherBlobDirs)
 	}
+	return nil
+}
+
+// clearTmp removes everything in tmp/, leftovers of downloads and imports
+// a crash or a kill cut short, and returns how many entries it removed.
+// Read-only, it only counts them.
+func (s *Store) clearTmp() (int, error) {
+	tmp, err := os.ReadDir(s.tmpDir)
+	if s.readOnly && errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("cache: reconcile: read %s: %w", s.tmpDir, err)
+	}
+	if s.readOnly {
+		return len(tmp), nil
+	}
+	for _, de := range tmp {
+		// RemoveAll never follows a symlink: a link in tmp/ is
+		// removed, not what it points to.
+		if err := os.RemoveAll(filepath.Join(s.tmpDir, de.Name())); err != nil {
+			return 0, fmt.Errorf("cache: reconcile: remove stale temp file: %w", err)
+		}
+	}
+	return len(tmp), nil
+}
+
+// writeRecords sets and deletes index records for reconcile, in one
+// batch; read-only, it writes nothing.
+func (s *Store) writeRecords(set []indexRecord, del [][]byte) error {
+	if s.readOnly {
+		return nil
+	}
+	if err := writeIndexKeys(s.db, set, del); err != nil {
+		return fmt.Errorf("cache: reconcile: set %d and drop %d index records: %w", len(set), len(del), err)
+	}
+	return nil
+}
+
+// evictToBudget evicts least recently used images until the stored
+// content fits MaxSize, which may have been lowered between runs, and
+// says so in a warning: how much went and why. Eviction stops when only
+// pinned content is left, even above MaxSize: a pin is an operator's
+// promise. Read-only, it evicts nothing.
+func (s *Store) evictToBudget(rep *reconcileReport) error {
+	if s.readOnly || s.size <= s.maxSize {
+		return nil
+	}
+	before := s.size
+	var victims []digest.Digest
+	for s.size > s.maxSize {
+		unit, n := s.evictOldestLocked()
+		if len(unit) == 0 {
+			break
+		}
+		victims = append(victims, unit...)
+		rep.evictedBytes += n
+		for _, v := range unit {
+			if err := removeFile(s.blobPath(v)); err != nil {
+				return fmt.Errorf("cache: reconcile: evict %s: %w", v, err)
+			}
+		}
+	}
+	rep.evicted = len(victims)
+	if err := writeIndex(s.db, nil, victims); err != nil {
+		return fmt.Errorf("cache: reconcile: drop %d evicted index records: %w", len(victims), err)
+	}
+	s.log.Warn("cache: the budget is smaller than the stored content; evicted the least recently used images down to it",
+		"max_size", s.maxSize, "stored_bytes", before, "evicted_entries", rep.evicted, "evicted_bytes", rep.evictedBytes,
+		"kept_bytes", s.size)
 	return nil
 }
 
@@ -245,6 +294,13 @@ func (s *Store) classifyFile(r indexRecord) error {
 func (s *Store) removeStrays(indexed map[digest.Digest]*entry) (int, error) {
 	removed := 0
 	remove := func(path string) error {
+		if s.readOnly {
+			removed++ // counted, left alone
+			return nil
+		}
+		// path is an entry of blobs/sha256 or of a fan-out directory
+		// found by lstat: RemoveAll removes a link itself, never what
+		// it points to.
 		if err := os.RemoveAll(path); err != nil {
 			return fmt.Errorf("cache: reconcile: remove stray %s: %w", path, err)
 		}
@@ -252,6 +308,9 @@ func (s *Store) removeStrays(indexed map[digest.Digest]*entry) (int, error) {
 		return nil
 	}
 	fanout, err := os.ReadDir(s.blobDir)
+	if s.readOnly && errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
 	if err != nil {
 		return 0, fmt.Errorf("cache: reconcile: read %s: %w", s.blobDir, err)
 	}
@@ -287,6 +346,9 @@ func (s *Store) removeStrays(indexed map[digest.Digest]*entry) (int, error) {
 // never served, so they are only reported.
 func (s *Store) countOtherBlobDirs() (int, error) {
 	des, err := os.ReadDir(filepath.Dir(s.blobDir))
+	if s.readOnly && errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
 	if err != nil {
 		return 0, fmt.Errorf("cache: reconcile: %w", err)
 	}
