@@ -15,6 +15,7 @@ import (
 // reconcileReport counts what Open cleaned up.
 type reconcileReport struct {
 	tmpRemoved    int // anything in tmp/
+	stagesUndone  int // admissions a crash cut short (stage.go)
 	badRecords    int // index keys or values that do not parse
 	missingFiles  int // index entries without a file
 	sizeMismatch  int // index entries whose file has another size (file removed too)
@@ -47,6 +48,10 @@ func (s *Store) reconcile() error {
 		return err
 	}
 
+	undone, err := s.undoStages(&rep)
+	if err != nil {
+		return err
+	}
 	recs, bad, err := loadIndex(s.db)
 	if err != nil {
 		return err
@@ -65,6 +70,9 @@ func (s *Store) reconcile() error {
 	var classified []indexRecord
 	live := recs[:0]
 	for _, r := range recs {
+		if undone[r.dgst] {
+			continue // read-only: left in the index, out of view
+		}
 		rr, hasRefs := refRecs[r.dgst]
 		delete(refRecs, r.dgst)
 		path := s.blobPath(r.dgst)
@@ -176,6 +184,7 @@ func (s *Store) reconcile() error {
 		"bytes", rep.keptBytes,
 		"max_size", s.maxSize,
 		"removed_temp_files", rep.tmpRemoved,
+		"undone_admissions", rep.stagesUndone,
 		"dropped_bad_records", rep.badRecords,
 		"dropped_missing_files", rep.missingFiles,
 		"dropped_size_mismatches", rep.sizeMismatch,
@@ -227,6 +236,31 @@ func (s *Store) clearTmp() (int, error) {
 		}
 	}
 	return len(tmp), nil
+}
+
+// undoStages undoes the admissions a crash cut short (Stage.Admit): it
+// removes the files and index records their journals list, then the
+// journals. It returns the digests it undid; read-only, it only returns
+// them, for reconcile to leave out of view.
+func (s *Store) undoStages(rep *reconcileReport) (map[digest.Digest]bool, error) {
+	stages, err := loadStages(s.db)
+	if err != nil {
+		return nil, err
+	}
+	undone := make(map[digest.Digest]bool)
+	for key, ds := range stages {
+		for _, d := range ds {
+			undone[d] = true
+		}
+		if s.readOnly {
+			continue
+		}
+		if err := s.undoStage([]byte(key), ds); err != nil {
+			return nil, fmt.Errorf("cache: reconcile: undo the unfinished admission %s: %w", key, err)
+		}
+	}
+	rep.stagesUndone = len(stages)
+	return undone, nil
 }
 
 // writeRecords sets and deletes index records for reconcile, in one

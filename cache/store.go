@@ -182,6 +182,8 @@ type Store struct {
 	freeSpace func() (int64, error)
 	// tempWriteAt, if set, replaces the temp file's WriteAt (tests).
 	tempWriteAt func(f *os.File, p []byte, off int64) (int, error)
+	// stageHook, if set, is called at each step of Stage.Admit (tests).
+	stageHook func(step string)
 }
 
 // Open opens or creates the store in opts.Dir: it creates the directories,

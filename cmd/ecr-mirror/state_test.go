@@ -1,10 +1,18 @@
 package main
 
 import (
+	"archive/tar"
+	"errors"
+	"io"
+	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/dirtree"
 )
@@ -59,5 +67,110 @@ func TestReadOnlyCommandsKeepAStoppedCache(t *testing.T) {
 	// The next start still sees it all.
 	if l := listing(t, env); len(l.Entries) != len(s.all()) {
 		t.Errorf("second cache ls lists %d entries, want %d", len(l.Entries), len(s.all()))
+	}
+}
+
+// blobsOnDisk counts the files under dir named by the hex of one of
+// want's digests and holding its whole size, wherever they are.
+func blobsOnDisk(t *testing.T, dir string, want map[digest.Digest]int64) int {
+	t.Helper()
+	n := 0
+	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return nil
+		}
+		size, ok := want[digest.NewDigestFromEncoded(digest.SHA256, d.Name())]
+		if fi, err := d.Info(); ok && err == nil && fi.Size() == size {
+			n++
+		}
+		return nil
+	})
+	return n
+}
+
+// TestProcessKill9DuringImportAdmitsNothing: "ecr-mirror import" killed
+// by SIGKILL once it holds three blobs of the archive on disk (the
+// archive comes through a FIFO, held back after the third) leaves none
+// of the archive in the cache: not listed by "cache ls", not after the
+// mirror's restart, and its staging is gone.
+func TestProcessKill9DuringImportAdmitsNothing(t *testing.T) {
+	t.Parallel()
+	bin := mirrorBinary(t)
+	s := newSeededFake(t)
+	bundle, _ := exportBundle(t, s)
+	archived := map[digest.Digest]int64{}
+	dir := filepath.Join(t.TempDir(), "cache")
+	fifo := filepath.Join(t.TempDir(), "bundle.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "import", "--quiet", fifo)
+	cmd.Env = append(os.Environ(), "CACHE_DIR="+dir, "CACHE_MAX_SIZE=1g")
+	var errOut strings.Builder
+	cmd.Stderr = &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+
+	// Feed the archive entry by entry; hold it after the third blob.
+	const held = 3
+	w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	in, err := os.Open(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	tr, tw := tar.NewReader(in), tar.NewWriter(w)
+	for len(archived) < held {
+		h, err := tr.Next()
+		if err != nil {
+			t.Fatalf("the archive has fewer than %d blobs: %v", held, err)
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			t.Fatal(err)
+		}
+		if name, ok := strings.CutPrefix(h.Name, "blobs/sha256/"); ok && h.Typeflag == tar.TypeReg {
+			archived[digest.NewDigestFromEncoded(digest.SHA256, name)] = h.Size
+		}
+	}
+	eventually(t, "the import to hold three blobs on disk", func() bool {
+		select {
+		case err := <-exited:
+			t.Fatalf("import exited early: %v\n%s", err, errOut.String())
+		default:
+		}
+		return blobsOnDisk(t, dir, archived) == held
+	})
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	var ee *exec.ExitError
+	if err := <-exited; !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("import: %v, want killed", err)
+	}
+
+	// A look at the stopped cache, then the mirror's start.
+	if l := listingOf(t, bin, dir); len(l.Entries) != 0 || len(l.Tags) != 0 {
+		t.Errorf("cache ls after the kill lists %d entries and %d tags, want none", len(l.Entries), len(l.Tags))
+	}
+	startProcess(t, bin, s.fake, dir)
+	if l := listingOf(t, bin, dir); len(l.Entries) != 0 || len(l.Tags) != 0 {
+		t.Errorf("after the restart cache ls lists %d entries and %d tags, want none", len(l.Entries), len(l.Tags))
+	}
+	if n := blobsOnDisk(t, dir, archived); n != 0 {
+		t.Errorf("%d blobs of the killed import are still on disk", n)
+	}
+	if tmp, err := os.ReadDir(filepath.Join(dir, "tmp")); err != nil || len(tmp) != 0 {
+		t.Errorf("tmp/ after the restart: %v, %v; want empty", tmp, err)
 	}
 }
