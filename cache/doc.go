@@ -24,6 +24,12 @@
 // included; Open fixes what an older version or the umask left looser,
 // never following a symlink (perm.go).
 //
+// Nothing is removed or written through a symlink. Open refuses, naming
+// it, a Dir whose blobs/, blobs/sha256/, tmp/ or index/ (or a Badger file
+// in index/) is a symlink, before creating anything; Dir itself may be
+// one. Links deeper down are leftovers: reconcile removes the link
+// itself, never its target.
+//
 // A download is written to tmp/, hashed while it is written, fsynced, renamed
 // into blobs/ and the directory fsynced; only then is the index entry written
 // (a synced Badger write). A crash therefore leaves at worst a temp file or an

@@ -2,9 +2,12 @@ package main
 
 import (
 	"archive/tar"
+	"context"
 	"errors"
 	"io"
 	"io/fs"
+	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,7 +17,9 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/internal/dirtree"
+	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
 )
 
 // snapshot describes every file of dir, or fails the test.
@@ -172,5 +177,95 @@ func TestProcessKill9DuringImportAdmitsNothing(t *testing.T) {
 	}
 	if tmp, err := os.ReadDir(filepath.Join(dir, "tmp")); err != nil || len(tmp) != 0 {
 		t.Errorf("tmp/ after the restart: %v, %v; want empty", tmp, err)
+	}
+}
+
+// serveErr runs the mirror on dir through the real config parser and
+// returns the error it stops with; a mirror that starts listening
+// instead is stopped and reported.
+func serveErr(t *testing.T, fake *fakeecr.Server, dir string) error {
+	t.Helper()
+	env := map[string]string{"UPSTREAM": fake.URL(), "AWS_REGION": "eu-west-1", "AWS_ENDPOINT_URL_ECR": fake.TokenURL(),
+		"LISTEN_ADDR": "127.0.0.1:0", "CACHE_DIR": dir, "CACHE_MAX_SIZE": "1g"}
+	cfg, err := parseConfig(nil, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	listening := make(chan struct{}, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, cfg, slog.New(slog.DiscardHandler), func([]net.Addr) { listening <- struct{}{} })
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-listening:
+		cancel()
+		<-done
+		return nil
+	}
+}
+
+// TestSymlinkedStoreDirsTouchNothingOutside: with CACHE_DIR/tmp or
+// CACHE_DIR/blobs/sha256 a symlink to a directory outside CACHE_DIR, the
+// mirror refuses to start and every cache command refuses to run, each
+// naming the link, and nothing outside changes (keep.txt, a
+// subdirectory).
+func TestSymlinkedStoreDirsTouchNothingOutside(t *testing.T) {
+	t.Parallel()
+	fake := newFake(t, fakeecr.Options{})
+	for _, sub := range []string{"tmp", "blobs/sha256"} {
+		t.Run(strings.ReplaceAll(sub, "/", "_"), func(t *testing.T) {
+			t.Parallel()
+			dir, out := t.TempDir(), t.TempDir()
+			s, err := cache.Open(cache.Options{Dir: dir, MaxSize: 1 << 20})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Put(digest.FromString("x"), "", []byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			for path, data := range map[string]string{"keep.txt": "keep", "sub/inner.txt": "inner", "2d/leftover": "x"} {
+				os.MkdirAll(filepath.Join(out, filepath.Dir(path)), 0o700)
+				if err := os.WriteFile(filepath.Join(out, path), []byte(data), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			link := filepath.Join(dir, sub)
+			if err := os.RemoveAll(link); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(out, link); err != nil {
+				t.Fatal(err)
+			}
+			before := snapshot(t, out)
+			archive := filepath.Join(t.TempDir(), "empty.tar")
+			if err := os.WriteFile(archive, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+
+			if err := serveErr(t, fake, dir); err == nil || !strings.Contains(err.Error(), link) {
+				t.Errorf("the mirror's start: %v, want a refusal naming %s", err, link)
+			}
+			env := map[string]string{"CACHE_DIR": dir, "CACHE_MAX_SIZE": "1k"}
+			for _, args := range [][]string{
+				{"cache", "ls"}, {"cache", "verify"}, {"cache", "verify", "--repair"},
+				{"cache", "pin", "team/app:v1"}, {"cache", "unpin", "team/app:v1"},
+				{"cache", "purge", "--all"}, {"import", archive},
+			} {
+				code, _, errOut := cli(t, env, args...)
+				if code == exitOK || !strings.Contains(errOut, link) {
+					t.Errorf("%s: exit %d, want a refusal naming %s:\n%s", strings.Join(args, " "), code, link, errOut)
+				}
+			}
+			if d := dirtree.Diff(before, snapshot(t, out)); len(d) > 0 {
+				t.Fatalf("files outside CACHE_DIR changed:\n%s", strings.Join(d, "\n"))
+			}
+		})
 	}
 }
