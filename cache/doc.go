@@ -218,9 +218,10 @@
 // lock in Badger's read-only mode (or, when its log ends in a crash's
 // partial write, opened for writing only so that Badger can recover it,
 // which changes no record), and the same view built without any of the
-// changes above: leftovers are only left out of view, nothing is evicted
-// whatever MaxSize says, no mode is fixed, no link derived, and every
-// method that would change the store returns ErrReadOnly.
+// changes above: leftovers are only left out of view (damaged entries
+// stay in it, for Verify to report), nothing is evicted whatever MaxSize
+// says, no mode is fixed, no link derived, and every method that would
+// change the store returns ErrReadOnly.
 //
 // # Unlink semantics
 //

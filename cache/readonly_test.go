@@ -84,13 +84,17 @@ func TestReadOnlyOpenChangesNothing(t *testing.T) {
 		w.Close()
 		t.Fatal("a writing Open succeeded beside read-only ones")
 	}
-	if got := present(ro, dgsts); got != "1110" {
-		t.Fatalf("read-only view = %s, want the three good entries", got)
+	if got := present(ro, append(dgsts, strayDgst)); got != "11110" {
+		t.Fatalf("read-only view = %s, want every indexed entry, not the stray file", got)
 	}
-	if ro.Size() != 3000 || ro.Stats().Evictions != 0 {
+	if ro.Size() != 4000 || ro.Stats().Evictions != 0 {
 		t.Fatalf("read-only Size = %d, Stats = %+v; want everything, nothing evicted", ro.Size(), ro.Stats())
 	}
 	readEntry(t, ro, dgsts[1], datas[1])
+	// The damaged entry is there for Verify to name, never served.
+	if err := ro.Verify(dgsts[3]); !errors.Is(err, ErrSizeMismatch) {
+		t.Fatalf("Verify of the damaged entry = %v, want ErrSizeMismatch", err)
+	}
 	if _, _, err := ro.Get(dgsts[3]); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Get of the damaged entry = %v, want ErrNotFound", err)
 	}

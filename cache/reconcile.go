@@ -77,27 +77,33 @@ func (s *Store) reconcile() error {
 		delete(refRecs, r.dgst)
 		path := s.blobPath(r.dgst)
 		fi, err := os.Lstat(path)
+		damaged := true
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			rep.missingFiles++
-			drop = append(drop, r.dgst)
-			continue
 		case err != nil:
 			return fmt.Errorf("cache: reconcile: %w", err)
 		case !fi.Mode().IsRegular() || fi.Size() != r.e.size:
+			rep.sizeMismatch++
 			if s.readOnly {
-				// Out of view only.
-			} else if err := os.RemoveAll(path); err != nil {
+				break
+			}
+			if err := os.RemoveAll(path); err != nil {
 				return fmt.Errorf("cache: reconcile: remove damaged blob: %w", err)
 			}
-			rep.sizeMismatch++
+		default:
+			damaged = false
+		}
+		if damaged && !s.readOnly {
 			drop = append(drop, r.dgst)
 			continue
 		}
+		// Read-only, a damaged entry stays in view, for Verify to
+		// report; Get reports it missing.
 		if hasRefs {
 			r.e.kind, r.e.classified = rr.kind, true
 			r.e.refs = slices.DeleteFunc(rr.refs, func(d digest.Digest) bool { return d == r.dgst })
-		} else if mayBeManifest(r.e.mediaType, r.e.size) {
+		} else if !damaged && mayBeManifest(r.e.mediaType, r.e.size) {
 			// Stored before references were recorded, or its read
 			// failed at commit: classify it now, once.
 			if err := s.classifyFile(r); err != nil {

@@ -88,8 +88,10 @@ type Options struct {
 	AccessFlushInterval time.Duration
 	// ReadOnly opens an existing store to look at it, never to change it:
 	// Open evicts nothing (whatever MaxSize says), removes and moves no
-	// file, fixes no mode and writes no index record; what it would clean
-	// up is only left out of view. Operations that change the store fail
+	// file, fixes no mode and writes no index record. Leftovers it would
+	// clean up are left out of view, except damaged entries (file missing
+	// or of another size): those stay listed, for Verify to report, and
+	// Get reports them missing. Operations that change the store fail
 	// with ErrReadOnly. Several read-only stores may share a directory; a
 	// writing one may not open it meanwhile.
 	ReadOnly bool
