@@ -69,9 +69,16 @@ func TestReadOnlyCommandsKeepAStoppedCache(t *testing.T) {
 	if d := dirtree.Diff(before, snapshot(t, m.Dir)); len(d) > 0 {
 		t.Fatalf("read-only commands changed the cache:\n%s", strings.Join(d, "\n"))
 	}
-	// The next start still sees it all.
+	// Looking again still sees it all.
 	if l := listing(t, env); len(l.Entries) != len(s.all()) {
 		t.Errorf("second cache ls lists %d entries, want %d", len(l.Entries), len(s.all()))
+	}
+	// The mirror's start with that budget does evict, and says so.
+	m = startMirror(t, s.fake, mirrorOpts{dir: m.Dir, maxSize: "1k"})
+	for _, want := range []string{"budget is smaller than the stored content", "max_size=1024", "evicted_entries=", "stored_bytes="} {
+		if !strings.Contains(m.Logs.String(), want) {
+			t.Errorf("the start's logs lack %q:\n%s", want, m.Logs.String())
+		}
 	}
 }
 
