@@ -128,8 +128,8 @@ func runOnCache(ctx context.Context, name string, sub cacheSub, args []string, g
 			return exitUsage
 		}
 	}
-	readOnly := work.readOnly != nil && work.readOnly()
-	c, closeCache, err := sf.openCache(ctx, stderr, sub.create, readOnly)
+	sf.readOnly = work.readOnly != nil && work.readOnly()
+	c, closeCache, err := sf.openCache(ctx, stderr, sub.create)
 	if err != nil {
 		return o.failf("%v", err)
 	}
@@ -143,6 +143,9 @@ type storeFlags struct {
 	// upstream is the mirror's UPSTREAM, when set: imports into a
 	// stopped mirror link their images to its repositories.
 	upstream string
+	// readOnly opens a stopped mirror's store read-only: the command
+	// only looks, so nothing in it changes (no eviction, no cleanup).
+	readOnly bool
 }
 
 func (sf *storeFlags) register(fs *flag.FlagSet, getenv func(string) string) {
@@ -176,7 +179,7 @@ func envOr(getenv func(string) string, env string) string {
 // A mirror starting or stopping holds the directory's lock without
 // answering on its socket for a moment: the command then tries again for
 // up to lockWait.
-func (sf *storeFlags) openCache(ctx context.Context, stderr io.Writer, create, readOnly bool) (admin.Cache, func(), error) {
+func (sf *storeFlags) openCache(ctx context.Context, stderr io.Writer, create bool) (admin.Cache, func(), error) {
 	deadline := time.Now().Add(lockWait)
 	for {
 		client, err := admin.Dial(ctx, sf.dir)
@@ -190,7 +193,7 @@ func (sf *storeFlags) openCache(ctx context.Context, stderr io.Writer, create, r
 		if err != nil {
 			return nil, nil, err
 		}
-		s, err := sf.open(stderr, create, readOnly)
+		s, err := sf.open(stderr, create)
 		if err == nil {
 			return admin.NewService(s, nil, registry), func() { s.Close() }, nil
 		}
@@ -208,10 +211,10 @@ func (sf *storeFlags) openCache(ctx context.Context, stderr io.Writer, create, r
 // lockWait is how long a command waits for a starting or stopping mirror.
 const lockWait = 3 * time.Second
 
-// open opens the store of a stopped mirror, read-only if asked, or with
-// create a new one in a directory that has none; the error is ready to
-// print.
-func (sf *storeFlags) open(stderr io.Writer, create, readOnly bool) (*cache.Store, error) {
+// open opens the store of a stopped mirror (read-only with sf.readOnly),
+// or with create a new one in a directory that has none; the error is
+// ready to print.
+func (sf *storeFlags) open(stderr io.Writer, create bool) (*cache.Store, error) {
 	maxSize, err := parseSize(sf.maxSize)
 	if err != nil {
 		return nil, fmt.Errorf("--cache-max-size: %v", err)
@@ -232,7 +235,7 @@ func (sf *storeFlags) open(stderr io.Writer, create, readOnly bool) (*cache.Stor
 	} else if err != nil {
 		return nil, err
 	}
-	s, err := cache.Open(cache.Options{Dir: sf.dir, MaxSize: maxSize, ReadOnly: readOnly,
+	s, err := cache.Open(cache.Options{Dir: sf.dir, MaxSize: maxSize, ReadOnly: sf.readOnly,
 		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		if errors.Is(cache.CheckUnlocked(sf.dir), cache.ErrLocked) {
