@@ -45,46 +45,27 @@ type ImportedImage struct {
 }
 
 // Import implements Cache. Every blob is verified against its digest as
-// it is read, and every image must be whole (in the archive or already
-// stored). If anything is wrong, what this import added is removed again
-// and no tag is recorded: a bad archive admits nothing.
-func (s *Service) Import(ctx context.Context, r io.Reader) (rep *ImportReport, err error) {
-	rep = &ImportReport{Images: []ImportedImage{}}
-	var added []digest.Digest
-	defer func() {
-		if err == nil {
-			return
-		}
-		for _, d := range added {
-			if derr := s.store.Delete(d); derr != nil && !errors.Is(derr, cache.ErrNotFound) {
-				err = errors.Join(err, fmt.Errorf("removing %s again: %w", d, derr))
-			}
-		}
-	}()
+// it is read and staged apart from the store (cache.Stage), and every
+// image must be whole (in the archive or already stored). Only then is
+// the archive's content admitted, in one step: a bad archive, a failure
+// or a crash at any point admits nothing. The tag records and links
+// follow; a crash between the two leaves the content stored but untagged
+// (importing again tags it).
+func (s *Service) Import(ctx context.Context, r io.Reader) (*ImportReport, error) {
+	rep := &ImportReport{Images: []ImportedImage{}}
+	st, err := s.store.NewStage()
+	if err != nil {
+		return nil, fmt.Errorf("import: %w", err)
+	}
+	defer st.Discard()
 	layout, err := ocilayout.Read(ctxReader{ctx, r}, func(b ocilayout.Blob) error {
 		rep.Blobs++
 		rep.Bytes += b.Size
 		if _, err := s.store.Stat(b.Digest); err == nil {
+			st.Need(b.Digest)
 			return nil // the reader still reads and verifies it
 		}
-		w, err := s.store.Create(b.Digest, b.Size, b.MediaType)
-		if err != nil {
-			return err
-		}
-		if _, err := io.Copy(w, b.Body); err != nil {
-			w.Abort(err)
-			return err
-		}
-		kept, err := w.Commit()
-		if err != nil {
-			return err
-		}
-		if !kept {
-			return fmt.Errorf("blob %s of %d bytes does not fit in the cache (CACHE_MAX_SIZE %d bytes)", b.Digest, b.Size, s.store.MaxSize())
-		}
-		added = append(added, b.Digest)
-		rep.New++
-		return nil
+		return st.Add(b.Digest, b.Size, b.MediaType, b.Body)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("import: %w", err)
@@ -93,20 +74,22 @@ func (s *Service) Import(ctx context.Context, r io.Reader) (rep *ImportReport, e
 	for _, d := range layout.Missing() {
 		if _, err := s.store.Stat(d); err != nil {
 			missing = append(missing, d.String())
+		} else {
+			st.Need(d)
 		}
 	}
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("import: the archive lacks %d blobs its images need, and the cache does not hold them: %s",
 			len(missing), strings.Join(firstN(missing, 5), ", "))
 	}
-	// Whatever was evicted to make room for later blobs of the archive
-	// leaves an image incomplete: the archive is larger than the cache.
-	for _, d := range added {
-		if _, err := s.store.Stat(d); err != nil {
-			return nil, fmt.Errorf("import: the archive's %d bytes do not fit in the cache (CACHE_MAX_SIZE %d bytes): %s was evicted during the import",
-				rep.Bytes, s.store.MaxSize(), d)
-		}
+	added, err := st.Admit()
+	if errors.Is(err, cache.ErrStageTooLarge) {
+		return nil, fmt.Errorf("import: the archive's %d bytes do not fit in the cache (CACHE_MAX_SIZE %d bytes): %w", rep.Bytes, s.store.MaxSize(), err)
 	}
+	if err != nil {
+		return nil, fmt.Errorf("import: %w", err)
+	}
+	rep.New = len(added)
 	now := s.now()
 	for _, desc := range layout.Index {
 		img := ImportedImage{Digest: desc.Digest, MediaType: desc.MediaType}

@@ -16,12 +16,19 @@
 //	│       └── <first 2 hex>/
 //	│           └── <64 hex>        committed content, never written in place
 //	├── tmp/
-//	│   └── <12 hex>-<random>       downloads in progress (os.CreateTemp)
+//	│   ├── <12 hex>-<random>       downloads in progress (os.CreateTemp)
+//	│   └── stage-<random>/<64 hex> content staged to be admitted together (Stage)
 //	└── index/                      Badger database (holds the directory lock)
 //
 // Everything is owner-only: directories 0700, files 0600, Badger's own
 // included; Open fixes what an older version or the umask left looser,
 // never following a symlink (perm.go).
+//
+// Nothing is removed or written through a symlink. Open refuses, naming
+// it, a Dir whose blobs/, blobs/sha256/, tmp/ or index/ (or a Badger file
+// in index/) is a symlink, before creating anything; Dir itself may be
+// one. Links deeper down are leftovers: reconcile removes the link
+// itself, never its target.
 //
 // A download is written to tmp/, hashed while it is written, fsynced, renamed
 // into blobs/ and the directory fsynced; only then is the index entry written
@@ -37,6 +44,8 @@
 //	link/<algorithm>:<hex>/<registry>/<repository>
 //	                                    →  empty: upstream holds the digest in that repository
 //	meta/links                          →  set once the links of an older directory are derived
+//	stage/stage-<random>                →  journal of an admission in progress: the
+//	                                       digests it adds, 32 raw bytes each
 //
 // A record is a compact binary value with a leading version byte:
 //
@@ -182,17 +191,42 @@
 // among them. An image being pulled is refreshed by its own manifest,
 // config and unshared layers.
 //
+// # Stages
+//
+// Content that must land together or not at all (an imported archive)
+// goes through a Stage: each blob is written to tmp/stage-<random>/,
+// verified against its digest and synced, invisible to the store and
+// uncounted. Stage.Admit then admits everything in one step: it evicts
+// room under the lock (never an image holding stored content the stage
+// needs) and reserves the bytes, writes a journal record listing the
+// digests it adds, renames the files into blobs/, writes their index
+// records, and deletes the journal record, which is the commit point;
+// only then does the content join the store in memory. A crash before
+// the journal leaves only tmp/; after it, Open removes the files and
+// records the journal lists, then the journal. Either way nothing of the
+// stage remains.
+//
 // # Reconciliation
 //
 // Open never serves anything half-written. Before the store is returned it
-// removes everything in tmp/, drops index entries whose file is missing or has
+// removes everything in tmp/, undoes the admissions a crash cut short
+// (Stages), drops index entries whose file is missing or has
 // another size (removing the file too), removes files under blobs/sha256 that
 // are unindexed or not named by a valid digest, and evicts until the total
 // fits MaxSize (the budget may have been lowered between runs), image by
 // image as above. Content is not re-hashed at Open; the size check catches
 // truncation. It also drops ref records whose entry is gone, rebuilds the
 // reference links from the ref records and classifies entries that lack
-// one.
+// one. An eviction at Open is logged as a warning with its figures.
+//
+// Options.ReadOnly opens a store to look at it: the index under a shared
+// lock in Badger's read-only mode (or, when its log ends in a crash's
+// partial write, opened for writing only so that Badger can recover it,
+// which changes no record), and the same view built without any of the
+// changes above: leftovers are only left out of view (damaged entries
+// stay in it, for Verify to report), nothing is evicted whatever MaxSize
+// says, no mode is fixed, no link derived, and every method that would
+// change the store returns ErrReadOnly.
 //
 // # Unlink semantics
 //

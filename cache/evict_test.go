@@ -1,6 +1,8 @@
 package cache
 
 import (
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -220,9 +222,22 @@ func TestBudgetLoweredBetweenRuns(t *testing.T) {
 	readEntry(t, s, dgsts[0], datas[0])
 	s.Close()
 
-	s = openStore(t, dir, 2500)
+	var logs syncBuffer
+	s, err := Open(Options{Dir: dir, MaxSize: 2500, AccessFlushInterval: time.Hour,
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
 	if got := present(s, dgsts); got != "1001" {
 		t.Fatalf("present = %s, want the two most recent", got)
+	}
+	// Never silently: how much went, and why.
+	for _, want := range []string{"budget is smaller than the stored content", "max_size=2500", "stored_bytes=4000",
+		"evicted_entries=2", "evicted_bytes=2000"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("warning %q lacks %q", logs.String(), want)
+		}
 	}
 	if s.Size() != 2000 || s.Stats().Evictions != 2 {
 		t.Fatalf("Size = %d, Stats = %+v", s.Size(), s.Stats())

@@ -103,7 +103,41 @@ const (
 // each, which is negligible. Badger takes a non-blocking flock on dir, so a
 // second Open of the same directory fails at once.
 func openIndex(dir string, log *slog.Logger) (*badger.DB, error) {
-	opts := badger.DefaultOptions(dir).
+	db, err := badger.Open(indexOptions(dir, log))
+	if err != nil {
+		return nil, fmt.Errorf("cache: open index %s (is another process using this cache directory?): %w", dir, err)
+	}
+	if err := allocateIndexFiles(dir); err != nil {
+		// The reserve still protects it; only another process filling
+		// the disk could now make a write into the index fault.
+		log.Warn("cache: cannot allocate the index files; keep free space on the cache filesystem", "dir", dir, "error", err)
+	}
+	return db, nil
+}
+
+// openIndexReadOnly opens the index in dir for reading only, under a
+// shared lock, changing none of its files. An index whose write-ahead
+// log ends in a partial write (the last writer crashed) cannot be read
+// that way; it is then opened for writing under the exclusive lock, and
+// Badger's recovery trims that log as any writing open would, which
+// changes no record. The caller writes nothing either way.
+func openIndexReadOnly(dir string, log *slog.Logger) (*badger.DB, error) {
+	db, err := badger.Open(indexOptions(dir, log).WithReadOnly(true))
+	// Badger wraps that error as text (y.Wrapf outside its debug mode),
+	// so errors.Is cannot see it.
+	if err != nil && strings.Contains(err.Error(), badger.ErrTruncateNeeded.Error()) {
+		log.Info("cache: the index was not closed cleanly; recovering its log to read it", "dir", dir)
+		db, err = badger.Open(indexOptions(dir, log))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cache: open index %s read-only (is a mirror using this cache directory?): %w", dir, err)
+	}
+	return db, nil
+}
+
+// indexOptions are the Badger options of the index in dir.
+func indexOptions(dir string, log *slog.Logger) badger.Options {
+	return badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{log: log}).
 		WithMetricsEnabled(false).
 		WithSyncWrites(true).
@@ -121,16 +155,6 @@ func openIndex(dir string, log *slog.Logger) (*badger.DB, error) {
 		WithValueLogFileSize(indexVlogFileSize).
 		WithNumCompactors(2).
 		WithNumGoroutines(2)
-	db, err := badger.Open(opts)
-	if err != nil {
-		return nil, fmt.Errorf("cache: open index %s (is another process using this cache directory?): %w", dir, err)
-	}
-	if err := allocateIndexFiles(dir); err != nil {
-		// The reserve still protects it; only another process filling
-		// the disk could now make a write into the index fault.
-		log.Warn("cache: cannot allocate the index files; keep free space on the cache filesystem", "dir", dir, "error", err)
-	}
-	return db, nil
 }
 
 // allocateIndexFiles allocates every block of the files Badger maps for

@@ -183,9 +183,9 @@ func (s *Store) Link(repo Repo, dgst digest.Digest) error {
 		return fmt.Errorf("cache: link %s: %w", dgst, err)
 	}
 	s.mu.Lock()
-	if s.closed {
+	if err := s.changeErrLocked(); err != nil {
 		s.mu.Unlock()
-		return fmt.Errorf("cache: link %s to %s: %w", dgst, repo, ErrClosed)
+		return fmt.Errorf("cache: link %s to %s: %w", dgst, repo, err)
 	}
 	ds := []digest.Digest{dgst}
 	if _, ok := s.items[dgst]; ok {

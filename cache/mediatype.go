@@ -65,9 +65,9 @@ func (s *Store) SetMediaType(dgst digest.Digest, mediaType string) (bool, error)
 		return false, fmt.Errorf("cache: set media type of %s: %d bytes exceeds %d", dgst, len(mediaType), maxMediaTypeLen)
 	}
 	s.mu.Lock()
-	if s.closed {
+	if err := s.changeErrLocked(); err != nil {
 		s.mu.Unlock()
-		return false, fmt.Errorf("cache: set media type of %s: %w", dgst, ErrClosed)
+		return false, fmt.Errorf("cache: set media type of %s: %w", dgst, err)
 	}
 	e, ok := s.items[dgst]
 	if !ok {

@@ -73,8 +73,8 @@ func (s *Store) Pin(dgst digest.Digest, name string) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return fmt.Errorf("cache: pin %s: %w", dgst, ErrClosed)
+	if err := s.changeErrLocked(); err != nil {
+		return fmt.Errorf("cache: pin %s: %w", dgst, err)
 	}
 	if _, ok := s.items[dgst]; !ok {
 		return fmt.Errorf("cache: pin %s: %w: it is not stored (%w)", dgst, ErrIncomplete, ErrNotFound)
@@ -130,8 +130,8 @@ func (s *Store) Unpin(dgst digest.Digest) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return fmt.Errorf("cache: unpin %s: %w", dgst, ErrClosed)
+	if err := s.changeErrLocked(); err != nil {
+		return fmt.Errorf("cache: unpin %s: %w", dgst, err)
 	}
 	if _, ok := s.pins[dgst]; !ok {
 		return fmt.Errorf("cache: unpin %s: not pinned: %w", dgst, ErrNotFound)

@@ -24,6 +24,10 @@ func (s *Store) Purge(dgst digest.Digest) ([]Info, error) {
 		return nil, err
 	}
 	s.mu.Lock()
+	if err := s.changeErrLocked(); err != nil {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("cache: purge %s: %w", dgst, err)
+	}
 	if err := s.waitIdleLocked(dgst); err != nil {
 		s.mu.Unlock()
 		return nil, fmt.Errorf("cache: purge %s: %w", dgst, err)
@@ -49,9 +53,9 @@ func (s *Store) Purge(dgst digest.Digest) ([]Info, error) {
 // pinned. Like Purge, it may run while the store serves.
 func (s *Store) PurgeUnused(before time.Time) ([]Info, error) {
 	s.mu.Lock()
-	if s.closed {
+	if err := s.changeErrLocked(); err != nil {
 		s.mu.Unlock()
-		return nil, fmt.Errorf("cache: purge unused before %s: %w", before.Format(time.RFC3339), ErrClosed)
+		return nil, fmt.Errorf("cache: purge unused before %s: %w", before.Format(time.RFC3339), err)
 	}
 	// The candidates are the entries no stored manifest references,
 	// least recently used first; none is pinned. Their order is not

@@ -15,6 +15,7 @@ import (
 // reconcileReport counts what Open cleaned up.
 type reconcileReport struct {
 	tmpRemoved    int // anything in tmp/
+	stagesUndone  int // admissions a crash cut short (stage.go)
 	badRecords    int // index keys or values that do not parse
 	missingFiles  int // index entries without a file
 	sizeMismatch  int // index entries whose file has another size (file removed too)
@@ -42,18 +43,15 @@ type reconcileReport struct {
 // its I/O under s.mu blocks nobody.
 func (s *Store) reconcile() error {
 	var rep reconcileReport
+	var err error
+	if rep.tmpRemoved, err = s.clearTmp(); err != nil {
+		return err
+	}
 
-	tmp, err := os.ReadDir(s.tmpDir)
+	undone, err := s.undoStages(&rep)
 	if err != nil {
-		return fmt.Errorf("cache: reconcile: read %s: %w", s.tmpDir, err)
+		return err
 	}
-	for _, de := range tmp {
-		if err := os.RemoveAll(filepath.Join(s.tmpDir, de.Name())); err != nil {
-			return fmt.Errorf("cache: reconcile: remove stale temp file: %w", err)
-		}
-		rep.tmpRemoved++
-	}
-
 	recs, bad, err := loadIndex(s.db)
 	if err != nil {
 		return err
@@ -72,29 +70,40 @@ func (s *Store) reconcile() error {
 	var classified []indexRecord
 	live := recs[:0]
 	for _, r := range recs {
+		if undone[r.dgst] {
+			continue // read-only: left in the index, out of view
+		}
 		rr, hasRefs := refRecs[r.dgst]
 		delete(refRecs, r.dgst)
 		path := s.blobPath(r.dgst)
 		fi, err := os.Lstat(path)
+		damaged := true
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			rep.missingFiles++
-			drop = append(drop, r.dgst)
-			continue
 		case err != nil:
 			return fmt.Errorf("cache: reconcile: %w", err)
 		case !fi.Mode().IsRegular() || fi.Size() != r.e.size:
+			rep.sizeMismatch++
+			if s.readOnly {
+				break
+			}
 			if err := os.RemoveAll(path); err != nil {
 				return fmt.Errorf("cache: reconcile: remove damaged blob: %w", err)
 			}
-			rep.sizeMismatch++
+		default:
+			damaged = false
+		}
+		if damaged && !s.readOnly {
 			drop = append(drop, r.dgst)
 			continue
 		}
+		// Read-only, a damaged entry stays in view, for Verify to
+		// report; Get reports it missing.
 		if hasRefs {
 			r.e.kind, r.e.classified = rr.kind, true
 			r.e.refs = slices.DeleteFunc(rr.refs, func(d digest.Digest) bool { return d == r.dgst })
-		} else if mayBeManifest(r.e.mediaType, r.e.size) {
+		} else if !damaged && mayBeManifest(r.e.mediaType, r.e.size) {
 			// Stored before references were recorded, or its read
 			// failed at commit: classify it now, once.
 			if err := s.classifyFile(r); err != nil {
@@ -112,11 +121,8 @@ func (s *Store) reconcile() error {
 		badRefs = append(badRefs, refKey(d))
 	}
 	rep.badRefs, rep.classified, rep.badPins = len(badRefs), len(classified), len(badPins)
-	if err := writeIndexKeys(s.db, nil, slices.Concat(bad, badRefs, badPins, keysOf(drop))); err != nil {
-		return fmt.Errorf("cache: reconcile: drop %d index records: %w", len(bad)+len(badRefs)+len(badPins)+len(drop), err)
-	}
-	if err := writeIndex(s.db, classified, nil); err != nil {
-		return fmt.Errorf("cache: reconcile: record the references of %d entries: %w", len(classified), err)
+	if err := s.writeRecords(classified, slices.Concat(bad, badRefs, badPins, keysOf(drop))); err != nil {
+		return err
 	}
 
 	if rep.strayFiles, err = s.removeStrays(indexed); err != nil {
@@ -157,8 +163,8 @@ func (s *Store) reconcile() error {
 	if err != nil {
 		return err
 	}
-	if err := writeIndexKeys(s.db, nil, staleLinks); err != nil {
-		return fmt.Errorf("cache: reconcile: drop %d link records: %w", len(staleLinks), err)
+	if err := s.writeRecords(nil, staleLinks); err != nil {
+		return err
 	}
 	s.links = links
 	rep.links, rep.droppedLinks = links.count(), len(staleLinks)
@@ -168,8 +174,123 @@ func (s *Store) reconcile() error {
 		}
 	}
 	s.recomputePinnedLocked()
-	// Eviction stops when only pinned content is left, even above
-	// MaxSize: a pin is an operator's promise.
+	if err := s.evictToBudget(&rep); err != nil {
+		return err
+	}
+	s.syncSizeLocked()
+	s.stats.evictions.Add(int64(rep.evicted))
+	s.stats.evictedBytes.Add(rep.evictedBytes)
+	rep.kept, rep.keptBytes = int(s.entries), s.size
+	rep.pins, rep.pinnedBytes = len(s.pins), s.pinnedBytes
+
+	s.log.Info("cache: opened",
+		"dir", s.dir,
+		"read_only", s.readOnly,
+		"entries", rep.kept,
+		"bytes", rep.keptBytes,
+		"max_size", s.maxSize,
+		"removed_temp_files", rep.tmpRemoved,
+		"undone_admissions", rep.stagesUndone,
+		"dropped_bad_records", rep.badRecords,
+		"dropped_missing_files", rep.missingFiles,
+		"dropped_size_mismatches", rep.sizeMismatch,
+		"removed_stray_files", rep.strayFiles,
+		"evicted", rep.evicted,
+		"evicted_bytes", rep.evictedBytes,
+		"manifests", rep.manifests,
+		"references", rep.references,
+		"classified", rep.classified,
+		"dropped_bad_ref_records", rep.badRefs,
+		"pins", rep.pins,
+		"pinned_bytes", rep.pinnedBytes,
+		"dropped_bad_pin_records", rep.badPins,
+		"links", rep.links,
+		"dropped_links", rep.droppedLinks,
+	)
+	if s.size > s.maxSize && s.readOnly {
+		s.log.Warn("cache: stored content exceeds the budget; opened read-only, so nothing is evicted",
+			"bytes", s.size, "max_size", s.maxSize)
+	} else if s.size > s.maxSize {
+		s.log.Warn("cache: pinned content exceeds the budget; everything else evicted, nothing new is stored until pins are removed or the budget raised",
+			"pinned_bytes", s.pinnedBytes, "max_size", s.maxSize, "pins", len(s.pins))
+	}
+	if rep.otherBlobDirs > 0 {
+		s.log.Warn("cache: unknown entries under blobs/ left alone", "dir", filepath.Dir(s.blobDir), "count", rep.otherBlobDirs)
+	}
+	return nil
+}
+
+// clearTmp removes everything in tmp/, leftovers of downloads and imports
+// a crash or a kill cut short, and returns how many entries it removed.
+// Read-only, it only counts them.
+func (s *Store) clearTmp() (int, error) {
+	tmp, err := os.ReadDir(s.tmpDir)
+	if s.readOnly && errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("cache: reconcile: read %s: %w", s.tmpDir, err)
+	}
+	if s.readOnly {
+		return len(tmp), nil
+	}
+	for _, de := range tmp {
+		// RemoveAll never follows a symlink: a link in tmp/ is
+		// removed, not what it points to.
+		if err := os.RemoveAll(filepath.Join(s.tmpDir, de.Name())); err != nil {
+			return 0, fmt.Errorf("cache: reconcile: remove stale temp file: %w", err)
+		}
+	}
+	return len(tmp), nil
+}
+
+// undoStages undoes the admissions a crash cut short (Stage.Admit): it
+// removes the files and index records their journals list, then the
+// journals. It returns the digests it undid; read-only, it only returns
+// them, for reconcile to leave out of view.
+func (s *Store) undoStages(rep *reconcileReport) (map[digest.Digest]bool, error) {
+	stages, err := loadStages(s.db)
+	if err != nil {
+		return nil, err
+	}
+	undone := make(map[digest.Digest]bool)
+	for key, ds := range stages {
+		for _, d := range ds {
+			undone[d] = true
+		}
+		if s.readOnly {
+			continue
+		}
+		if err := s.undoStage([]byte(key), ds); err != nil {
+			return nil, fmt.Errorf("cache: reconcile: undo the unfinished admission %s: %w", key, err)
+		}
+	}
+	rep.stagesUndone = len(stages)
+	return undone, nil
+}
+
+// writeRecords sets and deletes index records for reconcile, in one
+// batch; read-only, it writes nothing.
+func (s *Store) writeRecords(set []indexRecord, del [][]byte) error {
+	if s.readOnly {
+		return nil
+	}
+	if err := writeIndexKeys(s.db, set, del); err != nil {
+		return fmt.Errorf("cache: reconcile: set %d and drop %d index records: %w", len(set), len(del), err)
+	}
+	return nil
+}
+
+// evictToBudget evicts least recently used images until the stored
+// content fits MaxSize, which may have been lowered between runs, and
+// says so in a warning: how much went and why. Eviction stops when only
+// pinned content is left, even above MaxSize: a pin is an operator's
+// promise. Read-only, it evicts nothing.
+func (s *Store) evictToBudget(rep *reconcileReport) error {
+	if s.readOnly || s.size <= s.maxSize {
+		return nil
+	}
+	before := s.size
 	var victims []digest.Digest
 	for s.size > s.maxSize {
 		unit, n := s.evictOldestLocked()
@@ -188,41 +309,9 @@ func (s *Store) reconcile() error {
 	if err := writeIndex(s.db, nil, victims); err != nil {
 		return fmt.Errorf("cache: reconcile: drop %d evicted index records: %w", len(victims), err)
 	}
-	s.syncSizeLocked()
-	s.stats.evictions.Add(int64(rep.evicted))
-	s.stats.evictedBytes.Add(rep.evictedBytes)
-	rep.kept, rep.keptBytes = int(s.entries), s.size
-	rep.pins, rep.pinnedBytes = len(s.pins), s.pinnedBytes
-
-	s.log.Info("cache: opened",
-		"dir", s.dir,
-		"entries", rep.kept,
-		"bytes", rep.keptBytes,
-		"max_size", s.maxSize,
-		"removed_temp_files", rep.tmpRemoved,
-		"dropped_bad_records", rep.badRecords,
-		"dropped_missing_files", rep.missingFiles,
-		"dropped_size_mismatches", rep.sizeMismatch,
-		"removed_stray_files", rep.strayFiles,
-		"evicted", rep.evicted,
-		"evicted_bytes", rep.evictedBytes,
-		"manifests", rep.manifests,
-		"references", rep.references,
-		"classified", rep.classified,
-		"dropped_bad_ref_records", rep.badRefs,
-		"pins", rep.pins,
-		"pinned_bytes", rep.pinnedBytes,
-		"dropped_bad_pin_records", rep.badPins,
-		"links", rep.links,
-		"dropped_links", rep.droppedLinks,
-	)
-	if s.size > s.maxSize {
-		s.log.Warn("cache: pinned content exceeds the budget; everything else evicted, nothing new is stored until pins are removed or the budget raised",
-			"pinned_bytes", s.pinnedBytes, "max_size", s.maxSize, "pins", len(s.pins))
-	}
-	if rep.otherBlobDirs > 0 {
-		s.log.Warn("cache: unknown entries under blobs/ left alone", "dir", filepath.Dir(s.blobDir), "count", rep.otherBlobDirs)
-	}
+	s.log.Warn("cache: the budget is smaller than the stored content; evicted the least recently used images down to it",
+		"max_size", s.maxSize, "stored_bytes", before, "evicted_entries", rep.evicted, "evicted_bytes", rep.evictedBytes,
+		"kept_bytes", s.size)
 	return nil
 }
 
@@ -245,6 +334,13 @@ func (s *Store) classifyFile(r indexRecord) error {
 func (s *Store) removeStrays(indexed map[digest.Digest]*entry) (int, error) {
 	removed := 0
 	remove := func(path string) error {
+		if s.readOnly {
+			removed++ // counted, left alone
+			return nil
+		}
+		// path is an entry of blobs/sha256 or of a fan-out directory
+		// found by lstat: RemoveAll removes a link itself, never what
+		// it points to.
 		if err := os.RemoveAll(path); err != nil {
 			return fmt.Errorf("cache: reconcile: remove stray %s: %w", path, err)
 		}
@@ -252,6 +348,9 @@ func (s *Store) removeStrays(indexed map[digest.Digest]*entry) (int, error) {
 		return nil
 	}
 	fanout, err := os.ReadDir(s.blobDir)
+	if s.readOnly && errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
 	if err != nil {
 		return 0, fmt.Errorf("cache: reconcile: read %s: %w", s.blobDir, err)
 	}
@@ -287,6 +386,9 @@ func (s *Store) removeStrays(indexed map[digest.Digest]*entry) (int, error) {
 // never served, so they are only reported.
 func (s *Store) countOtherBlobDirs() (int, error) {
 	des, err := os.ReadDir(filepath.Dir(s.blobDir))
+	if s.readOnly && errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
 	if err != nil {
 		return 0, fmt.Errorf("cache: reconcile: %w", err)
 	}

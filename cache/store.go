@@ -49,6 +49,9 @@ var (
 	// ErrPinned is returned by Purge for pinned content: a pinned image or
 	// anything it references.
 	ErrPinned = errors.New("cache: entry is pinned")
+	// ErrReadOnly is returned by every operation that would change a
+	// store opened with Options.ReadOnly.
+	ErrReadOnly = errors.New("cache: store opened read-only")
 )
 
 const (
@@ -83,6 +86,15 @@ type Options struct {
 	Logger *slog.Logger
 	// AccessFlushInterval is how often access times are persisted; 0 means 5s.
 	AccessFlushInterval time.Duration
+	// ReadOnly opens an existing store to look at it, never to change it:
+	// Open evicts nothing (whatever MaxSize says), removes and moves no
+	// file, fixes no mode and writes no index record. Leftovers it would
+	// clean up are left out of view, except damaged entries (file missing
+	// or of another size): those stay listed, for Verify to report, and
+	// Get reports them missing. Operations that change the store fail
+	// with ErrReadOnly. Several read-only stores may share a directory; a
+	// writing one may not open it meanwhile.
+	ReadOnly bool
 }
 
 // Stats is a snapshot of a Store's counters. Entries, Bytes and
@@ -118,6 +130,7 @@ type counters struct {
 type Store struct {
 	dir, blobDir, tmpDir string
 	maxSize              int64
+	readOnly             bool // Options.ReadOnly
 	log                  *slog.Logger
 	db                   *badger.DB
 
@@ -173,6 +186,8 @@ type Store struct {
 	freeSpace func() (int64, error)
 	// tempWriteAt, if set, replaces the temp file's WriteAt (tests).
 	tempWriteAt func(f *os.File, p []byte, off int64) (int, error)
+	// stageHook, if set, is called at each step of Stage.Admit (tests).
+	stageHook func(step string)
 }
 
 // Open opens or creates the store in opts.Dir: it creates the directories,
@@ -205,6 +220,7 @@ func Open(opts Options) (*Store, error) {
 		blobDir:   filepath.Join(dir, blobsDirName, string(digest.SHA256)),
 		tmpDir:    filepath.Join(dir, tmpDirName),
 		maxSize:   opts.MaxSize,
+		readOnly:  opts.ReadOnly,
 		log:       log,
 		items:     make(map[digest.Digest]*entry),
 		parents:   make(map[digest.Digest][]digest.Digest),
@@ -223,6 +239,18 @@ func Open(opts Options) (*Store, error) {
 	// never reached; NewLRU fails only for a non-positive size.
 	if s.lru, err = simplelru.NewLRU[digest.Digest, *entry](math.MaxInt, nil); err != nil {
 		return nil, fmt.Errorf("cache: open %s: %w", dir, err)
+	}
+	// A link in place of one of the store's directories would make it
+	// create, and reconcile delete, files outside dir.
+	if err := checkStoreDirs(dir); err != nil {
+		return nil, err
+	}
+	if s.readOnly {
+		if err := s.openReadOnly(); err != nil {
+			return nil, err
+		}
+		close(s.flushDone) // nothing to flush
+		return s, nil
 	}
 	for _, d := range []string{s.blobDir, s.tmpDir, filepath.Join(dir, indexDirName)} {
 		if err := os.MkdirAll(d, dirMode); err != nil {
@@ -266,6 +294,12 @@ func (s *Store) Close() error {
 	close(s.stop)
 	<-s.flushDone
 	s.ops.Wait()
+	if s.readOnly {
+		if err := s.db.Close(); err != nil {
+			return fmt.Errorf("cache: close index %s: %w", s.dir, err)
+		}
+		return nil
+	}
 	var errs []error
 	if err := s.flushAccess(); err != nil {
 		errs = append(errs, err)
@@ -336,6 +370,11 @@ func (s *Store) Get(dgst digest.Digest) (*os.File, Info, error) {
 			problem = "file changed size"
 		}
 	}
+	if problem != "" && s.readOnly {
+		s.mu.Unlock()
+		s.stats.misses.Add(1)
+		return nil, Info{}, fmt.Errorf("cache: get %s: %s: %w", dgst, problem, ErrNotFound)
+	}
 	if problem != "" {
 		s.dropLocked(dgst)
 		done := s.markBusyLocked(dgst)
@@ -367,14 +406,14 @@ func (s *Store) Create(dgst digest.Digest, size int64, mediaType string) (*Write
 		return nil, fmt.Errorf("cache: create %s: media type of %d bytes exceeds %d", dgst, len(mediaType), maxMediaTypeLen)
 	}
 	s.mu.Lock()
-	closed := s.closed
-	if !closed {
+	err := s.changeErrLocked()
+	if err == nil {
 		// Fetching content of a cached image is using that image.
 		s.touchRootLocked(dgst)
 	}
 	s.mu.Unlock()
-	if closed {
-		return nil, fmt.Errorf("cache: create %s: %w", dgst, ErrClosed)
+	if err != nil {
+		return nil, fmt.Errorf("cache: create %s: %w", dgst, err)
 	}
 	w := &Writer{
 		s:         s,
@@ -474,6 +513,10 @@ func (s *Store) Delete(dgst digest.Digest) error {
 		return err
 	}
 	s.mu.Lock()
+	if err := s.changeErrLocked(); err != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("cache: delete %s: %w", dgst, err)
+	}
 	if err := s.waitIdleLocked(dgst); err != nil {
 		s.mu.Unlock()
 		return fmt.Errorf("cache: delete %s: %w", dgst, err)

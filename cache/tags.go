@@ -64,7 +64,7 @@ func (s *Store) PutTag(repo, tag, accept string, rec TagRecord) error {
 	if rec.Size < 0 || len(rec.MediaType) > maxMediaTypeLen {
 		return fmt.Errorf("cache: put tag %s:%s: invalid size %d or media type of %d bytes", repo, tag, rec.Size, len(rec.MediaType))
 	}
-	if err := s.beginTagOp(); err != nil {
+	if err := s.beginTagOp(true); err != nil {
 		return fmt.Errorf("cache: put tag %s:%s: %w", repo, tag, err)
 	}
 	// One PutTag at a time reads a tag's records and writes: each sees
@@ -139,7 +139,7 @@ func (s *Store) GetTag(repo, tag, accept string) (TagRecord, error) {
 	if err != nil {
 		return TagRecord{}, err
 	}
-	if err := s.beginTagOp(); err != nil {
+	if err := s.beginTagOp(false); err != nil {
 		return TagRecord{}, fmt.Errorf("cache: get tag %s:%s: %w", repo, tag, err)
 	}
 	defer s.ops.Done()
@@ -168,12 +168,16 @@ func (s *Store) GetTag(repo, tag, accept string) (TagRecord, error) {
 }
 
 // beginTagOp registers an index operation that Close waits for, unless the
-// store is closed; the caller ends it with s.ops.Done.
-func (s *Store) beginTagOp() error {
+// store is closed (or read-only, for a write); the caller ends it with
+// s.ops.Done.
+func (s *Store) beginTagOp(write bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return ErrClosed
+	}
+	if write && s.readOnly {
+		return ErrReadOnly
 	}
 	s.ops.Add(1)
 	return nil
@@ -285,7 +289,7 @@ type TagInfo struct {
 // repository, tag, then most recently checked first. Records that do not
 // parse are skipped and logged.
 func (s *Store) Tags() ([]TagInfo, error) {
-	if err := s.beginTagOp(); err != nil {
+	if err := s.beginTagOp(false); err != nil {
 		return nil, fmt.Errorf("cache: list tags: %w", err)
 	}
 	defer s.ops.Done()
@@ -357,7 +361,7 @@ func (s *Store) DeleteAllTags() (int, error) {
 // deleteTagKeys deletes the keys under prefix that match, in one synced
 // batch, and returns how many.
 func (s *Store) deleteTagKeys(prefix string, match func(key string) bool) (int, error) {
-	if err := s.beginTagOp(); err != nil {
+	if err := s.beginTagOp(true); err != nil {
 		return 0, err
 	}
 	defer s.ops.Done()

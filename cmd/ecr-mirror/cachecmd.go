@@ -51,6 +51,10 @@ type cacheWork struct {
 	check func(pos []string) error
 	// run does the work on c with the positional arguments.
 	run func(ctx context.Context, c admin.Cache, pos []string, o cmdOutput) int
+	// readOnly, when set and true once the flags are parsed, says the
+	// command only looks: a stopped mirror's store is opened read-only,
+	// so nothing in it changes (no eviction, no cleanup).
+	readOnly func() bool
 }
 
 // cmdOutput is where a command writes: results on stdout, progress and
@@ -124,6 +128,7 @@ func runOnCache(ctx context.Context, name string, sub cacheSub, args []string, g
 			return exitUsage
 		}
 	}
+	sf.readOnly = work.readOnly != nil && work.readOnly()
 	c, closeCache, err := sf.openCache(ctx, stderr, sub.create)
 	if err != nil {
 		return o.failf("%v", err)
@@ -138,6 +143,9 @@ type storeFlags struct {
 	// upstream is the mirror's UPSTREAM, when set: imports into a
 	// stopped mirror link their images to its repositories.
 	upstream string
+	// readOnly opens a stopped mirror's store read-only: the command
+	// only looks, so nothing in it changes (no eviction, no cleanup).
+	readOnly bool
 }
 
 func (sf *storeFlags) register(fs *flag.FlagSet, getenv func(string) string) {
@@ -203,8 +211,9 @@ func (sf *storeFlags) openCache(ctx context.Context, stderr io.Writer, create bo
 // lockWait is how long a command waits for a starting or stopping mirror.
 const lockWait = 3 * time.Second
 
-// open opens the store of a stopped mirror, or with create a new one in
-// a directory that has none; the error is ready to print.
+// open opens the store of a stopped mirror (read-only with sf.readOnly),
+// or with create a new one in a directory that has none; the error is
+// ready to print.
 func (sf *storeFlags) open(stderr io.Writer, create bool) (*cache.Store, error) {
 	maxSize, err := parseSize(sf.maxSize)
 	if err != nil {
@@ -226,7 +235,7 @@ func (sf *storeFlags) open(stderr io.Writer, create bool) (*cache.Store, error) 
 	} else if err != nil {
 		return nil, err
 	}
-	s, err := cache.Open(cache.Options{Dir: sf.dir, MaxSize: maxSize,
+	s, err := cache.Open(cache.Options{Dir: sf.dir, MaxSize: maxSize, ReadOnly: sf.readOnly,
 		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		if errors.Is(cache.CheckUnlocked(sf.dir), cache.ErrLocked) {
@@ -242,8 +251,9 @@ const cacheLsUsage = `Usage: ecr-mirror cache ls [--cache-dir DIR] [--json]
 Lists the repositories and tags the mirror has seen (the manifest each names,
 and when ECR or an import last said so), the pinned images, and every stored
 manifest and blob (kind, size, last access, pinned), then the totals against
-CACHE_MAX_SIZE. On a stopped mirror, opening the cache does what the server's
-start does (drops leftovers of a crash, evicts down to --cache-max-size).
+CACHE_MAX_SIZE. On a stopped mirror the cache is opened read-only: nothing in
+it changes, whatever --cache-max-size says (only the mirror's start evicts
+down to its budget and drops leftovers of a crash).
 
 Example:
   ecr-mirror cache ls --json | jq '.totals'
@@ -252,7 +262,7 @@ Flags:
 `
 
 func lsFlags(fs *flag.FlagSet) cacheWork {
-	return cacheWork{run: func(ctx context.Context, c admin.Cache, _ []string, o cmdOutput) int {
+	return cacheWork{readOnly: func() bool { return true }, run: func(ctx context.Context, c admin.Cache, _ []string, o cmdOutput) int {
 		l, err := c.List(ctx)
 		if err != nil {
 			return o.failf("%v", err)
@@ -291,8 +301,9 @@ func lsFlags(fs *flag.FlagSet) cacheWork {
 const cacheVerifyUsage = `Usage: ecr-mirror cache verify [--cache-dir DIR] [--repair] [--json] [--quiet]
 
 Rehashes every stored entry and prints each bad digest; exits non-zero if any
-is bad. With --repair the bad entries are removed (the mirror fetches them
-again when asked); the exit status is still non-zero.
+is bad. Without --repair nothing in the cache changes (a stopped mirror's
+cache is opened read-only). With --repair the bad entries are removed (the
+mirror fetches them again when asked); the exit status is still non-zero.
 
 Example:
   ecr-mirror cache verify --cache-dir /var/lib/ecr-mirror --repair
@@ -302,7 +313,7 @@ Flags:
 
 func verifyFlags(fs *flag.FlagSet) cacheWork {
 	repair := fs.Bool("repair", false, "remove the bad entries")
-	return cacheWork{run: func(ctx context.Context, c admin.Cache, _ []string, o cmdOutput) int {
+	return cacheWork{readOnly: func() bool { return !*repair }, run: func(ctx context.Context, c admin.Cache, _ []string, o cmdOutput) int {
 		prog := newProgress(ctx, o.stderr, chooseProgress(o.stderr, o.quiet || o.json), o.name)
 		var t *task
 		var last int64

@@ -43,8 +43,9 @@ func ownerOnlyViolations(t *testing.T, dir string) (bad []string, files int) {
 
 // The running binary writes nothing under CACHE_DIR that another local
 // user can read: not the blobs, not Badger's index files while it runs,
-// whatever umask it was started with. The cache commands on the stopped
-// directory keep it so.
+// whatever umask it was started with. A cache command that writes to the
+// stopped directory makes it so again; one that only looks (cache ls)
+// changes nothing, modes included.
 func TestProcessCacheDirOwnerOnly(t *testing.T) {
 	t.Parallel()
 	bin := mirrorBinary(t)
@@ -84,7 +85,7 @@ func TestProcessCacheDirOwnerOnly(t *testing.T) {
 	if bad, _ := ownerOnlyViolations(t, dir); len(bad) > 0 {
 		t.Errorf("after shutdown, not owner-only:\n%s", strings.Join(bad, "\n"))
 	}
-	// As an older version left it, then a cache command on the stopped
+	// As an older version left it, then cache commands on the stopped
 	// directory.
 	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		switch {
@@ -100,10 +101,17 @@ func TestProcessCacheDirOwnerOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	loose, _ := ownerOnlyViolations(t, dir)
 	if code, out, errOut := runBinary(t, bin, dir, "cache", "ls"); code != 0 {
 		t.Fatalf("cache ls: exit %d\n%s%s", code, out, errOut)
 	}
+	if still, _ := ownerOnlyViolations(t, dir); len(still) != len(loose) {
+		t.Errorf("cache ls, read-only, changed modes: %d loose entries before, %d after", len(loose), len(still))
+	}
+	if code, out, errOut := runBinary(t, bin, dir, "cache", "verify", "--repair"); code != 0 {
+		t.Fatalf("cache verify --repair: exit %d\n%s%s", code, out, errOut)
+	}
 	if bad, _ := ownerOnlyViolations(t, dir); len(bad) > 0 {
-		t.Errorf("after a cache command, not owner-only:\n%s", strings.Join(bad, "\n"))
+		t.Errorf("after a cache command that writes, not owner-only:\n%s", strings.Join(bad, "\n"))
 	}
 }
