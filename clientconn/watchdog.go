@@ -68,19 +68,24 @@ func (wd *Watchdog) Wrap(h http.Handler) http.Handler {
 		ctx, cancel := context.WithCancelCause(r.Context())
 		defer cancel(nil)
 		rw := &response{ResponseWriter: w, wd: wd, rc: http.NewResponseController(w), cancel: cancel, req: r}
-		wd.mu.Lock()
-		wd.active[rw] = struct{}{}
-		wd.mu.Unlock()
-		defer func() {
-			wd.mu.Lock()
-			delete(wd.active, rw)
-			wd.mu.Unlock()
-		}()
-		h.ServeHTTP(rw, r.WithContext(ctx))
+		wd.track(rw, true)
+		defer wd.track(rw, false)
+		rw.serve(h, r.WithContext(ctx))
 		if rw.cut.Load() {
 			panic(http.ErrAbortHandler)
 		}
 	})
+}
+
+// track adds r to the responses Sweep looks at, or removes it.
+func (wd *Watchdog) track(r *response, on bool) {
+	wd.mu.Lock()
+	defer wd.mu.Unlock()
+	if on {
+		wd.active[r] = struct{}{}
+	} else {
+		delete(wd.active, r)
+	}
 }
 
 // Run sweeps until ctx ends, often enough that a stuck response is cut
@@ -110,10 +115,13 @@ func (wd *Watchdog) Sweep() int {
 		}
 	}
 	wd.mu.Unlock()
+	cut := 0
 	for _, r := range stalled {
-		r.cutOff()
+		if r.cutOff() {
+			cut++
+		}
 	}
-	return len(stalled)
+	return cut
 }
 
 // response is a watched http.ResponseWriter. It writes in pieces of at
@@ -127,6 +135,9 @@ type response struct {
 
 	since atomic.Int64 // clock's UnixNano at the start of the write under way; 0: none
 	cut   atomic.Bool
+
+	mu   sync.Mutex // orders a cut before the handler's return
+	done bool       // the handler has returned
 }
 
 var (
@@ -147,19 +158,34 @@ func (r *response) end() { r.since.Store(0) }
 
 // cutOff ends the request's context, so what the handler waits on lets
 // go, and fails the write blocked now: a write deadline in the past
-// unblocks it at once (HTTP/1: the connection; HTTP/2: the stream).
-func (r *response) cutOff() {
-	if !r.cut.CompareAndSwap(false, true) {
-		return
+// unblocks it at once (HTTP/1: the connection; HTTP/2: the stream). It
+// reports whether it cut: not once the handler has returned.
+func (r *response) cutOff() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done || !r.cut.CompareAndSwap(false, true) {
+		return false
 	}
 	r.wd.cuts.Add(1)
 	r.cancel(ErrStalled)
 	if err := r.rc.SetWriteDeadline(time.Unix(1, 0)); err != nil {
 		r.wd.log.Warn("cannot cut a stalled client's response", "client", r.req.RemoteAddr, "path", r.req.URL.Path, "error", err)
-		return
+		return true
 	}
 	r.wd.log.Warn("client took no response bytes for too long: response cut, connection closed",
 		"client", r.req.RemoteAddr, "method", r.req.Method, "path", r.req.URL.Path, "timeout", r.wd.timeout)
+	return true
+}
+
+// serve runs h. Once h returns (or panics) the server's writer may serve
+// another request (HTTP/1) or be gone (HTTP/2): no cut may reach it then.
+func (r *response) serve(h http.Handler, req *http.Request) {
+	defer func() {
+		r.mu.Lock()
+		r.done = true
+		r.mu.Unlock()
+	}()
+	h.ServeHTTP(r, req)
 }
 
 func (r *response) Write(p []byte) (int, error) {

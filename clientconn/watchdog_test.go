@@ -241,3 +241,24 @@ func TestNewWatchdogRefusesNonPositiveTimeout(t *testing.T) {
 		}
 	}
 }
+
+// A sweep that finds a write stale just as its handler returns cuts
+// nothing: the server's writer may already serve the next request.
+func TestNoCutAfterTheHandlerReturned(t *testing.T) {
+	t.Parallel()
+	clk := &manualClock{}
+	wd, err := NewWatchdog(stallTimeout, clk, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	rw := &response{ResponseWriter: rec, wd: wd, rc: http.NewResponseController(rec),
+		cancel: func(error) { t.Error("the context of a finished request was cancelled") }, req: httptest.NewRequest("GET", "/", nil)}
+	rw.serve(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), rw.req)
+	rw.since.Store(clk.Now().UnixNano() + 1) // a write seen as under way
+	wd.track(rw, true)
+	clk.Advance(2 * stallTimeout)
+	if cut := wd.Sweep(); cut != 0 || wd.Cuts() != 0 {
+		t.Fatalf("Sweep cut %d (Cuts %d) after the handler returned", cut, wd.Cuts())
+	}
+}
