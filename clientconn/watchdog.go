@@ -218,9 +218,10 @@ func (r *response) ReadFrom(src io.Reader) (int64, error) {
 		return io.Copy(writerOnly{r}, src)
 	}
 	var total int64
+	outer, _ := src.(*io.LimitedReader)
+	chunk := new(io.LimitedReader) // one for every piece: no garbage per piece
 	for {
-		outer, _ := src.(*io.LimitedReader)
-		chunk := &io.LimitedReader{R: src, N: ChunkSize}
+		chunk.R, chunk.N = src, ChunkSize
 		if outer != nil {
 			if outer.N <= 0 {
 				return total, nil
