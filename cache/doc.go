@@ -247,7 +247,9 @@
 // that the hasher and the followers read by offset. Write waits while the
 // slowest of them (a follower whose context has ended is not waited for)
 // is a whole ring behind, so memory stays bounded and the download is paced
-// by its slowest client. A reader that would need bytes that have already
+// by its slowest client; ending a follower's context (the HTTP layer does
+// when its client takes nothing for CLIENT_STALL_TIMEOUT) wakes Write at
+// once and lets it go on without that follower. A reader that would need bytes that have already
 // left the ring (one that starts too late) gets ErrNotBuffered, never
 // wrong bytes. The last byte is held back and the digest verified as
 // always. Commit then keeps nothing: it removes the temp file, indexes

@@ -58,6 +58,10 @@ type envOptions struct {
 	upstream func(*url.URL)
 	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
 	lookup   func(ctx context.Context, host string) ([]netip.Addr, error)
+	// dir is the store's directory (a small filesystem, say); default a
+	// new temp dir. wrap, when set, wraps the served handler.
+	dir  string
+	wrap func(http.Handler) http.Handler
 }
 
 func newEnv(t *testing.T, o envOptions) *testEnv {
@@ -94,7 +98,10 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 		o.upstream(upURL)
 	}
 
-	dir := t.TempDir()
+	dir := o.dir
+	if dir == "" {
+		dir = t.TempDir()
+	}
 	store, err := cache.Open(cache.Options{Dir: dir, MaxSize: 1 << 30, AccessFlushInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +137,11 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	if o.handlerLog {
 		hlog = log
 	}
-	srv := httptest.NewServer(registry.NewHandler(p, hlog))
+	var h http.Handler = registry.NewHandler(p, hlog)
+	if o.wrap != nil {
+		h = o.wrap(h)
+	}
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return &testEnv{fake: fake, dir: dir, store: store, proxy: p, srv: srv, logs: logs}
 }

@@ -61,6 +61,12 @@ type config struct {
 	StallTimeout time.Duration // UPSTREAM_STALL_TIMEOUT; default 30s
 	Retries      int           // UPSTREAM_RETRIES; default 5
 	MaxRate      int64         // UPSTREAM_MAX_RATE, bytes/s; default 0: unlimited
+	// ClientStallTimeout (CLIENT_STALL_TIMEOUT) cuts a client that takes no
+	// response bytes this long; default 60s.
+	ClientStallTimeout time.Duration
+	// MaxClientConnections (MAX_CLIENT_CONNECTIONS) caps open client
+	// connections; default 0 ("auto"): what the open-file limit allows.
+	MaxClientConnections int
 }
 
 // staleAlways is STALE_IF_ERROR=always.
@@ -108,6 +114,8 @@ func settings() []*setting {
 		{flag: "upstream-retries", env: "UPSTREAM_RETRIES", def: "5", usage: "how often a download cut short is resumed where it stopped"},
 		{flag: "upstream-max-rate", env: "UPSTREAM_MAX_RATE", usage: "cap on upstream bytes per second, all downloads together, in the CACHE_MAX_SIZE syntax (20m = 20 MiB/s); default unlimited"},
 		{flag: "max-downloads", env: "MAX_DOWNLOADS", def: "64", usage: "concurrent upstream downloads; past it misses get 429 TOOMANYREQUESTS (0: no cap)"},
+		{flag: "client-stall-timeout", env: "CLIENT_STALL_TIMEOUT", def: "60s", usage: "a client that takes no response bytes this long is disconnected (a slow but reading client never is)"},
+		{flag: "max-client-connections", env: "MAX_CLIENT_CONNECTIONS", def: "auto", usage: "open client connections at most; past it new ones get 503 (auto: what the open-file limit allows)"},
 	}
 }
 
@@ -235,11 +243,18 @@ func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) 
 	for _, d := range []struct {
 		env string
 		dst *time.Duration
-	}{{"UPSTREAM_TAG_TIMEOUT", &cfg.TagTimeout}, {"UPSTREAM_STALL_TIMEOUT", &cfg.StallTimeout}} {
+	}{{"UPSTREAM_TAG_TIMEOUT", &cfg.TagTimeout}, {"UPSTREAM_STALL_TIMEOUT", &cfg.StallTimeout}, {"CLIENT_STALL_TIMEOUT", &cfg.ClientStallTimeout}} {
 		if v, ok := parseDuration(get[d.env]); !ok || v == 0 {
 			bad(d.env, "%q is not a positive duration such as 10s", get[d.env])
 		} else {
 			*d.dst = v
+		}
+	}
+	if v := get["MAX_CLIENT_CONNECTIONS"]; strings.ToLower(v) != "auto" {
+		if n, err := strconv.Atoi(v); err != nil || n < 1 {
+			bad("MAX_CLIENT_CONNECTIONS", "%q is not a positive count (or auto)", v)
+		} else {
+			cfg.MaxClientConnections = n
 		}
 	}
 	if n, err := strconv.Atoi(get["UPSTREAM_RETRIES"]); err != nil || n < 0 {

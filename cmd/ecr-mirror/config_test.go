@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseSize(t *testing.T) {
@@ -148,6 +149,28 @@ func TestParseConfig(t *testing.T) {
 				"METRICS_ADDR": "9090", "SHUTDOWN_GRACE": "soon", "MAX_DOWNLOADS": "-1"},
 			wantErr: []string{"TLS_CERTIFICATE and TLS_PRIVATE_KEY go together", `ALLOW_NETWORKS: "everyone"`, "ACCESS_RULES", "METRICS_ADDR", "SHUTDOWN_GRACE", "MAX_DOWNLOADS"},
 		},
+		{
+			name: "client limits",
+			env:  map[string]string{"UPSTREAM": ecr, "CLIENT_STALL_TIMEOUT": "2m", "MAX_CLIENT_CONNECTIONS": "5"},
+			check: func(t *testing.T, c *config) {
+				if c.ClientStallTimeout != 2*time.Minute || c.MaxClientConnections != 5 {
+					t.Fatalf("got %v, %d", c.ClientStallTimeout, c.MaxClientConnections)
+				}
+			},
+		},
+		{
+			name: "client limits default",
+			env:  map[string]string{"UPSTREAM": ecr},
+			check: func(t *testing.T, c *config) {
+				if c.ClientStallTimeout != time.Minute || c.MaxClientConnections != 0 {
+					t.Fatalf("got %v, %d; want 1m and 0 (auto)", c.ClientStallTimeout, c.MaxClientConnections)
+				}
+			},
+		},
+		{name: "client stall timeout zero", env: map[string]string{"UPSTREAM": ecr, "CLIENT_STALL_TIMEOUT": "0"}, wantErr: []string{`CLIENT_STALL_TIMEOUT: "0"`}},
+		{name: "client stall timeout bad", env: map[string]string{"UPSTREAM": ecr, "CLIENT_STALL_TIMEOUT": "soon"}, wantErr: []string{`CLIENT_STALL_TIMEOUT: "soon"`}},
+		{name: "client connections zero", env: map[string]string{"UPSTREAM": ecr, "MAX_CLIENT_CONNECTIONS": "0"}, wantErr: []string{`MAX_CLIENT_CONNECTIONS: "0"`}},
+		{name: "client connections bad", env: map[string]string{"UPSTREAM": ecr, "MAX_CLIENT_CONNECTIONS": "lots"}, wantErr: []string{`MAX_CLIENT_CONNECTIONS: "lots"`}},
 		{name: "missing upstream", env: map[string]string{}, wantErr: []string{"UPSTREAM: is required"}},
 		{name: "no region", env: map[string]string{"UPSTREAM": "http://127.0.0.1:5100"}, wantErr: []string{"AWS_REGION"}},
 		{

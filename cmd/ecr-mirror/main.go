@@ -29,6 +29,7 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/admin"
 	"github.com/ecr-mirror/ecr-mirror/auth"
 	"github.com/ecr-mirror/ecr-mirror/cache"
+	"github.com/ecr-mirror/ecr-mirror/clientconn"
 	"github.com/ecr-mirror/ecr-mirror/proxy"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 	"github.com/ecr-mirror/ecr-mirror/tlsreload"
@@ -210,6 +211,22 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 		listeners = append(listeners, listener{setting: "PPROF_ADDR", addr: cfg.PprofAddr, handler: pprofHandler(), what: "pprof"})
 	}
 
+	// Clients that stop reading are cut after CLIENT_STALL_TIMEOUT; the
+	// registry listeners' connections are counted against the budget.
+	// The watchdog runs until the servers are shut down.
+	watchdog, err := clientconn.NewWatchdog(cfg.ClientStallTimeout, nil, log.With("component", "clients"))
+	if err != nil {
+		return fmt.Errorf("CLIENT_STALL_TIMEOUT: %w", err)
+	}
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	go watchdog.Run(watchCtx)
+	budget, err := clientconn.NewBudget(clientBudget(cfg.MaxClientConnections, log), log.With("component", "clients"))
+	if err != nil {
+		return fmt.Errorf("MAX_CLIENT_CONNECTIONS: %w", err)
+	}
+	mtr.watchClients(budget, watchdog)
+
 	var addrs []net.Addr
 	for i, l := range listeners {
 		ln, err := net.Listen("tcp", l.addr)
@@ -219,8 +236,11 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 			}
 			return fmt.Errorf("%s %s: %w", l.setting, l.addr, err)
 		}
+		if i < apiListeners {
+			ln = budget.Listener(ln, l.tls)
+		}
 		srv := &http.Server{
-			Handler:           l.handler,
+			Handler:           watchdog.Wrap(l.handler),
 			TLSConfig:         l.tls,
 			ReadHeaderTimeout: 30 * time.Second,
 			IdleTimeout:       2 * time.Minute,
@@ -239,7 +259,8 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 	log.Info("ecr-mirror serving",
 		"upstream", cfg.Upstream.String(), "region", cfg.Region, "pull_throughs", namespaces.Hosts(),
 		"push", cfg.Push, "cache_dir", cfg.CacheDir, "cache_max_bytes", cfg.CacheMaxSize, "cache_bytes", store.Size(),
-		"max_downloads", cfg.MaxDownloads, "tls", tlsConfig != nil, "access", policy.Summary())
+		"max_downloads", cfg.MaxDownloads, "max_client_connections", budget.Max(), "client_stall_timeout", cfg.ClientStallTimeout,
+		"tls", tlsConfig != nil, "access", policy.Summary())
 	if tlsConfig == nil {
 		log.Warn("TLS is off: clients must treat this registry as insecure (plain HTTP); set TLS_CERTIFICATE and TLS_PRIVATE_KEY")
 	}
@@ -253,6 +274,26 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 	// grace period, then (deferred) abandon downloads still running,
 	// whose temp files are removed and never indexed, and close the index.
 	return serveAll(ctx, servers, cfg.ShutdownGrace, log)
+}
+
+// clientBudget is the cap on open client connections: MAX_CLIENT_CONNECTIONS
+// when set (0: unset), else what the open-file limit allows (Go has
+// raised the soft limit to the hard one).
+func clientBudget(set int, log *slog.Logger) int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		log.Warn("cannot read the open-file limit", "error", err)
+		return cmp.Or(set, clientconn.DescriptorBudget(1024))
+	}
+	allowed := clientconn.DescriptorBudget(rl.Cur)
+	if set == 0 {
+		return allowed
+	}
+	if set > allowed {
+		log.Warn("MAX_CLIENT_CONNECTIONS is more than the open-file limit allows: accept may fail before it is reached; raise LimitNOFILE / ulimit -n",
+			"max_client_connections", set, "open_file_limit", rl.Cur, "allows", allowed)
+	}
+	return set
 }
 
 // pprofHandler serves Go's profiles, on a listener of their own.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ecr-mirror/ecr-mirror/auth"
 	"github.com/ecr-mirror/ecr-mirror/cache"
+	"github.com/ecr-mirror/ecr-mirror/clientconn"
 	"github.com/ecr-mirror/ecr-mirror/proxy"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
@@ -99,6 +100,20 @@ func newMetrics(store *cache.Store, px *proxy.Proxy, tokens *auth.Source, reach 
 		}),
 	)
 	return m
+}
+
+// watchClients registers the client connection metrics.
+func (m *mirrorMetrics) watchClients(b *clientconn.Budget, wd *clientconn.Watchdog) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: "client_connections",
+			Help: "Client connections open now on the registry listeners."}, func() float64 { return float64(b.Open()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: "client_connections_max",
+			Help: "MAX_CLIENT_CONNECTIONS, or what the open-file limit allows."}, func() float64 { return float64(b.Max()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: "client_connections_refused_total",
+			Help: "Connections answered 503 because MAX_CLIENT_CONNECTIONS were open."}, func() float64 { return float64(b.Refused()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: "client_stalls_total",
+			Help: "Responses cut because their client took no bytes for CLIENT_STALL_TIMEOUT."}, func() float64 { return float64(wd.Cuts()) }),
+	)
 }
 
 // Label values come only from small fixed sets, never from what a client

@@ -40,7 +40,8 @@ const (
 	// FaultStall (body) sends the headers and Fault.After bytes of the
 	// body, then nothing more: the connection stays open until the client
 	// gives up (then it is closed), or, with Fault.Delay set, until Delay
-	// has passed, when the rest of the body follows (a pause).
+	// has passed, or, with Fault.Release set, until it is closed, when the
+	// rest of the body follows (a pause).
 	FaultStall
 	// FaultIgnoreRange (S3, ranged GETs only) answers a Range request with
 	// 200 and the whole object, as a server that does not do ranges.
@@ -118,6 +119,9 @@ type Fault struct {
 	// Location is where FaultRedirect points, sent as is: any URL,
 	// relative or absolute, any scheme.
 	Location string
+	// Release, when set, ends FaultStall's pause when it is closed: a
+	// pause the test ends by hand, not by time.
+	Release <-chan struct{}
 	// Then, when set, takes this fault's place once Times requests have
 	// met it (Times must be positive), e.g. a truncated body, then a
 	// resumption that is answered with the wrong range.
@@ -356,6 +360,14 @@ func writeBody(w http.ResponseWriter, r *http.Request, body []byte, f Fault) {
 		if f.Delay > 0 && sleepCtx(r.Context(), f.Delay) {
 			_, _ = w.Write(body[n:])
 			return
+		}
+		if f.Release != nil {
+			select {
+			case <-f.Release:
+				_, _ = w.Write(body[n:])
+				return
+			case <-r.Context().Done():
+			}
 		}
 		<-r.Context().Done() // the client gave up, or the fake is closing
 		panic(http.ErrAbortHandler)
