@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/ecr-mirror/ecr-mirror/access"
 	"github.com/ecr-mirror/ecr-mirror/auth"
 	"github.com/ecr-mirror/ecr-mirror/registry"
@@ -60,6 +62,9 @@ type config struct {
 	StallTimeout time.Duration // UPSTREAM_STALL_TIMEOUT; default 30s
 	Retries      int           // UPSTREAM_RETRIES; default 5
 	MaxRate      int64         // UPSTREAM_MAX_RATE, bytes/s; default 0: unlimited
+	// stallClock times StallTimeout; nil: the real clock. Not a setting:
+	// tests set it to fire stalls when they choose.
+	stallClock clockwork.Clock
 }
 
 // staleAlways is STALE_IF_ERROR=always.
