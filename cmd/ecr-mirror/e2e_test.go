@@ -342,8 +342,10 @@ func TestHeadAndRangeOnMiss(t *testing.T) {
 		t.Fatalf("HEAD downloaded the blob (S3 GETs %d, registry HEADs %d)", c.S3Get[dgst], c.BlobHead)
 	}
 
-	// A slow fill: the range must not wait for it.
-	fake.SetFault(dgst, fakeecr.Fault{Mode: fakeecr.FaultSlow, Rate: 512 << 10, Times: 1})
+	// A fill held after 1000 bytes until the range is answered: the
+	// range must not wait for it (it would wait forever).
+	hold := make(chan struct{})
+	fake.SetFault(dgst, fakeecr.Fault{Mode: fakeecr.FaultStall, After: 1000, Hold: hold, Times: 1})
 	resp, body, err := get(t, "GET", blobURL, http.Header{"Range": {"bytes=500000-500999"}})
 	if err != nil || resp.StatusCode != http.StatusPartialContent {
 		t.Fatalf("range GET: %v %v", err, resp)
@@ -351,6 +353,7 @@ func TestHeadAndRangeOnMiss(t *testing.T) {
 	if m.stored(dgst) {
 		t.Fatal("the range was answered only after the whole blob was downloaded")
 	}
+	close(hold)
 	if !bytes.Equal(body, data[500000:501000]) || resp.Header.Get("Content-Range") != fmt.Sprintf("bytes 500000-500999/%d", len(data)) {
 		t.Fatalf("range GET returned %d bytes, Content-Range %q", len(body), resp.Header.Get("Content-Range"))
 	}
