@@ -207,7 +207,7 @@ func TestCommitRejects(t *testing.T) {
 				if !errors.Is(err, tc.want) {
 					t.Fatalf("follower got %v, want %v", err, tc.want)
 				}
-			case <-time.After(5 * time.Second):
+			case <-time.After(time.Minute):
 				t.Fatal("follower still blocked after a failed Commit")
 			}
 			if _, err := w.NewReader(context.Background(), 0); !errors.Is(err, tc.want) {
