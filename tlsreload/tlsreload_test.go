@@ -113,7 +113,7 @@ func TestServesRenewedCertificate(t *testing.T) {
 	}
 
 	ca.IssueFiles(t, dir, "mirror.test", "127.0.0.1")
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for {
 		got := peer(t, url, ca)
 		if got.SerialNumber.Cmp(first.SerialNumber) != 0 {
@@ -126,7 +126,7 @@ func TestServesRenewedCertificate(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the renewed certificate was not served within 5s")
+			t.Fatal("the renewed certificate was not served within a minute")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
