@@ -78,7 +78,7 @@ func get(t *testing.T, url string, cfg *tls.Config) (*http.Response, error) {
 	t.Helper()
 	tr := &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true, ForceAttemptHTTP2: cfg.NextProtos == nil}
 	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(url)
+	resp, err := (&http.Client{Transport: tr, Timeout: time.Minute}).Get(url)
 	if err != nil {
 		return nil, err
 	}

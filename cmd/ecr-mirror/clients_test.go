@@ -41,7 +41,7 @@ import (
 )
 
 // clientCmdTimeout bounds every run of a client tool.
-const clientCmdTimeout = 30 * time.Second
+const clientCmdTimeout = 2 * time.Minute
 
 // requireClientTool returns the path of a client tool the test drives. A
 // missing tool fails the test with how to install it; -short skips.
