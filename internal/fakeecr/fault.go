@@ -363,7 +363,8 @@ func writeBody(w http.ResponseWriter, r *http.Request, body []byte, f Fault) {
 			return
 		}
 		_ = http.NewResponseController(w).Flush()
-		if f.Delay > 0 && sleepCtx(r.Context(), f.Delay) || f.Hold != nil && f.held(r.Context()) {
+		// A pause (Delay, then Hold) ends with the rest of the body.
+		if (f.Delay > 0 || f.Hold != nil) && sleepCtx(r.Context(), f.Delay) && f.held(r.Context()) {
 			_, _ = w.Write(body[n:])
 			return
 		}
