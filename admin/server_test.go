@@ -102,7 +102,7 @@ func TestDialNotRunning(t *testing.T) {
 	}
 	// A new mirror replaces it.
 	serve(t, dir)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := Dial(ctx, dir); err != nil {
 		t.Errorf("Dial after a restart: %v", err)

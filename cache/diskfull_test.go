@@ -44,6 +44,19 @@ func writeAll(w *Writer, data []byte, n int) (kept bool, err error) {
 	return w.Commit()
 }
 
+// testWindow is the relay ring of these tests' stores: what matters is
+// how the bytes and offsets fall against it, not its production size
+// (relayWindow), and a small one keeps the copies few under -race.
+const testWindow = 256 << 10
+
+// openRelayStore is openStore with a relay ring of testWindow bytes.
+func openRelayStore(t *testing.T, dir string) *Store {
+	t.Helper()
+	s := openStore(t, dir, 1<<30)
+	s.ringSize = testWindow
+	return s
+}
+
 // readFollower reads a follower to its end, through Read or WriteTo.
 func readFollower(r io.ReadCloser, writeTo bool) ([]byte, error) {
 	defer r.Close()
@@ -64,8 +77,8 @@ func readFollower(r io.ReadCloser, writeTo bool) ([]byte, error) {
 // next download with room is stored.
 func TestRelayOnDiskFull(t *testing.T) {
 	t.Parallel()
-	data, dgst := blob(61, 3*relayWindow+123_457)
-	const limit = 2<<20 + 4321 // bytes that reach the temp file
+	data, dgst := blob(61, 3*testWindow+123_457)
+	const limit = testWindow/2 + 4321 // bytes that reach the temp file
 	tests := []struct {
 		name  string
 		size  int64
@@ -78,7 +91,7 @@ func TestRelayOnDiskFull(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
-			s := openStore(t, dir, 1<<30)
+			s := openRelayStore(t, dir)
 			var full atomic.Bool
 			full.Store(true)
 			failAfter(s, limit, tc.errno, &full)
@@ -86,7 +99,7 @@ func TestRelayOnDiskFull(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			offsets := []int64{0, 1, limit - 1, limit, limit + 1, 2*relayWindow + 17, int64(len(data)) - 1, int64(len(data))}
+			offsets := []int64{0, 1, limit - 1, limit, limit + 1, 2*testWindow + 17, int64(len(data)) - 1, int64(len(data))}
 			type result struct {
 				name string
 				off  int64
@@ -151,18 +164,18 @@ func TestRelayOnDiskFull(t *testing.T) {
 func TestRelayDigestMismatch(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	s := openStore(t, dir, 1<<30)
+	s := openRelayStore(t, dir)
 	var full atomic.Bool
 	full.Store(true)
-	failAfter(s, 1<<20, syscall.ENOSPC, &full)
-	data, _ := blob(62, 2*relayWindow)
+	failAfter(s, testWindow/2, syscall.ENOSPC, &full)
+	data, _ := blob(62, 2*testWindow)
 	wrong := digest.FromString("something else")
 	w, err := s.Create(wrong, int64(len(data)), "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
-	for _, off := range []int64{0, 1 << 20, relayWindow + 5} {
+	for _, off := range []int64{0, testWindow / 2, testWindow + 5} {
 		for _, writeTo := range []bool{false, true} {
 			r, err := w.NewReader(context.Background(), off)
 			if err != nil {
@@ -176,7 +189,7 @@ func TestRelayDigestMismatch(t *testing.T) {
 			})
 		}
 	}
-	if kept, err := writeAll(w, data, 64<<10); kept || !errors.Is(err, ErrDigestMismatch) {
+	if kept, err := writeAll(w, data, 16<<10); kept || !errors.Is(err, ErrDigestMismatch) {
 		t.Fatalf("Commit = %v, %v; want ErrDigestMismatch", kept, err)
 	}
 	wg.Wait()
@@ -185,18 +198,18 @@ func TestRelayDigestMismatch(t *testing.T) {
 	}
 }
 
-// In relay mode Write waits for the slowest follower, so at most
-// relayWindow bytes past the disk are held; a follower whose context ends
+// In relay mode Write waits for the slowest follower, so at most the
+// window's bytes past the disk are held; a follower whose context ends
 // is no longer waited for and then fails cleanly, as does a reader that
 // starts after bytes have left memory.
 func TestRelayBackpressure(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	s := openStore(t, dir, 1<<30)
+	s := openRelayStore(t, dir)
 	var full atomic.Bool
 	full.Store(true)
 	failAfter(s, 0, syscall.ENOSPC, &full) // nothing reaches the disk
-	data, dgst := blob(63, 4*relayWindow)
+	data, dgst := blob(63, 4*testWindow)
 	w, err := s.Create(dgst, int64(len(data)), "")
 	if err != nil {
 		t.Fatal(err)
@@ -212,42 +225,37 @@ func TestRelayBackpressure(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lagging.Close()
+	const chunk = 8 << 10 // divides the window: Write stops exactly at its edge
 	done := make(chan error, 1)
 	go func() {
-		_, err := writeAll(w, data, 32<<10)
+		_, err := writeAll(w, data, chunk)
 		done <- err
 	}()
 
-	// stalls waits until Write stops making progress and returns Written.
-	stalls := func() int64 {
+	// heldAt waits until Write has filled the window ahead of the slowest
+	// reader (at offset low), and checks it went no further.
+	heldAt := func(low int64) {
 		t.Helper()
-		last := int64(-1)
-		for {
-			time.Sleep(50 * time.Millisecond)
-			n := w.Written()
-			if n == last {
-				return n
-			}
-			last = n
-			select {
-			case err := <-done:
-				t.Fatalf("the download finished (%v) with followers not reading", err)
-			default:
-			}
+		waitUntil(t, fmt.Sprintf("Write to fill the window ahead of offset %d", low), func() bool {
+			return w.Written() >= low+testWindow
+		})
+		select {
+		case err := <-done:
+			t.Fatalf("the download finished (%v) with followers not reading", err)
+		default:
+		}
+		if n := w.Written(); n != low+testWindow {
+			t.Fatalf("Write held at %d bytes; want %d, a window ahead of the slowest reader", n, low+testWindow)
 		}
 	}
-	if n := stalls(); n > relayWindow || n < relayWindow/2 {
-		t.Fatalf("Write stalled at %d bytes; want within the window of %d", n, relayWindow)
-	}
-	// The slow follower reads 1 MiB: Write moves on by about as much.
-	p := make([]byte, 1<<20)
+	heldAt(0)
+	// The slow follower reads a quarter window: Write moves on by as much.
+	p := make([]byte, testWindow/4)
 	if _, err := io.ReadFull(slow, p); err != nil || !bytes.Equal(p, data[:len(p)]) {
 		t.Fatalf("slow follower: %v", err)
 	}
 	cancel() // lagging is no longer waited for
-	if n := stalls(); n > relayWindow+1<<20 || n <= relayWindow/2+1<<20 {
-		t.Fatalf("after 1 MiB read, Write stalled at %d; want within %d of the reader", n, relayWindow)
-	}
+	heldAt(int64(len(p)))
 	// A reader starting now at 0 would need bytes that are gone.
 	if _, err := w.NewReader(context.Background(), 0); !errors.Is(err, ErrNotBuffered) {
 		t.Fatalf("late NewReader(0) = %v, want ErrNotBuffered", err)
@@ -273,10 +281,10 @@ func TestRelayBackpressure(t *testing.T) {
 func TestRelayBelowReserve(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	s := openStore(t, dir, 1<<30)
+	s := openRelayStore(t, dir)
 	var free atomic.Int64
 	s.freeSpace = func() (int64, error) { return free.Load(), nil }
-	data, dgst := blob(64, 3<<20)
+	data, dgst := blob(64, 3<<20) // past the first free-space check, at 1 MiB
 
 	// Full at Create.
 	free.Store(s.minFree - 1)
@@ -356,6 +364,7 @@ func TestRelayOnRealENOSPC(t *testing.T) {
 	}
 	defer s.Close()
 	s.minFree = 0
+	s.ringSize = testWindow
 	data, dgst := blob(65, 16<<20)
 	w, err := s.Create(dgst, int64(len(data)), "")
 	if err != nil {

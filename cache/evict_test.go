@@ -176,7 +176,7 @@ func TestAccessTimesFlushedInBackground(t *testing.T) {
 	mustPut(t, s, data, dgst)
 	readEntry(t, s, dgst, data)
 	info, _ := s.Stat(dgst)
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for {
 		recs, _, err := loadIndex(s.db)
 		if err != nil {

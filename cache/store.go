@@ -188,6 +188,9 @@ type Store struct {
 	tempWriteAt func(f *os.File, p []byte, off int64) (int, error)
 	// stageHook, if set, is called at each step of Stage.Admit (tests).
 	stageHook func(step string)
+	// ringSize is how many bytes a relaying writer keeps in memory:
+	// relayWindow (tests make it smaller, so as to relay less).
+	ringSize int
 }
 
 // Open opens or creates the store in opts.Dir: it creates the directories,
@@ -232,6 +235,7 @@ func Open(opts Options) (*Store, error) {
 		stop:      make(chan struct{}),
 		flushDone: make(chan struct{}),
 		minFree:   indexReserve,
+		ringSize:  relayWindow,
 	}
 	s.freeSpace = func() (int64, error) { return statfsFree(s.dir) }
 	s.cond = sync.NewCond(&s.mu)

@@ -172,7 +172,7 @@ func (w *Writer) startRelay(why string) {
 		w.mu.Unlock()
 		return
 	}
-	w.relay, w.diskEnd, w.ring = true, w.written, make([]byte, relayWindow)
+	w.relay, w.diskEnd, w.ring = true, w.written, make([]byte, w.s.ringSize)
 	w.mu.Unlock()
 	w.s.stats.diskFull.Add(1)
 	w.s.log.Warn("cache: disk full; streaming the download without storing it",

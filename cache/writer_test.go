@@ -215,7 +215,7 @@ func TestFollowerUnblock(t *testing.T) {
 				if !errors.Is(err, tc.want) {
 					t.Fatalf("blocked Read = %v, want %v", err, tc.want)
 				}
-			case <-time.After(5 * time.Second):
+			case <-time.After(time.Minute):
 				t.Fatal("Read still blocked")
 			}
 			if tc.want == ErrAborted || tc.want == io.ErrUnexpectedEOF {

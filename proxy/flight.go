@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/cache"
@@ -144,7 +145,7 @@ func (p *Proxy) fill(fl *flight, path, kind string, hdr http.Header) (err error)
 		return err
 	}
 	p.link(fl.name, fl.dgst) // upstream answered for this repository
-	stall := newStallReader(resp.Body, p.stallTimeout, cancel)
+	stall := newStallReader(resp.Body, p.stallClock, p.stallTimeout, cancel)
 	a := &attempt{resp: resp, ctx: ctx, cancel: cancel, stall: stall, body: stall}
 	if kind == "manifest" {
 		if resp.ContentLength > p.manifestLimit {
@@ -176,19 +177,19 @@ var errStalled = errors.New("upstream sent no data for too long")
 type stallReader struct {
 	r       io.Reader // nil until the response is in (newStallWatch)
 	timeout time.Duration
-	timer   *time.Timer
+	timer   clockwork.Timer
 }
 
-func newStallReader(r io.Reader, timeout time.Duration, cancel context.CancelCauseFunc) *stallReader {
-	s := newStallWatch(timeout, cancel)
+func newStallReader(r io.Reader, clock clockwork.Clock, timeout time.Duration, cancel context.CancelCauseFunc) *stallReader {
+	s := newStallWatch(clock, timeout, cancel)
 	s.r = r
 	return s
 }
 
 // newStallWatch starts the clock of a stallReader whose body is not there
 // yet: set r once the response headers are in.
-func newStallWatch(timeout time.Duration, cancel context.CancelCauseFunc) *stallReader {
-	return &stallReader{timeout: timeout, timer: time.AfterFunc(timeout, func() {
+func newStallWatch(clock clockwork.Clock, timeout time.Duration, cancel context.CancelCauseFunc) *stallReader {
+	return &stallReader{timeout: timeout, timer: clock.AfterFunc(timeout, func() {
 		cancel(fmt.Errorf("%w (%v)", errStalled, timeout))
 	})}
 }

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/cache"
@@ -55,6 +56,10 @@ type Options struct {
 	// StallTimeout abandons a download whose upstream sends nothing for
 	// this long; 0: DefaultStallTimeout.
 	StallTimeout time.Duration
+	// StallClock times StallTimeout; nil: the real clock. Tests pass a
+	// fake one, so that a stall fires when they say, not when a busy
+	// machine happens to pause.
+	StallClock clockwork.Clock
 	// MaxDownloads caps concurrent upstream downloads; past it a miss
 	// gets 429 TOOMANYREQUESTS. 0: no cap.
 	MaxDownloads int
@@ -85,6 +90,7 @@ type Proxy struct {
 	log           *slog.Logger
 	manifestLimit int64
 	stallTimeout  time.Duration
+	stallClock    clockwork.Clock
 	maxDownloads  int
 	bufs          sync.Pool
 
@@ -158,6 +164,10 @@ func New(opts Options) (*Proxy, error) {
 	if tagTimeout <= 0 {
 		tagTimeout = DefaultTagTimeout
 	}
+	stallClock := opts.StallClock
+	if stallClock == nil {
+		stallClock = clockwork.NewRealClock()
+	}
 	bg, stop := context.WithCancel(context.Background())
 	p := &Proxy{
 		up:            upstream{base: opts.Upstream, client: opts.Client, observe: opts.ObserveUpstream},
@@ -166,6 +176,7 @@ func New(opts Options) (*Proxy, error) {
 		log:           log,
 		manifestLimit: limit,
 		stallTimeout:  stall,
+		stallClock:    stallClock,
 		staleIfError:  opts.StaleIfError,
 		tagTimeout:    tagTimeout,
 		bg:            bg,

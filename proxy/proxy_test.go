@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/auth"
@@ -39,6 +40,9 @@ type testEnv struct {
 	proxy *Proxy
 	srv   *httptest.Server
 	logs  *syncBuffer // the proxy's log (and the handler's, with handlerLog)
+	// stallClock times the proxy's stall timeouts: they fire only when a
+	// test advances it (stallAt), never because the machine was busy.
+	stallClock *clockwork.FakeClock
 }
 
 type envOptions struct {
@@ -124,8 +128,9 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	stallClock := clockwork.NewFakeClock()
 	p, err := New(Options{Upstream: upURL, Client: client, Store: store, Logger: log, ManifestLimit: o.manifestLimit,
-		Retries: o.edge.retries, StallTimeout: o.edge.stall, MaxRate: o.edge.maxRate})
+		Retries: o.edge.retries, StallTimeout: o.edge.stall, StallClock: stallClock, MaxRate: o.edge.maxRate})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,8 +148,37 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &testEnv{fake: fake, dir: dir, store: store, proxy: p, srv: srv, logs: logs}
+	return &testEnv{fake: fake, dir: dir, store: store, proxy: p, srv: srv, logs: logs, stallClock: stallClock}
 }
+
+// waitStalled waits until the download of dgst waits on upstream with
+// exactly offset bytes written: the fake sent those and holds the rest
+// back (FaultStall). Only a Read that is waiting on upstream runs the
+// stall clock, so once the bytes are written the next timer armed is that
+// Read's. fireStall then fires it.
+func (e *testEnv) waitStalled(t *testing.T, dgst digest.Digest, offset int64) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("the download to reach byte %d", offset), func() bool {
+		fl := e.proxy.flight(dgst)
+		if fl == nil {
+			return false
+		}
+		select {
+		case <-fl.ready:
+			return fl.w != nil && fl.w.Written() == offset
+		default:
+			return false
+		}
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), waitForTimeout)
+	defer cancel()
+	if err := e.stallClock.BlockUntilContext(ctx, 1); err != nil {
+		t.Fatalf("the download never waited on upstream at byte %d: %v", offset, err)
+	}
+}
+
+// fireStall lets the stall timeout pass.
+func (e *testEnv) fireStall() { e.stallClock.Advance(e.proxy.stallTimeout) }
 
 // do sends a request to the mirror and reads the whole body. err is the
 // transport or body error; the response is returned even when reading
@@ -259,9 +293,14 @@ const (
 )
 
 // waitFor polls cond until it holds or 10 s pass.
+// waitForTimeout is how long waitFor waits for an event before the test
+// fails: long enough for a loaded machine, since passing tests never wait
+// it out.
+const waitForTimeout = 60 * time.Second
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(waitForTimeout)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -307,8 +346,10 @@ func TestRangeServedFromFlight(t *testing.T) {
 	const size = 256 << 10
 	data := randomBytes(1, size)
 	dgst := e.fake.PutBlob("team/app", data)
-	// About a second of body: every range below joins the download.
-	e.fake.SetFault(dgst, fakeecr.Fault{Mode: fakeecr.FaultSlow, Delay: 50 * time.Millisecond, Rate: size, Times: 1})
+	// Half the body, then nothing until every range below has joined
+	// the download.
+	hold := make(chan struct{})
+	e.fake.SetFault(dgst, fakeecr.Fault{Mode: fakeecr.FaultStall, After: size / 2, Hold: hold, Times: 1})
 	first := e.startDownload(t, "team/app", dgst)
 
 	tests := []struct {
@@ -339,6 +380,8 @@ func TestRangeServedFromFlight(t *testing.T) {
 			a.resp, a.body, a.err = e.do(t, t.Context(), http.MethodGet, "/v2/team/app/blobs/"+dgst.String(), http.Header{"Range": {tt.header}})
 		})
 	}
+	waitFor(t, "every range to join the download", func() bool { return e.proxy.Stats().Coalesced.Load() == int64(len(tests)) })
+	close(hold)
 	wg.Wait()
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -405,8 +448,9 @@ func TestHeadCoalescedWithFlight(t *testing.T) {
 	const size = 256 << 10
 	data := randomBytes(2, size)
 	dgst := e.fake.PutBlob("team/app", data)
-	// Two seconds of body, so the HEAD is answered long before it ends.
-	e.fake.SetFault(dgst, fakeecr.Fault{Mode: fakeecr.FaultSlow, Delay: 50 * time.Millisecond, Rate: size / 2, Times: 1})
+	// Half the body, then nothing until the HEADs are answered.
+	hold := make(chan struct{})
+	e.fake.SetFault(dgst, fakeecr.Fault{Mode: fakeecr.FaultStall, After: size / 2, Hold: hold, Times: 1})
 	first := e.startDownload(t, "team/app", dgst)
 
 	resp, body := e.mustDo(t, http.MethodHead, "/v2/team/app/blobs/"+dgst.String(), nil)
@@ -426,6 +470,7 @@ func TestHeadCoalescedWithFlight(t *testing.T) {
 	if e.proxy.flight(dgst) == nil {
 		t.Error("the download ended before the HEADs were answered: they waited for the body, or the test proved nothing")
 	}
+	close(hold)
 
 	r := <-first
 	if r.err != nil || !bytes.Equal(r.body, data) {
@@ -766,7 +811,8 @@ func TestCloseAbandonsDownload(t *testing.T) {
 	const size = 1 << 20
 	data := randomBytes(7, size)
 	dgst := e.fake.PutBlob("team/app", data)
-	e.fake.SetFault(dgst, fakeecr.Fault{Mode: fakeecr.FaultSlow, Rate: size / 4, Times: 1}) // 4 s
+	// The body stops after 64 KiB until the mirror gives up on it.
+	e.fake.SetFault(dgst, fakeecr.Fault{Mode: fakeecr.FaultStall, After: 64 << 10, Times: 1})
 	// The client is following the download once it has its first bytes.
 	resp, err := e.srv.Client().Get(e.srv.URL + "/v2/team/app/blobs/" + dgst.String())
 	if err != nil {
@@ -785,11 +831,9 @@ func TestCloseAbandonsDownload(t *testing.T) {
 		t.Fatalf("tmp/ holds %v during the download, want one file", tmp)
 	}
 
-	start := time.Now()
+	// A Close that waited for the download (stalled, with its stall
+	// clock standing still) would never return.
 	e.proxy.Close()
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("Close took %v: it waited for the download instead of abandoning it", d)
-	}
 	e.assertNotStored(t, dgst)
 
 	rest, err := io.ReadAll(resp.Body)

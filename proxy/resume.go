@@ -193,7 +193,7 @@ func (p *Proxy) reopen(path string, hdr http.Header, offset, size int64, ranged 
 	ctx, cancel := context.WithCancelCause(p.bg)
 	// The stall clock covers the wait for the headers too: a resumption
 	// that gets no answer is just another stall.
-	stall := newStallWatch(p.stallTimeout, cancel)
+	stall := newStallWatch(p.stallClock, p.stallTimeout, cancel)
 	h := hdr.Clone()
 	if h == nil {
 		h = http.Header{}

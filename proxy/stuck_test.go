@@ -96,7 +96,7 @@ func TestStuckClientDoesNotHoldARelayedDownload(t *testing.T) {
 	dgst := e.fake.PutBlob("team/app", data)
 	// The first MiB, then a pause until both clients follow the download.
 	release := make(chan struct{})
-	e.fake.SetFault(dgst, fakeecr.Fault{Mode: fakeecr.FaultStall, After: 1 << 20, Release: release, Times: 1})
+	e.fake.SetFault(dgst, fakeecr.Fault{Mode: fakeecr.FaultStall, After: 1 << 20, Hold: release, Times: 1})
 	path := "/v2/team/app/blobs/" + dgst.String()
 
 	_, stuckBody := stuckGet(t, e.srv.Listener.Addr().String(), path)

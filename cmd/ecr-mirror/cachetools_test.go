@@ -393,21 +393,23 @@ func flipByte(t *testing.T, path string) {
 }
 
 // A pinned image survives eviction pressure that evicts everything else,
-// and a restart.
+// and a restart. (Sizes are small, the budget in proportion: what counts
+// is how the images fall against it.)
 func TestPinSurvivesEviction(t *testing.T) {
 	t.Parallel()
+	const budget = 320 << 10
 	fake := newFake(t, fakeecr.Options{})
 	var images []digest.Digest
 	var blobs [][]digest.Digest
 	for i := range 6 {
-		img, err := random.Image(1<<20, 2) // ~2 MiB an image
+		img, err := random.Image(64<<10, 2) // ~128 KiB an image: 2 fit beside the pin, not 3
 		if err != nil {
 			t.Fatal(err)
 		}
 		m, b := putImage(t, fake, "team/app", "v"+string(rune('0'+i)), img)
 		images, blobs = append(images, m), append(blobs, b)
 	}
-	m := startMirror(t, fake, mirrorOpts{maxSize: "5m"})
+	m := startMirror(t, fake, mirrorOpts{maxSize: "320k"})
 	env := map[string]string{"CACHE_DIR": m.Dir}
 	if code, _, errOut := cli(t, env, "cache", "pin", "team/app:v0"); code != exitOK {
 		t.Fatalf("pin: exit %d\n%s", code, errOut)
@@ -424,8 +426,8 @@ func TestPinSurvivesEviction(t *testing.T) {
 				t.Fatalf("round %d: pinned %s evicted", round, d)
 			}
 		}
-		if m.storedBytes(t) > 5<<20 {
-			t.Errorf("round %d: %d bytes stored, over the 5 MiB budget", round, m.storedBytes(t))
+		if m.storedBytes(t) > budget {
+			t.Errorf("round %d: %d bytes stored, over the %d byte budget", round, m.storedBytes(t), budget)
 		}
 		for _, d := range blobs[1] {
 			if m.stored(d) {
@@ -434,13 +436,13 @@ func TestPinSurvivesEviction(t *testing.T) {
 		}
 		// Pins survive a restart.
 		m.Stop()
-		m = startMirror(t, fake, mirrorOpts{dir: m.Dir, maxSize: "5m"})
+		m = startMirror(t, fake, mirrorOpts{dir: m.Dir, maxSize: "320k"})
 	}
 	// Too large to pin beside it: refused, nothing changes.
 	if code, _, errOut := cli(t, env, "cache", "pin", "team/app:v1"); code != exitOK {
 		t.Fatalf("second pin: exit %d\n%s", code, errOut)
 	}
-	img, err := random.Image(2<<20, 1)
+	img, err := random.Image(128<<10, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -455,7 +457,7 @@ func TestPinSurvivesEviction(t *testing.T) {
 func TestPurgeDuringPull(t *testing.T) {
 	t.Parallel()
 	fake := newFake(t, fakeecr.Options{})
-	img, err := random.Image(8<<20, 4)
+	img, err := random.Image(512<<10, 4)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,7 +41,7 @@ import (
 )
 
 // clientCmdTimeout bounds every run of a client tool.
-const clientCmdTimeout = 30 * time.Second
+const clientCmdTimeout = 2 * time.Minute
 
 // requireClientTool returns the path of a client tool the test drives. A
 // missing tool fails the test with how to install it; -short skips.
@@ -565,15 +565,15 @@ disabled_plugins = [
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
-		case <-time.After(10 * time.Second):
-			t.Errorf("containerd did not stop on SIGTERM within 10s; killing it\n%s", logs)
+		case <-time.After(time.Minute):
+			t.Errorf("containerd did not stop on SIGTERM within a minute; killing it\n%s", logs)
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			<-exited
 		}
 	})
 
 	start := time.Now()
-	deadline := start.Add(20 * time.Second)
+	deadline := start.Add(time.Minute)
 	for {
 		if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
 			c.Close()
@@ -586,7 +586,7 @@ disabled_plugins = [
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("containerd did not open %s within 20s\n%s", sock, logs)
+			t.Fatalf("containerd did not open %s within a minute\n%s", sock, logs)
 		}
 	}
 	c := &containerd{sock: sock, ctr: ctrBin, env: isolatedEnv(dir)}

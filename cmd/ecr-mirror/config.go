@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/ecr-mirror/ecr-mirror/access"
 	"github.com/ecr-mirror/ecr-mirror/auth"
 	"github.com/ecr-mirror/ecr-mirror/registry"
@@ -67,6 +69,9 @@ type config struct {
 	// MaxClientConnections (MAX_CLIENT_CONNECTIONS) caps open client
 	// connections; default 0 ("auto"): what the open-file limit allows.
 	MaxClientConnections int
+	// stallClock times StallTimeout; nil: the real clock. Not a setting:
+	// tests set it to fire stalls when they choose.
+	stallClock clockwork.Clock
 }
 
 // staleAlways is STALE_IF_ERROR=always.

@@ -6,10 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
 )
@@ -53,22 +51,21 @@ func TestDiskFullOnRealFilesystem(t *testing.T) {
 	fake := newFake(t, fakeecr.Options{})
 	big := fake.PutBlob("team/app", randomBytes(70, 40<<20))
 	small := fake.PutBlob("team/app", randomBytes(71, 1<<20))
-	// The headers wait, so that all four clients join the one download
-	// before its first byte.
-	fake.SetFault(big, fakeecr.Fault{Mode: fakeecr.FaultSlow, Delay: 300 * time.Millisecond, Rate: 1 << 30, Times: 1})
+	// The body stops after 64 KiB until all four clients follow the one
+	// download.
+	hold := make(chan struct{})
+	fake.SetFault(big, fakeecr.Fault{Mode: fakeecr.FaultStall, After: 64 << 10, Hold: hold, Times: 1})
 	m := startMirror(t, fake, mirrorOpts{dir: dir, maxSize: "1g"})
 	t.Logf("free on the cache filesystem with the mirror started: %d bytes", freeBytes(t, dir))
 	before := scrape(t, m.URL+"/metrics")
 
-	var wg sync.WaitGroup
-	for i := range 4 {
-		wg.Go(func() {
-			if err := fetchBlob(t, m, "team/app", big); err != nil {
-				t.Errorf("client %d: %v", i, err)
-			}
-		})
+	wait := startFetches(t, m, "team/app", big, 4)
+	close(hold)
+	for i, err := range wait() {
+		if err != nil {
+			t.Errorf("client %d: %v", i, err)
+		}
 	}
-	wg.Wait()
 	eventually(t, "the download to finish", func() bool {
 		return scrape(t, m.URL+"/metrics")[`ecr_mirror_downloads_in_flight`] == 0
 	})

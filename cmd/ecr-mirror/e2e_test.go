@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -67,32 +66,22 @@ func TestPullTwice(t *testing.T) {
 	}
 }
 
-// Thirty-two clients asking at once for one uncached 64 MiB blob cause one
+// Thirty-two clients asking at once for one uncached blob cause one
 // upstream download, and every one of them gets the right bytes.
 func TestConcurrentMissesShareOneDownload(t *testing.T) {
 	t.Parallel()
 	fake := newFake(t, fakeecr.Options{})
-	// Slow enough that all clients arrive while the download runs.
-	data := randomBytes(1, 64<<20)
+	data := randomBytes(1, 4<<20)
 	dgst := fake.PutBlob("big/blob", data)
+	// The body stops after 1 MiB until every client follows the download.
+	hold := make(chan struct{})
+	fake.SetFault(dgst, fakeecr.Fault{Mode: fakeecr.FaultStall, After: 1 << 20, Hold: hold, Times: 1})
 	m := startMirror(t, fake, mirrorOpts{})
 
 	const clients = 32
-	var wg sync.WaitGroup
-	errs := make(chan error, clients)
-	start := make(chan struct{})
-	for range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			errs <- fetchBlob(t, m, "big/blob", dgst)
-		}()
-	}
-	close(start)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	wait := startFetches(t, m, "big/blob", dgst, clients)
+	close(hold)
+	for _, err := range wait() {
 		if err != nil {
 			t.Error(err)
 		}
@@ -342,8 +331,10 @@ func TestHeadAndRangeOnMiss(t *testing.T) {
 		t.Fatalf("HEAD downloaded the blob (S3 GETs %d, registry HEADs %d)", c.S3Get[dgst], c.BlobHead)
 	}
 
-	// A slow fill: the range must not wait for it.
-	fake.SetFault(dgst, fakeecr.Fault{Mode: fakeecr.FaultSlow, Rate: 512 << 10, Times: 1})
+	// A fill held after 1000 bytes until the range is answered: the
+	// range must not wait for it (it would wait forever).
+	hold := make(chan struct{})
+	fake.SetFault(dgst, fakeecr.Fault{Mode: fakeecr.FaultStall, After: 1000, Hold: hold, Times: 1})
 	resp, body, err := get(t, "GET", blobURL, http.Header{"Range": {"bytes=500000-500999"}})
 	if err != nil || resp.StatusCode != http.StatusPartialContent {
 		t.Fatalf("range GET: %v %v", err, resp)
@@ -351,6 +342,7 @@ func TestHeadAndRangeOnMiss(t *testing.T) {
 	if m.stored(dgst) {
 		t.Fatal("the range was answered only after the whole blob was downloaded")
 	}
+	close(hold)
 	if !bytes.Equal(body, data[500000:501000]) || resp.Header.Get("Content-Range") != fmt.Sprintf("bytes 500000-500999/%d", len(data)) {
 		t.Fatalf("range GET returned %d bytes, Content-Range %q", len(body), resp.Header.Get("Content-Range"))
 	}

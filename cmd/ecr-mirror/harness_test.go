@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/jonboulle/clockwork"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
@@ -99,6 +100,9 @@ type mirrorOpts struct {
 	dir     string            // default: a new temp dir
 	maxSize string            // CACHE_MAX_SIZE; default 1g
 	env     map[string]string // more settings, by variable
+	// stallClock, when set, times UPSTREAM_STALL_TIMEOUT: stalls fire
+	// only when the test advances it (waitStalled, then Advance).
+	stallClock clockwork.Clock
 }
 
 // startMirror runs the server against fake through the real config
@@ -127,6 +131,7 @@ func startMirror(t testing.TB, fake *fakeecr.Server, o mirrorOpts) *mirror {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.stallClock = o.stallClock
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -205,10 +210,15 @@ func (m *mirror) tempFiles(t testing.TB) []string {
 	return names
 }
 
+// eventuallyTimeout is how long eventually waits for an event before
+// the test fails: long enough for a loaded machine, since passing tests
+// never wait it out.
+const eventuallyTimeout = 60 * time.Second
+
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(eventuallyTimeout)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -253,6 +263,37 @@ func fetchBlob(t testing.TB, m *mirror, repo string, dgst digest.Digest) error {
 	if err != nil {
 		return err
 	}
+	return readBlob(resp, dgst)
+}
+
+// startFetches starts n clients GETting a blob through the mirror and
+// returns once every one has its response (status and headers): a client
+// following a download has them as soon as the download has bytes for
+// it. wait then returns what fetchBlob would have for each.
+func startFetches(t testing.TB, m *mirror, repo string, dgst digest.Digest, n int) (wait func() []error) {
+	t.Helper()
+	errs := make([]error, n)
+	answered := make(chan struct{}, n)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Go(func() {
+			resp, err := http.Get(m.URL + "/v2/" + repo + "/blobs/" + dgst.String())
+			answered <- struct{}{}
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			errs[i] = readBlob(resp, dgst)
+		})
+	}
+	for range n {
+		<-answered
+	}
+	return func() []error { wg.Wait(); return errs }
+}
+
+// readBlob reads a blob response and checks status and digest.
+func readBlob(resp *http.Response, dgst digest.Digest) error {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(resp.Body)
@@ -267,6 +308,29 @@ func fetchBlob(t testing.TB, m *mirror, repo string, dgst digest.Digest) error {
 		return fmt.Errorf("complete body of %d bytes has digest %s, want %s", n, got, dgst)
 	}
 	return nil
+}
+
+// waitStalled waits until the mirror's one download has written exactly
+// offset bytes to its temp file and waits on upstream for more: the fake
+// sent those and holds the rest back (FaultStall). Only a read that waits
+// on upstream runs the stall clock, so once the bytes are on disk the
+// next stall timer armed is that read's. Advancing clk by the stall
+// timeout then fires it.
+func waitStalled(t testing.TB, m *mirror, clk *clockwork.FakeClock, offset int64) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("the download to reach byte %d", offset), func() bool {
+		names := m.tempFiles(t)
+		if len(names) != 1 {
+			return false
+		}
+		info, err := os.Stat(filepath.Join(m.Dir, "tmp", names[0]))
+		return err == nil && info.Size() == offset
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), eventuallyTimeout)
+	defer cancel()
+	if err := clk.BlockUntilContext(ctx, 1); err != nil {
+		t.Fatalf("the download never waited on upstream at byte %d: %v", offset, err)
+	}
 }
 
 // pullImage pulls an image through the mirror with go-containerregistry,

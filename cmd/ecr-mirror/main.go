@@ -127,6 +127,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 		StaleIfError:    cfg.StaleIfError,
 		TagTimeout:      cfg.TagTimeout,
 		StallTimeout:    cfg.StallTimeout,
+		StallClock:      cfg.stallClock,
 		Retries:         cfg.Retries,
 		MaxRate:         cfg.MaxRate,
 		ObserveUpstream: func(ev proxy.UpstreamEvent) { reach.observeUpstream(ev); mtr.observeUpstream(ev) },

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
 )
@@ -61,7 +62,6 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	if resp, _, _ := get(t, "GET", m.URL+"/v2/Bad/blobs/x", nil); resp.StatusCode != 400 {
 		t.Fatalf("bad name: %d", resp.StatusCode)
 	}
-	after := scrape(t, m.URL+"/metrics")
 	want := map[string]float64{
 		`ecr_mirror_cache_requests_total{outcome="miss"}`:                         1,
 		`ecr_mirror_cache_requests_total{outcome="hit"}`:                          1,
@@ -75,6 +75,21 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		`ecr_mirror_cache_stored_bytes`:                                           size,
 		`ecr_mirror_cache_entries`:                                                1,
 		`ecr_mirror_digest_mismatches_total`:                                      0,
+	}
+	// A request is counted when its handler returns, which may be just
+	// after the client has read the last byte: wait until the counters
+	// have moved as far as they should (a wrong count is reported after
+	// the wait).
+	var after map[string]float64
+	for deadline := time.Now().Add(eventuallyTimeout); ; time.Sleep(10 * time.Millisecond) {
+		after = scrape(t, m.URL+"/metrics")
+		moved := true
+		for k, d := range want {
+			moved = moved && after[k]-before[k] == d
+		}
+		if moved || time.Now().After(deadline) {
+			break
+		}
 	}
 	for k, d := range want {
 		if got := after[k] - before[k]; got != d {

@@ -240,7 +240,9 @@ func TestMetricsLabelsStayBounded(t *testing.T) {
 	m := startMirror(t, fake, mirrorOpts{})
 	c := &http.Client{Transport: newTransport(t)}
 	paths := []string{"/v2/", "/v2/team/app/manifests/v1", "/v2/team/app/blobs/uploads/", "/v2/nope", "/elsewhere"}
-	for i := range 5000 {
+	// 500 distinct methods: five times the series the check below
+	// allows, should methods ever become labels.
+	for i := range 500 {
 		req, err := http.NewRequest(fmt.Sprintf("M%x", randomBytes(uint64(i), 6)), m.URL+paths[i%len(paths)], nil)
 		if err != nil {
 			t.Fatal(err)
@@ -265,7 +267,7 @@ func TestMetricsLabelsStayBounded(t *testing.T) {
 	}
 	for _, name := range []string{"ecr_mirror_http_requests_total", "ecr_mirror_http_request_duration_seconds_count"} {
 		if n := series[name]; n == 0 || n >= 100 {
-			t.Errorf("%s: %d series after 5,000 random methods, want 1 to 99", name, n)
+			t.Errorf("%s: %d series after 500 random methods, want 1 to 99", name, n)
 		}
 	}
 	t.Logf("series: %v", series)

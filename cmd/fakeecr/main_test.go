@@ -75,7 +75,7 @@ func TestRun(t *testing.T) {
 	case f = <-started:
 	case err := <-done:
 		t.Fatalf("run: %v", err)
-	case <-time.After(10 * time.Second):
+	case <-time.After(time.Minute):
 		t.Fatal("run did not start")
 	}
 	out := stdout.String()
@@ -116,7 +116,7 @@ func TestRun(t *testing.T) {
 		if err != nil {
 			t.Fatalf("run: %v", err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(time.Minute):
 		t.Fatal("run did not stop")
 	}
 }

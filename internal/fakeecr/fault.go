@@ -20,7 +20,8 @@ const (
 	// FaultNone is no fault; SetFault with it clears a fault.
 	FaultNone FaultMode = iota
 	// FaultTruncate (body) sends the full Content-Length header but only
-	// Fault.After bytes of the body, then closes the connection. Since the
+	// Fault.After bytes of the body, then (after Fault.Delay, and once
+	// Fault.Hold is closed) closes the connection. Since the
 	// body is the range asked for, a ranged request is cut Fault.After
 	// bytes past its start: After a quarter of a blob with Times 3 cuts a
 	// client that resumes where it stopped at 25%, 50% and 75%.
@@ -39,9 +40,9 @@ const (
 	FaultStatus
 	// FaultStall (body) sends the headers and Fault.After bytes of the
 	// body, then nothing more: the connection stays open until the client
-	// gives up (then it is closed), or, with Fault.Delay set, until Delay
-	// has passed, or, with Fault.Release set, until it is closed, when the
-	// rest of the body follows (a pause).
+	// gives up (then it is closed), or, with Fault.Delay or Fault.Hold
+	// set, until Delay has passed or Hold is closed, when the rest of the
+	// body follows (a pause).
 	FaultStall
 	// FaultIgnoreRange (S3, ranged GETs only) answers a Range request with
 	// 200 and the whole object, as a server that does not do ranges.
@@ -116,12 +117,16 @@ type Fault struct {
 	// long FaultStall pauses (0: until the client gives up), and how long
 	// FaultTruncate waits between its last byte and the cut.
 	Delay time.Duration
+	// Hold, when set, holds FaultTruncate's and FaultStall's body open
+	// after their After bytes (and after Delay) until it is closed or the
+	// client gives up: then the truncated body is cut and the stalled one
+	// sends the rest. A test closes it once what it waits for has
+	// happened (say, every client has joined the download), instead of
+	// hoping that a Delay was long enough.
+	Hold <-chan struct{}
 	// Location is where FaultRedirect points, sent as is: any URL,
 	// relative or absolute, any scheme.
 	Location string
-	// Release, when set, ends FaultStall's pause when it is closed: a
-	// pause the test ends by hand, not by time.
-	Release <-chan struct{}
 	// Then, when set, takes this fault's place once Times requests have
 	// met it (Times must be positive), e.g. a truncated body, then a
 	// resumption that is answered with the wrong range.
@@ -334,6 +339,7 @@ func writeBody(w http.ResponseWriter, r *http.Request, body []byte, f Fault) {
 		_, _ = w.Write(body[:n])
 		_ = http.NewResponseController(w).Flush()
 		sleepCtx(r.Context(), f.Delay)
+		f.held(r.Context())
 		// The sanctioned way to cut a response short: net/http closes the
 		// connection and logs nothing.
 		panic(http.ErrAbortHandler)
@@ -357,22 +363,29 @@ func writeBody(w http.ResponseWriter, r *http.Request, body []byte, f Fault) {
 			return
 		}
 		_ = http.NewResponseController(w).Flush()
-		if f.Delay > 0 && sleepCtx(r.Context(), f.Delay) {
+		// A pause (Delay, then Hold) ends with the rest of the body.
+		if (f.Delay > 0 || f.Hold != nil) && sleepCtx(r.Context(), f.Delay) && f.held(r.Context()) {
 			_, _ = w.Write(body[n:])
 			return
-		}
-		if f.Release != nil {
-			select {
-			case <-f.Release:
-				_, _ = w.Write(body[n:])
-				return
-			case <-r.Context().Done():
-			}
 		}
 		<-r.Context().Done() // the client gave up, or the fake is closing
 		panic(http.ErrAbortHandler)
 	default:
 		_, _ = w.Write(body)
+	}
+}
+
+// held waits until f.Hold is closed (true) or ctx ends (false); without
+// a Hold it returns true at once.
+func (f Fault) held(ctx context.Context) bool {
+	if f.Hold == nil {
+		return true
+	}
+	select {
+	case <-f.Hold:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

@@ -216,7 +216,7 @@ func TestBlobs(t *testing.T) {
 					got.S3BytesSent == int64(len(data))
 			}
 			got := f.Counters()
-			for deadline := time.Now().Add(2 * time.Second); !ok(got) && time.Now().Before(deadline); got = f.Counters() {
+			for deadline := time.Now().Add(time.Minute); !ok(got) && time.Now().Before(deadline); got = f.Counters() {
 				time.Sleep(5 * time.Millisecond)
 			}
 			if !ok(got) {

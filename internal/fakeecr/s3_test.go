@@ -230,7 +230,7 @@ func TestConcurrentPulls(t *testing.T) {
 	// Counters are recorded as handlers return, maybe just after clients
 	// have read their whole answers.
 	got := f.Counters()
-	for deadline := time.Now().Add(2 * time.Second); got.S3BytesSent != clients*int64(len(data)) && time.Now().Before(deadline); got = f.Counters() {
+	for deadline := time.Now().Add(time.Minute); got.S3BytesSent != clients*int64(len(data)) && time.Now().Before(deadline); got = f.Counters() {
 		time.Sleep(5 * time.Millisecond)
 	}
 	if got.BlobGet != clients || got.S3Get[dgst] != clients || got.S3BytesSent != clients*int64(len(data)) {

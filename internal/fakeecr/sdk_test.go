@@ -26,7 +26,7 @@ func TestSDKGetAuthorizationToken(t *testing.T) {
 		// The throttling check below wants one attempt, not the SDK's retries.
 		RetryMaxAttempts: 1,
 	})
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	out, err := client.GetAuthorizationToken(ctx, &ecr.GetAuthorizationTokenInput{})
 	if err != nil {

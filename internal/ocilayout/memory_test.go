@@ -10,11 +10,11 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// TestStreamingMemory writes and reads a 64 MiB blob from a generator and
+// TestStreamingMemory writes and reads a 32 MiB blob from a generator and
 // checks that neither holds it in memory. It is not parallel: TotalAlloc
 // counts the allocations of every goroutine.
 func TestStreamingMemory(t *testing.T) {
-	const size = 64 << 20
+	const size = 32 << 20  // four times the budget
 	const budget = 8 << 20 // well below the blob size
 	h := sha256.New()
 	if _, err := io.Copy(h, newGen(size, 11)); err != nil {
