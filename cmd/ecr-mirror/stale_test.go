@@ -25,9 +25,9 @@ const (
 	// hang the test, and no busy machine makes a live ECR miss it.
 	staleTagTimeout = time.Hour
 	// blackHoleTagTimeout is UPSTREAM_TAG_TIMEOUT where ECR is
-	// black-holed and the timeout must pass: long enough for the first
-	// pull (ECR still answering) on a loaded machine.
-	blackHoleTagTimeout = 3 * time.Second
+	// black-holed and the timeout must pass. The mirror is restarted with
+	// it only after the first pull, so no pull has to beat it.
+	blackHoleTagTimeout = 500 * time.Millisecond
 )
 
 // edgeSite is an edge site: a fake ECR holding edge/app:v1, a link in
@@ -88,6 +88,21 @@ func (s *edgeSite) start(t *testing.T, env map[string]string) {
 		all[k] = v
 	}
 	s.m = startMirror(t, s.fake, mirrorOpts{dir: s.dir, env: all})
+}
+
+// restartWithTagTimeout restarts the mirror with env and
+// UPSTREAM_TAG_TIMEOUT=timeout: a site whose tag is recorded (the first
+// pull ran with the long staleTagTimeout) gets a timeout that must pass.
+func (s *edgeSite) restartWithTagTimeout(t *testing.T, env map[string]string, timeout time.Duration) {
+	t.Helper()
+	s.m.Stop()
+	all := map[string]string{"UPSTREAM_TAG_TIMEOUT": timeout.String()}
+	maps.Copy(all, env)
+	s.start(t, all)
+	eventually(t, "the restarted mirror's ECR token", func() bool {
+		_, body := readyz(t, s.m)
+		return strings.Contains(body, "ECR token: ok")
+	})
 }
 
 // tag asks the mirror for edge/app:<tag> with accept.
@@ -154,15 +169,13 @@ var outages = []outage{
 func TestStaleTagDuringOutage(t *testing.T) {
 	t.Parallel()
 	for _, o := range outages {
-		env := map[string]string{}
-		if o.name == "black-hole" {
-			env["UPSTREAM_TAG_TIMEOUT"] = blackHoleTagTimeout.String()
-		}
 		t.Run(o.name, func(t *testing.T) {
 			t.Parallel()
 			stale := map[string]string{"STALE_IF_ERROR": "1h"}
-			maps.Copy(stale, env)
 			s := newEdgeSite(t, stale)
+			if o.name == "black-hole" {
+				s.restartWithTagTimeout(t, stale, blackHoleTagTimeout)
+			}
 			o.start(s)
 			for _, method := range []string{http.MethodGet, http.MethodHead} {
 				start := time.Now()
@@ -197,7 +210,10 @@ func TestStaleTagDuringOutage(t *testing.T) {
 		})
 		t.Run(o.name+" without STALE_IF_ERROR", func(t *testing.T) {
 			t.Parallel()
-			s := newEdgeSite(t, env)
+			s := newEdgeSite(t, nil)
+			if o.name == "black-hole" {
+				s.restartWithTagTimeout(t, nil, blackHoleTagTimeout)
+			}
 			o.start(s)
 			for _, method := range []string{http.MethodGet, http.MethodHead} {
 				resp, body := s.tag(t, method, "v1", staleAccept)
