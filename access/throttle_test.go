@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 // fakeClock is a settable clock for the throttle.
@@ -125,10 +127,10 @@ func TestLoginsWaitInTurn(t *testing.T) {
 		go func() { c <- f.do(req{method: "GET", path: "/v2/", user: user, pw: pw}).Code }()
 	}
 	login("alice")
-	waitUntil(t, "alice's bcrypt run to start", func() bool { return runs.Load() == 1 })
+	testwait.Until(t, "alice's bcrypt run to start", func() bool { return runs.Load() == 1 })
 	login("bob")
 	login("carol")
-	waitUntil(t, "bob and carol to wait for the slot", func() bool { return h.waiting.Load() == 2 })
+	testwait.Until(t, "bob and carol to wait for the slot", func() bool { return h.waiting.Load() == 2 })
 	w := f.do(req{method: "GET", path: "/v2/", user: "dave", pw: users["dave"]})
 	check(t, w, 429, "TOOMANYREQUESTS")
 	checkRetry(t, w, "1")
@@ -142,17 +144,6 @@ func TestLoginsWaitInTurn(t *testing.T) {
 		}
 	}
 	check(t, f.do(req{method: "GET", path: "/v2/", user: "dave", pw: users["dave"]}), 418, "")
-}
-
-// waitUntil polls cond until it holds; the deadline only guards against
-// a hang, it is no assertion about speed.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
 }
 
 func TestBcryptSlotsDefault(t *testing.T) {

@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
+	"github.com/ecr-mirror/ecr-mirror/internal/tmpfs"
 )
 
 // failAfter makes the store's temp-file writes fail with errno once limit
@@ -236,7 +239,7 @@ func TestRelayBackpressure(t *testing.T) {
 	// reader (at offset low), and checks it went no further.
 	heldAt := func(low int64) {
 		t.Helper()
-		waitUntil(t, fmt.Sprintf("Write to fill the window ahead of offset %d", low), func() bool {
+		testwait.Until(t, fmt.Sprintf("Write to fill the window ahead of offset %d", low), func() bool {
 			return w.Written() >= low+testWindow
 		})
 		select {
@@ -346,18 +349,7 @@ func TestRelayBelowReserve(t *testing.T) {
 // relays, and the store still works afterwards.
 func TestRelayOnRealENOSPC(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=8m"); err != nil {
-		if errors.Is(err, syscall.EPERM) {
-			t.Skipf("cannot mount a tmpfs (%v): this test needs root or CAP_SYS_ADMIN, as in CI", err)
-		}
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
+	dir := tmpfs.Mount(t, "8m")
 	s, err := Open(Options{Dir: dir, MaxSize: 1 << 30, AccessFlushInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)

@@ -133,17 +133,6 @@ func assertFileSet(t testing.TB, what string, got, want []string) {
 	}
 }
 
-// waitUntil polls cond until it holds, failing the test after a minute:
-// long enough for a loaded machine, since passing tests never wait it out.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
 // writeChunks writes data to w in chunks of n, pausing briefly between them
 // so that followers catch up and block.
 func writeChunks(w *Writer, data []byte, n int, pause time.Duration) error {

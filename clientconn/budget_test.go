@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"testing"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 // heldConn opens a connection to s, plain or TLS (HTTP/1.1), answers
@@ -90,14 +92,14 @@ func TestBudgetRefusesPastItsLimit(t *testing.T) {
 			}
 
 			held[0].Close()
-			eventually(t, "a place freed by a closed connection", func() bool { return b.Open() < limit })
+			testwait.Until(t, "a place freed by a closed connection", func() bool { return b.Open() < limit })
 			if _, resp := heldConn(t, s); resp.StatusCode != http.StatusOK {
 				t.Fatalf("a new connection after one closed: status %d", resp.StatusCode)
 			}
 			for _, c := range held[1:] {
 				c.Close()
 			}
-			eventually(t, "the count back at one", func() bool { return b.Open() == 1 })
+			testwait.Until(t, "the count back at one", func() bool { return b.Open() == 1 })
 		})
 	}
 }

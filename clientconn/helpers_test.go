@@ -9,18 +9,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/ecr-mirror/ecr-mirror/tlsreload/tlstest"
 )
-
-// manualClock is a clock that moves only when the test says.
-type manualClock struct{ now atomic.Int64 }
-
-func (c *manualClock) Now() time.Time          { return time.Unix(0, c.now.Load()) }
-func (c *manualClock) Advance(d time.Duration) { c.now.Add(int64(d)) }
 
 // testServer is an http.Server on loopback, plain or TLS (HTTP/2 on),
 // its listener wrapped by a Budget when one is given.
@@ -101,16 +93,4 @@ func randomFile(t *testing.T, seed uint64, n int) (string, []byte) {
 		t.Fatal(err)
 	}
 	return path, b
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

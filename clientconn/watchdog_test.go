@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 )
 
 const stallTimeout = time.Minute
@@ -62,7 +64,7 @@ func TestStuckClientIsCut(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			path, body := randomFile(t, 1, 32<<20)
-			clk := &manualClock{}
+			clk := clockwork.NewFakeClock()
 			wd, err := NewWatchdog(stallTimeout, clk, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -106,7 +108,7 @@ func TestSlowClientIsNeverCut(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			path, body := randomFile(t, 2, 16<<20)
-			clk := &manualClock{}
+			clk := clockwork.NewFakeClock()
 			wd, err := NewWatchdog(stallTimeout, clk, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -208,7 +210,7 @@ func TestReadFromPassesFilesInChunks(t *testing.T) {
 			if _, err := f.Seek(tc.start, io.SeekStart); err != nil {
 				t.Fatal(err)
 			}
-			wd, err := NewWatchdog(stallTimeout, &manualClock{}, nil)
+			wd, err := NewWatchdog(stallTimeout, clockwork.NewFakeClock(), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -246,7 +248,7 @@ func TestNewWatchdogRefusesNonPositiveTimeout(t *testing.T) {
 // nothing: the server's writer may already serve the next request.
 func TestNoCutAfterTheHandlerReturned(t *testing.T) {
 	t.Parallel()
-	clk := &manualClock{}
+	clk := clockwork.NewFakeClock()
 	wd, err := NewWatchdog(stallTimeout, clk, nil)
 	if err != nil {
 		t.Fatal(err)

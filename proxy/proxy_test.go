@@ -27,6 +27,7 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/auth"
 	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
@@ -158,7 +159,7 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 // Read's. fireStall then fires it.
 func (e *testEnv) waitStalled(t *testing.T, dgst digest.Digest, offset int64) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("the download to reach byte %d", offset), func() bool {
+	testwait.Until(t, fmt.Sprintf("the download to reach byte %d", offset), func() bool {
 		fl := e.proxy.flight(dgst)
 		if fl == nil {
 			return false
@@ -170,7 +171,7 @@ func (e *testEnv) waitStalled(t *testing.T, dgst digest.Digest, offset int64) {
 			return false
 		}
 	})
-	ctx, cancel := context.WithTimeout(t.Context(), waitForTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), testwait.HangGuard)
 	defer cancel()
 	if err := e.stallClock.BlockUntilContext(ctx, 1); err != nil {
 		t.Fatalf("the download never waited on upstream at byte %d: %v", offset, err)
@@ -292,23 +293,6 @@ const (
 	ociIndex    = "application/vnd.oci.image.index.v1+json"
 )
 
-// waitFor polls cond until it holds or 10 s pass.
-// waitForTimeout is how long waitFor waits for an event before the test
-// fails: long enough for a loaded machine, since passing tests never wait
-// it out.
-const waitForTimeout = 60 * time.Second
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitForTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // fetchResult is what a background client GET got.
 type fetchResult struct {
 	status int
@@ -333,7 +317,7 @@ func (e *testEnv) startDownload(t *testing.T, repo string, dgst digest.Digest) <
 		body, err := io.ReadAll(resp.Body)
 		done <- fetchResult{status: resp.StatusCode, body: body, err: err}
 	}()
-	waitFor(t, "the download to start", func() bool { return e.proxy.flight(dgst) != nil })
+	testwait.Until(t, "the download to start", func() bool { return e.proxy.flight(dgst) != nil })
 	return done
 }
 
@@ -380,7 +364,7 @@ func TestRangeServedFromFlight(t *testing.T) {
 			a.resp, a.body, a.err = e.do(t, t.Context(), http.MethodGet, "/v2/team/app/blobs/"+dgst.String(), http.Header{"Range": {tt.header}})
 		})
 	}
-	waitFor(t, "every range to join the download", func() bool { return e.proxy.Stats().Coalesced.Load() == int64(len(tests)) })
+	testwait.Until(t, "every range to join the download", func() bool { return e.proxy.Stats().Coalesced.Load() == int64(len(tests)) })
 	close(hold)
 	wg.Wait()
 	for i, tt := range tests {
@@ -886,7 +870,7 @@ func TestCanceledUpstreamRequestLogsNoPresignedURL(t *testing.T) {
 			cancel: func(t *testing.T, e *testEnv, dgst digest.Digest) {
 				e.fake.SetFault(dgst, holdS3)
 				e.startDownload(t, "team/app", dgst)
-				waitFor(t, "the download to reach S3", func() bool { return e.fake.Counters().S3Get[dgst] == 1 })
+				testwait.Until(t, "the download to reach S3", func() bool { return e.fake.Counters().S3Get[dgst] == 1 })
 				e.proxy.Close()
 			},
 		},
@@ -906,13 +890,13 @@ func TestCanceledUpstreamRequestLogsNoPresignedURL(t *testing.T) {
 					// Near the end: not downloaded yet, so asked upstream.
 					e.do(t, ctx, http.MethodGet, "/v2/team/app/blobs/"+dgst.String(), http.Header{"Range": {"bytes=-10"}})
 				}()
-				waitFor(t, "the range request to reach S3", func() bool { return e.fake.Counters().S3RangeGet[dgst] == 1 })
+				testwait.Until(t, "the range request to reach S3", func() bool { return e.fake.Counters().S3RangeGet[dgst] == 1 })
 				if e.fake.Counters().S3Get[dgst] != 1 {
 					t.Fatal("the background download did not start")
 				}
 				cancel()
 				<-done
-				waitFor(t, "the request log", func() bool { return strings.Contains(e.logs.String(), "msg=request") })
+				testwait.Until(t, "the request log", func() bool { return strings.Contains(e.logs.String(), "msg=request") })
 			},
 		},
 	}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 // The bucket holds at most a second's worth and one read buffer; reads are
@@ -161,7 +163,7 @@ func TestCloseDuringRateLimitWait(t *testing.T) {
 	e := newEdgeEnv(t, edgeOptions{maxRate: 1 << 10})
 	dgst := e.fake.PutBlob("team/app", randomBytes(52, 1<<20))
 	done := e.startDownload(t, "team/app", dgst)
-	waitFor(t, "the cap to hold the download back", func() bool { return e.proxy.Stats().ThrottledBytes.Load() > 0 })
+	testwait.Until(t, "the cap to hold the download back", func() bool { return e.proxy.Stats().ThrottledBytes.Load() > 0 })
 	e.proxy.Close()
 	if r := <-done; r.err == nil && r.status == http.StatusOK {
 		t.Errorf("the client got %d bytes and no error", len(r.body))

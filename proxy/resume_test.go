@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 // edgeOptions configure newEdgeEnv: newEnv's wiring with the settings of
@@ -178,7 +179,7 @@ func TestResume(t *testing.T) {
 			if tt.held || len(tt.stalls) > 0 {
 				// The body is held open (or stalled): let every client
 				// join before it goes on or fails.
-				waitFor(t, "every client to join the download", func() bool {
+				testwait.Until(t, "every client to join the download", func() bool {
 					st := e.proxy.Stats()
 					return st.Misses.Load()+st.Coalesced.Load() == int64(clients)
 				})
@@ -212,7 +213,7 @@ func TestResume(t *testing.T) {
 			}
 			// The fake logs a request when its handler returns, which for
 			// an answer the mirror dropped unread may be later.
-			waitFor(t, "the fake to log the Range requests", func() bool { return len(rangeStarts(t, e.fake, dgst)) >= len(tt.ranges) })
+			testwait.Until(t, "the fake to log the Range requests", func() bool { return len(rangeStarts(t, e.fake, dgst)) >= len(tt.ranges) })
 			if got := rangeStarts(t, e.fake, dgst); !slices.Equal(got, tt.ranges) {
 				t.Errorf("Range requests from %v, want %v", got, tt.ranges)
 			}
@@ -265,7 +266,7 @@ func TestCloseDuringResumeBackoff(t *testing.T) {
 	dgst := e.fake.PutBlob("team/app", data)
 	e.fake.SetFault(dgst, fakeecr.Fault{Mode: fakeecr.FaultTruncate, After: size / 2, Times: 1})
 	done := e.startDownload(t, "team/app", dgst)
-	waitFor(t, "the first resumption", func() bool { return e.proxy.Stats().Resumes.Load() == 1 })
+	testwait.Until(t, "the first resumption", func() bool { return e.proxy.Stats().Resumes.Load() == 1 })
 	// Close returns at once: with a backoff of an hour, a Close that
 	// waited for it would run the test past its deadline.
 	e.proxy.Close()

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 // timerArmed reports whether a timer of clk is running now.
@@ -20,7 +22,7 @@ func timerArmed(clk *clockwork.FakeClock) bool {
 // waitArmed waits until a timer of clk is running.
 func waitArmed(t *testing.T, clk *clockwork.FakeClock) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), waitForTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), testwait.HangGuard)
 	defer cancel()
 	if err := clk.BlockUntilContext(ctx, 1); err != nil {
 		t.Fatalf("no stall timer started: %v", err)
@@ -94,7 +96,7 @@ func TestStallWatch(t *testing.T) {
 		if !errors.Is(context.Cause(ctx), errStalled) {
 			t.Fatalf("cause %v", context.Cause(ctx))
 		}
-	case <-time.After(waitForTimeout):
+	case <-time.After(testwait.HangGuard):
 		t.Fatal("a watch with no response did not fire")
 	}
 	w.stop()

@@ -3,48 +3,23 @@ package proxy
 import (
 	"bufio"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/clientconn"
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/tmpfs"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
-
-// manualClock is a clock that moves only when the test says.
-type manualClock struct{ now atomic.Int64 }
-
-func (c *manualClock) Now() time.Time          { return time.Unix(0, c.now.Load()) }
-func (c *manualClock) Advance(d time.Duration) { c.now.Add(int64(d)) }
-
-// mountTmpfs mounts a tmpfs of size bytes on a new temp dir and unmounts
-// it at cleanup. It skips the test where mounting is not allowed.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
-		if errors.Is(err, syscall.EPERM) {
-			t.Skipf("cannot mount a tmpfs (%v): this test needs root or CAP_SYS_ADMIN, as in CI", err)
-		}
-		t.Fatalf("mount tmpfs on %s: %v", dir, err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
 
 // stuckGet sends a blob GET on a raw connection with a small receive
 // buffer and reads only the response headers: a client that then stops
@@ -80,8 +55,8 @@ func stuckGet(t *testing.T, addr, path string) (net.Conn, *bufio.Reader) {
 // download gets every byte.
 func TestStuckClientDoesNotHoldARelayedDownload(t *testing.T) {
 	t.Parallel()
-	dir := mountTmpfs(t, "24m")
-	clk := &manualClock{}
+	dir := tmpfs.Mount(t, "24m")
+	clk := clockwork.NewFakeClock()
 	const timeout = time.Minute
 	wd, err := clientconn.NewWatchdog(timeout, clk, nil)
 	if err != nil {

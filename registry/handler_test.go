@@ -115,6 +115,22 @@ func errorCode(t *testing.T, body []byte) Code {
 	return code
 }
 
+// wantAnswer fails t unless the answer has status and, when code is set,
+// is an OCI error with that code, or else has the body want.
+func wantAnswer(t *testing.T, resp *http.Response, body []byte, status int, code Code, want string) {
+	t.Helper()
+	if resp.StatusCode != status {
+		t.Fatalf("status %d, want %d: %q", resp.StatusCode, status, body)
+	}
+	if code != "" {
+		if got := errorCode(t, body); got != code {
+			t.Fatalf("code %s, want %s", got, code)
+		}
+	} else if string(body) != want {
+		t.Fatalf("body %q, want %q", body, want)
+	}
+}
+
 func TestHandler(t *testing.T) {
 	data := []byte("0123456789abcdefghij")
 	dgst := digest.FromBytes(data)
@@ -163,16 +179,7 @@ func TestHandler(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if resp.StatusCode != tt.status {
-				t.Fatalf("status = %d, want %d; body %q", resp.StatusCode, tt.status, body)
-			}
-			if tt.code != "" {
-				if got := errorCode(t, body); got != tt.code {
-					t.Fatalf("code = %s, want %s", got, tt.code)
-				}
-			} else if string(body) != tt.body {
-				t.Fatalf("body = %q, want %q", body, tt.body)
-			}
+			wantAnswer(t, resp, body, tt.status, tt.code, tt.body)
 			for k, v := range tt.wantHeader {
 				if got := resp.Header.Get(k); got != v {
 					t.Errorf("header %s = %q, want %q", k, got, v)
@@ -251,17 +258,9 @@ func TestTagsListIsRewrittenForTheClient(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if resp.StatusCode != tt.status {
-				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.status, body)
-			}
+			wantAnswer(t, resp, body, tt.status, tt.code, tt.body)
 			if tt.code != "" {
-				if got := errorCode(t, body); got != tt.code {
-					t.Fatalf("code %s, want %s", got, tt.code)
-				}
 				return
-			}
-			if string(body) != tt.body {
-				t.Errorf("body %s, want %s", body, tt.body)
 			}
 			if got := resp.Header.Get("Link") != ""; got != tt.link {
 				t.Errorf("Link %q, want one: %v", resp.Header.Get("Link"), tt.link)

@@ -61,17 +61,9 @@ func TestReferrersPassedThrough(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if resp.StatusCode != tt.status {
-				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.status, body)
-			}
+			wantAnswer(t, resp, body, tt.status, tt.code, tt.body)
 			if tt.code != "" {
-				if got := errorCode(t, body); got != tt.code {
-					t.Fatalf("code %s, want %s", got, tt.code)
-				}
 				return
-			}
-			if string(body) != tt.body {
-				t.Errorf("body %s, want %s", body, tt.body)
 			}
 			for k, v := range tt.wantHeader {
 				if got := resp.Header.Get(k); got != v {

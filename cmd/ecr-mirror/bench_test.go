@@ -12,6 +12,7 @@ import (
 
 	"github.com/ecr-mirror/ecr-mirror/auth"
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 // The benchmarks measure the mirror against a baseline in the same run
@@ -67,7 +68,7 @@ func BenchmarkWarmHit(b *testing.B) {
 	if err := fetchBlob(b, m, "bench/hit", dgst); err != nil {
 		b.Fatal(err)
 	}
-	eventually(b, "blob stored", func() bool { return m.stored(dgst) })
+	testwait.Until(b, "blob stored", func() bool { return m.stored(dgst) })
 	path := m.blobPath(dgst)
 	base := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f, err := os.Open(path)

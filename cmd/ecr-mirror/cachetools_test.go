@@ -20,6 +20,7 @@ import (
 
 	"github.com/ecr-mirror/ecr-mirror/admin"
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 // seededFake is a fake ECR with a single-platform image team/app:v1 and
@@ -275,7 +276,7 @@ func TestCacheCommandsBothWays(t *testing.T) {
 			}
 			// A file lands on disk a moment before its index record.
 			var l admin.Listing
-			eventually(t, "every entry indexed", func() bool {
+			testwait.Until(t, "every entry indexed", func() bool {
 				l = listing(t, env)
 				return len(l.Entries) == len(s.all())
 			})
@@ -354,7 +355,7 @@ func TestCacheCommandsBothWays(t *testing.T) {
 				if code, _, errOut := cli(t, nil, "warm", "--mirror", m.URL, "team/app:v1"); code != exitOK {
 					t.Fatalf("warm: exit %d\n%s", code, errOut)
 				}
-				eventually(t, "the image indexed", func() bool { return len(listing(t, env).Entries) == 1+len(s.appBlobs) })
+				testwait.Until(t, "the image indexed", func() bool { return len(listing(t, env).Entries) == 1+len(s.appBlobs) })
 			} else {
 				m = startMirror(t, s.fake, mirrorOpts{dir: m.Dir})
 				if code, _, errOut := cli(t, nil, "warm", "--mirror", m.URL, "team/app:v1"); code != exitOK {

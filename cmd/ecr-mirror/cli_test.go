@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 // cli runs runCLI in-process with env and returns its status and output.
@@ -128,7 +129,7 @@ func TestWarm(t *testing.T) {
 	if !strings.Contains(errOut, "team/app:v1") || !strings.Contains(errOut, "3 manifests") {
 		t.Errorf("warm log lacks a line per image:\n%s", errOut)
 	}
-	eventually(t, "every manifest and blob stored", func() bool {
+	testwait.Until(t, "every manifest and blob stored", func() bool {
 		for _, d := range want {
 			if !m.stored(d) {
 				return false

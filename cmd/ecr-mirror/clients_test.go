@@ -38,6 +38,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 // clientCmdTimeout bounds every run of a client tool.
@@ -346,7 +347,7 @@ func (s *skopeo) copy(t *testing.T, src, dst string, opts ...string) error {
 // waitStored waits until the mirror has committed every digest.
 func waitStored(t *testing.T, m *mirror, dgsts ...digest.Digest) {
 	t.Helper()
-	eventually(t, "content committed to the mirror's store", func() bool {
+	testwait.Until(t, "content committed to the mirror's store", func() bool {
 		for _, d := range dgsts {
 			if !m.stored(d) {
 				return false

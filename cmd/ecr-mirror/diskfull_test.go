@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -10,27 +9,9 @@ import (
 	"testing"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
+	"github.com/ecr-mirror/ecr-mirror/internal/tmpfs"
 )
-
-// mountTmpfs mounts a tmpfs of size bytes on a new temp dir and unmounts
-// it at cleanup (after everything registered later, such as the mirror
-// using it). It skips the test where mounting is not allowed.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
-		if errors.Is(err, syscall.EPERM) {
-			t.Skipf("cannot mount a tmpfs (%v): this test needs root or CAP_SYS_ADMIN, as in CI", err)
-		}
-		t.Fatalf("mount tmpfs on %s: %v", dir, err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
 
 func freeBytes(t *testing.T, dir string) int64 {
 	t.Helper()
@@ -47,7 +28,7 @@ func freeBytes(t *testing.T, dir string) int64 {
 // event, and a blob that fits is stored afterwards, surviving a restart.
 func TestDiskFullOnRealFilesystem(t *testing.T) {
 	t.Parallel()
-	dir := mountTmpfs(t, "24m")
+	dir := tmpfs.Mount(t, "24m")
 	fake := newFake(t, fakeecr.Options{})
 	big := fake.PutBlob("team/app", randomBytes(70, 40<<20))
 	small := fake.PutBlob("team/app", randomBytes(71, 1<<20))
@@ -66,7 +47,7 @@ func TestDiskFullOnRealFilesystem(t *testing.T) {
 			t.Errorf("client %d: %v", i, err)
 		}
 	}
-	eventually(t, "the download to finish", func() bool {
+	testwait.Until(t, "the download to finish", func() bool {
 		return scrape(t, m.URL+"/metrics")[`ecr_mirror_downloads_in_flight`] == 0
 	})
 	after := scrape(t, m.URL+"/metrics")
@@ -82,7 +63,7 @@ func TestDiskFullOnRealFilesystem(t *testing.T) {
 	if !strings.Contains(m.Logs.String(), "disk full") {
 		t.Errorf("no warning says the disk is full; logs:\n%s", m.Logs)
 	}
-	eventually(t, "no temp file left", func() bool { return len(m.tempFiles(t)) == 0 })
+	testwait.Until(t, "no temp file left", func() bool { return len(m.tempFiles(t)) == 0 })
 	if m.stored(big) || m.storedBytes(t) != 0 {
 		t.Errorf("something of the big blob was stored: %d bytes under blobs/", m.storedBytes(t))
 	}
@@ -94,7 +75,7 @@ func TestDiskFullOnRealFilesystem(t *testing.T) {
 	if err := fetchBlob(t, m, "team/app", small); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the small blob stored", func() bool { return m.stored(small) })
+	testwait.Until(t, "the small blob stored", func() bool { return m.stored(small) })
 	if d := scrape(t, m.URL+"/metrics")[`ecr_mirror_cache_disk_full_total`] - after[`ecr_mirror_cache_disk_full_total`]; d != 0 {
 		t.Errorf("disk full counted %v more times for a blob that fits", d)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
@@ -43,7 +44,7 @@ func TestPullTwice(t *testing.T) {
 		if n := first.S3Get[b]; n != 1 {
 			t.Errorf("blob %s downloaded %d times from S3, want 1", b, n)
 		}
-		eventually(t, "blob "+b.String()+" on disk", func() bool { return m.stored(b) })
+		testwait.Until(t, "blob "+b.String()+" on disk", func() bool { return m.stored(b) })
 	}
 	if first.S3AuthRejected != 0 {
 		t.Errorf("S3 rejected %d requests for carrying Authorization", first.S3AuthRejected)
@@ -90,7 +91,7 @@ func TestConcurrentMissesShareOneDownload(t *testing.T) {
 	if c.S3Get[dgst] != 1 || c.BlobGet != 1 {
 		t.Fatalf("%d clients caused %d registry blob GETs and %d S3 downloads, want 1 each", clients, c.BlobGet, c.S3Get[dgst])
 	}
-	eventually(t, "blob on disk", func() bool { return m.stored(dgst) })
+	testwait.Until(t, "blob on disk", func() bool { return m.stored(dgst) })
 }
 
 // Truncated and corrupted upstream bodies make the client's transfer fail,
@@ -112,7 +113,7 @@ func TestBrokenUpstreamBodiesAreNeverServedWhole(t *testing.T) {
 			} else if strings.Contains(err.Error(), "complete body") {
 				t.Fatalf("client got a complete body with wrong bytes: %v", err)
 			}
-			eventually(t, "the failed download to clean up", func() bool { return len(m.tempFiles(t)) == 0 })
+			testwait.Until(t, "the failed download to clean up", func() bool { return len(m.tempFiles(t)) == 0 })
 			if m.stored(dgst) {
 				t.Fatal("a broken download was stored")
 			}
@@ -122,7 +123,7 @@ func TestBrokenUpstreamBodiesAreNeverServedWhole(t *testing.T) {
 			if got := fake.Counters().S3Get[dgst]; got != 2 {
 				t.Fatalf("S3 downloads = %d, want 2 (broken, then good)", got)
 			}
-			eventually(t, "the good download to be stored", func() bool { return m.stored(dgst) })
+			testwait.Until(t, "the good download to be stored", func() bool { return m.stored(dgst) })
 		})
 	}
 }
@@ -140,7 +141,7 @@ func TestWholeRangeOfBrokenBlobFails(t *testing.T) {
 	if err == nil && len(body) == len(data) {
 		t.Fatalf("client got a complete %d body of corrupted bytes", resp.StatusCode)
 	}
-	eventually(t, "temp files to go", func() bool { return len(m.tempFiles(t)) == 0 })
+	testwait.Until(t, "temp files to go", func() bool { return len(m.tempFiles(t)) == 0 })
 	if m.stored(dgst) {
 		t.Fatal("corrupted blob stored")
 	}
@@ -160,7 +161,7 @@ func TestCorruptManifestNotStored(t *testing.T) {
 	} else if err == nil && resp.StatusCode == 200 && len(body) == int(resp.ContentLength) {
 		t.Fatalf("client got a complete corrupted manifest (%d bytes)", len(body))
 	}
-	eventually(t, "temp files to go", func() bool { return len(m.tempFiles(t)) == 0 })
+	testwait.Until(t, "temp files to go", func() bool { return len(m.tempFiles(t)) == 0 })
 	if m.stored(manifest) {
 		t.Fatal("corrupted manifest stored")
 	}
@@ -216,14 +217,14 @@ func TestEvictionLeastRecentlyUsed(t *testing.T) {
 		if err := fetchBlob(t, m, "team/app", dgst); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "download to settle", func() bool { return len(m.tempFiles(t)) == 0 })
+		testwait.Until(t, "download to settle", func() bool { return len(m.tempFiles(t)) == 0 })
 	}
 	must(d[0])
 	must(d[1])
 	must(d[2])
 	must(d[0]) // hit: d[1] is now least recently used
 	must(d[3]) // needs room: evicts d[1]
-	eventually(t, "the least recently used blob to be evicted", func() bool { return !m.stored(d[1]) })
+	testwait.Until(t, "the least recently used blob to be evicted", func() bool { return !m.stored(d[1]) })
 	for _, i := range []int{0, 2, 3} {
 		if !m.stored(d[i]) {
 			t.Errorf("blob %d evicted, want kept", i)
@@ -246,7 +247,7 @@ func TestBlobLargerThanCacheStreamedNotKept(t *testing.T) {
 	if err := fetchBlob(t, m, "team/app", dgst); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "temp files to go", func() bool { return len(m.tempFiles(t)) == 0 })
+	testwait.Until(t, "temp files to go", func() bool { return len(m.tempFiles(t)) == 0 })
 	if m.stored(dgst) || m.storedBytes(t) != 0 {
 		t.Fatal("a blob over the cache budget was kept")
 	}
@@ -301,7 +302,7 @@ func TestDownloadOutlivesClient(t *testing.T) {
 	}
 	cancel()
 	resp.Body.Close()
-	eventually(t, "the abandoned download to complete", func() bool { return m.stored(dgst) })
+	testwait.Until(t, "the abandoned download to complete", func() bool { return m.stored(dgst) })
 	if err := fetchBlob(t, m, "team/app", dgst); err != nil {
 		t.Fatal(err)
 	}
@@ -346,7 +347,7 @@ func TestHeadAndRangeOnMiss(t *testing.T) {
 	if !bytes.Equal(body, data[500000:501000]) || resp.Header.Get("Content-Range") != fmt.Sprintf("bytes 500000-500999/%d", len(data)) {
 		t.Fatalf("range GET returned %d bytes, Content-Range %q", len(body), resp.Header.Get("Content-Range"))
 	}
-	eventually(t, "the background fill", func() bool { return m.stored(dgst) })
+	testwait.Until(t, "the background fill", func() bool { return m.stored(dgst) })
 	resp, body, err = get(t, "GET", blobURL, http.Header{"Range": {"bytes=-10"}})
 	if err != nil || resp.StatusCode != 206 || !bytes.Equal(body, data[len(data)-10:]) {
 		t.Fatalf("range on the cached blob: %v %v %d bytes", err, resp, len(body))

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 // ownerOnlyViolations walks dir without following links and lists every
@@ -63,7 +64,7 @@ func TestProcessCacheDirOwnerOnly(t *testing.T) {
 			t.Fatalf("pull %s: %v", d, err)
 		}
 	}
-	eventually(t, "the blobs are stored", func() bool {
+	testwait.Until(t, "the blobs are stored", func() bool {
 		_, files := ownerOnlyViolations(t, filepath.Join(dir, "blobs"))
 		return files == len(dgsts)
 	})

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ecr-mirror/ecr-mirror/clientconn"
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 // rawGet opens a connection to m, sends a GET for path with a small
@@ -58,7 +59,7 @@ func TestStuckClientsAreDisconnected(t *testing.T) {
 	if err := fetchBlob(t, m, "team/app", dgst); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the blob stored", func() bool { return m.stored(dgst) })
+	testwait.Until(t, "the blob stored", func() bool { return m.stored(dgst) })
 
 	const n = 20
 	bodies := make([]*bufio.Reader, n)
@@ -70,7 +71,7 @@ func TestStuckClientsAreDisconnected(t *testing.T) {
 		bodies[i] = br
 	}
 	// Open: the stuck ones until they are cut, and the scrape's own.
-	eventually(t, "the stuck connections closed", func() bool {
+	testwait.Until(t, "the stuck connections closed", func() bool {
 		return scrape(t, m.URL+"/metrics")["ecr_mirror_client_connections"] <= 1
 	})
 	for i, br := range bodies {
@@ -121,7 +122,7 @@ func TestClientConnectionLimit(t *testing.T) {
 	}
 
 	held[0].Close()
-	eventually(t, "a new connection served after one closed", func() bool {
+	testwait.Until(t, "a new connection served after one closed", func() bool {
 		_, _, resp := rawGet(t, m, "/v2/")
 		return resp.StatusCode == http.StatusOK
 	})

@@ -26,6 +26,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 func TestMain(m *testing.M) {
@@ -210,23 +211,6 @@ func (m *mirror) tempFiles(t testing.TB) []string {
 	return names
 }
 
-// eventuallyTimeout is how long eventually waits for an event before
-// the test fails: long enough for a loaded machine, since passing tests
-// never wait it out.
-const eventuallyTimeout = 60 * time.Second
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(eventuallyTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // randomBytes returns n deterministic pseudo-random bytes.
 func randomBytes(seed uint64, n int) []byte {
 	b := make([]byte, n)
@@ -239,20 +223,7 @@ func randomBytes(seed uint64, n int) []byte {
 // get fetches a URL and returns the response with its whole body.
 func get(t testing.TB, method, u string, hdr http.Header) (*http.Response, []byte, error) {
 	t.Helper()
-	req, err := http.NewRequest(method, u, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, vs := range hdr {
-		req.Header[k] = vs
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return resp, body, err
+	return send(t, method, u, hdr, nil)
 }
 
 // fetchBlob GETs a blob through the mirror and checks status and digest;
@@ -318,7 +289,7 @@ func readBlob(resp *http.Response, dgst digest.Digest) error {
 // timeout then fires it.
 func waitStalled(t testing.TB, m *mirror, clk *clockwork.FakeClock, offset int64) {
 	t.Helper()
-	eventually(t, fmt.Sprintf("the download to reach byte %d", offset), func() bool {
+	testwait.Until(t, fmt.Sprintf("the download to reach byte %d", offset), func() bool {
 		names := m.tempFiles(t)
 		if len(names) != 1 {
 			return false
@@ -326,7 +297,7 @@ func waitStalled(t testing.TB, m *mirror, clk *clockwork.FakeClock, offset int64
 		info, err := os.Stat(filepath.Join(m.Dir, "tmp", names[0]))
 		return err == nil && info.Size() == offset
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), eventuallyTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.HangGuard)
 	defer cancel()
 	if err := clk.BlockUntilContext(ctx, 1); err != nil {
 		t.Fatalf("the download never waited on upstream at byte %d: %v", offset, err)
@@ -437,10 +408,15 @@ func putRawImage(fake *fakeecr.Server, repo, tag string, img rawImage) {
 	fake.PutManifest(repo, tag, "application/vnd.oci.image.manifest.v1+json", img.Manifest)
 }
 
-// send is get with a request body.
+// send fetches a URL with a request body (nil: none) and returns the
+// response with its whole body.
 func send(t testing.TB, method, u string, hdr http.Header, body []byte) (*http.Response, []byte, error) {
 	t.Helper()
-	req, err := http.NewRequest(method, u, bytes.NewReader(body))
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, u, r)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 // heapUse is what one transfer cost in memory.
@@ -71,7 +72,7 @@ func TestHeapDoesNotGrowWithBlobSize(t *testing.T) {
 			if err := fetchBlob(t, m, "heap/blob", dgst); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, "blob stored", func() bool { return m.stored(dgst) })
+			testwait.Until(t, "blob stored", func() bool { return m.stored(dgst) })
 			if err := fetchBlob(t, m, "heap/blob", dgst); err != nil {
 				t.Fatal(err)
 			}

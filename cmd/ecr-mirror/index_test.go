@@ -14,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 var (
@@ -163,7 +164,7 @@ func TestPullMultiArchIndex(t *testing.T) {
 	if first.ManifestGetByTag != 1 || first.ManifestGetByDigest != int64(len(children)) {
 		t.Errorf("first pull: %d manifest GETs by tag, %d by digest; want 1, %d", first.ManifestGetByTag, first.ManifestGetByDigest, len(children))
 	}
-	eventually(t, "the index and children on disk", func() bool {
+	testwait.Until(t, "the index and children on disk", func() bool {
 		if !m.stored(idxDigest) {
 			return false
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
@@ -66,7 +67,7 @@ func TestMaxDownloads(t *testing.T) {
 
 	done := make(chan error, 1)
 	go func() { done <- fetchBlob(t, m, "team/app", slow) }()
-	eventually(t, "the slow download to start", func() bool { return len(m.tempFiles(t)) == 1 })
+	testwait.Until(t, "the slow download to start", func() bool { return len(m.tempFiles(t)) == 1 })
 	resp, body, err := get(t, "GET", m.URL+"/v2/team/app/blobs/"+other.String(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -84,7 +85,7 @@ func TestMaxDownloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The slot frees once the slow download is stored.
-	eventually(t, "the slot to free", func() bool { return fetchBlob(t, m, "team/app", other) == nil })
+	testwait.Until(t, "the slot to free", func() bool { return fetchBlob(t, m, "team/app", other) == nil })
 }
 
 // Oversized request headers are refused before they reach the mirror.

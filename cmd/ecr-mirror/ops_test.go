@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 // scrape reads the mirror's metrics in Prometheus text format.
@@ -53,7 +54,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	}
 	// A file lands on disk a moment before its index record; the second
 	// fetch is a hit only once the record is there.
-	eventually(t, "blob indexed", func() bool {
+	testwait.Until(t, "blob indexed", func() bool {
 		return m.stored(dgst) && scrape(t, m.URL+"/metrics")[`ecr_mirror_cache_entries`]-before[`ecr_mirror_cache_entries`] == 1
 	})
 	if err := fetchBlob(t, m, "team/app", dgst); err != nil {
@@ -81,7 +82,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	// have moved as far as they should (a wrong count is reported after
 	// the wait).
 	var after map[string]float64
-	for deadline := time.Now().Add(eventuallyTimeout); ; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(testwait.HangGuard); ; time.Sleep(10 * time.Millisecond) {
 		after = scrape(t, m.URL+"/metrics")
 		moved := true
 		for k, d := range want {
@@ -106,7 +107,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	if fetchBlob(t, m, "team/app", bad) == nil {
 		t.Fatal("corrupt blob served")
 	}
-	eventually(t, "the failure to be counted", func() bool {
+	testwait.Until(t, "the failure to be counted", func() bool {
 		return scrape(t, m.URL+"/metrics")[`ecr_mirror_download_failures_total`]-after[`ecr_mirror_download_failures_total`] == 1
 	})
 	if d := scrape(t, m.URL+"/metrics")[`ecr_mirror_digest_mismatches_total`] - after[`ecr_mirror_digest_mismatches_total`]; d != 1 {
@@ -145,7 +146,7 @@ func TestProbes(t *testing.T) {
 		t.Fatalf("/readyz without a token: %d %q", code, body)
 	}
 	fake.ClearFaults()
-	eventually(t, "ready once a token is fetched", func() bool { code, _ := probe("/readyz"); return code == 200 })
+	testwait.Until(t, "ready once a token is fetched", func() bool { code, _ := probe("/readyz"); return code == 200 })
 
 	tmp := filepath.Join(m.Dir, "tmp")
 	if err := os.RemoveAll(tmp); err != nil {

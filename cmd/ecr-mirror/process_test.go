@@ -20,6 +20,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 // binary is the ecr-mirror command built once for the tests that run it
@@ -99,7 +100,7 @@ func startProcess(t *testing.T, bin string, fake *fakeecr.Server, dir string, ex
 	case p.addr = <-addrc:
 	case err := <-p.done:
 		t.Fatalf("ecr-mirror exited before listening: %v", err)
-	case <-time.After(eventuallyTimeout):
+	case <-time.After(testwait.HangGuard):
 		t.Fatal("ecr-mirror did not start listening")
 	}
 	return p
@@ -251,10 +252,10 @@ func TestProcessKill9DuringPulls(t *testing.T) {
 			_ = fetchBlob(t, m, "team/app", blobs[i%len(blobs)]) // cut by the kill, or complete
 		}()
 	}
-	eventually(t, "the whole downloads to commit", func() bool {
+	testwait.Until(t, "the whole downloads to commit", func() bool {
 		return m.stored(blobs[0]) && m.stored(blobs[2]) && m.stored(blobs[4]) && m.stored(blobs[6])
 	})
-	eventually(t, "the held downloads to be half way", func() bool { return len(m.tempFiles(t)) == 4 })
+	testwait.Until(t, "the held downloads to be half way", func() bool { return len(m.tempFiles(t)) == 4 })
 	if err := p.cmd.Process.Kill(); err != nil { // SIGKILL
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 // Resumable downloads and the bandwidth cap, end to end: the mirror as
@@ -53,7 +54,7 @@ func fetchConcurrently(t testing.TB, m *mirror, repo string, dgst digest.Digest,
 // handler returns.
 func s3RangeStarts(t testing.TB, fake *fakeecr.Server, dgst digest.Digest, want int) []int64 {
 	t.Helper()
-	deadline := time.Now().Add(eventuallyTimeout)
+	deadline := time.Now().Add(testwait.HangGuard)
 	for {
 		var out []int64
 		for _, r := range fake.Counters().Requests {
@@ -125,7 +126,7 @@ func TestResumeCutDownloads(t *testing.T) {
 					t.Errorf("client %d: %v", i, err)
 				}
 			}
-			eventually(t, "the blob stored", func() bool { return m.stored(dgst) })
+			testwait.Until(t, "the blob stored", func() bool { return m.stored(dgst) })
 			if got := s3RangeStarts(t, fake, dgst, len(tt.ranges)); !slices.Equal(got, tt.ranges) {
 				t.Errorf("Range requests from %v, want %v", got, tt.ranges)
 			}
@@ -235,10 +236,10 @@ func TestResumeFailsCleanly(t *testing.T) {
 				t.Errorf("%d registry blob GETs, want %d: one download for the four clients", c.BlobGet, 1+len(tt.ranges))
 			}
 			if tt.ok {
-				eventually(t, "the blob stored", func() bool { return m.stored(dgst) })
+				testwait.Until(t, "the blob stored", func() bool { return m.stored(dgst) })
 				return
 			}
-			eventually(t, "the failed download to clean up", func() bool { return len(m.tempFiles(t)) == 0 })
+			testwait.Until(t, "the failed download to clean up", func() bool { return len(m.tempFiles(t)) == 0 })
 			if m.stored(dgst) {
 				t.Fatal("a failed download was stored")
 			}
@@ -246,7 +247,7 @@ func TestResumeFailsCleanly(t *testing.T) {
 			if err := fetchBlob(t, m, "team/app", dgst); err != nil {
 				t.Fatalf("the pull after the failure: %v", err)
 			}
-			eventually(t, "the blob stored", func() bool { return m.stored(dgst) })
+			testwait.Until(t, "the blob stored", func() bool { return m.stored(dgst) })
 		})
 	}
 }
@@ -277,7 +278,7 @@ func TestResumeAfterPresignedURLExpired(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the blob stored", func() bool { return m.stored(dgst) })
+	testwait.Until(t, "the blob stored", func() bool { return m.stored(dgst) })
 	c := fake.Counters()
 	if c.BlobGet != 2 || c.S3SignatureRejected != 0 {
 		t.Errorf("%d registry blob GETs, %d S3 requests refused; want 2 and 0", c.BlobGet, c.S3SignatureRejected)
@@ -332,7 +333,7 @@ func TestMaxRate(t *testing.T) {
 	}
 	t.Logf("cold: %v, %.2f MiB/s upstream (%.3f of the cap)", cold, upstream/cold.Seconds()/(1<<20), upstream/cold.Seconds()/rate)
 	for _, dgst := range dgsts {
-		eventually(t, "blobs stored", func() bool { return m.stored(dgst) })
+		testwait.Until(t, "blobs stored", func() bool { return m.stored(dgst) })
 	}
 	throttled := scrape(t, m.URL+"/metrics")["ecr_mirror_upstream_throttled_bytes_total"]
 	if throttled != total {

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 	"github.com/ecr-mirror/ecr-mirror/tlsreload/tlstest"
 )
@@ -144,7 +145,7 @@ func TestAccessControl(t *testing.T) {
 		t.Fatalf("anonymous: %d %s, WWW-Authenticate %q", resp.StatusCode, code, resp.Header.Get("WWW-Authenticate"))
 	}
 	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
-		eventually(t, p+" without a login", func() bool {
+		testwait.Until(t, p+" without a login", func() bool {
 			resp, _, err := get(t, "GET", m.URL+p, nil)
 			return err == nil && resp.StatusCode == 200
 		})
@@ -297,7 +298,7 @@ func TestAllowNetworksCoversEveryPath(t *testing.T) {
 			t.Errorf("%s on METRICS_ADDR: %v %v %s", p, err, resp, body)
 		}
 	}
-	eventually(t, "/readyz on METRICS_ADDR", func() bool {
+	testwait.Until(t, "/readyz on METRICS_ADDR", func() bool {
 		resp, _, err := get(t, "GET", "http://"+ops+"/readyz", nil)
 		return err == nil && resp.StatusCode == 200
 	})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ecr-mirror/ecr-mirror/admin"
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 // A request on the admin socket in flight at shutdown is finished within
@@ -47,7 +48,7 @@ func TestShutdownFinishesAdminRequests(t *testing.T) {
 	stopped := make(chan struct{})
 	go func() { m.Stop(); close(stopped) }()
 	socket := filepath.Join(m.Dir, admin.SocketName)
-	eventually(t, "the admin socket to close", func() bool {
+	testwait.Until(t, "the admin socket to close", func() bool {
 		_, err := os.Stat(socket)
 		return errors.Is(err, os.ErrNotExist)
 	})

@@ -14,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 const (
@@ -99,7 +100,7 @@ func (s *edgeSite) restartWithTagTimeout(t *testing.T, env map[string]string, ti
 	all := map[string]string{"UPSTREAM_TAG_TIMEOUT": timeout.String()}
 	maps.Copy(all, env)
 	s.start(t, all)
-	eventually(t, "the restarted mirror's ECR token", func() bool {
+	testwait.Until(t, "the restarted mirror's ECR token", func() bool {
 		_, body := readyz(t, s.m)
 		return strings.Contains(body, "ECR token: ok")
 	})

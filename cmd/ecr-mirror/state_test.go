@@ -20,6 +20,7 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/internal/dirtree"
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 // snapshot describes every file of dir, or fails the test.
@@ -45,7 +46,7 @@ func TestReadOnlyCommandsKeepAStoppedCache(t *testing.T) {
 		t.Fatalf("warm: exit %d\n%s", code, errOut)
 	}
 	waitStored(t, m, s.all()...)
-	eventually(t, "every entry indexed", func() bool {
+	testwait.Until(t, "every entry indexed", func() bool {
 		return len(listing(t, map[string]string{"CACHE_DIR": m.Dir}).Entries) == len(s.all())
 	})
 	m.Stop()
@@ -155,7 +156,7 @@ func TestProcessKill9DuringImportAdmitsNothing(t *testing.T) {
 			archived[digest.NewDigestFromEncoded(digest.SHA256, name)] = h.Size
 		}
 	}
-	eventually(t, "the import to hold three blobs on disk", func() bool {
+	testwait.Until(t, "the import to hold three blobs on disk", func() bool {
 		select {
 		case err := <-exited:
 			t.Fatalf("import exited early: %v\n%s", err, errOut.String())

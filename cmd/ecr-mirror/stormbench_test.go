@@ -16,6 +16,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 // TestLoginStormLatency measures what a storm of wrong logins costs a
@@ -65,7 +66,7 @@ func TestLoginStormLatency(t *testing.T) {
 	if _, code := fetch(); code != 200 { // logs in, fills the cache
 		t.Fatalf("first fetch: %d", code)
 	}
-	eventually(t, "blob stored", func() bool { return m.stored(dgst) })
+	testwait.Until(t, "blob stored", func() bool { return m.stored(dgst) })
 	p50 := func(n int) time.Duration {
 		ds := make([]time.Duration, n)
 		for i := range ds {
