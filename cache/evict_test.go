@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 )
 
 // entries makes n blobs of size bytes each.
@@ -222,7 +224,7 @@ func TestBudgetLoweredBetweenRuns(t *testing.T) {
 	readEntry(t, s, dgsts[0], datas[0])
 	s.Close()
 
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	s, err := Open(Options{Dir: dir, MaxSize: 2500, AccessFlushInterval: time.Hour,
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {

@@ -10,12 +10,13 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 )
 
 func mustPin(t testing.TB, s *Store, n *node, name string) {
@@ -304,7 +305,7 @@ func TestPinsSurviveReopen(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			var logs syncBuffer
+			var logs testkit.SyncBuffer
 			s, err = Open(Options{Dir: dir, MaxSize: tc.reopen, AccessFlushInterval: time.Hour,
 				Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 			if err != nil {
@@ -352,24 +353,6 @@ func TestPinsSurviveReopen(t *testing.T) {
 			checkStore(t, s, dir)
 		})
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // TestUnpinMakesImageEvictable: once unpinned, an image is an ordinary

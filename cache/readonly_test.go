@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/dirtree"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 )
 
 // TestReadOnlyOpenChangesNothing opens a store holding more than its new
@@ -68,7 +69,7 @@ func TestReadOnlyOpenChangesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	ro, err := Open(Options{Dir: dir, MaxSize: 1500, ReadOnly: true,
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 )
 
 // testImage is an image in the fake: a manifest, its config and a layer.
@@ -24,7 +25,7 @@ type testImage struct {
 // seed; the same seed gives the same digests in every repository.
 func putImage(fake *fakeecr.Server, repo, tag string, seed uint64) testImage {
 	cfgBody := fmt.Appendf(nil, `{"architecture":"amd64","os":"linux","seed":%d}`, seed)
-	layerBody := randomBytes(seed, 96<<10)
+	layerBody := testkit.RandomBytes(seed, 96<<10)
 	img := testImage{config: fake.PutBlob(repo, cfgBody), layer: fake.PutBlob(repo, layerBody), layerBody: layerBody}
 	img.manifestBody = fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":"%s",`+
 		`"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},`+
@@ -120,7 +121,7 @@ func TestFlightNotJoinedFromAnotherRepository(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
 	e.fake.PutBlob("team-a/app", []byte("team-a exists upstream"))
-	data := randomBytes(7, 256<<10)
+	data := testkit.RandomBytes(7, 256<<10)
 	dgst := e.fake.PutBlob("team-b/private", data)
 	// The body stops after 1 KiB until the joiner has been answered.
 	e.fake.SetFault(dgst, fakeecr.Fault{Mode: fakeecr.FaultStall, After: 1 << 10, Delay: time.Hour, Times: 1})

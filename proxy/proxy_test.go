@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -27,6 +26,7 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/auth"
 	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
@@ -40,7 +40,7 @@ type testEnv struct {
 	store *cache.Store
 	proxy *Proxy
 	srv   *httptest.Server
-	logs  *syncBuffer // the proxy's log (and the handler's, with handlerLog)
+	logs  *testkit.SyncBuffer // the proxy's log (and the handler's, with handlerLog)
 	// stallClock times the proxy's stall timeouts: they fire only when a
 	// test advances it (stallAt), never because the machine was busy.
 	stallClock *clockwork.FakeClock
@@ -71,11 +71,7 @@ type envOptions struct {
 
 func newEnv(t *testing.T, o envOptions) *testEnv {
 	t.Helper()
-	fake, err := fakeecr.New(o.edge.fake)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(fake.Close)
+	fake := fakeecr.Start(t, o.edge.fake)
 
 	upstream := fake.URL()
 	if o.modify != nil {
@@ -127,7 +123,7 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	client := policy.Client(base, func(rt http.RoundTripper) http.RoundTripper { return src.Transport(upURL.Host, rt) })
 	t.Cleanup(client.CloseIdleConnections)
 
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	stallClock := clockwork.NewFakeClock()
 	p, err := New(Options{Upstream: upURL, Client: client, Store: store, Logger: log, ManifestLimit: o.manifestLimit,
@@ -251,38 +247,11 @@ func (e *testEnv) assertNotStored(t *testing.T, dgst digest.Digest) {
 	}
 }
 
-// syncBuffer collects log output from concurrent goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// randomBytes returns n deterministic pseudo-random bytes.
-func randomBytes(seed uint64, n int) []byte {
-	b := make([]byte, n)
-	var s [32]byte
-	s[0], s[1] = byte(seed), byte(seed>>8)
-	rand.NewChaCha8(s).Read(b)
-	return b
-}
-
 // testManifest is an OCI image manifest naming made-up blobs; the fake
 // serves manifests as opaque bytes, so the blobs need not exist.
 func testManifest(seed uint64) []byte {
-	cfg := digest.FromBytes(randomBytes(seed, 32))
-	layer := digest.FromBytes(randomBytes(seed+1000, 32))
+	cfg := digest.FromBytes(testkit.RandomBytes(seed, 32))
+	layer := digest.FromBytes(testkit.RandomBytes(seed+1000, 32))
 	return fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",`+
 		`"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":32},`+
 		`"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":32}]}`, cfg, layer)
@@ -328,7 +297,7 @@ func TestRangeServedFromFlight(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
 	const size = 256 << 10
-	data := randomBytes(1, size)
+	data := testkit.RandomBytes(1, size)
 	dgst := e.fake.PutBlob("team/app", data)
 	// Half the body, then nothing until every range below has joined
 	// the download.
@@ -430,7 +399,7 @@ func TestHeadCoalescedWithFlight(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
 	const size = 256 << 10
-	data := randomBytes(2, size)
+	data := testkit.RandomBytes(2, size)
 	dgst := e.fake.PutBlob("team/app", data)
 	// Half the body, then nothing until the HEADs are answered.
 	hold := make(chan struct{})
@@ -579,7 +548,7 @@ func TestUpstreamErrorsMapped(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, envOptions{modify: tt.modify})
-			blob := e.fake.PutBlob("team/app", randomBytes(3, 4096))
+			blob := e.fake.PutBlob("team/app", testkit.RandomBytes(3, 4096))
 			manifest := e.fake.PutManifest("team/app", "v1", ociManifest, testManifest(3))
 			path := tt.setup(e, blob, manifest)
 
@@ -793,7 +762,7 @@ func TestCloseAbandonsDownload(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
 	const size = 1 << 20
-	data := randomBytes(7, size)
+	data := testkit.RandomBytes(7, size)
 	dgst := e.fake.PutBlob("team/app", data)
 	// The body stops after 64 KiB until the mirror gives up on it.
 	e.fake.SetFault(dgst, fakeecr.Fault{Mode: fakeecr.FaultStall, After: 64 << 10, Times: 1})
@@ -904,7 +873,7 @@ func TestCanceledUpstreamRequestLogsNoPresignedURL(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, envOptions{handlerLog: true})
-			dgst := e.fake.PutBlob("team/app", randomBytes(8, size))
+			dgst := e.fake.PutBlob("team/app", testkit.RandomBytes(8, size))
 			tt.cancel(t, e, dgst)
 			for _, line := range strings.Split(e.logs.String(), "\n") {
 				for _, secret := range []string{"X-Amz-Signature", "X-Amz-Security-Token", "X-Amz-Credential"} {
@@ -923,7 +892,7 @@ func TestCanceledUpstreamRequestLogsNoPresignedURL(t *testing.T) {
 // not a valid Content-Range (RFC 9110 §14.4).
 func TestRangeFromUpstreamUnknownTotal(t *testing.T) {
 	t.Parallel()
-	data := randomBytes(9, 100)
+	data := testkit.RandomBytes(9, 100)
 	dgst := digest.FromBytes(data)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Range") == "bytes=0-9" {
@@ -974,7 +943,7 @@ func TestRangeFromUpstreamUnknownTotal(t *testing.T) {
 func TestFailedFlightNotJoined(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
-	data := randomBytes(10, 4096)
+	data := testkit.RandomBytes(10, 4096)
 	dgst := e.fake.PutBlob("team/app", data)
 
 	w, err := e.store.Create(dgst, int64(len(data)), "application/octet-stream")

@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/cache"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
@@ -126,7 +127,7 @@ func (e *pushEnv) assertCached(t *testing.T, repo string, dgst digest.Digest, da
 // client saw on the mirror.
 func TestPushBlobAdmitted(t *testing.T) {
 	t.Parallel()
-	data := randomBytes(41, 3<<20+17)
+	data := testkit.RandomBytes(41, 3<<20+17)
 	dgst := digest.FromBytes(data)
 	a, b := data[:1<<20], data[1<<20:]
 	ranged := func(off int, p []byte) http.Header {
@@ -201,7 +202,7 @@ func TestPushBlobAdmitted(t *testing.T) {
 // passes upstream's error on and admits nothing.
 func TestPushDigestMismatchAdmitsNothing(t *testing.T) {
 	t.Parallel()
-	data := randomBytes(42, 1<<20)
+	data := testkit.RandomBytes(42, 1<<20)
 	real := digest.FromBytes(data)
 	wrong := digest.FromString("not these bytes")
 	tests := []struct {
@@ -254,7 +255,7 @@ func TestPushDigestMismatchAdmitsNothing(t *testing.T) {
 func TestPushMount(t *testing.T) {
 	t.Parallel()
 	e := newPushEnv(t, envOptions{})
-	dgst := e.fake.PutBlob("team/base", randomBytes(43, 1000))
+	dgst := e.fake.PutBlob("team/base", testkit.RandomBytes(43, 1000))
 	resp, body := e.send(t, "POST", "/v2/team/app/blobs/uploads/?mount="+dgst.String()+"&from=team/base", nil, nil)
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("mount: %d %s", resp.StatusCode, body)
@@ -279,7 +280,7 @@ func TestPushManifestCached(t *testing.T) {
 	e := newPushEnv(t, envOptions{})
 	const mt = "application/vnd.oci.image.manifest.v1+json"
 	cfg := e.fake.PutBlob("team/app", []byte("{}"))
-	layer := e.fake.PutBlob("team/app", randomBytes(44, 100))
+	layer := e.fake.PutBlob("team/app", testkit.RandomBytes(44, 100))
 	manifest := fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":%q,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":2},`+
 		`"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":%q,"size":100}]}`, mt, cfg, layer)
 	dgst := digest.FromBytes(manifest)
@@ -325,7 +326,7 @@ func TestPushUpstreamErrors(t *testing.T) {
 	resp, body := e.send(t, "PATCH", "/v2/team/app/blobs/uploads/no-such-upload", strings.NewReader("x"), nil)
 	wantCode(t, resp, body, http.StatusNotFound, registry.CodeBlobUploadUnknown)
 
-	data := randomBytes(45, 4096)
+	data := testkit.RandomBytes(45, 4096)
 	dgst := digest.FromBytes(data)
 	loc := e.start(t, "team/app")
 	resp, _ = e.send(t, "PATCH", loc, bytes.NewReader(data[:1000]), nil)
@@ -355,7 +356,7 @@ func TestPushUpstreamErrors(t *testing.T) {
 func TestPushChunkAfterTokenExpiry(t *testing.T) {
 	t.Parallel()
 	e := newPushEnv(t, envOptions{})
-	data := randomBytes(46, 100<<10)
+	data := testkit.RandomBytes(46, 100<<10)
 	loc := e.start(t, "team/app")
 	e.fake.ExpireTokens()
 	resp, body := e.send(t, "PATCH", loc, bytes.NewReader(data), nil)
@@ -387,7 +388,7 @@ func TestPushLocationForms(t *testing.T) {
 			return nil
 		}})
 		fakeURL = e.fake.URL()
-		data := randomBytes(47, 5000)
+		data := testkit.RandomBytes(47, 5000)
 		loc := e.start(t, "team/app")
 		resp, _ := e.send(t, "PATCH", loc, bytes.NewReader(data), nil)
 		e.onMirror(t, resp.Header.Get("Location"))
@@ -474,7 +475,7 @@ func TestConfirms(t *testing.T) {
 func TestPushHeadAsksUpstream(t *testing.T) {
 	t.Parallel()
 	e := newPushEnv(t, envOptions{})
-	data := randomBytes(48, 2000)
+	data := testkit.RandomBytes(48, 2000)
 	dgst := e.fake.PutBlob("team/base", data)
 	if err := e.store.Put(dgst, "application/octet-stream", data); err != nil {
 		t.Fatal(err)

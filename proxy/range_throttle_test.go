@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"net/http"
 	"testing"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 )
 
 // A range of an uncached blob passed through from upstream is read under
@@ -12,7 +14,7 @@ func TestRangeFromUpstreamThrottled(t *testing.T) {
 	t.Parallel()
 	const size, rate = 1 << 20, 1 << 20
 	e := newEdgeEnv(t, edgeOptions{maxRate: rate})
-	data := randomBytes(53, size)
+	data := testkit.RandomBytes(53, size)
 	dgst := e.fake.PutBlob("team/app", data)
 	resp, body := e.mustDo(t, http.MethodGet, "/v2/team/app/blobs/"+dgst.String(), http.Header{"Range": {"bytes=786432-"}})
 	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, data[786432:]) {

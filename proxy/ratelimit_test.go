@@ -12,6 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
@@ -118,7 +119,7 @@ func TestDownloadsShareRateLimit(t *testing.T) {
 	var dgsts []digest.Digest
 	var datas [][]byte
 	for i := range 3 {
-		d := randomBytes(uint64(40+i), size)
+		d := testkit.RandomBytes(uint64(40+i), size)
 		datas = append(datas, d)
 		dgsts = append(dgsts, e.fake.PutBlob("team/app", d))
 	}
@@ -161,7 +162,7 @@ func TestCloseDuringRateLimitWait(t *testing.T) {
 	// At 1 KiB/s the download would take 17 minutes: a Close that waited
 	// for it would run the test past its deadline.
 	e := newEdgeEnv(t, edgeOptions{maxRate: 1 << 10})
-	dgst := e.fake.PutBlob("team/app", randomBytes(52, 1<<20))
+	dgst := e.fake.PutBlob("team/app", testkit.RandomBytes(52, 1<<20))
 	done := e.startDownload(t, "team/app", dgst)
 	testwait.Until(t, "the cap to hold the download back", func() bool { return e.proxy.Stats().ThrottledBytes.Load() > 0 })
 	e.proxy.Close()

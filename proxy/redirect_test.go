@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
@@ -199,7 +200,7 @@ func TestRefusedRedirectsAreNeitherFollowedNorShown(t *testing.T) {
 			internal := newSawServer(t)
 			internalAddr := strings.TrimPrefix(internal.URL, "http://")
 			_, internalPort, _ := net.SplitHostPort(internalAddr)
-			data := randomBytes(7, 4096)
+			data := testkit.RandomBytes(7, 4096)
 			dgst := e.fake.PutBlob("team/app", data)
 			loc := tt.location(internalAddr)
 			// The chain: registry → hop/3 → 2 → 1 → 0 → registry → S3,
@@ -243,7 +244,7 @@ func TestRedirectChainOfFiveFollowedWithoutReferer(t *testing.T) {
 	t.Parallel()
 	e, _ := newRedirectEnv(t, false)
 	hops := newSawServer(t)
-	data := randomBytes(8, 4096)
+	data := testkit.RandomBytes(8, 4096)
 	dgst := e.fake.PutBlob("team/app", data)
 	// registry → hop/2 → 1 → 0 → registry → S3: five redirects.
 	hops.final = e.fake.URL() + "/v2/team/app/blobs/" + dgst.String()
@@ -267,7 +268,7 @@ func TestRedirectChainOfFiveFollowedWithoutReferer(t *testing.T) {
 func TestS3RedirectCarriesNoReferer(t *testing.T) {
 	t.Parallel()
 	e, _ := newRedirectEnv(t, false)
-	data := randomBytes(9, 4096)
+	data := testkit.RandomBytes(9, 4096)
 	dgst := e.fake.PutBlob("team/app", data)
 	// S3 sends the mirror on to where the same bytes are; net/http would
 	// tell that host the presigned URL in Referer.

@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
@@ -164,7 +165,7 @@ func TestResume(t *testing.T) {
 				retries = tt.retries
 			}
 			e := newEdgeEnv(t, edgeOptions{retries: retries, stall: 200 * time.Millisecond})
-			data := randomBytes(31, size)
+			data := testkit.RandomBytes(31, size)
 			dgst := e.fake.PutBlob("team/app", data)
 			clients := cmp.Or(tt.clients, 3)
 			fault := tt.fault
@@ -262,7 +263,7 @@ func TestCloseDuringResumeBackoff(t *testing.T) {
 	e := newEdgeEnv(t, edgeOptions{retries: 5})
 	e.proxy.resume.backoff, e.proxy.resume.maxBackoff = time.Hour, time.Hour
 	const size = 256 << 10
-	data := randomBytes(32, size)
+	data := testkit.RandomBytes(32, size)
 	dgst := e.fake.PutBlob("team/app", data)
 	e.fake.SetFault(dgst, fakeecr.Fault{Mode: fakeecr.FaultTruncate, After: size / 2, Times: 1})
 	done := e.startDownload(t, "team/app", dgst)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ecr-mirror/ecr-mirror/auth"
 	"github.com/ecr-mirror/ecr-mirror/cache"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
@@ -84,7 +85,7 @@ type staleEnv struct {
 	store *cache.Store
 	proxy *Proxy
 	srv   *httptest.Server
-	logs  *syncBuffer
+	logs  *testkit.SyncBuffer
 }
 
 type staleOptions struct {
@@ -115,7 +116,7 @@ func newStaleEnv(t *testing.T, o staleOptions) *staleEnv {
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	client := NewRedirectPolicy(upURL).Client(base, func(rt http.RoundTripper) http.RoundTripper { return src.Transport(upURL.Host, rt) })
 	t.Cleanup(client.CloseIdleConnections)
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	p, err := New(Options{Upstream: upURL, Client: client, Store: store, Logger: log,
 		StaleIfError: o.staleIfError, TagTimeout: o.tagTimeout})

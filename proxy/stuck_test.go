@@ -17,6 +17,7 @@ import (
 
 	"github.com/ecr-mirror/ecr-mirror/clientconn"
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/tmpfs"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
@@ -67,7 +68,7 @@ func TestStuckClientDoesNotHoldARelayedDownload(t *testing.T) {
 	other := httptest.NewServer(registry.NewHandler(e.proxy, nil))
 	t.Cleanup(other.Close)
 
-	data := randomBytes(91, 64<<20)
+	data := testkit.RandomBytes(91, 64<<20)
 	dgst := e.fake.PutBlob("team/app", data)
 	// The first MiB, then a pause until both clients follow the download.
 	release := make(chan struct{})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ecr-mirror/ecr-mirror/auth"
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
@@ -62,8 +63,8 @@ func report(b *testing.B, size int64, mirror, base time.Duration, suffix string)
 // http.ServeContent on the same file.
 func BenchmarkWarmHit(b *testing.B) {
 	const size = 256 << 20
-	fake := newFake(b, fakeecr.Options{})
-	dgst := fake.PutBlob("bench/hit", randomBytes(20, size))
+	fake := fakeecr.Start(b, fakeecr.Options{})
+	dgst := fake.PutBlob("bench/hit", testkit.RandomBytes(20, size))
 	m := startMirror(b, fake, mirrorOpts{})
 	if err := fetchBlob(b, m, "bench/hit", dgst); err != nil {
 		b.Fatal(err)
@@ -113,8 +114,8 @@ func BenchmarkWarmHit(b *testing.B) {
 // which is reported too.
 func BenchmarkColdMiss(b *testing.B) {
 	const size = 256 << 20
-	fake := newFake(b, fakeecr.Options{})
-	data := randomBytes(21, size)
+	fake := fakeecr.Start(b, fakeecr.Options{})
+	data := testkit.RandomBytes(21, size)
 	dgst := fake.PutBlob("bench/miss", data)
 
 	tokens := auth.NewSource(func(context.Context) (auth.Token, error) {

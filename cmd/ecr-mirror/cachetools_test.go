@@ -36,7 +36,7 @@ type seededFake struct {
 
 func newSeededFake(t *testing.T) *seededFake {
 	t.Helper()
-	s := &seededFake{fake: newFake(t, fakeecr.Options{})}
+	s := &seededFake{fake: fakeecr.Start(t, fakeecr.Options{})}
 	img, err := random.Image(48<<10, 3)
 	if err != nil {
 		t.Fatal(err)
@@ -399,7 +399,7 @@ func flipByte(t *testing.T, path string) {
 func TestPinSurvivesEviction(t *testing.T) {
 	t.Parallel()
 	const budget = 320 << 10
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	var images []digest.Digest
 	var blobs [][]digest.Digest
 	for i := range 6 {
@@ -457,7 +457,7 @@ func TestPinSurvivesEviction(t *testing.T) {
 // Purging while another image is being pulled never breaks that pull.
 func TestPurgeDuringPull(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	img, err := random.Image(512<<10, 4)
 	if err != nil {
 		t.Fatal(err)

@@ -107,7 +107,7 @@ func s3Gets(c fakeecr.Counters) int64 {
 
 func TestWarm(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	img, err := random.Image(64<<10, 3)
 	if err != nil {
 		t.Fatal(err)
@@ -155,7 +155,7 @@ func TestWarm(t *testing.T) {
 
 func TestWarmPlatform(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	_, children := putIndex(t, fake, "team/multi", "v1", multiArchIndex(t, linuxAMD64, linuxARM64))
 	m := startMirror(t, fake, mirrorOpts{})
 	code, _, errOut := cli(t, nil, "warm", "--mirror", m.URL, "--platform", "linux/arm64", "team/multi:v1")

@@ -38,6 +38,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
@@ -364,7 +365,7 @@ func waitStored(t *testing.T, m *mirror, dgsts ...digest.Digest) {
 func TestSkopeoCopyImage(t *testing.T) {
 	t.Parallel()
 	sk := newSkopeo(t)
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	manifest, blobs := putImage(t, fake, "team/app", "v1", ociImage(t, linuxAMD64, 3))
 	m := startMirror(t, fake, mirrorOpts{})
 	src := "docker://" + m.Host + "/team/app"
@@ -442,7 +443,7 @@ func TestSkopeoCopyImage(t *testing.T) {
 func TestSkopeoCopyMultiArch(t *testing.T) {
 	t.Parallel()
 	sk := newSkopeo(t)
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	idxDigest, children := putOCIIndex(t, fake, "team/multi", "v1", linuxAMD64, linuxARM64)
 	m := startMirror(t, fake, mirrorOpts{})
 	src := "docker://" + m.Host + "/team/multi"
@@ -552,7 +553,7 @@ disabled_plugins = [
 `, filepath.Join(dir, "root"), filepath.Join(dir, "state"),
 		sock, os.Getuid(), os.Getgid(), sock+".ttrpc", os.Getuid(), os.Getgid(), filepath.Join(dir, "opt")))
 
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	cmd := exec.Command(bin, "--config", cfg)
 	cmd.Env = isolatedEnv(dir)
 	cmd.Stdout, cmd.Stderr = logs, logs
@@ -692,7 +693,7 @@ func requestsFor(reqs []fakeecr.Request, repo string) []string {
 func TestContainerdPullThroughNamespaces(t *testing.T) {
 	t.Parallel()
 	ctrd := startContainerd(t)
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 
 	helloIdx, helloChildren := putOCIIndex(t, fake, "docker-hub/library/hello", "latest", linuxAMD64, linuxARM64)
 	helloWant := []digest.Digest{helloIdx}
@@ -804,7 +805,7 @@ func lastLine(s string) string {
 func TestPushThenSkopeoPullByDigest(t *testing.T) {
 	t.Parallel()
 	sk := newSkopeo(t)
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	m := startMirror(t, fake, mirrorOpts{env: pushEnv})
 	img := ociImage(t, linuxAMD64, 2)
 	if err := pushImage(t, m, "team/pushed", "v1", img, newTransport(t)); err != nil {

@@ -78,7 +78,7 @@ func (x exchange) check(t *testing.T, m *mirror) {
 // mirror has the content cached or not: run once cold, once warm.
 func TestPullWorkflowFollowsDistributionSpec(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	tagged, untagged := newRawImage(1, nil), newRawImage(2, nil)
 	putRawImage(fake, "conformance/pull", "tagtest0", tagged)
 	putRawImage(fake, "conformance/pull", "", untagged)
@@ -125,7 +125,7 @@ func TestPullWorkflowFollowsDistributionSpec(t *testing.T) {
 // ECR is not asked.
 func TestInvalidReferencesNeverReachUpstream(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	putRawImage(fake, "team/app", "v1", newRawImage(3, nil))
 	m := startMirror(t, fake, mirrorOpts{})
 	before := fake.Counters()
@@ -187,7 +187,7 @@ func nextLink(t *testing.T, resp *http.Response) string {
 // untagged repository, 404 for a repository ECR does not have.
 func TestTagsListFollowsDistributionSpec(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	img := newRawImage(4, nil)
 	all := []string{"test0", "test1", "test2", "test3", "test4"}
 	for _, tag := range all {
@@ -276,7 +276,7 @@ func TestTagsListFollowsDistributionSpec(t *testing.T) {
 // the name the client used, not ECR's prefixed one, and so is its Link.
 func TestTagsListNamesTheClientsRepository(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	img := newRawImage(5, nil)
 	for _, tag := range []string{"1.0", "1.1", "1.2"} {
 		putRawImage(fake, "docker-hub/library/nginx", tag, img)
@@ -311,7 +311,7 @@ type referrersIndex struct {
 // exist, filtered by artifactType, 404 for a repository ECR does not have.
 func TestReferrersFollowDistributionSpec(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	const repo = "conformance/refs"
 	subject := newRawImage(6, nil)
 	putRawImage(fake, repo, "tagtest0", subject)
@@ -394,7 +394,7 @@ func TestReferrersFollowDistributionSpec(t *testing.T) {
 // which tells the client the registry indexed it for the referrers API.
 func TestPushWithSubjectAnswersOCISubject(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	m := startMirror(t, fake, mirrorOpts{env: pushEnv})
 	subject := newRawImage(12, nil)
 	if resp := pushRawImage(t, m, "team/app", "v1", subject); resp.Header.Get("OCI-Subject") != "" {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 	"github.com/ecr-mirror/ecr-mirror/internal/tmpfs"
 )
@@ -29,9 +30,9 @@ func freeBytes(t *testing.T, dir string) int64 {
 func TestDiskFullOnRealFilesystem(t *testing.T) {
 	t.Parallel()
 	dir := tmpfs.Mount(t, "24m")
-	fake := newFake(t, fakeecr.Options{})
-	big := fake.PutBlob("team/app", randomBytes(70, 40<<20))
-	small := fake.PutBlob("team/app", randomBytes(71, 1<<20))
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	big := fake.PutBlob("team/app", testkit.RandomBytes(70, 40<<20))
+	small := fake.PutBlob("team/app", testkit.RandomBytes(71, 1<<20))
 	// The body stops after 64 KiB until all four clients follow the one
 	// download.
 	hold := make(chan struct{})

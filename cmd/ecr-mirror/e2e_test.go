@@ -16,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
@@ -24,7 +25,7 @@ import (
 // no upstream blob download, while the tag is still revalidated upstream.
 func TestPullTwice(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	img, err := random.Image(256<<10, 3)
 	if err != nil {
 		t.Fatal(err)
@@ -71,8 +72,8 @@ func TestPullTwice(t *testing.T) {
 // upstream download, and every one of them gets the right bytes.
 func TestConcurrentMissesShareOneDownload(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
-	data := randomBytes(1, 4<<20)
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	data := testkit.RandomBytes(1, 4<<20)
 	dgst := fake.PutBlob("big/blob", data)
 	// The body stops after 1 MiB until every client follows the download.
 	hold := make(chan struct{})
@@ -101,8 +102,8 @@ func TestBrokenUpstreamBodiesAreNeverServedWhole(t *testing.T) {
 	for _, mode := range []fakeecr.FaultMode{fakeecr.FaultTruncate, fakeecr.FaultCorrupt} {
 		t.Run(mode.String(), func(t *testing.T) {
 			t.Parallel()
-			fake := newFake(t, fakeecr.Options{})
-			data := randomBytes(2, 3<<20)
+			fake := fakeecr.Start(t, fakeecr.Options{})
+			data := testkit.RandomBytes(2, 3<<20)
 			dgst := fake.PutBlob("team/app", data)
 			// Without resumption: a cut body would be resumed (resume_test.go).
 			m := startMirror(t, fake, mirrorOpts{env: map[string]string{"UPSTREAM_RETRIES": "0"}})
@@ -132,8 +133,8 @@ func TestBrokenUpstreamBodiesAreNeverServedWhole(t *testing.T) {
 // upstream body makes the transfer fail.
 func TestWholeRangeOfBrokenBlobFails(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
-	data := randomBytes(9, 1<<20)
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	data := testkit.RandomBytes(9, 1<<20)
 	dgst := fake.PutBlob("team/app", data)
 	m := startMirror(t, fake, mirrorOpts{})
 	fake.SetFault("", fakeecr.Fault{Mode: fakeecr.FaultCorrupt})
@@ -150,7 +151,7 @@ func TestWholeRangeOfBrokenBlobFails(t *testing.T) {
 // A broken manifest body by digest is refused the same way.
 func TestCorruptManifestNotStored(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	img, _ := random.Image(1024, 1)
 	manifest, _ := putImage(t, fake, "team/app", "", img)
 	m := startMirror(t, fake, mirrorOpts{})
@@ -179,7 +180,7 @@ func TestCorruptManifestNotStored(t *testing.T) {
 func TestExpiredLongTokenRefreshed(t *testing.T) {
 	t.Parallel()
 	clk := &clock{}
-	fake := newFake(t, fakeecr.Options{Now: clk.Now, TokenPasswordLen: 6000})
+	fake := fakeecr.Start(t, fakeecr.Options{Now: clk.Now, TokenPasswordLen: 6000})
 	img1, _ := random.Image(4096, 2)
 	img2, _ := random.Image(4096, 2)
 	putImage(t, fake, "team/app", "one", img1)
@@ -205,11 +206,11 @@ func TestExpiredLongTokenRefreshed(t *testing.T) {
 // The store stays under its bound and evicts the least recently used.
 func TestEvictionLeastRecentlyUsed(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	const size = 1 << 20
 	var d [4]digest.Digest
 	for i := range d {
-		d[i] = fake.PutBlob("team/app", randomBytes(uint64(10+i), size))
+		d[i] = fake.PutBlob("team/app", testkit.RandomBytes(uint64(10+i), size))
 	}
 	m := startMirror(t, fake, mirrorOpts{maxSize: fmt.Sprint(3*size + size/2)})
 	must := func(dgst digest.Digest) {
@@ -241,8 +242,8 @@ func TestEvictionLeastRecentlyUsed(t *testing.T) {
 // A blob larger than the whole budget is streamed through and not kept.
 func TestBlobLargerThanCacheStreamedNotKept(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
-	dgst := fake.PutBlob("team/app", randomBytes(3, 2<<20))
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	dgst := fake.PutBlob("team/app", testkit.RandomBytes(3, 2<<20))
 	m := startMirror(t, fake, mirrorOpts{maxSize: "1m"})
 	if err := fetchBlob(t, m, "team/app", dgst); err != nil {
 		t.Fatal(err)
@@ -256,7 +257,7 @@ func TestBlobLargerThanCacheStreamedNotKept(t *testing.T) {
 // A restart keeps the cache: the same pull downloads nothing.
 func TestRestartKeepsCache(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	img, _ := random.Image(64<<10, 2)
 	_, blobs := putImage(t, fake, "team/app", "v1", img)
 	dir := t.TempDir()
@@ -286,8 +287,8 @@ func TestRestartKeepsCache(t *testing.T) {
 // blob cached.
 func TestDownloadOutlivesClient(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
-	dgst := fake.PutBlob("team/app", randomBytes(4, 1<<20))
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	dgst := fake.PutBlob("team/app", testkit.RandomBytes(4, 1<<20))
 	fake.SetFault(dgst, fakeecr.Fault{Mode: fakeecr.FaultSlow, Rate: 2 << 20, Times: 1})
 	m := startMirror(t, fake, mirrorOpts{})
 
@@ -315,8 +316,8 @@ func TestDownloadOutlivesClient(t *testing.T) {
 // answered from upstream while the whole blob is cached in the background.
 func TestHeadAndRangeOnMiss(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
-	data := randomBytes(5, 1<<20)
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	data := testkit.RandomBytes(5, 1<<20)
 	dgst := fake.PutBlob("team/app", data)
 	m := startMirror(t, fake, mirrorOpts{})
 	blobURL := m.URL + "/v2/team/app/blobs/" + dgst.String()
@@ -364,7 +365,7 @@ func TestHeadAndRangeOnMiss(t *testing.T) {
 // A tag that moves upstream is followed at once.
 func TestTagRevalidated(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	img1, _ := random.Image(1024, 1)
 	img2, _ := random.Image(1024, 1)
 	d1, _ := putImage(t, fake, "team/app", "latest", img1)
@@ -395,7 +396,7 @@ func TestTagRevalidated(t *testing.T) {
 // tags/list passes through with the Link pointing at the mirror.
 func TestTagsListLinkPointsAtMirror(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	img, _ := random.Image(1024, 1)
 	for _, tag := range []string{"a", "b", "c"} {
 		putImage(t, fake, "team/app", tag, img)
@@ -423,15 +424,15 @@ func TestTagsListLinkPointsAtMirror(t *testing.T) {
 // nothing reaches upstream or leaves the cache directory.
 func TestBadInput(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
-	data := randomBytes(6, 100)
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	data := testkit.RandomBytes(6, 100)
 	dgst := fake.PutBlob("team/app", data)
 	m := startMirror(t, fake, mirrorOpts{})
 	if err := fetchBlob(t, m, "team/app", dgst); err != nil {
 		t.Fatal(err)
 	}
 	blob := "/v2/team/app/blobs/" + dgst.String()
-	uncached := "/v2/team/app/blobs/" + fake.PutBlob("team/app", randomBytes(8, 100)).String()
+	uncached := "/v2/team/app/blobs/" + fake.PutBlob("team/app", testkit.RandomBytes(8, 100)).String()
 	tests := []struct {
 		name, method, path string
 		hdr                http.Header
@@ -487,8 +488,8 @@ func TestBadInput(t *testing.T) {
 // still served.
 func TestUpstreamDown(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
-	data := randomBytes(7, 4096)
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	data := testkit.RandomBytes(7, 4096)
 	dgst := fake.PutBlob("team/app", data)
 	m := startMirror(t, fake, mirrorOpts{})
 	if err := fetchBlob(t, m, "team/app", dgst); err != nil {
@@ -514,7 +515,7 @@ func TestUpstreamDown(t *testing.T) {
 func TestSecretsStayInside(t *testing.T) {
 	t.Parallel()
 	clk := &clock{}
-	fake := newFake(t, fakeecr.Options{Now: clk.Now})
+	fake := fakeecr.Start(t, fakeecr.Options{Now: clk.Now})
 	img, _ := random.Image(4096, 2)
 	_, blobs := putImage(t, fake, "team/app", "v1", img)
 	m := startMirror(t, fake, mirrorOpts{})

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
@@ -50,10 +51,10 @@ func ownerOnlyViolations(t *testing.T, dir string) (bad []string, files int) {
 func TestProcessCacheDirOwnerOnly(t *testing.T) {
 	t.Parallel()
 	bin := mirrorBinary(t)
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	var dgsts []string
 	for i := range 3 {
-		dgsts = append(dgsts, fake.PutBlob("team/app", randomBytes(uint64(60+i), 256<<10)).String())
+		dgsts = append(dgsts, fake.PutBlob("team/app", testkit.RandomBytes(uint64(60+i), 256<<10)).String())
 	}
 	dir := filepath.Join(t.TempDir(), "cache") // the binary creates it
 	// The child inherits the test process's umask (typically 022).

@@ -81,7 +81,7 @@ func pullAs(t *testing.T, m *mirror, user, ref string) error {
 // down, while bob keeps pulling it offline.
 func TestGateTeamsShareNothing(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	img := ociImage(t, linuxAMD64, 2)
 	manifest, blobs := putImage(t, fake, "team-b/private", "v1", img)
 	putImage(t, fake, "team-a/app", "v1", ociImage(t, linuxAMD64, 1))
@@ -157,7 +157,7 @@ func TestGateTeamsShareNothing(t *testing.T) {
 func TestPushedBlobDoesNotRetypeManifest(t *testing.T) {
 	t.Parallel()
 	sk := newSkopeo(t)
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	m := startMirror(t, fake, mirrorOpts{env: pushEnv})
 	img := ociImage(t, linuxAMD64, 1)
 	manifest, _ := putImage(t, fake, "team-b/private", "v1", img)

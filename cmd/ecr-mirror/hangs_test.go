@@ -15,6 +15,7 @@ import (
 
 	"github.com/ecr-mirror/ecr-mirror/clientconn"
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
@@ -52,9 +53,9 @@ func rawGet(t *testing.T, m *mirror, path string) (net.Conn, *bufio.Reader, *htt
 // the open-connection count falls back to the scraper's own.
 func TestStuckClientsAreDisconnected(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	const size = 64 << 20
-	dgst := fake.PutBlob("team/app", randomBytes(81, size))
+	dgst := fake.PutBlob("team/app", testkit.RandomBytes(81, size))
 	m := startMirror(t, fake, mirrorOpts{env: map[string]string{"CLIENT_STALL_TIMEOUT": "1s"}})
 	if err := fetchBlob(t, m, "team/app", dgst); err != nil {
 		t.Fatal(err)
@@ -92,7 +93,7 @@ func TestStuckClientsAreDisconnected(t *testing.T) {
 // 503 UNAVAILABLE with Retry-After and closed; one closed frees its place.
 func TestClientConnectionLimit(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	const limit = 5
 	m := startMirror(t, fake, mirrorOpts{env: map[string]string{"MAX_CLIENT_CONNECTIONS": fmt.Sprint(limit)}})
 	var held []net.Conn

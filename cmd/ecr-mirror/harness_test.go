@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -26,6 +25,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
@@ -58,33 +58,6 @@ type clock struct{ offset atomic.Int64 }
 
 func (c *clock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
 func (c *clock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
-func newFake(t testing.TB, opts fakeecr.Options) *fakeecr.Server {
-	t.Helper()
-	f, err := fakeecr.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(f.Close)
-	return f
-}
-
-// syncBuffer collects log output from concurrent goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // mirror is an ecr-mirror server run in-process, exactly as main runs it.
 type mirror struct {
@@ -93,7 +66,7 @@ type mirror struct {
 	// Extra are the NAMESPACE_LISTENERS' addresses (host:port), in order.
 	Extra []string
 	Dir   string
-	Logs  *syncBuffer
+	Logs  *testkit.SyncBuffer
 	stop  func()
 }
 
@@ -133,7 +106,7 @@ func startMirror(t testing.TB, fake *fakeecr.Server, o mirrorOpts) *mirror {
 		t.Fatal(err)
 	}
 	cfg.stallClock = o.stallClock
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	addrc := make(chan []net.Addr, 1)
@@ -209,15 +182,6 @@ func (m *mirror) tempFiles(t testing.TB) []string {
 		names = append(names, e.Name())
 	}
 	return names
-}
-
-// randomBytes returns n deterministic pseudo-random bytes.
-func randomBytes(seed uint64, n int) []byte {
-	b := make([]byte, n)
-	var s [32]byte
-	s[0], s[1] = byte(seed), byte(seed>>8)
-	rand.NewChaCha8(s).Read(b)
-	return b
 }
 
 // get fetches a URL and returns the response with its whole body.
@@ -385,7 +349,7 @@ type rawImage struct {
 // newRawImage builds an image whose bytes depend on seed: one layer, a
 // config, and an OCI manifest naming them (plus subject, when not empty).
 func newRawImage(seed uint64, subject *rawImage) rawImage {
-	img := rawImage{Layer: randomBytes(seed, 512)}
+	img := rawImage{Layer: testkit.RandomBytes(seed, 512)}
 	img.Config = []byte(fmt.Sprintf(`{"architecture":"amd64","os":"linux","author":"seed-%d","rootfs":{"type":"layers","diff_ids":[]}}`, seed))
 	img.ConfigDgst, img.LayerDgst = digest.FromBytes(img.Config), digest.FromBytes(img.Layer)
 	subj := ""

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
@@ -62,11 +63,11 @@ func TestHeapDoesNotGrowWithBlobSize(t *testing.T) {
 		// sendfile call; under -race the pool drops them at random.
 		t.Skip("allocation counts are meaningless under -race; .ci/run runs this test without it")
 	}
-	fake := newFake(t, fakeecr.Options{RequestLogSize: -1})
+	fake := fakeecr.Start(t, fakeecr.Options{RequestLogSize: -1})
 	m := startMirror(t, fake, mirrorOpts{maxSize: "2g"})
 	use := map[int]heapUse{}
 	for _, size := range []int{64 << 20, 1 << 30} {
-		data := bytes.Repeat(randomBytes(uint64(size), 1<<20), size>>20)
+		data := bytes.Repeat(testkit.RandomBytes(uint64(size), 1<<20), size>>20)
 		dgst := fake.PutBlob("heap/blob", data)
 		use[size] = measureHeap(func() {
 			if err := fetchBlob(t, m, "heap/blob", dgst); err != nil {

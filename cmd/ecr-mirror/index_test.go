@@ -151,7 +151,7 @@ func pullIndex(t testing.TB, m *mirror, ref string, want digest.Digest, children
 // platform pulled by digest (warm or cold) and by platform works too.
 func TestPullMultiArchIndex(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	idxDigest, children := putIndex(t, fake, "team/multi", "v1", multiArchIndex(t, linuxAMD64, linuxARM64))
 	m := startMirror(t, fake, mirrorOpts{})
 

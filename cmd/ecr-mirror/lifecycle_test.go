@@ -10,6 +10,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
@@ -19,8 +20,8 @@ import (
 // left in tmp/, and after a restart the same pull succeeds.
 func TestShutdownMidDownload(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
-	data := randomBytes(40, 2<<20)
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	data := testkit.RandomBytes(40, 2<<20)
 	dgst := fake.PutBlob("team/app", data)
 	// The body stops after 1 MiB for good (the stall clock never moves):
 	// a shutdown that waited for the download would never end.
@@ -57,9 +58,9 @@ func TestShutdownMidDownload(t *testing.T) {
 // with Retry-After. Joining a download under way is not refused.
 func TestMaxDownloads(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
-	slow := fake.PutBlob("team/app", randomBytes(41, 1<<20))
-	other := fake.PutBlob("team/app", randomBytes(42, 1000))
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	slow := fake.PutBlob("team/app", testkit.RandomBytes(41, 1<<20))
+	other := fake.PutBlob("team/app", testkit.RandomBytes(42, 1000))
 	// Half the body, then nothing until the test is done with it.
 	hold := make(chan struct{})
 	fake.SetFault(slow, fakeecr.Fault{Mode: fakeecr.FaultStall, After: 512 << 10, Hold: hold, Times: 1})
@@ -91,7 +92,7 @@ func TestMaxDownloads(t *testing.T) {
 // Oversized request headers are refused before they reach the mirror.
 func TestOversizedHeaderRefused(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	m := startMirror(t, fake, mirrorOpts{})
 	resp, _, err := get(t, "GET", m.URL+"/v2/", http.Header{"X-Junk": {strings.Repeat("x", 200<<10)}})
 	if err != nil {

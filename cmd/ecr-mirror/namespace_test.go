@@ -17,7 +17,7 @@ import (
 // Docker daemon's registry-mirrors; the cache is shared between names.
 func TestNamespaces(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	img, _ := random.Image(64<<10, 2)
 	hello, blobs := putImage(t, fake, "docker-hub/library/hello", "latest", img)
 	putImage(t, fake, "team/app", "v1", img) // the same image under another name
@@ -95,7 +95,7 @@ func TestNamespaces(t *testing.T) {
 // trusted proxies.
 func TestLinksFollowClientHost(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	img, _ := random.Image(1024, 1)
 	for _, tag := range []string{"a", "b", "c"} {
 		putImage(t, fake, "team/app", tag, img)

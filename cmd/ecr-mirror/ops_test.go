@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
@@ -44,9 +45,9 @@ func scrape(t *testing.T, url string) map[string]float64 {
 // Every counter moves by exactly what the requests made it count.
 func TestMetricsCountWhatHappened(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	const size = 300_000
-	dgst := fake.PutBlob("team/app", randomBytes(30, size))
+	dgst := fake.PutBlob("team/app", testkit.RandomBytes(30, size))
 	m := startMirror(t, fake, mirrorOpts{})
 	before := scrape(t, m.URL+"/metrics")
 	if err := fetchBlob(t, m, "team/app", dgst); err != nil {
@@ -102,7 +103,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	}
 
 	// A corrupted download counts a mismatch and a failure.
-	bad := fake.PutBlob("team/app", randomBytes(31, size))
+	bad := fake.PutBlob("team/app", testkit.RandomBytes(31, size))
 	fake.SetFault(bad, fakeecr.Fault{Mode: fakeecr.FaultCorrupt, Times: 1})
 	if fetchBlob(t, m, "team/app", bad) == nil {
 		t.Fatal("corrupt blob served")
@@ -118,7 +119,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 // /metrics on a listener of its own when METRICS_ADDR says so.
 func TestMetricsOnOwnAddress(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	m := startMirror(t, fake, mirrorOpts{env: map[string]string{"METRICS_ADDR": "127.0.0.1:0"}})
 	if resp, _, _ := get(t, "GET", m.URL+"/metrics", nil); resp.StatusCode != 404 {
 		t.Fatalf("/metrics on LISTEN_ADDR: %d, want 404 when METRICS_ADDR is set", resp.StatusCode)
@@ -128,7 +129,7 @@ func TestMetricsOnOwnAddress(t *testing.T) {
 // /healthz says alive; /readyz flips with what the mirror needs.
 func TestProbes(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	fake.SetTokenFault(fakeecr.Fault{Mode: fakeecr.FaultStatus, Status: 400})
 	m := startMirror(t, fake, mirrorOpts{})
 	probe := func(path string) (int, string) {

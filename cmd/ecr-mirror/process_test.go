@@ -20,6 +20,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
@@ -127,8 +128,8 @@ func (p *process) signal(t *testing.T, sig os.Signal, limit time.Duration) (erro
 func TestProcessSIGTERMMidDownload(t *testing.T) {
 	t.Parallel()
 	bin := mirrorBinary(t)
-	fake := newFake(t, fakeecr.Options{})
-	data := randomBytes(50, 2<<20)
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	data := testkit.RandomBytes(50, 2<<20)
 	dgst := fake.PutBlob("team/app", data)
 	// The body stops after 1 MiB until the mirror gives up on it: the
 	// transfer is still running when the signal comes.
@@ -176,8 +177,8 @@ func TestProcessSIGTERMMidDownload(t *testing.T) {
 func TestProcessSecondSignalExits(t *testing.T) {
 	t.Parallel()
 	bin := mirrorBinary(t)
-	fake := newFake(t, fakeecr.Options{})
-	dgst := fake.PutBlob("team/app", randomBytes(51, 1<<20))
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	dgst := fake.PutBlob("team/app", testkit.RandomBytes(51, 1<<20))
 	// The body stops after 64 KiB for good: the client streams through
 	// the grace period.
 	fake.SetFault(dgst, fakeecr.Fault{Mode: fakeecr.FaultStall, After: 64 << 10, Times: 1})
@@ -228,10 +229,10 @@ func TestProcessBadConfig(t *testing.T) {
 func TestProcessKill9DuringPulls(t *testing.T) {
 	t.Parallel()
 	bin := mirrorBinary(t)
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	var blobs []digest.Digest
 	for i := range 8 {
-		blobs = append(blobs, fake.PutBlob("team/app", randomBytes(uint64(60+i), 1<<20+i*4099)))
+		blobs = append(blobs, fake.PutBlob("team/app", testkit.RandomBytes(uint64(60+i), 1<<20+i*4099)))
 	}
 	// Half the bodies whole (they commit), half held after half their
 	// bytes until the kill cuts them.

@@ -7,6 +7,8 @@ import (
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 )
 
 func TestProgress(t *testing.T) {
@@ -21,7 +23,7 @@ func TestProgress(t *testing.T) {
 		{mode: progressBars, want: []string{"team/app:v1", "total", "MiB"}},
 	}
 	for _, tt := range tests {
-		var out syncBuffer
+		var out testkit.SyncBuffer
 		p := newProgress(context.Background(), &out, tt.mode, "export")
 		ok := p.task("team/app:v1", 0)
 		ok.addTotal(1 << 20)

@@ -105,7 +105,7 @@ func imageDigests(t *testing.T, img v1.Image) (manifest digest.Digest, blobs []d
 // blob or manifest download.
 func TestPushThroughMirror(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	m := startMirror(t, fake, mirrorOpts{env: pushEnv})
 	img, err := random.Image(512<<10, 3)
 	if err != nil {
@@ -188,7 +188,7 @@ func TestPushThroughMirror(t *testing.T) {
 // gets 201 with a Location on the mirror.
 func TestPushMountThroughMirror(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	m := startMirror(t, fake, mirrorOpts{env: pushEnv})
 	img, err := random.Image(64<<10, 1)
 	if err != nil {
@@ -222,7 +222,7 @@ func TestPushMountThroughMirror(t *testing.T) {
 // upstream, or ggcr skips uploads and ECR refuses the manifest.
 func TestPushSameImageToSecondRepository(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	m := startMirror(t, fake, mirrorOpts{env: pushEnv})
 	img, err := random.Image(64<<10, 2)
 	if err != nil {
@@ -249,7 +249,7 @@ func TestPushSameImageToSecondRepository(t *testing.T) {
 // setting, and nothing reaches upstream.
 func TestPushOffRefused(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	m := startMirror(t, fake, mirrorOpts{})
 	img, err := random.Image(1024, 1)
 	if err != nil {

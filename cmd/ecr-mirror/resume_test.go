@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
@@ -105,8 +106,8 @@ func TestResumeCutDownloads(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			fake := newFake(t, fakeecr.Options{})
-			data := randomBytes(60, size)
+			fake := fakeecr.Start(t, fakeecr.Options{})
+			data := testkit.RandomBytes(60, size)
 			dgst := fake.PutBlob("team/app", data)
 			clk := clockwork.NewFakeClock()
 			m := startMirror(t, fake, mirrorOpts{env: edgeEnv(), stallClock: clk})
@@ -191,8 +192,8 @@ func TestResumeFailsCleanly(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			fake := newFake(t, fakeecr.Options{})
-			data := randomBytes(61, size)
+			fake := fakeecr.Start(t, fakeecr.Options{})
+			data := testkit.RandomBytes(61, size)
 			dgst := fake.PutBlob("team/app", data)
 			clk := clockwork.NewFakeClock()
 			m := startMirror(t, fake, mirrorOpts{env: tt.env, stallClock: clk})
@@ -260,8 +261,8 @@ func TestResumeAfterPresignedURLExpired(t *testing.T) {
 	clk := &clock{}
 	// A minute: the first URL is used long before it expires, however busy
 	// the machine; the clock is then moved an hour on.
-	fake := newFake(t, fakeecr.Options{Now: clk.Now, PresignTTL: time.Minute})
-	data := randomBytes(62, size)
+	fake := fakeecr.Start(t, fakeecr.Options{Now: clk.Now, PresignTTL: time.Minute})
+	data := testkit.RandomBytes(62, size)
 	dgst := fake.PutBlob("team/app", data)
 	stallClock := clockwork.NewFakeClock()
 	m := startMirror(t, fake, mirrorOpts{env: edgeEnv(), stallClock: stallClock})
@@ -306,10 +307,10 @@ func TestResumeAfterPresignedURLExpired(t *testing.T) {
 func TestMaxRate(t *testing.T) {
 	t.Parallel()
 	const size, rate = 4 << 20, 4 << 20
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	var dgsts []digest.Digest
 	for i := range 3 {
-		dgsts = append(dgsts, fake.PutBlob("team/app", randomBytes(uint64(63+i), size)))
+		dgsts = append(dgsts, fake.PutBlob("team/app", testkit.RandomBytes(uint64(63+i), size)))
 	}
 	m := startMirror(t, fake, mirrorOpts{env: edgeEnv("UPSTREAM_MAX_RATE", "4m")})
 	pullAll := func() time.Duration {
@@ -356,8 +357,8 @@ func TestMaxRate(t *testing.T) {
 //	go test -run '^$' -bench Resume -benchtime 3x ./cmd/ecr-mirror/
 func BenchmarkResume(b *testing.B) {
 	const size = 256 << 20
-	fake := newFake(b, fakeecr.Options{})
-	data := randomBytes(70, size)
+	fake := fakeecr.Start(b, fakeecr.Options{})
+	data := testkit.RandomBytes(70, size)
 	dgst := fake.PutBlob("bench/resume", data)
 	c := benchClient()
 	var took time.Duration
@@ -406,8 +407,8 @@ func BenchmarkResume(b *testing.B) {
 //	go test -run '^$' -bench MaxRate -benchtime 3x ./cmd/ecr-mirror/
 func BenchmarkMaxRate(b *testing.B) {
 	const size, rate = 60 << 20, 20 << 20
-	fake := newFake(b, fakeecr.Options{})
-	data := randomBytes(71, size)
+	fake := fakeecr.Start(b, fakeecr.Options{})
+	data := testkit.RandomBytes(71, size)
 	dgst := fake.PutBlob("bench/rate", data)
 	c := benchClient()
 	var took time.Duration

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 	"github.com/ecr-mirror/ecr-mirror/tlsreload/tlstest"
@@ -27,7 +28,7 @@ import (
 // test CA; plain HTTP to the TLS port gets nowhere.
 func TestTLSPull(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	img, _ := random.Image(32<<10, 2)
 	manifest, _ := putImage(t, fake, "team/app", "v1", img)
 	ca := tlstest.NewCA(t)
@@ -94,7 +95,7 @@ func writeHtpasswd(t *testing.T, users map[string]string) string {
 // the rules grant, get 401/403 OCI errors otherwise; probes need no login.
 func TestAccessControl(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	img, _ := random.Image(4096, 1)
 	putImage(t, fake, "team/app", "v1", img)
 	putImage(t, fake, "other/app", "v1", img)
@@ -158,7 +159,7 @@ func TestAccessControl(t *testing.T) {
 // Clients outside ALLOW_NETWORKS are refused with 403 DENIED.
 func TestAllowNetworks(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	m := startMirror(t, fake, mirrorOpts{env: map[string]string{"ALLOW_NETWORKS": "10.0.0.0/8"}})
 	resp, body, err := get(t, "GET", m.URL+"/v2/", nil)
 	if err != nil {
@@ -179,9 +180,9 @@ func TestAllowNetworks(t *testing.T) {
 // Her mount is never forwarded; she gets a plain upload session instead.
 func TestMountChecksSourceAgainstRules(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
-	secret := fake.PutBlob("team-b/private", randomBytes(11, 4096))
-	own := fake.PutBlob("team-a/app", randomBytes(12, 4096))
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	secret := fake.PutBlob("team-b/private", testkit.RandomBytes(11, 4096))
+	own := fake.PutBlob("team-a/app", testkit.RandomBytes(12, 4096))
 	m := startMirror(t, fake, mirrorOpts{env: map[string]string{
 		"PUSH":          "true",
 		"HTPASSWD_FILE": writeHtpasswd(t, map[string]string{"alice": "a-pw", "bob": "b-pw"}),
@@ -237,14 +238,14 @@ func TestMountChecksSourceAgainstRules(t *testing.T) {
 // its own. 5,000 random methods leave a handful of series.
 func TestMetricsLabelsStayBounded(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	m := startMirror(t, fake, mirrorOpts{})
 	c := &http.Client{Transport: newTransport(t)}
 	paths := []string{"/v2/", "/v2/team/app/manifests/v1", "/v2/team/app/blobs/uploads/", "/v2/nope", "/elsewhere"}
 	// 500 distinct methods: five times the series the check below
 	// allows, should methods ever become labels.
 	for i := range 500 {
-		req, err := http.NewRequest(fmt.Sprintf("M%x", randomBytes(uint64(i), 6)), m.URL+paths[i%len(paths)], nil)
+		req, err := http.NewRequest(fmt.Sprintf("M%x", testkit.RandomBytes(uint64(i), 6)), m.URL+paths[i%len(paths)], nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -279,7 +280,7 @@ func TestMetricsLabelsStayBounded(t *testing.T) {
 // port, serves metrics and probes to any network that reaches it.
 func TestAllowNetworksCoversEveryPath(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	m := startMirror(t, fake, mirrorOpts{env: map[string]string{"ALLOW_NETWORKS": "10.0.0.0/8"}})
 	for _, p := range []string{"/metrics", "/healthz", "/readyz", "/v2/", "/elsewhere"} {
 		resp, body, err := get(t, "GET", m.URL+p, nil)

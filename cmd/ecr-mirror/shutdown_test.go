@@ -12,6 +12,7 @@ import (
 
 	"github.com/ecr-mirror/ecr-mirror/admin"
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
@@ -22,8 +23,8 @@ import (
 // connections, then reads the whole blob.
 func TestShutdownFinishesAdminRequests(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
-	data := randomBytes(80, 8<<20) // far more than a socket buffers
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	data := testkit.RandomBytes(80, 8<<20) // far more than a socket buffers
 	dgst := fake.PutBlob("team/app", data)
 	m := startMirror(t, fake, mirrorOpts{})
 	if err := fetchBlob(t, m, "team/app", dgst); err != nil {

@@ -49,7 +49,7 @@ type edgeSite struct {
 // so that the mirror records the tag and stores its manifest.
 func newEdgeSite(t *testing.T, env map[string]string) *edgeSite {
 	t.Helper()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	img, err := random.Image(4<<10, 1)
 	if err != nil {
 		t.Fatal(err)

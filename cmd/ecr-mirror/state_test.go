@@ -223,7 +223,7 @@ func serveErr(t *testing.T, fake *fakeecr.Server, dir string) error {
 // subdirectory).
 func TestSymlinkedStoreDirsTouchNothingOutside(t *testing.T) {
 	t.Parallel()
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	for _, sub := range []string{"tmp", "blobs/sha256"} {
 		t.Run(strings.ReplaceAll(sub, "/", "_"), func(t *testing.T) {
 			t.Parallel()

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
@@ -45,8 +46,8 @@ func TestLoginStormLatency(t *testing.T) {
 	if err := os.WriteFile(htpasswd, []byte("alice:"+string(hash)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	fake := newFake(t, fakeecr.Options{})
-	dgst := fake.PutBlob("team/app", randomBytes(40, 16<<10))
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	dgst := fake.PutBlob("team/app", testkit.RandomBytes(40, 16<<10))
 	m := startMirror(t, fake, mirrorOpts{env: map[string]string{"HTPASSWD_FILE": htpasswd}})
 	blobURL := m.URL + "/v2/team/app/blobs/" + dgst.String()
 

@@ -24,7 +24,7 @@ func TestWarmVersusSkopeo(t *testing.T) {
 	}
 	bin := mirrorBinary(t)
 	sk := newSkopeo(t)
-	fake := newFake(t, fakeecr.Options{})
+	fake := fakeecr.Start(t, fakeecr.Options{})
 	const layers, layerSize = 8, 16 << 20
 	img, err := random.Image(layerSize, layers)
 	if err != nil {

@@ -22,11 +22,7 @@
 //
 // Typical use in a test:
 //
-//	f, err := fakeecr.New(fakeecr.Options{})
-//	if err != nil {
-//		t.Fatal(err)
-//	}
-//	t.Cleanup(f.Close)
+//	f := fakeecr.Start(t, fakeecr.Options{}) // New, closed at cleanup
 //	if err := f.LoadOCILayout("../../testdata/sample-image", "sample/hello", "latest"); err != nil {
 //		t.Fatal(err)
 //	}

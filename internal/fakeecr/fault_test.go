@@ -27,7 +27,7 @@ type faultFixture struct {
 
 func newFaultFixture(t *testing.T) *faultFixture {
 	t.Helper()
-	f := newFake(t, Options{})
+	f := Start(t, Options{})
 	x := &faultFixture{f: f, c: newClient(t), blob: make([]byte, 20<<10)}
 	_, _ = rand.Read(x.blob)
 	x.blobDgst = f.PutBlob("fault/repo", x.blob)
@@ -239,7 +239,7 @@ func TestFaultStatus(t *testing.T) {
 
 func TestTokenFault(t *testing.T) {
 	t.Parallel()
-	f := newFake(t, Options{})
+	f := Start(t, Options{})
 	c := newClient(t)
 	post := func() (response, error) {
 		return try(c, http.MethodPost, f.TokenURL(), "Authorization: "+sigV4, "X-Amz-Target: "+targetGetAuthorizationToken)

@@ -36,17 +36,6 @@ func (c *clock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-// newFake starts a fake for one test and closes it at cleanup.
-func newFake(t *testing.T, opts Options) *Server {
-	t.Helper()
-	f, err := New(opts)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	t.Cleanup(f.Close)
-	return f
-}
-
 // newClient returns a client that does not follow redirects and opens a new
 // connection per request (so dropped connections are not retried silently).
 func newClient(t *testing.T) *http.Client {

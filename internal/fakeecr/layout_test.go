@@ -29,7 +29,7 @@ const (
 // a client would: manifest by tag, then config and layer through S3.
 func TestLoadOCILayout(t *testing.T) {
 	t.Parallel()
-	f := newFake(t, Options{})
+	f := Start(t, Options{})
 	if err := f.LoadOCILayout(sampleImage, "sample/hello", "latest"); err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func TestLoadOCILayoutErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			dir := copyLayout(t, func(dir string) { tc.edit(t, dir) })
-			f := newFake(t, Options{})
+			f := Start(t, Options{})
 			err := f.LoadOCILayout(dir, tc.repo, tc.tag)
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("LoadOCILayout: %v, want an error containing %q", err, tc.wantErr)

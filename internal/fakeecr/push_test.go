@@ -64,7 +64,7 @@ func startUpload(t *testing.T, f *Server, c *http.Client, auth, repo string) str
 // upload has.
 func TestPushChunkedUpload(t *testing.T) {
 	t.Parallel()
-	f := newFake(t, Options{})
+	f := Start(t, Options{})
 	c := newClient(t)
 	auth := "Authorization: Basic " + token(t, f)
 	data := bytes.Repeat([]byte("0123456789"), 1000)
@@ -116,7 +116,7 @@ func TestPushChunkedUpload(t *testing.T) {
 // upload; nothing is stored.
 func TestPushDigestMismatch(t *testing.T) {
 	t.Parallel()
-	f := newFake(t, Options{})
+	f := Start(t, Options{})
 	c := newClient(t)
 	auth := "Authorization: Basic " + token(t, f)
 	loc := startUpload(t, f, c, auth, "team/app")
@@ -134,7 +134,7 @@ func TestPushDigestMismatch(t *testing.T) {
 // Whole-blob POSTs and cross-repository mounts.
 func TestPushMonolithicAndMount(t *testing.T) {
 	t.Parallel()
-	f := newFake(t, Options{})
+	f := Start(t, Options{})
 	c := newClient(t)
 	auth := "Authorization: Basic " + token(t, f)
 	data := []byte("a whole blob in one request")
@@ -182,7 +182,7 @@ func TestPushMonolithicAndMount(t *testing.T) {
 // Manifest PUTs by tag and by digest, and what ECR refuses.
 func TestPushManifest(t *testing.T) {
 	t.Parallel()
-	f := newFake(t, Options{})
+	f := Start(t, Options{})
 	c := newClient(t)
 	auth := "Authorization: Basic " + token(t, f)
 	cfg := f.PutBlob("team/app", []byte("{}"))
@@ -246,7 +246,7 @@ func TestPushManifest(t *testing.T) {
 // Pushes need a token like pulls; other writes stay unsupported.
 func TestPushAuthAndUnsupported(t *testing.T) {
 	t.Parallel()
-	f := newFake(t, Options{})
+	f := Start(t, Options{})
 	c := newClient(t)
 	auth := "Authorization: Basic " + token(t, f)
 	wantOCIError(t, send(t, c, http.MethodPost, f.URL()+"/v2/team/app/blobs/uploads/", nil), http.StatusUnauthorized, codeUnauthorized)

@@ -15,7 +15,7 @@ import (
 // with a subject is answered with OCI-Subject.
 func TestReferrers(t *testing.T) {
 	t.Parallel()
-	f := newFake(t, Options{})
+	f := Start(t, Options{})
 	c := newClient(t)
 	auth := "Authorization: Basic " + token(t, f)
 	const repo = "team/app"

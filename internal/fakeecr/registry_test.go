@@ -16,7 +16,7 @@ import (
 func TestRegistryAuth(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
-	f := newFake(t, Options{Now: clk.Now, TokenTTL: time.Hour})
+	f := Start(t, Options{Now: clk.Now, TokenTTL: time.Hour})
 	c := newClient(t)
 	tok := token(t, f)
 	base := f.URL() + "/v2/"
@@ -68,7 +68,7 @@ func TestRegistryAuth(t *testing.T) {
 
 func TestManifests(t *testing.T) {
 	t.Parallel()
-	f := newFake(t, Options{})
+	f := Start(t, Options{})
 	c := newClient(t)
 	auth := "Authorization: Basic " + token(t, f)
 	const repo = "docker-hub/library/nginx"
@@ -151,7 +151,7 @@ func TestBlobs(t *testing.T) {
 	for _, headRedirect := range []bool{false, true} {
 		t.Run("BlobHeadRedirect="+strconv.FormatBool(headRedirect), func(t *testing.T) {
 			t.Parallel()
-			f := newFake(t, Options{BlobHeadRedirect: headRedirect})
+			f := Start(t, Options{BlobHeadRedirect: headRedirect})
 			c := newClient(t)
 			auth := "Authorization: Basic " + token(t, f)
 			data := []byte(strings.Repeat("layer bytes ", 1000))
@@ -232,7 +232,7 @@ func TestBlobs(t *testing.T) {
 
 func TestTagsListPagination(t *testing.T) {
 	t.Parallel()
-	f := newFake(t, Options{TagsPageSize: 3})
+	f := Start(t, Options{TagsPageSize: 3})
 	c := newClient(t)
 	auth := "Authorization: Basic " + token(t, f)
 	const repo = "quay/org/app"

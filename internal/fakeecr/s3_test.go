@@ -29,7 +29,7 @@ func presignedURL(t *testing.T, f *Server, c *http.Client, data []byte) (string,
 func TestS3Rejects(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
-	f := newFake(t, Options{Now: clk.Now, PresignTTL: time.Minute})
+	f := Start(t, Options{Now: clk.Now, PresignTTL: time.Minute})
 	c := newClient(t)
 	loc, _ := presignedURL(t, f, c, []byte("some layer"))
 	u, err := url.Parse(loc)
@@ -116,7 +116,7 @@ func TestS3Rejects(t *testing.T) {
 
 func TestS3Range(t *testing.T) {
 	t.Parallel()
-	f := newFake(t, Options{})
+	f := Start(t, Options{})
 	c := newClient(t)
 	data := []byte("0123456789abcdefghij") // 20 bytes
 	loc, dgst := presignedURL(t, f, c, data)
@@ -187,7 +187,7 @@ func FuzzParseRange(f *testing.F) {
 // at once, as the mirror's tests will.
 func TestConcurrentPulls(t *testing.T) {
 	t.Parallel()
-	f := newFake(t, Options{})
+	f := Start(t, Options{})
 	data := make([]byte, 4<<20)
 	_, _ = rand.Read(data)
 	dgst := f.PutBlob("big/blob", data)

@@ -18,7 +18,7 @@ import (
 func TestSDKGetAuthorizationToken(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
-	f := newFake(t, Options{Now: clk.Now})
+	f := Start(t, Options{Now: clk.Now})
 	client := ecr.New(ecr.Options{
 		Region:       "us-east-1",
 		BaseEndpoint: aws.String(f.TokenURL()),

@@ -13,7 +13,7 @@ import (
 func TestTokenAPI(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
-	f := newFake(t, Options{Now: clk.Now, TokenTTL: time.Hour, TokenPasswordLen: 6000})
+	f := Start(t, Options{Now: clk.Now, TokenTTL: time.Hour, TokenPasswordLen: 6000})
 	c := newClient(t)
 
 	post := func(headers ...string) response {
