@@ -86,29 +86,88 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 	if err != nil {
 		return fmt.Errorf("client access control: %w", err)
 	}
-	var tlsConfig *tls.Config
-	if cfg.TLSCertificate != "" {
-		certs, err := tlsreload.New(cfg.TLSCertificate, cfg.TLSPrivateKey, log.With("component", "tls"))
-		if err != nil {
-			return fmt.Errorf("TLS_CERTIFICATE/TLS_PRIVATE_KEY: %w", err)
-		}
-		tlsConfig = certs.TLSConfig()
+	tlsConfig, err := loadTLS(cfg, log)
+	if err != nil {
+		return err
 	}
 	store, err := cache.Open(cache.Options{Dir: cfg.CacheDir, MaxSize: cfg.CacheMaxSize, Logger: log.With("component", "cache")})
 	if err != nil {
 		return fmt.Errorf("opening cache in %s: %w", cfg.CacheDir, err)
 	}
 	defer store.Close()
+	up, err := startUpstream(ctx, cfg, store, log)
+	if err != nil {
+		return err
+	}
+	defer up.close()
+	namespaces, err := registry.NewNamespaces(cfg.PullThroughs, cfg.Upstream.Host)
+	if err != nil {
+		return fmt.Errorf("PULL_THROUGHS: %w", err)
+	}
+	adminSrv, err := newAdminServer(cfg, store, up, namespaces, log)
+	if err != nil {
+		return err
+	}
+	defer adminSrv.ln.Close() // closed by serveAll once it runs
+	clients, err := startClientLimits(cfg, up.mtr, log)
+	if err != nil {
+		return err
+	}
+	defer clients.stop()
+	h := &handlers{cfg: cfg, store: store, up: up, policy: policy, namespaces: namespaces, log: log}
+	listeners, apiListeners := h.listeners(tlsConfig)
+	servers, addrs, err := listenAll(listeners, apiListeners, clients, log)
+	if err != nil {
+		return err
+	}
+	log.Info("listening", "addr", adminSrv.ln.Addr().String(), "serves", "admin socket: cache commands")
+	for i, l := range listeners {
+		log.Info("listening", "addr", servers[i].ln.Addr().String(), "serves", l.what, "tls", l.tls != nil)
+	}
+	logServing(cfg, log, store, namespaces, clients.budget, tlsConfig != nil, policy)
+	if ready != nil {
+		ready(addrs)
+	}
+	// On shutdown: stop accepting, let client streams finish within the
+	// grace period, then (deferred) abandon downloads still running,
+	// whose temp files are removed and never indexed, and close the index.
+	return serveAll(ctx, append([]served{adminSrv}, servers...), cfg.ShutdownGrace, log)
+}
 
+// loadTLS is the registry listeners' TLS configuration, reloaded as the
+// files are renewed; nil: plain HTTP.
+func loadTLS(cfg *config, log *slog.Logger) (*tls.Config, error) {
+	if cfg.TLSCertificate == "" {
+		return nil, nil
+	}
+	certs, err := tlsreload.New(cfg.TLSCertificate, cfg.TLSPrivateKey, log.With("component", "tls"))
+	if err != nil {
+		return nil, fmt.Errorf("TLS_CERTIFICATE/TLS_PRIVATE_KEY: %w", err)
+	}
+	return certs.TLSConfig(), nil
+}
+
+// upstreamSide is the mirror's side towards ECR: tokens, the proxy, and
+// what watches them.
+type upstreamSide struct {
+	tokens     *auth.Source
+	reach      *reachability
+	px         *proxy.Proxy
+	mtr        *mirrorMetrics
+	stopTokens context.CancelFunc
+}
+
+// startUpstream starts refreshing ECR tokens and builds the proxy over
+// store.
+func startUpstream(ctx context.Context, cfg *config, store *cache.Store, log *slog.Logger) (*upstreamSide, error) {
 	ecrClient, err := auth.NewECRClient(ctx, cfg.Region, cfg.ECREndpoint)
 	if err != nil {
-		return fmt.Errorf("setting up AWS credentials: %w", err)
+		return nil, fmt.Errorf("setting up AWS credentials: %w", err)
 	}
-	reach := newReachability(time.Now)
-	tokens := auth.NewSource(auth.ECRFetcher(ecrClient), auth.Options{Logger: log.With("component", "auth"), OnFetch: reach.tokenFetched})
+	up := &upstreamSide{reach: newReachability(time.Now)}
+	up.tokens = auth.NewSource(auth.ECRFetcher(ecrClient), auth.Options{Logger: log.With("component", "auth"), OnFetch: up.reach.tokenFetched})
 	tokenCtx, stopTokens := context.WithCancel(ctx)
-	defer stopTokens()
-	go tokens.Run(tokenCtx)
+	go up.tokens.Run(tokenCtx)
 
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	base.DisableCompression = true // blobs must arrive byte for byte
@@ -117,10 +176,9 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 	// Redirects (ECR's to S3) are followed only to where the policy
 	// allows, checked again on the address dialled; no Referer is sent.
 	client := proxy.NewRedirectPolicy(cfg.Upstream).Client(base, func(rt http.RoundTripper) http.RoundTripper {
-		return tokens.Transport(cfg.Upstream.Host, rt)
+		return up.tokens.Transport(cfg.Upstream.Host, rt)
 	})
-	var mtr *mirrorMetrics // set below, before anything is served
-	px, err := proxy.New(proxy.Options{
+	up.px, err = proxy.New(proxy.Options{
 		Upstream: cfg.Upstream, Client: client, Store: store, Logger: log.With("component", "proxy"),
 		MaxDownloads:    cfg.MaxDownloads,
 		UploadDir:       filepath.Join(cfg.CacheDir, "tmp"),
@@ -130,118 +188,157 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 		StallClock:      cfg.stallClock,
 		Retries:         cfg.Retries,
 		MaxRate:         cfg.MaxRate,
-		ObserveUpstream: func(ev proxy.UpstreamEvent) { reach.observeUpstream(ev); mtr.observeUpstream(ev) },
+		ObserveUpstream: func(ev proxy.UpstreamEvent) { up.reach.observeUpstream(ev); up.mtr.observeUpstream(ev) },
 	})
 	if err != nil {
-		return err
+		stopTokens()
+		return nil, err
 	}
-	defer px.Close()
-	mtr = newMetrics(store, px, tokens, reach)
-	namespaces, err := registry.NewNamespaces(cfg.PullThroughs, cfg.Upstream.Host)
-	if err != nil {
-		return fmt.Errorf("PULL_THROUGHS: %w", err)
-	}
+	up.stopTokens = stopTokens
+	up.mtr = newMetrics(store, up.px, up.tokens, up.reach) // before anything is served
+	return up, nil
+}
 
-	// The registry API on LISTEN_ADDR and on each namespace listener,
-	// each with the registry its clients' requests belong to; probes (and
-	// metrics, unless they have an address of their own) beside it. The
-	// policy covers every path there: ALLOW_NETWORKS holds for probes and
-	// metrics too, while login and rules are for the API only.
-	probe := &probes{cacheDir: cfg.CacheDir, store: store, tokens: tokens, reach: reach, staleIfError: cfg.StaleIfError > 0}
-	metricsHandler := promhttp.HandlerFor(mtr.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)})
-	front := func(defaultNS string) http.Handler {
-		api := registry.NewHandler(px, log.With("component", "http"),
-			registry.WithPush(cfg.Push),
-			registry.WithNamespaces(namespaces, defaultNS),
-			registry.WithTrustedProxies(cfg.TrustedProxies),
-			registry.WithObserver(mtr.observeRequest))
-		return policy.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			switch {
-			case r.URL.Path == "/healthz" || r.URL.Path == "/readyz":
-				probe.ServeHTTP(w, r)
-			case r.URL.Path == "/metrics" && cfg.MetricsAddr == "":
-				metricsHandler.ServeHTTP(w, r)
-			default:
-				api.ServeHTTP(w, r)
-			}
-		}))
-	}
-	// METRICS_ADDR is the operator's port, for Prometheus and the
-	// orchestrator: metrics and probes, no registry API, not held to
-	// ALLOW_NETWORKS (a kubelet probes from the node's address).
-	opsHandler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/healthz", "/readyz":
-			probe.ServeHTTP(w, r)
-		case "/metrics":
-			metricsHandler.ServeHTTP(w, r)
-		default:
-			http.NotFound(w, r)
-		}
-	})
-	// The admin socket: the cache commands on this running mirror, and
-	// the registry API for the pulls of "cache pin".
-	adminLn, err := admin.Listen(cfg.CacheDir)
+// close abandons the downloads still running, then stops the tokens.
+func (up *upstreamSide) close() {
+	up.px.Close()
+	up.stopTokens()
+}
+
+// newAdminServer builds the admin socket's server: the cache commands
+// on this running mirror, and the registry API for the pulls of "cache
+// pin". It is shut down after the registry listeners.
+func newAdminServer(cfg *config, store *cache.Store, up *upstreamSide, namespaces *registry.Namespaces, log *slog.Logger) (served, error) {
+	ln, err := admin.Listen(cfg.CacheDir)
 	if err != nil {
-		return err
+		return served{}, err
 	}
-	adminSocket := filepath.Join(cfg.CacheDir, admin.SocketName)
-	adminAPI := registry.NewHandler(px, log.With("component", "admin"),
-		registry.WithNamespaces(namespaces, ""), registry.WithObserver(mtr.observeRequest))
-	adminSvc := admin.NewService(store, func(ctx context.Context, ref registry.Reference) (digest.Digest, int64, error) {
+	api := registry.NewHandler(up.px, log.With("component", "admin"),
+		registry.WithNamespaces(namespaces, ""), registry.WithObserver(up.mtr.observeRequest))
+	svc := admin.NewService(store, func(ctx context.Context, ref registry.Reference) (digest.Digest, int64, error) {
 		c := admin.RegistryClient(cfg.CacheDir)
 		defer c.CloseIdleConnections()
 		return pullWhole(ctx, c, ref)
 	}, cfg.Upstream.Host)
-	adminSrv := &http.Server{Handler: admin.NewHandler(adminSvc, adminAPI, log.With("component", "admin")),
+	srv := &http.Server{Handler: admin.NewHandler(svc, api, log.With("component", "admin")),
 		ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	defer adminLn.Close() // closed by serveAll once it runs
-	servers := []served{{name: "admin socket " + adminSocket, srv: adminSrv, ln: adminLn, late: true}}
+	return served{name: "admin socket " + filepath.Join(cfg.CacheDir, admin.SocketName), srv: srv, ln: ln, late: true}, nil
+}
 
-	listeners := []listener{{setting: "LISTEN_ADDR", addr: cfg.ListenAddr, handler: front(cfg.DefaultNamespace), tls: tlsConfig,
-		what: "registry API: " + cmp.Or(cfg.DefaultNamespace, "ECR repositories by name")}}
-	for _, nl := range cfg.NamespaceListeners {
-		listeners = append(listeners, listener{setting: "NAMESPACE_LISTENERS", addr: nl.Addr, handler: front(nl.Namespace), tls: tlsConfig,
-			what: "registry API: " + nl.Namespace})
-	}
-	apiListeners := len(listeners)
-	if cfg.MetricsAddr != "" {
-		listeners = append(listeners, listener{setting: "METRICS_ADDR", addr: cfg.MetricsAddr, handler: opsHandler, what: "metrics and probes"})
-	}
-	if cfg.PprofAddr != "" {
-		listeners = append(listeners, listener{setting: "PPROF_ADDR", addr: cfg.PprofAddr, handler: pprofHandler(), what: "pprof"})
-	}
+// clientLimits cut clients that stop reading after CLIENT_STALL_TIMEOUT
+// and count the registry listeners' connections against the budget.
+type clientLimits struct {
+	watchdog *clientconn.Watchdog
+	budget   *clientconn.Budget
+	stop     context.CancelFunc // stops the watchdog
+}
 
-	// Clients that stop reading are cut after CLIENT_STALL_TIMEOUT; the
-	// registry listeners' connections are counted against the budget.
-	// The watchdog runs until the servers are shut down.
+// startClientLimits starts the watchdog, which runs until the servers
+// are shut down, and sizes the connection budget.
+func startClientLimits(cfg *config, mtr *mirrorMetrics, log *slog.Logger) (*clientLimits, error) {
 	watchdog, err := clientconn.NewWatchdog(cfg.ClientStallTimeout, nil, log.With("component", "clients"))
 	if err != nil {
-		return fmt.Errorf("CLIENT_STALL_TIMEOUT: %w", err)
+		return nil, fmt.Errorf("CLIENT_STALL_TIMEOUT: %w", err)
 	}
-	watchCtx, stopWatch := context.WithCancel(context.Background())
-	defer stopWatch()
-	go watchdog.Run(watchCtx)
 	budget, err := clientconn.NewBudget(clientBudget(cfg.MaxClientConnections, log), log.With("component", "clients"))
 	if err != nil {
-		return fmt.Errorf("MAX_CLIENT_CONNECTIONS: %w", err)
+		return nil, fmt.Errorf("MAX_CLIENT_CONNECTIONS: %w", err)
 	}
+	watchCtx, stop := context.WithCancel(context.Background())
+	go watchdog.Run(watchCtx)
 	mtr.watchClients(budget, watchdog)
+	return &clientLimits{watchdog: watchdog, budget: budget, stop: stop}, nil
+}
 
-	var addrs []net.Addr
+// handlers builds what the mirror serves on its TCP listeners.
+type handlers struct {
+	cfg        *config
+	store      *cache.Store
+	up         *upstreamSide
+	policy     *access.Policy
+	namespaces *registry.Namespaces
+	log        *slog.Logger
+}
+
+// listeners are the TCP listeners cfg asks for, the registry API's
+// first: LISTEN_ADDR, then NAMESPACE_LISTENERS; apiListeners counts them.
+func (h *handlers) listeners(tlsConfig *tls.Config) (all []listener, apiListeners int) {
+	cfg := h.cfg
+	probe := &probes{cacheDir: cfg.CacheDir, store: h.store, tokens: h.up.tokens, reach: h.up.reach, staleIfError: cfg.StaleIfError > 0}
+	metrics := promhttp.HandlerFor(h.up.mtr.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelWarn)})
+	all = []listener{{setting: "LISTEN_ADDR", addr: cfg.ListenAddr, handler: h.front(cfg.DefaultNamespace, probe, metrics), tls: tlsConfig,
+		what: "registry API: " + cmp.Or(cfg.DefaultNamespace, "ECR repositories by name")}}
+	for _, nl := range cfg.NamespaceListeners {
+		all = append(all, listener{setting: "NAMESPACE_LISTENERS", addr: nl.Addr, handler: h.front(nl.Namespace, probe, metrics), tls: tlsConfig,
+			what: "registry API: " + nl.Namespace})
+	}
+	apiListeners = len(all)
+	if cfg.MetricsAddr != "" {
+		all = append(all, listener{setting: "METRICS_ADDR", addr: cfg.MetricsAddr, handler: opsHandler(probe, metrics), what: "metrics and probes"})
+	}
+	if cfg.PprofAddr != "" {
+		all = append(all, listener{setting: "PPROF_ADDR", addr: cfg.PprofAddr, handler: pprofHandler(), what: "pprof"})
+	}
+	return all, apiListeners
+}
+
+// front is the registry API of one listener, whose requests that name
+// no registry belong to defaultNS, with the probes (and metrics, unless
+// they have an address of their own) beside it. The policy covers every
+// path there: ALLOW_NETWORKS holds for probes and metrics too, while
+// login and rules are for the API only.
+func (h *handlers) front(defaultNS string, probe, metrics http.Handler) http.Handler {
+	api := registry.NewHandler(h.up.px, h.log.With("component", "http"),
+		registry.WithPush(h.cfg.Push),
+		registry.WithNamespaces(h.namespaces, defaultNS),
+		registry.WithTrustedProxies(h.cfg.TrustedProxies),
+		registry.WithObserver(h.up.mtr.observeRequest))
+	return h.policy.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/healthz" || r.URL.Path == "/readyz":
+			probe.ServeHTTP(w, r)
+		case r.URL.Path == "/metrics" && h.cfg.MetricsAddr == "":
+			metrics.ServeHTTP(w, r)
+		default:
+			api.ServeHTTP(w, r)
+		}
+	}))
+}
+
+// opsHandler serves METRICS_ADDR, the operator's port, for Prometheus
+// and the orchestrator: metrics and probes, no registry API, not held to
+// ALLOW_NETWORKS (a kubelet probes from the node's address).
+func opsHandler(probe, metrics http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/healthz", "/readyz":
+			probe.ServeHTTP(w, r)
+		case "/metrics":
+			metrics.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// listenAll opens every listener and builds its server, the first
+// apiListeners counted against the client budget; addrs are theirs. On
+// an error it closes what it opened.
+func listenAll(listeners []listener, apiListeners int, clients *clientLimits, log *slog.Logger) (servers []served, addrs []net.Addr, err error) {
 	for i, l := range listeners {
 		ln, err := net.Listen("tcp", l.addr)
 		if err != nil {
-			for _, s := range servers[1:] { // the admin socket's is deferred
+			for _, s := range servers {
 				s.ln.Close()
 			}
-			return fmt.Errorf("%s %s: %w", l.setting, l.addr, err)
+			return nil, nil, fmt.Errorf("%s %s: %w", l.setting, l.addr, err)
 		}
 		if i < apiListeners {
-			ln = budget.Listener(ln, l.tls)
+			ln = clients.budget.Listener(ln, l.tls)
+			addrs = append(addrs, ln.Addr())
 		}
 		srv := &http.Server{
-			Handler:           watchdog.Wrap(l.handler),
+			Handler:           clients.watchdog.Wrap(l.handler),
 			TLSConfig:         l.tls,
 			ReadHeaderTimeout: 30 * time.Second,
 			IdleTimeout:       2 * time.Minute,
@@ -249,32 +346,23 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		}
 		servers = append(servers, served{name: l.setting + " " + ln.Addr().String(), srv: srv, ln: ln, tls: l.tls != nil})
-		if i < apiListeners {
-			addrs = append(addrs, ln.Addr())
-		}
 	}
-	log.Info("listening", "addr", adminSocket, "serves", "admin socket: cache commands")
-	for i, l := range listeners {
-		log.Info("listening", "addr", servers[i+1].ln.Addr().String(), "serves", l.what, "tls", l.tls != nil)
-	}
+	return servers, addrs, nil
+}
+
+// logServing logs what the mirror serves with, and warns of what is off.
+func logServing(cfg *config, log *slog.Logger, store *cache.Store, namespaces *registry.Namespaces, budget *clientconn.Budget, tlsOn bool, policy *access.Policy) {
 	log.Info("ecr-mirror serving",
 		"upstream", cfg.Upstream.String(), "region", cfg.Region, "pull_throughs", namespaces.Hosts(),
 		"push", cfg.Push, "cache_dir", cfg.CacheDir, "cache_max_bytes", cfg.CacheMaxSize, "cache_bytes", store.Size(),
 		"max_downloads", cfg.MaxDownloads, "max_client_connections", budget.Max(), "client_stall_timeout", cfg.ClientStallTimeout,
-		"tls", tlsConfig != nil, "access", policy.Summary())
-	if tlsConfig == nil {
+		"tls", tlsOn, "access", policy.Summary())
+	if !tlsOn {
 		log.Warn("TLS is off: clients must treat this registry as insecure (plain HTTP); set TLS_CERTIFICATE and TLS_PRIVATE_KEY")
 	}
 	if !policy.Enabled() {
 		log.Warn("client access control is off: anyone who can reach the mirror pulls with its ECR credentials; set HTPASSWD_FILE, ALLOW_NETWORKS or ACCESS_RULES")
 	}
-	if ready != nil {
-		ready(addrs)
-	}
-	// On shutdown: stop accepting, let client streams finish within the
-	// grace period, then (deferred) abandon downloads still running,
-	// whose temp files are removed and never indexed, and close the index.
-	return serveAll(ctx, servers, cfg.ShutdownGrace, log)
 }
 
 // clientBudget is the cap on open client connections: MAX_CLIENT_CONNECTIONS

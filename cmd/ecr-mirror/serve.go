@@ -7,8 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // served is one server and the listener it serves.
@@ -22,49 +23,63 @@ type served struct {
 	late bool
 }
 
-// serveAll serves every server until ctx is done or one of them fails.
-// Then it shuts them all down, the late ones after the others, giving
-// in-flight requests grace in all to finish; requests still running
-// after it are cut. It returns the first failure to serve, naming the
-// server, or nil after a shutdown asked for by ctx.
+// serveAll serves every server until ctx is done or one of them fails,
+// in an errgroup: one goroutine per server and one that shuts them all
+// down, the late ones after the others, giving in-flight requests grace
+// in all to finish; requests still running after it are cut. It returns
+// the first failure to serve, naming the server, or nil after a shutdown
+// asked for by ctx.
 func serveAll(ctx context.Context, servers []served, grace time.Duration, log *slog.Logger) error {
-	errc := make(chan error, len(servers))
+	g, gctx := errgroup.WithContext(ctx)
 	for _, s := range servers {
-		go func() {
-			var err error
-			if s.tls {
-				err = s.srv.ServeTLS(s.ln, "", "") // HTTP/2 too
-			} else {
-				err = s.srv.Serve(s.ln)
-			}
-			if !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("serving %s: %w", s.name, err)
-			}
-		}()
+		g.Go(s.serve)
 	}
-	var failed error
-	select {
-	case failed = <-errc:
-		log.Error("shutting down: a listener failed", "error", failed, "grace", grace)
-	case <-ctx.Done():
-		log.Info("shutting down: finishing in-flight requests", "grace", grace)
+	g.Go(func() error {
+		<-gctx.Done()
+		if failed := context.Cause(gctx); ctx.Err() == nil {
+			log.Error("shutting down: a listener failed", "error", failed, "grace", grace)
+		} else {
+			log.Info("shutting down: finishing in-flight requests", "grace", grace)
+		}
+		shutdownAll(servers, grace, log)
+		return nil
+	})
+	return g.Wait()
+}
+
+// serve serves s until it is shut down, which is no failure.
+func (s served) serve() error {
+	var err error
+	if s.tls {
+		err = s.srv.ServeTLS(s.ln, "", "") // HTTP/2 too
+	} else {
+		err = s.srv.Serve(s.ln)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("serving %s: %w", s.name, err)
+}
+
+// shutdownAll shuts the servers down, the late ones after the others,
+// within grace in all; those still busy then are closed.
+func shutdownAll(servers []served, grace time.Duration, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	for _, late := range []bool{false, true} {
-		var wg sync.WaitGroup
+		var phase errgroup.Group
 		for _, s := range servers {
 			if s.late != late {
 				continue
 			}
-			wg.Go(func() {
-				if err := s.srv.Shutdown(sctx); err != nil {
+			phase.Go(func() error {
+				if err := s.srv.Shutdown(ctx); err != nil {
 					log.Warn("in-flight requests cut at shutdown", "server", s.name, "error", err)
 					s.srv.Close()
 				}
+				return nil
 			})
 		}
-		wg.Wait()
+		phase.Wait()
 	}
-	return failed
 }

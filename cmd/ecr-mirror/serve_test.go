@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -127,5 +128,33 @@ func TestServeAllShutsLateServersDownLast(t *testing.T) {
 	}
 	if !late.isClosed.Load() {
 		t.Fatal("admin listener left open")
+	}
+}
+
+// A server's goroutine fails the group only for a failure to serve,
+// naming the server; being shut down is no failure.
+func TestServedServeNamesFailuresOnly(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		acceptErr error
+		shutdown  bool
+		wantErr   string // "": nil
+	}{
+		{name: "shut down", shutdown: true},
+		{name: "accept fails", acceptErr: errors.New("accept: broken socket"), wantErr: "serving PPROF_ADDR x: accept: broken socket"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := served{name: "PPROF_ADDR x", srv: &http.Server{Handler: http.NotFoundHandler()}, ln: newWatchedListener(t, tt.acceptErr)}
+			if tt.shutdown {
+				s.srv.Shutdown(context.Background()) // before Serve: it returns ErrServerClosed at once
+			}
+			err := s.serve()
+			if got := fmt.Sprint(err); tt.wantErr == "" && err != nil || tt.wantErr != "" && got != tt.wantErr {
+				t.Fatalf("serve() = %v, want %q", err, tt.wantErr)
+			}
+		})
 	}
 }
