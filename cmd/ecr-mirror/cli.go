@@ -105,13 +105,3 @@ func parseFlags(fs *flag.FlagSet, args []string) (pos []string, code int, ok boo
 		args = rest[1:]
 	}
 }
-
-// defaultSetting is the server's default for the setting of env.
-func defaultSetting(env string) string {
-	for _, s := range settings() {
-		if s.env == env {
-			return s.def
-		}
-	}
-	return ""
-}

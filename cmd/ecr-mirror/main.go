@@ -1,8 +1,3 @@
-// Command ecr-mirror is a caching pull-through mirror for AWS ECR.
-//
-// Run with no arguments (or "serve") it serves the registry API; see
-// README.md for its settings. "ecr-mirror help" lists the other commands
-// (cli.go): warm, export, import and cache (ls, verify, pin, unpin, purge).
 package main
 
 import (

@@ -1,0 +1,20 @@
+// Command ecr-mirror is a caching pull-through mirror for AWS ECR.
+//
+// Run with no arguments (or "serve") it serves the registry API; see
+// README.md for its settings. "ecr-mirror help" lists the other commands
+// (cli.go): warm, export, import and cache (ls, verify, pin, unpin, purge).
+//
+// Where the server's concerns live:
+//
+//   - settings.go: every setting, bound once to its config field with its
+//     flag, variable, default (a Default… constant of the owning package
+//     where there is one), -h text, README.md row and parser. The README
+//     table is generated from it: go generate ./cmd/ecr-mirror.
+//   - config.go: the config struct, and parseConfig, which reads every
+//     setting and reports every bad one before anything is built.
+//   - main.go: run, which wires the store, the proxy, the handlers and the
+//     listeners by hand.
+//   - serve.go: the lifecycle, an errgroup with one goroutine per server
+//     and one that shuts them down (the admin socket last) within
+//     SHUTDOWN_GRACE.
+package main

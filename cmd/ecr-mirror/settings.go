@@ -1,0 +1,390 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ecr-mirror/ecr-mirror/access"
+	"github.com/ecr-mirror/ecr-mirror/auth"
+	"github.com/ecr-mirror/ecr-mirror/proxy"
+)
+
+//go:generate go test -count=1 -run TestREADMESettingsTableMatchesSettings . -args -update-readme
+
+// setting is one configuration value bound to its config field: its flag
+// and variable, its default, its help for -h and its row in README.md,
+// and the parser that checks a value and stores it in the field.
+type setting struct {
+	flag, env string
+	// fallbackEnv is read when env is unset, before the default.
+	fallbackEnv string
+	def         string // the default, as a user would write it; "": none
+	help        string // the -h text
+	// docDefault and doc are README.md's default and meaning columns
+	// (Markdown); docDefault "" shows def, or "(none)".
+	docDefault, doc string
+	// parse checks v (the flag, else the variable, else def, trimmed)
+	// and stores it. It runs in list order, so it may read the fields
+	// of settings listed before it.
+	parse func(v string) error
+	value string // the flag's value, "" when not given
+}
+
+// settings lists every setting, bound to the fields of c, in the order
+// the usage text and README.md show them. A setting's parser may read
+// the fields of settings listed before it.
+func settings(c *config) []*setting {
+	return slices.Concat(upstreamSettings(c), serverSettings(c), namespaceSettings(c),
+		opsSettings(c), securitySettings(c), limitSettings(c))
+}
+
+// upstreamSettings are the settings of the registry mirrored and how to reach its token API.
+func upstreamSettings(c *config) []*setting {
+	return []*setting{
+		{flag: "upstream", env: "UPSTREAM",
+			help:       "ECR registry URL, e.g. https://123456789012.dkr.ecr.eu-west-1.amazonaws.com (required)",
+			docDefault: "(required)", doc: "the ECR registry, e.g. `https://123456789012.dkr.ecr.eu-west-1.amazonaws.com`; `http://` is accepted for local use",
+			parse: func(v string) (err error) { c.Upstream, err = parseUpstream(v); return err }},
+		{flag: "region", env: "AWS_REGION", fallbackEnv: "AWS_DEFAULT_REGION",
+			help:       "AWS region of the registry (default: read from the UPSTREAM host)",
+			docDefault: "read from the `UPSTREAM` host", doc: "region for the ECR token API (`AWS_DEFAULT_REGION` also works)",
+			parse: c.parseRegion},
+		{flag: "ecr-endpoint", env: "AWS_ENDPOINT_URL_ECR",
+			help:       "ECR API endpoint for GetAuthorizationToken (default: the AWS SDK's, from the region)",
+			docDefault: "the SDK's", doc: "another endpoint for the ECR token API (the AWS SDK's own setting; tests point it at the fake)",
+			parse: bindHTTPURL(&c.ECREndpoint)},
+	}
+}
+
+// serverSettings are the settings of where the mirror listens and keeps its cache, how it logs, and whether it passes pushes on.
+func serverSettings(c *config) []*setting {
+	return []*setting{
+		{flag: "listen-addr", env: "LISTEN_ADDR", def: ":5000",
+			help:  "address to serve the registry API on",
+			doc:   "where the registry API is served (plain HTTP)",
+			parse: bindAddr(&c.ListenAddr, true)},
+		{flag: "cache-dir", env: "CACHE_DIR", def: "/var/lib/ecr-mirror",
+			help:  "directory of the content store and its index",
+			doc:   "the store: `blobs/`, `tmp/` and the Badger index `index/`",
+			parse: bindNonEmpty(&c.CacheDir)},
+		{flag: "cache-max-size", env: "CACHE_MAX_SIZE", def: "75g",
+			help:  "cache budget: bytes, or a number with k/m/g/t or KiB/MiB/GiB/TiB (powers of 1024)",
+			doc:   "byte budget: a number of bytes, or with `k`/`m`/`g`/`t` or `KiB`/`MiB`/`GiB`/`TiB` (powers of 1024); decimals (`1.5g`) are rounded down to whole bytes, and a value under one byte is refused",
+			parse: bindSize(&c.CacheMaxSize, true)},
+		{flag: "log-level", env: "LOG_LEVEL", def: "info",
+			help: "debug, info, warn or error", doc: "`debug`, `info`, `warn` or `error`",
+			parse: bindLogLevel(&c.LogLevel)},
+		{flag: "log-format", env: "LOG_FORMAT", def: "text",
+			help: "text or json", doc: "`text` or `json`",
+			parse: bindLogFormat(&c.LogFormat)},
+		{flag: "push", env: "PUSH", def: "false",
+			help:  "pass pushes (blob uploads, manifest PUTs) through to ECR with the mirror's credentials",
+			doc:   "pass pushes (blob uploads, manifest PUTs) through to ECR with the mirror's credentials",
+			parse: bindBool(&c.Push)},
+	}
+}
+
+// namespaceSettings are the settings of the registries behind ECR pull-through caches, and the proxies in front.
+func namespaceSettings(c *config) []*setting {
+	return []*setting{
+		{flag: "pull-throughs", env: "PULL_THROUGHS",
+			help:  "registry=ECR prefix pairs for ECR pull-through-cache rules, e.g. docker.io=docker-hub,ghcr.io=github",
+			doc:   "upstream registries and the ECR pull-through-cache prefixes that hold them, e.g. `docker.io=docker-hub,public.ecr.aws=ecr-public,registry.k8s.io=k8s,ghcr.io=github,quay.io=quay`",
+			parse: func(v string) (err error) { c.PullThroughs, err = parsePullThroughs(v); return err }},
+		{flag: "default-namespace", env: "DEFAULT_NAMESPACE",
+			help:       "registry of requests on LISTEN_ADDR that name none (containerd's ?ns=), e.g. docker.io for Docker's registry-mirrors (default: the ECR registry itself)",
+			docDefault: "(none: ECR repositories by name)", doc: "the registry that requests on `LISTEN_ADDR` naming none belong to, e.g. `docker.io` for the Docker daemon's `registry-mirrors`",
+			parse: c.parseDefaultNamespace},
+		{flag: "namespace-listeners", env: "NAMESPACE_LISTENERS",
+			help:  "extra addr=registry listeners, one per pull-through cache, e.g. :5001=docker.io,:5002=ghcr.io",
+			doc:   "extra listeners, one per registry, for clients that cannot name it: `:5001=docker.io,:5002=ghcr.io`",
+			parse: c.parseNamespaceListeners},
+		{flag: "trusted-proxies", env: "TRUSTED_PROXIES",
+			help:  "CIDRs or IPs of proxies whose X-Forwarded-Host/-Proto are honoured",
+			doc:   "CIDRs or IPs of load balancers whose `X-Forwarded-Host`/`X-Forwarded-Proto` are honoured when the mirror builds URLs",
+			parse: bindPrefixes(&c.TrustedProxies)},
+	}
+}
+
+// opsSettings are the settings of the operator's ports and shutdown.
+func opsSettings(c *config) []*setting {
+	return []*setting{
+		{flag: "metrics-addr", env: "METRICS_ADDR",
+			help:       "serve /metrics on this address instead of LISTEN_ADDR",
+			docDefault: "(none: `/metrics` on `LISTEN_ADDR`)", doc: "serve Prometheus metrics, and the probes too, on an address of their own, outside `ALLOW_NETWORKS`: firewall it for Prometheus and the kubelet",
+			parse: bindAddr(&c.MetricsAddr, false)},
+		{flag: "pprof-addr", env: "PPROF_ADDR",
+			help:       "serve Go's pprof profiles on this address (off by default; keep it private)",
+			docDefault: "(none: off)", doc: "serve Go's pprof profiles here; keep it private",
+			parse: bindAddr(&c.PprofAddr, false)},
+		{flag: "shutdown-grace", env: "SHUTDOWN_GRACE", def: "30s",
+			help:  "how long in-flight requests get to finish on SIGTERM",
+			doc:   "on SIGTERM/SIGINT, how long in-flight client streams get to finish (the admin socket's requests too: it closes after the registry listeners); a second signal exits at once",
+			parse: bindDuration(&c.ShutdownGrace, "%q is not a duration such as 30s or 2m")},
+	}
+}
+
+// securitySettings are the settings of HTTPS and client access control.
+func securitySettings(c *config) []*setting {
+	return []*setting{
+		{flag: "tls-certificate", env: "TLS_CERTIFICATE",
+			help:       "PEM certificate (chain) file; with TLS_PRIVATE_KEY turns HTTPS on; renewed files are picked up without a restart",
+			docDefault: "(none: plain HTTP)", doc: "PEM certificate (chain) file; with `TLS_PRIVATE_KEY`, HTTPS (TLS 1.2+, HTTP/2) on the registry listeners; a renewed pair on disk is picked up within a second, without a restart",
+			parse: bindText(&c.TLSCertificate)},
+		{flag: "tls-private-key", env: "TLS_PRIVATE_KEY",
+			help:       "PEM private key file of TLS_CERTIFICATE",
+			docDefault: "(none: plain HTTP)", doc: "PEM private key file of `TLS_CERTIFICATE`: set both, or neither",
+			parse: bindText(&c.TLSPrivateKey)},
+		{flag: "htpasswd-file", env: "HTPASSWD_FILE",
+			help:  "htpasswd file (bcrypt entries only): clients must log in with one of its users",
+			doc:   "htpasswd file, bcrypt entries only (`htpasswd -B`); clients log in with Basic auth (`docker login`); re-read when it changes; wrong-login storms are throttled (see \"Operate it\")",
+			parse: bindText(&c.Access.HtpasswdFile)},
+		{flag: "allow-networks", env: "ALLOW_NETWORKS",
+			help:       "CIDRs or IPs of the clients allowed to use the mirror (default: any)",
+			docDefault: "(any)", doc: "CIDRs or IPs of the clients that may use the mirror; others get 403 `DENIED` on every path of the registry listeners, `/metrics`, `/healthz` and `/readyz` included (not on `METRICS_ADDR`)",
+			parse: bindPrefixes(&c.Access.AllowNetworks)},
+		{flag: "access-rules", env: "ACCESS_RULES",
+			help:       "who may pull or push which repositories, e.g. 'pull:*:*; push:ci-bot:team/'",
+			docDefault: "(everyone past the checks above may pull and push)", doc: "who may pull or push which repositories: `level:subjects:prefixes` rules separated by `;`, e.g. `pull:*:*; push:ci-bot,release:team/,infra/; pull:10.0.0.0/8:docker-hub/` (subjects are htpasswd users, CIDRs or `*`; prefixes match whole path components of the name the client used; a cross-repository mount also needs pull on its `from`)",
+			parse: func(v string) (err error) { c.Access.Rules, err = access.ParseRules(v); return err }},
+	}
+}
+
+// limitSettings are the settings of how the mirror copes with a slow or unreachable ECR and with slow clients.
+func limitSettings(c *config) []*setting {
+	return []*setting{
+		{flag: "stale-if-error", env: "STALE_IF_ERROR", def: "0",
+			help:       "serve a tag's last answer, up to this old (e.g. 72h, or always), when ECR cannot be reached (0: never)",
+			docDefault: "`0` (never)", doc: "for edge sites: serve a tag's last answer, up to this old (`72h`, or `always`), when ECR cannot be reached (see \"Running at an edge site\")",
+			parse: bindStaleIfError(&c.StaleIfError)},
+		{flag: "upstream-tag-timeout", env: "UPSTREAM_TAG_TIMEOUT", def: proxy.DefaultTagTimeout.String(),
+			help:  "how long a tag lookup waits for ECR before the stale answer (or an error) is given",
+			doc:   "how long a tag lookup waits for ECR before the stale answer (or an error) is given",
+			parse: bindPositiveDuration(&c.TagTimeout)},
+		{flag: "upstream-stall-timeout", env: "UPSTREAM_STALL_TIMEOUT", def: proxy.DefaultStallTimeout.String(),
+			help:  "an upstream body that sends nothing this long is resumed (or abandoned)",
+			doc:   "an upstream body that sends nothing this long is abandoned (resumed, with `UPSTREAM_RETRIES`)",
+			parse: bindPositiveDuration(&c.StallTimeout)},
+		{flag: "upstream-retries", env: "UPSTREAM_RETRIES", def: "5",
+			help:  "how often a download cut short is resumed where it stopped",
+			doc:   "how often a download cut short is resumed where it stopped",
+			parse: bindCount(&c.Retries, "%q is not a count")},
+		{flag: "upstream-max-rate", env: "UPSTREAM_MAX_RATE",
+			help:       "cap on upstream bytes per second, all downloads together, in the CACHE_MAX_SIZE syntax (20m = 20 MiB/s); default unlimited",
+			docDefault: "(unlimited)", doc: "cap on upstream bytes per second, all downloads together, in the `CACHE_MAX_SIZE` syntax (`20m` = 20 MiB/s)",
+			parse: bindSize(&c.MaxRate, false)},
+		{flag: "max-downloads", env: "MAX_DOWNLOADS", def: "64",
+			help:  "concurrent upstream downloads; past it misses get 429 TOOMANYREQUESTS (0: no cap)",
+			doc:   "concurrent upstream downloads; past it a miss gets 429 `TOOMANYREQUESTS` with `Retry-After` (0: no cap)",
+			parse: bindCount(&c.MaxDownloads, "%q is not a count (0 for no cap)")},
+		{flag: "client-stall-timeout", env: "CLIENT_STALL_TIMEOUT", def: "60s",
+			help:  "a client that takes no response bytes this long is disconnected (a slow but reading client never is)",
+			doc:   "a client that takes no response bytes this long is disconnected (see \"Slow and stuck clients\"); a slow client that keeps reading is never cut",
+			parse: bindPositiveDuration(&c.ClientStallTimeout)},
+		{flag: "max-client-connections", env: "MAX_CLIENT_CONNECTIONS", def: "auto",
+			help:  "open client connections at most; past it new ones get 503 (auto: what the open-file limit allows)",
+			doc:   "client connections open at once on the registry listeners; past it a new connection gets 503 `UNAVAILABLE` with `Retry-After: 1` and is closed. `auto`: what the open-file limit allows, (`ulimit -n` − 512) / 2",
+			parse: bindMaxClientConnections(&c.MaxClientConnections)},
+	}
+}
+
+// checkTogether reports settings that are valid alone but not together.
+func (c *config) checkTogether() error {
+	if (c.TLSCertificate == "") != (c.TLSPrivateKey == "") {
+		return errors.New("TLS_CERTIFICATE: TLS_CERTIFICATE and TLS_PRIVATE_KEY go together: set both, or neither for plain HTTP")
+	}
+	return nil
+}
+
+// parseRegion takes the region as set, else the one UPSTREAM's host names.
+func (c *config) parseRegion(v string) error {
+	c.Region = v
+	if c.Region != "" || c.Upstream == nil {
+		return nil
+	}
+	r, ok := auth.RegionFromHost(c.Upstream.Host)
+	if !ok {
+		return fmt.Errorf("not set, and the UPSTREAM host %q does not name a region (expected <account>.dkr.ecr.<region>.amazonaws.com)", c.Upstream.Host)
+	}
+	c.Region = r
+	return nil
+}
+
+// bindText binds a setting any string is valid for.
+func bindText(dst *string) func(string) error {
+	return func(v string) error { *dst = v; return nil }
+}
+
+// bindNonEmpty binds a setting that must not be empty.
+func bindNonEmpty(dst *string) func(string) error {
+	return func(v string) error {
+		*dst = v
+		if v == "" {
+			return errors.New("is empty")
+		}
+		return nil
+	}
+}
+
+// bindHTTPURL binds an optional http(s) URL.
+func bindHTTPURL(dst *string) func(string) error {
+	return func(v string) error {
+		*dst = v
+		if v == "" {
+			return nil
+		}
+		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("%q is not an http(s) URL", v)
+		}
+		return nil
+	}
+}
+
+// bindAddr binds a host:port address; optional ones may be empty.
+func bindAddr(dst *string, required bool) func(string) error {
+	return func(v string) error {
+		*dst = v
+		if v == "" && !required {
+			return nil
+		}
+		return checkListenAddr(v)
+	}
+}
+
+// bindSize binds a byte count in parseSize's syntax; optional ones may be
+// empty, leaving 0.
+func bindSize(dst *int64, required bool) func(string) error {
+	return func(v string) error {
+		if v == "" && !required {
+			return nil
+		}
+		n, err := parseSize(v)
+		if err == nil {
+			*dst = n
+		}
+		return err
+	}
+}
+
+// bindLogLevel binds a slog level name.
+func bindLogLevel(dst *slog.Level) func(string) error {
+	return func(v string) error {
+		if err := dst.UnmarshalText([]byte(v)); err != nil {
+			return fmt.Errorf("%q is not one of debug, info, warn, error", v)
+		}
+		return nil
+	}
+}
+
+// bindLogFormat binds text or json, in any case.
+func bindLogFormat(dst *string) func(string) error {
+	return func(v string) error {
+		switch *dst = strings.ToLower(v); *dst {
+		case "text", "json":
+			return nil
+		}
+		return fmt.Errorf("%q is not text or json", v)
+	}
+}
+
+// bindBool binds true or false (as strconv.ParseBool reads them).
+func bindBool(dst *bool) func(string) error {
+	return func(v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", v)
+		}
+		*dst = b
+		return nil
+	}
+}
+
+// bindCount binds a non-negative integer; format words the error for v.
+func bindCount(dst *int, format string) func(string) error {
+	return func(v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return fmt.Errorf(format, v)
+		}
+		*dst = n
+		return nil
+	}
+}
+
+// bindDuration binds a duration of 0 or more; format words the error for v.
+func bindDuration(dst *time.Duration, format string) func(string) error {
+	return func(v string) error {
+		d, ok := parseDuration(v)
+		if !ok {
+			return fmt.Errorf(format, v)
+		}
+		*dst = d
+		return nil
+	}
+}
+
+// bindPositiveDuration binds a duration of more than 0.
+func bindPositiveDuration(dst *time.Duration) func(string) error {
+	return func(v string) error {
+		d, ok := parseDuration(v)
+		if !ok || d == 0 {
+			return fmt.Errorf("%q is not a positive duration such as 10s", v)
+		}
+		*dst = d
+		return nil
+	}
+}
+
+// bindStaleIfError binds STALE_IF_ERROR: a duration, or always.
+func bindStaleIfError(dst *time.Duration) func(string) error {
+	return func(v string) error {
+		if strings.ToLower(v) == "always" {
+			*dst = staleAlways
+			return nil
+		}
+		return bindDuration(dst, "%q is not a duration such as 72h, 0 or always")(v)
+	}
+}
+
+// bindMaxClientConnections binds a positive count, or auto (0).
+func bindMaxClientConnections(dst *int) func(string) error {
+	return func(v string) error {
+		if strings.ToLower(v) == "auto" {
+			return nil
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return fmt.Errorf("%q is not a positive count (or auto)", v)
+		}
+		*dst = n
+		return nil
+	}
+}
+
+// bindPrefixes binds a comma-separated list of CIDRs or single IP addresses,
+// reporting every bad item.
+func bindPrefixes(dst *[]netip.Prefix) func(string) error {
+	return func(v string) error {
+		var errs []error
+		for _, p := range splitList(v) {
+			prefix, err := netip.ParsePrefix(p)
+			if err != nil {
+				addr, aerr := netip.ParseAddr(p)
+				if aerr != nil {
+					errs = append(errs, fmt.Errorf("%q is not an IP address or CIDR", p))
+					continue
+				}
+				prefix = netip.PrefixFrom(addr, addr.BitLen())
+			}
+			*dst = append(*dst, prefix.Masked())
+		}
+		return errors.Join(errs...)
+	}
+}
