@@ -18,5 +18,7 @@
 // A download cut short is resumed with Range where it stopped (resume.go),
 // every upstream body read shares one token bucket (ratelimit.go), and
 // pushes pass through to ECR, their content admitted as it goes by
-// (push.go).
+// (push.go: one uploadCall per upload request, a function per method).
+// Upload sessions' staging files and the tee that copies a body as
+// upstream reads it live in uploads.go.
 package proxy

@@ -184,7 +184,7 @@ func New(opts Options) (*Proxy, error) {
 		flights:       make(map[digest.Digest]*flight),
 	}
 	p.bufs.New = func() any { b := make([]byte, copyBufferSize); return &b }
-	p.uploadTable = newUploadTable(opts.Store, log, opts.UploadDir)
+	p.uploadTable = newUploadTable(opts.Store.MaxSize(), log, opts.UploadDir)
 	p.resume = newResumePolicy(opts.Retries)
 	p.limit = newRateLimit(opts.MaxRate, &p.stats)
 	return p, nil
