@@ -19,6 +19,8 @@
 // every upstream body read shares one token bucket (ratelimit.go), and
 // pushes pass through to ECR, their content admitted as it goes by
 // (push.go: one uploadCall per upload request, a function per method).
+// The proxy reaches its store only through the Store interface
+// (store.go: Blobs, Links, Tags), which *cache.Store implements.
 // Upload sessions' staging files and the tee that copies a body as
 // upstream reads it live in uploads.go.
 package proxy

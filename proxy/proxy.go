@@ -49,7 +49,8 @@ type Options struct {
 	// Client sends upstream requests. It must add ECR credentials for the
 	// registry host only (auth.Source.Transport) and follow redirects.
 	Client *http.Client
-	Store  *cache.Store
+	// Store holds the content, links and tag records; a *cache.Store.
+	Store  Store
 	Logger *slog.Logger // nil: discard
 	// ManifestLimit caps manifest bodies; 0: DefaultManifestLimit.
 	ManifestLimit int64
@@ -86,7 +87,7 @@ const DefaultTagTimeout = 10 * time.Second
 // Proxy implements registry.Backend over a store and an upstream registry.
 type Proxy struct {
 	up            upstream
-	store         *cache.Store
+	store         Store
 	log           *slog.Logger
 	manifestLimit int64
 	stallTimeout  time.Duration
