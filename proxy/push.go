@@ -65,11 +65,11 @@ func (p *Proxy) Push(ctx context.Context, req *registry.PushRequest) (*registry.
 // pushHead asks upstream whether the repository holds a blob or a
 // manifest: the cache cannot say, since it is shared by all repositories.
 func (p *Proxy) pushHead(ctx context.Context, req *registry.PushRequest) (*registry.PushResponse, error) {
-	kind, accept := "blob", http.Header(nil)
+	t := blobTarget(req.Name, req.Dgst)
 	if req.Kind == registry.KindManifest {
-		kind, accept = "manifest", acceptHeader(nil)
+		t = manifestTarget(req.Name, req.Dgst.String(), acceptHeader(nil))
 	}
-	c, err := p.head(ctx, req.Name, req.Name+"/"+req.Path, req.Dgst, kind, accept)
+	c, err := p.head(ctx, t)
 	if err != nil {
 		return nil, err
 	}
@@ -89,13 +89,13 @@ func (p *Proxy) pushHead(ctx context.Context, req *registry.PushRequest) (*regis
 func (p *Proxy) pushManifest(ctx context.Context, req *registry.PushRequest) (*registry.PushResponse, error) {
 	path := req.Name + "/" + req.Path
 	hdr := http.Header{"Content-Type": req.Header.Values("Content-Type")}
-	resp, err := p.pushDo(ctx, http.MethodPut, path, req.RawQuery, hdr, bytes.NewReader(req.Manifest), int64(len(req.Manifest)), "manifest")
+	resp, err := p.pushDo(ctx, http.MethodPut, path, req.RawQuery, hdr, bytes.NewReader(req.Manifest), int64(len(req.Manifest)), kindManifest)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, pushError(resp, http.MethodPut, path, "manifest")
+		return nil, pushError(resp, http.MethodPut, path, kindManifest)
 	}
 	out, err := p.pushAnswer(resp, path)
 	if err != nil {
@@ -297,7 +297,7 @@ func (c *uploadCall) send(ctx context.Context) (*answer, error) {
 		c.body = newTee(c.req.Body, c.copyTo)
 		body = c.body
 	}
-	resp, err := c.p.pushDo(ctx, c.req.Method, c.path, c.req.RawQuery, c.req.Header, body, c.req.ContentLength, "upload")
+	resp, err := c.p.pushDo(ctx, c.req.Method, c.path, c.req.RawQuery, c.req.Header, body, c.req.ContentLength, kindUpload)
 	if err != nil {
 		c.abandon()
 		return nil, err
@@ -305,7 +305,7 @@ func (c *uploadCall) send(ctx context.Context) (*answer, error) {
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		defer resp.Body.Close()
 		c.abandon()
-		return nil, pushError(resp, c.req.Method, c.path, "upload")
+		return nil, pushError(resp, c.req.Method, c.path, kindUpload)
 	}
 	out, err := c.p.pushAnswer(resp, c.path)
 	if err != nil {
@@ -450,7 +450,7 @@ func uploadKey(loc string) string {
 
 // pushDo sends one push request upstream. Redirects are not followed: a
 // push answered with one fails rather than send its body elsewhere.
-func (p *Proxy) pushDo(ctx context.Context, method, path, rawQuery string, hdr http.Header, body io.Reader, length int64, kind string) (*http.Response, error) {
+func (p *Proxy) pushDo(ctx context.Context, method, path, rawQuery string, hdr http.Header, body io.Reader, length int64, k kind) (*http.Response, error) {
 	target := *p.up.base
 	target.Path = strings.TrimSuffix(p.up.base.Path, "/") + "/v2/" + path
 	target.RawPath, target.RawQuery = "", rawQuery
@@ -469,7 +469,7 @@ func (p *Proxy) pushDo(ctx context.Context, method, path, rawQuery string, hdr h
 	start := time.Now()
 	resp, err := client.Do(req)
 	if p.up.observe != nil {
-		ev := UpstreamEvent{Method: method, Kind: kind, Duration: time.Since(start)}
+		ev := UpstreamEvent{Method: method, Kind: string(k), Duration: time.Since(start)}
 		if err != nil {
 			ev.Failure = failure(err)
 		} else {
@@ -550,16 +550,16 @@ func sameOrigin(a, b *url.URL) bool {
 
 // pushError maps an upstream refusal of a push to what the client sees:
 // as for pulls, plus the upload codes for answers without an OCI body.
-func pushError(resp *http.Response, method, path, kind string) *registry.Error {
+func pushError(resp *http.Response, method, path string, k kind) *registry.Error {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, errorBodyLimit))
 	s := resp.StatusCode
 	if s >= 300 && s < 400 {
 		return registry.Errorf(registry.CodeUnavailable, "upstream answered %s %s with a redirect (%d), which the mirror does not follow for pushes", method, path, s).WithStatus(http.StatusBadGateway)
 	}
-	e := statusError(method, path, kind, resp, body)
+	e := statusError(method, path, k, resp, body)
 	if _, _, parsed := registry.ParseErrorBody(body); !parsed {
 		switch {
-		case s == http.StatusNotFound && kind == "upload":
+		case s == http.StatusNotFound && k == kindUpload:
 			e = registry.Errorf(registry.CodeBlobUploadUnknown, "upload unknown upstream").WithStatus(s)
 		case s == http.StatusRequestedRangeNotSatisfiable:
 			e = registry.Errorf(registry.CodeRangeInvalid, "upstream refused the chunk's range").WithStatus(s)
