@@ -164,9 +164,9 @@ type uploadCall struct {
 	body   *tee               // req.Body as upstream reads it; nil without one
 }
 
-// answer is upstream's success for an upload request, and how much of the
-// request's body was copied.
-type answer struct {
+// uploadAnswer is upstream's success for an upload request, and how much
+// of the request's body was copied.
+type uploadAnswer struct {
 	resp     *http.Response // its body is the caller's to close
 	out      *registry.PushResponse
 	copied   int64
@@ -290,7 +290,7 @@ func (c *uploadCall) toStaging() {
 // send passes the request upstream, its body through a tee to where
 // pickCopy chose, and returns upstream's success once the tee has
 // settled. On a failure nothing of the request is copied any further.
-func (c *uploadCall) send(ctx context.Context) (*answer, error) {
+func (c *uploadCall) send(ctx context.Context) (*uploadAnswer, error) {
 	c.pickCopy()
 	var body io.Reader
 	if c.req.Body != nil {
@@ -313,7 +313,7 @@ func (c *uploadCall) send(ctx context.Context) (*answer, error) {
 		resp.Body.Close()
 		return nil, err
 	}
-	a := &answer{resp: resp, out: out, complete: true}
+	a := &uploadAnswer{resp: resp, out: out, complete: true}
 	if c.body != nil {
 		a.copied, a.complete = c.body.finish(ctx)
 	}
@@ -351,7 +351,7 @@ func (c *uploadCall) created(resp *http.Response) bool {
 
 // settleEntry commits the request's cache entry, if it has one, when
 // upstream created the blob from every byte copied; else aborts it.
-func (c *uploadCall) settleEntry(a *answer) {
+func (c *uploadCall) settleEntry(a *uploadAnswer) {
 	if c.entry != nil {
 		c.p.commitEntry(c.entry, a.created && a.complete)
 	}
