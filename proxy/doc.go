@@ -15,8 +15,16 @@
 // that digest. Each answer is recorded; while upstream cannot be reached,
 // a recent enough record is served instead (Options.StaleIfError).
 //
+// What a request asks of upstream travels as one target value (target.go:
+// repository, reference, kind, Accept) from Blob and Manifest through a
+// download's start and fill (flight.go) to its resumptions (resume.go).
+//
 // A download cut short is resumed with Range where it stopped (resume.go),
 // every upstream body read shares one token bucket (ratelimit.go), and
 // pushes pass through to ECR, their content admitted as it goes by
-// (push.go).
+// (push.go: one uploadCall per upload request, a function per method).
+// The proxy reaches its store only through the Store interface
+// (store.go: Blobs, Links, Tags), which *cache.Store implements.
+// Upload sessions' staging files and the tee that copies a body as
+// upstream reads it live in uploads.go.
 package proxy

@@ -61,20 +61,20 @@ func (p *Proxy) flight(dgst digest.Digest) *flight {
 	return nil
 }
 
-// startFlight returns the download of req.Dgst from req.Name, starting
-// it unless one is under way (joined: once req may follow it, mayJoin)
-// or the digest is already stored (errStored).
-func (p *Proxy) startFlight(ctx context.Context, req *registry.Request, path, kind string, hdr http.Header) (fl *flight, joined bool, err error) {
-	fl, joined, err = p.startFlightLocked(req.Name, req.Dgst, path, kind, hdr)
+// startFlight returns the download of req.Dgst from t (req's content in
+// req.Name), starting it unless one is under way (joined: once req may
+// follow it, mayJoin) or the digest is already stored (errStored).
+func (p *Proxy) startFlight(ctx context.Context, req *registry.Request, t target) (fl *flight, joined bool, err error) {
+	fl, joined, err = p.startFlightLocked(req.Dgst, t)
 	if joined {
-		if err := p.mayJoin(ctx, req, fl, kind); err != nil {
+		if err := p.mayJoin(ctx, req, fl, t.kind); err != nil {
 			return nil, false, err
 		}
 	}
 	return fl, joined, err
 }
 
-func (p *Proxy) startFlightLocked(name string, dgst digest.Digest, path, kind string, hdr http.Header) (fl *flight, joined bool, err error) {
+func (p *Proxy) startFlightLocked(dgst digest.Digest, t target) (fl *flight, joined bool, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if fl := p.flights[dgst]; fl != nil && !fl.failed() {
@@ -94,21 +94,21 @@ func (p *Proxy) startFlightLocked(name string, dgst digest.Digest, path, kind st
 		e.Header = http.Header{"Retry-After": {"1"}}
 		return nil, false, e
 	}
-	fl = &flight{dgst: dgst, name: name, ready: make(chan struct{}), done: make(chan struct{})}
+	fl = &flight{dgst: dgst, name: t.repo, ready: make(chan struct{}), done: make(chan struct{})}
 	p.flights[dgst] = fl
 	p.inflight.Add(1)
-	go p.download(fl, path, kind, hdr)
+	go p.download(fl, t)
 	return fl, false, nil
 }
 
 // download fetches a flight's content into the store. It runs on the
 // proxy's own context: a client hanging up does not stop it, so the next
 // client finds the content cached.
-func (p *Proxy) download(fl *flight, path, kind string, hdr http.Header) {
+func (p *Proxy) download(fl *flight, t target) {
 	defer p.inflight.Done()
 	start := time.Now()
 	p.stats.Downloads.Add(1)
-	err := p.fill(fl, path, kind, hdr)
+	err := p.fill(fl, t)
 	p.mu.Lock()
 	if p.flights[fl.dgst] == fl { // a failed flight may have been replaced
 		delete(p.flights, fl.dgst)
@@ -117,20 +117,20 @@ func (p *Proxy) download(fl *flight, path, kind string, hdr http.Header) {
 	close(fl.done)
 	if err != nil {
 		p.stats.DownloadFailures.Add(1) // the store counts digest mismatches
-		p.log.Warn("download failed; nothing was cached", "digest", fl.dgst, "path", path, "error", err)
+		p.log.Warn("download failed; nothing was cached", "digest", fl.dgst, "path", t.path(), "error", err)
 		return
 	}
-	if kind == "manifest" {
+	if t.kind == kindManifest {
 		// Stored now, so what it references is known: link that too.
 		p.link(fl.name, fl.dgst)
 	}
-	p.log.Debug("download complete", "digest", fl.dgst, "path", path, "bytes", fl.w.Written(), "duration", time.Since(start))
+	p.log.Debug("download complete", "digest", fl.dgst, "path", t.path(), "bytes", fl.w.Written(), "duration", time.Since(start))
 }
 
 // fill runs the download and settles the flight: every follower sees the
 // bytes, or the error. A blob whose upstream body stops short is resumed
 // where it stopped (resume.go), into the same writer.
-func (p *Proxy) fill(fl *flight, path, kind string, hdr http.Header) (err error) {
+func (p *Proxy) fill(fl *flight, t target) (err error) {
 	started := false
 	defer func() {
 		if !started {
@@ -139,7 +139,7 @@ func (p *Proxy) fill(fl *flight, path, kind string, hdr http.Header) (err error)
 		}
 	}()
 	ctx, cancel := context.WithCancelCause(p.bg)
-	resp, err := p.up.do(ctx, http.MethodGet, path, hdr, kind, http.StatusOK)
+	resp, err := p.up.do(ctx, http.MethodGet, t.path(), t.accept, t.kind, http.StatusOK)
 	if err != nil {
 		cancel(nil)
 		return err
@@ -147,22 +147,22 @@ func (p *Proxy) fill(fl *flight, path, kind string, hdr http.Header) (err error)
 	p.link(fl.name, fl.dgst) // upstream answered for this repository
 	stall := newStallReader(resp.Body, p.stallClock, p.stallTimeout, cancel)
 	a := &attempt{resp: resp, ctx: ctx, cancel: cancel, stall: stall, body: stall}
-	if kind == "manifest" {
+	if t.kind == kindManifest {
 		if resp.ContentLength > p.manifestLimit {
 			a.close()
-			return manifestTooLarge(path, resp.ContentLength, p.manifestLimit)
+			return manifestTooLarge(t.path(), resp.ContentLength, p.manifestLimit)
 		}
 		// A writer with an unknown size would take any length: cap it.
 		a.body = io.LimitReader(stall, p.manifestLimit)
 	}
-	w, err := p.store.Create(fl.dgst, resp.ContentLength, mediaType(resp, kind))
+	w, err := p.store.Create(fl.dgst, resp.ContentLength, mediaType(resp, t.kind))
 	if err != nil {
 		a.close()
 		return fmt.Errorf("creating cache entry for %s: %w", fl.dgst, err)
 	}
-	fl.w, fl.mediaType, started = w, mediaType(resp, kind), true
+	fl.w, fl.mediaType, started = w, mediaType(resp, t.kind), true
 	close(fl.ready)
-	return p.copyResuming(w, a, path, kind, hdr)
+	return p.copyResuming(w, a, t)
 }
 
 // errStalled says an upstream body sent nothing for too long.

@@ -124,7 +124,7 @@ func TestStatusError(t *testing.T) {
 	tests := []struct {
 		name       string
 		status     int
-		kind       string
+		kind       kind
 		header     http.Header
 		body       string
 		wantStatus int

@@ -53,23 +53,23 @@ func (p *Proxy) retype(dgst digest.Digest, mediaType string) {
 }
 
 // confirm asks upstream, with a HEAD, whether repository req.Name holds
-// req.Dgst as a blob or a manifest (kind), and links it when it does.
+// req.Dgst as a blob or a manifest (k), and links it when it does.
 // For a manifest it returns the media type upstream declared. Upstream's
 // refusal (404 BLOB_UNKNOWN or MANIFEST_UNKNOWN, 403 DENIED) is the
 // client's answer; so is the failure to ask (502, 504): nothing the
 // repository is not known to hold is served.
-func (p *Proxy) confirm(ctx context.Context, req *registry.Request, kind string) (string, error) {
+func (p *Proxy) confirm(ctx context.Context, req *registry.Request, k kind) (string, error) {
 	p.stats.Confirmations.Add(1)
-	var hdr http.Header
-	if kind == "manifest" {
-		hdr = confirmAccept(req.Accept)
+	t := blobTarget(req.Name, req.Dgst)
+	if k == kindManifest {
+		t = manifestTarget(req.Name, req.Dgst.String(), confirmAccept(req.Accept))
 	}
-	c, err := p.head(ctx, req.Name, req.Name+"/"+kind+"s/"+req.Dgst.String(), req.Dgst, kind, hdr)
+	c, err := p.head(ctx, t)
 	if err != nil {
 		p.stats.Unconfirmed.Add(1)
 		return "", err
 	}
-	if kind != "manifest" {
+	if k != kindManifest {
 		return "", nil
 	}
 	p.retype(req.Dgst, c.MediaType)
@@ -94,10 +94,10 @@ func confirmAccept(client []string) http.Header {
 // mayJoin lets req follow a download another request started: at once
 // for the same repository (the download's own answer speaks for it) or a
 // linked one, otherwise once upstream confirms the repository holds it.
-func (p *Proxy) mayJoin(ctx context.Context, req *registry.Request, fl *flight, kind string) error {
+func (p *Proxy) mayJoin(ctx context.Context, req *registry.Request, fl *flight, k kind) error {
 	if fl.name == req.Name || p.linked(req.Name, req.Dgst) {
 		return nil
 	}
-	_, err := p.confirm(ctx, req, kind)
+	_, err := p.confirm(ctx, req, k)
 	return err
 }

@@ -49,7 +49,8 @@ type Options struct {
 	// Client sends upstream requests. It must add ECR credentials for the
 	// registry host only (auth.Source.Transport) and follow redirects.
 	Client *http.Client
-	Store  *cache.Store
+	// Store holds the content, links and tag records; a *cache.Store.
+	Store  Store
 	Logger *slog.Logger // nil: discard
 	// ManifestLimit caps manifest bodies; 0: DefaultManifestLimit.
 	ManifestLimit int64
@@ -86,7 +87,7 @@ const DefaultTagTimeout = 10 * time.Second
 // Proxy implements registry.Backend over a store and an upstream registry.
 type Proxy struct {
 	up            upstream
-	store         *cache.Store
+	store         Store
 	log           *slog.Logger
 	manifestLimit int64
 	stallTimeout  time.Duration
@@ -184,7 +185,7 @@ func New(opts Options) (*Proxy, error) {
 		flights:       make(map[digest.Digest]*flight),
 	}
 	p.bufs.New = func() any { b := make([]byte, copyBufferSize); return &b }
-	p.uploadTable = newUploadTable(opts.Store, log, opts.UploadDir)
+	p.uploadTable = newUploadTable(opts.Store.MaxSize(), log, opts.UploadDir)
 	p.resume = newResumePolicy(opts.Retries)
 	p.limit = newRateLimit(opts.MaxRate, &p.stats)
 	return p, nil
@@ -212,13 +213,13 @@ func (p *Proxy) Stats() *Stats { return &p.stats }
 
 // Blob answers a blob GET or HEAD.
 func (p *Proxy) Blob(ctx context.Context, req *registry.Request) (*registry.Content, error) {
-	if c, ok, err := p.fromStore(ctx, req, "blob"); ok || err != nil {
+	if c, ok, err := p.fromStore(ctx, req, kindBlob); ok || err != nil {
 		return c, err
 	}
-	path := req.Name + "/blobs/" + req.Dgst.String()
+	t := blobTarget(req.Name, req.Dgst)
 	if req.Head {
 		if fl := p.flight(req.Dgst); fl != nil {
-			if err := p.mayJoin(ctx, req, fl, "blob"); err != nil {
+			if err := p.mayJoin(ctx, req, fl, kindBlob); err != nil {
 				return nil, err
 			}
 			if err := fl.wait(ctx); err == nil {
@@ -226,12 +227,12 @@ func (p *Proxy) Blob(ctx context.Context, req *registry.Request) (*registry.Cont
 				return &registry.Content{Dgst: req.Dgst, MediaType: fl.mediaType, Size: fl.w.Size(), Outcome: OutcomeCoalesced}, nil
 			}
 		}
-		return p.head(ctx, req.Name, path, req.Dgst, "blob", nil)
+		return p.head(ctx, t)
 	}
 	if req.Range != nil && p.flight(req.Dgst) == nil {
-		return p.rangeFromUpstream(ctx, req, path)
+		return p.rangeFromUpstream(ctx, req, t)
 	}
-	return p.fromFlight(ctx, req, path, "blob", nil)
+	return p.fromFlight(ctx, req, t)
 }
 
 // Manifest answers a manifest GET or HEAD, by digest or by tag.
@@ -239,15 +240,14 @@ func (p *Proxy) Manifest(ctx context.Context, req *registry.Request) (*registry.
 	if req.Tag != "" {
 		return p.manifestByTag(ctx, req)
 	}
-	if c, ok, err := p.fromStore(ctx, req, "manifest"); ok || err != nil {
+	if c, ok, err := p.fromStore(ctx, req, kindManifest); ok || err != nil {
 		return c, err
 	}
-	path := req.Name + "/manifests/" + req.Dgst.String()
-	accept := acceptHeader(req.Accept)
+	t := manifestTarget(req.Name, req.Dgst.String(), acceptHeader(req.Accept))
 	if req.Head {
-		return p.head(ctx, req.Name, path, req.Dgst, "manifest", accept)
+		return p.head(ctx, t)
 	}
-	return p.fromFlight(ctx, req, path, "manifest", accept)
+	return p.fromFlight(ctx, req, t)
 }
 
 // fromStore serves a request by digest from the store, if it holds the
@@ -256,9 +256,9 @@ func (p *Proxy) Manifest(ctx context.Context, req *registry.Request) (*registry.
 // upstream has confirmed both (confirm). An error other than absence
 // (say, no file descriptors left) is the client's 503: downloading again
 // would not help.
-func (p *Proxy) fromStore(ctx context.Context, req *registry.Request, kind string) (*registry.Content, bool, error) {
+func (p *Proxy) fromStore(ctx context.Context, req *registry.Request, k kind) (*registry.Content, bool, error) {
 	linked := p.linked(req.Name, req.Dgst)
-	if linked && kind == "blob" {
+	if linked && k == kindBlob {
 		return p.stored(req.Dgst, req.Head) // the hot path: one store lookup
 	}
 	info, err := p.store.Stat(req.Dgst)
@@ -269,13 +269,13 @@ func (p *Proxy) fromStore(ctx context.Context, req *registry.Request, kind strin
 		return nil, false, cacheUnreadable(err)
 	}
 	var mediaType string
-	if !linked || kind == "manifest" && !cache.IsManifestType(info.MediaType) {
-		if mediaType, err = p.confirm(ctx, req, kind); err != nil {
+	if !linked || k == kindManifest && !cache.IsManifestType(info.MediaType) {
+		if mediaType, err = p.confirm(ctx, req, k); err != nil {
 			return nil, false, err
 		}
 	}
 	c, ok, err := p.stored(req.Dgst, req.Head)
-	if ok && kind == "manifest" && mediaType != "" {
+	if ok && k == kindManifest && mediaType != "" {
 		c.MediaType = mediaType
 	}
 	return c, ok, err
@@ -305,19 +305,20 @@ func cacheUnreadable(err error) *registry.Error {
 	return &registry.Error{Code: registry.CodeUnavailable, Message: "the mirror cannot read its cache", Internal: err.Error()}
 }
 
-// head asks upstream for the size and type of content without its body.
-// An answer links the content to the repository (path's first part).
-func (p *Proxy) head(ctx context.Context, name, path string, dgst digest.Digest, kind string, hdr http.Header) (*registry.Content, error) {
-	resp, err := p.up.do(ctx, http.MethodHead, path, hdr, kind, http.StatusOK)
+// head asks upstream for the size and type of t, by digest, without its
+// body. An answer links the content to t's repository.
+func (p *Proxy) head(ctx context.Context, t target) (*registry.Content, error) {
+	dgst := digest.Digest(t.ref)
+	resp, err := p.up.do(ctx, http.MethodHead, t.path(), t.accept, t.kind, http.StatusOK)
 	if err != nil {
 		return nil, err
 	}
 	resp.Body.Close()
 	if got := resp.Header.Get("Docker-Content-Digest"); got != "" && got != dgst.String() {
-		return nil, registry.Errorf(registry.CodeUnavailable, "upstream answered HEAD %s with digest %s", path, got).WithStatus(http.StatusBadGateway)
+		return nil, registry.Errorf(registry.CodeUnavailable, "upstream answered HEAD %s with digest %s", t.path(), got).WithStatus(http.StatusBadGateway)
 	}
-	p.link(name, dgst)
-	return &registry.Content{Dgst: dgst, MediaType: mediaType(resp, kind), Size: resp.ContentLength, Outcome: OutcomeUpstream}, nil
+	p.link(t.repo, dgst)
+	return &registry.Content{Dgst: dgst, MediaType: mediaType(resp, t.kind), Size: resp.ContentLength, Outcome: OutcomeUpstream}, nil
 }
 
 // rangeFromUpstream answers a Range request on an uncached blob straight
@@ -325,10 +326,10 @@ func (p *Proxy) head(ctx context.Context, name, path string, dgst digest.Digest,
 // background. The fill's answer gives the size, so the range is resolved
 // here: a bad one gets 416, and one the fill can serve (the whole blob, or
 // bytes already downloaded) is served verified from it.
-func (p *Proxy) rangeFromUpstream(ctx context.Context, req *registry.Request, path string) (*registry.Content, error) {
-	fl, _, err := p.startFlight(ctx, req, path, "blob", nil)
+func (p *Proxy) rangeFromUpstream(ctx context.Context, req *registry.Request, t target) (*registry.Content, error) {
+	fl, _, err := p.startFlight(ctx, req, t)
 	if errors.Is(err, errStored) {
-		return p.fromFlight(ctx, req, path, "blob", nil)
+		return p.fromFlight(ctx, req, t)
 	}
 	if err != nil {
 		return nil, err
@@ -338,18 +339,18 @@ func (p *Proxy) rangeFromUpstream(ctx context.Context, req *registry.Request, pa
 	}
 	size := fl.w.Size()
 	if size < 0 {
-		return p.fromFlight(ctx, req, path, "blob", nil)
+		return p.fromFlight(ctx, req, t)
 	}
 	start, n, err := req.Range.Resolve(size)
 	if err != nil {
 		return nil, err
 	}
 	if n == size || fl.w.Written() >= start+n {
-		return p.fromFlight(ctx, req, path, "blob", nil)
+		return p.fromFlight(ctx, req, t)
 	}
 	p.stats.UpstreamRangeGet.Add(1)
 	hdr := http.Header{"Range": {fmt.Sprintf("bytes=%d-%d", start, start+n-1)}}
-	resp, err := p.up.do(ctx, http.MethodGet, path, hdr, "blob", http.StatusOK, http.StatusPartialContent)
+	resp, err := p.up.do(ctx, http.MethodGet, t.path(), hdr, t.kind, http.StatusOK, http.StatusPartialContent)
 	if err != nil {
 		return nil, err
 	}
@@ -359,22 +360,22 @@ func (p *Proxy) rangeFromUpstream(ctx context.Context, req *registry.Request, pa
 		// Not the range asked for (a 200 ignores it): nothing unverified
 		// goes to the client; the fill has the bytes.
 		resp.Body.Close()
-		return p.fromFlight(ctx, req, path, "blob", nil)
+		return p.fromFlight(ctx, req, t)
 	}
 	return &registry.Content{Dgst: req.Dgst, MediaType: fl.mediaType, Size: size, Body: p.limit.body(ctx, resp.Body),
 		Partial: &span, Outcome: OutcomeUpstream}, nil
 }
 
-// fromFlight serves a miss from the download of its digest, starting one
-// unless it is already under way.
-func (p *Proxy) fromFlight(ctx context.Context, req *registry.Request, path, kind string, hdr http.Header) (*registry.Content, error) {
+// fromFlight serves a miss from the download of its digest (t), starting
+// one unless it is already under way.
+func (p *Proxy) fromFlight(ctx context.Context, req *registry.Request, t target) (*registry.Content, error) {
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		fl, joined, err := p.startFlight(ctx, req, path, kind, hdr)
+		fl, joined, err := p.startFlight(ctx, req, t)
 		if errors.Is(err, errStored) {
-			if c, ok, err := p.fromStore(ctx, req, kind); ok || err != nil {
+			if c, ok, err := p.fromStore(ctx, req, t.kind); ok || err != nil {
 				return c, err
 			}
 			continue // evicted in between: download it
@@ -409,7 +410,7 @@ func (p *Proxy) fromFlight(ctx context.Context, req *registry.Request, path, kin
 			// was too large to keep, wait for the flight to leave and
 			// download again. The same when the disk is full and the
 			// download has relayed past what it holds in memory.
-			if c, ok, err := p.fromStore(ctx, req, kind); ok || err != nil {
+			if c, ok, err := p.fromStore(ctx, req, t.kind); ok || err != nil {
 				return c, err
 			}
 			select {
@@ -441,9 +442,9 @@ func (p *Proxy) manifestByTag(ctx context.Context, req *registry.Request) (*regi
 	p.stats.TagLookups.Add(1)
 	lctx, cancel := context.WithTimeout(ctx, p.tagTimeout)
 	defer cancel()
-	path := req.Name + "/manifests/" + req.Tag
 	accept := acceptHeader(req.Accept)
-	resp, why, err := p.tagRequest(lctx, http.MethodHead, path, accept)
+	t := manifestTarget(req.Name, req.Tag, accept)
+	resp, why, err := p.tagRequest(lctx, http.MethodHead, t)
 	var rerr *registry.Error
 	if err != nil && (why != "" || req.Head || !errors.As(err, &rerr) || rerr.HTTPStatus() != http.StatusNotFound) {
 		return p.staleAnswer(ctx, req, accept, why, err)
@@ -459,7 +460,7 @@ func (p *Proxy) manifestByTag(ctx context.Context, req *registry.Request) (*regi
 		// ECR named the tag's manifest in this repository: it holds the
 		// manifest, and the type it declared is the manifest's, whoever
 		// stored the same bytes before.
-		mt := mediaType(resp, "manifest")
+		mt := mediaType(resp, kindManifest)
 		p.recordTag(req, accept, dgst, mt, resp.ContentLength)
 		p.retype(dgst, mt)
 		p.link(req.Name, dgst)
@@ -482,7 +483,7 @@ func (p *Proxy) manifestByTag(ctx context.Context, req *registry.Request) (*regi
 	// Once ECR has named the tag's digest, an older answer is known to
 	// be outdated: a failure here is never masked.
 	known := dgst != ""
-	resp, why, err = p.tagRequest(lctx, http.MethodGet, path, accept)
+	resp, why, err = p.tagRequest(lctx, http.MethodGet, t)
 	if err != nil {
 		if known {
 			return nil, err
@@ -490,7 +491,7 @@ func (p *Proxy) manifestByTag(ctx context.Context, req *registry.Request) (*regi
 		return p.staleAnswer(ctx, req, accept, why, err)
 	}
 	defer resp.Body.Close()
-	body, err := p.readManifest(resp, path)
+	body, err := p.readManifest(resp, t.path())
 	if err != nil {
 		if known {
 			return nil, err
@@ -500,9 +501,9 @@ func (p *Proxy) manifestByTag(ctx context.Context, req *registry.Request) (*regi
 	got := digest.FromBytes(body)
 	if h := resp.Header.Get("Docker-Content-Digest"); h != "" && h != got.String() {
 		p.stats.DigestMismatches.Add(1)
-		return nil, registry.Errorf(registry.CodeUnavailable, "upstream manifest %s has digest %s but upstream says %s", path, got, h).WithStatus(http.StatusBadGateway)
+		return nil, registry.Errorf(registry.CodeUnavailable, "upstream manifest %s has digest %s but upstream says %s", t.path(), got, h).WithStatus(http.StatusBadGateway)
 	}
-	mt := mediaType(resp, "manifest")
+	mt := mediaType(resp, kindManifest)
 	if err := p.store.Put(got, mt, body); err != nil {
 		p.log.Warn("caching manifest failed", "name", req.Name, "tag", req.Tag, "digest", got, "error", err)
 	}
@@ -540,7 +541,7 @@ func (p *Proxy) Tags(ctx context.Context, name string, rawQuery string) (*regist
 	if rawQuery != "" {
 		path += "?" + rawQuery
 	}
-	resp, err := p.up.do(ctx, http.MethodGet, path, nil, "tags", http.StatusOK)
+	resp, err := p.up.do(ctx, http.MethodGet, path, nil, kindTags, http.StatusOK)
 	if err != nil {
 		return nil, err
 	}
@@ -564,7 +565,7 @@ func (p *Proxy) Referrers(ctx context.Context, name string, dgst digest.Digest, 
 	if rawQuery != "" {
 		path += "?" + rawQuery
 	}
-	resp, err := p.up.do(ctx, http.MethodGet, path, nil, "referrers", http.StatusOK)
+	resp, err := p.up.do(ctx, http.MethodGet, path, nil, kindReferrers, http.StatusOK)
 	if err != nil {
 		return nil, err
 	}
@@ -605,12 +606,12 @@ func acceptHeader(accept []string) http.Header {
 }
 
 // mediaType is the media type of an upstream answer.
-func mediaType(resp *http.Response, kind string) string {
+func mediaType(resp *http.Response, k kind) string {
 	ct := resp.Header.Get("Content-Type")
 	if mt, _, err := mime.ParseMediaType(ct); err == nil && ct != "" {
 		return mt
 	}
-	if kind == "manifest" {
+	if k == kindManifest {
 		return ""
 	}
 	return "application/octet-stream"

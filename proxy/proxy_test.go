@@ -67,6 +67,9 @@ type envOptions struct {
 	// new temp dir. wrap, when set, wraps the served handler.
 	dir  string
 	wrap func(http.Handler) http.Handler
+	// wrapStore, when set, decorates the store the proxy is given (a
+	// counting Store, say); testEnv.store stays the one underneath.
+	wrapStore func(*cache.Store) Store
 }
 
 func newEnv(t *testing.T, o envOptions) *testEnv {
@@ -126,7 +129,11 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	logs := &testkit.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	stallClock := clockwork.NewFakeClock()
-	p, err := New(Options{Upstream: upURL, Client: client, Store: store, Logger: log, ManifestLimit: o.manifestLimit,
+	var ps Store = store
+	if o.wrapStore != nil {
+		ps = o.wrapStore(store)
+	}
+	p, err := New(Options{Upstream: upURL, Client: client, Store: ps, Logger: log, ManifestLimit: o.manifestLimit,
 		Retries: o.edge.retries, StallTimeout: o.edge.stall, StallClock: stallClock, MaxRate: o.edge.maxRate})
 	if err != nil {
 		t.Fatal(err)

@@ -3,18 +3,13 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"mime"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -44,20 +39,9 @@ import (
 // upstream error, a staging write failing) ends the copy of that session;
 // the push itself goes on, and nothing of it is admitted.
 
-// Defaults of push pass-through.
-const (
-	// uploadIdle drops an upload session nobody has used for this long.
-	uploadIdle = time.Hour
-	// maxUploads caps the sessions tracked at once; past it, uploads
-	// still pass through but are not admitted.
-	maxUploads = 1024
-	// teeSettle is how long a success waits for the upstream request to
-	// finish reading the body it copied.
-	teeSettle = 10 * time.Second
-	// pushedBlobType is the media type recorded for pushed blobs, as a
-	// blob GET from ECR answers.
-	pushedBlobType = "application/octet-stream"
-)
+// pushedBlobType is the media type recorded for pushed blobs, as a blob
+// GET from ECR answers.
+const pushedBlobType = "application/octet-stream"
 
 // pushHeaders are the upstream answer's headers a client gets.
 var pushHeaders = []string{"Location", "Range", "Docker-Upload-UUID", "Docker-Content-Digest", "OCI-Chunk-Min-Length", "OCI-Subject"}
@@ -81,11 +65,11 @@ func (p *Proxy) Push(ctx context.Context, req *registry.PushRequest) (*registry.
 // pushHead asks upstream whether the repository holds a blob or a
 // manifest: the cache cannot say, since it is shared by all repositories.
 func (p *Proxy) pushHead(ctx context.Context, req *registry.PushRequest) (*registry.PushResponse, error) {
-	kind, accept := "blob", http.Header(nil)
+	t := blobTarget(req.Name, req.Dgst)
 	if req.Kind == registry.KindManifest {
-		kind, accept = "manifest", acceptHeader(nil)
+		t = manifestTarget(req.Name, req.Dgst.String(), acceptHeader(nil))
 	}
-	c, err := p.head(ctx, req.Name, req.Name+"/"+req.Path, req.Dgst, kind, accept)
+	c, err := p.head(ctx, t)
 	if err != nil {
 		return nil, err
 	}
@@ -105,13 +89,13 @@ func (p *Proxy) pushHead(ctx context.Context, req *registry.PushRequest) (*regis
 func (p *Proxy) pushManifest(ctx context.Context, req *registry.PushRequest) (*registry.PushResponse, error) {
 	path := req.Name + "/" + req.Path
 	hdr := http.Header{"Content-Type": req.Header.Values("Content-Type")}
-	resp, err := p.pushDo(ctx, http.MethodPut, path, req.RawQuery, hdr, bytes.NewReader(req.Manifest), int64(len(req.Manifest)), "manifest")
+	resp, err := p.pushDo(ctx, http.MethodPut, path, req.RawQuery, hdr, bytes.NewReader(req.Manifest), int64(len(req.Manifest)), kindManifest)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, pushError(resp, http.MethodPut, path, "manifest")
+		return nil, pushError(resp, http.MethodPut, path, kindManifest)
 	}
 	out, err := p.pushAnswer(resp, path)
 	if err != nil {
@@ -147,108 +131,230 @@ func (p *Proxy) admitManifest(req *registry.PushRequest, resp *http.Response) {
 }
 
 // pushUpload passes one request of a blob upload on, copying its bytes
-// toward the cache as they pass.
+// toward the cache as they pass: one method per step of the upload.
 func (p *Proxy) pushUpload(ctx context.Context, req *registry.PushRequest) (*registry.PushResponse, error) {
-	t := p.uploads()
-	path := req.Name + "/" + req.Path
-	var u *upload // this request's session, held until it returns
+	c := &uploadCall{p: p, req: req, path: req.Name + "/" + req.Path}
 	if req.UploadID != "" {
-		if u = t.acquire(path); u != nil {
-			defer t.release(u)
+		t := p.uploads()
+		if c.u = t.acquire(c.path); c.u != nil {
+			defer t.release(c.u) // held until the request returns, even once dropped
 		}
 	}
-
-	// Where the bytes passing are copied: a cache entry when their digest
-	// is known now, else the session's staging file.
-	var entry *cache.Writer
-	var copyTo func([]byte) error
-	switch {
-	case req.Body == nil:
-	case req.Dgst != "" && (req.Method == http.MethodPost || req.Method == http.MethodPut && u != nil && u.empty()):
-		if entry = p.newEntry(req.Dgst, req.ContentLength); entry != nil {
-			copyTo = func(b []byte) error { _, err := entry.Write(b); return err }
-		}
-	case u != nil && req.Method != http.MethodPost && (req.Chunk == nil || req.Chunk.Start == u.size):
-		copyTo = u.stage
-	case u != nil:
-		t.drop(u) // a chunk that does not continue what was staged
-		u = nil
-	}
-	var body io.Reader
-	var tb *tee
-	if req.Body != nil {
-		tb = newTee(req.Body, copyTo)
-		body = tb
-	}
-	abandon := func() {
-		if tb != nil {
-			tb.stop()
-		}
-		if entry != nil {
-			entry.Abort(nil)
-		}
-		if u != nil {
-			t.drop(u) // upstream's state is unknown now: stop copying
-		}
-	}
-
-	resp, err := p.pushDo(ctx, req.Method, path, req.RawQuery, req.Header, body, req.ContentLength, "upload")
-	if err != nil {
-		abandon()
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		abandon()
-		return nil, pushError(resp, req.Method, path, "upload")
-	}
-	out, err := p.pushAnswer(resp, path)
-	if err != nil {
-		abandon()
-		return nil, err
-	}
-	var copied int64
-	complete := tb == nil
-	if tb != nil {
-		copied, complete = tb.finish(ctx)
-	}
-	created := resp.StatusCode == http.StatusCreated
-	if created {
-		if h := resp.Header.Get("Docker-Content-Digest"); h != "" && req.Dgst != "" && h != req.Dgst.String() {
-			p.log.Warn("upstream named another digest for a pushed blob; not cached", "name", req.Name, "digest", req.Dgst, "upstream_digest", h)
-			created = false
-		}
-		p.linkCreated(req, resp)
-	}
-
 	switch req.Method {
 	case http.MethodPost:
-		if resp.StatusCode == http.StatusAccepted {
-			if loc := out.Header.Get("Location"); loc != "" {
-				t.start(uploadKey(loc))
-			}
-		}
+		return c.start(ctx)
 	case http.MethodPatch:
-		switch {
-		case u == nil:
-		case tb != nil && (copyTo == nil || !complete), !confirms(resp.Header.Get("Range"), u.size+copied):
-			t.drop(u) // the staging file no longer matches what upstream holds
-		default:
-			u.size += copied
+		return c.chunk(ctx)
+	case http.MethodPut:
+		return c.finish(ctx)
+	}
+	return c.passOn(ctx) // GET or HEAD: the upload's status
+}
+
+// uploadCall is one request of a blob upload on its way upstream, and
+// where the bytes it sends are copied: a cache entry when their digest is
+// known now, else the session's staging file.
+type uploadCall struct {
+	p      *Proxy
+	req    *registry.PushRequest
+	path   string             // <name>/<path> on the upstream
+	u      *upload            // the session, held; nil: none, or no longer staged
+	entry  *cache.Writer      // the blob's cache entry, or nil
+	copyTo func([]byte) error // where the body's bytes go; nil: nowhere
+	body   *tee               // req.Body as upstream reads it; nil without one
+}
+
+// uploadAnswer is upstream's success for an upload request, and how much
+// of the request's body was copied.
+type uploadAnswer struct {
+	resp     *http.Response // its body is the caller's to close
+	out      *registry.PushResponse
+	copied   int64
+	complete bool // every byte of the body was copied (true without one)
+	created  bool // 201, under the digest the client named if upstream names one
+}
+
+// start passes on a POST: it starts an upload session, mounts a blob from
+// another repository, or uploads a whole blob at once (?digest=), whose
+// bytes then go straight into a cache entry.
+func (c *uploadCall) start(ctx context.Context) (*registry.PushResponse, error) {
+	a, err := c.send(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer a.resp.Body.Close()
+	if a.resp.StatusCode == http.StatusAccepted {
+		if loc := a.out.Header.Get("Location"); loc != "" {
+			c.p.uploads().start(uploadKey(loc))
+		}
+	}
+	c.settleEntry(a)
+	return a.out, nil
+}
+
+// chunk passes on a PATCH, staging its bytes when they continue what the
+// session holds. The session is dropped once the staging file no longer
+// matches what upstream holds.
+func (c *uploadCall) chunk(ctx context.Context) (*registry.PushResponse, error) {
+	a, err := c.send(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer a.resp.Body.Close()
+	if c.u != nil {
+		if !a.complete || !confirms(a.resp.Header.Get("Range"), c.u.size+a.copied) {
+			c.p.uploads().drop(c.u)
+		} else {
+			c.u.size += a.copied
+		}
+	}
+	return a.out, nil
+}
+
+// finish passes on the PUT that ends an upload. A PUT that carries the
+// whole blob writes it straight into a cache entry; otherwise its bytes
+// end the staging file, which is admitted once upstream has the blob.
+// The session ends either way.
+func (c *uploadCall) finish(ctx context.Context) (*registry.PushResponse, error) {
+	a, err := c.send(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer a.resp.Body.Close()
+	if c.u != nil {
+		if c.entry == nil && a.created && a.complete {
+			c.u.size += a.copied
+			c.p.admitStaged(c.u, c.req.Dgst)
+		}
+		c.p.uploads().drop(c.u) // the upload is over, admitted or not
+	}
+	c.settleEntry(a)
+	return a.out, nil
+}
+
+// passOn passes on a request that sends no bytes (an upload's status).
+func (c *uploadCall) passOn(ctx context.Context) (*registry.PushResponse, error) {
+	a, err := c.send(ctx)
+	if err != nil {
+		return nil, err
+	}
+	a.resp.Body.Close()
+	return a.out, nil
+}
+
+// pickCopy chooses where the body's bytes go: a POST with ?digest= and a
+// PUT that carries the whole blob to a cache entry, chunks to the
+// session's staging file.
+func (c *uploadCall) pickCopy() {
+	if c.req.Body == nil {
+		return
+	}
+	switch c.req.Method {
+	case http.MethodPost:
+		if c.req.Dgst != "" {
+			c.toEntry()
 		}
 	case http.MethodPut:
-		if entry == nil && u != nil && created && complete && (tb == nil || copyTo != nil) {
-			u.size += copied
-			p.admitStaged(u, req.Dgst)
+		if c.req.Dgst != "" && c.u != nil && c.u.empty() {
+			c.toEntry()
+			return
 		}
-		if u != nil {
-			t.drop(u) // the upload is over, admitted or not
-		}
+		c.toStaging()
+	case http.MethodPatch:
+		c.toStaging()
 	}
-	if entry != nil {
-		p.commitEntry(entry, created && complete)
+}
+
+// toEntry copies the body into a cache entry of the digest it must have,
+// unless the store holds that digest or cannot take it.
+func (c *uploadCall) toEntry() {
+	if c.entry = c.p.newEntry(c.req.Dgst, c.req.ContentLength); c.entry != nil {
+		w := c.entry
+		c.copyTo = func(b []byte) error { _, err := w.Write(b); return err }
 	}
-	return out, nil
+}
+
+// toStaging copies the body into the session's staging file when it
+// continues what was staged; a chunk that does not ends the session.
+func (c *uploadCall) toStaging() {
+	switch {
+	case c.u == nil:
+	case c.req.Chunk == nil || c.req.Chunk.Start == c.u.size:
+		c.copyTo = c.u.stage
+	default:
+		c.p.uploads().drop(c.u)
+		c.u = nil
+	}
+}
+
+// send passes the request upstream, its body through a tee to where
+// pickCopy chose, and returns upstream's success once the tee has
+// settled. On a failure nothing of the request is copied any further.
+func (c *uploadCall) send(ctx context.Context) (*uploadAnswer, error) {
+	c.pickCopy()
+	var body io.Reader
+	if c.req.Body != nil {
+		c.body = newTee(c.req.Body, c.copyTo)
+		body = c.body
+	}
+	resp, err := c.p.pushDo(ctx, c.req.Method, c.path, c.req.RawQuery, c.req.Header, body, c.req.ContentLength, kindUpload)
+	if err != nil {
+		c.abandon()
+		return nil, err
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		defer resp.Body.Close()
+		c.abandon()
+		return nil, pushError(resp, c.req.Method, c.path, kindUpload)
+	}
+	out, err := c.p.pushAnswer(resp, c.path)
+	if err != nil {
+		c.abandon()
+		resp.Body.Close()
+		return nil, err
+	}
+	a := &uploadAnswer{resp: resp, out: out, complete: true}
+	if c.body != nil {
+		a.copied, a.complete = c.body.finish(ctx)
+	}
+	a.created = c.created(resp)
+	return a, nil
+}
+
+// abandon stops every copy of the request: upstream's state is unknown.
+func (c *uploadCall) abandon() {
+	if c.body != nil {
+		c.body.stop()
+	}
+	if c.entry != nil {
+		c.entry.Abort(nil)
+	}
+	if c.u != nil {
+		c.p.uploads().drop(c.u)
+	}
+}
+
+// created reports whether upstream answered 201 under the digest the
+// client named, and links what it created to the repository.
+func (c *uploadCall) created(resp *http.Response) bool {
+	if resp.StatusCode != http.StatusCreated {
+		return false
+	}
+	ok := true
+	if h := resp.Header.Get("Docker-Content-Digest"); h != "" && c.req.Dgst != "" && h != c.req.Dgst.String() {
+		c.p.log.Warn("upstream named another digest for a pushed blob; not cached", "name", c.req.Name, "digest", c.req.Dgst, "upstream_digest", h)
+		ok = false
+	}
+	c.p.linkCreated(c.req, resp)
+	return ok
+}
+
+// settleEntry commits the request's cache entry, if it has one, when
+// upstream created the blob from every byte copied; else aborts it.
+func (c *uploadCall) settleEntry(a *uploadAnswer) {
+	if c.entry != nil {
+		c.p.commitEntry(c.entry, a.created && a.complete)
+	}
 }
 
 // linkCreated links the blob an upload or a mount created to its
@@ -344,7 +450,7 @@ func uploadKey(loc string) string {
 
 // pushDo sends one push request upstream. Redirects are not followed: a
 // push answered with one fails rather than send its body elsewhere.
-func (p *Proxy) pushDo(ctx context.Context, method, path, rawQuery string, hdr http.Header, body io.Reader, length int64, kind string) (*http.Response, error) {
+func (p *Proxy) pushDo(ctx context.Context, method, path, rawQuery string, hdr http.Header, body io.Reader, length int64, k kind) (*http.Response, error) {
 	target := *p.up.base
 	target.Path = strings.TrimSuffix(p.up.base.Path, "/") + "/v2/" + path
 	target.RawPath, target.RawQuery = "", rawQuery
@@ -363,7 +469,7 @@ func (p *Proxy) pushDo(ctx context.Context, method, path, rawQuery string, hdr h
 	start := time.Now()
 	resp, err := client.Do(req)
 	if p.up.observe != nil {
-		ev := UpstreamEvent{Method: method, Kind: kind, Duration: time.Since(start)}
+		ev := UpstreamEvent{Method: method, Kind: string(k), Duration: time.Since(start)}
 		if err != nil {
 			ev.Failure = failure(err)
 		} else {
@@ -444,16 +550,16 @@ func sameOrigin(a, b *url.URL) bool {
 
 // pushError maps an upstream refusal of a push to what the client sees:
 // as for pulls, plus the upload codes for answers without an OCI body.
-func pushError(resp *http.Response, method, path, kind string) *registry.Error {
+func pushError(resp *http.Response, method, path string, k kind) *registry.Error {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, errorBodyLimit))
 	s := resp.StatusCode
 	if s >= 300 && s < 400 {
 		return registry.Errorf(registry.CodeUnavailable, "upstream answered %s %s with a redirect (%d), which the mirror does not follow for pushes", method, path, s).WithStatus(http.StatusBadGateway)
 	}
-	e := statusError(method, path, kind, resp, body)
+	e := statusError(method, path, k, resp, body)
 	if _, _, parsed := registry.ParseErrorBody(body); !parsed {
 		switch {
-		case s == http.StatusNotFound && kind == "upload":
+		case s == http.StatusNotFound && k == kindUpload:
 			e = registry.Errorf(registry.CodeBlobUploadUnknown, "upload unknown upstream").WithStatus(s)
 		case s == http.StatusRequestedRangeNotSatisfiable:
 			e = registry.Errorf(registry.CodeRangeInvalid, "upstream refused the chunk's range").WithStatus(s)
@@ -469,220 +575,3 @@ func pushError(resp *http.Response, method, path, kind string) *registry.Error {
 
 // uploads returns p's upload sessions.
 func (p *Proxy) uploads() *uploadTable { return p.uploadTable }
-
-// errStagingFull says the staging files hold as much as the cache may.
-var errStagingFull = errors.New("staging files are at the cache's size budget")
-
-// uploadTable tracks the upload sessions whose bytes are being staged.
-type uploadTable struct {
-	log   *slog.Logger
-	dir   string        // staging files' directory; "": os.TempDir()
-	idle  time.Duration // a session unused this long is dropped
-	max   int           // sessions at most
-	limit int64         // staged bytes at most, all sessions together
-
-	staged atomic.Int64 // bytes in staging files
-
-	mu       sync.Mutex
-	sessions map[string]*upload
-}
-
-// newUploadTable returns a table whose staging files go to dir (or the
-// system's temp dir) and together stay within the store's budget: more
-// would not be kept anyway.
-func newUploadTable(store *cache.Store, log *slog.Logger, dir string) *uploadTable {
-	return &uploadTable{log: log, dir: dir, idle: uploadIdle, max: maxUploads, limit: store.MaxSize(),
-		sessions: make(map[string]*upload)}
-}
-
-// upload is one upload session's staged bytes.
-type upload struct {
-	t   *uploadTable
-	key string
-	// busy is held by the request using the session; the fields below
-	// are used under it (stage runs under it too, from the upstream
-	// request's body reader, which the tee orders with the request).
-	busy     sync.Mutex
-	f        *os.File // unlinked staging file; nil until the first byte
-	size     int64    // bytes staged and confirmed by upstream
-	reserved int64    // bytes counted in t.staged
-	dropped  bool
-	timer    *time.Timer
-	// clash says another request came while busy was held: bytes went
-	// past the staging file, which no longer holds the upload.
-	clash atomic.Bool
-}
-
-// start tracks a new upload session, unless the table is full.
-func (t *uploadTable) start(key string) {
-	u := &upload{t: t, key: key}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if old := t.sessions[key]; old != nil || len(t.sessions) >= t.max {
-		if old == nil {
-			t.log.Debug("too many uploads in progress; this one will not be cached", "upload", key)
-		}
-		return
-	}
-	t.sessions[key] = u
-	u.timer = time.AfterFunc(t.idle, func() { t.expire(u) })
-}
-
-// acquire returns the session of key, held for the caller, or nil when
-// there is none or another request is using it.
-func (t *uploadTable) acquire(key string) *upload {
-	t.mu.Lock()
-	u := t.sessions[key]
-	t.mu.Unlock()
-	if u == nil {
-		return nil
-	}
-	if !u.busy.TryLock() {
-		u.clash.Store(true)
-		return nil
-	}
-	if u.dropped {
-		u.busy.Unlock()
-		return nil
-	}
-	return u
-}
-
-// release ends a request's hold on u.
-func (t *uploadTable) release(u *upload) {
-	if u.clash.Load() {
-		t.drop(u)
-	}
-	if !u.dropped {
-		u.timer.Reset(t.idle)
-	}
-	u.busy.Unlock()
-}
-
-// drop forgets u and its staged bytes; busy must be held.
-func (t *uploadTable) drop(u *upload) {
-	if u.dropped {
-		return
-	}
-	u.dropped = true
-	u.timer.Stop()
-	t.mu.Lock()
-	if t.sessions[u.key] == u {
-		delete(t.sessions, u.key)
-	}
-	t.mu.Unlock()
-	if u.f != nil {
-		u.f.Close()
-	}
-	t.staged.Add(-u.reserved)
-	u.reserved = 0
-}
-
-// expire drops a session left idle, or waits again while it is in use.
-func (t *uploadTable) expire(u *upload) {
-	if !u.busy.TryLock() {
-		u.timer.Reset(t.idle)
-		return
-	}
-	if !u.dropped {
-		t.log.Debug("upload idle too long; its staged bytes are dropped", "upload", u.key)
-		t.drop(u)
-	}
-	u.busy.Unlock()
-}
-
-// empty reports whether nothing of the upload has been staged.
-func (u *upload) empty() bool { return u.size == 0 && u.f == nil }
-
-// stage appends upload bytes to the staging file.
-func (u *upload) stage(b []byte) error {
-	if u.f == nil {
-		f, err := os.CreateTemp(u.t.dir, "ecr-mirror-upload-*")
-		if err != nil {
-			return err
-		}
-		// Unlinked at once: it is read through f, and a crash leaves
-		// nothing behind.
-		if err := os.Remove(f.Name()); err != nil {
-			f.Close()
-			return err
-		}
-		u.f = f
-	}
-	n := int64(len(b))
-	if u.t.staged.Add(n) > u.t.limit {
-		u.t.staged.Add(-n)
-		return errStagingFull
-	}
-	u.reserved += n
-	_, err := u.f.Write(b)
-	return err
-}
-
-// tee is an upload body that copies what upstream reads of it. Copying
-// never fails the upload: a copy error only stops the copy.
-type tee struct {
-	r      io.Reader
-	closed chan struct{} // closed when the upstream request is done with the body
-	once   sync.Once
-
-	mu     sync.Mutex
-	copyTo func([]byte) error // nil: not copying (any more)
-	read   int64
-	copied int64
-	eof    bool
-	err    error // why copying stopped early
-}
-
-func newTee(r io.Reader, copyTo func([]byte) error) *tee {
-	return &tee{r: r, copyTo: copyTo, closed: make(chan struct{})}
-}
-
-func (t *tee) Read(p []byte) (int, error) {
-	n, err := t.r.Read(p)
-	t.mu.Lock()
-	t.read += int64(n)
-	if n > 0 && t.copyTo != nil {
-		if cerr := t.copyTo(p[:n]); cerr != nil {
-			t.copyTo, t.err = nil, cerr
-		} else {
-			t.copied += int64(n)
-		}
-	}
-	if err == io.EOF {
-		t.eof = true
-	}
-	t.mu.Unlock()
-	return n, err
-}
-
-// Close is called by the HTTP transport when it is done with the body; the
-// client's body itself is the server's to close.
-func (t *tee) Close() error {
-	t.once.Do(func() { close(t.closed) })
-	return nil
-}
-
-// stop ends the copy at once.
-func (t *tee) stop() {
-	t.mu.Lock()
-	t.copyTo = nil
-	t.mu.Unlock()
-}
-
-// finish ends the copy once the upstream request is done with the body
-// and reports how much was copied and whether that was all of it.
-func (t *tee) finish(ctx context.Context) (copied int64, complete bool) {
-	timer := time.NewTimer(teeSettle)
-	defer timer.Stop()
-	select {
-	case <-t.closed:
-	case <-ctx.Done():
-	case <-timer.C:
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	complete = t.copyTo != nil && t.eof && t.copied == t.read
-	t.copyTo = nil
-	return t.copied, complete
-}

@@ -6,13 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -494,77 +492,90 @@ func TestPushHeadAsksUpstream(t *testing.T) {
 	}
 }
 
-// The session table: one request per session at a time (a second one
-// ends the copy), a cap on sessions and staged bytes, idle expiry, and
-// staging files that never show in their directory.
-func TestUploadTable(t *testing.T) {
+// Where an upload request's bytes are copied, by method and session: a
+// whole blob whose digest is known goes to a cache entry (unless stored
+// already), a chunk that continues the session to its staging file, and a
+// chunk that does not ends the session.
+func TestUploadCopyTarget(t *testing.T) {
 	t.Parallel()
-	newTable := func(t *testing.T) *uploadTable {
-		return &uploadTable{log: slog.New(slog.DiscardHandler), dir: t.TempDir(), idle: time.Hour, max: 2, limit: 10,
-			sessions: make(map[string]*upload)}
+	e := newEnv(t, envOptions{})
+	stored := randomBytes(61, 100)
+	storedDgst := digest.FromBytes(stored)
+	if err := e.store.Put(storedDgst, pushedBlobType, stored); err != nil {
+		t.Fatal(err)
 	}
-	t.Run("clash", func(t *testing.T) {
-		t.Parallel()
-		tb := newTable(t)
-		tb.start("a/blobs/uploads/1")
-		u := tb.acquire("a/blobs/uploads/1")
-		if u == nil {
-			t.Fatal("no session")
-		}
-		if tb.acquire("a/blobs/uploads/1") != nil {
-			t.Fatal("a second request got the session while the first held it")
-		}
-		tb.release(u)
-		if tb.acquire("a/blobs/uploads/1") != nil {
-			t.Fatal("the session survived a clash")
-		}
-	})
-	t.Run("cap and budget", func(t *testing.T) {
-		t.Parallel()
-		tb := newTable(t)
-		for _, k := range []string{"1", "2", "3"} {
-			tb.start(k)
-		}
-		if tb.acquire("3") != nil {
-			t.Fatal("a session past the cap was tracked")
-		}
-		u := tb.acquire("1")
-		if err := u.stage([]byte("12345")); err != nil {
-			t.Fatal(err)
-		}
-		if files := listDir(t, tb.dir); len(files) != 0 {
-			t.Fatalf("staging files visible: %v", files)
-		}
-		u2 := tb.acquire("2")
-		if err := u2.stage([]byte("123456")); !errors.Is(err, errStagingFull) {
-			t.Fatalf("staging past the budget: %v", err)
-		}
-		tb.drop(u)
-		tb.release(u)
-		if err := u2.stage([]byte("123456")); err != nil {
-			t.Fatalf("staging after a drop freed the budget: %v", err)
-		}
-		tb.release(u2)
-		if got := tb.staged.Load(); got != 6 {
-			t.Fatalf("staged = %d, want 6", got)
-		}
-	})
-	t.Run("idle", func(t *testing.T) {
-		t.Parallel()
-		tb := newTable(t)
-		tb.idle = 10 * time.Millisecond
-		tb.start("1")
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			u := tb.acquire("1")
-			if u == nil {
-				break
+	fresh := digest.FromBytes(randomBytes(62, 100))
+	const (
+		none    = "nowhere"
+		entry   = "cache entry"
+		staging = "staging file"
+	)
+	tests := []struct {
+		name     string
+		method   string
+		dgst     digest.Digest
+		chunk    *registry.Span
+		session  int64 // bytes staged in the session; -1: no session
+		noBody   bool
+		want     string
+		wantDrop bool
+	}{
+		{name: "monolithic POST", method: http.MethodPost, dgst: fresh, session: -1, want: entry},
+		{name: "monolithic POST of a stored blob", method: http.MethodPost, dgst: storedDgst, session: -1, want: none},
+		{name: "POST without digest", method: http.MethodPost, session: -1, want: none},
+		{name: "PATCH continuing", method: http.MethodPatch, chunk: &registry.Span{Start: 5, Length: 5}, session: 5, want: staging},
+		{name: "PATCH streamed", method: http.MethodPatch, session: 5, want: staging},
+		{name: "PATCH out of order", method: http.MethodPatch, chunk: &registry.Span{Start: 9, Length: 5}, session: 5, want: none, wantDrop: true},
+		{name: "PATCH without session", method: http.MethodPatch, session: -1, want: none},
+		{name: "PATCH without body", method: http.MethodPatch, session: 5, noBody: true, want: none},
+		{name: "PUT of the whole blob", method: http.MethodPut, dgst: fresh, session: 0, want: entry},
+		{name: "PUT of the whole blob, stored", method: http.MethodPut, dgst: storedDgst, session: 0, want: none},
+		{name: "PUT of the last chunk", method: http.MethodPut, dgst: fresh, session: 5, want: staging},
+		{name: "PUT out of order", method: http.MethodPut, dgst: fresh, chunk: &registry.Span{Start: 2, Length: 5}, session: 5, want: none, wantDrop: true},
+		{name: "PUT without session", method: http.MethodPut, dgst: fresh, session: -1, want: none},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tb := newUploadTable(1<<20, e.proxy.log, t.TempDir())
+			p := &Proxy{store: e.proxy.store, log: e.proxy.log, uploadTable: tb}
+			req := &registry.PushRequest{Method: tc.method, Kind: registry.KindUpload, Dgst: tc.dgst, Chunk: tc.chunk,
+				ContentLength: 5, Body: strings.NewReader("hello")}
+			if tc.noBody {
+				req.Body, req.ContentLength = nil, 0
 			}
-			tb.release(u)
-			if time.Now().After(deadline) {
-				t.Fatal("an idle session was never dropped")
+			c := &uploadCall{p: p, req: req, path: fmt.Sprintf("r/blobs/uploads/%d", i)}
+			if tc.session >= 0 {
+				tb.start(c.path)
+				if c.u = tb.acquire(c.path); c.u == nil {
+					t.Fatal("no session")
+				}
+				if tc.session > 0 {
+					if err := c.u.stage(make([]byte, tc.session)); err != nil {
+						t.Fatal(err)
+					}
+					c.u.size = tc.session
+				}
+				defer tb.release(c.u)
 			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	})
+			held := c.u
+			c.pickCopy()
+			got := none
+			switch {
+			case c.copyTo != nil && c.entry != nil:
+				got = entry
+				defer c.entry.Abort(nil)
+			case c.copyTo != nil && c.u != nil:
+				got = staging
+			case c.copyTo != nil:
+				t.Fatal("copying with neither an entry nor a session")
+			}
+			if got != tc.want {
+				t.Fatalf("bytes go to the %s, want the %s", got, tc.want)
+			}
+			if dropped := held != nil && held.dropped; dropped != tc.wantDrop {
+				t.Fatalf("session dropped = %v, want %v", dropped, tc.wantDrop)
+			}
+		})
+	}
 }

@@ -82,7 +82,7 @@ func (a *attempt) close() {
 // copyResuming copies a download's upstream body into w through the
 // bandwidth cap, resuming it when it stops short, then commits w. It ends
 // every attempt it is given or makes.
-func (p *Proxy) copyResuming(w *cache.Writer, a *attempt, path, kind string, hdr http.Header) error {
+func (p *Proxy) copyResuming(w *cache.Writer, a *attempt, t target) error {
 	buf := p.bufs.Get().(*[]byte)
 	defer p.bufs.Put(buf)
 	chunk := (*buf)[:min(len(*buf), p.limit.chunk)]
@@ -102,13 +102,13 @@ func (p *Proxy) copyResuming(w *cache.Writer, a *attempt, path, kind string, hdr
 		if upErr == nil {
 			break
 		}
-		err := transportError(http.MethodGet, path, upErr)
-		if kind != "blob" || p.bg.Err() != nil {
+		err := transportError(http.MethodGet, t.path(), upErr)
+		if t.kind != kindBlob || p.bg.Err() != nil {
 			// Manifests come whole from the registry, and are small.
 			w.Abort(err)
 			return err
 		}
-		if a, err = p.resumeDownload(w, path, hdr, &resumes, err); err != nil {
+		if a, err = p.resumeDownload(w, t, &resumes, err); err != nil {
 			w.Abort(err)
 			return err
 		}
@@ -152,7 +152,7 @@ func (p *Proxy) copyAttempt(w *cache.Writer, a *attempt, buf []byte) (n int64, u
 // often as the policy allows, and returns the attempt that continues it (nil
 // when nothing is missing), or the error that ends it. cause is why the
 // download stopped; resumes counts the download's resumptions so far.
-func (p *Proxy) resumeDownload(w *cache.Writer, path string, hdr http.Header, resumes *int, cause error) (*attempt, error) {
+func (p *Proxy) resumeDownload(w *cache.Writer, t target, resumes *int, cause error) (*attempt, error) {
 	for {
 		offset, size := w.Written(), w.Size()
 		if size >= 0 && offset == size {
@@ -167,13 +167,13 @@ func (p *Proxy) resumeDownload(w *cache.Writer, path string, hdr http.Header, re
 		*resumes++
 		p.stats.Resumes.Add(1)
 		wait := p.resume.delay(*resumes)
-		p.log.Warn("upstream body cut short; resuming", "digest", w.Digest(), "path", path,
+		p.log.Warn("upstream body cut short; resuming", "digest", w.Digest(), "path", t.path(),
 			"offset", offset, "size", size, "resumption", *resumes, "retries", p.resume.retries,
 			"backoff", wait, "error", cause)
 		if err := sleepCtx(p.bg, wait); err != nil {
 			return nil, err
 		}
-		a, retry, err := p.reopen(path, hdr, offset, size, true)
+		a, retry, err := p.reopen(t, offset, size, true)
 		if err == nil {
 			return a, nil
 		}
@@ -184,28 +184,28 @@ func (p *Proxy) resumeDownload(w *cache.Writer, path string, hdr http.Header, re
 	}
 }
 
-// reopen requests a blob again from offset (with a Range header when
+// reopen requests blob t again from offset (with a Range header when
 // ranged), through the registry, and checks that the answer continues the
 // download. retry tells whether a failure is worth another resumption:
 // upstream unreachable, failing or throttling is; an answer at the wrong
 // offset once bytes are written, or a refusal (403, 404), is not.
-func (p *Proxy) reopen(path string, hdr http.Header, offset, size int64, ranged bool) (a *attempt, retry bool, err error) {
+func (p *Proxy) reopen(t target, offset, size int64, ranged bool) (a *attempt, retry bool, err error) {
 	ctx, cancel := context.WithCancelCause(p.bg)
 	// The stall clock covers the wait for the headers too: a resumption
 	// that gets no answer is just another stall.
 	stall := newStallWatch(p.stallClock, p.stallTimeout, cancel)
-	h := hdr.Clone()
+	h := t.accept.Clone()
 	if h == nil {
 		h = http.Header{}
 	}
 	if ranged {
 		h.Set("Range", fmt.Sprintf("bytes=%d-", offset))
 	}
-	resp, err := p.up.do(ctx, http.MethodGet, path, h, "blob", http.StatusOK, http.StatusPartialContent)
+	resp, err := p.up.do(ctx, http.MethodGet, t.path(), h, kindBlob, http.StatusOK, http.StatusPartialContent)
 	if err != nil {
 		stall.stop()
 		if c := context.Cause(ctx); errors.Is(c, errStalled) {
-			err = transportError(http.MethodGet, path, c)
+			err = transportError(http.MethodGet, t.path(), c)
 		}
 		cancel(nil)
 		return nil, transient(err), err
@@ -220,11 +220,11 @@ func (p *Proxy) reopen(path string, hdr http.Header, offset, size int64, ranged 
 	if offset == 0 && ranged {
 		// Nothing was written, so nothing reached a client: start over
 		// without a Range (a 200 with the whole body is what is wanted).
-		p.log.Warn("upstream answered a resumption from byte 0 with another range; restarting", "path", path, "answer", bad)
-		return p.reopen(path, hdr, 0, size, false)
+		p.log.Warn("upstream answered a resumption from byte 0 with another range; restarting", "path", t.path(), "answer", bad)
+		return p.reopen(t, 0, size, false)
 	}
 	return nil, false, registry.Errorf(registry.CodeUnavailable,
-		"upstream did not resume %s at byte %d: %v", path, offset, bad).WithStatus(http.StatusBadGateway)
+		"upstream did not resume %s at byte %d: %v", t.path(), offset, bad).WithStatus(http.StatusBadGateway)
 }
 
 // continues checks that resp carries a blob of size bytes (-1: unknown)

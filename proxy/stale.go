@@ -47,8 +47,8 @@ var everyStatus = func() []int {
 // returns the response when ECR answered 200. Otherwise it returns the
 // error the client would see and, when ECR could not answer at all or
 // answered 5xx or 429, why: a stale answer may then be served instead.
-func (p *Proxy) tagRequest(ctx context.Context, method, path string, accept http.Header) (*http.Response, string, error) {
-	resp, err := p.up.do(ctx, method, path, accept, "manifest", everyStatus...)
+func (p *Proxy) tagRequest(ctx context.Context, method string, t target) (*http.Response, string, error) {
+	resp, err := p.up.do(ctx, method, t.path(), t.accept, t.kind, everyStatus...)
 	if err != nil {
 		return nil, noAnswerWhy(ctx, err), err
 	}
@@ -57,7 +57,7 @@ func (p *Proxy) tagRequest(ctx context.Context, method, path string, accept http
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, errorBodyLimit))
-	return nil, answerWhy(resp.StatusCode), statusError(method, path, "manifest", resp, body)
+	return nil, answerWhy(resp.StatusCode), statusError(method, t.path(), t.kind, resp, body)
 }
 
 // noAnswerWhy says why a tag lookup that got no (complete) answer failed,

@@ -46,9 +46,9 @@ type UpstreamEvent struct {
 
 // do sends a request for path (below /v2/) and returns the response when
 // its status is one of ok. Any other answer, and any transport failure,
-// becomes a *registry.Error for the client; kind (blob, manifest, tags)
-// chooses the not-found code.
-func (u *upstream) do(ctx context.Context, method, path string, hdr http.Header, kind string, ok ...int) (*http.Response, error) {
+// becomes a *registry.Error for the client; k chooses the not-found
+// code.
+func (u *upstream) do(ctx context.Context, method, path string, hdr http.Header, k kind, ok ...int) (*http.Response, error) {
 	target := *u.base
 	target.Path = strings.TrimSuffix(u.base.Path, "/") + "/v2/" + path
 	if p, q, found := strings.Cut(path, "?"); found {
@@ -65,7 +65,7 @@ func (u *upstream) do(ctx context.Context, method, path string, hdr http.Header,
 	start := time.Now()
 	resp, err := u.client.Do(req)
 	if u.observe != nil {
-		ev := UpstreamEvent{Method: method, Kind: kind, Duration: time.Since(start)}
+		ev := UpstreamEvent{Method: method, Kind: string(k), Duration: time.Since(start)}
 		if err != nil {
 			ev.Failure = failure(err)
 		} else {
@@ -83,17 +83,17 @@ func (u *upstream) do(ctx context.Context, method, path string, hdr http.Header,
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, errorBodyLimit))
-	return nil, statusError(method, path, kind, resp, body)
+	return nil, statusError(method, path, k, resp, body)
 }
 
 // statusError maps an upstream error answer to what the client sees.
-func statusError(method, path, kind string, resp *http.Response, body []byte) *registry.Error {
+func statusError(method, path string, k kind, resp *http.Response, body []byte) *registry.Error {
 	code, msg, parsed := registry.ParseErrorBody(body)
 	where := fmt.Sprintf("upstream %s %s", method, path)
 	switch s := resp.StatusCode; {
 	case s == http.StatusNotFound:
 		if !parsed {
-			code, msg = notFoundCode(kind), "not found upstream"
+			code, msg = notFoundCode(k), "not found upstream"
 		}
 		return &registry.Error{Status: s, Code: code, Message: msg}
 	case s == http.StatusUnauthorized || s == http.StatusForbidden:
@@ -121,11 +121,11 @@ func orStatus(msg string, status int) string {
 	return http.StatusText(status)
 }
 
-func notFoundCode(kind string) registry.Code {
-	switch kind {
-	case "blob":
+func notFoundCode(k kind) registry.Code {
+	switch k {
+	case kindBlob:
 		return registry.CodeBlobUnknown
-	case "manifest":
+	case kindManifest:
 		return registry.CodeManifestUnknown
 	}
 	return registry.CodeNameUnknown
