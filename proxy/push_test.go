@@ -499,12 +499,12 @@ func TestPushHeadAsksUpstream(t *testing.T) {
 func TestUploadCopyTarget(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
-	stored := randomBytes(61, 100)
+	stored := testkit.RandomBytes(61, 100)
 	storedDgst := digest.FromBytes(stored)
 	if err := e.store.Put(storedDgst, pushedBlobType, stored); err != nil {
 		t.Fatal(err)
 	}
-	fresh := digest.FromBytes(randomBytes(62, 100))
+	fresh := digest.FromBytes(testkit.RandomBytes(62, 100))
 	const (
 		none    = "nowhere"
 		entry   = "cache entry"
