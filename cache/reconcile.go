@@ -134,32 +134,22 @@ func (s *Store) reconcile() error {
 
 	// Oldest first, so the most recently used entry ends at the LRU
 	// front. Only roots and loose content go into the LRU; what a stored
-	// manifest references goes with it (refs.go). Pins are known first,
+	// manifest references goes with it (graph.go). Pins are known first,
 	// so pinned roots stay out of it.
 	slices.SortFunc(live, func(a, b indexRecord) int {
 		return cmp.Or(cmp.Compare(a.e.lastAccess, b.e.lastAccess), cmp.Compare(a.dgst, b.dgst))
 	})
 	for _, r := range live {
-		s.items[r.dgst] = r.e
-		s.size += r.e.size
-		s.entries++
-		s.lastNano = max(s.lastNano, r.e.lastAccess)
-		for _, c := range r.e.refs {
-			s.parents[c] = append(s.parents[c], r.dgst)
-		}
 		if len(r.e.refs) > 0 {
 			rep.manifests++
 			rep.references += len(r.e.refs)
 		}
 	}
-	s.pins = pins
+	s.g.load(live, pins)
 	// Links of content neither stored nor referenced by a stored
 	// manifest are left from removals cut short, or from downloads that
 	// failed: drop them.
-	links, staleLinks, err := loadLinks(s.db, func(d digest.Digest) bool {
-		_, stored := s.items[d]
-		return stored || len(s.parents[d]) > 0
-	})
+	links, staleLinks, err := loadLinks(s.db, s.g.referenced)
 	if err != nil {
 		return err
 	}
@@ -168,20 +158,14 @@ func (s *Store) reconcile() error {
 	}
 	s.links = links
 	rep.links, rep.droppedLinks = links.count(), len(staleLinks)
-	for _, r := range live {
-		if _, pinned := s.pins[r.dgst]; !pinned && s.isRootLocked(r.dgst) {
-			s.lru.Add(r.dgst, r.e)
-		}
-	}
-	s.recomputePinnedLocked()
 	if err := s.evictToBudget(&rep); err != nil {
 		return err
 	}
 	s.syncSizeLocked()
 	s.stats.evictions.Add(int64(rep.evicted))
 	s.stats.evictedBytes.Add(rep.evictedBytes)
-	rep.kept, rep.keptBytes = int(s.entries), s.size
-	rep.pins, rep.pinnedBytes = len(s.pins), s.pinnedBytes
+	rep.kept, rep.keptBytes = int(s.g.entries), s.g.bytes
+	rep.pins, rep.pinnedBytes = len(s.g.pins), s.g.pinnedBytes
 
 	s.log.Info("cache: opened",
 		"dir", s.dir,
@@ -207,12 +191,12 @@ func (s *Store) reconcile() error {
 		"links", rep.links,
 		"dropped_links", rep.droppedLinks,
 	)
-	if s.size > s.maxSize && s.readOnly {
+	if s.g.bytes > s.maxSize && s.readOnly {
 		s.log.Warn("cache: stored content exceeds the budget; opened read-only, so nothing is evicted",
-			"bytes", s.size, "max_size", s.maxSize)
-	} else if s.size > s.maxSize {
+			"bytes", s.g.bytes, "max_size", s.maxSize)
+	} else if s.g.bytes > s.maxSize {
 		s.log.Warn("cache: pinned content exceeds the budget; everything else evicted, nothing new is stored until pins are removed or the budget raised",
-			"pinned_bytes", s.pinnedBytes, "max_size", s.maxSize, "pins", len(s.pins))
+			"pinned_bytes", s.g.pinnedBytes, "max_size", s.maxSize, "pins", len(s.g.pins))
 	}
 	if rep.otherBlobDirs > 0 {
 		s.log.Warn("cache: unknown entries under blobs/ left alone", "dir", filepath.Dir(s.blobDir), "count", rep.otherBlobDirs)
@@ -287,12 +271,12 @@ func (s *Store) writeRecords(set []indexRecord, del [][]byte) error {
 // pinned content is left, even above MaxSize: a pin is an operator's
 // promise. Read-only, it evicts nothing.
 func (s *Store) evictToBudget(rep *reconcileReport) error {
-	if s.readOnly || s.size <= s.maxSize {
+	if s.readOnly || s.g.bytes <= s.maxSize {
 		return nil
 	}
-	before := s.size
+	before := s.g.bytes
 	var victims []digest.Digest
-	for s.size > s.maxSize {
+	for s.g.bytes > s.maxSize {
 		unit, n := s.evictOldestLocked()
 		if len(unit) == 0 {
 			break
@@ -311,7 +295,7 @@ func (s *Store) evictToBudget(rep *reconcileReport) error {
 	}
 	s.log.Warn("cache: the budget is smaller than the stored content; evicted the least recently used images down to it",
 		"max_size", s.maxSize, "stored_bytes", before, "evicted_entries", rep.evicted, "evicted_bytes", rep.evictedBytes,
-		"kept_bytes", s.size)
+		"kept_bytes", s.g.bytes)
 	return nil
 }
 
