@@ -22,7 +22,10 @@
 //   - Badger records: index.go (blob/ and ref/ records, the index
 //     options), refs.go (reading manifests for their references, ref/
 //     encoding), pins.go (Pin, Unpin, pin/ records), links.go (Link,
-//     link/ records), tags.go (tag records);
+//     link/ records);
+//   - tag records (tags.go): the unexported tagStore type reads, bounds,
+//     lists and deletes the tag/ records in the index; the Store's tag
+//     methods validate, check the store is open and delegate to it;
 //   - operator actions: purge.go, inspect.go, mediatype.go, readonly.go.
 //
 // # On-disk layout

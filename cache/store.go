@@ -138,8 +138,8 @@ type Store struct {
 	// either precedes the snapshot (and is not in it) or follows the flush,
 	// so a flush never resurrects a deleted record.
 	idxMu sync.RWMutex
-	// tagMu serialises PutTag, which reads a tag's records to bound them.
-	tagMu sync.Mutex
+	// tags keeps the tag records (tags.go); set once db is open.
+	tags *tagStore
 
 	mu   sync.Mutex
 	cond *sync.Cond // on mu; signalled when a reservation ends
@@ -240,6 +240,7 @@ func Open(opts Options) (*Store, error) {
 	if s.db, err = openIndex(filepath.Join(dir, indexDirName), log); err != nil {
 		return nil, err
 	}
+	s.tags = &tagStore{db: s.db, log: log}
 	// Owner-only, whatever an older version or Badger (0666 less the
 	// umask) left (perm.go); under the lock, so no other store races it.
 	if err := fixModes(dir, storeDirs(), log); err != nil {
