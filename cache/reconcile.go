@@ -65,73 +65,48 @@ func (s *Store) reconcile() error {
 		return err
 	}
 	rep.badRecords = len(bad)
-	indexed := make(map[digest.Digest]*entry, len(recs))
-	var drop []digest.Digest
-	var classified []indexRecord
-	live := recs[:0]
-	for _, r := range recs {
-		if undone[r.dgst] {
-			continue // read-only: left in the index, out of view
-		}
-		rr, hasRefs := refRecs[r.dgst]
-		delete(refRecs, r.dgst)
-		path := s.blobPath(r.dgst)
-		fi, err := os.Lstat(path)
-		damaged := true
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			rep.missingFiles++
-		case err != nil:
-			return fmt.Errorf("cache: reconcile: %w", err)
-		case !fi.Mode().IsRegular() || fi.Size() != r.e.size:
-			rep.sizeMismatch++
-			if s.readOnly {
-				break
-			}
-			if err := os.RemoveAll(path); err != nil {
-				return fmt.Errorf("cache: reconcile: remove damaged blob: %w", err)
-			}
-		default:
-			damaged = false
-		}
-		if damaged && !s.readOnly {
-			drop = append(drop, r.dgst)
-			continue
-		}
-		// Read-only, a damaged entry stays in view, for Verify to
-		// report; Get reports it missing.
-		if hasRefs {
-			r.e.kind, r.e.classified = rr.kind, true
-			r.e.refs = slices.DeleteFunc(rr.refs, func(d digest.Digest) bool { return d == r.dgst })
-		} else if !damaged && mayBeManifest(r.e.mediaType, r.e.size) {
-			// Stored before references were recorded, or its read
-			// failed at commit: classify it now, once.
-			if err := s.classifyFile(r); err != nil {
-				s.log.Warn("cache: cannot read entry for its references", "digest", r.dgst, "error", err)
-			} else {
-				classified = append(classified, indexRecord{dgst: r.dgst, e: r.e, refs: true})
-			}
-		}
-		indexed[r.dgst] = r.e
-		live = append(live, r)
+	scan, err := s.scanIndex(recs, refRecs, undone, &rep)
+	if err != nil {
+		return err
 	}
+	live, classified := scan.live, scan.classified
 	// ref/ records left over have no blob/ record (an older version
 	// removed the entry): drop them with the records that do not parse.
 	for d := range refRecs {
 		badRefs = append(badRefs, refKey(d))
 	}
 	rep.badRefs, rep.classified, rep.badPins = len(badRefs), len(classified), len(badPins)
-	if err := s.writeRecords(classified, slices.Concat(bad, badRefs, badPins, keysOf(drop))); err != nil {
+	if err := s.writeRecords(classified, slices.Concat(bad, badRefs, badPins, keysOf(scan.drop))); err != nil {
 		return err
 	}
 
-	if rep.strayFiles, err = s.removeStrays(indexed); err != nil {
+	if rep.strayFiles, err = s.removeStrays(scan.indexed); err != nil {
 		return err
 	}
 	if rep.otherBlobDirs, err = s.countOtherBlobDirs(); err != nil {
 		return err
 	}
 
+	if err := s.loadGraph(live, pins, &rep); err != nil {
+		return err
+	}
+	if err := s.evictToBudget(&rep); err != nil {
+		return err
+	}
+	s.syncSizeLocked()
+	s.stats.evictions.Add(int64(rep.evicted))
+	s.stats.evictedBytes.Add(rep.evictedBytes)
+	rep.kept, rep.keptBytes = int(s.g.entries), s.g.bytes
+	rep.pins, rep.pinnedBytes = len(s.g.pins), s.g.pinnedBytes
+
+	s.logOpened(rep)
+	return nil
+}
+
+// loadGraph builds the image graph from the entries kept, ordered by
+// access time, and the pins, then loads the links of what it stores or
+// references, dropping the others.
+func (s *Store) loadGraph(live []indexRecord, pins map[digest.Digest]*pinRecord, rep *reconcileReport) error {
 	// Oldest first, so the most recently used entry ends at the LRU
 	// front. Only roots and loose content go into the LRU; what a stored
 	// manifest references goes with it (graph.go). Pins are known first,
@@ -158,15 +133,84 @@ func (s *Store) reconcile() error {
 	}
 	s.links = links
 	rep.links, rep.droppedLinks = links.count(), len(staleLinks)
-	if err := s.evictToBudget(&rep); err != nil {
-		return err
-	}
-	s.syncSizeLocked()
-	s.stats.evictions.Add(int64(rep.evicted))
-	s.stats.evictedBytes.Add(rep.evictedBytes)
-	rep.kept, rep.keptBytes = int(s.g.entries), s.g.bytes
-	rep.pins, rep.pinnedBytes = len(s.g.pins), s.g.pinnedBytes
+	return nil
+}
 
+// indexScan is what reconcile keeps of the blob/ records it checked.
+type indexScan struct {
+	live       []indexRecord            // entries kept in view
+	indexed    map[digest.Digest]*entry // the same, by digest
+	drop       []digest.Digest          // entries whose records go: file missing or damaged
+	classified []indexRecord            // entries read for their references now
+}
+
+// scanIndex checks the file of every blob/ record but those undone, and
+// gives each entry it keeps its references: from its ref/ record, which
+// it removes from refRecs, or by reading the entry.
+func (s *Store) scanIndex(recs []indexRecord, refRecs map[digest.Digest]refRecord, undone map[digest.Digest]bool, rep *reconcileReport) (indexScan, error) {
+	sc := indexScan{live: recs[:0], indexed: make(map[digest.Digest]*entry, len(recs))}
+	for _, r := range recs {
+		if undone[r.dgst] {
+			continue // read-only: left in the index, out of view
+		}
+		rr, hasRefs := refRecs[r.dgst]
+		delete(refRecs, r.dgst)
+		damaged, err := s.checkFile(r, rep)
+		if err != nil {
+			return indexScan{}, err
+		}
+		if damaged && !s.readOnly {
+			sc.drop = append(sc.drop, r.dgst)
+			continue
+		}
+		// Read-only, a damaged entry stays in view, for Verify to
+		// report; Get reports it missing.
+		if hasRefs {
+			r.e.kind, r.e.classified = rr.kind, true
+			r.e.refs = slices.DeleteFunc(rr.refs, func(d digest.Digest) bool { return d == r.dgst })
+		} else if !damaged && mayBeManifest(r.e.mediaType, r.e.size) {
+			// Stored before references were recorded, or its read
+			// failed at commit: classify it now, once.
+			if err := s.classifyFile(r); err != nil {
+				s.log.Warn("cache: cannot read entry for its references", "digest", r.dgst, "error", err)
+			} else {
+				sc.classified = append(sc.classified, indexRecord{dgst: r.dgst, e: r.e, refs: true})
+			}
+		}
+		sc.indexed[r.dgst] = r.e
+		sc.live = append(sc.live, r)
+	}
+	return sc, nil
+}
+
+// checkFile reports whether the file of an indexed entry is missing, or
+// not a regular file of the indexed size; such a file is removed, unless
+// the store is read-only.
+func (s *Store) checkFile(r indexRecord, rep *reconcileReport) (damaged bool, err error) {
+	path := s.blobPath(r.dgst)
+	fi, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		rep.missingFiles++
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("cache: reconcile: %w", err)
+	case fi.Mode().IsRegular() && fi.Size() == r.e.size:
+		return false, nil
+	}
+	rep.sizeMismatch++
+	if s.readOnly {
+		return true, nil
+	}
+	if err := os.RemoveAll(path); err != nil {
+		return true, fmt.Errorf("cache: reconcile: remove damaged blob: %w", err)
+	}
+	return true, nil
+}
+
+// logOpened logs what reconcile found and did, and warns when the
+// stored content exceeds the budget or blobs/ holds unknown entries.
+func (s *Store) logOpened(rep reconcileReport) {
 	s.log.Info("cache: opened",
 		"dir", s.dir,
 		"read_only", s.readOnly,
@@ -201,7 +245,6 @@ func (s *Store) reconcile() error {
 	if rep.otherBlobDirs > 0 {
 		s.log.Warn("cache: unknown entries under blobs/ left alone", "dir", filepath.Dir(s.blobDir), "count", rep.otherBlobDirs)
 	}
-	return nil
 }
 
 // clearTmp removes everything in tmp/, leftovers of downloads and imports
