@@ -550,16 +550,7 @@ func (s *Store) Stats() Stats {
 // entry is going to be kept. A manifest is parsed for its references
 // first, before s.mu is taken.
 func (s *Store) admit(dgst digest.Digest, size int64, mediaType string, f *os.File, tmpPath string) (kept bool, err error) {
-	e := &entry{size: size, mediaType: mediaType}
-	if mayBeManifest(mediaType, size) {
-		var cerr error
-		if e.kind, e.refs, cerr = classify(dgst, mediaType, size, f); cerr != nil {
-			// Stored unclassified: the next Open reads it again.
-			s.log.Warn("cache: cannot read entry for its references", "digest", dgst, "error", cerr)
-		} else {
-			e.classified = true
-		}
-	}
+	e := s.newEntry(dgst, size, mediaType, f)
 	s.mu.Lock()
 	if err := s.waitIdleLocked(dgst); err != nil {
 		s.mu.Unlock()
@@ -584,35 +575,7 @@ func (s *Store) admit(dgst digest.Digest, size int64, mediaType string, f *os.Fi
 	}
 	// dgst and its victims share one busy channel, closed when done.
 	done := s.markBusyLocked(dgst)
-	var victims []digest.Digest
-	var evictedBytes int64
-	keep := true
-	for s.sizeLocked()+size > s.maxSize {
-		if size > s.maxSize-s.g.pinnedBytes {
-			// Content pinned while this waited (a Pin, or pinned
-			// content that landed) leaves no room any more.
-			keep = false
-			break
-		}
-		if unit, n := s.evictOldestLocked(); len(unit) > 0 {
-			for _, v := range unit {
-				s.busy[v] = done
-			}
-			victims = append(victims, unit...)
-			evictedBytes += n
-			continue
-		}
-		if s.reserved == 0 {
-			// Cannot happen: every unpinned entry belongs to an
-			// eviction candidate, so the check above would have
-			// failed. Keep MaxSize a hard bound anyway.
-			keep = false
-			break
-		}
-		// Only other commits' reservations are left; once they land in
-		// the store they can be evicted.
-		s.cond.Wait()
-	}
+	victims, evictedBytes, keep := s.makeRoomLocked(size, done)
 	room := s.maxSize - s.g.pinnedBytes
 	if keep {
 		s.reserved += size
@@ -654,6 +617,55 @@ func (s *Store) admit(dgst digest.Digest, size int64, mediaType string, f *os.Fi
 	}
 	s.stats.commits.Add(1)
 	return true, nil
+}
+
+// newEntry returns the entry of a verified temp file, read for its
+// references if it may be a manifest.
+func (s *Store) newEntry(dgst digest.Digest, size int64, mediaType string, f *os.File) *entry {
+	e := &entry{size: size, mediaType: mediaType}
+	if !mayBeManifest(mediaType, size) {
+		return e
+	}
+	var err error
+	if e.kind, e.refs, err = classify(dgst, mediaType, size, f); err != nil {
+		// Stored unclassified: the next Open reads it again.
+		s.log.Warn("cache: cannot read entry for its references", "digest", dgst, "error", err)
+	} else {
+		e.classified = true
+	}
+	return e
+}
+
+// makeRoomLocked evicts the least recently used units until size more
+// bytes fit in the budget, marking the victims busy with done, and
+// returns them and their bytes. fits is false when size cannot fit: the
+// victims are then taken for nothing, and the caller removes them.
+func (s *Store) makeRoomLocked(size int64, done chan struct{}) (victims []digest.Digest, evictedBytes int64, fits bool) {
+	for s.sizeLocked()+size > s.maxSize {
+		if size > s.maxSize-s.g.pinnedBytes {
+			// Content pinned while this waited (a Pin, or pinned
+			// content that landed) leaves no room any more.
+			return victims, evictedBytes, false
+		}
+		if unit, n := s.evictOldestLocked(); len(unit) > 0 {
+			for _, v := range unit {
+				s.busy[v] = done
+			}
+			victims = append(victims, unit...)
+			evictedBytes += n
+			continue
+		}
+		if s.reserved == 0 {
+			// Cannot happen: every unpinned entry belongs to an
+			// eviction candidate, so the check above would have
+			// failed. Keep MaxSize a hard bound anyway.
+			return victims, evictedBytes, false
+		}
+		// Only other commits' reservations are left; once they land in
+		// the store they can be evicted.
+		s.cond.Wait()
+	}
+	return victims, evictedBytes, true
 }
 
 // discard drops a verified temp file that does not fit: larger than the
