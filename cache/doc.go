@@ -5,6 +5,29 @@
 // It knows nothing about HTTP or registries; it reads OCI and Docker
 // manifests only for the digests they reference.
 //
+// # Where each concern lives
+//
+// Store (store.go) composes the parts below under its one mutex and
+// owns the lifecycle (Open, Close, busy digests, reservations, Stats):
+//
+//   - the image graph (graph.go): the unexported graph type holds the
+//     stored entries and their sizes, what references what, the LRU
+//     order of the eviction candidates, the pins and the pinned content;
+//     it inserts, drops, computes eviction units, the oldest unit and an
+//     image's closure, and check() verifies its invariants. It touches no
+//     file and no record, so its rules are tested alone (graph_test.go);
+//   - blob files: paths.go (layout), writer.go (Writer, followers, the
+//     disk-full relay), stage.go (admitting content together),
+//     reconcile.go (what Open cleans up), perm.go (modes);
+//   - Badger records: index.go (blob/ and ref/ records, the index
+//     options), refs.go (reading manifests for their references, ref/
+//     encoding), pins.go (Pin, Unpin, pin/ records), links.go (Link,
+//     link/ records);
+//   - tag records (tags.go): the unexported tagStore type reads, bounds,
+//     lists and deletes the tag/ records in the index; the Store's tag
+//     methods validate, check the store is open and delegate to it;
+//   - operator actions: purge.go, inspect.go, mediatype.go, readonly.go.
+//
 // # On-disk layout
 //
 // Every path is built from a validated digest's algorithm and hex encoding
@@ -128,9 +151,10 @@
 //
 // # Images and eviction
 //
-// In memory the store keeps every entry (a map), the references of each
-// stored manifest, and the reverse links: for every digest, the stored
-// manifests that reference it, whether or not that digest is stored yet.
+// In memory the store's graph (graph.go) keeps every entry (a map), the
+// references of each stored manifest, and the reverse links: for every
+// digest, the stored manifests that reference it, whether or not that
+// digest is stored yet.
 // A manifest links its references when it is installed, so content that
 // lands after its manifest (the normal pull order) is linked as it lands,
 // and content already stored is linked at once.

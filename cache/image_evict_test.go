@@ -284,70 +284,11 @@ func checkGraph(t testing.TB, s *Store) {
 	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var total int64
-	for _, e := range s.items {
-		total += e.size
+	if s.reserved < 0 {
+		t.Fatalf("accounting: %d bytes reserved", s.reserved)
 	}
-	if total+s.reserved != s.size || int64(len(s.items)) != s.entries {
-		t.Fatalf("accounting: items hold %d bytes + %d reserved, size %d; %d items, entries %d", total, s.reserved, s.size, len(s.items), s.entries)
-	}
-	links := 0
-	for d, e := range s.items {
-		for _, c := range e.refs {
-			if !slices.Contains(s.parents[c], d) {
-				t.Fatalf("%s references %s but is not among its parents %v", d, c, s.parents[c])
-			}
-			links++
-		}
-		_, pinRoot := s.pins[d]
-		if root, inLRU := s.isRootLocked(d), s.lru.Contains(d); (root && !pinRoot) != inLRU {
-			t.Fatalf("%s: root %v, pinned root %v, but in the eviction order %v", d, root, pinRoot, inLRU)
-		}
-	}
-	n := 0
-	for c, ps := range s.parents {
-		if len(ps) == 0 {
-			t.Fatalf("empty parent list kept for %s", c)
-		}
-		for i, p := range ps {
-			e, ok := s.items[p]
-			if !ok || !slices.Contains(e.refs, c) || slices.Index(ps, p) != i {
-				t.Fatalf("parent link %s → %s: stored %v, duplicate %v", p, c, ok, slices.Index(ps, p) != i)
-			}
-			n++
-		}
-	}
-	if n != links {
-		t.Fatalf("%d parent links, %d references", n, links)
-	}
-	for _, d := range s.lru.Keys() {
-		if _, ok := s.items[d]; !ok {
-			t.Fatalf("%s is in the eviction order but not stored", d)
-		}
-	}
-	// The pinned set kept up to date incrementally equals a fresh walk
-	// from the pins.
-	want := map[digest.Digest]bool{}
-	var wantBytes int64
-	for p := range s.pins {
-		if _, ok := s.items[p]; !ok {
-			continue
-		}
-		members, _ := s.closureLocked(p)
-		for _, m := range members {
-			if !want[m] {
-				want[m] = true
-				wantBytes += s.items[m].size
-			}
-		}
-	}
-	if len(want) != len(s.pinned) || wantBytes != s.pinnedBytes {
-		t.Fatalf("pinned set has %d entries of %d bytes, the pins make %d of %d bytes", len(s.pinned), s.pinnedBytes, len(want), wantBytes)
-	}
-	for d := range s.pinned {
-		if !want[d] {
-			t.Fatalf("%s is in the pinned set but no pin reaches it", d)
-		}
+	if err := s.g.check(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -466,7 +407,7 @@ func TestDownloadOfImageContentTouchesImage(t *testing.T) {
 	oldest := func() digest.Digest {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		d, _, _ := s.lru.GetOldest()
+		d, _, _ := s.g.lru.GetOldest()
 		return d
 	}
 	if oldest() != a.dgst {
@@ -528,7 +469,7 @@ func TestSoleRoot(t *testing.T) {
 	}
 	for _, tc := range tests {
 		s.mu.Lock()
-		got, ok := s.soleRootLocked(tc.n.dgst)
+		got, ok := s.g.soleRoot(tc.n.dgst)
 		s.mu.Unlock()
 		want := digest.Digest("")
 		if tc.want != nil {
@@ -543,7 +484,7 @@ func TestSoleRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.mu.Lock()
-	got, ok := s.soleRootLocked(common.dgst)
+	got, ok := s.g.soleRoot(common.dgst)
 	s.mu.Unlock()
 	if !ok || got != i1.dgst {
 		t.Fatalf("after deleting i2: soleRoot(common) = %s, %v; want i1", got, ok)
@@ -607,7 +548,7 @@ func TestContentBeforeManifestLinked(t *testing.T) {
 	isRoot := func(n *node) bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return s.isRootLocked(n.dgst) && s.lru.Contains(n.dgst)
+		return s.g.isRoot(n.dgst) && s.g.lru.Contains(n.dgst)
 	}
 	if !isRoot(layer) {
 		t.Fatal("a loose layer is not an eviction candidate")
@@ -748,8 +689,8 @@ func TestParseFailureStoredOpaque(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.mu.Lock()
-	e := s.items[gd]
-	kind, refs, classified, root := e.kind, e.refs, e.classified, s.lru.Contains(gd)
+	e := s.g.items[gd]
+	kind, refs, classified, root := e.kind, e.refs, e.classified, s.g.lru.Contains(gd)
 	s.mu.Unlock()
 	if kind != kindOpaque || refs != nil || !classified || !root {
 		t.Fatalf("garbage manifest: kind %v refs %v classified %v candidate %v", kind, refs, classified, root)
@@ -799,7 +740,7 @@ func TestReferencesSurviveRestart(t *testing.T) {
 	s = openStore(t, dir, max)
 	checkStore(t, s, dir)
 	s.mu.Lock()
-	refs, sharedParents := s.items[a.dgst].refs, slices.Clone(s.parents[shared.dgst])
+	refs, sharedParents := s.g.items[a.dgst].refs, slices.Clone(s.g.parents[shared.dgst])
 	s.mu.Unlock()
 	want := []digest.Digest{a.refs[0].dgst, a.refs[1].dgst, a.refs[2].dgst}
 	slices.Sort(want)
@@ -929,8 +870,8 @@ func newImagePool(rng *rand.Rand, seed uint64) *imagePool {
 func graphSnapshot(s *Store) map[digest.Digest][]digest.Digest {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[digest.Digest][]digest.Digest, len(s.items))
-	for d, e := range s.items {
+	out := make(map[digest.Digest][]digest.Digest, len(s.g.items))
+	for d, e := range s.g.items {
 		out[d] = e.refs
 	}
 	return out
@@ -1038,8 +979,8 @@ func TestImageEvictionProperty(t *testing.T) {
 					cands := slices.Concat(pool.roots, pool.loose)
 					n := cands[rng.IntN(len(cands))]
 					s.mu.Lock()
-					_, isStored := s.items[n.dgst]
-					root, isPinned := s.isRootLocked(n.dgst), s.isPinnedLocked(n.dgst)
+					isStored := s.g.has(n.dgst)
+					root, isPinned := s.g.isRoot(n.dgst), s.g.isPinned(n.dgst)
 					s.mu.Unlock()
 					if !root {
 						continue
@@ -1075,8 +1016,8 @@ func TestImageEvictionProperty(t *testing.T) {
 					}
 					checkRemoved(t, s, before, removed, pool.all)
 					s.mu.Lock()
-					for _, d := range s.lru.Keys() {
-						if la := timeFromNanos(s.items[d].lastAccess); la.Before(cutoff) {
+					for _, d := range s.g.lru.Keys() {
+						if la := timeFromNanos(s.g.items[d].lastAccess); la.Before(cutoff) {
 							t.Errorf("step %d (%s): %s, used %s, left", step, what, d, la.Format(time.RFC3339Nano))
 						}
 					}

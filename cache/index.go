@@ -40,7 +40,7 @@ type entry struct {
 	classified bool
 }
 
-// info returns what the entry itself knows; Store.infoLocked adds
+// info returns what the entry itself knows; graph.info adds
 // whether it is pinned.
 func (e *entry) info(dgst digest.Digest) Info {
 	kind := "blob"

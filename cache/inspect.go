@@ -51,10 +51,7 @@ func (s *Store) Entries() ([]Info, error) {
 		s.mu.Unlock()
 		return nil, fmt.Errorf("cache: entries: %w", ErrClosed)
 	}
-	out := make([]Info, 0, len(s.items))
-	for dgst, e := range s.items {
-		out = append(out, s.infoLocked(dgst, e))
-	}
+	out := s.g.infos()
 	s.mu.Unlock()
 	slices.SortFunc(out, func(a, b Info) int { return cmp.Compare(a.Digest, b.Digest) })
 	return out, nil

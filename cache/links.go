@@ -188,8 +188,8 @@ func (s *Store) Link(repo Repo, dgst digest.Digest) error {
 		return fmt.Errorf("cache: link %s to %s: %w", dgst, repo, err)
 	}
 	ds := []digest.Digest{dgst}
-	if _, ok := s.items[dgst]; ok {
-		members, missing := s.closureLocked(dgst)
+	if s.g.has(dgst) {
+		members, missing := s.g.closure(dgst)
 		ds = append(members, missing...)
 	}
 	s.ops.Add(1)

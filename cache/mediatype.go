@@ -69,7 +69,7 @@ func (s *Store) SetMediaType(dgst digest.Digest, mediaType string) (bool, error)
 		s.mu.Unlock()
 		return false, fmt.Errorf("cache: set media type of %s: %w", dgst, err)
 	}
-	e, ok := s.items[dgst]
+	e, ok := s.g.lookup(dgst)
 	if !ok {
 		s.mu.Unlock()
 		return false, fmt.Errorf("cache: set media type of %s: %w", dgst, ErrNotFound)

@@ -76,24 +76,18 @@ func (s *Store) Pin(dgst digest.Digest, name string) error {
 	if err := s.changeErrLocked(); err != nil {
 		return fmt.Errorf("cache: pin %s: %w", dgst, err)
 	}
-	if _, ok := s.items[dgst]; !ok {
+	if !s.g.has(dgst) {
 		return fmt.Errorf("cache: pin %s: %w: it is not stored (%w)", dgst, ErrIncomplete, ErrNotFound)
 	}
-	members, missing := s.closureLocked(dgst)
+	add, missing := s.g.pinCost(dgst)
 	if len(missing) > 0 {
 		return fmt.Errorf("cache: pin %s: %w: %s", dgst, ErrIncomplete, describeMissing(missing))
 	}
-	var add int64
-	for _, d := range members {
-		if !s.isPinnedLocked(d) {
-			add += s.items[d].size
-		}
-	}
-	if add > 0 && s.pinnedBytes+add > s.maxSize {
+	if pinned := s.g.pinnedBytes; add > 0 && pinned+add > s.maxSize {
 		return fmt.Errorf("cache: pin %s: %w: %d bytes already pinned and %d more for this image make %d, over MaxSize %d",
-			dgst, ErrPinTooLarge, s.pinnedBytes, add, s.pinnedBytes+add, s.maxSize)
+			dgst, ErrPinTooLarge, pinned, add, pinned+add, s.maxSize)
 	}
-	old := s.pins[dgst]
+	old := s.g.pins[dgst]
 	rec := &pinRecord{pinned: time.Now().UnixNano()}
 	if old != nil {
 		rec.pinned, rec.names = old.pinned, slices.Clone(old.names)
@@ -113,9 +107,7 @@ func (s *Store) Pin(dgst digest.Digest, name string) error {
 			return fmt.Errorf("cache: pin %s: write pin record: %w", dgst, err)
 		}
 	}
-	s.pins[dgst] = rec
-	s.lru.Remove(dgst) // no longer an eviction candidate
-	s.addPinnedLocked(dgst)
+	s.g.pin(dgst, rec)
 	s.syncSizeLocked()
 	return nil
 }
@@ -133,17 +125,13 @@ func (s *Store) Unpin(dgst digest.Digest) error {
 	if err := s.changeErrLocked(); err != nil {
 		return fmt.Errorf("cache: unpin %s: %w", dgst, err)
 	}
-	if _, ok := s.pins[dgst]; !ok {
+	if !s.g.isPinRoot(dgst) {
 		return fmt.Errorf("cache: unpin %s: not pinned: %w", dgst, ErrNotFound)
 	}
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(pinKey(dgst)) }); err != nil {
 		return fmt.Errorf("cache: unpin %s: delete pin record: %w", dgst, err)
 	}
-	delete(s.pins, dgst)
-	if e, ok := s.items[dgst]; ok && s.isRootLocked(dgst) {
-		s.lru.Add(dgst, e)
-	}
-	s.recomputePinnedLocked()
+	s.g.unpin(dgst)
 	s.syncSizeLocked()
 	return nil
 }
@@ -156,16 +144,9 @@ func (s *Store) Pins() ([]PinInfo, error) {
 	if s.closed {
 		return nil, fmt.Errorf("cache: pins: %w", ErrClosed)
 	}
-	out := make([]PinInfo, 0, len(s.pins))
-	for d, p := range s.pins {
-		pi := PinInfo{Digest: d, Names: slices.Clone(p.names), Pinned: time.Unix(0, p.pinned)}
-		if _, ok := s.items[d]; ok {
-			members, _ := s.closureLocked(d)
-			for _, m := range members {
-				pi.Bytes += s.items[m].size
-			}
-		}
-		out = append(out, pi)
+	out := make([]PinInfo, 0, len(s.g.pins))
+	for d, p := range s.g.pins {
+		out = append(out, PinInfo{Digest: d, Names: slices.Clone(p.names), Bytes: s.g.imageBytes(d), Pinned: time.Unix(0, p.pinned)})
 	}
 	slices.SortFunc(out, func(a, b PinInfo) int { return cmp.Compare(a.Digest, b.Digest) })
 	return out, nil
@@ -182,100 +163,6 @@ func describeMissing(missing []digest.Digest) string {
 		msg += fmt.Sprintf(" and %d more", more)
 	}
 	return msg
-}
-
-// closureLocked returns the stored entry root and everything it
-// references, transitively, that is stored (members, root first), and
-// the digests it references that are not (missing, sorted). What a
-// missing manifest references is unknown, so it is in neither.
-func (s *Store) closureLocked(root digest.Digest) (members, missing []digest.Digest) {
-	seen := map[digest.Digest]bool{root: true}
-	members = []digest.Digest{root}
-	for i := 0; i < len(members); i++ {
-		for _, c := range s.items[members[i]].refs {
-			if seen[c] {
-				continue
-			}
-			seen[c] = true
-			if _, ok := s.items[c]; ok {
-				members = append(members, c)
-			} else {
-				missing = append(missing, c)
-			}
-		}
-	}
-	slices.Sort(missing)
-	return members, missing
-}
-
-// isPinnedLocked reports whether dgst is pinned content.
-func (s *Store) isPinnedLocked(dgst digest.Digest) bool {
-	_, ok := s.pinned[dgst]
-	return ok
-}
-
-// addPinnedLocked adds the stored entry d, and what it references that
-// is stored, transitively, to the pinned content. The walk stops at
-// content already pinned: the pinned set is closed under references.
-func (s *Store) addPinnedLocked(d digest.Digest) {
-	if _, ok := s.items[d]; !ok || s.isPinnedLocked(d) {
-		return
-	}
-	stack := []digest.Digest{d}
-	s.pinned[d] = struct{}{}
-	for len(stack) > 0 {
-		d := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		e := s.items[d]
-		s.pinnedBytes += e.size
-		for _, c := range e.refs {
-			if _, ok := s.items[c]; ok && !s.isPinnedLocked(c) {
-				s.pinned[c] = struct{}{}
-				stack = append(stack, c)
-			}
-		}
-	}
-}
-
-// recomputePinnedLocked computes the pinned content from the pins. It
-// runs when content may have left it: at Open, on Unpin, and when pinned
-// content is deleted.
-func (s *Store) recomputePinnedLocked() {
-	clear(s.pinned)
-	s.pinnedBytes = 0
-	for d := range s.pins {
-		s.addPinnedLocked(d)
-	}
-}
-
-// pinRootsOfLocked returns the pinned roots that hold dgst, sorted: dgst
-// itself if it is one, and its pinned ancestors that are.
-func (s *Store) pinRootsOfLocked(dgst digest.Digest) []digest.Digest {
-	var roots []digest.Digest
-	seen := map[digest.Digest]bool{dgst: true}
-	stack := []digest.Digest{dgst}
-	for len(stack) > 0 {
-		d := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		if _, ok := s.pins[d]; ok {
-			roots = append(roots, d)
-		}
-		for _, p := range s.parents[d] {
-			if !seen[p] && s.isPinnedLocked(p) {
-				seen[p] = true
-				stack = append(stack, p)
-			}
-		}
-	}
-	slices.Sort(roots)
-	return roots
-}
-
-// infoLocked returns the Info of a stored entry.
-func (s *Store) infoLocked(dgst digest.Digest, e *entry) Info {
-	info := e.info(dgst)
-	info.Pinned = s.isPinnedLocked(dgst)
-	return info
 }
 
 func pinKey(dgst digest.Digest) []byte {

@@ -435,7 +435,7 @@ func TestPinnedManifestUnderIndex(t *testing.T) {
 			}
 			checkStore(t, s, dir)
 			s.mu.Lock()
-			inLRU := s.lru.Contains(arm.dgst)
+			inLRU := s.g.lru.Contains(arm.dgst)
 			s.mu.Unlock()
 			if inLRU {
 				t.Fatal("the pinned manifest became an eviction candidate when its index went")

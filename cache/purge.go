@@ -32,16 +32,16 @@ func (s *Store) Purge(dgst digest.Digest) ([]Info, error) {
 		s.mu.Unlock()
 		return nil, fmt.Errorf("cache: purge %s: %w", dgst, err)
 	}
-	if _, ok := s.items[dgst]; !ok {
+	if !s.g.has(dgst) {
 		s.mu.Unlock()
 		return nil, fmt.Errorf("cache: purge %s: %w", dgst, ErrNotFound)
 	}
-	if s.isPinnedLocked(dgst) {
-		roots := s.pinRootsOfLocked(dgst)
+	if s.g.isPinned(dgst) {
+		roots := s.g.pinRootsOf(dgst)
 		s.mu.Unlock()
 		return nil, fmt.Errorf("cache: purge %s: %w by %v", dgst, ErrPinned, roots)
 	}
-	infos := s.takeLocked(s.unitLocked(dgst))
+	infos := s.takeLocked(s.g.unit(dgst))
 	return infos, s.removeTakenUnlock(infos)
 }
 
@@ -62,14 +62,14 @@ func (s *Store) PurgeUnused(before time.Time) ([]Info, error) {
 	// strictly by access time (content that became loose joins at the
 	// front), so every one is checked.
 	var infos []Info
-	for _, root := range s.lru.Keys() {
-		e, ok := s.items[root]
+	for _, root := range s.g.candidates() {
+		e, ok := s.g.lookup(root)
 		if !ok || !timeFromNanos(e.lastAccess).Before(before) {
 			continue
 		}
 		// One unit at a time: removing an image can leave content it
 		// shared with a later candidate to that candidate alone.
-		infos = append(infos, s.takeLocked(s.unitLocked(root))...)
+		infos = append(infos, s.takeLocked(s.g.unit(root))...)
 	}
 	return infos, s.removeTakenUnlock(infos)
 }
@@ -81,7 +81,8 @@ func (s *Store) PurgeUnused(before time.Time) ([]Info, error) {
 func (s *Store) takeLocked(unit []digest.Digest) []Info {
 	infos := make([]Info, len(unit))
 	for i, d := range unit {
-		infos[i] = s.infoLocked(d, s.items[d])
+		e, _ := s.g.lookup(d)
+		infos[i] = s.g.info(d, e)
 	}
 	s.dropLocked(unit...)
 	return infos

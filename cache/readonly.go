@@ -23,6 +23,7 @@ func (s *Store) openReadOnly() error {
 		return err
 	}
 	s.db = db
+	s.tags = &tagStore{db: db, log: s.log}
 	if err := s.reconcile(); err != nil {
 		return errors.Join(err, s.db.Close())
 	}

@@ -65,37 +65,102 @@ func (s *Store) reconcile() error {
 		return err
 	}
 	rep.badRecords = len(bad)
-	indexed := make(map[digest.Digest]*entry, len(recs))
-	var drop []digest.Digest
-	var classified []indexRecord
-	live := recs[:0]
+	scan, err := s.scanIndex(recs, refRecs, undone, &rep)
+	if err != nil {
+		return err
+	}
+	live, classified := scan.live, scan.classified
+	// ref/ records left over have no blob/ record (an older version
+	// removed the entry): drop them with the records that do not parse.
+	for d := range refRecs {
+		badRefs = append(badRefs, refKey(d))
+	}
+	rep.badRefs, rep.classified, rep.badPins = len(badRefs), len(classified), len(badPins)
+	if err := s.writeRecords(classified, slices.Concat(bad, badRefs, badPins, keysOf(scan.drop))); err != nil {
+		return err
+	}
+
+	if rep.strayFiles, err = s.removeStrays(scan.indexed); err != nil {
+		return err
+	}
+	if rep.otherBlobDirs, err = s.countOtherBlobDirs(); err != nil {
+		return err
+	}
+
+	if err := s.loadGraph(live, pins, &rep); err != nil {
+		return err
+	}
+	if err := s.evictToBudget(&rep); err != nil {
+		return err
+	}
+	s.syncSizeLocked()
+	s.stats.evictions.Add(int64(rep.evicted))
+	s.stats.evictedBytes.Add(rep.evictedBytes)
+	rep.kept, rep.keptBytes = int(s.g.entries), s.g.bytes
+	rep.pins, rep.pinnedBytes = len(s.g.pins), s.g.pinnedBytes
+
+	s.logOpened(rep)
+	return nil
+}
+
+// loadGraph builds the image graph from the entries kept, ordered by
+// access time, and the pins, then loads the links of what it stores or
+// references, dropping the others.
+func (s *Store) loadGraph(live []indexRecord, pins map[digest.Digest]*pinRecord, rep *reconcileReport) error {
+	// Oldest first, so the most recently used entry ends at the LRU
+	// front. Only roots and loose content go into the LRU; what a stored
+	// manifest references goes with it (graph.go). Pins are known first,
+	// so pinned roots stay out of it.
+	slices.SortFunc(live, func(a, b indexRecord) int {
+		return cmp.Or(cmp.Compare(a.e.lastAccess, b.e.lastAccess), cmp.Compare(a.dgst, b.dgst))
+	})
+	for _, r := range live {
+		if len(r.e.refs) > 0 {
+			rep.manifests++
+			rep.references += len(r.e.refs)
+		}
+	}
+	s.g.load(live, pins)
+	// Links of content neither stored nor referenced by a stored
+	// manifest are left from removals cut short, or from downloads that
+	// failed: drop them.
+	links, staleLinks, err := loadLinks(s.db, s.g.referenced)
+	if err != nil {
+		return err
+	}
+	if err := s.writeRecords(nil, staleLinks); err != nil {
+		return err
+	}
+	s.links = links
+	rep.links, rep.droppedLinks = links.count(), len(staleLinks)
+	return nil
+}
+
+// indexScan is what reconcile keeps of the blob/ records it checked.
+type indexScan struct {
+	live       []indexRecord            // entries kept in view
+	indexed    map[digest.Digest]*entry // the same, by digest
+	drop       []digest.Digest          // entries whose records go: file missing or damaged
+	classified []indexRecord            // entries read for their references now
+}
+
+// scanIndex checks the file of every blob/ record but those undone, and
+// gives each entry it keeps its references: from its ref/ record, which
+// it removes from refRecs, or by reading the entry.
+func (s *Store) scanIndex(recs []indexRecord, refRecs map[digest.Digest]refRecord, undone map[digest.Digest]bool, rep *reconcileReport) (indexScan, error) {
+	sc := indexScan{live: recs[:0], indexed: make(map[digest.Digest]*entry, len(recs))}
 	for _, r := range recs {
 		if undone[r.dgst] {
 			continue // read-only: left in the index, out of view
 		}
 		rr, hasRefs := refRecs[r.dgst]
 		delete(refRecs, r.dgst)
-		path := s.blobPath(r.dgst)
-		fi, err := os.Lstat(path)
-		damaged := true
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			rep.missingFiles++
-		case err != nil:
-			return fmt.Errorf("cache: reconcile: %w", err)
-		case !fi.Mode().IsRegular() || fi.Size() != r.e.size:
-			rep.sizeMismatch++
-			if s.readOnly {
-				break
-			}
-			if err := os.RemoveAll(path); err != nil {
-				return fmt.Errorf("cache: reconcile: remove damaged blob: %w", err)
-			}
-		default:
-			damaged = false
+		damaged, err := s.checkFile(r, rep)
+		if err != nil {
+			return indexScan{}, err
 		}
 		if damaged && !s.readOnly {
-			drop = append(drop, r.dgst)
+			sc.drop = append(sc.drop, r.dgst)
 			continue
 		}
 		// Read-only, a damaged entry stays in view, for Verify to
@@ -109,80 +174,43 @@ func (s *Store) reconcile() error {
 			if err := s.classifyFile(r); err != nil {
 				s.log.Warn("cache: cannot read entry for its references", "digest", r.dgst, "error", err)
 			} else {
-				classified = append(classified, indexRecord{dgst: r.dgst, e: r.e, refs: true})
+				sc.classified = append(sc.classified, indexRecord{dgst: r.dgst, e: r.e, refs: true})
 			}
 		}
-		indexed[r.dgst] = r.e
-		live = append(live, r)
+		sc.indexed[r.dgst] = r.e
+		sc.live = append(sc.live, r)
 	}
-	// ref/ records left over have no blob/ record (an older version
-	// removed the entry): drop them with the records that do not parse.
-	for d := range refRecs {
-		badRefs = append(badRefs, refKey(d))
-	}
-	rep.badRefs, rep.classified, rep.badPins = len(badRefs), len(classified), len(badPins)
-	if err := s.writeRecords(classified, slices.Concat(bad, badRefs, badPins, keysOf(drop))); err != nil {
-		return err
-	}
+	return sc, nil
+}
 
-	if rep.strayFiles, err = s.removeStrays(indexed); err != nil {
-		return err
+// checkFile reports whether the file of an indexed entry is missing, or
+// not a regular file of the indexed size; such a file is removed, unless
+// the store is read-only.
+func (s *Store) checkFile(r indexRecord, rep *reconcileReport) (damaged bool, err error) {
+	path := s.blobPath(r.dgst)
+	fi, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		rep.missingFiles++
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("cache: reconcile: %w", err)
+	case fi.Mode().IsRegular() && fi.Size() == r.e.size:
+		return false, nil
 	}
-	if rep.otherBlobDirs, err = s.countOtherBlobDirs(); err != nil {
-		return err
+	rep.sizeMismatch++
+	if s.readOnly {
+		return true, nil
 	}
+	if err := os.RemoveAll(path); err != nil {
+		return true, fmt.Errorf("cache: reconcile: remove damaged blob: %w", err)
+	}
+	return true, nil
+}
 
-	// Oldest first, so the most recently used entry ends at the LRU
-	// front. Only roots and loose content go into the LRU; what a stored
-	// manifest references goes with it (refs.go). Pins are known first,
-	// so pinned roots stay out of it.
-	slices.SortFunc(live, func(a, b indexRecord) int {
-		return cmp.Or(cmp.Compare(a.e.lastAccess, b.e.lastAccess), cmp.Compare(a.dgst, b.dgst))
-	})
-	for _, r := range live {
-		s.items[r.dgst] = r.e
-		s.size += r.e.size
-		s.entries++
-		s.lastNano = max(s.lastNano, r.e.lastAccess)
-		for _, c := range r.e.refs {
-			s.parents[c] = append(s.parents[c], r.dgst)
-		}
-		if len(r.e.refs) > 0 {
-			rep.manifests++
-			rep.references += len(r.e.refs)
-		}
-	}
-	s.pins = pins
-	// Links of content neither stored nor referenced by a stored
-	// manifest are left from removals cut short, or from downloads that
-	// failed: drop them.
-	links, staleLinks, err := loadLinks(s.db, func(d digest.Digest) bool {
-		_, stored := s.items[d]
-		return stored || len(s.parents[d]) > 0
-	})
-	if err != nil {
-		return err
-	}
-	if err := s.writeRecords(nil, staleLinks); err != nil {
-		return err
-	}
-	s.links = links
-	rep.links, rep.droppedLinks = links.count(), len(staleLinks)
-	for _, r := range live {
-		if _, pinned := s.pins[r.dgst]; !pinned && s.isRootLocked(r.dgst) {
-			s.lru.Add(r.dgst, r.e)
-		}
-	}
-	s.recomputePinnedLocked()
-	if err := s.evictToBudget(&rep); err != nil {
-		return err
-	}
-	s.syncSizeLocked()
-	s.stats.evictions.Add(int64(rep.evicted))
-	s.stats.evictedBytes.Add(rep.evictedBytes)
-	rep.kept, rep.keptBytes = int(s.entries), s.size
-	rep.pins, rep.pinnedBytes = len(s.pins), s.pinnedBytes
-
+// logOpened logs what reconcile found and did, and warns when the
+// stored content exceeds the budget or blobs/ holds unknown entries.
+func (s *Store) logOpened(rep reconcileReport) {
 	s.log.Info("cache: opened",
 		"dir", s.dir,
 		"read_only", s.readOnly,
@@ -207,17 +235,16 @@ func (s *Store) reconcile() error {
 		"links", rep.links,
 		"dropped_links", rep.droppedLinks,
 	)
-	if s.size > s.maxSize && s.readOnly {
+	if s.g.bytes > s.maxSize && s.readOnly {
 		s.log.Warn("cache: stored content exceeds the budget; opened read-only, so nothing is evicted",
-			"bytes", s.size, "max_size", s.maxSize)
-	} else if s.size > s.maxSize {
+			"bytes", s.g.bytes, "max_size", s.maxSize)
+	} else if s.g.bytes > s.maxSize {
 		s.log.Warn("cache: pinned content exceeds the budget; everything else evicted, nothing new is stored until pins are removed or the budget raised",
-			"pinned_bytes", s.pinnedBytes, "max_size", s.maxSize, "pins", len(s.pins))
+			"pinned_bytes", s.g.pinnedBytes, "max_size", s.maxSize, "pins", len(s.g.pins))
 	}
 	if rep.otherBlobDirs > 0 {
 		s.log.Warn("cache: unknown entries under blobs/ left alone", "dir", filepath.Dir(s.blobDir), "count", rep.otherBlobDirs)
 	}
-	return nil
 }
 
 // clearTmp removes everything in tmp/, leftovers of downloads and imports
@@ -287,12 +314,12 @@ func (s *Store) writeRecords(set []indexRecord, del [][]byte) error {
 // pinned content is left, even above MaxSize: a pin is an operator's
 // promise. Read-only, it evicts nothing.
 func (s *Store) evictToBudget(rep *reconcileReport) error {
-	if s.readOnly || s.size <= s.maxSize {
+	if s.readOnly || s.g.bytes <= s.maxSize {
 		return nil
 	}
-	before := s.size
+	before := s.g.bytes
 	var victims []digest.Digest
-	for s.size > s.maxSize {
+	for s.g.bytes > s.maxSize {
 		unit, n := s.evictOldestLocked()
 		if len(unit) == 0 {
 			break
@@ -311,7 +338,7 @@ func (s *Store) evictToBudget(rep *reconcileReport) error {
 	}
 	s.log.Warn("cache: the budget is smaller than the stored content; evicted the least recently used images down to it",
 		"max_size", s.maxSize, "stored_bytes", before, "evicted_entries", rep.evicted, "evicted_bytes", rep.evictedBytes,
-		"kept_bytes", s.size)
+		"kept_bytes", s.g.bytes)
 	return nil
 }
 

@@ -187,7 +187,7 @@ func (st *Stage) reserve() (*admission, error) {
 	}
 	a := &admission{st: st, done: make(chan struct{})}
 	for _, d := range st.order {
-		if _, stored := s.items[d]; stored {
+		if s.g.has(d) {
 			st.needs[d] = true // stored meanwhile: kept like the rest
 			continue
 		}
@@ -201,9 +201,9 @@ func (st *Stage) reserve() (*admission, error) {
 		s.ops.Add(1)
 		return a, nil
 	}
-	if room := s.maxSize - s.pinnedBytes; a.total > room {
+	if room := s.maxSize - s.g.pinnedBytes; a.total > room {
 		return nil, fmt.Errorf("cache: admit %d entries of %d bytes in all: %w: MaxSize %d less %d pinned bytes leaves %d",
-			len(a.todo), a.total, ErrStageTooLarge, s.maxSize, s.pinnedBytes, room)
+			len(a.todo), a.total, ErrStageTooLarge, s.maxSize, s.g.pinnedBytes, room)
 	}
 	for _, d := range a.todo {
 		s.busy[d] = a.done
@@ -212,15 +212,15 @@ func (st *Stage) reserve() (*admission, error) {
 	var evictedBytes int64
 	tooLarge := func() error {
 		return fmt.Errorf("cache: admit %d entries of %d bytes in all: %w beside the %d stored bytes they need (MaxSize %d, %d bytes pinned)",
-			len(a.todo), a.total, ErrStageTooLarge, st.neededBytesLocked(), s.maxSize, s.pinnedBytes)
+			len(a.todo), a.total, ErrStageTooLarge, st.neededBytesLocked(), s.maxSize, s.g.pinnedBytes)
 	}
-	for s.size+a.total > s.maxSize {
-		if a.total > s.maxSize-s.pinnedBytes {
+	for s.sizeLocked()+a.total > s.maxSize {
+		if a.total > s.maxSize-s.g.pinnedBytes {
 			return a.failLocked(tooLarge())
 		}
 		if unit := st.victimLocked(); len(unit) > 0 {
+			evictedBytes += s.g.bytesOf(unit)
 			for _, v := range unit {
-				evictedBytes += s.items[v].size
 				s.busy[v] = a.done
 			}
 			s.dropLocked(unit...)
@@ -239,10 +239,9 @@ func (st *Stage) reserve() (*admission, error) {
 	if err := st.checkNeedsLocked(); err != nil {
 		return a.failLocked(err)
 	}
-	s.size += a.total
 	s.reserved += a.total
 	for _, d := range a.todo {
-		st.files[d].lastAccess = s.nowLocked()
+		st.files[d].lastAccess = s.g.now()
 	}
 	s.syncSizeLocked()
 	s.stats.evictions.Add(int64(len(a.victims)))
@@ -268,7 +267,7 @@ func (a *admission) failLocked(err error) (*admission, error) {
 func (st *Stage) checkNeedsLocked() error {
 	var gone []digest.Digest
 	for d := range st.needs {
-		if _, ok := st.s.items[d]; !ok {
+		if !st.s.g.has(d) {
 			gone = append(gone, d)
 		}
 	}
@@ -282,21 +281,15 @@ func (st *Stage) checkNeedsLocked() error {
 
 // neededBytesLocked is the bytes of the stored content the stage needs.
 func (st *Stage) neededBytesLocked() int64 {
-	var n int64
-	for d := range st.needs {
-		if e, ok := st.s.items[d]; ok {
-			n += e.size
-		}
-	}
-	return n
+	return st.s.g.bytesOf(keys(st.needs))
 }
 
 // victimLocked returns the least recently used eviction unit that holds
 // nothing the stage needs, or nil.
 func (st *Stage) victimLocked() []digest.Digest {
 	s := st.s
-	for _, root := range s.lru.Keys() {
-		unit := s.unitLocked(root)
+	for _, root := range s.g.candidates() {
+		unit := s.g.unit(root)
 		if !slices.ContainsFunc(unit, func(d digest.Digest) bool { return st.needs[d] }) {
 			return unit
 		}
@@ -383,11 +376,9 @@ func (a *admission) finish(err error) {
 	s, st := a.st.s, a.st
 	s.mu.Lock()
 	s.reserved -= a.total
-	if err != nil {
-		s.size -= a.total
-	} else {
+	if err == nil {
 		for _, d := range a.todo {
-			s.insertLocked(d, st.files[d])
+			s.g.insert(d, st.files[d])
 		}
 		s.stats.commits.Add(int64(len(a.todo)))
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -140,40 +138,25 @@ type Store struct {
 	// either precedes the snapshot (and is not in it) or follows the flush,
 	// so a flush never resurrects a deleted record.
 	idxMu sync.RWMutex
-	// tagMu serialises PutTag, which reads a tag's records to bound them.
-	tagMu sync.Mutex
+	// tags keeps the tag records (tags.go); set once db is open.
+	tags *tagStore
 
 	mu   sync.Mutex
 	cond *sync.Cond // on mu; signalled when a reservation ends
-	// items holds every stored entry. lru orders the eviction candidates
-	// among them, least recently used last: the entries no stored
-	// manifest references (root images and loose content). parents
-	// links content to the stored manifests that reference it (refs.go).
-	items   map[digest.Digest]*entry
-	lru     *simplelru.LRU[digest.Digest, *entry]
-	parents map[digest.Digest][]digest.Digest
-	// pins holds the pin records by root digest, whether or not the root
-	// is stored. pinned is the pinned content: every stored entry
-	// reachable from a stored pinned root through stored manifests;
-	// pinnedBytes is its bytes. Pinned content is never in lru, never
-	// evicted, and counts against maxSize (pins.go).
-	pins        map[digest.Digest]*pinRecord
-	pinned      map[digest.Digest]struct{}
-	pinnedBytes int64
+	// g is the image graph: the stored entries, what references what,
+	// the eviction order, the pins and their content (graph.go).
+	g *graph
 	// links says which repositories hold which content (links.go).
 	links *linkSet
-	// size is the bytes of the entries in items plus the reservations of
-	// commits being installed; reserved is the latter part alone.
-	size, reserved int64
-	entries        int64
-	dirty          map[digest.Digest]struct{}
+	// reserved is the bytes of commits being installed: counted against
+	// maxSize (sizeLocked), not yet in g.
+	reserved int64
 	// busy holds digests with a disk change in flight (commit, eviction,
-	// delete). Such a digest is never in items; whoever wants to change
+	// delete). Such a digest is never in g; whoever wants to change
 	// it waits for the channel to close.
-	busy     map[digest.Digest]chan struct{}
-	lastNano int64 // last access time handed out, to keep them increasing
-	closed   bool
-	ops      sync.WaitGroup // in-flight operations that will write the index
+	busy   map[digest.Digest]chan struct{}
+	closed bool
+	ops    sync.WaitGroup // in-flight operations that will write the index
 
 	stop      chan struct{}
 	flushDone chan struct{}
@@ -225,11 +208,7 @@ func Open(opts Options) (*Store, error) {
 		maxSize:   opts.MaxSize,
 		readOnly:  opts.ReadOnly,
 		log:       log,
-		items:     make(map[digest.Digest]*entry),
-		parents:   make(map[digest.Digest][]digest.Digest),
-		pins:      make(map[digest.Digest]*pinRecord),
-		pinned:    make(map[digest.Digest]struct{}),
-		dirty:     make(map[digest.Digest]struct{}),
+		g:         newGraph(),
 		busy:      make(map[digest.Digest]chan struct{}),
 		links:     newLinkSet(),
 		stop:      make(chan struct{}),
@@ -239,11 +218,6 @@ func Open(opts Options) (*Store, error) {
 	}
 	s.freeSpace = func() (int64, error) { return statfsFree(s.dir) }
 	s.cond = sync.NewCond(&s.mu)
-	// Entries are bounded by bytes, not count, so the LRU's own limit is
-	// never reached; NewLRU fails only for a non-positive size.
-	if s.lru, err = simplelru.NewLRU[digest.Digest, *entry](math.MaxInt, nil); err != nil {
-		return nil, fmt.Errorf("cache: open %s: %w", dir, err)
-	}
 	// A link in place of one of the store's directories would make it
 	// create, and reconcile delete, files outside dir.
 	if err := checkStoreDirs(dir); err != nil {
@@ -266,6 +240,7 @@ func Open(opts Options) (*Store, error) {
 	if s.db, err = openIndex(filepath.Join(dir, indexDirName), log); err != nil {
 		return nil, err
 	}
+	s.tags = &tagStore{db: s.db, log: log}
 	// Owner-only, whatever an older version or Badger (0666 less the
 	// umask) left (perm.go); under the lock, so no other store races it.
 	if err := fixModes(dir, storeDirs(), log); err != nil {
@@ -328,11 +303,11 @@ func (s *Store) Stat(dgst digest.Digest) (Info, error) {
 	if s.closed {
 		return Info{}, fmt.Errorf("cache: stat %s: %w", dgst, ErrClosed)
 	}
-	e, ok := s.items[dgst]
+	e, ok := s.g.lookup(dgst)
 	if !ok {
 		return Info{}, fmt.Errorf("cache: stat %s: %w", dgst, ErrNotFound)
 	}
-	return s.infoLocked(dgst, e), nil
+	return s.g.info(dgst, e), nil
 }
 
 // Get opens a stored entry for reading and marks it recently used; when
@@ -350,7 +325,7 @@ func (s *Store) Get(dgst digest.Digest) (*os.File, Info, error) {
 		s.mu.Unlock()
 		return nil, Info{}, fmt.Errorf("cache: get %s: %w", dgst, ErrClosed)
 	}
-	e, ok := s.items[dgst]
+	e, ok := s.g.lookup(dgst)
 	if !ok {
 		s.mu.Unlock()
 		s.stats.misses.Add(1)
@@ -389,8 +364,8 @@ func (s *Store) Get(dgst digest.Digest) (*os.File, Info, error) {
 		s.log.Warn("cache: dropped damaged entry", "digest", dgst, "path", path, "problem", problem, "cleanup_error", rerr)
 		return nil, Info{}, fmt.Errorf("cache: get %s: %s: %w", dgst, problem, ErrNotFound)
 	}
-	s.touchLocked(dgst, e)
-	info := s.infoLocked(dgst, e)
+	s.g.touch(dgst, e)
+	info := s.g.info(dgst, e)
 	s.mu.Unlock()
 	s.stats.hits.Add(1)
 	return f, info, nil
@@ -413,7 +388,7 @@ func (s *Store) Create(dgst digest.Digest, size int64, mediaType string) (*Write
 	err := s.changeErrLocked()
 	if err == nil {
 		// Fetching content of a cached image is using that image.
-		s.touchRootLocked(dgst)
+		s.g.touchRoot(dgst)
 	}
 	s.mu.Unlock()
 	if err != nil {
@@ -525,7 +500,7 @@ func (s *Store) Delete(dgst digest.Digest) error {
 		s.mu.Unlock()
 		return fmt.Errorf("cache: delete %s: %w", dgst, err)
 	}
-	if _, ok := s.items[dgst]; !ok {
+	if !s.g.has(dgst) {
 		s.mu.Unlock()
 		return fmt.Errorf("cache: delete %s: %w", dgst, ErrNotFound)
 	}
@@ -575,22 +550,13 @@ func (s *Store) Stats() Stats {
 // entry is going to be kept. A manifest is parsed for its references
 // first, before s.mu is taken.
 func (s *Store) admit(dgst digest.Digest, size int64, mediaType string, f *os.File, tmpPath string) (kept bool, err error) {
-	e := &entry{size: size, mediaType: mediaType}
-	if mayBeManifest(mediaType, size) {
-		var cerr error
-		if e.kind, e.refs, cerr = classify(dgst, mediaType, size, f); cerr != nil {
-			// Stored unclassified: the next Open reads it again.
-			s.log.Warn("cache: cannot read entry for its references", "digest", dgst, "error", cerr)
-		} else {
-			e.classified = true
-		}
-	}
+	e := s.newEntry(dgst, size, mediaType, f)
 	s.mu.Lock()
 	if err := s.waitIdleLocked(dgst); err != nil {
 		s.mu.Unlock()
 		return false, fmt.Errorf("cache: commit %s: %w", dgst, err)
 	}
-	if _, ok := s.items[dgst]; ok {
+	if s.g.has(dgst) {
 		// A concurrent download (or push) of the same content finished
 		// first. Its media type may say less than this one's.
 		s.mu.Unlock()
@@ -602,48 +568,19 @@ func (s *Store) admit(dgst digest.Digest, size int64, mediaType string, f *os.Fi
 	}
 	// Pinned content is never evicted: what it leaves of the budget is
 	// all a new entry can have. Decided before anything is evicted.
-	if room := s.maxSize - s.pinnedBytes; size > room {
+	if room := s.maxSize - s.g.pinnedBytes; size > room {
 		s.mu.Unlock()
 		s.discard(dgst, size, room, tmpPath)
 		return false, nil
 	}
 	// dgst and its victims share one busy channel, closed when done.
 	done := s.markBusyLocked(dgst)
-	var victims []digest.Digest
-	var evictedBytes int64
-	keep := true
-	for s.size+size > s.maxSize {
-		if size > s.maxSize-s.pinnedBytes {
-			// Content pinned while this waited (a Pin, or pinned
-			// content that landed) leaves no room any more.
-			keep = false
-			break
-		}
-		if unit, n := s.evictOldestLocked(); len(unit) > 0 {
-			for _, v := range unit {
-				s.busy[v] = done
-			}
-			victims = append(victims, unit...)
-			evictedBytes += n
-			continue
-		}
-		if s.reserved == 0 {
-			// Cannot happen: every unpinned entry belongs to an
-			// eviction candidate, so the check above would have
-			// failed. Keep MaxSize a hard bound anyway.
-			keep = false
-			break
-		}
-		// Only other commits' reservations are left; once they land in
-		// the store they can be evicted.
-		s.cond.Wait()
-	}
-	room := s.maxSize - s.pinnedBytes
+	victims, evictedBytes, keep := s.makeRoomLocked(size, done)
+	room := s.maxSize - s.g.pinnedBytes
 	if keep {
-		s.size += size
 		s.reserved += size
 		s.syncSizeLocked()
-		e.lastAccess = s.nowLocked()
+		e.lastAccess = s.g.now()
 	}
 	s.mu.Unlock()
 
@@ -657,12 +594,10 @@ func (s *Store) admit(dgst digest.Digest, size int64, mediaType string, f *os.Fi
 	s.mu.Lock()
 	if keep {
 		s.reserved -= size
-		if err != nil {
-			s.size -= size
-		} else {
+		if err == nil {
 			// Links dgst to what it references and to the stored
 			// manifests that reference it, whichever landed first.
-			s.insertLocked(dgst, e)
+			s.g.insert(dgst, e)
 		}
 		s.syncSizeLocked()
 	}
@@ -682,6 +617,55 @@ func (s *Store) admit(dgst digest.Digest, size int64, mediaType string, f *os.Fi
 	}
 	s.stats.commits.Add(1)
 	return true, nil
+}
+
+// newEntry returns the entry of a verified temp file, read for its
+// references if it may be a manifest.
+func (s *Store) newEntry(dgst digest.Digest, size int64, mediaType string, f *os.File) *entry {
+	e := &entry{size: size, mediaType: mediaType}
+	if !mayBeManifest(mediaType, size) {
+		return e
+	}
+	var err error
+	if e.kind, e.refs, err = classify(dgst, mediaType, size, f); err != nil {
+		// Stored unclassified: the next Open reads it again.
+		s.log.Warn("cache: cannot read entry for its references", "digest", dgst, "error", err)
+	} else {
+		e.classified = true
+	}
+	return e
+}
+
+// makeRoomLocked evicts the least recently used units until size more
+// bytes fit in the budget, marking the victims busy with done, and
+// returns them and their bytes. fits is false when size cannot fit: the
+// victims are then taken for nothing, and the caller removes them.
+func (s *Store) makeRoomLocked(size int64, done chan struct{}) (victims []digest.Digest, evictedBytes int64, fits bool) {
+	for s.sizeLocked()+size > s.maxSize {
+		if size > s.maxSize-s.g.pinnedBytes {
+			// Content pinned while this waited (a Pin, or pinned
+			// content that landed) leaves no room any more.
+			return victims, evictedBytes, false
+		}
+		if unit, n := s.evictOldestLocked(); len(unit) > 0 {
+			for _, v := range unit {
+				s.busy[v] = done
+			}
+			victims = append(victims, unit...)
+			evictedBytes += n
+			continue
+		}
+		if s.reserved == 0 {
+			// Cannot happen: every unpinned entry belongs to an
+			// eviction candidate, so the check above would have
+			// failed. Keep MaxSize a hard bound anyway.
+			return victims, evictedBytes, false
+		}
+		// Only other commits' reservations are left; once they land in
+		// the store they can be evicted.
+		s.cond.Wait()
+	}
+	return victims, evictedBytes, true
 }
 
 // discard drops a verified temp file that does not fit: larger than the
@@ -816,22 +800,35 @@ func (s *Store) endBusy(done chan struct{}, dgst digest.Digest) {
 	s.ops.Done()
 }
 
+// sizeLocked is the bytes counted against maxSize: the stored entries
+// and the reservations of commits being installed.
+func (s *Store) sizeLocked() int64 { return s.g.bytes + s.reserved }
+
 func (s *Store) syncSizeLocked() {
-	s.stats.bytes.Store(s.size)
-	s.stats.entries.Store(s.entries)
-	s.stats.pinnedBytes.Store(s.pinnedBytes)
+	s.stats.bytes.Store(s.sizeLocked())
+	s.stats.entries.Store(s.g.entries)
+	s.stats.pinnedBytes.Store(s.g.pinnedBytes)
 }
 
-// nowLocked returns the current time in unix nanoseconds, strictly greater
-// than any value it returned before (and than any persisted access time),
-// so that the LRU order rebuilt at Open has no ties.
-func (s *Store) nowLocked() int64 {
-	n := time.Now().UnixNano()
-	if n <= s.lastNano {
-		n = s.lastNano + 1
+// dropLocked takes stored entries out of the graph and the accounting,
+// and forgets the links of what is then neither stored nor referenced.
+func (s *Store) dropLocked(dgsts ...digest.Digest) {
+	s.forgetLinksLocked(s.g.drop(dgsts...))
+	s.syncSizeLocked()
+}
+
+// evictOldestLocked takes the least recently used image (or loose entry)
+// out of the store as a unit and returns its members and their bytes;
+// the caller removes their files and records. It returns nothing when
+// nothing but pinned content is stored.
+func (s *Store) evictOldestLocked() (unit []digest.Digest, bytes int64) {
+	unit = s.g.oldestUnit()
+	if len(unit) == 0 {
+		return nil, 0
 	}
-	s.lastNano = n
-	return n
+	bytes = s.g.bytesOf(unit)
+	s.dropLocked(unit...)
+	return unit, bytes
 }
 
 func (s *Store) flushLoop(every time.Duration) {
@@ -857,25 +854,14 @@ func (s *Store) flushAccess() error {
 	s.idxMu.Lock()
 	defer s.idxMu.Unlock()
 	s.mu.Lock()
-	recs := make([]indexRecord, 0, len(s.dirty))
-	for d := range s.dirty {
-		if e, ok := s.items[d]; ok {
-			cp := *e
-			recs = append(recs, indexRecord{dgst: d, e: &cp})
-		}
-	}
-	clear(s.dirty)
+	recs := s.g.takeDirty()
 	s.mu.Unlock()
 	err := writeIndex(s.db, recs, nil)
 	if err == nil {
 		return nil
 	}
 	s.mu.Lock()
-	for _, r := range recs {
-		if _, ok := s.items[r.dgst]; ok {
-			s.dirty[r.dgst] = struct{}{}
-		}
-	}
+	s.g.markDirty(recs)
 	s.mu.Unlock()
 	return fmt.Errorf("cache: persist %d access times: %w", len(recs), err)
 }

@@ -7,8 +7,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -39,6 +41,17 @@ type TagRecord struct {
 	Checked time.Time
 }
 
+// tagStore keeps the tag records in the index (tag/ keys, layout in
+// doc.go): upstream's last answer for a tag, one per Accept. It knows
+// nothing of blobs or the image graph. Its callers validate the keys and
+// make sure the index is open (Store.beginTagOp).
+type tagStore struct {
+	db  *badger.DB
+	log *slog.Logger
+	// mu serialises put, which reads a tag's records to bound them.
+	mu sync.Mutex
+}
+
 // maxTagRecords bounds the records kept per tag: one per distinct set of
 // manifest types asked for, and real clients ask for a handful. PutTag
 // drops the least recently checked records past it.
@@ -67,32 +80,43 @@ func (s *Store) PutTag(repo, tag, accept string, rec TagRecord) error {
 	if err := s.beginTagOp(true); err != nil {
 		return fmt.Errorf("cache: put tag %s:%s: %w", repo, tag, err)
 	}
-	// One PutTag at a time reads a tag's records and writes: each sees
-	// the writes before it (Badger's read timestamp waits for commits
-	// already sent), so the bound holds under concurrent puts.
-	s.tagMu.Lock()
-	defer s.tagMu.Unlock()
-	txn := s.db.NewTransaction(true)
-	err = s.setTag(txn, repo, tag, key, legacyTagKey(repo, tag, accept), rec)
-	if err != nil {
-		txn.Discard()
-		s.ops.Done()
-		return fmt.Errorf("cache: put tag %s:%s: %w", repo, tag, err)
-	}
 	// Close waits for s.ops, so the write lands before the index closes.
-	txn.CommitWith(func(err error) {
+	err = s.tags.put(repo, tag, key, legacyTagKey(repo, tag, accept), rec, func(err error) {
 		defer s.ops.Done()
 		if err != nil {
 			s.log.Warn("cache: record tag", "repository", repo, "tag", tag, "error", err)
 		}
 	})
+	if err != nil {
+		s.ops.Done()
+		return fmt.Errorf("cache: put tag %s:%s: %w", repo, tag, err)
+	}
+	return nil
+}
+
+// put sets key, the record of repo:tag for one Accept, to rec without
+// waiting for the write: done receives the commit's outcome. It returns
+// the error that stopped it before the commit, and then never calls
+// done. legacy is the key older versions gave the same Accept.
+func (ts *tagStore) put(repo, tag string, key, legacy []byte, rec TagRecord, done func(error)) error {
+	// One put at a time reads a tag's records and writes: each sees the
+	// writes before it (Badger's read timestamp waits for commits
+	// already sent), so the bound holds under concurrent puts.
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	txn := ts.db.NewTransaction(true)
+	if err := setTag(txn, repo, tag, key, legacy, rec); err != nil {
+		txn.Discard()
+		return err
+	}
+	txn.CommitWith(done)
 	return nil
 }
 
 // setTag sets key to rec in txn and deletes the record under legacy (the
 // same Accept keyed as older versions did), records of the tag that do
 // not parse, and the least recently checked ones past maxTagRecords.
-func (s *Store) setTag(txn *badger.Txn, repo, tag string, key, legacy []byte, rec TagRecord) error {
+func setTag(txn *badger.Txn, repo, tag string, key, legacy []byte, rec TagRecord) error {
 	type other struct {
 		key     []byte
 		checked time.Time
@@ -143,12 +167,22 @@ func (s *Store) GetTag(repo, tag, accept string) (TagRecord, error) {
 		return TagRecord{}, fmt.Errorf("cache: get tag %s:%s: %w", repo, tag, err)
 	}
 	defer s.ops.Done()
+	rec, err := s.tags.get(key, legacyTagKey(repo, tag, accept))
+	if err != nil {
+		return TagRecord{}, fmt.Errorf("cache: get tag %s:%s: %w", repo, tag, err)
+	}
+	return rec, nil
+}
+
+// get returns the record under key, or else under legacy (the key an
+// older version gave the same Accept), or ErrNotFound.
+func (ts *tagStore) get(key, legacy []byte) (TagRecord, error) {
 	var rec TagRecord
-	err = s.db.View(func(txn *badger.Txn) error {
+	err := ts.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(key)
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			// A record an older version wrote for the same Accept.
-			item, err = txn.Get(legacyTagKey(repo, tag, accept))
+			item, err = txn.Get(legacy)
 		}
 		if err != nil {
 			return err
@@ -159,12 +193,9 @@ func (s *Store) GetTag(repo, tag, accept string) (TagRecord, error) {
 		})
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return TagRecord{}, fmt.Errorf("cache: get tag %s:%s: %w", repo, tag, ErrNotFound)
+		return TagRecord{}, ErrNotFound
 	}
-	if err != nil {
-		return TagRecord{}, fmt.Errorf("cache: get tag %s:%s: %w", repo, tag, err)
-	}
-	return rec, nil
+	return rec, err
 }
 
 // beginTagOp registers an index operation that Close waits for, unless the
@@ -293,8 +324,18 @@ func (s *Store) Tags() ([]TagInfo, error) {
 		return nil, fmt.Errorf("cache: list tags: %w", err)
 	}
 	defer s.ops.Done()
+	out, err := s.tags.list()
+	if err != nil {
+		return nil, fmt.Errorf("cache: list tags: %w", err)
+	}
+	return out, nil
+}
+
+// list returns every tag record, sorted as Store.Tags says, skipping
+// and logging those that do not parse.
+func (ts *tagStore) list() ([]TagInfo, error) {
 	var out []TagInfo
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := ts.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: []byte(tagKeyPrefix)})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -302,7 +343,7 @@ func (s *Store) Tags() ([]TagInfo, error) {
 			key := string(item.Key())
 			repo, tag, ok := parseTagKey(key)
 			if !ok {
-				s.log.Warn("cache: skipped tag record with a bad key", "key", key)
+				ts.log.Warn("cache: skipped tag record with a bad key", "key", key)
 				continue
 			}
 			var rec TagRecord
@@ -312,7 +353,7 @@ func (s *Store) Tags() ([]TagInfo, error) {
 				return err
 			})
 			if err != nil {
-				s.log.Warn("cache: skipped bad tag record", "key", key, "error", err)
+				ts.log.Warn("cache: skipped bad tag record", "key", key, "error", err)
 				continue
 			}
 			out = append(out, TagInfo{Repo: repo, Tag: tag, Digest: rec.Digest, MediaType: rec.MediaType, Size: rec.Size, Checked: rec.Checked})
@@ -320,7 +361,7 @@ func (s *Store) Tags() ([]TagInfo, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("cache: list tags: %w", err)
+		return nil, err
 	}
 	slices.SortFunc(out, func(a, b TagInfo) int {
 		return cmp.Or(cmp.Compare(a.Repo, b.Repo), cmp.Compare(a.Tag, b.Tag), b.Checked.Compare(a.Checked))
@@ -358,15 +399,21 @@ func (s *Store) DeleteAllTags() (int, error) {
 	return n, nil
 }
 
-// deleteTagKeys deletes the keys under prefix that match, in one synced
-// batch, and returns how many.
+// deleteTagKeys deletes the tag records under prefix that match and
+// returns how many.
 func (s *Store) deleteTagKeys(prefix string, match func(key string) bool) (int, error) {
 	if err := s.beginTagOp(true); err != nil {
 		return 0, err
 	}
 	defer s.ops.Done()
+	return s.tags.delete(prefix, match)
+}
+
+// delete deletes the keys under prefix that match, in one synced batch,
+// and returns how many.
+func (ts *tagStore) delete(prefix string, match func(key string) bool) (int, error) {
 	var keys [][]byte
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := ts.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix)})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -379,7 +426,7 @@ func (s *Store) deleteTagKeys(prefix string, match func(key string) bool) (int, 
 	if err != nil {
 		return 0, err
 	}
-	if err := writeIndexKeys(s.db, nil, keys); err != nil {
+	if err := writeIndexKeys(ts.db, nil, keys); err != nil {
 		return 0, err
 	}
 	return len(keys), nil
