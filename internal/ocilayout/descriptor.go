@@ -19,6 +19,13 @@ const (
 	// AnnotationImageName is the full image name (registry/repo:tag) that
 	// containerd, and so docker load, tags the image with.
 	AnnotationImageName = "io.containerd.image.name"
+	// AnnotationSourceDigest and AnnotationSourceMediaType mark an image
+	// whose manifests "ecr-mirror export" rewrote from Docker to OCI
+	// media types (OCI layouts hold OCI manifests): the digest and media
+	// type of the manifest ECR serves under the image's name, which the
+	// archive holds beside the rewritten one.
+	AnnotationSourceDigest    = "io.ecr-mirror.source.digest"
+	AnnotationSourceMediaType = "io.ecr-mirror.source.mediaType"
 )
 
 // Media types of the manifests Read recognises.
@@ -48,19 +55,21 @@ type Descriptor struct {
 	Platform    *Platform         `json:"platform,omitempty"`
 }
 
-// Platform is the platform an index entry's manifest runs on.
+// Platform is the platform an index entry's manifest runs on. Its fields
+// are in the order export has always written them, so that a rewritten
+// index keeps its bytes.
 type Platform struct {
-	Architecture string   `json:"architecture"`
 	OS           string   `json:"os"`
+	Architecture string   `json:"architecture"`
+	Variant      string   `json:"variant,omitempty"`
 	OSVersion    string   `json:"os.version,omitempty"`
 	OSFeatures   []string `json:"os.features,omitempty"`
-	Variant      string   `json:"variant,omitempty"`
 }
 
-// required reports whether a layout must hold the blob d references:
-// non-distributable (foreign) layers and content with URLs are fetched
-// from elsewhere.
-func required(d Descriptor) bool {
+// Distributable reports whether registries serve, and a layout must hold,
+// the blob d references: non-distributable (foreign) layers and content
+// with URLs are fetched by clients from elsewhere.
+func Distributable(d Descriptor) bool {
 	return len(d.URLs) == 0 &&
 		!strings.Contains(d.MediaType, "nondistributable") &&
 		!strings.Contains(d.MediaType, "foreign")

@@ -69,7 +69,7 @@ func (l *Layout) Missing() []digest.Digest {
 	for len(stack) > 0 {
 		d := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
-		if seen[d.Digest] || !required(d) {
+		if seen[d.Digest] || !Distributable(d) {
 			continue
 		}
 		seen[d.Digest] = true
