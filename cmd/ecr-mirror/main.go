@@ -3,6 +3,8 @@
 // Run with no arguments (or "serve") it serves the registry API; see
 // README.md for its settings. "ecr-mirror help" lists the other commands
 // (cli.go): warm, export, import and cache (ls, verify, pin, unpin, purge).
+// Warm, export and cache pin read images with internal/imageclient; this
+// package keeps their flags and output (warm.go, export.go).
 package main
 
 import (

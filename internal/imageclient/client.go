@@ -10,7 +10,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/ecr-mirror/ecr-mirror/internal/ocilayout"
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 )
 
 const (
@@ -24,8 +24,7 @@ const (
 
 // manifestAccept is the Accept of every manifest GET: the manifest media
 // types the client understands, indexes first.
-var manifestAccept = strings.Join([]string{ocilayout.MediaTypeImageIndex, ocilayout.MediaTypeDockerManifestList,
-	ocilayout.MediaTypeImageManifest, ocilayout.MediaTypeDockerManifest}, ", ")
+var manifestAccept = strings.Join(oci.ManifestTypes(), ", ")
 
 // Client reads images through the registry API at a base URL.
 type Client struct {
@@ -64,18 +63,18 @@ func (c *Client) Host() string { return c.base.Host }
 // fetchManifest GETs a manifest and checks its digest: against ref when
 // ref is one, else against Docker-Content-Digest when the registry sends
 // it.
-func (c *Client) fetchManifest(ctx context.Context, repo, ref string) ([]byte, ocilayout.Descriptor, error) {
+func (c *Client) fetchManifest(ctx context.Context, repo, ref string) ([]byte, oci.Descriptor, error) {
 	resp, err := c.get(ctx, repo, "manifests", ref, manifestAccept)
 	if err != nil {
-		return nil, ocilayout.Descriptor{}, err
+		return nil, oci.Descriptor{}, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
 	if err != nil {
-		return nil, ocilayout.Descriptor{}, fmt.Errorf("manifest %s: %w", ref, err)
+		return nil, oci.Descriptor{}, fmt.Errorf("manifest %s: %w", ref, err)
 	}
 	if len(body) > maxManifestSize {
-		return nil, ocilayout.Descriptor{}, fmt.Errorf("manifest %s: larger than %d bytes", ref, maxManifestSize)
+		return nil, oci.Descriptor{}, fmt.Errorf("manifest %s: larger than %d bytes", ref, maxManifestSize)
 	}
 	got := digest.FromBytes(body)
 	want := digest.Digest(ref)
@@ -83,15 +82,15 @@ func (c *Client) fetchManifest(ctx context.Context, repo, ref string) ([]byte, o
 		want = digest.Digest(resp.Header.Get("Docker-Content-Digest"))
 	}
 	if want != "" && want != got {
-		return nil, ocilayout.Descriptor{}, fmt.Errorf("manifest %s: body hashes to %s, want %s", ref, got, want)
+		return nil, oci.Descriptor{}, fmt.Errorf("manifest %s: body hashes to %s, want %s", ref, got, want)
 	}
 	mediaType, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
-	return body, ocilayout.Descriptor{MediaType: strings.TrimSpace(mediaType), Digest: got, Size: int64(len(body))}, nil
+	return body, oci.Descriptor{MediaType: strings.TrimSpace(mediaType), Digest: got, Size: int64(len(body))}, nil
 }
 
 // OpenBlob GETs the blob d describes from repo; the caller reads it and
 // checks its size and digest.
-func (c *Client) OpenBlob(ctx context.Context, repo string, d ocilayout.Descriptor) (io.ReadCloser, error) {
+func (c *Client) OpenBlob(ctx context.Context, repo string, d oci.Descriptor) (io.ReadCloser, error) {
 	resp, err := c.get(ctx, repo, "blobs", d.Digest.String(), "")
 	if err != nil {
 		return nil, err

@@ -14,6 +14,6 @@
 //     archive, and [OCIForm], which rewrites Docker schema2 manifests to
 //     OCI ones as the layout wants them.
 //
-// Descriptors and media types are those of package ocilayout, the one set
-// the project shares.
+// Descriptors and media types are those of package oci, the one set the
+// project shares.
 package imageclient

@@ -14,7 +14,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/ecr-mirror/ecr-mirror/internal/ocilayout"
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
@@ -90,21 +90,21 @@ func (r *testRegistry) acceptAt(path string) string {
 }
 
 // blob stores n random bytes in repo and returns their descriptor.
-func (r *testRegistry) blob(repo, mediaType string, n int) ocilayout.Descriptor {
+func (r *testRegistry) blob(repo, mediaType string, n int) oci.Descriptor {
 	b := make([]byte, n)
 	rand.Read(b)
-	d := ocilayout.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(b), Size: int64(n)}
+	d := oci.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(b), Size: int64(n)}
 	r.set(blobPath(repo, d.Digest), entry{body: b})
 	return d
 }
 
 // manifest stores doc in repo by digest and, when tag is set, by tag.
-func (r *testRegistry) manifest(repo, tag, mediaType string, doc any) ocilayout.Descriptor {
+func (r *testRegistry) manifest(repo, tag, mediaType string, doc any) oci.Descriptor {
 	body, err := json.Marshal(doc)
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	d := ocilayout.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(body), Size: int64(len(body))}
+	d := oci.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(body), Size: int64(len(body))}
 	e := entry{mediaType: mediaType, body: body, contentDigest: d.Digest.String()}
 	r.set(manifestPath(repo, d.Digest.String()), e)
 	if tag != "" {
@@ -115,9 +115,9 @@ func (r *testRegistry) manifest(repo, tag, mediaType string, doc any) ocilayout.
 
 // image stores an image manifest of mediaType with a config and layers
 // of the given sizes, with matching Docker or OCI blob types.
-func (r *testRegistry) image(repo, tag, mediaType string, layers ...int) ocilayout.Descriptor {
+func (r *testRegistry) image(repo, tag, mediaType string, layers ...int) oci.Descriptor {
 	configType, layerType := "application/vnd.oci.image.config.v1+json", "application/vnd.oci.image.layer.v1.tar+gzip"
-	if mediaType == ocilayout.MediaTypeDockerManifest {
+	if mediaType == oci.MediaTypeDockerManifest {
 		configType, layerType = "application/vnd.docker.container.image.v1+json", "application/vnd.docker.image.rootfs.diff.tar.gzip"
 	}
 	cfg := r.blob(repo, configType, 64)
@@ -129,7 +129,7 @@ func (r *testRegistry) image(repo, tag, mediaType string, layers ...int) ocilayo
 }
 
 // index stores an index of mediaType naming children.
-func (r *testRegistry) index(repo, tag, mediaType string, children ...ocilayout.Descriptor) ocilayout.Descriptor {
+func (r *testRegistry) index(repo, tag, mediaType string, children ...oci.Descriptor) oci.Descriptor {
 	return r.manifest(repo, tag, mediaType, manifestDoc{SchemaVersion: 2, MediaType: mediaType, Manifests: children})
 }
 
@@ -144,11 +144,11 @@ func (r *testRegistry) client(opts Options) *Client {
 
 // manifestDoc is a manifest or an index as the tests write them.
 type manifestDoc struct {
-	SchemaVersion int                    `json:"schemaVersion"`
-	MediaType     string                 `json:"mediaType,omitempty"`
-	Config        *ocilayout.Descriptor  `json:"config,omitempty"`
-	Layers        []ocilayout.Descriptor `json:"layers,omitempty"`
-	Manifests     []ocilayout.Descriptor `json:"manifests,omitempty"`
+	SchemaVersion int              `json:"schemaVersion"`
+	MediaType     string           `json:"mediaType,omitempty"`
+	Config        *oci.Descriptor  `json:"config,omitempty"`
+	Layers        []oci.Descriptor `json:"layers,omitempty"`
+	Manifests     []oci.Descriptor `json:"manifests,omitempty"`
 }
 
 func blobPath(repo string, dgst digest.Digest) string {
@@ -158,9 +158,9 @@ func blobPath(repo string, dgst digest.Digest) string {
 func manifestPath(repo, ref string) string { return "/v2/" + repo + "/manifests/" + ref }
 
 // onPlatform is d as an index child of platform os/arch[/variant].
-func onPlatform(d ocilayout.Descriptor, platform string) ocilayout.Descriptor {
+func onPlatform(d oci.Descriptor, platform string) oci.Descriptor {
 	parts := strings.SplitN(platform, "/", 3)
-	d.Platform = &ocilayout.Platform{OS: parts[0], Architecture: parts[1]}
+	d.Platform = &oci.Platform{OS: parts[0], Architecture: parts[1]}
 	if len(parts) == 3 {
 		d.Platform.Variant = parts[2]
 	}

@@ -7,16 +7,16 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/ecr-mirror/ecr-mirror/internal/ocilayout"
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 )
 
 func TestResolveWalksAnIndexToTheWantedPlatforms(t *testing.T) {
 	t.Parallel()
 	reg := newRegistry(t)
-	amd := reg.image("team/app", "", ocilayout.MediaTypeImageManifest, 10, 20)
-	arm := reg.image("team/app", "", ocilayout.MediaTypeImageManifest, 30)
-	armv7 := reg.image("team/app", "", ocilayout.MediaTypeImageManifest, 40)
-	idx := reg.index("team/app", "v1", ocilayout.MediaTypeImageIndex,
+	amd := reg.image("team/app", "", oci.MediaTypeImageManifest, 10, 20)
+	arm := reg.image("team/app", "", oci.MediaTypeImageManifest, 30)
+	armv7 := reg.image("team/app", "", oci.MediaTypeImageManifest, 40)
+	idx := reg.index("team/app", "v1", oci.MediaTypeImageIndex,
 		onPlatform(amd, "linux/amd64"), onPlatform(arm, "linux/arm64"), onPlatform(armv7, "linux/arm/v7"))
 	tests := []struct {
 		name       string
@@ -38,7 +38,7 @@ func TestResolveWalksAnIndexToTheWantedPlatforms(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if img.Top.Digest != idx.Digest || img.Top.MediaType != ocilayout.MediaTypeImageIndex || img.Top.Size != idx.Size {
+			if img.Top.Digest != idx.Digest || img.Top.MediaType != oci.MediaTypeImageIndex || img.Top.Size != idx.Size {
 				t.Errorf("Top = %+v, want %+v", img.Top, idx)
 			}
 			var got []digest.Digest
@@ -80,18 +80,18 @@ func TestResolveListsEachDistributableBlobOnce(t *testing.T) {
 	t.Parallel()
 	reg := newRegistry(t)
 	shared := reg.blob("team/app", "application/vnd.oci.image.layer.v1.tar+gzip", 50)
-	foreign := ocilayout.Descriptor{MediaType: "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+	foreign := oci.Descriptor{MediaType: "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
 		Digest: digest.FromString("foreign"), Size: 7, URLs: []string{"https://example.com/layer"}}
-	withURL := ocilayout.Descriptor{MediaType: "application/vnd.oci.image.layer.v1.tar+gzip", Digest: digest.FromString("url"), Size: 3,
+	withURL := oci.Descriptor{MediaType: "application/vnd.oci.image.layer.v1.tar+gzip", Digest: digest.FromString("url"), Size: 3,
 		URLs: []string{"https://example.com/other"}}
-	var children []ocilayout.Descriptor
+	var children []oci.Descriptor
 	for _, pl := range []string{"linux/amd64", "linux/arm64"} {
 		cfg := reg.blob("team/app", "application/vnd.oci.image.config.v1+json", 10)
-		m := reg.manifest("team/app", "", ocilayout.MediaTypeImageManifest, manifestDoc{SchemaVersion: 2,
-			MediaType: ocilayout.MediaTypeImageManifest, Config: &cfg, Layers: []ocilayout.Descriptor{shared, foreign, withURL}})
+		m := reg.manifest("team/app", "", oci.MediaTypeImageManifest, manifestDoc{SchemaVersion: 2,
+			MediaType: oci.MediaTypeImageManifest, Config: &cfg, Layers: []oci.Descriptor{shared, foreign, withURL}})
 		children = append(children, onPlatform(m, pl))
 	}
-	reg.index("team/app", "v1", ocilayout.MediaTypeImageIndex, children...)
+	reg.index("team/app", "v1", oci.MediaTypeImageIndex, children...)
 	img, err := reg.client(Options{}).Resolve(context.Background(), mustParse(t, "team/app:v1"))
 	if err != nil {
 		t.Fatal(err)
@@ -113,45 +113,45 @@ func TestResolveRefusesWhatItCannotVerify(t *testing.T) {
 		wantErr string
 	}{
 		{name: "a tag whose body does not hash to Docker-Content-Digest", wantErr: "body hashes to", setup: func(reg *testRegistry) string {
-			reg.set(manifestPath("team/app", "v1"), entry{mediaType: ocilayout.MediaTypeImageManifest, body: []byte(`{}`), contentDigest: digest.FromString("other").String()})
+			reg.set(manifestPath("team/app", "v1"), entry{mediaType: oci.MediaTypeImageManifest, body: []byte(`{}`), contentDigest: digest.FromString("other").String()})
 			return "team/app:v1"
 		}},
 		{name: "a digest whose body hashes to another", wantErr: "body hashes to", setup: func(reg *testRegistry) string {
 			want := digest.FromString("wanted")
-			reg.set(manifestPath("team/app", want.String()), entry{mediaType: ocilayout.MediaTypeImageManifest, body: []byte(`{}`)})
+			reg.set(manifestPath("team/app", want.String()), entry{mediaType: oci.MediaTypeImageManifest, body: []byte(`{}`)})
 			return "team/app@" + want.String()
 		}},
 		{name: "an index child whose body hashes to another", wantErr: "body hashes to", setup: func(reg *testRegistry) string {
-			child := reg.image("team/app", "", ocilayout.MediaTypeImageManifest, 10)
-			reg.set(manifestPath("team/app", child.Digest.String()), entry{mediaType: ocilayout.MediaTypeImageManifest, body: []byte(`{"schemaVersion":2}`)})
-			reg.index("team/app", "v1", ocilayout.MediaTypeImageIndex, child)
+			child := reg.image("team/app", "", oci.MediaTypeImageManifest, 10)
+			reg.set(manifestPath("team/app", child.Digest.String()), entry{mediaType: oci.MediaTypeImageManifest, body: []byte(`{"schemaVersion":2}`)})
+			reg.index("team/app", "v1", oci.MediaTypeImageIndex, child)
 			return "team/app:v1"
 		}},
 		{name: "a blob digest that is not sha256", wantErr: "not a sha256 digest", setup: func(reg *testRegistry) string {
 			cfg := reg.blob("team/app", "application/vnd.oci.image.config.v1+json", 10)
-			bad := ocilayout.Descriptor{MediaType: "application/vnd.oci.image.layer.v1.tar+gzip", Digest: "md5:d41d8cd98f00b204e9800998ecf8427e", Size: 1}
-			reg.manifest("team/app", "v1", ocilayout.MediaTypeImageManifest, manifestDoc{SchemaVersion: 2,
-				MediaType: ocilayout.MediaTypeImageManifest, Config: &cfg, Layers: []ocilayout.Descriptor{bad}})
+			bad := oci.Descriptor{MediaType: "application/vnd.oci.image.layer.v1.tar+gzip", Digest: "md5:d41d8cd98f00b204e9800998ecf8427e", Size: 1}
+			reg.manifest("team/app", "v1", oci.MediaTypeImageManifest, manifestDoc{SchemaVersion: 2,
+				MediaType: oci.MediaTypeImageManifest, Config: &cfg, Layers: []oci.Descriptor{bad}})
 			return "team/app:v1"
 		}},
 		{name: "neither a manifest nor an index", wantErr: "is neither an image manifest nor an index", setup: func(reg *testRegistry) string {
-			reg.manifest("team/app", "v1", ocilayout.MediaTypeImageManifest, manifestDoc{SchemaVersion: 2, MediaType: ocilayout.MediaTypeImageManifest})
+			reg.manifest("team/app", "v1", oci.MediaTypeImageManifest, manifestDoc{SchemaVersion: 2, MediaType: oci.MediaTypeImageManifest})
 			return "team/app:v1"
 		}},
 		{name: "not JSON", wantErr: "invalid character", setup: func(reg *testRegistry) string {
-			reg.set(manifestPath("team/app", "v1"), entry{mediaType: ocilayout.MediaTypeImageManifest, body: []byte("not json")})
+			reg.set(manifestPath("team/app", "v1"), entry{mediaType: oci.MediaTypeImageManifest, body: []byte("not json")})
 			return "team/app:v1"
 		}},
 		{name: "larger than a manifest may be", wantErr: "larger than 4194304 bytes", setup: func(reg *testRegistry) string {
-			reg.set(manifestPath("team/app", "v1"), entry{mediaType: ocilayout.MediaTypeImageManifest, body: make([]byte, maxManifestSize+1)})
+			reg.set(manifestPath("team/app", "v1"), entry{mediaType: oci.MediaTypeImageManifest, body: make([]byte, maxManifestSize+1)})
 			return "team/app:v1"
 		}},
 		{name: "indexes nested too deep", wantErr: "indexes nested deeper than 4", setup: func(reg *testRegistry) string {
-			d := reg.image("team/app", "", ocilayout.MediaTypeImageManifest, 10)
+			d := reg.image("team/app", "", oci.MediaTypeImageManifest, 10)
 			for range maxIndexDepth + 1 {
-				d = reg.index("team/app", "", ocilayout.MediaTypeImageIndex, d)
+				d = reg.index("team/app", "", oci.MediaTypeImageIndex, d)
 			}
-			reg.index("team/app", "v1", ocilayout.MediaTypeImageIndex, d)
+			reg.index("team/app", "v1", oci.MediaTypeImageIndex, d)
 			return "team/app:v1"
 		}},
 		{name: "an error status, quoted", wantErr: "manifest v1: 404 Not Found: {\"errors\":[{\"code\":\"NOT_FOUND\"}]}", setup: func(reg *testRegistry) string {
@@ -174,12 +174,12 @@ func TestResolveRefusesWhatItCannotVerify(t *testing.T) {
 func TestResolveAsksForEveryManifestType(t *testing.T) {
 	t.Parallel()
 	reg := newRegistry(t)
-	reg.image("team/app", "v1", ocilayout.MediaTypeDockerManifest, 10)
+	reg.image("team/app", "v1", oci.MediaTypeDockerManifest, 10)
 	if _, err := reg.client(Options{}).Resolve(context.Background(), mustParse(t, "team/app:v1")); err != nil {
 		t.Fatal(err)
 	}
 	accept := reg.acceptAt(manifestPath("team/app", "v1"))
-	for _, mt := range []string{ocilayout.MediaTypeImageIndex, ocilayout.MediaTypeDockerManifestList, ocilayout.MediaTypeImageManifest, ocilayout.MediaTypeDockerManifest} {
+	for _, mt := range []string{oci.MediaTypeImageIndex, oci.MediaTypeDockerManifestList, oci.MediaTypeImageManifest, oci.MediaTypeDockerManifest} {
 		if !strings.Contains(accept, mt) {
 			t.Errorf("Accept %q lacks %s", accept, mt)
 		}

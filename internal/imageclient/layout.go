@@ -9,6 +9,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 	"github.com/ecr-mirror/ecr-mirror/internal/ocilayout"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
@@ -20,7 +21,7 @@ type Written struct {
 	Image *Image
 	// Top is the manifest index.json names: Image.Top, or its rewrite
 	// in OCI media types when they differ.
-	Top ocilayout.Descriptor
+	Top oci.Descriptor
 }
 
 // WriteImage reads r and adds it to the archive: its manifests, its
@@ -63,7 +64,7 @@ func (c *Client) WriteImage(ctx context.Context, aw *ocilayout.Writer, r registr
 		annotations[ocilayout.AnnotationSourceDigest] = img.Top.Digest.String()
 		annotations[ocilayout.AnnotationSourceMediaType] = img.Top.MediaType
 	}
-	aw.AddImage(ocilayout.Descriptor{MediaType: top.Desc.MediaType, Digest: top.Desc.Digest, Size: top.Desc.Size}, annotations)
+	aw.AddImage(oci.Descriptor{MediaType: top.Desc.MediaType, Digest: top.Desc.Digest, Size: top.Desc.Size}, annotations)
 	addDockerManifest(aw, img, full)
 	return &Written{Image: img, Top: top.Desc}, nil
 }
@@ -90,7 +91,7 @@ func (c *Client) addContent(ctx context.Context, aw *ocilayout.Writer, img *Imag
 
 // copyBlob streams a blob into the archive, which checks its size and
 // digest.
-func (c *Client) copyBlob(ctx context.Context, aw *ocilayout.Writer, repo string, b ocilayout.Descriptor, prog Progress) error {
+func (c *Client) copyBlob(ctx context.Context, aw *ocilayout.Writer, repo string, b oci.Descriptor, prog Progress) error {
 	if b.Size <= 0 {
 		return fmt.Errorf("blob %s: its manifest gives no size", b.Digest)
 	}
@@ -145,7 +146,7 @@ func dockerImage(img *Image) *Manifest {
 
 func allDistributable(m Doc) bool {
 	for _, l := range m.Layers {
-		if !ocilayout.Distributable(l) {
+		if !oci.Distributable(l) {
 			return false
 		}
 	}
@@ -154,17 +155,17 @@ func allDistributable(m Doc) bool {
 
 // ociTypes are the OCI equivalents of Docker schema2 media types.
 var ociTypes = map[string]string{
-	ocilayout.MediaTypeDockerManifest:                           ocilayout.MediaTypeImageManifest,
-	ocilayout.MediaTypeDockerManifestList:                       ocilayout.MediaTypeImageIndex,
-	"application/vnd.docker.container.image.v1+json":            "application/vnd.oci.image.config.v1+json",
-	"application/vnd.docker.image.rootfs.diff.tar.gzip":         "application/vnd.oci.image.layer.v1.tar+gzip",
-	"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-	"application/vnd.docker.image.rootfs.diff.tar":              "application/vnd.oci.image.layer.v1.tar",
+	oci.MediaTypeDockerManifest:         oci.MediaTypeImageManifest,
+	oci.MediaTypeDockerManifestList:     oci.MediaTypeImageIndex,
+	oci.MediaTypeDockerConfig:           oci.MediaTypeImageConfig,
+	oci.MediaTypeDockerLayerGzip:        oci.MediaTypeImageLayerGzip,
+	oci.MediaTypeDockerForeignLayerGzip: oci.MediaTypeImageLayerNondistributableGzip,
+	oci.MediaTypeDockerLayer:            oci.MediaTypeImageLayer,
 }
 
 // Archived is a manifest as an archive holds it.
 type Archived struct {
-	Desc ocilayout.Descriptor
+	Desc oci.Descriptor
 	Body []byte
 }
 
@@ -177,14 +178,14 @@ type Archived struct {
 func OCIForm(img *Image) (top Archived, rewritten []Archived, err error) {
 	conv := map[digest.Digest]Archived{}
 	for _, m := range img.Images {
-		if m.Desc.MediaType != ocilayout.MediaTypeDockerManifest && m.Doc.MediaType != ocilayout.MediaTypeDockerManifest {
+		if m.Desc.MediaType != oci.MediaTypeDockerManifest && m.Doc.MediaType != oci.MediaTypeDockerManifest {
 			continue
 		}
-		doc := ociManifestDoc{SchemaVersion: 2, MediaType: ocilayout.MediaTypeImageManifest, Config: retype(*m.Doc.Config)}
+		doc := ociManifestDoc{SchemaVersion: 2, MediaType: oci.MediaTypeImageManifest, Config: retype(written(*m.Doc.Config))}
 		for _, l := range m.Doc.Layers {
-			doc.Layers = append(doc.Layers, retype(l))
+			doc.Layers = append(doc.Layers, retype(written(l)))
 		}
-		a, err := archive(doc, ocilayout.MediaTypeImageManifest)
+		a, err := archive(doc, oci.MediaTypeImageManifest)
 		if err != nil {
 			return Archived{}, nil, err
 		}
@@ -201,17 +202,18 @@ func OCIForm(img *Image) (top Archived, rewritten []Archived, err error) {
 		}
 		return Archived{Desc: first.Desc, Body: first.Body}, rewritten, nil
 	}
-	if len(conv) == 0 && first.Desc.MediaType != ocilayout.MediaTypeDockerManifestList && first.Doc.MediaType != ocilayout.MediaTypeDockerManifestList {
+	if len(conv) == 0 && first.Desc.MediaType != oci.MediaTypeDockerManifestList && first.Doc.MediaType != oci.MediaTypeDockerManifestList {
 		return Archived{Desc: first.Desc, Body: first.Body}, nil, nil
 	}
-	idx := ociIndexDoc{SchemaVersion: 2, MediaType: ocilayout.MediaTypeImageIndex}
+	idx := ociIndexDoc{SchemaVersion: 2, MediaType: oci.MediaTypeImageIndex}
 	for _, child := range first.Doc.Manifests {
+		child = written(child)
 		if a, ok := conv[child.Digest]; ok {
 			child.MediaType, child.Digest, child.Size = a.Desc.MediaType, a.Desc.Digest, a.Desc.Size
 		}
 		idx.Manifests = append(idx.Manifests, child)
 	}
-	a, err := archive(idx, ocilayout.MediaTypeImageIndex)
+	a, err := archive(idx, oci.MediaTypeImageIndex)
 	if err != nil {
 		return Archived{}, nil, err
 	}
@@ -220,24 +222,37 @@ func OCIForm(img *Image) (top Archived, rewritten []Archived, err error) {
 
 // ociManifestDoc and ociIndexDoc are the OCI documents OCIForm writes.
 type ociManifestDoc struct {
-	SchemaVersion int                    `json:"schemaVersion"`
-	MediaType     string                 `json:"mediaType"`
-	Config        ocilayout.Descriptor   `json:"config"`
-	Layers        []ocilayout.Descriptor `json:"layers"`
+	SchemaVersion int              `json:"schemaVersion"`
+	MediaType     string           `json:"mediaType"`
+	Config        oci.Descriptor   `json:"config"`
+	Layers        []oci.Descriptor `json:"layers"`
 }
 
 type ociIndexDoc struct {
-	SchemaVersion int                    `json:"schemaVersion"`
-	MediaType     string                 `json:"mediaType"`
-	Manifests     []ocilayout.Descriptor `json:"manifests"`
+	SchemaVersion int              `json:"schemaVersion"`
+	MediaType     string           `json:"mediaType"`
+	Manifests     []oci.Descriptor `json:"manifests"`
 }
 
 // retype gives d the OCI media type of its Docker one.
-func retype(d ocilayout.Descriptor) ocilayout.Descriptor {
+func retype(d oci.Descriptor) oci.Descriptor {
 	if t, ok := ociTypes[d.MediaType]; ok {
 		d.MediaType = t
 	}
 	return d
+}
+
+// written is d with only the fields a rewritten manifest has always
+// carried: media type, digest, size, URLs and os/architecture/variant.
+// Others (an artifactType naming a Docker config, which skopeo refuses
+// in an OCI index) are dropped, so that an export's bytes stay as they
+// were.
+func written(d oci.Descriptor) oci.Descriptor {
+	out := oci.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size, URLs: d.URLs}
+	if d.Platform != nil {
+		out.Platform = &oci.Platform{OS: d.Platform.OS, Architecture: d.Platform.Architecture, Variant: d.Platform.Variant}
+	}
+	return out
 }
 
 // archive encodes doc as a manifest of mediaType.
@@ -246,5 +261,5 @@ func archive(doc any, mediaType string) (Archived, error) {
 	if err != nil {
 		return Archived{}, err
 	}
-	return Archived{Desc: ocilayout.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(body), Size: int64(len(body))}, Body: body}, nil
+	return Archived{Desc: oci.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(body), Size: int64(len(body))}, Body: body}, nil
 }

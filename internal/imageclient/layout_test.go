@@ -10,6 +10,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 	"github.com/ecr-mirror/ecr-mirror/internal/ocilayout"
 )
 
@@ -23,24 +24,24 @@ func TestOCIFormRewritesDockerManifestsOnly(t *testing.T) {
 		wantRewritten int
 		wantSameTop   bool
 	}{
-		{name: "an OCI manifest stays", wantTopType: ocilayout.MediaTypeImageManifest, wantSameTop: true, setup: func(reg *testRegistry) {
-			reg.image("team/app", "v1", ocilayout.MediaTypeImageManifest, 10)
+		{name: "an OCI manifest stays", wantTopType: oci.MediaTypeImageManifest, wantSameTop: true, setup: func(reg *testRegistry) {
+			reg.image("team/app", "v1", oci.MediaTypeImageManifest, 10)
 		}},
-		{name: "an OCI index of OCI manifests stays", wantTopType: ocilayout.MediaTypeImageIndex, wantSameTop: true, setup: func(reg *testRegistry) {
-			m := reg.image("team/app", "", ocilayout.MediaTypeImageManifest, 10)
-			reg.index("team/app", "v1", ocilayout.MediaTypeImageIndex, onPlatform(m, "linux/amd64"))
+		{name: "an OCI index of OCI manifests stays", wantTopType: oci.MediaTypeImageIndex, wantSameTop: true, setup: func(reg *testRegistry) {
+			m := reg.image("team/app", "", oci.MediaTypeImageManifest, 10)
+			reg.index("team/app", "v1", oci.MediaTypeImageIndex, onPlatform(m, "linux/amd64"))
 		}},
-		{name: "a Docker manifest is rewritten", wantTopType: ocilayout.MediaTypeImageManifest, wantRewritten: 1, setup: func(reg *testRegistry) {
-			reg.image("team/app", "v1", ocilayout.MediaTypeDockerManifest, 10, 20)
+		{name: "a Docker manifest is rewritten", wantTopType: oci.MediaTypeImageManifest, wantRewritten: 1, setup: func(reg *testRegistry) {
+			reg.image("team/app", "v1", oci.MediaTypeDockerManifest, 10, 20)
 		}},
-		{name: "a Docker list and its manifests are rewritten", wantTopType: ocilayout.MediaTypeImageIndex, wantRewritten: 3, setup: func(reg *testRegistry) {
-			amd := reg.image("team/app", "", ocilayout.MediaTypeDockerManifest, 10)
-			arm := reg.image("team/app", "", ocilayout.MediaTypeDockerManifest, 20)
-			reg.index("team/app", "v1", ocilayout.MediaTypeDockerManifestList, onPlatform(amd, "linux/amd64"), onPlatform(arm, "linux/arm64/v8"))
+		{name: "a Docker list and its manifests are rewritten", wantTopType: oci.MediaTypeImageIndex, wantRewritten: 3, setup: func(reg *testRegistry) {
+			amd := reg.image("team/app", "", oci.MediaTypeDockerManifest, 10)
+			arm := reg.image("team/app", "", oci.MediaTypeDockerManifest, 20)
+			reg.index("team/app", "v1", oci.MediaTypeDockerManifestList, onPlatform(amd, "linux/amd64"), onPlatform(arm, "linux/arm64/v8"))
 		}},
-		{name: "a Docker list of OCI manifests is rewritten", wantTopType: ocilayout.MediaTypeImageIndex, wantRewritten: 1, setup: func(reg *testRegistry) {
-			m := reg.image("team/app", "", ocilayout.MediaTypeImageManifest, 10)
-			reg.index("team/app", "v1", ocilayout.MediaTypeDockerManifestList, onPlatform(m, "linux/amd64"))
+		{name: "a Docker list of OCI manifests is rewritten", wantTopType: oci.MediaTypeImageIndex, wantRewritten: 1, setup: func(reg *testRegistry) {
+			m := reg.image("team/app", "", oci.MediaTypeImageManifest, 10)
+			reg.index("team/app", "v1", oci.MediaTypeDockerManifestList, onPlatform(m, "linux/amd64"))
 		}},
 	}
 	for _, tt := range tests {
@@ -86,9 +87,9 @@ func checkOCITypes(t *testing.T, body []byte, img *Image) {
 	for _, b := range img.Blobs {
 		blobs[b.Digest] = true
 	}
-	for _, b := range append(doc.Layers, func() []ocilayout.Descriptor {
+	for _, b := range append(doc.Layers, func() []oci.Descriptor {
 		if doc.Config != nil {
-			return []ocilayout.Descriptor{*doc.Config}
+			return []oci.Descriptor{*doc.Config}
 		}
 		return nil
 	}()...) {
@@ -101,13 +102,19 @@ func checkOCITypes(t *testing.T, body []byte, img *Image) {
 func TestOCIFormKeepsTheBytesExportHasAlwaysWritten(t *testing.T) {
 	t.Parallel()
 	reg := newRegistry(t)
-	cfg := ocilayout.Descriptor{MediaType: "application/vnd.docker.container.image.v1+json", Digest: digest.FromString("config"), Size: 6}
-	layer := ocilayout.Descriptor{MediaType: "application/vnd.docker.image.rootfs.diff.tar.gzip", Digest: digest.FromString("layer"), Size: 5}
+	cfg := oci.Descriptor{MediaType: "application/vnd.docker.container.image.v1+json", Digest: digest.FromString("config"), Size: 6}
+	layer := oci.Descriptor{MediaType: "application/vnd.docker.image.rootfs.diff.tar.gzip", Digest: digest.FromString("layer"), Size: 5,
+		Annotations: map[string]string{"a": "b"}}
 	reg.set(blobPath("team/app", cfg.Digest), entry{body: []byte("config")})
 	reg.set(blobPath("team/app", layer.Digest), entry{body: []byte("layer")})
-	m := reg.manifest("team/app", "", ocilayout.MediaTypeDockerManifest, manifestDoc{SchemaVersion: 2,
-		MediaType: ocilayout.MediaTypeDockerManifest, Config: &cfg, Layers: []ocilayout.Descriptor{layer}})
-	reg.index("team/app", "v1", ocilayout.MediaTypeDockerManifestList, onPlatform(m, "linux/arm64/v8"))
+	m := reg.manifest("team/app", "", oci.MediaTypeDockerManifest, manifestDoc{SchemaVersion: 2,
+		MediaType: oci.MediaTypeDockerManifest, Config: &cfg, Layers: []oci.Descriptor{layer}})
+	// Fields beyond those export has always written are dropped: an
+	// artifactType naming a Docker config makes skopeo refuse the index.
+	child := onPlatform(m, "linux/arm64/v8")
+	child.ArtifactType, child.Annotations = oci.MediaTypeDockerConfig, map[string]string{"a": "b"}
+	child.Platform.OSVersion = "10.0"
+	reg.index("team/app", "v1", oci.MediaTypeDockerManifestList, child)
 	img, err := reg.client(Options{}).Resolve(context.Background(), mustParse(t, "team/app:v1"))
 	if err != nil {
 		t.Fatal(err)
@@ -143,13 +150,13 @@ func TestWriteImageWritesAnArchiveThatReadsBack(t *testing.T) {
 		wantSource bool
 		wantErr    string
 	}{
-		{name: "an OCI index whole", mediaType: ocilayout.MediaTypeImageManifest, wantTop: ocilayout.MediaTypeImageIndex},
-		{name: "a Docker list whole, rewritten", mediaType: ocilayout.MediaTypeDockerManifest, wantTop: ocilayout.MediaTypeImageIndex, wantSource: true},
-		{name: "one platform of an index", platforms: []string{"linux/arm64"}, mediaType: ocilayout.MediaTypeImageManifest,
-			wantTop: ocilayout.MediaTypeImageManifest, wantSource: false},
-		{name: "one platform of a Docker list, rewritten", platforms: []string{"linux/arm64"}, mediaType: ocilayout.MediaTypeDockerManifest,
-			wantTop: ocilayout.MediaTypeImageManifest, wantSource: true},
-		{name: "two platforms of an index", platforms: []string{"linux/amd64", "linux/arm64"}, mediaType: ocilayout.MediaTypeImageManifest,
+		{name: "an OCI index whole", mediaType: oci.MediaTypeImageManifest, wantTop: oci.MediaTypeImageIndex},
+		{name: "a Docker list whole, rewritten", mediaType: oci.MediaTypeDockerManifest, wantTop: oci.MediaTypeImageIndex, wantSource: true},
+		{name: "one platform of an index", platforms: []string{"linux/arm64"}, mediaType: oci.MediaTypeImageManifest,
+			wantTop: oci.MediaTypeImageManifest, wantSource: false},
+		{name: "one platform of a Docker list, rewritten", platforms: []string{"linux/arm64"}, mediaType: oci.MediaTypeDockerManifest,
+			wantTop: oci.MediaTypeImageManifest, wantSource: true},
+		{name: "two platforms of an index", platforms: []string{"linux/amd64", "linux/arm64"}, mediaType: oci.MediaTypeImageManifest,
 			wantErr: "--platform selects 2 of its platforms"},
 	}
 	for _, tt := range tests {
@@ -158,9 +165,9 @@ func TestWriteImageWritesAnArchiveThatReadsBack(t *testing.T) {
 			reg := newRegistry(t)
 			amd := reg.image("team/app", "", tt.mediaType, 10, 20)
 			arm := reg.image("team/app", "", tt.mediaType, 30)
-			listType := ocilayout.MediaTypeImageIndex
-			if tt.mediaType == ocilayout.MediaTypeDockerManifest {
-				listType = ocilayout.MediaTypeDockerManifestList
+			listType := oci.MediaTypeImageIndex
+			if tt.mediaType == oci.MediaTypeDockerManifest {
+				listType = oci.MediaTypeDockerManifestList
 			}
 			reg.index("team/app", "v1", listType, onPlatform(amd, "linux/amd64"), onPlatform(arm, "linux/arm64"))
 			c := reg.client(Options{Platforms: tt.platforms})

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ecr-mirror/ecr-mirror/internal/ocilayout"
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
@@ -59,7 +59,7 @@ func (c *Client) Warm(ctx context.Context, r registry.Reference, prog Progress) 
 
 // fetchBlobs reads blobs, c.concurrency at once, counting their bytes
 // against prog, and returns the first error (the others stop at once).
-func (c *Client) fetchBlobs(ctx context.Context, repo string, blobs []ocilayout.Descriptor, prog Progress) error {
+func (c *Client) fetchBlobs(ctx context.Context, repo string, blobs []oci.Descriptor, prog Progress) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	sem := make(chan struct{}, c.concurrency)
@@ -86,7 +86,7 @@ func (c *Client) fetchBlobs(ctx context.Context, repo string, blobs []ocilayout.
 }
 
 // fetchBlob reads a blob to its end and checks its size and digest.
-func (c *Client) fetchBlob(ctx context.Context, repo string, b ocilayout.Descriptor, prog Progress) error {
+func (c *Client) fetchBlob(ctx context.Context, repo string, b oci.Descriptor, prog Progress) error {
 	body, err := c.OpenBlob(ctx, repo, b)
 	if err != nil {
 		return err

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ecr-mirror/ecr-mirror/internal/ocilayout"
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 )
 
 func TestWarmReadsEveryBlobOnceAndCountsItsBytes(t *testing.T) {
@@ -16,9 +16,9 @@ func TestWarmReadsEveryBlobOnceAndCountsItsBytes(t *testing.T) {
 		t.Run(fmt.Sprint("concurrency ", concurrency), func(t *testing.T) {
 			t.Parallel()
 			reg := newRegistry(t)
-			amd := reg.image("team/app", "", ocilayout.MediaTypeDockerManifest, 100, 200, 300)
-			arm := reg.image("team/app", "", ocilayout.MediaTypeDockerManifest, 400)
-			reg.index("team/app", "v1", ocilayout.MediaTypeDockerManifestList, onPlatform(amd, "linux/amd64"), onPlatform(arm, "linux/arm64"))
+			amd := reg.image("team/app", "", oci.MediaTypeDockerManifest, 100, 200, 300)
+			arm := reg.image("team/app", "", oci.MediaTypeDockerManifest, 400)
+			reg.index("team/app", "v1", oci.MediaTypeDockerManifestList, onPlatform(amd, "linux/amd64"), onPlatform(arm, "linux/arm64"))
 			var prog countingProgress
 			img, err := reg.client(Options{Concurrency: concurrency}).Warm(context.Background(), mustParse(t, "team/app:v1"), &prog)
 			if err != nil {
@@ -42,7 +42,7 @@ func TestWarmReadsEveryBlobOnceAndCountsItsBytes(t *testing.T) {
 func TestWarmWithoutProgress(t *testing.T) {
 	t.Parallel()
 	reg := newRegistry(t)
-	top := reg.image("team/app", "v1", ocilayout.MediaTypeImageManifest, 10)
+	top := reg.image("team/app", "v1", oci.MediaTypeImageManifest, 10)
 	img, err := reg.client(Options{}).Warm(context.Background(), mustParse(t, "team/app:v1"), nil)
 	if err != nil || img.Top.Digest != top.Digest {
 		t.Fatalf("Warm = %v, %v; want the image %s", img, err, top.Digest)
@@ -71,12 +71,12 @@ func TestWarmRefusesBlobsThatDoNotMatchTheirManifest(t *testing.T) {
 			t.Parallel()
 			reg := newRegistry(t)
 			cfg := reg.blob("team/app", "application/vnd.oci.image.config.v1+json", 10)
-			layers := []ocilayout.Descriptor{reg.blob("team/app", "application/vnd.oci.image.layer.v1.tar+gzip", 100)}
+			layers := []oci.Descriptor{reg.blob("team/app", "application/vnd.oci.image.layer.v1.tar+gzip", 100)}
 			for range 5 {
 				layers = append(layers, reg.blob("team/app", "application/vnd.oci.image.layer.v1.tar+gzip", 10))
 			}
-			reg.manifest("team/app", "v1", ocilayout.MediaTypeImageManifest, manifestDoc{SchemaVersion: 2,
-				MediaType: ocilayout.MediaTypeImageManifest, Config: &cfg, Layers: layers})
+			reg.manifest("team/app", "v1", oci.MediaTypeImageManifest, manifestDoc{SchemaVersion: 2,
+				MediaType: oci.MediaTypeImageManifest, Config: &cfg, Layers: layers})
 			bad := layers[0]
 			reg.mu.Lock()
 			body := reg.content[blobPath("team/app", bad.Digest)].body
