@@ -14,15 +14,6 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
-// Annotations of an index.json entry whose manifests "ecr-mirror export"
-// rewrote from Docker to OCI media types (OCI layouts hold OCI manifests):
-// the digest and media type of the manifest ECR serves under the image's
-// name, which the archive holds beside the rewritten one.
-const (
-	AnnotationSourceDigest    = "io.ecr-mirror.source.digest"
-	AnnotationSourceMediaType = "io.ecr-mirror.source.mediaType"
-)
-
 // ImportReport is the answer of Import.
 type ImportReport struct {
 	Images []ImportedImage `json:"images"`
@@ -94,9 +85,9 @@ func (s *Service) Import(ctx context.Context, r io.Reader) (*ImportReport, error
 	for _, desc := range layout.Index {
 		img := ImportedImage{Digest: desc.Digest, MediaType: desc.MediaType}
 		// The tag names what ECR served, when the archive holds it.
-		if src, err := digest.Parse(desc.Annotations[AnnotationSourceDigest]); err == nil {
+		if src, err := digest.Parse(desc.Annotations[ocilayout.AnnotationSourceDigest]); err == nil {
 			if info, err := s.store.Stat(src); err == nil {
-				img.Digest, img.MediaType, desc.Size = src, desc.Annotations[AnnotationSourceMediaType], info.Size
+				img.Digest, img.MediaType, desc.Size = src, desc.Annotations[ocilayout.AnnotationSourceMediaType], info.Size
 			}
 		}
 		if ref, ok := imageName(desc.Annotations); ok {

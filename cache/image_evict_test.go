@@ -17,6 +17,8 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 )
 
 // node is synthetic registry content: a layer, a config, a manifest or an
@@ -298,8 +300,8 @@ func twoImages() (a, b *node, shared *node) {
 	shared = blobNode("S", 1, 3000, "application/octet-stream")
 	ua := blobNode("uA", 2, 2000, "application/octet-stream")
 	ub := blobNode("uB", 3, 2000, "application/octet-stream")
-	a = manifestNode("A", mediaTypeOCIManifest, mediaTypeOCIManifest, configNode("cA", 200), shared, ua)
-	b = manifestNode("B", mediaTypeDockerManifest, mediaTypeDockerManifest, configNode("cB", 200), shared, ub)
+	a = manifestNode("A", oci.MediaTypeImageManifest, oci.MediaTypeImageManifest, configNode("cA", 200), shared, ua)
+	b = manifestNode("B", oci.MediaTypeDockerManifest, oci.MediaTypeDockerManifest, configNode("cB", 200), shared, ub)
 	return a, b, shared
 }
 
@@ -311,7 +313,7 @@ func TestImageEvictedAsUnit(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	a, b, shared := twoImages()
-	c := manifestNode("C", mediaTypeOCIManifest, mediaTypeOCIManifest, configNode("cC", 200), blobNode("uC", 4, 2500, "application/octet-stream"))
+	c := manifestNode("C", oci.MediaTypeImageManifest, oci.MediaTypeImageManifest, configNode("cC", 200), blobNode("uC", 4, 2500, "application/octet-stream"))
 	max := closureSize(a) + closureSize(b) - shared.size() + 1000
 	s := openStore(t, dir, max)
 	pull(t, s, a)
@@ -337,12 +339,12 @@ func TestIndexEvictedAsUnit(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	base := blobNode("base", 10, 1500, "application/octet-stream")
-	amd := manifestNode("amd64", mediaTypeOCIManifest, mediaTypeOCIManifest, configNode("c-amd64", 200), base, blobNode("l-amd64", 11, 1000, "application/octet-stream"))
-	arm := manifestNode("arm64", mediaTypeOCIManifest, mediaTypeOCIManifest, configNode("c-arm64", 200), base, blobNode("l-arm64", 12, 1000, "application/octet-stream"))
-	riscv := manifestNode("riscv", mediaTypeOCIManifest, mediaTypeOCIManifest, configNode("c-riscv", 200), blobNode("l-riscv", 13, 1000, "application/octet-stream"))
+	amd := manifestNode("amd64", oci.MediaTypeImageManifest, oci.MediaTypeImageManifest, configNode("c-amd64", 200), base, blobNode("l-amd64", 11, 1000, "application/octet-stream"))
+	arm := manifestNode("arm64", oci.MediaTypeImageManifest, oci.MediaTypeImageManifest, configNode("c-arm64", 200), base, blobNode("l-arm64", 12, 1000, "application/octet-stream"))
+	riscv := manifestNode("riscv", oci.MediaTypeImageManifest, oci.MediaTypeImageManifest, configNode("c-riscv", 200), blobNode("l-riscv", 13, 1000, "application/octet-stream"))
 	// The generically typed index is found by its JSON mediaType.
-	i1 := indexNode("I1", mediaTypeOCIIndex, "", amd, arm)
-	i2 := indexNode("I2", mediaTypeDockerList, mediaTypeDockerList, arm, riscv)
+	i1 := indexNode("I1", oci.MediaTypeImageIndex, "", amd, arm)
+	i2 := indexNode("I2", oci.MediaTypeDockerManifestList, oci.MediaTypeDockerManifestList, arm, riscv)
 	other := blobNode("other", 14, 3000, "application/octet-stream")
 	union := closureSize(i1) + closureSize(i2) - closureSize(arm)
 	s := openStore(t, dir, union+other.size()-1)
@@ -380,7 +382,7 @@ func TestUsingContentProtectsImage(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
 			a, b, shared := twoImages()
-			c := manifestNode("C", mediaTypeOCIManifest, mediaTypeOCIManifest, configNode("cC", 200), blobNode("uC", 4, 2500, "application/octet-stream"))
+			c := manifestNode("C", oci.MediaTypeImageManifest, oci.MediaTypeImageManifest, configNode("cC", 200), blobNode("uC", 4, 2500, "application/octet-stream"))
 			s := openStore(t, dir, closureSize(a)+closureSize(b)-shared.size()+1000)
 			pull(t, s, a)
 			pull(t, s, b)
@@ -443,11 +445,11 @@ func TestSoleRoot(t *testing.T) {
 	t.Parallel()
 	a, b, shared := twoImages()
 	common := blobNode("common", 60, 500, "application/octet-stream")
-	m1 := manifestNode("m1", mediaTypeOCIManifest, mediaTypeOCIManifest, configNode("c1", 200), common)
-	m2 := manifestNode("m2", mediaTypeOCIManifest, mediaTypeOCIManifest, configNode("c2", 200), common)
-	m3 := manifestNode("m3", mediaTypeOCIManifest, mediaTypeOCIManifest, configNode("c3", 200), blobNode("l3", 61, 500, ""))
-	i1 := indexNode("i1", mediaTypeOCIIndex, mediaTypeOCIIndex, m1, m2)
-	i2 := indexNode("i2", mediaTypeOCIIndex, mediaTypeOCIIndex, m2, m3)
+	m1 := manifestNode("m1", oci.MediaTypeImageManifest, oci.MediaTypeImageManifest, configNode("c1", 200), common)
+	m2 := manifestNode("m2", oci.MediaTypeImageManifest, oci.MediaTypeImageManifest, configNode("c2", 200), common)
+	m3 := manifestNode("m3", oci.MediaTypeImageManifest, oci.MediaTypeImageManifest, configNode("c3", 200), blobNode("l3", 61, 500, ""))
+	i1 := indexNode("i1", oci.MediaTypeImageIndex, oci.MediaTypeImageIndex, m1, m2)
+	i2 := indexNode("i2", oci.MediaTypeImageIndex, oci.MediaTypeImageIndex, m2, m3)
 	s := openStore(t, t.TempDir(), 1<<20)
 	for _, n := range []*node{a, b, i1, i2} {
 		pull(t, s, n)
@@ -497,7 +499,7 @@ func TestSharedLayerMovesNoImage(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	a, b, shared := twoImages()
-	c := manifestNode("C", mediaTypeOCIManifest, mediaTypeOCIManifest, configNode("cC", 200), blobNode("uC", 4, 2500, "application/octet-stream"))
+	c := manifestNode("C", oci.MediaTypeImageManifest, oci.MediaTypeImageManifest, configNode("cC", 200), blobNode("uC", 4, 2500, "application/octet-stream"))
 	s := openStore(t, dir, closureSize(a)+closureSize(b)-shared.size()+1000)
 	pull(t, s, a)
 	pull(t, s, b)
@@ -599,34 +601,34 @@ func TestClassify(t *testing.T) {
 		kind      refKind
 		refs      []digest.Digest
 	}{
-		{"oci manifest", mediaTypeOCIManifest, m(mediaTypeOCIManifest, l1, l2), kindManifest, []digest.Digest{cfg, l1, l2}},
-		{"docker manifest, parameters", mediaTypeDockerManifest + "; charset=utf-8", m(mediaTypeDockerManifest, l1), kindManifest, []digest.Digest{cfg, l1}},
-		{"manifest without mediaType field", mediaTypeOCIManifest, m("", l1), kindManifest, []digest.Digest{cfg, l1}},
-		{"duplicate layers", mediaTypeOCIManifest, m(mediaTypeOCIManifest, l1, l1, cfg), kindManifest, []digest.Digest{cfg, l1}},
-		{"self reference dropped", mediaTypeOCIManifest, m(mediaTypeOCIManifest, self), kindManifest, []digest.Digest{cfg}},
-		{"oci index", mediaTypeOCIIndex, doc(testManifest{Manifests: []testDescriptor{{Digest: l1}, {Digest: l2}}}), kindIndex, []digest.Digest{l1, l2}},
-		{"docker list", mediaTypeDockerList, doc(testManifest{Manifests: []testDescriptor{{Digest: l2}}}), kindIndex, []digest.Digest{l2}},
-		{"index ignores layers", mediaTypeOCIIndex, m(mediaTypeOCIIndex, l1), kindIndex, nil},
-		{"generic type, JSON mediaType", "", m(mediaTypeOCIManifest, l1), kindManifest, []digest.Digest{cfg, l1}},
-		{"octet-stream, JSON mediaType index", "application/octet-stream", doc(testManifest{MediaType: mediaTypeOCIIndex, Manifests: []testDescriptor{{Digest: l1}}}), kindIndex, []digest.Digest{l1}},
-		{"generic, leading whitespace", "application/json", append([]byte("\n\t  "), m(mediaTypeDockerManifest, l2)...), kindManifest, []digest.Digest{cfg, l2}},
+		{"oci manifest", oci.MediaTypeImageManifest, m(oci.MediaTypeImageManifest, l1, l2), kindManifest, []digest.Digest{cfg, l1, l2}},
+		{"docker manifest, parameters", oci.MediaTypeDockerManifest + "; charset=utf-8", m(oci.MediaTypeDockerManifest, l1), kindManifest, []digest.Digest{cfg, l1}},
+		{"manifest without mediaType field", oci.MediaTypeImageManifest, m("", l1), kindManifest, []digest.Digest{cfg, l1}},
+		{"duplicate layers", oci.MediaTypeImageManifest, m(oci.MediaTypeImageManifest, l1, l1, cfg), kindManifest, []digest.Digest{cfg, l1}},
+		{"self reference dropped", oci.MediaTypeImageManifest, m(oci.MediaTypeImageManifest, self), kindManifest, []digest.Digest{cfg}},
+		{"oci index", oci.MediaTypeImageIndex, doc(testManifest{Manifests: []testDescriptor{{Digest: l1}, {Digest: l2}}}), kindIndex, []digest.Digest{l1, l2}},
+		{"docker list", oci.MediaTypeDockerManifestList, doc(testManifest{Manifests: []testDescriptor{{Digest: l2}}}), kindIndex, []digest.Digest{l2}},
+		{"index ignores layers", oci.MediaTypeImageIndex, m(oci.MediaTypeImageIndex, l1), kindIndex, nil},
+		{"generic type, JSON mediaType", "", m(oci.MediaTypeImageManifest, l1), kindManifest, []digest.Digest{cfg, l1}},
+		{"octet-stream, JSON mediaType index", "application/octet-stream", doc(testManifest{MediaType: oci.MediaTypeImageIndex, Manifests: []testDescriptor{{Digest: l1}}}), kindIndex, []digest.Digest{l1}},
+		{"generic, leading whitespace", "application/json", append([]byte("\n\t  "), m(oci.MediaTypeDockerManifest, l2)...), kindManifest, []digest.Digest{cfg, l2}},
 		{"generic, no mediaType field", "", m("", l1), kindOpaque, nil},
 		{"config blob", "application/octet-stream", doc(map[string]any{"architecture": "amd64", "mediaType": "application/vnd.oci.image.config.v1+json"}), kindOpaque, nil},
-		{"subject is not a reference", mediaTypeOCIManifest, doc(testManifest{MediaType: mediaTypeOCIManifest, Config: &testDescriptor{Digest: cfg}, Subject: &testDescriptor{Digest: l2}}), kindManifest, []digest.Digest{cfg}},
-		{"invalid digests skipped", mediaTypeOCIManifest, []byte(`{"config":{"digest":"sha256:abc"},"layers":[{"digest":"md5:00"},{"digest":"` + string(l1) + `"},{}]}`), kindManifest, []digest.Digest{l1}},
-		{"sha512 layer skipped", mediaTypeOCIManifest, []byte(`{"layers":[{"digest":"sha512:` + strings.Repeat("ab", 64) + `"}]}`), kindManifest, []digest.Digest{}},
-		{"garbage", mediaTypeOCIManifest, []byte("\x00\x01 not json"), kindOpaque, nil},
-		{"truncated", mediaTypeOCIManifest, m(mediaTypeOCIManifest, l1)[:40], kindOpaque, nil},
-		{"wrong field types", mediaTypeOCIManifest, []byte(`{"layers":"sha256:` + l1.Encoded() + `"}`), kindOpaque, nil},
-		{"array", mediaTypeOCIIndex, []byte(`[1,2]`), kindOpaque, nil},
+		{"subject is not a reference", oci.MediaTypeImageManifest, doc(testManifest{MediaType: oci.MediaTypeImageManifest, Config: &testDescriptor{Digest: cfg}, Subject: &testDescriptor{Digest: l2}}), kindManifest, []digest.Digest{cfg}},
+		{"invalid digests skipped", oci.MediaTypeImageManifest, []byte(`{"config":{"digest":"sha256:abc"},"layers":[{"digest":"md5:00"},{"digest":"` + string(l1) + `"},{}]}`), kindManifest, []digest.Digest{l1}},
+		{"sha512 layer skipped", oci.MediaTypeImageManifest, []byte(`{"layers":[{"digest":"sha512:` + strings.Repeat("ab", 64) + `"}]}`), kindManifest, []digest.Digest{}},
+		{"garbage", oci.MediaTypeImageManifest, []byte("\x00\x01 not json"), kindOpaque, nil},
+		{"truncated", oci.MediaTypeImageManifest, m(oci.MediaTypeImageManifest, l1)[:40], kindOpaque, nil},
+		{"wrong field types", oci.MediaTypeImageManifest, []byte(`{"layers":"sha256:` + l1.Encoded() + `"}`), kindOpaque, nil},
+		{"array", oci.MediaTypeImageIndex, []byte(`[1,2]`), kindOpaque, nil},
 		{"schema1", "application/vnd.docker.distribution.manifest.v1+prettyjws", m("", l1), kindOpaque, nil},
-		{"layer media type", "application/vnd.oci.image.layer.v1.tar+gzip", m(mediaTypeOCIManifest, l1), kindOpaque, nil},
+		{"layer media type", "application/vnd.oci.image.layer.v1.tar+gzip", m(oci.MediaTypeImageManifest, l1), kindOpaque, nil},
 		{"gzip blob", "application/octet-stream", []byte{0x1f, 0x8b, 8, 0, 0}, kindOpaque, nil},
 		{"whitespace only", "", []byte("   "), kindOpaque, nil},
-		{"empty", mediaTypeOCIManifest, nil, kindOpaque, nil},
-		{"too large", mediaTypeOCIManifest, append(m(mediaTypeOCIManifest, l1), bytes.Repeat([]byte(" "), maxManifestSize)...), kindOpaque, nil},
-		{"largest parsed", mediaTypeOCIManifest, func() []byte {
-			b := m(mediaTypeOCIManifest, l1)
+		{"empty", oci.MediaTypeImageManifest, nil, kindOpaque, nil},
+		{"too large", oci.MediaTypeImageManifest, append(m(oci.MediaTypeImageManifest, l1), bytes.Repeat([]byte(" "), maxManifestSize)...), kindOpaque, nil},
+		{"largest parsed", oci.MediaTypeImageManifest, func() []byte {
+			b := m(oci.MediaTypeImageManifest, l1)
 			return append(b, bytes.Repeat([]byte(" "), maxManifestSize-len(b))...)
 		}(), kindManifest, []digest.Digest{cfg, l1}},
 	}
@@ -654,7 +656,7 @@ func TestClassify(t *testing.T) {
 func TestClassifyReadError(t *testing.T) {
 	t.Parallel()
 	_, dgst := blob(34, 10)
-	_, _, err := classify(dgst, mediaTypeOCIManifest, 100, bytes.NewReader([]byte("{}")))
+	_, _, err := classify(dgst, oci.MediaTypeImageManifest, 100, bytes.NewReader([]byte("{}")))
 	if err == nil {
 		t.Fatal("a short read was not reported")
 	}
@@ -685,7 +687,7 @@ func TestParseFailureStoredOpaque(t *testing.T) {
 	s := openStore(t, dir, 3000)
 	garbage := []byte(`{"layers": [ this is not json`)
 	gd := digest.FromBytes(garbage)
-	if err := s.Put(gd, mediaTypeOCIManifest, garbage); err != nil {
+	if err := s.Put(gd, oci.MediaTypeImageManifest, garbage); err != nil {
 		t.Fatal(err)
 	}
 	s.mu.Lock()
@@ -722,7 +724,7 @@ func TestReferencesSurviveRestart(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	a, b, shared := twoImages()
-	c := manifestNode("C", mediaTypeOCIManifest, mediaTypeOCIManifest, configNode("cC", 200), blobNode("uC", 4, 2500, "application/octet-stream"))
+	c := manifestNode("C", oci.MediaTypeImageManifest, oci.MediaTypeImageManifest, configNode("cC", 200), blobNode("uC", 4, 2500, "application/octet-stream"))
 	max := closureSize(a) + closureSize(b) - shared.size() + 1000
 	s := openStore(t, dir, max)
 	pull(t, s, a)
@@ -833,10 +835,10 @@ func newImagePool(rng *rand.Rand, seed uint64) *imagePool {
 		for j := range ls {
 			ls[j] = layers[rng.IntN(len(layers))] // shared between images at random
 		}
-		mt, stored := mediaTypeOCIManifest, mediaTypeOCIManifest
+		mt, stored := oci.MediaTypeImageManifest, oci.MediaTypeImageManifest
 		switch rng.IntN(3) {
 		case 1:
-			mt, stored = mediaTypeDockerManifest, mediaTypeDockerManifest
+			mt, stored = oci.MediaTypeDockerManifest, oci.MediaTypeDockerManifest
 		case 2:
 			stored = "" // found by the JSON mediaType
 		}
@@ -846,14 +848,14 @@ func newImagePool(rng *rand.Rand, seed uint64) *imagePool {
 	for i := range 4 {
 		a := rng.IntN(len(manifests))
 		b := (a + 1 + rng.IntN(len(manifests)-1)) % len(manifests)
-		p.roots = append(p.roots, indexNode(fmt.Sprintf("index%d", i), mediaTypeOCIIndex, mediaTypeOCIIndex, manifests[a], manifests[b]))
+		p.roots = append(p.roots, indexNode(fmt.Sprintf("index%d", i), oci.MediaTypeImageIndex, oci.MediaTypeImageIndex, manifests[a], manifests[b]))
 	}
 	p.loose = append(p.loose, layers...)
 	for i := range 6 {
 		p.loose = append(p.loose, blobNode(fmt.Sprintf("loose%d", i), seed<<8+100+uint64(i), 200+rng.IntN(2800), "application/octet-stream"))
 	}
-	garbage := []byte(fmt.Sprintf(`{"mediaType":%q,"layers":[{"digest":"sha256:%s"}`, mediaTypeOCIManifest, strings.Repeat("0", 64)))
-	p.loose = append(p.loose, &node{name: "garbage-manifest", data: garbage, dgst: digest.FromBytes(garbage), mediaType: mediaTypeOCIManifest, kind: kindOpaque})
+	garbage := []byte(fmt.Sprintf(`{"mediaType":%q,"layers":[{"digest":"sha256:%s"}`, oci.MediaTypeImageManifest, strings.Repeat("0", 64)))
+	p.loose = append(p.loose, &node{name: "garbage-manifest", data: garbage, dgst: digest.FromBytes(garbage), mediaType: oci.MediaTypeImageManifest, kind: kindOpaque})
 	seen := map[digest.Digest]bool{}
 	for _, r := range slices.Concat(p.roots, p.loose) {
 		for _, n := range closure(r) {

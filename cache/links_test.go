@@ -6,14 +6,16 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 )
 
 // linkTestImage is an index of one manifest with a config and a layer.
 func linkTestImage(seed uint64) (index, manifest, config, layer *node) {
 	layer = blobNode("layer", seed, 4<<10, "application/octet-stream")
 	config = configNode("config", 200)
-	manifest = manifestNode("m", mediaTypeOCIManifest, mediaTypeOCIManifest, config, layer)
-	index = indexNode("i", mediaTypeOCIIndex, mediaTypeOCIIndex, manifest)
+	manifest = manifestNode("m", oci.MediaTypeImageManifest, oci.MediaTypeImageManifest, config, layer)
+	index = indexNode("i", oci.MediaTypeImageIndex, oci.MediaTypeImageIndex, manifest)
 	return index, manifest, config, layer
 }
 
@@ -127,7 +129,7 @@ func TestLinksDerivedFromTagRecords(t *testing.T) {
 	s := openStore(t, dir, 1<<30)
 	index, manifest, _, layer := linkTestImage(3)
 	pull(t, s, index)
-	if err := s.PutTag("team/app", "v1", AnyAccept, TagRecord{Digest: index.dgst, MediaType: mediaTypeOCIIndex, Size: index.size(), Checked: time.Now()}); err != nil {
+	if err := s.PutTag("team/app", "v1", AnyAccept, TagRecord{Digest: index.dgst, MediaType: oci.MediaTypeImageIndex, Size: index.size(), Checked: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	// As an older version left it: no links, no marker.
@@ -153,10 +155,10 @@ func TestSetMediaType(t *testing.T) {
 		{set: "application/octet-stream", want: "", changed: false}, // stored with "" below: both generic
 		{set: "application/vnd.oci.image.layer.v1.tar", want: "application/vnd.oci.image.layer.v1.tar", changed: true},
 		{set: "application/octet-stream", want: "application/vnd.oci.image.layer.v1.tar"},
-		{set: mediaTypeDockerManifest, want: mediaTypeDockerManifest, changed: true},
-		{set: "application/octet-stream", want: mediaTypeDockerManifest},
-		{set: "application/vnd.oci.image.layer.v1.tar", want: mediaTypeDockerManifest},
-		{set: mediaTypeOCIManifest, want: mediaTypeDockerManifest}, // manifest for manifest: first stays
+		{set: oci.MediaTypeDockerManifest, want: oci.MediaTypeDockerManifest, changed: true},
+		{set: "application/octet-stream", want: oci.MediaTypeDockerManifest},
+		{set: "application/vnd.oci.image.layer.v1.tar", want: oci.MediaTypeDockerManifest},
+		{set: oci.MediaTypeImageManifest, want: oci.MediaTypeDockerManifest}, // manifest for manifest: first stays
 	}
 	if err := s.Put(dgst, "", data); err != nil {
 		t.Fatal(err)
@@ -171,7 +173,7 @@ func TestSetMediaType(t *testing.T) {
 			t.Errorf("step %d: SetMediaType(%q) = %v, type %q; want %v, %q", i, tt.set, changed, info.MediaType, tt.changed, tt.want)
 		}
 	}
-	if _, err := s.SetMediaType(digest.FromString("absent"), mediaTypeOCIManifest); err == nil {
+	if _, err := s.SetMediaType(digest.FromString("absent"), oci.MediaTypeImageManifest); err == nil {
 		t.Error("SetMediaType of an absent digest succeeded")
 	}
 }

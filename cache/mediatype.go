@@ -5,15 +5,8 @@ import (
 	"mime"
 
 	"github.com/opencontainers/go-digest"
-)
 
-// Manifest media types the store knows besides the four it reads for
-// references (refs.go): they name manifests too, so a request for a
-// manifest may be served content stored under them.
-const (
-	mediaTypeDockerSchema1       = "application/vnd.docker.distribution.manifest.v1+json"
-	mediaTypeDockerSchema1Signed = "application/vnd.docker.distribution.manifest.v1+prettyjws"
-	mediaTypeOCIArtifact         = "application/vnd.oci.artifact.manifest.v1+json"
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 )
 
 // IsManifestType reports whether mediaType names a manifest: an OCI
@@ -29,7 +22,7 @@ func IsManifestType(mediaType string) bool {
 		return false
 	}
 	switch mt {
-	case mediaTypeDockerSchema1, mediaTypeDockerSchema1Signed, mediaTypeOCIArtifact:
+	case oci.MediaTypeDockerSchema1, oci.MediaTypeDockerSchema1Signed, oci.MediaTypeArtifactManifest:
 		return true
 	}
 	return false

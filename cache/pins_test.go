@@ -16,6 +16,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 )
 
@@ -48,7 +49,7 @@ func layerNode(name string, seed uint64, size int) *node {
 
 // imageNode is a manifest with a small config and the given layers.
 func imageNode(name string, layers ...*node) *node {
-	return manifestNode(name, mediaTypeOCIManifest, mediaTypeOCIManifest, configNode("c-"+name, 200), layers...)
+	return manifestNode(name, oci.MediaTypeImageManifest, oci.MediaTypeImageManifest, configNode("c-"+name, 200), layers...)
 }
 
 // fillers returns n images of one layer of size bytes each.
@@ -78,7 +79,7 @@ func TestPinnedImageSurvivesEviction(t *testing.T) {
 			base := layerNode("base", 1010, 1000)
 			amd := imageNode("amd64", base, layerNode("amd", 1011, 700))
 			arm := imageNode("arm64", base, layerNode("arm", 1012, 700))
-			return indexNode("I", mediaTypeOCIIndex, mediaTypeOCIIndex, amd, arm), imageNode("N", base, layerNode("n1", 1013, 800))
+			return indexNode("I", oci.MediaTypeImageIndex, oci.MediaTypeImageIndex, amd, arm), imageNode("N", base, layerNode("n1", 1013, 800))
 		}},
 	}
 	for _, tc := range tests {
@@ -131,7 +132,7 @@ func TestPinRefused(t *testing.T) {
 	whole := imageNode("whole", layers[0])
 	oneMissing := imageNode("one-missing", layers[1], layers[2])
 	manyMissing := imageNode("many-missing", layers[2:]...)
-	missingManifest := indexNode("I", mediaTypeOCIIndex, mediaTypeOCIIndex, whole, imageNode("absent", layers[0]))
+	missingManifest := indexNode("I", oci.MediaTypeImageIndex, oci.MediaTypeImageIndex, whole, imageNode("absent", layers[0]))
 	pull(t, s, whole)
 	fetch(t, s, oneMissing)
 	fetch(t, s, oneMissing.refs[0])
@@ -405,7 +406,7 @@ func TestPinnedManifestUnderIndex(t *testing.T) {
 			base := layerNode("base", 1600, 1000)
 			amd := imageNode("amd64", base, layerNode("amd", 1601, 1000))
 			arm := imageNode("arm64", base, layerNode("arm", 1602, 1000))
-			idx := indexNode("I", mediaTypeOCIIndex, mediaTypeOCIIndex, amd, arm)
+			idx := indexNode("I", oci.MediaTypeImageIndex, oci.MediaTypeImageIndex, amd, arm)
 			pull(t, s, idx)
 			mustPin(t, s, arm, "team/app:v1-arm64")
 			switch how {
@@ -499,7 +500,7 @@ func TestEntriesKindAndPinned(t *testing.T) {
 	base := layerNode("base", 1800, 500)
 	amd := imageNode("amd64", base, layerNode("amd", 1801, 500))
 	arm := imageNode("arm64", base, layerNode("arm", 1802, 500))
-	idx := indexNode("I", mediaTypeOCIIndex, "", amd, arm) // found by its JSON
+	idx := indexNode("I", oci.MediaTypeImageIndex, "", amd, arm) // found by its JSON
 	loose := layerNode("loose", 1803, 100)
 	pull(t, s, idx)
 	fetch(t, s, loose)

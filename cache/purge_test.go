@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 )
 
 func randFor(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 99)) }
@@ -202,8 +204,8 @@ func TestPurgeUnusedSharedChain(t *testing.T) {
 	base := layerNode("base", 2300, 800)
 	amd := imageNode("amd64", base, layerNode("amd", 2301, 500))
 	arm := imageNode("arm64", base, layerNode("arm", 2302, 500))
-	i1 := indexNode("I1", mediaTypeOCIIndex, mediaTypeOCIIndex, amd, arm)
-	i2 := indexNode("I2", mediaTypeOCIIndex, mediaTypeOCIIndex, arm)
+	i1 := indexNode("I1", oci.MediaTypeImageIndex, oci.MediaTypeImageIndex, amd, arm)
+	i2 := indexNode("I2", oci.MediaTypeImageIndex, oci.MediaTypeImageIndex, arm)
 	pull(t, s, i1)
 	pull(t, s, i2)
 	removed, err := s.PurgeUnused(time.Now().Add(time.Hour))

@@ -11,14 +11,8 @@ import (
 	"slices"
 
 	"github.com/opencontainers/go-digest"
-)
 
-// Media types of the manifests whose references the store follows.
-const (
-	mediaTypeOCIManifest    = "application/vnd.oci.image.manifest.v1+json"
-	mediaTypeOCIIndex       = "application/vnd.oci.image.index.v1+json"
-	mediaTypeDockerManifest = "application/vnd.docker.distribution.manifest.v2+json"
-	mediaTypeDockerList     = "application/vnd.docker.distribution.manifest.list.v2+json"
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 )
 
 // maxManifestSize is the largest entry parsed for references: ECR's (and
@@ -54,9 +48,9 @@ func manifestKind(mediaType string) refKind {
 		return kindOpaque
 	}
 	switch mt {
-	case mediaTypeOCIManifest, mediaTypeDockerManifest:
+	case oci.MediaTypeImageManifest, oci.MediaTypeDockerManifest:
 		return kindManifest
-	case mediaTypeOCIIndex, mediaTypeDockerList:
+	case oci.MediaTypeImageIndex, oci.MediaTypeDockerManifestList:
 		return kindIndex
 	}
 	return kindOpaque
@@ -128,7 +122,9 @@ func classify(dgst digest.Digest, mediaType string, size int64, r io.ReaderAt) (
 }
 
 // descriptor and manifestDoc are the parts of OCI and Docker schema2
-// manifests and indexes that name other content.
+// manifests and indexes that name other content. descriptor reads the
+// digest alone, not a whole oci.Descriptor: a manifest whose other
+// descriptor fields are malformed still names its content.
 type descriptor struct {
 	Digest digest.Digest `json:"digest"`
 }

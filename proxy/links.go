@@ -9,6 +9,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/cache"
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
@@ -80,9 +81,7 @@ func (p *Proxy) confirm(ctx context.Context, req *registry.Request, k kind) (str
 // manifest type, so that upstream answers whatever the manifest is, and
 // the client's own.
 func confirmAccept(client []string) http.Header {
-	types := append([]string{}, manifestTypes...)
-	types = append(types, "application/vnd.docker.distribution.manifest.v1+prettyjws",
-		"application/vnd.docker.distribution.manifest.v1+json", "application/vnd.oci.artifact.manifest.v1+json")
+	types := append(oci.ManifestTypes(), oci.MediaTypeDockerSchema1Signed, oci.MediaTypeDockerSchema1, oci.MediaTypeArtifactManifest)
 	for _, t := range client {
 		if t != "" && !strings.ContainsAny(t, ",\r\n") {
 			types = append(types, t)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 )
 
@@ -278,7 +279,7 @@ func TestLinksSurviveRestart(t *testing.T) {
 func TestConfirmAccept(t *testing.T) {
 	t.Parallel()
 	got := confirmAccept([]string{"application/vnd.example+json", "bad,value", "x\r\nInjected: 1"}).Get("Accept")
-	for _, want := range append(manifestTypes, "application/vnd.example+json", "application/vnd.docker.distribution.manifest.v1+prettyjws") {
+	for _, want := range append(oci.ManifestTypes(), "application/vnd.example+json", oci.MediaTypeDockerSchema1Signed) {
 		if !strings.Contains(got, want) {
 			t.Errorf("Accept %q lacks %s", got, want)
 		}

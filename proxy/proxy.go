@@ -20,6 +20,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/cache"
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
@@ -600,7 +601,7 @@ func nextQuery(link string) string {
 // manifest type the mirror knows.
 func acceptHeader(accept []string) http.Header {
 	if len(accept) == 0 {
-		accept = manifestTypes
+		accept = oci.ManifestTypes()
 	}
 	return http.Header{"Accept": {strings.Join(accept, ", ")}}
 }

@@ -18,14 +18,6 @@ import (
 // errorBodyLimit caps how much of an upstream error body is read.
 const errorBodyLimit = 64 << 10
 
-// Manifest media types the mirror asks for when the client does not say.
-var manifestTypes = []string{
-	"application/vnd.oci.image.index.v1+json",
-	"application/vnd.docker.distribution.manifest.list.v2+json",
-	"application/vnd.oci.image.manifest.v1+json",
-	"application/vnd.docker.distribution.manifest.v2+json",
-}
-
 // upstream sends requests to the ECR registry.
 type upstream struct {
 	base    *url.URL

@@ -8,10 +8,9 @@ import (
 	"strconv"
 
 	"github.com/opencontainers/go-digest"
-)
 
-// MediaTypeOCIIndex is the media type of a referrers answer.
-const MediaTypeOCIIndex = "application/vnd.oci.image.index.v1+json"
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
+)
 
 // ReferrerList is one page of the referrers API.
 type ReferrerList struct {
@@ -55,7 +54,7 @@ func (h *Handler) serveReferrers(ctx context.Context, w *recorder, r *http.Reque
 	if rl.FiltersApplied != "" {
 		hdr.Set("OCI-Filters-Applied", rl.FiltersApplied)
 	}
-	hdr.Set("Content-Type", MediaTypeOCIIndex)
+	hdr.Set("Content-Type", oci.MediaTypeImageIndex)
 	hdr.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
@@ -86,7 +85,7 @@ func clientReferrers(upstream []byte) ([]byte, error) {
 		index["schemaVersion"] = json.RawMessage("2")
 	}
 	if index["mediaType"] == nil {
-		index["mediaType"] = json.RawMessage(fmt.Sprintf("%q", MediaTypeOCIIndex))
+		index["mediaType"] = json.RawMessage(fmt.Sprintf("%q", oci.MediaTypeImageIndex))
 	}
 	return json.Marshal(index)
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 )
 
 // referrersBackend is a fakeBackend that also lists referrers.
@@ -39,7 +41,7 @@ func TestReferrersPassedThrough(t *testing.T) {
 		wantHeader  map[string]string
 	}{
 		{name: "as sent", list: ReferrerList{Body: []byte(index)}, status: 200, body: index,
-			wantHeader: map[string]string{"Content-Type": MediaTypeOCIIndex, "Link": "", "OCI-Filters-Applied": ""}},
+			wantHeader: map[string]string{"Content-Type": oci.MediaTypeImageIndex, "Link": "", "OCI-Filters-Applied": ""}},
 		{name: "filtered, paged", query: "?artifactType=a%2Fb&ns=docker.io", list: ReferrerList{Body: []byte(index), FiltersApplied: "artifactType", NextQuery: "next=2"}, status: 200, body: index,
 			wantHeader: map[string]string{"OCI-Filters-Applied": "artifactType"}},
 		{name: "null manifests", list: ReferrerList{Body: []byte(`{"schemaVersion":2,"manifests":null}`)}, status: 200,

@@ -321,7 +321,7 @@ func verifyFlags(fs *flag.FlagSet) cacheWork {
 			if t == nil {
 				t = prog.task("rehashing the cache", total)
 			}
-			t.add(done-last, 0)
+			t.Add(done-last, 0)
 			last = done
 		})
 		if t != nil {
@@ -523,7 +523,7 @@ func importFlags(fs *flag.FlagSet) cacheWork {
 		}
 		prog := newProgress(ctx, o.stderr, chooseProgress(o.stderr, o.quiet || o.json), o.name)
 		t := prog.task(filepath.Base(pos[0]), fi.Size())
-		rep, err := c.Import(ctx, t.reader(f))
+		rep, err := c.Import(ctx, t.Reader(f))
 		t.finish(err, "")
 		prog.wait()
 		if err != nil {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ecr-mirror/ecr-mirror/admin"
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
@@ -71,7 +72,7 @@ func exportBundle(t *testing.T, s *seededFake) (string, exportSummary) {
 	// are archived rewritten to OCI types, ECR's manifests beside.
 	if err := json.Unmarshal([]byte(stdout), &sum); err != nil || len(sum.Images) != 2 ||
 		sum.Images[0].SourceDigest != s.app || sum.Images[1].SourceDigest != s.multi ||
-		sum.Images[0].MediaType != mtOCIManifest || sum.Images[1].MediaType != mtOCIIndex {
+		sum.Images[0].MediaType != oci.MediaTypeImageManifest || sum.Images[1].MediaType != oci.MediaTypeImageIndex {
 		t.Fatalf("export --json: %v\n%s", err, stdout)
 	}
 	if fi, err := os.Stat(out); err != nil || fi.Size() != sum.Bytes {
@@ -150,7 +151,7 @@ func TestImportServesOffline(t *testing.T) {
 		}
 	}
 	// The index, by tag, as a multi-platform client asks for it.
-	hdr := map[string][]string{"Accept": {mtOCIIndex + ", " + mtOCIManifest}}
+	hdr := map[string][]string{"Accept": {oci.MediaTypeImageIndex + ", " + oci.MediaTypeImageManifest}}
 	resp, body, err := get(t, "GET", m.URL+"/v2/team/multi/manifests/v2", hdr)
 	if err != nil || resp.StatusCode != 200 || digest.FromBytes(body) != s.multi {
 		t.Fatalf("index by tag with ECR down: %v %v, digest %s want %s", err, resp, digest.FromBytes(body), s.multi)

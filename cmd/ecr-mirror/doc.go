@@ -17,4 +17,6 @@
 //   - serve.go: the lifecycle, an errgroup with one goroutine per server
 //     and one that shuts them down (the admin socket last) within
 //     SHUTDOWN_GRACE.
+//   - warm.go, export.go, cachecmd.go: the image commands' flags, progress
+//     and output; the images themselves are read with internal/imageclient.
 package main

@@ -103,8 +103,8 @@ func (p *progress) grow(n int64) {
 	}
 }
 
-// addTotal grows the task's total, as its size becomes known.
-func (t *task) addTotal(n int64) {
+// AddTotal grows the task's total, as its size becomes known.
+func (t *task) AddTotal(n int64) {
 	t.mu.Lock()
 	t.total += n
 	total := t.total
@@ -115,8 +115,8 @@ func (t *task) addTotal(n int64) {
 	}
 }
 
-// add counts n bytes done.
-func (t *task) add(n int64, took time.Duration) {
+// Add counts n bytes done.
+func (t *task) Add(n int64, took time.Duration) {
 	t.mu.Lock()
 	t.done += n
 	t.mu.Unlock()
@@ -137,8 +137,8 @@ func (t *task) add(n int64, took time.Duration) {
 	}
 }
 
-// reader counts what r yields against the task.
-func (t *task) reader(r io.Reader) io.Reader { return &taskReader{t: t, r: r, last: time.Now()} }
+// Reader counts what r yields against the task.
+func (t *task) Reader(r io.Reader) io.Reader { return &taskReader{t: t, r: r, last: time.Now()} }
 
 type taskReader struct {
 	t    *task
@@ -150,7 +150,7 @@ func (tr *taskReader) Read(b []byte) (int, error) {
 	n, err := tr.r.Read(b)
 	if n > 0 {
 		now := time.Now()
-		tr.t.add(int64(n), now.Sub(tr.last))
+		tr.t.Add(int64(n), now.Sub(tr.last))
 		tr.last = now
 	}
 	return n, err

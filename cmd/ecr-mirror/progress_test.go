@@ -26,8 +26,8 @@ func TestProgress(t *testing.T) {
 		var out testkit.SyncBuffer
 		p := newProgress(context.Background(), &out, tt.mode, "export")
 		ok := p.task("team/app:v1", 0)
-		ok.addTotal(1 << 20)
-		if _, err := io.Copy(io.Discard, ok.reader(bytes.NewReader(make([]byte, 1<<20)))); err != nil {
+		ok.AddTotal(1 << 20)
+		if _, err := io.Copy(io.Discard, ok.Reader(bytes.NewReader(make([]byte, 1<<20)))); err != nil {
 			t.Fatal(err)
 		}
 		ok.finish(nil, "3 blobs")

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 )
 
 // faultFixture is a fake holding one blob and one manifest, with a token.
@@ -31,8 +33,8 @@ func newFaultFixture(t *testing.T) *faultFixture {
 	x := &faultFixture{f: f, c: newClient(t), blob: make([]byte, 20<<10)}
 	_, _ = rand.Read(x.blob)
 	x.blobDgst = f.PutBlob("fault/repo", x.blob)
-	x.manifest = []byte(`{"schemaVersion":2,"mediaType":"` + mediaTypeOCIManifest + `","layers":[]}`)
-	x.manDigest = f.PutManifest("fault/repo", "v1", mediaTypeOCIManifest, x.manifest)
+	x.manifest = []byte(`{"schemaVersion":2,"mediaType":"` + oci.MediaTypeImageManifest + `","layers":[]}`)
+	x.manDigest = f.PutManifest("fault/repo", "v1", oci.MediaTypeImageManifest, x.manifest)
 	x.auth = "Authorization: Basic " + token(t, f)
 	return x
 }

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 )
 
 // annotationRefName names an index.json entry in an OCI layout.
@@ -19,27 +21,19 @@ const annotationRefName = "org.opencontainers.image.ref.name"
 // maxIndexDepth bounds how deeply indexes may nest in a layout.
 const maxIndexDepth = 8
 
-// descriptor is the part of an OCI descriptor the loader reads.
-type descriptor struct {
-	MediaType   string            `json:"mediaType"`
-	Digest      digest.Digest     `json:"digest"`
-	Size        int64             `json:"size"`
-	Annotations map[string]string `json:"annotations"`
-}
-
 // manifestDoc is the part of a manifest or an index the loader reads.
 type manifestDoc struct {
-	MediaType string       `json:"mediaType"`
-	Config    *descriptor  `json:"config"`
-	Layers    []descriptor `json:"layers"`
-	Manifests []descriptor `json:"manifests"`
+	MediaType string           `json:"mediaType"`
+	Config    *oci.Descriptor  `json:"config"`
+	Layers    []oci.Descriptor `json:"layers"`
+	Manifests []oci.Descriptor `json:"manifests"`
 }
 
 func (m *manifestDoc) isIndex(mediaType string) bool {
 	switch mediaType {
-	case mediaTypeOCIIndex, mediaTypeDockerList:
+	case oci.MediaTypeImageIndex, oci.MediaTypeDockerManifestList:
 		return true
-	case mediaTypeOCIManifest, mediaTypeDockerManifest:
+	case oci.MediaTypeImageManifest, oci.MediaTypeDockerManifest:
 		return false
 	}
 	return m.Manifests != nil && m.Config == nil
@@ -75,7 +69,7 @@ func (s *Server) LoadOCILayout(dir, repo, tag string) error {
 	if len(index.Manifests) == 0 {
 		return fmt.Errorf("fakeecr: %s: index.json lists no manifests", dir)
 	}
-	var top descriptor
+	var top oci.Descriptor
 	if tag != "" {
 		var err error
 		if top, err = topManifest(index.Manifests, tag); err != nil {
@@ -109,7 +103,7 @@ func (s *Server) LoadOCILayout(dir, repo, tag string) error {
 }
 
 // topManifest picks the index.json entry to tag.
-func topManifest(entries []descriptor, tag string) (descriptor, error) {
+func topManifest(entries []oci.Descriptor, tag string) (oci.Descriptor, error) {
 	if len(entries) == 1 {
 		return entries[0], nil
 	}
@@ -118,7 +112,7 @@ func topManifest(entries []descriptor, tag string) (descriptor, error) {
 			return d, nil
 		}
 	}
-	return descriptor{}, fmt.Errorf("index.json lists %d manifests, none annotated %s=%q",
+	return oci.Descriptor{}, fmt.Errorf("index.json lists %d manifests, none annotated %s=%q",
 		len(entries), annotationRefName, tag)
 }
 
@@ -129,7 +123,7 @@ type layoutLoader struct {
 }
 
 // walk checks the manifest d points at and everything it references.
-func (l *layoutLoader) walk(d descriptor, depth int) error {
+func (l *layoutLoader) walk(d oci.Descriptor, depth int) error {
 	if depth > maxIndexDepth {
 		return fmt.Errorf("indexes nest deeper than %d", maxIndexDepth)
 	}
@@ -163,7 +157,7 @@ func (l *layoutLoader) walk(d descriptor, depth int) error {
 	if m.Config == nil {
 		return fmt.Errorf("manifest %s has no config", d.Digest)
 	}
-	for _, ref := range append([]descriptor{*m.Config}, m.Layers...) {
+	for _, ref := range append([]oci.Descriptor{*m.Config}, m.Layers...) {
 		if _, err := l.blob(ref); err != nil {
 			return fmt.Errorf("manifest %s: %w", d.Digest, err)
 		}
@@ -172,7 +166,7 @@ func (l *layoutLoader) walk(d descriptor, depth int) error {
 }
 
 // blob returns the blob d points at, checking that it exists and has d's size.
-func (l *layoutLoader) blob(d descriptor) ([]byte, error) {
+func (l *layoutLoader) blob(d oci.Descriptor) ([]byte, error) {
 	data, ok := l.blobs[d.Digest]
 	if !ok {
 		return nil, fmt.Errorf("blob %s is missing", d.Digest)

@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 )
 
 const sampleImage = "../../testdata/sample-image"
@@ -38,12 +40,12 @@ func TestLoadOCILayout(t *testing.T) {
 
 	r := do(t, c, http.MethodGet, f.URL()+"/v2/sample/hello/manifests/latest", auth)
 	if r.StatusCode != http.StatusOK || r.Header.Get("Docker-Content-Digest") != sampleManifest ||
-		r.Header.Get("Content-Type") != mediaTypeOCIManifest || digest.FromBytes(r.body) != sampleManifest {
+		r.Header.Get("Content-Type") != oci.MediaTypeImageManifest || digest.FromBytes(r.body) != sampleManifest {
 		t.Fatalf("manifest: %d, digest %q, type %q", r.StatusCode, r.Header.Get("Docker-Content-Digest"), r.Header.Get("Content-Type"))
 	}
 	var m struct {
-		Config descriptor   `json:"config"`
-		Layers []descriptor `json:"layers"`
+		Config oci.Descriptor   `json:"config"`
+		Layers []oci.Descriptor `json:"layers"`
 	}
 	if err := json.Unmarshal(r.body, &m); err != nil {
 		t.Fatal(err)
@@ -52,7 +54,7 @@ func TestLoadOCILayout(t *testing.T) {
 		t.Fatalf("manifest references %s and %v", m.Config.Digest, m.Layers)
 	}
 
-	pull := func(d descriptor) []byte {
+	pull := func(d oci.Descriptor) []byte {
 		t.Helper()
 		r := do(t, c, http.MethodGet, f.URL()+"/v2/sample/hello/blobs/"+d.Digest.String(), auth)
 		if r.StatusCode != http.StatusTemporaryRedirect {

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 )
 
 // send is do with a request body.
@@ -190,12 +192,12 @@ func TestPushManifest(t *testing.T) {
 	missing := digest.FromString("not pushed")
 	manifest := func(layer digest.Digest) []byte {
 		return fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":%q,"config":{"digest":%q,"size":2},"layers":[{"digest":%q,"size":5}]}`,
-			mediaTypeOCIManifest, cfg, layer)
+			oci.MediaTypeImageManifest, cfg, layer)
 	}
 	good := manifest(layer)
 	goodDgst := digest.FromBytes(good)
-	index := fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":%q,"manifests":[{"digest":%q}]}`, mediaTypeOCIIndex, goodDgst)
-	ct := "Content-Type: " + mediaTypeOCIManifest
+	index := fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":%q,"manifests":[{"digest":%q}]}`, oci.MediaTypeImageIndex, goodDgst)
+	ct := "Content-Type: " + oci.MediaTypeImageManifest
 
 	tests := []struct {
 		name, repo, ref string
@@ -204,10 +206,10 @@ func TestPushManifest(t *testing.T) {
 		status          int
 		code            string
 	}{
-		{name: "index before its manifest", repo: "team/app", ref: "multi", body: index, hdr: "Content-Type: " + mediaTypeOCIIndex, status: 400, code: codeManifestUnknown},
+		{name: "index before its manifest", repo: "team/app", ref: "multi", body: index, hdr: "Content-Type: " + oci.MediaTypeImageIndex, status: 400, code: codeManifestUnknown},
 		{name: "by tag", repo: "team/app", ref: "v1", body: good, hdr: ct, status: 201},
 		{name: "by digest", repo: "team/app", ref: goodDgst.String(), body: good, hdr: ct, status: 201},
-		{name: "index", repo: "team/app", ref: "multi", body: index, hdr: "Content-Type: " + mediaTypeOCIIndex, status: 201},
+		{name: "index", repo: "team/app", ref: "multi", body: index, hdr: "Content-Type: " + oci.MediaTypeImageIndex, status: 201},
 		{name: "digest mismatch", repo: "team/app", ref: missing.String(), body: good, hdr: ct, status: 400, code: codeDigestInvalid},
 		{name: "layer missing", repo: "team/app", ref: "v2", body: manifest(missing), hdr: ct, status: 400, code: codeBlobUploadUnknown},
 		{name: "layers in another repository", repo: "team/other", ref: "v1", body: good, hdr: ct, status: 400, code: codeBlobUploadUnknown},
@@ -235,7 +237,7 @@ func TestPushManifest(t *testing.T) {
 		t.Fatalf("tag v1 names %s, want %s", d, goodDgst)
 	}
 	r := do(t, c, http.MethodGet, f.URL()+"/v2/team/app/manifests/v1", auth)
-	if r.StatusCode != 200 || !bytes.Equal(r.body, good) || r.Header.Get("Content-Type") != mediaTypeOCIManifest {
+	if r.StatusCode != 200 || !bytes.Equal(r.body, good) || r.Header.Get("Content-Type") != oci.MediaTypeImageManifest {
 		t.Fatalf("GET of the pushed manifest: %d %q %q", r.StatusCode, r.Header.Get("Content-Type"), r.body)
 	}
 	if got := f.PushCounters().ManifestPuts; got != 3 {

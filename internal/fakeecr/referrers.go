@@ -8,25 +8,17 @@ import (
 	"strings"
 
 	"github.com/opencontainers/go-digest"
-)
 
-// referrerDesc is an OCI content descriptor as a referrers list (an OCI
-// index) holds it.
-type referrerDesc struct {
-	MediaType    string            `json:"mediaType"`
-	Digest       digest.Digest     `json:"digest"`
-	Size         int64             `json:"size"`
-	ArtifactType string            `json:"artifactType,omitempty"`
-	Annotations  map[string]string `json:"annotations,omitempty"`
-}
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
+)
 
 // manifestFields are the parts of a manifest or index the referrers API
 // reads.
 type manifestFields struct {
 	MediaType    string            `json:"mediaType"`
 	ArtifactType string            `json:"artifactType"`
-	Config       *referrerDesc     `json:"config"`
-	Subject      *referrerDesc     `json:"subject"`
+	Config       *oci.Descriptor   `json:"config"`
+	Subject      *oci.Descriptor   `json:"subject"`
 	Annotations  map[string]string `json:"annotations"`
 }
 
@@ -41,10 +33,10 @@ func subjectOf(data []byte) digest.Digest {
 
 // referrer describes m as a referrers list does: its artifactType is its
 // own, else its config's media type (OCI image spec, "Listing Referrers").
-func referrer(m *manifest) referrerDesc {
+func referrer(m *manifest) oci.Descriptor {
 	var f manifestFields
 	_ = json.Unmarshal(m.data, &f) // stored manifests are valid JSON
-	d := referrerDesc{MediaType: m.mediaType, Digest: m.dgst, Size: int64(len(m.data)),
+	d := oci.Descriptor{MediaType: m.mediaType, Digest: m.dgst, Size: int64(len(m.data)),
 		ArtifactType: f.ArtifactType, Annotations: f.Annotations}
 	if d.ArtifactType == "" && f.Config != nil {
 		d.ArtifactType = f.Config.MediaType
@@ -54,7 +46,7 @@ func referrer(m *manifest) referrerDesc {
 
 // referrers lists the manifests of repository name whose subject is dgst,
 // in digest order; repoFound is false when the repository does not exist.
-func (s *store) referrers(name string, dgst digest.Digest) (refs []referrerDesc, repoFound bool) {
+func (s *store) referrers(name string, dgst digest.Digest) (refs []oci.Descriptor, repoFound bool) {
 	s.mu.RLock()
 	r := s.repos[name]
 	var ms []*manifest
@@ -67,13 +59,13 @@ func (s *store) referrers(name string, dgst digest.Digest) (refs []referrerDesc,
 	if r == nil {
 		return nil, false
 	}
-	refs = []referrerDesc{}
+	refs = []oci.Descriptor{}
 	for _, m := range ms {
 		if subjectOf(m.data) == dgst {
 			refs = append(refs, referrer(m))
 		}
 	}
-	slices.SortFunc(refs, func(a, b referrerDesc) int { return strings.Compare(string(a.Digest), string(b.Digest)) })
+	slices.SortFunc(refs, func(a, b oci.Descriptor) int { return strings.Compare(string(a.Digest), string(b.Digest)) })
 	return refs, true
 }
 
@@ -95,20 +87,20 @@ func (s *Server) serveReferrers(w http.ResponseWriter, r *http.Request, rt route
 		return
 	}
 	if at := r.URL.Query().Get("artifactType"); at != "" {
-		refs = slices.DeleteFunc(refs, func(d referrerDesc) bool { return d.ArtifactType != at })
+		refs = slices.DeleteFunc(refs, func(d oci.Descriptor) bool { return d.ArtifactType != at })
 		w.Header().Set("OCI-Filters-Applied", "artifactType")
 	}
 	body, err := json.Marshal(struct {
-		SchemaVersion int            `json:"schemaVersion"`
-		MediaType     string         `json:"mediaType"`
-		Manifests     []referrerDesc `json:"manifests"`
-	}{2, mediaTypeOCIIndex, refs})
+		SchemaVersion int              `json:"schemaVersion"`
+		MediaType     string           `json:"mediaType"`
+		Manifests     []oci.Descriptor `json:"manifests"`
+	}{2, oci.MediaTypeImageIndex, refs})
 	if err != nil { // cannot happen: plain strings and numbers
 		writeOCIError(w, http.StatusInternalServerError, codeUnknown, err.Error())
 		return
 	}
 	h := w.Header()
-	h.Set("Content-Type", mediaTypeOCIIndex)
+	h.Set("Content-Type", oci.MediaTypeImageIndex)
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodGet {

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 )
 
 // The referrers API lists a repository's manifests whose subject is the
@@ -68,13 +70,13 @@ func TestReferrers(t *testing.T) {
 			continue
 		}
 		var idx struct {
-			MediaType string         `json:"mediaType"`
-			Manifests []referrerDesc `json:"manifests"`
+			MediaType string           `json:"mediaType"`
+			Manifests []oci.Descriptor `json:"manifests"`
 		}
-		if err := json.Unmarshal(r.body, &idx); err != nil || idx.Manifests == nil || idx.MediaType != mediaTypeOCIIndex {
+		if err := json.Unmarshal(r.body, &idx); err != nil || idx.Manifests == nil || idx.MediaType != oci.MediaTypeImageIndex {
 			t.Fatalf("%s: body %s (%v)", tt.name, r.body, err)
 		}
-		if ct := r.Header.Get("Content-Type"); ct != mediaTypeOCIIndex {
+		if ct := r.Header.Get("Content-Type"); ct != oci.MediaTypeImageIndex {
 			t.Errorf("%s: Content-Type %q", tt.name, ct)
 		}
 		var kinds []string

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 )
 
 func TestRegistryAuth(t *testing.T) {
@@ -92,7 +94,7 @@ func TestManifests(t *testing.T) {
 		{"GET by digest", http.MethodGet, dgst.String(), mt, body},
 		{"HEAD by tag", http.MethodHead, "1.27", mt, nil},
 		{"HEAD by digest", http.MethodHead, dgst.String(), mt, nil},
-		{"media type from the manifest", http.MethodGet, sniffedDgst.String(), mediaTypeOCIIndex, sniffed},
+		{"media type from the manifest", http.MethodGet, sniffedDgst.String(), oci.MediaTypeImageIndex, sniffed},
 	} {
 		r := do(t, c, tc.method, base+tc.ref, auth, accept)
 		if r.StatusCode != http.StatusOK {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 )
 
 // store is the fake's content. Blobs are shared by digest across
@@ -195,14 +197,6 @@ func (s *Server) ResolveTag(repo, tag string) (digest.Digest, bool) {
 	return m.dgst, true
 }
 
-// Media types of manifests.
-const (
-	mediaTypeOCIManifest    = "application/vnd.oci.image.manifest.v1+json"
-	mediaTypeOCIIndex       = "application/vnd.oci.image.index.v1+json"
-	mediaTypeDockerManifest = "application/vnd.docker.distribution.manifest.v2+json"
-	mediaTypeDockerList     = "application/vnd.docker.distribution.manifest.list.v2+json"
-)
-
 // sniffMediaType returns the mediaType field of a manifest, guessing from its
 // shape when the field is absent.
 func sniffMediaType(data []byte) string {
@@ -215,8 +209,8 @@ func sniffMediaType(data []byte) string {
 		case m.MediaType != "":
 			return m.MediaType
 		case m.Manifests != nil:
-			return mediaTypeOCIIndex
+			return oci.MediaTypeImageIndex
 		}
 	}
-	return mediaTypeOCIManifest
+	return oci.MediaTypeImageManifest
 }

@@ -6,9 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 )
 
 // Annotation keys of the index.json entries that name an image.
@@ -19,14 +20,13 @@ const (
 	// AnnotationImageName is the full image name (registry/repo:tag) that
 	// containerd, and so docker load, tags the image with.
 	AnnotationImageName = "io.containerd.image.name"
-)
-
-// Media types of the manifests Read recognises.
-const (
-	MediaTypeImageManifest      = "application/vnd.oci.image.manifest.v1+json"
-	MediaTypeImageIndex         = "application/vnd.oci.image.index.v1+json"
-	MediaTypeDockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
-	MediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
+	// AnnotationSourceDigest and AnnotationSourceMediaType mark an image
+	// whose manifests "ecr-mirror export" rewrote from Docker to OCI
+	// media types (OCI layouts hold OCI manifests): the digest and media
+	// type of the manifest ECR serves under the image's name, which the
+	// archive holds beside the rewritten one.
+	AnnotationSourceDigest    = "io.ecr-mirror.source.digest"
+	AnnotationSourceMediaType = "io.ecr-mirror.source.mediaType"
 )
 
 // mediaTypeOctetStream is the media type of a blob that is not a manifest.
@@ -35,36 +35,6 @@ const mediaTypeOctetStream = "application/octet-stream"
 // maxManifestSize is the largest blob Read buffers and inspects: ECR's
 // manifest limit. Larger blobs are streamed and never manifests.
 const maxManifestSize = 4 << 20
-
-// Descriptor is an OCI content descriptor: an index.json entry, or a
-// reference from a manifest to its config and layers or from an index to
-// its manifests.
-type Descriptor struct {
-	MediaType   string            `json:"mediaType"`
-	Digest      digest.Digest     `json:"digest"`
-	Size        int64             `json:"size"`
-	URLs        []string          `json:"urls,omitempty"`
-	Annotations map[string]string `json:"annotations,omitempty"`
-	Platform    *Platform         `json:"platform,omitempty"`
-}
-
-// Platform is the platform an index entry's manifest runs on.
-type Platform struct {
-	Architecture string   `json:"architecture"`
-	OS           string   `json:"os"`
-	OSVersion    string   `json:"os.version,omitempty"`
-	OSFeatures   []string `json:"os.features,omitempty"`
-	Variant      string   `json:"variant,omitempty"`
-}
-
-// required reports whether a layout must hold the blob d references:
-// non-distributable (foreign) layers and content with URLs are fetched
-// from elsewhere.
-func required(d Descriptor) bool {
-	return len(d.URLs) == 0 &&
-		!strings.Contains(d.MediaType, "nondistributable") &&
-		!strings.Contains(d.MediaType, "foreign")
-}
 
 // ErrDigestMismatch is matched (errors.Is) by every [*DigestError].
 var ErrDigestMismatch = errors.New("digest mismatch")
@@ -92,18 +62,18 @@ func (e *DigestError) Is(target error) bool {
 
 // manifestDoc is the part of a manifest or an index sniff reads.
 type manifestDoc struct {
-	SchemaVersion *int         `json:"schemaVersion"`
-	MediaType     string       `json:"mediaType"`
-	Config        *Descriptor  `json:"config"`
-	Layers        []Descriptor `json:"layers"`
-	Manifests     []Descriptor `json:"manifests"`
+	SchemaVersion *int             `json:"schemaVersion"`
+	MediaType     string           `json:"mediaType"`
+	Config        *oci.Descriptor  `json:"config"`
+	Layers        []oci.Descriptor `json:"layers"`
+	Manifests     []oci.Descriptor `json:"manifests"`
 }
 
 // sniff returns the manifest media type of b and the descriptors it
 // references (config and layers, or manifests; non-nil, possibly empty),
 // or "application/octet-stream" and nil when b is not a schemaVersion 2
 // OCI or Docker manifest or index.
-func sniff(b []byte) (string, []Descriptor) {
+func sniff(b []byte) (string, []oci.Descriptor) {
 	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) == 0 || t[0] != '{' {
 		return mediaTypeOctetStream, nil
 	}
@@ -115,20 +85,20 @@ func sniff(b []byte) (string, []Descriptor) {
 	if mt == "" {
 		switch {
 		case m.Manifests != nil && m.Config == nil:
-			mt = MediaTypeImageIndex
+			mt = oci.MediaTypeImageIndex
 		case m.Config != nil && m.Layers != nil:
-			mt = MediaTypeImageManifest
+			mt = oci.MediaTypeImageManifest
 		}
 	}
 	switch mt {
-	case MediaTypeImageManifest, MediaTypeDockerManifest:
-		refs := make([]Descriptor, 0, len(m.Layers)+1)
+	case oci.MediaTypeImageManifest, oci.MediaTypeDockerManifest:
+		refs := make([]oci.Descriptor, 0, len(m.Layers)+1)
 		if m.Config != nil {
 			refs = append(refs, *m.Config)
 		}
 		return mt, append(refs, m.Layers...)
-	case MediaTypeImageIndex, MediaTypeDockerManifestList:
-		return mt, append(make([]Descriptor, 0, len(m.Manifests)), m.Manifests...)
+	case oci.MediaTypeImageIndex, oci.MediaTypeDockerManifestList:
+		return mt, append(make([]oci.Descriptor, 0, len(m.Manifests)), m.Manifests...)
 	}
 	return mediaTypeOctetStream, nil
 }

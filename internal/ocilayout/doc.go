@@ -46,4 +46,8 @@
 // Read does not require the archive to be closed under references; it
 // records what each manifest and index references so that
 // [Layout.Missing] can list the blobs an import would lack.
+//
+// Descriptors and media types are package oci's, shared with the rest of
+// the project; the annotation keys of index.json entries live here
+// (descriptor.go).
 package ocilayout

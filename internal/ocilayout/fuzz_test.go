@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 )
 
 // FuzzRead feeds arbitrary bytes to Read: it must never panic, and what
@@ -17,7 +19,7 @@ func FuzzRead(f *testing.F) {
 	m := newMinimal(f)
 	valid := buildTar(f, m.entries()...)
 	fx := newMinimal(f)
-	fx.manifest = indexJSON(f, "", descOf(MediaTypeDockerManifest, m.manifest), descOf(MediaTypeImageManifest, []byte("absent")))
+	fx.manifest = indexJSON(f, "", descOf(oci.MediaTypeDockerManifest, m.manifest), descOf(oci.MediaTypeImageManifest, []byte("absent")))
 	seeds := [][]byte{
 		valid,
 		gzipBytes(f, valid),

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 )
 
 // entry is a tar entry of a hand-made archive.
@@ -87,29 +89,29 @@ func blobEntry(body []byte) entry {
 }
 
 // descOf describes body with media type mt.
-func descOf(mt string, body []byte) Descriptor {
-	return Descriptor{MediaType: mt, Digest: digest.FromBytes(body), Size: int64(len(body))}
+func descOf(mt string, body []byte) oci.Descriptor {
+	return oci.Descriptor{MediaType: mt, Digest: digest.FromBytes(body), Size: int64(len(body))}
 }
 
 // manifestJSON is an image manifest; mediaType is omitted when empty.
-func manifestJSON(t testing.TB, mediaType string, config Descriptor, layers ...Descriptor) []byte {
+func manifestJSON(t testing.TB, mediaType string, config oci.Descriptor, layers ...oci.Descriptor) []byte {
 	t.Helper()
 	return mustJSON(t, struct {
-		SchemaVersion int          `json:"schemaVersion"`
-		MediaType     string       `json:"mediaType,omitempty"`
-		Config        Descriptor   `json:"config"`
-		Layers        []Descriptor `json:"layers"`
-	}{2, mediaType, config, append([]Descriptor{}, layers...)})
+		SchemaVersion int              `json:"schemaVersion"`
+		MediaType     string           `json:"mediaType,omitempty"`
+		Config        oci.Descriptor   `json:"config"`
+		Layers        []oci.Descriptor `json:"layers"`
+	}{2, mediaType, config, append([]oci.Descriptor{}, layers...)})
 }
 
 // indexJSON is an index or manifest list; mediaType is omitted when empty.
-func indexJSON(t testing.TB, mediaType string, manifests ...Descriptor) []byte {
+func indexJSON(t testing.TB, mediaType string, manifests ...oci.Descriptor) []byte {
 	t.Helper()
 	return mustJSON(t, struct {
-		SchemaVersion int          `json:"schemaVersion"`
-		MediaType     string       `json:"mediaType,omitempty"`
-		Manifests     []Descriptor `json:"manifests"`
-	}{2, mediaType, append([]Descriptor{}, manifests...)})
+		SchemaVersion int              `json:"schemaVersion"`
+		MediaType     string           `json:"mediaType,omitempty"`
+		Manifests     []oci.Descriptor `json:"manifests"`
+	}{2, mediaType, append([]oci.Descriptor{}, manifests...)})
 }
 
 const (
@@ -126,10 +128,10 @@ type minimal struct {
 
 func newMinimal(t testing.TB) minimal {
 	m := minimal{layer: []byte("hello layer"), config: []byte(`{"architecture":"amd64","os":"linux"}`)}
-	m.manifest = manifestJSON(t, MediaTypeImageManifest, descOf(configType, m.config), descOf(layerType, m.layer))
-	d := descOf(MediaTypeImageManifest, m.manifest)
+	m.manifest = manifestJSON(t, oci.MediaTypeImageManifest, descOf(configType, m.config), descOf(layerType, m.layer))
+	d := descOf(oci.MediaTypeImageManifest, m.manifest)
 	d.Annotations = map[string]string{AnnotationRefName: "v1"}
-	m.index = indexJSON(t, MediaTypeImageIndex, d)
+	m.index = indexJSON(t, oci.MediaTypeImageIndex, d)
 	return m
 }
 

@@ -14,6 +14,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 )
 
 // TestReadGGCRLayout reads a layout written by a third party,
@@ -113,7 +115,7 @@ func TestGGCRReadsWriterOutput(t *testing.T) {
 	}
 	// addImage adds img's layers, config and manifest and returns its
 	// descriptor.
-	addImage := func(img v1.Image) Descriptor {
+	addImage := func(img v1.Image) oci.Descriptor {
 		t.Helper()
 		layers, err := img.Layers()
 		if err != nil {
@@ -136,7 +138,7 @@ func TestGGCRReadsWriterOutput(t *testing.T) {
 		h, _ := img.Digest()
 		mt, _ := img.MediaType()
 		addBlob(h, int64(len(raw)), bytes.NewReader(raw))
-		return Descriptor{MediaType: string(mt), Digest: digest.Digest(h.String()), Size: int64(len(raw))}
+		return oci.Descriptor{MediaType: string(mt), Digest: digest.Digest(h.String()), Size: int64(len(raw))}
 	}
 	w.AddImage(addImage(img), map[string]string{AnnotationRefName: "img", AnnotationImageName: "example.com/img:1"})
 	im, err := idx.IndexManifest()
@@ -153,7 +155,7 @@ func TestGGCRReadsWriterOutput(t *testing.T) {
 	raw, _ := idx.RawManifest()
 	h, _ := idx.Digest()
 	addBlob(h, int64(len(raw)), bytes.NewReader(raw))
-	w.AddImage(Descriptor{MediaType: MediaTypeImageIndex, Digest: digest.Digest(h.String()), Size: int64(len(raw))}, map[string]string{AnnotationRefName: "idx"})
+	w.AddImage(oci.Descriptor{MediaType: oci.MediaTypeImageIndex, Digest: digest.Digest(h.String()), Size: int64(len(raw))}, map[string]string{AnnotationRefName: "idx"})
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +343,7 @@ func TestReadThirdParty(t *testing.T) {
 			if len(l.Index) != 1 || l.Index[0].Digest != manifest || l.Index[0].Annotations[AnnotationRefName] != tt.wantRef {
 				t.Errorf("Index = %+v", l.Index)
 			}
-			if len(rec.calls) != 3 || rec.types[manifest] != MediaTypeImageManifest {
+			if len(rec.calls) != 3 || rec.types[manifest] != oci.MediaTypeImageManifest {
 				t.Errorf("fn saw %d blobs, manifest media type %q", len(rec.calls), rec.types[manifest])
 			}
 			if refs := l.Refs(manifest); len(refs) != 2 {

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 )
 
 // TestStreamingMemory writes and reads a 32 MiB blob from a generator and
@@ -22,7 +24,7 @@ func TestStreamingMemory(t *testing.T) {
 	}
 	dgst := sha256Digest(h.Sum(nil))
 	config := []byte(`{"os":"linux"}`)
-	manifest := manifestJSON(t, MediaTypeImageManifest, descOf(configType, config), Descriptor{MediaType: layerType, Digest: dgst, Size: size})
+	manifest := manifestJSON(t, oci.MediaTypeImageManifest, descOf(configType, config), oci.Descriptor{MediaType: layerType, Digest: dgst, Size: size})
 
 	// writeArchive streams the archive into w.
 	writeArchive := func(w io.Writer) error {
@@ -35,7 +37,7 @@ func TestStreamingMemory(t *testing.T) {
 		if err := lw.AddBlob(dgst, size, newGen(size, 11)); err != nil {
 			return err
 		}
-		lw.AddImage(descOf(MediaTypeImageManifest, manifest), map[string]string{AnnotationRefName: "big"})
+		lw.AddImage(descOf(oci.MediaTypeImageManifest, manifest), map[string]string{AnnotationRefName: "big"})
 		return lw.Close()
 	}
 	// readArchive reads the archive as writeArchive streams it, reading

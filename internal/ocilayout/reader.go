@@ -17,6 +17,8 @@ import (
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 )
 
 // maxMetadataSize bounds the index.json and oci-layout files Read buffers.
@@ -40,22 +42,22 @@ type Blob struct {
 // Layout is what Read found in an archive.
 type Layout struct {
 	// Index holds the descriptors of index.json, annotations included.
-	Index []Descriptor
+	Index []oci.Descriptor
 	// Blobs maps the digest of every blob in the archive to its size.
 	Blobs map[digest.Digest]int64
 
-	refs map[digest.Digest][]Descriptor // what each manifest and index references
+	refs map[digest.Digest][]oci.Descriptor // what each manifest and index references
 }
 
 // Refs returns what the manifest or index dgst references: its config and
 // layers, or its manifests. It returns nil when dgst is not a manifest or
 // index of the archive.
-func (l *Layout) Refs(dgst digest.Digest) []Descriptor {
+func (l *Layout) Refs(dgst digest.Digest) []oci.Descriptor {
 	refs, ok := l.refs[dgst]
 	if !ok {
 		return nil
 	}
-	return append([]Descriptor{}, refs...)
+	return append([]oci.Descriptor{}, refs...)
 }
 
 // Missing returns, sorted and without duplicates, the digest of every blob
@@ -65,11 +67,11 @@ func (l *Layout) Refs(dgst digest.Digest) []Descriptor {
 func (l *Layout) Missing() []digest.Digest {
 	seen := make(map[digest.Digest]bool)
 	var missing []digest.Digest
-	stack := append([]Descriptor{}, l.Index...)
+	stack := append([]oci.Descriptor{}, l.Index...)
 	for len(stack) > 0 {
 		d := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
-		if seen[d.Digest] || !required(d) {
+		if seen[d.Digest] || !oci.Distributable(d) {
 			continue
 		}
 		seen[d.Digest] = true
@@ -93,7 +95,7 @@ func (l *Layout) Missing() []digest.Digest {
 func Read(r io.Reader, fn func(b Blob) error) (*Layout, error) {
 	rd := &reader{
 		fn:     fn,
-		layout: &Layout{Blobs: make(map[digest.Digest]int64), refs: make(map[digest.Digest][]Descriptor)},
+		layout: &Layout{Blobs: make(map[digest.Digest]int64), refs: make(map[digest.Digest][]oci.Descriptor)},
 	}
 	if err := rd.read(r); err != nil {
 		return nil, err
@@ -264,8 +266,8 @@ func readMetadata(tr *tar.Reader, hdr *tar.Header, name string) ([]byte, error) 
 
 func (rd *reader) parseIndex(b []byte) error {
 	var index struct {
-		SchemaVersion int          `json:"schemaVersion"`
-		Manifests     []Descriptor `json:"manifests"`
+		SchemaVersion int              `json:"schemaVersion"`
+		Manifests     []oci.Descriptor `json:"manifests"`
 	}
 	if err := json.Unmarshal(b, &index); err != nil {
 		return invalid("parse index.json: %v", err)

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 )
 
 // replace returns entries with the entry named name replaced by e (or
@@ -383,7 +385,7 @@ func TestReadAccepts(t *testing.T) {
 			if len(rec.calls) != 3 || len(l.Blobs) != 3 {
 				t.Errorf("fn saw %d blobs, Blobs has %d, want 3", len(rec.calls), len(l.Blobs))
 			}
-			if got := rec.types[digest.FromBytes(m.manifest)]; got != MediaTypeImageManifest {
+			if got := rec.types[digest.FromBytes(m.manifest)]; got != oci.MediaTypeImageManifest {
 				t.Errorf("manifest media type = %q", got)
 			}
 			if len(l.Index) != 1 || l.Index[0].Annotations[AnnotationRefName] != "v1" {
@@ -408,17 +410,17 @@ func TestMissing(t *testing.T) {
 	withURL.URLs = []string{"https://example.com/layer"}
 
 	type image struct {
-		blobs [][]byte     // in the archive
-		index []Descriptor // index.json
+		blobs [][]byte         // in the archive
+		index []oci.Descriptor // index.json
 	}
-	manifest := func(layers ...Descriptor) []byte {
-		return manifestJSON(t, MediaTypeImageManifest, descOf(configType, config), layers...)
+	manifest := func(layers ...oci.Descriptor) []byte {
+		return manifestJSON(t, oci.MediaTypeImageManifest, descOf(configType, config), layers...)
 	}
 	complete := manifest(descOf(layerType, layer))
 	withAbsent := manifest(descOf(layerType, layer), absent, absent2)
 	withForeign := manifest(foreign, nondist, withURL, descOf(layerType, layer))
-	nested := indexJSON(t, MediaTypeImageIndex, descOf(MediaTypeImageManifest, withAbsent), descOf(MediaTypeImageManifest, complete))
-	outer := indexJSON(t, MediaTypeDockerManifestList, descOf(MediaTypeImageIndex, nested), descOf(MediaTypeImageManifest, withAbsent))
+	nested := indexJSON(t, oci.MediaTypeImageIndex, descOf(oci.MediaTypeImageManifest, withAbsent), descOf(oci.MediaTypeImageManifest, complete))
+	outer := indexJSON(t, oci.MediaTypeDockerManifestList, descOf(oci.MediaTypeImageIndex, nested), descOf(oci.MediaTypeImageManifest, withAbsent))
 	absentManifest := manifest(descOf(layerType, layer))
 
 	sorted := []digest.Digest{absent.Digest, absent2.Digest}
@@ -428,14 +430,14 @@ func TestMissing(t *testing.T) {
 		img  image
 		want []digest.Digest
 	}{
-		{"complete", image{[][]byte{config, layer, complete}, []Descriptor{descOf(MediaTypeImageManifest, complete)}}, nil},
-		{"absent layers", image{[][]byte{config, layer, withAbsent}, []Descriptor{descOf(MediaTypeImageManifest, withAbsent)}}, sorted},
-		{"foreign, non-distributable and URL layers", image{[][]byte{config, layer, withForeign}, []Descriptor{descOf(MediaTypeImageManifest, withForeign)}}, nil},
-		{"absent manifest", image{[][]byte{config, layer}, []Descriptor{descOf(MediaTypeImageManifest, absentManifest)}}, []digest.Digest{digest.FromBytes(absentManifest)}},
-		{"absent config", image{[][]byte{layer, complete}, []Descriptor{descOf(MediaTypeImageManifest, complete)}}, []digest.Digest{digest.FromBytes(config)}},
+		{"complete", image{[][]byte{config, layer, complete}, []oci.Descriptor{descOf(oci.MediaTypeImageManifest, complete)}}, nil},
+		{"absent layers", image{[][]byte{config, layer, withAbsent}, []oci.Descriptor{descOf(oci.MediaTypeImageManifest, withAbsent)}}, sorted},
+		{"foreign, non-distributable and URL layers", image{[][]byte{config, layer, withForeign}, []oci.Descriptor{descOf(oci.MediaTypeImageManifest, withForeign)}}, nil},
+		{"absent manifest", image{[][]byte{config, layer}, []oci.Descriptor{descOf(oci.MediaTypeImageManifest, absentManifest)}}, []digest.Digest{digest.FromBytes(absentManifest)}},
+		{"absent config", image{[][]byte{layer, complete}, []oci.Descriptor{descOf(oci.MediaTypeImageManifest, complete)}}, []digest.Digest{digest.FromBytes(config)}},
 		{"nested indexes, reported once", image{
 			[][]byte{config, layer, complete, withAbsent, nested, outer},
-			[]Descriptor{descOf(MediaTypeDockerManifestList, outer), descOf(MediaTypeImageIndex, nested)},
+			[]oci.Descriptor{descOf(oci.MediaTypeDockerManifestList, outer), descOf(oci.MediaTypeImageIndex, nested)},
 		}, sorted},
 	}
 	for _, tt := range tests {
@@ -445,7 +447,7 @@ func TestMissing(t *testing.T) {
 			for _, b := range tt.img.blobs {
 				entries = append(entries, blobEntry(b))
 			}
-			entries = append(entries, entry{name: "index.json", body: indexJSON(t, MediaTypeImageIndex, tt.img.index...)})
+			entries = append(entries, entry{name: "index.json", body: indexJSON(t, oci.MediaTypeImageIndex, tt.img.index...)})
 			l, err := Read(bytes.NewReader(buildTar(t, entries...)), nil)
 			if err != nil {
 				t.Fatalf("Read: %v", err)
@@ -461,26 +463,26 @@ func TestSniff(t *testing.T) {
 	t.Parallel()
 	cfg := `{"mediaType":"` + configType + `","digest":"` + digest.FromString("c").String() + `","size":1}`
 	layer := `{"mediaType":"` + layerType + `","digest":"` + digest.FromString("l").String() + `","size":1}`
-	man := `{"mediaType":"` + MediaTypeImageManifest + `","digest":"` + digest.FromString("m").String() + `","size":1}`
+	man := `{"mediaType":"` + oci.MediaTypeImageManifest + `","digest":"` + digest.FromString("m").String() + `","size":1}`
 	tests := []struct {
 		name     string
 		body     string
 		want     string
 		wantRefs int // -1: nil
 	}{
-		{"OCI manifest", `{"schemaVersion":2,"mediaType":"` + MediaTypeImageManifest + `","config":` + cfg + `,"layers":[` + layer + `]}`, MediaTypeImageManifest, 2},
-		{"OCI manifest without mediaType", `{"schemaVersion":2,"config":` + cfg + `,"layers":[` + layer + `,` + layer + `]}`, MediaTypeImageManifest, 3},
-		{"OCI manifest without layers", `{"schemaVersion":2,"config":` + cfg + `,"layers":[]}`, MediaTypeImageManifest, 1},
-		{"OCI index", `{"schemaVersion":2,"mediaType":"` + MediaTypeImageIndex + `","manifests":[` + man + `]}`, MediaTypeImageIndex, 1},
-		{"OCI index without mediaType", ` {"schemaVersion":2,"manifests":[]}`, MediaTypeImageIndex, 0},
-		{"Docker manifest", `{"schemaVersion":2,"mediaType":"` + MediaTypeDockerManifest + `","config":` + cfg + `,"layers":[` + layer + `]}`, MediaTypeDockerManifest, 2},
-		{"Docker manifest list", `{"schemaVersion":2,"mediaType":"` + MediaTypeDockerManifestList + `","manifests":[` + man + `,` + man + `]}`, MediaTypeDockerManifestList, 2},
+		{"OCI manifest", `{"schemaVersion":2,"mediaType":"` + oci.MediaTypeImageManifest + `","config":` + cfg + `,"layers":[` + layer + `]}`, oci.MediaTypeImageManifest, 2},
+		{"OCI manifest without mediaType", `{"schemaVersion":2,"config":` + cfg + `,"layers":[` + layer + `,` + layer + `]}`, oci.MediaTypeImageManifest, 3},
+		{"OCI manifest without layers", `{"schemaVersion":2,"config":` + cfg + `,"layers":[]}`, oci.MediaTypeImageManifest, 1},
+		{"OCI index", `{"schemaVersion":2,"mediaType":"` + oci.MediaTypeImageIndex + `","manifests":[` + man + `]}`, oci.MediaTypeImageIndex, 1},
+		{"OCI index without mediaType", ` {"schemaVersion":2,"manifests":[]}`, oci.MediaTypeImageIndex, 0},
+		{"Docker manifest", `{"schemaVersion":2,"mediaType":"` + oci.MediaTypeDockerManifest + `","config":` + cfg + `,"layers":[` + layer + `]}`, oci.MediaTypeDockerManifest, 2},
+		{"Docker manifest list", `{"schemaVersion":2,"mediaType":"` + oci.MediaTypeDockerManifestList + `","manifests":[` + man + `,` + man + `]}`, oci.MediaTypeDockerManifestList, 2},
 		{"Docker schema1", `{"schemaVersion":1,"name":"x","fsLayers":[]}`, mediaTypeOctetStream, -1},
 		{"no schemaVersion", `{"config":` + cfg + `,"layers":[]}`, mediaTypeOctetStream, -1},
 		{"image config", `{"architecture":"amd64","os":"linux","rootfs":{"type":"layers"}}`, mediaTypeOctetStream, -1},
 		{"other mediaType", `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.config.v1+json"}`, mediaTypeOctetStream, -1},
 		{"config without layers", `{"schemaVersion":2,"config":` + cfg + `}`, mediaTypeOctetStream, -1},
-		{"wrong field types", `{"schemaVersion":2,"mediaType":"` + MediaTypeImageIndex + `","manifests":"x"}`, mediaTypeOctetStream, -1},
+		{"wrong field types", `{"schemaVersion":2,"mediaType":"` + oci.MediaTypeImageIndex + `","manifests":"x"}`, mediaTypeOctetStream, -1},
 		{"JSON array", `[{"schemaVersion":2}]`, mediaTypeOctetStream, -1},
 		{"invalid JSON", `{"schemaVersion":2,`, mediaTypeOctetStream, -1},
 		{"binary", "\x1f\x8b\x08\x00", mediaTypeOctetStream, -1},

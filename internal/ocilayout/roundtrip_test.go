@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 )
 
 // fixture is two images: a multi-platform index of two OCI manifests and a
@@ -18,8 +20,8 @@ import (
 type fixture struct {
 	blobs  [][]byte                 // every distinct blob, in add order
 	types  map[digest.Digest]string // the media type Read should report
-	index  Descriptor               // the multi-platform image
-	single Descriptor               // the single-manifest image
+	index  oci.Descriptor           // the multi-platform image
+	single oci.Descriptor           // the single-manifest image
 	// singleConfig and singleLayers are the single image's, for manifest.json.
 	singleConfig digest.Digest
 	singleLayers []digest.Digest
@@ -28,10 +30,10 @@ type fixture struct {
 
 func newFixture(t testing.TB) *fixture {
 	fx := &fixture{types: map[digest.Digest]string{}}
-	add := func(mt string, b []byte) Descriptor {
+	add := func(mt string, b []byte) oci.Descriptor {
 		fx.blobs = append(fx.blobs, b)
 		sniffed := mediaTypeOctetStream
-		if mt == MediaTypeImageManifest || mt == MediaTypeImageIndex || mt == MediaTypeDockerManifest {
+		if mt == oci.MediaTypeImageManifest || mt == oci.MediaTypeImageIndex || mt == oci.MediaTypeDockerManifest {
 			sniffed = mt
 		}
 		fx.types[digest.FromBytes(b)] = sniffed
@@ -46,14 +48,14 @@ func newFixture(t testing.TB) *fixture {
 	armConfig := add(configType, []byte(`{"architecture":"arm64","os":"linux","variant":"v8"}`))
 	singleConfig := add("application/vnd.docker.container.image.v1+json", []byte(`{"architecture":"amd64","os":"linux","config":{}}`))
 
-	amd := add(MediaTypeImageManifest, manifestJSON(t, MediaTypeImageManifest, amdConfig, shared, amdLayer))
-	amd.Platform = &Platform{Architecture: "amd64", OS: "linux"}
+	amd := add(oci.MediaTypeImageManifest, manifestJSON(t, oci.MediaTypeImageManifest, amdConfig, shared, amdLayer))
+	amd.Platform = &oci.Platform{Architecture: "amd64", OS: "linux"}
 	// Without a mediaType field: Read must recognise it by config and layers.
 	armBody := manifestJSON(t, "", armConfig, shared, armLayer)
-	arm := add(MediaTypeImageManifest, armBody)
-	arm.Platform = &Platform{Architecture: "arm64", OS: "linux", Variant: "v8"}
-	fx.index = add(MediaTypeImageIndex, indexJSON(t, MediaTypeImageIndex, amd, arm))
-	fx.single = add(MediaTypeDockerManifest, manifestJSON(t, MediaTypeDockerManifest, singleConfig, shared, big))
+	arm := add(oci.MediaTypeImageManifest, armBody)
+	arm.Platform = &oci.Platform{Architecture: "arm64", OS: "linux", Variant: "v8"}
+	fx.index = add(oci.MediaTypeImageIndex, indexJSON(t, oci.MediaTypeImageIndex, amd, arm))
+	fx.single = add(oci.MediaTypeDockerManifest, manifestJSON(t, oci.MediaTypeDockerManifest, singleConfig, shared, big))
 	fx.singleConfig = singleConfig.Digest
 	fx.singleLayers = []digest.Digest{shared.Digest, big.Digest}
 	return fx
@@ -144,7 +146,7 @@ func TestRoundTrip(t *testing.T) {
 				}
 			}
 			multi, single := fx.annotations()
-			wantIndex := []Descriptor{fx.index, fx.single}
+			wantIndex := []oci.Descriptor{fx.index, fx.single}
 			wantIndex[0].Annotations, wantIndex[1].Annotations = multi, single
 			if !reflect.DeepEqual(l.Index, wantIndex) {
 				t.Errorf("Index = %+v, want %+v", l.Index, wantIndex)
@@ -207,12 +209,12 @@ func TestWriterFormat(t *testing.T) {
 	var index struct {
 		SchemaVersion int
 		MediaType     string
-		Manifests     []Descriptor
+		Manifests     []oci.Descriptor
 	}
 	if err := json.Unmarshal(files["index.json"], &index); err != nil {
 		t.Fatal(err)
 	}
-	if index.SchemaVersion != 2 || index.MediaType != MediaTypeImageIndex || len(index.Manifests) != 2 ||
+	if index.SchemaVersion != 2 || index.MediaType != oci.MediaTypeImageIndex || len(index.Manifests) != 2 ||
 		index.Manifests[0].Annotations[AnnotationImageName] != "example.com/multi:v1" {
 		t.Errorf("index.json = %s", files["index.json"])
 	}
@@ -240,7 +242,7 @@ func TestWriterEmpty(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			w.AddImage(descOf(MediaTypeImageManifest, m.manifest), nil)
+			w.AddImage(descOf(oci.MediaTypeImageManifest, m.manifest), nil)
 		}, 1},
 	}
 	for _, tt := range tests {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 )
 
 // Writer streams an OCI image-layout archive to an io.Writer. Add every
@@ -25,7 +27,7 @@ import (
 type Writer struct {
 	tw      *tar.Writer
 	blobs   map[digest.Digest]int64
-	images  []Descriptor
+	images  []oci.Descriptor
 	docker  []dockerImage
 	buf     []byte // copy buffer, reused across blobs
 	started bool   // oci-layout and the blob directories are written
@@ -123,7 +125,7 @@ func (w *Writer) AddBlob(dgst digest.Digest, size int64, r io.Reader) error {
 // found by docker load but not by oci-archive:FILE.tar:REF. Wrapping such a
 // manifest in an OCI index of one entry (with its platform) makes it
 // selectable while keeping its digest.
-func (w *Writer) AddImage(desc Descriptor, annotations map[string]string) {
+func (w *Writer) AddImage(desc oci.Descriptor, annotations map[string]string) {
 	if len(desc.Annotations)+len(annotations) > 0 {
 		merged := make(map[string]string, len(desc.Annotations)+len(annotations))
 		maps.Copy(merged, desc.Annotations)
@@ -164,10 +166,10 @@ func (w *Writer) Close() error {
 		return err
 	}
 	index := struct {
-		SchemaVersion int          `json:"schemaVersion"`
-		MediaType     string       `json:"mediaType"`
-		Manifests     []Descriptor `json:"manifests"`
-	}{2, MediaTypeImageIndex, append([]Descriptor{}, w.images...)}
+		SchemaVersion int              `json:"schemaVersion"`
+		MediaType     string           `json:"mediaType"`
+		Manifests     []oci.Descriptor `json:"manifests"`
+	}{2, oci.MediaTypeImageIndex, append([]oci.Descriptor{}, w.images...)}
 	if err := w.writeJSON("index.json", index); err != nil {
 		return err
 	}

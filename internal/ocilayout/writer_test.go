@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 )
 
 func TestWriterErrors(t *testing.T) {
@@ -80,7 +82,7 @@ func TestWriterErrors(t *testing.T) {
 			name: "image names a blob never added",
 			run: func(w *Writer) error {
 				add(w)
-				w.AddImage(Descriptor{MediaType: MediaTypeImageManifest, Digest: other, Size: 3}, nil)
+				w.AddImage(oci.Descriptor{MediaType: oci.MediaTypeImageManifest, Digest: other, Size: 3}, nil)
 				return w.Close()
 			},
 			want:     []string{other.String(), "never added"},
@@ -90,7 +92,7 @@ func TestWriterErrors(t *testing.T) {
 			name: "image with the wrong size",
 			run: func(w *Writer) error {
 				add(w)
-				w.AddImage(Descriptor{MediaType: MediaTypeImageManifest, Digest: dgst, Size: size + 1}, nil)
+				w.AddImage(oci.Descriptor{MediaType: oci.MediaTypeImageManifest, Digest: dgst, Size: size + 1}, nil)
 				return w.Close()
 			},
 			want:     []string{dgst.String(), "size 19"},
@@ -100,7 +102,7 @@ func TestWriterErrors(t *testing.T) {
 			name: "image without media type",
 			run: func(w *Writer) error {
 				add(w)
-				w.AddImage(Descriptor{Digest: dgst, Size: size}, nil)
+				w.AddImage(oci.Descriptor{Digest: dgst, Size: size}, nil)
 				return w.Close()
 			},
 			want:     []string{dgst.String(), "no media type"},

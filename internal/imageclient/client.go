@@ -1,0 +1,122 @@
+package imageclient
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
+)
+
+const (
+	// maxManifestSize caps a manifest body; ECR's own limit is 4 MiB.
+	maxManifestSize = 4 << 20
+	// maxIndexDepth bounds indexes of indexes.
+	maxIndexDepth = 4
+	// errorBodyLimit caps how much of an error answer an error quotes.
+	errorBodyLimit = 512
+)
+
+// manifestAccept is the Accept of every manifest GET: the manifest media
+// types the client understands, indexes first.
+var manifestAccept = strings.Join(oci.ManifestTypes(), ", ")
+
+// Client reads images through the registry API at a base URL.
+type Client struct {
+	base        *url.URL
+	http        *http.Client
+	concurrency int
+	platforms   []string // os/arch[/variant]; empty: all
+}
+
+// Options configure a [Client].
+type Options struct {
+	// HTTPClient sends the requests; nil: http.DefaultClient. Its
+	// transport should not ask for compression: blobs are hashed byte
+	// for byte.
+	HTTPClient *http.Client
+	// Concurrency is how many blobs Warm reads at once; below 1: 1.
+	Concurrency int
+	// Platforms narrow an index to its children of these platforms,
+	// os/arch or os/arch/variant; empty: every platform.
+	Platforms []string
+}
+
+// New returns a client of the registry API at base (scheme and host; the
+// API is under /v2/).
+func New(base *url.URL, opts Options) *Client {
+	c := &Client{base: base, http: opts.HTTPClient, concurrency: max(opts.Concurrency, 1), platforms: opts.Platforms}
+	if c.http == nil {
+		c.http = http.DefaultClient
+	}
+	return c
+}
+
+// Host is the host of the registry the client reads from.
+func (c *Client) Host() string { return c.base.Host }
+
+// fetchManifest GETs a manifest and checks its digest: against ref when
+// ref is one, else against Docker-Content-Digest when the registry sends
+// it.
+func (c *Client) fetchManifest(ctx context.Context, repo, ref string) ([]byte, oci.Descriptor, error) {
+	resp, err := c.get(ctx, repo, "manifests", ref, manifestAccept)
+	if err != nil {
+		return nil, oci.Descriptor{}, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
+	if err != nil {
+		return nil, oci.Descriptor{}, fmt.Errorf("manifest %s: %w", ref, err)
+	}
+	if len(body) > maxManifestSize {
+		return nil, oci.Descriptor{}, fmt.Errorf("manifest %s: larger than %d bytes", ref, maxManifestSize)
+	}
+	got := digest.FromBytes(body)
+	want := digest.Digest(ref)
+	if !strings.Contains(ref, ":") {
+		want = digest.Digest(resp.Header.Get("Docker-Content-Digest"))
+	}
+	if want != "" && want != got {
+		return nil, oci.Descriptor{}, fmt.Errorf("manifest %s: body hashes to %s, want %s", ref, got, want)
+	}
+	mediaType, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
+	return body, oci.Descriptor{MediaType: strings.TrimSpace(mediaType), Digest: got, Size: int64(len(body))}, nil
+}
+
+// OpenBlob GETs the blob d describes from repo; the caller reads it and
+// checks its size and digest.
+func (c *Client) OpenBlob(ctx context.Context, repo string, d oci.Descriptor) (io.ReadCloser, error) {
+	resp, err := c.get(ctx, repo, "blobs", d.Digest.String(), "")
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+// get GETs /v2/<repo>/<kind>/<ref> and returns a 200 response; any other
+// status is an error carrying the start of the body.
+func (c *Client) get(ctx context.Context, repo, kind, ref, accept string) (*http.Response, error) {
+	u := c.base.JoinPath("v2", repo, kind, ref)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, errorBodyLimit))
+		return nil, fmt.Errorf("%s %s: %s: %s", kind[:len(kind)-1], ref, resp.Status, strings.TrimSpace(string(msg)))
+	}
+	return resp, nil
+}

@@ -1,0 +1,19 @@
+// Package imageclient reads whole images through a registry API (the
+// mirror's, as "ecr-mirror warm", "export" and "cache pin" do), verifying
+// every manifest and blob against its digest.
+//
+// Where each concern lives:
+//
+//   - client.go: [Client], its GETs and the manifest reads with their
+//     size cap and digest check.
+//   - image.go: [Image], the walk from a tag or digest through indexes to
+//     the blobs of the wanted platforms ([Client.Resolve]).
+//   - warm.go: [Client.Warm], which reads every blob, several at once, and
+//     the [Progress] it reports to.
+//   - layout.go: [Client.WriteImage], which adds an image to an OCI layout
+//     archive, and [OCIForm], which rewrites Docker schema2 manifests to
+//     OCI ones as the layout wants them.
+//
+// Descriptors and media types are those of package oci, the one set the
+// project shares.
+package imageclient
