@@ -16,6 +16,7 @@ import (
 
 	"github.com/ecr-mirror/ecr-mirror/admin"
 	"github.com/ecr-mirror/ecr-mirror/cache"
+	"github.com/ecr-mirror/ecr-mirror/internal/progress"
 )
 
 const cacheUsage = `Usage: ecr-mirror cache SUBCOMMAND [flags]
@@ -281,7 +282,7 @@ func lsFlags(fs *flag.FlagSet) cacheWork {
 		if len(l.Pins) > 0 {
 			fmt.Fprintln(tw, "PINNED\tNAMES\tSIZE\tSINCE")
 			for _, p := range l.Pins {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Digest, strings.Join(p.Names, ","), humanBytes(p.Bytes), p.Pinned.Format(time.RFC3339))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Digest, strings.Join(p.Names, ","), progress.HumanBytes(p.Bytes), p.Pinned.Format(time.RFC3339))
 			}
 			fmt.Fprintln(tw)
 		}
@@ -292,8 +293,8 @@ func lsFlags(fs *flag.FlagSet) cacheWork {
 		tw.Flush()
 		t := l.Totals
 		fmt.Fprintf(o.stdout, "%d entries (%d manifests, %d blobs), %s (%d bytes) of %s (%.1f%%); %d pins, %s pinned\n",
-			t.Entries, t.Manifests, t.Blobs, humanBytes(t.Bytes), t.Bytes, humanBytes(t.MaxBytes),
-			100*float64(t.Bytes)/float64(max(t.MaxBytes, 1)), len(l.Pins), humanBytes(t.PinnedBytes))
+			t.Entries, t.Manifests, t.Blobs, progress.HumanBytes(t.Bytes), t.Bytes, progress.HumanBytes(t.MaxBytes),
+			100*float64(t.Bytes)/float64(max(t.MaxBytes, 1)), len(l.Pins), progress.HumanBytes(t.PinnedBytes))
 		return exitOK
 	}}
 }
@@ -314,20 +315,20 @@ Flags:
 func verifyFlags(fs *flag.FlagSet) cacheWork {
 	repair := fs.Bool("repair", false, "remove the bad entries")
 	return cacheWork{readOnly: func() bool { return !*repair }, run: func(ctx context.Context, c admin.Cache, _ []string, o cmdOutput) int {
-		prog := newProgress(ctx, o.stderr, chooseProgress(o.stderr, o.quiet || o.json), o.name)
-		var t *task
+		prog := progress.New(ctx, o.stderr, progress.Choose(o.stderr, o.quiet || o.json), o.name)
+		var t *progress.Task
 		var last int64
 		rep, err := c.Verify(ctx, *repair, func(done, total int64) {
 			if t == nil {
-				t = prog.task("rehashing the cache", total)
+				t = prog.Task("rehashing the cache", total)
 			}
 			t.Add(done-last, 0)
 			last = done
 		})
 		if t != nil {
-			t.finish(err, "")
+			t.Finish(err, "")
 		}
-		prog.wait()
+		prog.Wait()
 		if err != nil {
 			return o.failf("%v", err)
 		}
@@ -342,7 +343,7 @@ func verifyFlags(fs *flag.FlagSet) cacheWork {
 			for _, d := range rep.Removed {
 				fmt.Fprintf(o.stdout, "removed %s\n", d)
 			}
-			fmt.Fprintf(o.stderr, "verified %d entries, %s in %s: %d bad", rep.Entries, humanBytes(rep.Bytes), rep.Duration.Round(time.Millisecond), len(rep.Bad))
+			fmt.Fprintf(o.stderr, "verified %d entries, %s in %s: %d bad", rep.Entries, progress.HumanBytes(rep.Bytes), rep.Duration.Round(time.Millisecond), len(rep.Bad))
 			if *repair {
 				fmt.Fprintf(o.stderr, ", %d removed", len(rep.Removed))
 			}
@@ -395,7 +396,7 @@ func pinFlags(pin bool) func(*flag.FlagSet) cacheWork {
 			if o.json {
 				return printJSON(o.stdout, o.stderr, o.name, rep)
 			}
-			fmt.Fprintf(o.stdout, "%s %s (%s, %s)\n", verb, rep.Image, rep.Digest, humanBytes(rep.Bytes))
+			fmt.Fprintf(o.stdout, "%s %s (%s, %s)\n", verb, rep.Image, rep.Digest, progress.HumanBytes(rep.Bytes))
 			return exitOK
 		}}
 	}
@@ -449,11 +450,11 @@ func purgeFlags(fs *flag.FlagSet) cacheWork {
 		}
 		if !o.quiet {
 			for _, e := range rep.Removed {
-				fmt.Fprintf(o.stdout, "removed %s (%s, %s)\n", e.Digest, e.Kind, humanBytes(e.Size))
+				fmt.Fprintf(o.stdout, "removed %s (%s, %s)\n", e.Digest, e.Kind, progress.HumanBytes(e.Size))
 			}
 		}
 		fmt.Fprintf(o.stdout, "purged %d entries, %s; %d tag records forgotten; %d pinned images kept\n",
-			len(rep.Removed), humanBytes(rep.Bytes), rep.TagsForgotten, rep.PinnedKept)
+			len(rep.Removed), progress.HumanBytes(rep.Bytes), rep.TagsForgotten, rep.PinnedKept)
 		return exitOK
 	}}
 }
@@ -521,11 +522,11 @@ func importFlags(fs *flag.FlagSet) cacheWork {
 		if err != nil {
 			return o.failf("%v", err)
 		}
-		prog := newProgress(ctx, o.stderr, chooseProgress(o.stderr, o.quiet || o.json), o.name)
-		t := prog.task(filepath.Base(pos[0]), fi.Size())
+		prog := progress.New(ctx, o.stderr, progress.Choose(o.stderr, o.quiet || o.json), o.name)
+		t := prog.Task(filepath.Base(pos[0]), fi.Size())
 		rep, err := c.Import(ctx, t.Reader(f))
-		t.finish(err, "")
-		prog.wait()
+		t.Finish(err, "")
+		prog.Wait()
 		if err != nil {
 			return o.failf("%s: %v", pos[0], err)
 		}
@@ -539,7 +540,7 @@ func importFlags(fs *flag.FlagSet) cacheWork {
 			}
 			fmt.Fprintf(o.stdout, "imported %s %s\n", name, img.Digest)
 		}
-		fmt.Fprintf(o.stdout, "%d images, %d blobs (%d new), %s\n", len(rep.Images), rep.Blobs, rep.New, humanBytes(rep.Bytes))
+		fmt.Fprintf(o.stdout, "%d images, %d blobs (%d new), %s\n", len(rep.Images), rep.Blobs, rep.New, progress.HumanBytes(rep.Bytes))
 		return exitOK
 	}}
 }

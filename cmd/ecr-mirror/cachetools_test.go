@@ -595,3 +595,12 @@ func listingOf(t *testing.T, bin, dir string) admin.Listing {
 	}
 	return l
 }
+
+func TestParseAge(t *testing.T) {
+	t.Parallel()
+	for in, ok := range map[string]bool{"30d": true, "1.5d": true, "12h": true, "90m": true, "0d": false, "-3h": false, "soon": false, "d": false} {
+		if _, err := parseAge(in); (err == nil) != ok {
+			t.Errorf("parseAge(%q): %v", in, err)
+		}
+	}
+}

@@ -17,6 +17,7 @@
 //   - serve.go: the lifecycle, an errgroup with one goroutine per server
 //     and one that shuts them down (the admin socket last) within
 //     SHUTDOWN_GRACE.
-//   - warm.go, export.go, cachecmd.go: the image commands' flags, progress
-//     and output; the images themselves are read with internal/imageclient.
+//   - warm.go, export.go, cachecmd.go: the image commands' flags and
+//     output; the images themselves are read with internal/imageclient,
+//     and progress bars and lines come from internal/progress.
 package main

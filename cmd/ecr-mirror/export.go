@@ -14,6 +14,7 @@ import (
 
 	"github.com/ecr-mirror/ecr-mirror/internal/imageclient"
 	"github.com/ecr-mirror/ecr-mirror/internal/ocilayout"
+	"github.com/ecr-mirror/ecr-mirror/internal/progress"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
@@ -76,9 +77,9 @@ func runExport(ctx context.Context, args []string, getenv func(string) string, s
 		fmt.Fprintf(stderr, "ecr-mirror export: %v\n", err)
 		return exitUsage
 	}
-	prog := newProgress(ctx, stderr, chooseProgress(stderr, *quiet || *asJSON), "export")
+	prog := progress.New(ctx, stderr, progress.Choose(stderr, *quiet || *asJSON), "export")
 	sum, err := export(ctx, c, *out, refs, prog)
-	prog.wait()
+	prog.Wait()
 	if err != nil {
 		fmt.Fprintf(stderr, "ecr-mirror export: %v\n", err)
 		return exitFail
@@ -86,13 +87,13 @@ func runExport(ctx context.Context, args []string, getenv func(string) string, s
 	if *asJSON {
 		return printJSON(stdout, stderr, "export", sum)
 	}
-	fmt.Fprintf(stderr, "wrote %s: %d images, %s\n", sum.File, len(sum.Images), humanBytes(sum.Bytes))
+	fmt.Fprintf(stderr, "wrote %s: %d images, %s\n", sum.File, len(sum.Images), progress.HumanBytes(sum.Bytes))
 	return exitOK
 }
 
 // export writes the images to the archive path, through a temp file
 // beside it that is renamed into place only when complete.
-func export(ctx context.Context, c *imageclient.Client, path string, refs []registry.Reference, prog *progress) (*exportSummary, error) {
+func export(ctx context.Context, c *imageclient.Client, path string, refs []registry.Reference, prog *progress.Progress) (*exportSummary, error) {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.partial")
 	if err != nil {
 		return nil, err
@@ -135,15 +136,15 @@ func export(ctx context.Context, c *imageclient.Client, path string, refs []regi
 }
 
 // exportImage adds one image to the archive, as a task of prog.
-func exportImage(ctx context.Context, c *imageclient.Client, aw *ocilayout.Writer, r registry.Reference, prog *progress) (*exportedImage, error) {
-	t := prog.task(r.String(), 0)
+func exportImage(ctx context.Context, c *imageclient.Client, aw *ocilayout.Writer, r registry.Reference, prog *progress.Progress) (*exportedImage, error) {
+	t := prog.Task(r.String(), 0)
 	w, err := c.WriteImage(ctx, aw, r, t)
 	if err != nil {
-		t.finish(err, "")
+		t.Finish(err, "")
 		return nil, err
 	}
 	img := w.Image
-	t.finish(nil, fmt.Sprintf("%d manifests, %d blobs", len(img.Manifests), len(img.Blobs)))
+	t.Finish(nil, fmt.Sprintf("%d manifests, %d blobs", len(img.Manifests), len(img.Blobs)))
 	out := &exportedImage{Name: r.String(), Digest: w.Top.Digest, MediaType: w.Top.MediaType, Blobs: len(img.Blobs), Bytes: img.Size()}
 	if w.Top.Digest != img.Top.Digest {
 		out.SourceDigest = img.Top.Digest

@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/imageclient"
+	"github.com/ecr-mirror/ecr-mirror/internal/progress"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
@@ -70,7 +71,7 @@ func runWarm(ctx context.Context, args []string, getenv func(string) string, std
 		fmt.Fprintf(stderr, "ecr-mirror warm: %v\n", err)
 		return exitUsage
 	}
-	prog := newProgress(ctx, stderr, chooseProgress(stderr, *quiet), "warm")
+	prog := progress.New(ctx, stderr, progress.Choose(stderr, *quiet), "warm")
 	var failed []string
 	for _, r := range refs {
 		if ctx.Err() != nil {
@@ -81,7 +82,7 @@ func runWarm(ctx context.Context, args []string, getenv func(string) string, std
 			failed = append(failed, r.String())
 		}
 	}
-	prog.wait()
+	prog.Wait()
 	if len(failed) > 0 {
 		fmt.Fprintf(stderr, "ecr-mirror warm: %d of %d images failed: %s\n", len(failed), len(refs), strings.Join(failed, " "))
 		return exitFail
@@ -174,29 +175,15 @@ func readImageList(path string) ([]string, error) {
 
 // warm reads r whole through the mirror with c, so that the mirror's
 // cache holds it; progress goes to prog as a task of r's name.
-func warm(ctx context.Context, c *imageclient.Client, r registry.Reference, prog *progress) (*imageclient.Image, error) {
-	t := prog.task(r.String(), 0)
+func warm(ctx context.Context, c *imageclient.Client, r registry.Reference, prog *progress.Progress) (*imageclient.Image, error) {
+	t := prog.Task(r.String(), 0)
 	img, err := c.Warm(ctx, r, t)
 	if err != nil {
-		t.finish(err, "")
+		t.Finish(err, "")
 		return nil, err
 	}
-	t.finish(nil, fmt.Sprintf("%d manifests, %d blobs", len(img.Manifests), len(img.Blobs)))
+	t.Finish(nil, fmt.Sprintf("%d manifests, %d blobs", len(img.Manifests), len(img.Blobs)))
 	return img, nil
-}
-
-// humanBytes formats n in binary units.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // pullWhole reads ref, every platform of it, through the registry API

@@ -1,4 +1,7 @@
-package main
+// Package progress is how the image and cache commands report long work:
+// bars with rate and ETA on a terminal, log lines elsewhere, or only
+// failures when quiet. HumanBytes formats sizes for their output.
+package progress
 
 import (
 	"context"
@@ -13,35 +16,35 @@ import (
 	"golang.org/x/term"
 )
 
-// progressMode is how long work reports itself.
-type progressMode int
+// Mode is how work reports itself.
+type Mode int
 
 const (
-	progressLines progressMode = iota // plain log lines: not a terminal
-	progressBars                      // bars, on a terminal
-	progressQuiet                     // only failures and the summary
+	Lines Mode = iota // plain log lines: not a terminal
+	Bars              // bars, on a terminal
+	Quiet             // only failures and the summary
 )
 
-// chooseProgress picks bars on a terminal and log lines elsewhere, and
+// Choose picks bars on a terminal and log lines elsewhere, and
 // nothing with --quiet or --json (whose stdout is for a script).
-func chooseProgress(w io.Writer, quiet bool) progressMode {
+func Choose(w io.Writer, quiet bool) Mode {
 	if quiet {
-		return progressQuiet
+		return Quiet
 	}
 	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		return progressBars
+		return Bars
 	}
-	return progressLines
+	return Lines
 }
 
 // lineInterval is how often log-line mode reports a running total.
 const lineInterval = 10 * time.Second
 
-// progress reports bytes done per task (an image, an archive) and in
+// Progress reports bytes done per task (an image, an archive) and in
 // total: with mpb bars (bytes, rate, ETA) on a terminal, else with a log
 // line as each task ends and a running total every lineInterval.
-type progress struct {
-	mode  progressMode
+type Progress struct {
+	mode  Mode
 	out   io.Writer
 	what  string // the command, for log lines
 	bars  *mpb.Progress
@@ -52,11 +55,13 @@ type progress struct {
 	doneBytes, totalBytes int64
 }
 
-func newProgress(ctx context.Context, out io.Writer, mode progressMode, what string) *progress {
-	p := &progress{mode: mode, out: out, what: what, start: time.Now()}
+// New starts reporting the work of the command what to out in mode; end
+// it with Wait.
+func New(ctx context.Context, out io.Writer, mode Mode, what string) *Progress {
+	p := &Progress{mode: mode, out: out, what: what, start: time.Now()}
 	p.lastLine = p.start
-	if mode == progressBars {
-		// chooseProgress has checked for a terminal already.
+	if mode == Bars {
+		// Choose has checked for a terminal already.
 		p.bars = mpb.NewWithContext(ctx, mpb.WithOutput(out), mpb.WithAutoRefresh(), mpb.WithWidth(40), mpb.WithRefreshRate(150*time.Millisecond))
 		p.total = p.bars.AddBar(0, mpb.BarPriority(1<<30), // always the last line
 			mpb.PrependDecorators(decor.Name("total", decor.WCSyncSpaceR), decor.CountersKibiByte("% .1f / % .1f", decor.WCSyncSpace)),
@@ -65,9 +70,9 @@ func newProgress(ctx context.Context, out io.Writer, mode progressMode, what str
 	return p
 }
 
-// task is one unit of work with a byte count.
-type task struct {
-	p     *progress
+// Task is one unit of work with a byte count.
+type Task struct {
+	p     *Progress
 	name  string
 	bar   *mpb.Bar
 	start time.Time
@@ -76,9 +81,9 @@ type task struct {
 	total int64
 }
 
-// task starts a task of total bytes (0 if not yet known).
-func (p *progress) task(name string, total int64) *task {
-	t := &task{p: p, name: name, start: time.Now(), total: total}
+// Task starts a task of total bytes (0 if not yet known).
+func (p *Progress) Task(name string, total int64) *Task {
+	t := &Task{p: p, name: name, start: time.Now(), total: total}
 	p.grow(total)
 	if p.bars != nil {
 		t.bar = p.bars.AddBar(total,
@@ -90,7 +95,7 @@ func (p *progress) task(name string, total int64) *task {
 }
 
 // grow adds n bytes to the whole.
-func (p *progress) grow(n int64) {
+func (p *Progress) grow(n int64) {
 	if n == 0 {
 		return
 	}
@@ -104,7 +109,7 @@ func (p *progress) grow(n int64) {
 }
 
 // AddTotal grows the task's total, as its size becomes known.
-func (t *task) AddTotal(n int64) {
+func (t *Task) AddTotal(n int64) {
 	t.mu.Lock()
 	t.total += n
 	total := t.total
@@ -116,7 +121,7 @@ func (t *task) AddTotal(n int64) {
 }
 
 // Add counts n bytes done.
-func (t *task) Add(n int64, took time.Duration) {
+func (t *Task) Add(n int64, took time.Duration) {
 	t.mu.Lock()
 	t.done += n
 	t.mu.Unlock()
@@ -126,22 +131,22 @@ func (t *task) Add(n int64, took time.Duration) {
 	}
 	t.p.mu.Lock()
 	t.p.doneBytes += n
-	report := t.p.mode == progressLines && time.Since(t.p.lastLine) >= lineInterval
+	report := t.p.mode == Lines && time.Since(t.p.lastLine) >= lineInterval
 	if report {
 		t.p.lastLine = time.Now()
 	}
 	done, total, start := t.p.doneBytes, t.p.totalBytes, t.p.start
 	t.p.mu.Unlock()
 	if report {
-		t.p.logf("%s of %s, %s", humanBytes(done), humanBytes(total), rateETA(done, total, time.Since(start)))
+		t.p.logf("%s of %s, %s", HumanBytes(done), HumanBytes(total), rateETA(done, total, time.Since(start)))
 	}
 }
 
 // Reader counts what r yields against the task.
-func (t *task) Reader(r io.Reader) io.Reader { return &taskReader{t: t, r: r, last: time.Now()} }
+func (t *Task) Reader(r io.Reader) io.Reader { return &taskReader{t: t, r: r, last: time.Now()} }
 
 type taskReader struct {
-	t    *task
+	t    *Task
 	r    io.Reader
 	last time.Time
 }
@@ -156,9 +161,9 @@ func (tr *taskReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// finish ends the task; a line says how it went unless the mode is quiet
+// Finish ends the task; a line says how it went unless the mode is quiet
 // and it went well (bars show it already).
-func (t *task) finish(err error, detail string) {
+func (t *Task) Finish(err error, detail string) {
 	t.mu.Lock()
 	done, total := t.done, t.total
 	t.mu.Unlock()
@@ -176,16 +181,16 @@ func (t *task) finish(err error, detail string) {
 	switch {
 	case err != nil:
 		t.p.logf("FAILED %s: %v", t.name, err)
-	case t.p.mode == progressLines:
+	case t.p.mode == Lines:
 		if detail != "" {
 			detail += ", "
 		}
-		t.p.logf("%s: %s%s in %s (%s/s)", t.name, detail, humanBytes(done), d.Round(time.Millisecond), humanBytes(int64(float64(done)/max(d.Seconds(), 1e-3))))
+		t.p.logf("%s: %s%s in %s (%s/s)", t.name, detail, HumanBytes(done), d.Round(time.Millisecond), HumanBytes(int64(float64(done)/max(d.Seconds(), 1e-3))))
 	}
 }
 
 // logf prints a line above the bars, or a log line.
-func (p *progress) logf(format string, args ...any) {
+func (p *Progress) logf(format string, args ...any) {
 	line := fmt.Sprintf("%s %s: %s\n", time.Now().Format(time.DateTime), p.what, fmt.Sprintf(format, args...))
 	if p.bars != nil {
 		p.bars.Write([]byte(line))
@@ -196,8 +201,8 @@ func (p *progress) logf(format string, args ...any) {
 	io.WriteString(p.out, line)
 }
 
-// wait ends the bars; call it before printing the summary.
-func (p *progress) wait() {
+// Wait ends the bars; call it before printing the summary.
+func (p *Progress) Wait() {
 	if p.bars != nil {
 		p.total.SetTotal(-1, true)
 		p.bars.Wait()
@@ -208,9 +213,23 @@ func (p *progress) wait() {
 // time left at that rate.
 func rateETA(done, total int64, elapsed time.Duration) string {
 	rate := float64(done) / max(elapsed.Seconds(), 1e-3)
-	s := humanBytes(int64(rate)) + "/s"
+	s := HumanBytes(int64(rate)) + "/s"
 	if total > done && rate > 0 {
 		s += ", ETA " + time.Duration(float64(total-done)/rate*float64(time.Second)).Round(time.Second).String()
 	}
 	return s
+}
+
+// HumanBytes formats n in binary units.
+func HumanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
