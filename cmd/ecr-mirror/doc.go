@@ -13,7 +13,8 @@
 //   - config.go: the config struct, and parseConfig, which reads every
 //     setting and reports every bad one before anything is built.
 //   - main.go: run, which wires the store, the proxy, the handlers and the
-//     listeners by hand.
+//     listeners by hand; the metrics, /healthz, /readyz and ECR's
+//     reachability come from package observe.
 //   - serve.go: the lifecycle, an errgroup with one goroutine per server
 //     and one that shuts them down (the admin socket last) within
 //     SHUTDOWN_GRACE.

@@ -18,13 +18,13 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ecr-mirror/ecr-mirror/access"
 	"github.com/ecr-mirror/ecr-mirror/admin"
 	"github.com/ecr-mirror/ecr-mirror/auth"
 	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/clientconn"
+	"github.com/ecr-mirror/ecr-mirror/observe"
 	"github.com/ecr-mirror/ecr-mirror/proxy"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 	"github.com/ecr-mirror/ecr-mirror/tlsreload"
@@ -146,9 +146,9 @@ func loadTLS(cfg *config, log *slog.Logger) (*tls.Config, error) {
 // what watches them.
 type upstreamSide struct {
 	tokens     *auth.Source
-	reach      *reachability
+	reach      *observe.Reachability
 	px         *proxy.Proxy
-	mtr        *mirrorMetrics
+	mtr        *observe.Metrics
 	stopTokens context.CancelFunc
 }
 
@@ -159,8 +159,8 @@ func startUpstream(ctx context.Context, cfg *config, store *cache.Store, log *sl
 	if err != nil {
 		return nil, fmt.Errorf("setting up AWS credentials: %w", err)
 	}
-	up := &upstreamSide{reach: newReachability(time.Now)}
-	up.tokens = auth.NewSource(auth.ECRFetcher(ecrClient), auth.Options{Logger: log.With("component", "auth"), OnFetch: up.reach.tokenFetched})
+	up := &upstreamSide{reach: observe.NewReachability(time.Now)}
+	up.tokens = auth.NewSource(auth.ECRFetcher(ecrClient), auth.Options{Logger: log.With("component", "auth"), OnFetch: up.reach.TokenFetched})
 	tokenCtx, stopTokens := context.WithCancel(ctx)
 	go up.tokens.Run(tokenCtx)
 
@@ -183,14 +183,14 @@ func startUpstream(ctx context.Context, cfg *config, store *cache.Store, log *sl
 		StallClock:      cfg.stallClock,
 		Retries:         cfg.Retries,
 		MaxRate:         cfg.MaxRate,
-		ObserveUpstream: func(ev proxy.UpstreamEvent) { up.reach.observeUpstream(ev); up.mtr.observeUpstream(ev) },
+		ObserveUpstream: func(ev proxy.UpstreamEvent) { up.reach.ObserveUpstream(ev); up.mtr.ObserveUpstream(ev) },
 	})
 	if err != nil {
 		stopTokens()
 		return nil, err
 	}
 	up.stopTokens = stopTokens
-	up.mtr = newMetrics(store, up.px, up.tokens, up.reach) // before anything is served
+	up.mtr = observe.NewMetrics(store, up.px, up.tokens, up.reach) // before anything is served
 	return up, nil
 }
 
@@ -209,7 +209,7 @@ func newAdminServer(cfg *config, store *cache.Store, up *upstreamSide, namespace
 		return served{}, err
 	}
 	api := registry.NewHandler(up.px, log.With("component", "admin"),
-		registry.WithNamespaces(namespaces, ""), registry.WithObserver(up.mtr.observeRequest))
+		registry.WithNamespaces(namespaces, ""), registry.WithObserver(up.mtr.ObserveRequest))
 	svc := admin.NewService(store, func(ctx context.Context, ref registry.Reference) (digest.Digest, int64, error) {
 		c := admin.RegistryClient(cfg.CacheDir)
 		defer c.CloseIdleConnections()
@@ -230,7 +230,7 @@ type clientLimits struct {
 
 // startClientLimits starts the watchdog, which runs until the servers
 // are shut down, and sizes the connection budget.
-func startClientLimits(cfg *config, mtr *mirrorMetrics, log *slog.Logger) (*clientLimits, error) {
+func startClientLimits(cfg *config, mtr *observe.Metrics, log *slog.Logger) (*clientLimits, error) {
 	watchdog, err := clientconn.NewWatchdog(cfg.ClientStallTimeout, nil, log.With("component", "clients"))
 	if err != nil {
 		return nil, fmt.Errorf("CLIENT_STALL_TIMEOUT: %w", err)
@@ -241,7 +241,7 @@ func startClientLimits(cfg *config, mtr *mirrorMetrics, log *slog.Logger) (*clie
 	}
 	watchCtx, stop := context.WithCancel(context.Background())
 	go watchdog.Run(watchCtx)
-	mtr.watchClients(budget, watchdog)
+	mtr.WatchClients(budget, watchdog)
 	return &clientLimits{watchdog: watchdog, budget: budget, stop: stop}, nil
 }
 
@@ -259,8 +259,8 @@ type handlers struct {
 // first: LISTEN_ADDR, then NAMESPACE_LISTENERS; apiListeners counts them.
 func (h *handlers) listeners(tlsConfig *tls.Config) (all []listener, apiListeners int) {
 	cfg := h.cfg
-	probe := &probes{cacheDir: cfg.CacheDir, store: h.store, tokens: h.up.tokens, reach: h.up.reach, staleIfError: cfg.StaleIfError > 0}
-	metrics := promhttp.HandlerFor(h.up.mtr.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelWarn)})
+	probe := observe.NewProbes(cfg.CacheDir, h.store, h.up.tokens, h.up.reach, cfg.StaleIfError > 0)
+	metrics := h.up.mtr.Handler(h.log)
 	all = []listener{{setting: "LISTEN_ADDR", addr: cfg.ListenAddr, handler: h.front(cfg.DefaultNamespace, probe, metrics), tls: tlsConfig,
 		what: "registry API: " + cmp.Or(cfg.DefaultNamespace, "ECR repositories by name")}}
 	for _, nl := range cfg.NamespaceListeners {
@@ -287,7 +287,7 @@ func (h *handlers) front(defaultNS string, probe, metrics http.Handler) http.Han
 		registry.WithPush(h.cfg.Push),
 		registry.WithNamespaces(h.namespaces, defaultNS),
 		registry.WithTrustedProxies(h.cfg.TrustedProxies),
-		registry.WithObserver(h.up.mtr.observeRequest))
+		registry.WithObserver(h.up.mtr.ObserveRequest))
 	return h.policy.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.URL.Path == "/healthz" || r.URL.Path == "/readyz":

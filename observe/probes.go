@@ -1,4 +1,4 @@
-package main
+package observe
 
 import (
 	"errors"
@@ -15,23 +15,29 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/cache"
 )
 
-// probes answers /healthz (the process is alive) and /readyz (it can
+// Probes answers /healthz (the process is alive) and /readyz (it can
 // serve: cache directory writable, index open, and ECR reachable with a
 // valid token, or, with STALE_IF_ERROR, content in the cache to serve
 // without ECR). Neither needs client credentials: they are for the
 // orchestrator.
-type probes struct {
+type Probes struct {
 	cacheDir string
 	store    *cache.Store
 	tokens   *auth.Source
-	reach    *reachability
+	reach    *Reachability
 	// staleIfError: the mirror serves cached content while ECR cannot be
 	// reached (STALE_IF_ERROR), so it is ready then, degraded.
 	staleIfError bool
 }
 
+// NewProbes checks the cache in cacheDir and store, the token from tokens
+// and ECR's reachability from reach; staleIfError is STALE_IF_ERROR set.
+func NewProbes(cacheDir string, store *cache.Store, tokens *auth.Source, reach *Reachability, staleIfError bool) *Probes {
+	return &Probes{cacheDir: cacheDir, store: store, tokens: tokens, reach: reach, staleIfError: staleIfError}
+}
+
 // ServeHTTP answers /healthz and /readyz; other paths are not its own.
-func (p *probes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (p *Probes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	if r.URL.Path == "/healthz" {
@@ -50,7 +56,7 @@ func (p *probes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // valid ECR token is needed too, unless STALE_IF_ERROR is set: then a
 // mirror that cannot reach ECR but holds content is ready, degraded, and
 // the first line says so and names the failing checks.
-func (p *probes) check() (lines []string, ready bool) {
+func (p *Probes) check() (lines []string, ready bool) {
 	ready = true
 	report := func(what string, err error) {
 		if err != nil {
@@ -76,7 +82,7 @@ func (p *probes) check() (lines []string, ready bool) {
 	} else {
 		report("ECR token", errors.New("no valid token yet (see the log for why GetAuthorizationToken fails)"))
 	}
-	if err := p.reach.check(); err != nil {
+	if err := p.reach.Check(); err != nil {
 		failing = append(failing, "ECR reachable")
 		lines = append(lines, fmt.Sprintf("ECR reachable: FAILING: %v", err))
 	} else {
@@ -94,7 +100,7 @@ func (p *probes) check() (lines []string, ready bool) {
 }
 
 // writable creates and removes a file where downloads are written.
-func (p *probes) writable() error {
+func (p *Probes) writable() error {
 	f, err := os.CreateTemp(filepath.Join(p.cacheDir, "tmp"), ".readyz-*")
 	if err != nil {
 		return err

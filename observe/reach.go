@@ -1,4 +1,4 @@
-package main
+package observe
 
 import (
 	"fmt"
@@ -8,10 +8,10 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/proxy"
 )
 
-// reachability remembers whether the mirror's last attempt to reach ECR,
+// Reachability remembers whether the mirror's last attempt to reach ECR,
 // a token fetch or a registry request, succeeded: for /readyz and the
 // ecr_mirror_upstream_reachable gauge.
-type reachability struct {
+type Reachability struct {
 	now func() time.Time
 
 	mu    sync.Mutex
@@ -21,12 +21,13 @@ type reachability struct {
 	at    time.Time // when the last attempt ended
 }
 
-func newReachability(now func() time.Time) *reachability {
-	return &reachability{now: now}
+// NewReachability starts with no attempt made; now stamps each attempt.
+func NewReachability(now func() time.Time) *Reachability {
+	return &Reachability{now: now}
 }
 
-// tokenFetched records a token fetch (auth.Options.OnFetch).
-func (r *reachability) tokenFetched(err error) {
+// TokenFetched records a token fetch (auth.Options.OnFetch).
+func (r *Reachability) TokenFetched(err error) {
 	if err != nil {
 		r.record(false, fmt.Sprintf("token fetch failed: %v", err))
 		return
@@ -34,10 +35,10 @@ func (r *reachability) tokenFetched(err error) {
 	r.record(true, "")
 }
 
-// observeUpstream records a registry request. An answer is success, but
+// ObserveUpstream records a registry request. An answer is success, but
 // for a 5xx or 429, which say ECR cannot serve; a client that went away
 // says nothing about ECR.
-func (r *reachability) observeUpstream(ev proxy.UpstreamEvent) {
+func (r *Reachability) ObserveUpstream(ev proxy.UpstreamEvent) {
 	switch {
 	case ev.Failure == "canceled":
 	case ev.Failure != "":
@@ -49,15 +50,15 @@ func (r *reachability) observeUpstream(ev proxy.UpstreamEvent) {
 	}
 }
 
-func (r *reachability) record(ok bool, why string) {
+func (r *Reachability) record(ok bool, why string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.tried, r.ok, r.why, r.at = true, ok, why, r.now()
 }
 
-// check says whether the last attempt succeeded, and otherwise why not:
+// Check says whether the last attempt succeeded, and otherwise why not:
 // nil when it did.
-func (r *reachability) check() error {
+func (r *Reachability) Check() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch {

@@ -1,11 +1,13 @@
-package main
+package observe
 
 import (
+	"log/slog"
 	"net/http"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ecr-mirror/ecr-mirror/auth"
 	"github.com/ecr-mirror/ecr-mirror/cache"
@@ -14,10 +16,10 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
-// mirrorMetrics holds the mirror's Prometheus metrics. Counters the packages
+// Metrics holds the mirror's Prometheus metrics. Counters the packages
 // keep themselves (cache, proxy, auth Stats) are read at scrape time; the
 // rest are fed by the request and upstream observers.
-type mirrorMetrics struct {
+type Metrics struct {
 	reg *prometheus.Registry
 
 	requests        *prometheus.CounterVec
@@ -31,9 +33,17 @@ type mirrorMetrics struct {
 
 const namespace = "ecr_mirror"
 
-// newMetrics registers every metric in a registry of its own.
-func newMetrics(store *cache.Store, px *proxy.Proxy, tokens *auth.Source, reach *reachability) *mirrorMetrics {
-	m := &mirrorMetrics{
+// NewMetrics registers every metric in a registry of its own.
+func NewMetrics(store *cache.Store, px *proxy.Proxy, tokens *auth.Source, reach *Reachability) *Metrics {
+	m := newMetrics()
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.readStats(store, px, tokens, reach)
+	return m
+}
+
+// newMetrics registers the metrics the observers feed.
+func newMetrics() *Metrics {
+	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "http_requests_total",
 			Help: "Client requests answered, by route, method and status."}, []string{"route", "method", "code"}),
@@ -50,6 +60,13 @@ func newMetrics(store *cache.Store, px *proxy.Proxy, tokens *auth.Source, reach 
 		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "upstream_errors_total",
 			Help: "Requests to ECR that failed, by reason: timeout, unreachable, credentials, canceled, throttled (429), denied (401/403), server (5xx)."}, []string{"kind", "reason"}),
 	}
+	m.reg.MustRegister(m.requests, m.requestDuration, m.servedBytes, m.outcomes, m.upstream, m.upstreamLatency, m.upstreamErrors)
+	return m
+}
+
+// readStats registers the counters the packages keep themselves, read at
+// scrape time.
+func (m *Metrics) readStats(store *cache.Store, px *proxy.Proxy, tokens *auth.Source, reach *Reachability) {
 	counter := func(name, help string, f func() int64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, func() float64 { return float64(f()) })
 	}
@@ -58,9 +75,6 @@ func newMetrics(store *cache.Store, px *proxy.Proxy, tokens *auth.Source, reach 
 	}
 	ps := px.Stats()
 	m.reg.MustRegister(
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.requests, m.requestDuration, m.servedBytes, m.outcomes, m.upstream, m.upstreamLatency, m.upstreamErrors,
 		counter("upstream_bytes_total", "Body bytes downloaded from upstream into the cache.", ps.UpstreamBytes.Load),
 		counter("downloads_total", "Upstream downloads started (one per uncached digest, however many clients asked).", ps.Downloads.Load),
 		counter("download_failures_total", "Upstream downloads that failed; nothing of them was kept.", ps.DownloadFailures.Load),
@@ -87,7 +101,7 @@ func newMetrics(store *cache.Store, px *proxy.Proxy, tokens *auth.Source, reach 
 		gauge("cache_entries", "Blobs and manifests in the cache.", func() float64 { return float64(store.Stats().Entries) }),
 		gauge("downloads_in_flight", "Upstream downloads running now.", func() float64 { return float64(px.InFlight()) }),
 		gauge("upstream_reachable", "1 when the last attempt to reach ECR (token fetch or registry request) succeeded, else 0.", func() float64 {
-			if reach.check() != nil {
+			if reach.Check() != nil {
 				return 0
 			}
 			return 1
@@ -99,11 +113,10 @@ func newMetrics(store *cache.Store, px *proxy.Proxy, tokens *auth.Source, reach 
 			return 0
 		}),
 	)
-	return m
 }
 
-// watchClients registers the client connection metrics.
-func (m *mirrorMetrics) watchClients(b *clientconn.Budget, wd *clientconn.Watchdog) {
+// WatchClients registers the client connection metrics.
+func (m *Metrics) WatchClients(b *clientconn.Budget, wd *clientconn.Watchdog) {
 	m.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: "client_connections",
 			Help: "Client connections open now on the registry listeners."}, func() float64 { return float64(b.Open()) }),
@@ -143,8 +156,8 @@ func statusLabel(status int) string {
 	return strconv.Itoa(status)
 }
 
-// observeRequest records one client request.
-func (m *mirrorMetrics) observeRequest(ri registry.RequestInfo) {
+// ObserveRequest records one client request.
+func (m *Metrics) ObserveRequest(ri registry.RequestInfo) {
 	method := methodLabel(ri.Method)
 	m.requests.WithLabelValues(ri.Route, method, statusLabel(ri.Status)).Inc()
 	m.requestDuration.WithLabelValues(ri.Route, method).Observe(ri.Duration.Seconds())
@@ -159,8 +172,8 @@ func (m *mirrorMetrics) observeRequest(ri registry.RequestInfo) {
 	m.servedBytes.WithLabelValues(source).Add(float64(ri.Bytes))
 }
 
-// observeUpstream records one request to ECR.
-func (m *mirrorMetrics) observeUpstream(ev proxy.UpstreamEvent) {
+// ObserveUpstream records one request to ECR.
+func (m *Metrics) ObserveUpstream(ev proxy.UpstreamEvent) {
 	if ev.Failure != "" {
 		m.upstreamErrors.WithLabelValues(ev.Kind, ev.Failure).Inc()
 		return
@@ -175,4 +188,10 @@ func (m *mirrorMetrics) observeUpstream(ev proxy.UpstreamEvent) {
 	case s >= 500:
 		m.upstreamErrors.WithLabelValues(ev.Kind, "server").Inc()
 	}
+}
+
+// Handler serves the metrics in Prometheus' text format; errors in
+// gathering them are logged to log as warnings.
+func (m *Metrics) Handler(log *slog.Logger) http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)})
 }

@@ -1,0 +1,14 @@
+// Package observe is how a running mirror is watched from outside.
+//
+//   - metrics.go: Metrics, the Prometheus metrics in a registry of their
+//     own, fed by the request and upstream observers and reading the
+//     counters cache, proxy and auth keep themselves at scrape time. Label
+//     values come only from small fixed sets.
+//   - probes.go: Probes, /healthz (alive) and /readyz (cache writable,
+//     index open, ECR reachable with a valid token, or degraded with
+//     STALE_IF_ERROR).
+//   - reach.go: Reachability, whether the last attempt to reach ECR (token
+//     fetch or registry request) succeeded.
+//
+// cmd/ecr-mirror builds them and mounts their handlers.
+package observe

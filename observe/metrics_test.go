@@ -1,0 +1,113 @@
+package observe
+
+import (
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/ecr-mirror/ecr-mirror/proxy"
+	"github.com/ecr-mirror/ecr-mirror/registry"
+)
+
+func TestLabelsComeFromFixedSets(t *testing.T) {
+	t.Parallel()
+	methods := []struct{ in, want string }{
+		{"GET", "GET"}, {"HEAD", "HEAD"}, {"PATCH", "PATCH"}, {"OPTIONS", "OPTIONS"},
+		{"get", "other"}, {"PROPFIND", "other"}, {"", "other"},
+	}
+	for _, tt := range methods {
+		if got := methodLabel(tt.in); got != tt.want {
+			t.Errorf("methodLabel(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	statuses := []struct {
+		in   int
+		want string
+	}{{200, "200"}, {100, "100"}, {599, "599"}, {99, "other"}, {600, "other"}, {0, "other"}, {-1, "other"}}
+	for _, tt := range statuses {
+		if got := statusLabel(tt.in); got != tt.want {
+			t.Errorf("statusLabel(%d) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestObserveUpstreamCountsFailuresByReason(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		ev         proxy.UpstreamEvent
+		wantReason string // "" when no error is counted
+		answered   bool
+	}{
+		{name: "ok", ev: proxy.UpstreamEvent{Kind: "blob", Method: "GET", Status: 200, Duration: time.Millisecond}, answered: true},
+		{name: "throttled", ev: proxy.UpstreamEvent{Kind: "blob", Method: "GET", Status: 429}, wantReason: "throttled", answered: true},
+		{name: "denied", ev: proxy.UpstreamEvent{Kind: "blob", Method: "GET", Status: 403}, wantReason: "denied", answered: true},
+		{name: "server", ev: proxy.UpstreamEvent{Kind: "blob", Method: "GET", Status: 502}, wantReason: "server", answered: true},
+		{name: "timeout", ev: proxy.UpstreamEvent{Kind: "blob", Method: "GET", Failure: "timeout"}, wantReason: "timeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			m := newMetrics()
+			m.ObserveUpstream(tt.ev)
+			if got := series(t, m.upstreamErrors); (got == 1) != (tt.wantReason != "") {
+				t.Fatalf("%d error series, want an error counted: %v", got, tt.wantReason != "")
+			}
+			if tt.wantReason != "" {
+				if got := value(t, m.upstreamErrors.WithLabelValues("blob", tt.wantReason)); got != 1 {
+					t.Errorf("upstream_errors_total{reason=%q} = %v, want 1", tt.wantReason, got)
+				}
+			}
+			if got := series(t, m.upstream); (got == 1) != tt.answered {
+				t.Errorf("%d answered series, want one: %v", got, tt.answered)
+			}
+		})
+	}
+}
+
+func TestObserveRequestCountsServedBytesBySource(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		outcome string
+		source  string
+	}{
+		{proxy.OutcomeHit, "cache"},
+		{proxy.OutcomeRevalidated, "cache"},
+		{proxy.OutcomeStale, "cache"},
+		{proxy.OutcomeMiss, "upstream"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.outcome, func(t *testing.T) {
+			t.Parallel()
+			m := newMetrics()
+			m.ObserveRequest(registry.RequestInfo{Route: "blob", Method: "GET", Status: 200, Outcome: tt.outcome, Bytes: 42})
+			if got := value(t, m.servedBytes.WithLabelValues(tt.source)); got != 42 {
+				t.Errorf("served_bytes_total{source=%q} = %v, want 42", tt.source, got)
+			}
+			if got := value(t, m.requests.WithLabelValues("blob", "GET", "200")); got != 1 {
+				t.Errorf("http_requests_total = %v, want 1", got)
+			}
+		})
+	}
+}
+
+// value reads a counter.
+func value(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+// series counts the series c holds.
+func series(t *testing.T, c prometheus.Collector) int {
+	t.Helper()
+	ch := make(chan prometheus.Metric, 16)
+	c.Collect(ch)
+	close(ch)
+	return len(ch)
+}

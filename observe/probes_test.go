@@ -1,0 +1,99 @@
+package observe
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/auth"
+	"github.com/ecr-mirror/ecr-mirror/cache"
+	"github.com/ecr-mirror/ecr-mirror/proxy"
+)
+
+// newProbes checks a store in a temporary directory, a token source and the
+// reachability the probes read.
+func newProbes(t *testing.T, tokenOK, reachable, cached, staleIfError bool) *Probes {
+	t.Helper()
+	dir := t.TempDir()
+	store, err := cache.Open(cache.Options{Dir: dir, MaxSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	if cached {
+		data := []byte(`{"schemaVersion":2}`)
+		if err := store.Put(digest.FromBytes(data), "application/vnd.oci.image.manifest.v1+json", data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tokens := auth.NewSource(func(context.Context) (auth.Token, error) {
+		if !tokenOK {
+			return auth.Token{}, errors.New("no credentials")
+		}
+		return auth.NewToken("QVdTOnNlY3JldA==", time.Now().Add(12*time.Hour)), nil
+	}, auth.Options{})
+	tokens.Token(context.Background()) // the error, if any, is what the probes report
+	reach := NewReachability(time.Now)
+	if reachable {
+		reach.ObserveUpstream(proxy.UpstreamEvent{Kind: "blob", Method: "GET", Status: 200})
+	} else {
+		reach.ObserveUpstream(proxy.UpstreamEvent{Kind: "blob", Method: "GET", Failure: "unreachable"})
+	}
+	return NewProbes(dir, store, tokens, reach, staleIfError)
+}
+
+func TestReadyz(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name                                   string
+		tokenOK, reachable, cached, staleIfErr bool
+		wantStatus                             int
+		want                                   []string
+	}{
+		{name: "all well", tokenOK: true, reachable: true, wantStatus: 200,
+			want: []string{"cache directory writable: ok", "cache index open: ok", "ECR token: ok (expires", "ECR reachable: ok"}},
+		{name: "no token", reachable: true, wantStatus: 503,
+			want: []string{"ECR token: NOT READY: no valid token yet"}},
+		{name: "unreachable is reported, not fatal alone", tokenOK: true, wantStatus: 200,
+			want: []string{"ECR reachable: FAILING: last attempt at"}},
+		{name: "stale, nothing cached", staleIfErr: true, wantStatus: 503,
+			want: []string{"ECR token: FAILING", "cached content: NOT READY"}},
+		{name: "stale, content cached", cached: true, staleIfErr: true, wantStatus: 200,
+			want: []string{"degraded: serving cached content without ECR (STALE_IF_ERROR); failing: ECR token, ECR reachable"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			p := newProbes(t, tt.tokenOK, tt.reachable, tt.cached, tt.staleIfErr)
+			rec := httptest.NewRecorder()
+			p.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+			if rec.Code != tt.wantStatus {
+				t.Errorf("status %d, want %d:\n%s", rec.Code, tt.wantStatus, rec.Body)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(rec.Body.String(), w) {
+					t.Errorf("body lacks %q:\n%s", w, rec.Body)
+				}
+			}
+		})
+	}
+}
+
+func TestHealthzIsAlwaysOK(t *testing.T) {
+	t.Parallel()
+	p := newProbes(t, false, false, false, false)
+	rec := httptest.NewRecorder()
+	p.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+	if rec.Code != http.StatusOK || strings.TrimSpace(rec.Body.String()) != "ok" {
+		t.Errorf("/healthz: %d %q, want 200 ok", rec.Code, rec.Body)
+	}
+	if got := rec.Header().Get("Cache-Control"); got != "no-store" {
+		t.Errorf("Cache-Control %q, want no-store", got)
+	}
+}
