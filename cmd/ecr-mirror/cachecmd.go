@@ -17,6 +17,7 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/admin"
 	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/internal/progress"
+	"github.com/ecr-mirror/ecr-mirror/internal/settings"
 )
 
 const cacheUsage = `Usage: ecr-mirror cache SUBCOMMAND [flags]
@@ -160,7 +161,7 @@ func (sf *storeFlags) registry() (string, error) {
 	if sf.upstream == "" {
 		return "", nil
 	}
-	u, err := parseUpstream(sf.upstream)
+	u, err := settings.ParseUpstream(sf.upstream)
 	if err != nil {
 		return "", fmt.Errorf("-upstream/UPSTREAM: %w", err)
 	}
@@ -171,7 +172,7 @@ func envOr(getenv func(string) string, env string) string {
 	if v := strings.TrimSpace(getenv(env)); v != "" {
 		return v
 	}
-	return defaultSetting(env)
+	return settings.Default(env)
 }
 
 // openCache reaches the mirror of the cache directory: through its admin
@@ -216,7 +217,7 @@ const lockWait = 3 * time.Second
 // or with create a new one in a directory that has none; the error is
 // ready to print.
 func (sf *storeFlags) open(stderr io.Writer, create bool) (*cache.Store, error) {
-	maxSize, err := parseSize(sf.maxSize)
+	maxSize, err := settings.ParseSize(sf.maxSize)
 	if err != nil {
 		return nil, fmt.Errorf("--cache-max-size (CACHE_MAX_SIZE): %v", err)
 	}
@@ -471,7 +472,7 @@ func btoi(b bool) int {
 // no time.
 func parseAge(s string) (time.Duration, error) {
 	if days, ok := strings.CutSuffix(s, "d"); ok {
-		r, ok := parseDecimal(days)
+		r, ok := settings.ParseDecimal(days)
 		if !ok || r.Sign() == 0 || r.Cmp(big.NewRat(100*365, 1)) > 0 {
 			return 0, fmt.Errorf("age %q: want a positive number of days such as 30d", s)
 		}

@@ -604,3 +604,14 @@ func TestParseAge(t *testing.T) {
 		}
 	}
 }
+
+func FuzzParseAge(f *testing.F) {
+	for _, s := range []string{"30d", "1.5d", "12h", "NaNd", "0.5ns", "1e-20d"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if d, err := parseAge(s); err == nil && d <= 0 {
+			t.Fatalf("parseAge(%q) = %v without error", s, d)
+		}
+	})
+}

@@ -6,12 +6,11 @@
 //
 // Where the server's concerns live:
 //
-//   - settings.go: every setting, bound once to its config field with its
-//     flag, variable, default (a Default… constant of the owning package
-//     where there is one), -h text, README.md row and parser. The README
-//     table is generated from it: go generate ./cmd/ecr-mirror.
-//   - config.go: the config struct, and parseConfig, which reads every
-//     setting and reports every bad one before anything is built.
+//   - internal/settings: every setting, bound once to its field of
+//     settings.Config with its flag, variable, default, -h text, README.md
+//     row and parser; settings.Parse reads them all and reports every bad
+//     one before anything is built. The README table is generated from
+//     that list: go generate ./cmd/ecr-mirror.
 //   - main.go: run, which wires the store, the proxy, the handlers and the
 //     listeners by hand; the metrics, /healthz, /readyz and ECR's
 //     reachability come from package observe.
@@ -22,3 +21,6 @@
 //     output; the images themselves are read with internal/imageclient,
 //     and progress bars and lines come from internal/progress.
 package main
+
+// README.md's settings table is rendered from internal/settings.
+//go:generate go test -count=1 -run TestREADMESettingsTableMatchesSettings ../../internal/settings -args -update-readme

@@ -25,6 +25,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/settings"
 	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
@@ -101,11 +102,11 @@ func startMirror(t testing.TB, fake *fakeecr.Server, o mirrorOpts) *mirror {
 	for k, v := range o.env {
 		env[k] = v
 	}
-	cfg, err := parseConfig(nil, func(k string) string { return env[k] }, io.Discard)
+	cfg, err := settings.Parse(nil, func(k string) string { return env[k] }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.stallClock = o.stallClock
+	cfg.StallClock = o.stallClock
 	logs := &testkit.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())

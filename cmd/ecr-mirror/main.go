@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,6 +25,7 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/auth"
 	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/clientconn"
+	"github.com/ecr-mirror/ecr-mirror/internal/settings"
 	"github.com/ecr-mirror/ecr-mirror/observe"
 	"github.com/ecr-mirror/ecr-mirror/proxy"
 	"github.com/ecr-mirror/ecr-mirror/registry"
@@ -42,7 +44,7 @@ func main() {
 		stop()
 		os.Exit(code)
 	}
-	cfg, err := parseConfig(args, os.Getenv, os.Stderr)
+	cfg, err := settings.Parse(args, os.Getenv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
 	}
@@ -76,7 +78,7 @@ type listener struct {
 // run serves until ctx is done. ready, when set, is called with the
 // registry listeners' addresses once requests are accepted: LISTEN_ADDR's
 // first, then NAMESPACE_LISTENERS' in order.
-func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Addr)) error {
+func run(ctx context.Context, cfg *settings.Config, log *slog.Logger, ready func([]net.Addr)) error {
 	policy, err := access.New(cfg.Access, log.With("component", "access"))
 	if err != nil {
 		return fmt.Errorf("client access control: %w", err)
@@ -131,7 +133,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger, ready func([]net.Ad
 
 // loadTLS is the registry listeners' TLS configuration, reloaded as the
 // files are renewed; nil: plain HTTP.
-func loadTLS(cfg *config, log *slog.Logger) (*tls.Config, error) {
+func loadTLS(cfg *settings.Config, log *slog.Logger) (*tls.Config, error) {
 	if cfg.TLSCertificate == "" {
 		return nil, nil
 	}
@@ -154,7 +156,7 @@ type upstreamSide struct {
 
 // startUpstream starts refreshing ECR tokens and builds the proxy over
 // store.
-func startUpstream(ctx context.Context, cfg *config, store *cache.Store, log *slog.Logger) (*upstreamSide, error) {
+func startUpstream(ctx context.Context, cfg *settings.Config, store *cache.Store, log *slog.Logger) (*upstreamSide, error) {
 	ecrClient, err := auth.NewECRClient(ctx, cfg.Region, cfg.ECREndpoint)
 	if err != nil {
 		return nil, fmt.Errorf("setting up AWS credentials: %w", err)
@@ -180,7 +182,7 @@ func startUpstream(ctx context.Context, cfg *config, store *cache.Store, log *sl
 		StaleIfError:    cfg.StaleIfError,
 		TagTimeout:      cfg.TagTimeout,
 		StallTimeout:    cfg.StallTimeout,
-		StallClock:      cfg.stallClock,
+		StallClock:      cfg.StallClock,
 		Retries:         cfg.Retries,
 		MaxRate:         cfg.MaxRate,
 		ObserveUpstream: func(ev proxy.UpstreamEvent) { up.reach.ObserveUpstream(ev); up.mtr.ObserveUpstream(ev) },
@@ -203,7 +205,7 @@ func (up *upstreamSide) close() {
 // newAdminServer builds the admin socket's server: the cache commands
 // on this running mirror, and the registry API for the pulls of "cache
 // pin". It is shut down after the registry listeners.
-func newAdminServer(cfg *config, store *cache.Store, up *upstreamSide, namespaces *registry.Namespaces, log *slog.Logger) (served, error) {
+func newAdminServer(cfg *settings.Config, store *cache.Store, up *upstreamSide, namespaces *registry.Namespaces, log *slog.Logger) (served, error) {
 	ln, err := admin.Listen(cfg.CacheDir)
 	if err != nil {
 		return served{}, err
@@ -230,7 +232,7 @@ type clientLimits struct {
 
 // startClientLimits starts the watchdog, which runs until the servers
 // are shut down, and sizes the connection budget.
-func startClientLimits(cfg *config, mtr *observe.Metrics, log *slog.Logger) (*clientLimits, error) {
+func startClientLimits(cfg *settings.Config, mtr *observe.Metrics, log *slog.Logger) (*clientLimits, error) {
 	watchdog, err := clientconn.NewWatchdog(cfg.ClientStallTimeout, nil, log.With("component", "clients"))
 	if err != nil {
 		return nil, fmt.Errorf("CLIENT_STALL_TIMEOUT: %w", err)
@@ -247,7 +249,7 @@ func startClientLimits(cfg *config, mtr *observe.Metrics, log *slog.Logger) (*cl
 
 // handlers builds what the mirror serves on its TCP listeners.
 type handlers struct {
-	cfg        *config
+	cfg        *settings.Config
 	store      *cache.Store
 	up         *upstreamSide
 	policy     *access.Policy
@@ -346,7 +348,7 @@ func listenAll(listeners []listener, apiListeners int, clients *clientLimits, lo
 }
 
 // logServing logs what the mirror serves with, and warns of what is off.
-func logServing(cfg *config, log *slog.Logger, store *cache.Store, namespaces *registry.Namespaces, budget *clientconn.Budget, tlsOn bool, policy *access.Policy) {
+func logServing(cfg *settings.Config, log *slog.Logger, store *cache.Store, namespaces *registry.Namespaces, budget *clientconn.Budget, tlsOn bool, policy *access.Policy) {
 	log.Info("ecr-mirror serving",
 		"upstream", cfg.Upstream.String(), "region", cfg.Region, "pull_throughs", namespaces.Hosts(),
 		"push", cfg.Push, "cache_dir", cfg.CacheDir, "cache_max_bytes", cfg.CacheMaxSize, "cache_bytes", store.Size(),
@@ -389,4 +391,13 @@ func pprofHandler() http.Handler {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
+}
+
+// newLogger builds the process logger.
+func newLogger(cfg *settings.Config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }

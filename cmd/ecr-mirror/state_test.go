@@ -20,6 +20,7 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/internal/dirtree"
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/settings"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
@@ -195,7 +196,7 @@ func serveErr(t *testing.T, fake *fakeecr.Server, dir string) error {
 	t.Helper()
 	env := map[string]string{"UPSTREAM": fake.URL(), "AWS_REGION": "eu-west-1", "AWS_ENDPOINT_URL_ECR": fake.TokenURL(),
 		"LISTEN_ADDR": "127.0.0.1:0", "CACHE_DIR": dir, "CACHE_MAX_SIZE": "1g"}
-	cfg, err := parseConfig(nil, func(k string) string { return env[k] }, io.Discard)
+	cfg, err := settings.Parse(nil, func(k string) string { return env[k] }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

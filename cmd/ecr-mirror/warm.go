@@ -16,6 +16,7 @@ import (
 
 	"github.com/ecr-mirror/ecr-mirror/internal/imageclient"
 	"github.com/ecr-mirror/ecr-mirror/internal/progress"
+	"github.com/ecr-mirror/ecr-mirror/internal/settings"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
@@ -148,7 +149,7 @@ func (pf *pullFlags) parse(fs *flag.FlagSet, args []string, cmd string, stderr i
 }
 
 func (pf *pullFlags) client() (*imageclient.Client, error) {
-	return newClient(pf.mirror, pf.concurrency, pf.insecure, splitList(pf.platform))
+	return newClient(pf.mirror, pf.concurrency, pf.insecure, settings.SplitList(pf.platform))
 }
 
 // readImageList reads images from a file, one a line; blank lines and

@@ -1,4 +1,4 @@
-package main
+package settings
 
 import (
 	"cmp"
@@ -21,11 +21,11 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
-// config is the whole server configuration. Every setting comes from a
+// Config is the whole server configuration. Every setting comes from a
 // flag, else from its environment variable, else from its default:
 // settings() in settings.go binds each field to its flag, variable,
 // default, help and parser, so the comments here name only the variable.
-type config struct {
+type Config struct {
 	Upstream         *url.URL          // UPSTREAM
 	Region           string            // AWS_REGION
 	ECREndpoint      string            // AWS_ENDPOINT_URL_ECR
@@ -39,7 +39,7 @@ type config struct {
 	DefaultNamespace string            // DEFAULT_NAMESPACE; "": the ECR registry itself
 	// NamespaceListeners are extra listen addresses, each serving one
 	// registry's images to clients that name none (NAMESPACE_LISTENERS).
-	NamespaceListeners []namespaceListener
+	NamespaceListeners []NamespaceListener
 	TrustedProxies     []netip.Prefix // TRUSTED_PROXIES
 	MetricsAddr        string         // METRICS_ADDR; "": /metrics on LISTEN_ADDR
 	PprofAddr          string         // PPROF_ADDR; "": no pprof
@@ -53,7 +53,7 @@ type config struct {
 	Access access.Config
 	// StaleIfError (STALE_IF_ERROR) is how old a tag's last answer may be
 	// and still be served when ECR cannot be reached; 0: never;
-	// staleAlways: no limit.
+	// StaleAlways: no limit.
 	StaleIfError         time.Duration
 	TagTimeout           time.Duration // UPSTREAM_TAG_TIMEOUT
 	StallTimeout         time.Duration // UPSTREAM_STALL_TIMEOUT
@@ -61,25 +61,25 @@ type config struct {
 	MaxRate              int64         // UPSTREAM_MAX_RATE, bytes/s; 0: unlimited
 	ClientStallTimeout   time.Duration // CLIENT_STALL_TIMEOUT
 	MaxClientConnections int           // MAX_CLIENT_CONNECTIONS; 0: auto
-	// stallClock times StallTimeout; nil: the real clock. Not a setting:
+	// StallClock times StallTimeout; nil: the real clock. Not a setting:
 	// tests set it to fire stalls when they choose.
-	stallClock clockwork.Clock
+	StallClock clockwork.Clock
 }
 
-// staleAlways is STALE_IF_ERROR=always.
-const staleAlways = time.Duration(1<<63 - 1)
+// StaleAlways is STALE_IF_ERROR=always.
+const StaleAlways = time.Duration(1<<63 - 1)
 
-// namespaceListener is one NAMESPACE_LISTENERS entry.
-type namespaceListener struct {
+// NamespaceListener is one NAMESPACE_LISTENERS entry.
+type NamespaceListener struct {
 	Addr      string
 	Namespace string
 }
 
-// parseConfig reads flags from args and settings from getenv, and checks
+// Parse reads flags from args and settings from getenv, and checks
 // every value. Errors name the setting and the bad value; every bad
 // setting is reported, not just the first.
-func parseConfig(args []string, getenv func(string) string, usageOut io.Writer) (*config, error) {
-	var cfg config
+func Parse(args []string, getenv func(string) string, usageOut io.Writer) (*Config, error) {
+	var cfg Config
 	all := settings(&cfg)
 	fs := flag.NewFlagSet("ecr-mirror", flag.ContinueOnError)
 	fs.SetOutput(usageOut)
@@ -136,9 +136,9 @@ func named(env string, err error) []error {
 	return out
 }
 
-// defaultSetting is the server's default for the setting of env.
-func defaultSetting(env string) string {
-	for _, s := range settings(&config{}) {
+// Default is the server's default for the setting of env.
+func Default(env string) string {
+	for _, s := range settings(&Config{}) {
 		if s.env == env {
 			return s.def
 		}
@@ -150,7 +150,7 @@ func defaultSetting(env string) string {
 func parsePullThroughs(v string) (map[string]string, error) {
 	pulls := map[string]string{}
 	var errs []error
-	for _, pair := range splitList(v) {
+	for _, pair := range SplitList(v) {
 		host, prefix, ok := strings.Cut(pair, "=")
 		host, prefix = registry.CanonicalRegistry(host), strings.Trim(strings.TrimSpace(prefix), "/")
 		if err := checkPullThrough(pulls, pair, host, prefix, ok); err != nil {
@@ -180,7 +180,7 @@ func checkPullThrough(pulls map[string]string, pair, host, prefix string, ok boo
 }
 
 // mapped checks that PULL_THROUGHS maps host.
-func (c *config) mapped(host string) error {
+func (c *Config) mapped(host string) error {
 	if _, ok := c.PullThroughs[host]; !ok {
 		return fmt.Errorf("registry %q is not mapped in PULL_THROUGHS", host)
 	}
@@ -189,7 +189,7 @@ func (c *config) mapped(host string) error {
 
 // parseDefaultNamespace reads DEFAULT_NAMESPACE, a registry PULL_THROUGHS
 // maps.
-func (c *config) parseDefaultNamespace(v string) error {
+func (c *Config) parseDefaultNamespace(v string) error {
 	host := registry.CanonicalRegistry(v)
 	if host == "" {
 		return nil
@@ -203,9 +203,9 @@ func (c *config) parseDefaultNamespace(v string) error {
 
 // parseNamespaceListeners reads NAMESPACE_LISTENERS, each addr=registry
 // with a registry PULL_THROUGHS maps, reporting every bad pair.
-func (c *config) parseNamespaceListeners(v string) error {
+func (c *Config) parseNamespaceListeners(v string) error {
 	var errs []error
-	for _, pair := range splitList(v) {
+	for _, pair := range SplitList(v) {
 		addr, host, ok := strings.Cut(pair, "=")
 		host = registry.CanonicalRegistry(host)
 		if !ok || host == "" {
@@ -220,13 +220,13 @@ func (c *config) parseNamespaceListeners(v string) error {
 			errs = append(errs, err)
 			continue
 		}
-		c.NamespaceListeners = append(c.NamespaceListeners, namespaceListener{Addr: strings.TrimSpace(addr), Namespace: host})
+		c.NamespaceListeners = append(c.NamespaceListeners, NamespaceListener{Addr: strings.TrimSpace(addr), Namespace: host})
 	}
 	return errors.Join(errs...)
 }
 
-// splitList splits a comma-separated setting, dropping empty items.
-func splitList(v string) []string {
+// SplitList splits a comma-separated setting, dropping empty items.
+func SplitList(v string) []string {
 	var out []string
 	for _, item := range strings.Split(v, ",") {
 		if item = strings.TrimSpace(item); item != "" {
@@ -248,9 +248,9 @@ func checkListenAddr(addr string) error {
 	return nil
 }
 
-// parseUpstream checks the registry URL: http(s), a host, no path, query
+// ParseUpstream checks the registry URL: http(s), a host, no path, query
 // or credentials.
-func parseUpstream(raw string) (*url.URL, error) {
+func ParseUpstream(raw string) (*url.URL, error) {
 	if raw == "" {
 		return nil, errors.New("is required: the ECR registry URL, e.g. https://123456789012.dkr.ecr.eu-west-1.amazonaws.com")
 	}
@@ -277,7 +277,7 @@ func parseUpstream(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// sizeUnits are the suffixes parseSize accepts, all powers of 1024.
+// sizeUnits are the suffixes ParseSize accepts, all powers of 1024.
 var sizeUnits = []struct {
 	suffix string
 	shift  uint
@@ -288,14 +288,14 @@ var sizeUnits = []struct {
 	{"b", 0},
 }
 
-// maxSize is the largest size parseSize accepts, 4 EiB.
+// maxSize is the largest size ParseSize accepts, 4 EiB.
 const maxSize = 1 << 62
 
-// parseSize reads a byte count: a decimal number (digits, optionally a
+// ParseSize reads a byte count: a decimal number (digits, optionally a
 // point and more digits) alone or with k/m/g/t or KiB/MiB/GiB/TiB
 // (case-insensitive, powers of 1024), rounded down to whole bytes. It
 // refuses what is not at least one byte, and more than 4 EiB.
-func parseSize(s string) (int64, error) {
+func ParseSize(s string) (int64, error) {
 	v := strings.ToLower(strings.TrimSpace(s))
 	shift := uint(0)
 	for _, u := range sizeUnits {
@@ -304,7 +304,7 @@ func parseSize(s string) (int64, error) {
 			break
 		}
 	}
-	r, ok := parseDecimal(v)
+	r, ok := ParseDecimal(v)
 	if !ok {
 		return 0, fmt.Errorf("%q is not a size (e.g. 75g, 512MiB, 1.5g, 1073741824)", s)
 	}
@@ -322,10 +322,10 @@ func parseSize(s string) (int64, error) {
 	return n.Int64(), nil
 }
 
-// parseDecimal reads a non-negative decimal number written as digits,
+// ParseDecimal reads a non-negative decimal number written as digits,
 // optionally with a point followed by digits ("12", "1.5", ".5"): no
 // sign, exponent, base prefix, underscore, NaN or Inf.
-func parseDecimal(v string) (*big.Rat, bool) {
+func ParseDecimal(v string) (*big.Rat, bool) {
 	whole, frac, point := strings.Cut(v, ".")
 	digits := func(s string) bool {
 		return s != "" && strings.Trim(s, "0123456789") == ""
@@ -345,13 +345,4 @@ func parseDuration(v string) (time.Duration, bool) {
 		return 0, false
 	}
 	return d, true
-}
-
-// newLogger builds the process logger.
-func newLogger(cfg *config, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
-	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
 }

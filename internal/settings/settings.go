@@ -1,4 +1,4 @@
-package main
+package settings
 
 import (
 	"errors"
@@ -40,18 +40,18 @@ type setting struct {
 // settings lists every setting, bound to the fields of c, in the order
 // the usage text and README.md show them. A setting's parser may read
 // the fields of settings listed before it.
-func settings(c *config) []*setting {
+func settings(c *Config) []*setting {
 	return slices.Concat(upstreamSettings(c), serverSettings(c), namespaceSettings(c),
 		opsSettings(c), securitySettings(c), limitSettings(c))
 }
 
 // upstreamSettings are the settings of the registry mirrored and how to reach its token API.
-func upstreamSettings(c *config) []*setting {
+func upstreamSettings(c *Config) []*setting {
 	return []*setting{
 		{flag: "upstream", env: "UPSTREAM",
 			help:       "ECR registry URL, e.g. https://123456789012.dkr.ecr.eu-west-1.amazonaws.com (required)",
 			docDefault: "(required)", doc: "the ECR registry, e.g. `https://123456789012.dkr.ecr.eu-west-1.amazonaws.com`; `http://` is accepted for local use",
-			parse: func(v string) (err error) { c.Upstream, err = parseUpstream(v); return err }},
+			parse: func(v string) (err error) { c.Upstream, err = ParseUpstream(v); return err }},
 		{flag: "region", env: "AWS_REGION", fallbackEnv: "AWS_DEFAULT_REGION",
 			help:       "AWS region of the registry (default: read from the UPSTREAM host)",
 			docDefault: "read from the `UPSTREAM` host", doc: "region for the ECR token API (`AWS_DEFAULT_REGION` also works)",
@@ -64,7 +64,7 @@ func upstreamSettings(c *config) []*setting {
 }
 
 // serverSettings are the settings of where the mirror listens and keeps its cache, how it logs, and whether it passes pushes on.
-func serverSettings(c *config) []*setting {
+func serverSettings(c *Config) []*setting {
 	return []*setting{
 		{flag: "listen-addr", env: "LISTEN_ADDR", def: ":5000",
 			help:  "address to serve the registry API on",
@@ -92,7 +92,7 @@ func serverSettings(c *config) []*setting {
 }
 
 // namespaceSettings are the settings of the registries behind ECR pull-through caches, and the proxies in front.
-func namespaceSettings(c *config) []*setting {
+func namespaceSettings(c *Config) []*setting {
 	return []*setting{
 		{flag: "pull-throughs", env: "PULL_THROUGHS",
 			help:  "registry=ECR prefix pairs for ECR pull-through-cache rules, e.g. docker.io=docker-hub,ghcr.io=github",
@@ -114,7 +114,7 @@ func namespaceSettings(c *config) []*setting {
 }
 
 // opsSettings are the settings of the operator's ports and shutdown.
-func opsSettings(c *config) []*setting {
+func opsSettings(c *Config) []*setting {
 	return []*setting{
 		{flag: "metrics-addr", env: "METRICS_ADDR",
 			help:       "serve /metrics on this address instead of LISTEN_ADDR",
@@ -132,7 +132,7 @@ func opsSettings(c *config) []*setting {
 }
 
 // securitySettings are the settings of HTTPS and client access control.
-func securitySettings(c *config) []*setting {
+func securitySettings(c *Config) []*setting {
 	return []*setting{
 		{flag: "tls-certificate", env: "TLS_CERTIFICATE",
 			help:       "PEM certificate (chain) file; with TLS_PRIVATE_KEY turns HTTPS on; renewed files are picked up without a restart",
@@ -158,7 +158,7 @@ func securitySettings(c *config) []*setting {
 }
 
 // limitSettings are the settings of how the mirror copes with a slow or unreachable ECR and with slow clients.
-func limitSettings(c *config) []*setting {
+func limitSettings(c *Config) []*setting {
 	return []*setting{
 		{flag: "stale-if-error", env: "STALE_IF_ERROR", def: "0",
 			help:       "serve a tag's last answer, up to this old (e.g. 72h, or always), when ECR cannot be reached (0: never)",
@@ -196,7 +196,7 @@ func limitSettings(c *config) []*setting {
 }
 
 // checkTogether reports settings that are valid alone but not together.
-func (c *config) checkTogether() error {
+func (c *Config) checkTogether() error {
 	if (c.TLSCertificate == "") != (c.TLSPrivateKey == "") {
 		return errors.New("TLS_CERTIFICATE: TLS_CERTIFICATE and TLS_PRIVATE_KEY go together: set both, or neither for plain HTTP")
 	}
@@ -204,7 +204,7 @@ func (c *config) checkTogether() error {
 }
 
 // parseRegion takes the region as set, else the one UPSTREAM's host names.
-func (c *config) parseRegion(v string) error {
+func (c *Config) parseRegion(v string) error {
 	c.Region = v
 	if c.Region != "" || c.Upstream == nil {
 		return nil
@@ -258,14 +258,14 @@ func bindAddr(dst *string, required bool) func(string) error {
 	}
 }
 
-// bindSize binds a byte count in parseSize's syntax; optional ones may be
+// bindSize binds a byte count in ParseSize's syntax; optional ones may be
 // empty, leaving 0.
 func bindSize(dst *int64, required bool) func(string) error {
 	return func(v string) error {
 		if v == "" && !required {
 			return nil
 		}
-		n, err := parseSize(v)
+		n, err := ParseSize(v)
 		if err == nil {
 			*dst = n
 		}
@@ -346,7 +346,7 @@ func bindPositiveDuration(dst *time.Duration) func(string) error {
 func bindStaleIfError(dst *time.Duration) func(string) error {
 	return func(v string) error {
 		if strings.ToLower(v) == "always" {
-			*dst = staleAlways
+			*dst = StaleAlways
 			return nil
 		}
 		return bindDuration(dst, "%q is not a duration such as 72h, 0 or always")(v)
@@ -373,7 +373,7 @@ func bindMaxClientConnections(dst *int) func(string) error {
 func bindPrefixes(dst *[]netip.Prefix) func(string) error {
 	return func(v string) error {
 		var errs []error
-		for _, p := range splitList(v) {
+		for _, p := range SplitList(v) {
 			prefix, err := netip.ParsePrefix(p)
 			if err != nil {
 				addr, aerr := netip.ParseAddr(p)

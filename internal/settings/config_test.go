@@ -1,4 +1,4 @@
-package main
+package settings
 
 import (
 	"fmt"
@@ -37,9 +37,9 @@ func TestParseSize(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
 			t.Parallel()
-			got, err := parseSize(tt.in)
+			got, err := ParseSize(tt.in)
 			if (err != nil) != tt.wantErr || got != tt.want && !tt.wantErr {
-				t.Fatalf("parseSize(%q) = %d, %v; want %d (error %v)", tt.in, got, err, tt.want, tt.wantErr)
+				t.Fatalf("ParseSize(%q) = %d, %v; want %d (error %v)", tt.in, got, err, tt.want, tt.wantErr)
 			}
 		})
 	}
@@ -50,23 +50,12 @@ func FuzzParseSize(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		n, err := parseSize(s)
+		n, err := ParseSize(s)
 		if err == nil && (n <= 0 || n > maxSize) {
-			t.Fatalf("parseSize(%q) = %d without error", s, n)
+			t.Fatalf("ParseSize(%q) = %d without error", s, n)
 		}
 		if err != nil && !strings.Contains(err.Error(), fmt.Sprintf("%q", s)) {
-			t.Fatalf("parseSize(%q): error %q does not quote the value", s, err)
-		}
-	})
-}
-
-func FuzzParseAge(f *testing.F) {
-	for _, s := range []string{"30d", "1.5d", "12h", "NaNd", "0.5ns", "1e-20d"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		if d, err := parseAge(s); err == nil && d <= 0 {
-			t.Fatalf("parseAge(%q) = %v without error", s, d)
+			t.Fatalf("ParseSize(%q): error %q does not quote the value", s, err)
 		}
 	})
 }
@@ -78,13 +67,13 @@ func TestParseConfig(t *testing.T) {
 		name    string
 		args    []string
 		env     map[string]string
-		check   func(*testing.T, *config)
+		check   func(*testing.T, *Config)
 		wantErr []string // substrings the error must contain
 	}{
 		{
 			name: "defaults",
 			env:  map[string]string{"UPSTREAM": ecr},
-			check: func(t *testing.T, c *config) {
+			check: func(t *testing.T, c *Config) {
 				if c.Region != "eu-west-1" || c.ListenAddr != ":5000" || c.CacheDir != "/var/lib/ecr-mirror" || c.CacheMaxSize != 75<<30 || c.Upstream.String() != ecr {
 					t.Fatalf("got %+v", c)
 				}
@@ -94,7 +83,7 @@ func TestParseConfig(t *testing.T) {
 			name: "flags override env",
 			args: []string{"-cache-max-size", "1g", "-listen-addr", "127.0.0.1:0", "serve"},
 			env:  map[string]string{"UPSTREAM": ecr, "CACHE_MAX_SIZE": "2g", "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL_ECR": "http://127.0.0.1:9"},
-			check: func(t *testing.T, c *config) {
+			check: func(t *testing.T, c *Config) {
 				if c.CacheMaxSize != 1<<30 || c.ListenAddr != "127.0.0.1:0" || c.Region != "us-east-1" || c.ECREndpoint != "http://127.0.0.1:9" {
 					t.Fatalf("got %+v", c)
 				}
@@ -103,7 +92,7 @@ func TestParseConfig(t *testing.T) {
 		{
 			name: "host without scheme",
 			env:  map[string]string{"UPSTREAM": "123456789012.dkr.ecr.us-west-2.amazonaws.com"},
-			check: func(t *testing.T, c *config) {
+			check: func(t *testing.T, c *Config) {
 				if c.Upstream.Scheme != "https" || c.Region != "us-west-2" {
 					t.Fatalf("got %+v", c)
 				}
@@ -113,11 +102,11 @@ func TestParseConfig(t *testing.T) {
 			name: "namespaces, proxies, push",
 			env: map[string]string{"UPSTREAM": ecr, "PULL_THROUGHS": "docker.io=docker-hub, ghcr.io=github/", "DEFAULT_NAMESPACE": "registry-1.docker.io",
 				"NAMESPACE_LISTENERS": ":5001=docker.io,127.0.0.1:5002=ghcr.io", "TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.5", "PUSH": "true"},
-			check: func(t *testing.T, c *config) {
+			check: func(t *testing.T, c *Config) {
 				if c.PullThroughs["docker.io"] != "docker-hub" || c.PullThroughs["ghcr.io"] != "github" || len(c.PullThroughs) != 2 {
 					t.Errorf("PullThroughs = %v", c.PullThroughs)
 				}
-				if c.DefaultNamespace != "docker.io" || len(c.NamespaceListeners) != 2 || c.NamespaceListeners[1] != (namespaceListener{"127.0.0.1:5002", "ghcr.io"}) {
+				if c.DefaultNamespace != "docker.io" || len(c.NamespaceListeners) != 2 || c.NamespaceListeners[1] != (NamespaceListener{"127.0.0.1:5002", "ghcr.io"}) {
 					t.Errorf("DefaultNamespace %q, listeners %v", c.DefaultNamespace, c.NamespaceListeners)
 				}
 				if len(c.TrustedProxies) != 2 || c.TrustedProxies[1].String() != "192.168.1.5/32" || !c.Push {
@@ -136,7 +125,7 @@ func TestParseConfig(t *testing.T) {
 			name: "security settings",
 			env: map[string]string{"UPSTREAM": ecr, "TLS_CERTIFICATE": "/c.pem", "TLS_PRIVATE_KEY": "/k.pem", "HTPASSWD_FILE": "/h",
 				"ALLOW_NETWORKS": "10.0.0.0/8,::1", "ACCESS_RULES": "pull:*:*; push:ci:team/", "METRICS_ADDR": ":9090", "SHUTDOWN_GRACE": "5s", "MAX_DOWNLOADS": "0"},
-			check: func(t *testing.T, c *config) {
+			check: func(t *testing.T, c *Config) {
 				if c.TLSCertificate != "/c.pem" || c.Access.HtpasswdFile != "/h" || len(c.Access.AllowNetworks) != 2 || len(c.Access.Rules) != 2 ||
 					c.MetricsAddr != ":9090" || c.ShutdownGrace.Seconds() != 5 || c.MaxDownloads != 0 {
 					t.Errorf("got %+v", c)
@@ -152,7 +141,7 @@ func TestParseConfig(t *testing.T) {
 		{
 			name: "client limits",
 			env:  map[string]string{"UPSTREAM": ecr, "CLIENT_STALL_TIMEOUT": "2m", "MAX_CLIENT_CONNECTIONS": "5"},
-			check: func(t *testing.T, c *config) {
+			check: func(t *testing.T, c *Config) {
 				if c.ClientStallTimeout != 2*time.Minute || c.MaxClientConnections != 5 {
 					t.Fatalf("got %v, %d", c.ClientStallTimeout, c.MaxClientConnections)
 				}
@@ -161,7 +150,7 @@ func TestParseConfig(t *testing.T) {
 		{
 			name: "client limits default",
 			env:  map[string]string{"UPSTREAM": ecr},
-			check: func(t *testing.T, c *config) {
+			check: func(t *testing.T, c *Config) {
 				if c.ClientStallTimeout != time.Minute || c.MaxClientConnections != 0 {
 					t.Fatalf("got %v, %d; want 1m and 0 (auto)", c.ClientStallTimeout, c.MaxClientConnections)
 				}
@@ -186,7 +175,7 @@ func TestParseConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			cfg, err := parseConfig(tt.args, func(k string) string { return tt.env[k] }, io.Discard)
+			cfg, err := Parse(tt.args, func(k string) string { return tt.env[k] }, io.Discard)
 			if len(tt.wantErr) > 0 {
 				if err == nil {
 					t.Fatalf("no error; config %+v", cfg)

@@ -1,4 +1,4 @@
-package main
+package settings
 
 import (
 	"flag"
@@ -9,13 +9,13 @@ import (
 )
 
 // updateREADME rewrites README.md's settings table instead of checking it:
-// go generate ./cmd/ecr-mirror (the directive is in settings.go) runs
-// this test with it.
+// go generate ./cmd/ecr-mirror (the directive is in its doc.go) or
+// go generate ./internal/settings runs this test with it.
 var updateREADME = flag.Bool("update-readme", false, "rewrite README.md's settings table from settings()")
 
 // The settings table sits between these lines in README.md.
 const (
-	tableStart = "<!-- settings table: generated from cmd/ecr-mirror/settings.go by `go generate ./cmd/ecr-mirror`; edit it there -->\n"
+	tableStart = "<!-- settings table: generated from internal/settings/settings.go by `go generate ./cmd/ecr-mirror`; edit it there -->\n"
 	tableEnd   = "<!-- end of settings table -->\n"
 )
 
@@ -50,7 +50,7 @@ func TestREADMESettingsTableMatchesSettings(t *testing.T) {
 	if !ok || !ok2 {
 		t.Fatalf("%s has no settings table between %q and %q", path, tableStart, tableEnd)
 	}
-	want := settingsTable(settings(&config{}))
+	want := settingsTable(settings(&Config{}))
 	if *updateREADME {
 		if err := os.WriteFile(path, []byte(before+tableStart+want+tableEnd+after), 0o644); err != nil {
 			t.Fatal(err)
@@ -79,7 +79,7 @@ func line(lines []string, i int) string {
 func TestSettingsAreComplete(t *testing.T) {
 	t.Parallel()
 	flags, envs := map[string]bool{}, map[string]bool{}
-	for _, s := range settings(&config{}) {
+	for _, s := range settings(&Config{}) {
 		t.Run(s.env, func(t *testing.T) {
 			if s.flag == "" || s.env == "" || s.help == "" || s.doc == "" || s.parse == nil {
 				t.Fatalf("incomplete: %+v", *s)

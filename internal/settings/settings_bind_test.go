@@ -1,4 +1,4 @@
-package main
+package settings
 
 import (
 	"errors"
@@ -43,7 +43,7 @@ func TestSettingBinders(t *testing.T) {
 		{name: "count negative", bind: bindCount(&n, "%q is not a count"), in: "-1", wantErr: `"-1" is not a count`},
 		{name: "duration zero", bind: bindDuration(&d, "%q bad"), in: "0", got: func() any { return d }, want: time.Duration(0)},
 		{name: "positive duration zero", bind: bindPositiveDuration(&d), in: "0", wantErr: `"0" is not a positive duration`},
-		{name: "stale always", bind: bindStaleIfError(&d), in: "Always", got: func() any { return d }, want: staleAlways},
+		{name: "stale always", bind: bindStaleIfError(&d), in: "Always", got: func() any { return d }, want: StaleAlways},
 		{name: "stale bad", bind: bindStaleIfError(&d), in: "soon", wantErr: `"soon" is not a duration such as 72h, 0 or always`},
 		{name: "connections auto", bind: bindMaxClientConnections(&n), in: "AUTO", got: func() any { return n }, want: 0},
 		{name: "connections zero", bind: bindMaxClientConnections(&n), in: "0", wantErr: `"0" is not a positive count (or auto)`},
