@@ -6,6 +6,12 @@
 // out of the network's reach) and open a stopped mirror's store directly.
 // Both ways run the same Service: Client, on the socket, and Service, on a
 // store, implement Cache alike, with the same results and errors.
+//
+// Where each concern lives: service.go, the operations on a store
+// (import.go, archives); server.go, the socket and its handler;
+// client.go, the operations through the socket; open.go, Open, which
+// picks one of the two for a command (waiting out a mirror that starts or
+// stops), and OpenStore, which opens a stopped mirror's store.
 package admin
 
 import (

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -15,7 +14,6 @@ import (
 	"time"
 
 	"github.com/ecr-mirror/ecr-mirror/admin"
-	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/internal/progress"
 	"github.com/ecr-mirror/ecr-mirror/internal/settings"
 )
@@ -131,7 +129,7 @@ func runOnCache(ctx context.Context, name string, sub cacheSub, args []string, g
 		}
 	}
 	sf.readOnly = work.readOnly != nil && work.readOnly()
-	c, closeCache, err := sf.openCache(ctx, stderr, sub.create)
+	c, closeCache, err := admin.Open(ctx, sf.dir, func() (admin.StoreOptions, error) { return sf.storeOptions(stderr, sub.create) })
 	if err != nil {
 		return o.failf("%v", err)
 	}
@@ -175,77 +173,18 @@ func envOr(getenv func(string) string, env string) string {
 	return settings.Default(env)
 }
 
-// openCache reaches the mirror of the cache directory: through its admin
-// socket when it runs, else by opening its store.
-//
-// A mirror starting or stopping holds the directory's lock without
-// answering on its socket for a moment: the command then tries again for
-// up to lockWait.
-func (sf *storeFlags) openCache(ctx context.Context, stderr io.Writer, create bool) (admin.Cache, func(), error) {
-	deadline := time.Now().Add(lockWait)
-	for {
-		client, err := admin.Dial(ctx, sf.dir)
-		if err == nil {
-			return client, client.Close, nil
-		}
-		if !errors.Is(err, admin.ErrNotRunning) {
-			return nil, nil, err
-		}
-		registry, err := sf.registry()
-		if err != nil {
-			return nil, nil, err
-		}
-		s, err := sf.open(stderr, create)
-		if err == nil {
-			return admin.NewService(s, nil, registry), func() { s.Close() }, nil
-		}
-		if !errors.Is(err, cache.ErrLocked) || time.Now().After(deadline) {
-			return nil, nil, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, nil, err
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// lockWait is how long a command waits for a starting or stopping mirror.
-const lockWait = 3 * time.Second
-
-// open opens the store of a stopped mirror (read-only with sf.readOnly),
-// or with create a new one in a directory that has none; the error is
+// storeOptions are the options of a stopped mirror's store; the error is
 // ready to print.
-func (sf *storeFlags) open(stderr io.Writer, create bool) (*cache.Store, error) {
+func (sf *storeFlags) storeOptions(stderr io.Writer, create bool) (admin.StoreOptions, error) {
+	registry, err := sf.registry()
+	if err != nil {
+		return admin.StoreOptions{}, err
+	}
 	maxSize, err := settings.ParseSize(sf.maxSize)
 	if err != nil {
-		return nil, fmt.Errorf("--cache-max-size (CACHE_MAX_SIZE): %v", err)
+		return admin.StoreOptions{}, fmt.Errorf("--cache-max-size (CACHE_MAX_SIZE): %v", err)
 	}
-	// Open would create a store anywhere: insist on an existing one.
-	if sf.dir == "" {
-		return nil, errors.New("no cache directory: set --cache-dir or CACHE_DIR")
-	}
-	if fi, err := os.Stat(filepath.Join(sf.dir, "index")); !create && (err != nil || !fi.IsDir()) {
-		return nil, fmt.Errorf("%s is not a cache directory: it has no index/ (set --cache-dir or CACHE_DIR)", sf.dir)
-	}
-	running := func() error {
-		return fmt.Errorf("%s is locked by a running mirror whose admin socket (%s) does not answer: %w",
-			sf.dir, filepath.Join(sf.dir, admin.SocketName), cache.ErrLocked)
-	}
-	if err := cache.CheckUnlocked(sf.dir); errors.Is(err, cache.ErrLocked) {
-		return nil, running()
-	} else if err != nil {
-		return nil, err
-	}
-	s, err := cache.Open(cache.Options{Dir: sf.dir, MaxSize: maxSize, ReadOnly: sf.readOnly,
-		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
-	if err != nil {
-		if errors.Is(cache.CheckUnlocked(sf.dir), cache.ErrLocked) {
-			return nil, running() // started in between
-		}
-		return nil, err
-	}
-	return s, nil
+	return admin.StoreOptions{Dir: sf.dir, MaxSize: maxSize, Registry: registry, ReadOnly: sf.readOnly, Create: create, Log: stderr}, nil
 }
 
 const cacheLsUsage = `Usage: ecr-mirror cache ls [--cache-dir DIR] [--json]

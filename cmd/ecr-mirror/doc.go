@@ -20,6 +20,8 @@
 //   - warm.go, export.go, cachecmd.go: the image commands' flags and
 //     output; the images themselves are read with internal/imageclient,
 //     and progress bars and lines come from internal/progress.
+//     The cache commands reach a running mirror, or a stopped one's
+//     store, with admin.Open, and run their operations on admin.Cache.
 package main
 
 // README.md's settings table is rendered from internal/settings.

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ecr-mirror/ecr-mirror/admin"
 )
 
 // The cache commands' --cache-max-size is checked like CACHE_MAX_SIZE:
@@ -14,9 +16,11 @@ func TestCacheCommandMaxSizeRefusesZero(t *testing.T) {
 	t.Parallel()
 	for _, v := range []string{".1", "0.9b", "NaN", "-1g"} {
 		sf := &storeFlags{dir: t.TempDir(), maxSize: v}
-		s, err := sf.open(io.Discard, true)
+		opts, err := sf.storeOptions(io.Discard, true)
 		if err == nil {
-			s.Close()
+			if s, err := admin.OpenStore(opts); err == nil {
+				s.Close()
+			}
 			t.Fatalf("--cache-max-size %q: opened a store", v)
 		}
 		if !strings.Contains(err.Error(), "--cache-max-size") || !strings.Contains(err.Error(), `"`+v+`"`) {
