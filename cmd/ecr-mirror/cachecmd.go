@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -362,7 +361,7 @@ Flags:
 func purgeFlags(fs *flag.FlagSet) cacheWork {
 	var age time.Duration
 	fs.Func("older-than", "remove the images not used for this long (30d, 12h, 90m)", func(v string) error {
-		d, err := parseAge(v)
+		d, err := settings.ParseAge(v)
 		age = d
 		return err
 	})
@@ -404,28 +403,6 @@ func btoi(b bool) int {
 		return 1
 	}
 	return 0
-}
-
-// parseAge reads a positive duration that may also be given in days
-// ("30d", "1.5d"; at most 100 years), refusing one that rounds down to
-// no time.
-func parseAge(s string) (time.Duration, error) {
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		r, ok := settings.ParseDecimal(days)
-		if !ok || r.Sign() == 0 || r.Cmp(big.NewRat(100*365, 1)) > 0 {
-			return 0, fmt.Errorf("age %q: want a positive number of days such as 30d", s)
-		}
-		ns := new(big.Int).Mul(r.Num(), big.NewInt(int64(24*time.Hour)))
-		if ns.Quo(ns, r.Denom()); ns.Sign() == 0 {
-			return 0, fmt.Errorf("age %q: rounds down to no time", s)
-		}
-		return time.Duration(ns.Int64()), nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("age %q: want a positive duration such as 30d, 12h or 90m", s)
-	}
-	return d, nil
 }
 
 const importUsage = `Usage: ecr-mirror import [--cache-dir DIR] [--json] [--quiet] FILE.tar

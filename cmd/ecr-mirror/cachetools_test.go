@@ -595,23 +595,3 @@ func listingOf(t *testing.T, bin, dir string) admin.Listing {
 	}
 	return l
 }
-
-func TestParseAge(t *testing.T) {
-	t.Parallel()
-	for in, ok := range map[string]bool{"30d": true, "1.5d": true, "12h": true, "90m": true, "0d": false, "-3h": false, "soon": false, "d": false} {
-		if _, err := parseAge(in); (err == nil) != ok {
-			t.Errorf("parseAge(%q): %v", in, err)
-		}
-	}
-}
-
-func FuzzParseAge(f *testing.F) {
-	for _, s := range []string{"30d", "1.5d", "12h", "NaNd", "0.5ns", "1e-20d"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		if d, err := parseAge(s); err == nil && d <= 0 {
-			t.Fatalf("parseAge(%q) = %v without error", s, d)
-		}
-	})
-}

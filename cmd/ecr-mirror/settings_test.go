@@ -4,7 +4,6 @@ import (
 	"io"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ecr-mirror/ecr-mirror/admin"
 )
@@ -25,23 +24,6 @@ func TestCacheCommandMaxSizeRefusesZero(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), "--cache-max-size") || !strings.Contains(err.Error(), `"`+v+`"`) {
 			t.Fatalf("--cache-max-size %q: error %q does not name the flag and the value", v, err)
-		}
-	}
-}
-
-// --older-than refuses ages that are no positive duration: NaN days
-// (which converted to a negative age and so matched every image), days
-// that round to no time, and overflow.
-func TestParseAgeRefusesWhatIsNoAge(t *testing.T) {
-	t.Parallel()
-	for _, in := range []string{"NaNd", "nand", "Infd", "-Infd", "1e-20d", "0.00000000000001d", "5.d", "0.5ns", "1e3d", "0x10d", "36501d"} {
-		if d, err := parseAge(in); err == nil {
-			t.Errorf("parseAge(%q) = %v, want an error", in, d)
-		}
-	}
-	for in, want := range map[string]time.Duration{"1.5d": 36 * time.Hour, ".5d": 12 * time.Hour, "36500d": 36500 * 24 * time.Hour, "90m": 90 * time.Minute} {
-		if d, err := parseAge(in); err != nil || d != want {
-			t.Errorf("parseAge(%q) = %v, %v; want %v", in, d, err, want)
 		}
 	}
 }

@@ -304,7 +304,7 @@ func ParseSize(s string) (int64, error) {
 			break
 		}
 	}
-	r, ok := ParseDecimal(v)
+	r, ok := parseDecimal(v)
 	if !ok {
 		return 0, fmt.Errorf("%q is not a size (e.g. 75g, 512MiB, 1.5g, 1073741824)", s)
 	}
@@ -322,10 +322,10 @@ func ParseSize(s string) (int64, error) {
 	return n.Int64(), nil
 }
 
-// ParseDecimal reads a non-negative decimal number written as digits,
+// parseDecimal reads a non-negative decimal number written as digits,
 // optionally with a point followed by digits ("12", "1.5", ".5"): no
 // sign, exponent, base prefix, underscore, NaN or Inf.
-func ParseDecimal(v string) (*big.Rat, bool) {
+func parseDecimal(v string) (*big.Rat, bool) {
 	whole, frac, point := strings.Cut(v, ".")
 	digits := func(s string) bool {
 		return s != "" && strings.Trim(s, "0123456789") == ""
@@ -334,6 +334,28 @@ func ParseDecimal(v string) (*big.Rat, bool) {
 		return nil, false
 	}
 	return new(big.Rat).SetString(v)
+}
+
+// ParseAge reads a positive duration that may also be given in days
+// ("30d", "1.5d"; at most 100 years), refusing one that rounds down to
+// no time.
+func ParseAge(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		r, ok := parseDecimal(days)
+		if !ok || r.Sign() == 0 || r.Cmp(big.NewRat(100*365, 1)) > 0 {
+			return 0, fmt.Errorf("age %q: want a positive number of days such as 30d", s)
+		}
+		ns := new(big.Int).Mul(r.Num(), big.NewInt(int64(24*time.Hour)))
+		if ns.Quo(ns, r.Denom()); ns.Sign() == 0 {
+			return 0, fmt.Errorf("age %q: rounds down to no time", s)
+		}
+		return time.Duration(ns.Int64()), nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("age %q: want a positive duration such as 30d, 12h or 90m", s)
+	}
+	return d, nil
 }
 
 // parseDuration reads a Go duration (30s, 1.5h) that is not negative,

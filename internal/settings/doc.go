@@ -10,7 +10,7 @@
 //   - config.go: Config, and Parse, which runs the parsers in list order
 //     and reports every bad setting, each naming itself; Default names a
 //     setting's default for the cache commands; the value parsers
-//     (ParseUpstream, ParseSize, ParseDecimal, SplitList) they share.
+//     (ParseUpstream, ParseSize, ParseAge, SplitList) they share.
 //
 // README.md's settings table is generated from the list (go generate
 // ./cmd/ecr-mirror or ./internal/settings) and
