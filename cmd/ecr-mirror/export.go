@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
 
@@ -91,47 +88,23 @@ func runExport(ctx context.Context, args []string, getenv func(string) string, s
 	return exitOK
 }
 
-// export writes the images to the archive path, through a temp file
-// beside it that is renamed into place only when complete.
+// export writes the images to the archive path, complete or not at all.
 func export(ctx context.Context, c *imageclient.Client, path string, refs []registry.Reference, prog *progress.Progress) (*exportSummary, error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.partial")
+	sum := &exportSummary{File: path, Images: []exportedImage{}}
+	size, err := ocilayout.WriteFile(path, func(aw *ocilayout.Writer) error {
+		for _, r := range refs {
+			img, err := exportImage(ctx, c, aw, r, prog)
+			if err != nil {
+				return fmt.Errorf("%s: %w", r, err)
+			}
+			sum.Images = append(sum.Images, *img)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		if tmp != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	buf := bufio.NewWriterSize(tmp, 1<<20)
-	counted := &countingWriter{w: buf}
-	aw := ocilayout.NewWriter(counted)
-	sum := &exportSummary{File: path, Images: []exportedImage{}}
-	for _, r := range refs {
-		img, err := exportImage(ctx, c, aw, r, prog)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", r, err)
-		}
-		sum.Images = append(sum.Images, *img)
-	}
-	if err := aw.Close(); err != nil {
-		return nil, err
-	}
-	if err := buf.Flush(); err != nil {
-		return nil, err
-	}
-	if err := tmp.Sync(); err != nil {
-		return nil, err
-	}
-	if err := tmp.Close(); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return nil, err
-	}
-	tmp = nil
-	sum.Bytes = counted.n
+	sum.Bytes = size
 	return sum, nil
 }
 
@@ -150,18 +123,6 @@ func exportImage(ctx context.Context, c *imageclient.Client, aw *ocilayout.Write
 		out.SourceDigest = img.Top.Digest
 	}
 	return out, nil
-}
-
-// countingWriter counts the bytes written through it.
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // printJSON writes v as indented JSON for --json.

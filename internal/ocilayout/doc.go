@@ -23,7 +23,8 @@
 // before the first blob, and index.json and manifest.json last, when every
 // blob is known. Every header carries mode 0644 (0755 for directories), the
 // Unix epoch as modification time and no owner, so the same inputs in the
-// same order give the same bytes.
+// same order give the same bytes. [WriteFile] (file.go) puts a Writer's
+// archive at a path complete or not at all, through a temp file beside it.
 //
 // # What Read verifies
 //
