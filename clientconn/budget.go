@@ -1,6 +1,7 @@
 package clientconn
 
 import (
+	"cmp"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/ecr-mirror/ecr-mirror/registry"
@@ -50,6 +52,27 @@ func DescriptorBudget(nofile uint64) int {
 		return int(min((nofile-Reserve)/2, 1<<30))
 	}
 	return max(int(nofile/4), 1)
+}
+
+// BudgetFor is the cap on open client connections: set (MAX_CLIENT_CONNECTIONS)
+// when it is more than 0, else what the open-file limit allows (Go has
+// raised the soft limit to the hard one). It warns on log when set is more
+// than the limit allows, or the limit cannot be read.
+func BudgetFor(set int, log *slog.Logger) int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		log.Warn("cannot read the open-file limit", "error", err)
+		return cmp.Or(set, DescriptorBudget(1024))
+	}
+	allowed := DescriptorBudget(rl.Cur)
+	if set == 0 {
+		return allowed
+	}
+	if set > allowed {
+		log.Warn("MAX_CLIENT_CONNECTIONS is more than the open-file limit allows: accept may fail before it is reached; raise LimitNOFILE / ulimit -n",
+			"max_client_connections", set, "open_file_limit", rl.Cur, "allows", allowed)
+	}
+	return set
 }
 
 // NewBudget returns a Budget of max connections (max >= 1). A nil logger

@@ -3,12 +3,16 @@ package clientconn
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
@@ -130,5 +134,55 @@ func TestNewBudgetRefusesNonPositive(t *testing.T) {
 		if _, err := NewBudget(n, nil); err == nil {
 			t.Errorf("NewBudget(%d) accepted", n)
 		}
+	}
+}
+
+// MAX_CLIENT_CONNECTIONS wins when set; unset, the budget is what the
+// open-file limit allows.
+func TestClientBudget(t *testing.T) {
+	t.Parallel()
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	if got, want := BudgetFor(0, log), DescriptorBudget(rl.Cur); got != want {
+		t.Errorf("BudgetFor(unset) = %d, want %d for an open-file limit of %d", got, want, rl.Cur)
+	}
+	if got := BudgetFor(5, log); got != 5 {
+		t.Errorf("BudgetFor(5) = %d", got)
+	}
+}
+
+// A MAX_CLIENT_CONNECTIONS above what the open-file limit allows is kept,
+// with a warning; one within it is kept quietly.
+func TestBudgetForWarnsPastTheLimit(t *testing.T) {
+	t.Parallel()
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		t.Fatal(err)
+	}
+	allowed := DescriptorBudget(rl.Cur)
+	tests := []struct {
+		name string
+		set  int
+		warn bool
+	}{
+		{name: "unset", set: 0},
+		{name: "within", set: allowed},
+		{name: "past", set: allowed + 1, warn: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var logs bytes.Buffer
+			got := BudgetFor(tt.set, slog.New(slog.NewTextHandler(&logs, nil)))
+			if want := cmp.Or(tt.set, allowed); got != want {
+				t.Errorf("BudgetFor(%d) = %d, want %d", tt.set, got, want)
+			}
+			if warned := strings.Contains(logs.String(), "MAX_CLIENT_CONNECTIONS is more than the open-file limit allows"); warned != tt.warn {
+				t.Errorf("warned %v, want %v; logs:\n%s", warned, tt.warn, logs.String())
+			}
+		})
 	}
 }

@@ -14,5 +14,6 @@
 // A Budget wraps net.Listeners and counts the connections they hand out.
 // With its limit reached, a new connection gets an immediate 503 with an
 // OCI error body and Retry-After and is closed, instead of the process
-// running out of descriptors and accept failing for everyone.
+// running out of descriptors and accept failing for everyone. BudgetFor
+// sizes it from MAX_CLIENT_CONNECTIONS or the open-file limit.
 package clientconn

@@ -6,14 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
 	"syscall"
 	"testing"
 
-	"github.com/ecr-mirror/ecr-mirror/clientconn"
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
 	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
@@ -129,22 +127,5 @@ func TestClientConnectionLimit(t *testing.T) {
 	})
 	if !strings.Contains(m.Logs.String(), "connection limit reached") {
 		t.Errorf("no log line says connections were refused; logs:\n%s", m.Logs)
-	}
-}
-
-// MAX_CLIENT_CONNECTIONS wins when set; unset, the budget is what the
-// open-file limit allows.
-func TestClientBudget(t *testing.T) {
-	t.Parallel()
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.DiscardHandler)
-	if got, want := clientBudget(0, log), clientconn.DescriptorBudget(rl.Cur); got != want {
-		t.Errorf("clientBudget(unset) = %d, want %d for an open-file limit of %d", got, want, rl.Cur)
-	}
-	if got := clientBudget(5, log); got != 5 {
-		t.Errorf("clientBudget(5) = %d", got)
 	}
 }

@@ -237,7 +237,7 @@ func startClientLimits(cfg *settings.Config, mtr *observe.Metrics, log *slog.Log
 	if err != nil {
 		return nil, fmt.Errorf("CLIENT_STALL_TIMEOUT: %w", err)
 	}
-	budget, err := clientconn.NewBudget(clientBudget(cfg.MaxClientConnections, log), log.With("component", "clients"))
+	budget, err := clientconn.NewBudget(clientconn.BudgetFor(cfg.MaxClientConnections, log), log.With("component", "clients"))
 	if err != nil {
 		return nil, fmt.Errorf("MAX_CLIENT_CONNECTIONS: %w", err)
 	}
@@ -360,26 +360,6 @@ func logServing(cfg *settings.Config, log *slog.Logger, store *cache.Store, name
 	if !policy.Enabled() {
 		log.Warn("client access control is off: anyone who can reach the mirror pulls with its ECR credentials; set HTPASSWD_FILE, ALLOW_NETWORKS or ACCESS_RULES")
 	}
-}
-
-// clientBudget is the cap on open client connections: MAX_CLIENT_CONNECTIONS
-// when set (0: unset), else what the open-file limit allows (Go has
-// raised the soft limit to the hard one).
-func clientBudget(set int, log *slog.Logger) int {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		log.Warn("cannot read the open-file limit", "error", err)
-		return cmp.Or(set, clientconn.DescriptorBudget(1024))
-	}
-	allowed := clientconn.DescriptorBudget(rl.Cur)
-	if set == 0 {
-		return allowed
-	}
-	if set > allowed {
-		log.Warn("MAX_CLIENT_CONNECTIONS is more than the open-file limit allows: accept may fail before it is reached; raise LimitNOFILE / ulimit -n",
-			"max_client_connections", set, "open_file_limit", rl.Cur, "allows", allowed)
-	}
-	return set
 }
 
 // pprofHandler serves Go's profiles, on a listener of their own.
