@@ -9,6 +9,8 @@
 //     STALE_IF_ERROR).
 //   - reach.go: Reachability, whether the last attempt to reach ECR (token
 //     fetch or registry request) succeeded.
+//   - handlers.go: OpsHandler, the operator's port (METRICS_ADDR: probes
+//     and metrics), and PprofHandler, Go's profiles (PPROF_ADDR).
 //
 // cmd/ecr-mirror builds them and mounts their handlers.
 package observe

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -271,10 +270,10 @@ func (h *handlers) listeners(tlsConfig *tls.Config) (all []listener, apiListener
 	}
 	apiListeners = len(all)
 	if cfg.MetricsAddr != "" {
-		all = append(all, listener{setting: "METRICS_ADDR", addr: cfg.MetricsAddr, handler: opsHandler(probe, metrics), what: "metrics and probes"})
+		all = append(all, listener{setting: "METRICS_ADDR", addr: cfg.MetricsAddr, handler: observe.OpsHandler(probe, metrics), what: "metrics and probes"})
 	}
 	if cfg.PprofAddr != "" {
-		all = append(all, listener{setting: "PPROF_ADDR", addr: cfg.PprofAddr, handler: pprofHandler(), what: "pprof"})
+		all = append(all, listener{setting: "PPROF_ADDR", addr: cfg.PprofAddr, handler: observe.PprofHandler(), what: "pprof"})
 	}
 	return all, apiListeners
 }
@@ -300,22 +299,6 @@ func (h *handlers) front(defaultNS string, probe, metrics http.Handler) http.Han
 			api.ServeHTTP(w, r)
 		}
 	}))
-}
-
-// opsHandler serves METRICS_ADDR, the operator's port, for Prometheus
-// and the orchestrator: metrics and probes, no registry API, not held to
-// ALLOW_NETWORKS (a kubelet probes from the node's address).
-func opsHandler(probe, metrics http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/healthz", "/readyz":
-			probe.ServeHTTP(w, r)
-		case "/metrics":
-			metrics.ServeHTTP(w, r)
-		default:
-			http.NotFound(w, r)
-		}
-	})
 }
 
 // listenAll opens every listener and builds its server, the first
@@ -360,17 +343,6 @@ func logServing(cfg *settings.Config, log *slog.Logger, store *cache.Store, name
 	if !policy.Enabled() {
 		log.Warn("client access control is off: anyone who can reach the mirror pulls with its ECR credentials; set HTPASSWD_FILE, ALLOW_NETWORKS or ACCESS_RULES")
 	}
-}
-
-// pprofHandler serves Go's profiles, on a listener of their own.
-func pprofHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return mux
 }
 
 // newLogger builds the process logger.
