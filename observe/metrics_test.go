@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ecr-mirror/ecr-mirror/proxy"
 	"github.com/ecr-mirror/ecr-mirror/registry"
@@ -56,7 +55,7 @@ func TestObserveUpstreamCountsFailuresByReason(t *testing.T) {
 				t.Fatalf("%d error series, want an error counted: %v", got, tt.wantReason != "")
 			}
 			if tt.wantReason != "" {
-				if got := value(t, m.upstreamErrors.WithLabelValues("blob", tt.wantReason)); got != 1 {
+				if got := value(t, m, "ecr_mirror_upstream_errors_total", "reason", tt.wantReason); got != 1 {
 					t.Errorf("upstream_errors_total{reason=%q} = %v, want 1", tt.wantReason, got)
 				}
 			}
@@ -83,24 +82,37 @@ func TestObserveRequestCountsServedBytesBySource(t *testing.T) {
 			t.Parallel()
 			m := newMetrics()
 			m.ObserveRequest(registry.RequestInfo{Route: "blob", Method: "GET", Status: 200, Outcome: tt.outcome, Bytes: 42})
-			if got := value(t, m.servedBytes.WithLabelValues(tt.source)); got != 42 {
+			if got := value(t, m, "ecr_mirror_served_bytes_total", "source", tt.source); got != 42 {
 				t.Errorf("served_bytes_total{source=%q} = %v, want 42", tt.source, got)
 			}
-			if got := value(t, m.requests.WithLabelValues("blob", "GET", "200")); got != 1 {
+			if got := value(t, m, "ecr_mirror_http_requests_total", "code", "200"); got != 1 {
 				t.Errorf("http_requests_total = %v, want 1", got)
 			}
 		})
 	}
 }
 
-// value reads a counter.
-func value(t *testing.T, c prometheus.Counter) float64 {
+// value reads the counter name of m's series whose label is want; 0
+// when there is none.
+func value(t *testing.T, m *Metrics, name, label, want string) float64 {
 	t.Helper()
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
+	families, err := m.reg.Gather()
+	if err != nil {
 		t.Fatal(err)
 	}
-	return m.GetCounter().GetValue()
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, s := range f.GetMetric() {
+			for _, l := range s.GetLabel() {
+				if l.GetName() == label && l.GetValue() == want {
+					return s.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
 
 // series counts the series c holds.
