@@ -111,6 +111,11 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 		e = Errorf(CodeUnknown, "internal error")
 	}
 	h := w.Header()
+	// What was set for content does not describe an error (the error's
+	// own headers, such as a 416's Content-Range, follow).
+	h.Del("Content-Range")
+	h.Del("Accept-Ranges")
+	h.Del("Warning")
 	for k, vs := range e.Header {
 		h[k] = vs
 	}

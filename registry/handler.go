@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -299,11 +300,19 @@ func (h *Handler) writeContent(w *recorder, r *http.Request, req *Request, c *Co
 		}
 		hdr.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%s", p.Start, p.Start+p.Length-1, total))
 	}
+	// The first bytes are read before the status line goes out: a body
+	// that fails before giving any (a download that failed before its
+	// first byte reached this client) is answered with an error, not
+	// with a cut connection that a client would retry without knowing.
+	body, err := firstBytes(c.Body)
+	if err != nil {
+		return unreadable(c.Dgst, err)
+	}
 	if length >= 0 {
 		hdr.Set("Content-Length", strconv.FormatInt(length, 10))
 	}
 	w.WriteHeader(status)
-	n, err := io.Copy(w, c.Body)
+	n, err := io.Copy(w, body)
 	if err == nil && length >= 0 && n != length {
 		err = fmt.Errorf("content ended after %d of %d bytes", n, length)
 	}
@@ -312,6 +321,38 @@ func (h *Handler) writeContent(w *recorder, r *http.Request, req *Request, c *Co
 		return fmt.Errorf("streaming %s: %w", c.Dgst, err)
 	}
 	return nil
+}
+
+// firstPeek is how many bytes firstBytes reads at most.
+const firstPeek = 4 << 10
+
+// firstBytes waits for body's first bytes and returns a reader of the
+// whole body, or body's error if it fails before giving any.
+func firstBytes(body io.Reader) (io.Reader, error) {
+	buf := make([]byte, firstPeek)
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			return io.MultiReader(bytes.NewReader(buf[:n]), body), nil
+		}
+		if err == io.EOF {
+			return body, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// unreadable is what a client sees when content fails before its first
+// byte: the backend's answer when it gave one, else a 502 naming the
+// digest (the cause stays in the logs).
+func unreadable(dgst digest.Digest, err error) error {
+	if errors.As(err, new(*Error)) || errors.Is(err, context.Canceled) {
+		return err
+	}
+	return &Error{Status: http.StatusBadGateway, Code: CodeUnavailable,
+		Message: fmt.Sprintf("reading %s failed before its first byte; try again", dgst), Internal: err.Error()}
 }
 
 // serveTags passes tags/list through: the query goes upstream as sent

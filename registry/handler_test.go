@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -23,6 +24,7 @@ type fakeBackend struct {
 	dir       string
 	lastReq   *Request
 	tagsBody  string // upstream tags/list body; "": one tag, "a"
+	failFirst error  // when set, a blob body's first Read fails with it
 }
 
 type failingReader struct {
@@ -54,6 +56,10 @@ func (b *fakeBackend) Blob(_ context.Context, req *Request) (*Content, error) {
 	}
 	if b.failAfter > 0 {
 		c.Body = io.NopCloser(&failingReader{r: bytes.NewReader(data), n: b.failAfter})
+		return c, nil
+	}
+	if b.failFirst != nil {
+		c.Body = io.NopCloser(iotest.ErrReader(b.failFirst))
 		return c, nil
 	}
 	path := filepath.Join(b.dir, req.Dgst.Encoded())
@@ -217,6 +223,43 @@ func TestHandlerAbortsFailedStream(t *testing.T) {
 	}
 	if !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Logf("client error: %v", err)
+	}
+}
+
+// A body that fails before its first byte (a download that failed before
+// any reached this client) is answered with an error status, never with a
+// connection cut before the status line, which a client would retry blind.
+func TestHandlerAnswersBodyFailingAtOnce(t *testing.T) {
+	t.Parallel()
+	data := []byte("a small blob")
+	dgst := digest.FromBytes(data)
+	tests := []struct {
+		name   string
+		err    error
+		status int
+		code   Code
+	}{
+		{name: "download failed", err: errors.New("digest mismatch"), status: 502, code: CodeUnavailable},
+		{name: "backend's own answer", err: Errorf(CodeBlobUnknown, "gone"), status: 404, code: CodeBlobUnknown},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := newTestServer(t, &fakeBackend{blobs: map[digest.Digest][]byte{dgst: data}, failFirst: tt.err})
+			resp, body, err := do(t, "GET", srv.URL+"/v2/a/blobs/"+dgst.String(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantAnswer(t, resp, body, tt.status, tt.code, "")
+			for _, h := range []string{"Docker-Content-Digest", "ETag", "Content-Range"} {
+				if v := resp.Header.Get(h); v != "" {
+					t.Errorf("error answer carries %s %q", h, v)
+				}
+			}
+			if bytes.Contains(body, []byte("digest mismatch")) {
+				t.Errorf("the internal cause reached the client: %s", body)
+			}
+		})
 	}
 }
 
