@@ -148,7 +148,12 @@ func newTransportEnv(t *testing.T, minValid, rejectStatus int, rejectBody string
 	logger := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.src = auth.NewSource(e.fetch.Fetch, auth.Options{Logger: logger})
 	regHost := strings.TrimPrefix(e.regSrv.URL, "http://")
-	e.client = &http.Client{Transport: e.src.Transport(regHost, nil)}
+	// A transport of its own: http.DefaultTransport's idle connections
+	// are closed by every parallel test's httptest.Server.Close, which
+	// would break a retried POST that reuses one.
+	base := &http.Transport{}
+	t.Cleanup(base.CloseIdleConnections)
+	e.client = &http.Client{Transport: e.src.Transport(regHost, base)}
 	t.Cleanup(func() {
 		if out := e.logs.String(); strings.Contains(out, tokenMarker) || strings.Contains(out, "pw-") {
 			t.Errorf("log output contains a token:\n%s", out)

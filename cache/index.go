@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -101,9 +102,9 @@ const (
 // no global expvar metrics. Every write is synced, so an index entry is
 // durable once Commit returns; the periodic access-time batches pay one sync
 // each, which is negligible. Badger takes a non-blocking flock on dir, so a
-// second Open of the same directory fails at once.
+// second Open of the same directory fails (after lockSettle).
 func openIndex(dir string, log *slog.Logger) (*badger.DB, error) {
-	db, err := badger.Open(indexOptions(dir, log))
+	db, err := openLocked(func() (*badger.DB, error) { return badger.Open(indexOptions(dir, log)) })
 	if err != nil {
 		return nil, fmt.Errorf("cache: open index %s (is another process using this cache directory?): %w", dir, err)
 	}
@@ -340,3 +341,29 @@ func (l badgerLogger) Warningf(format string, args ...any) {
 
 func (badgerLogger) Infof(string, ...any)  {}
 func (badgerLogger) Debugf(string, ...any) {}
+
+// lockSettle is how long openLocked waits out a directory lock held by
+// no mirror: Badger releases its flock by closing the directory's
+// descriptor, and a child process forked at that moment (by this process,
+// for anything) holds a copy until its exec closes it. A mirror that
+// really holds the directory still fails the open, lockSettle later.
+const lockSettle = 2 * time.Second
+
+// openLocked runs open, again while it fails on Badger's directory lock,
+// for at most lockSettle.
+func openLocked(open func() (*badger.DB, error)) (*badger.DB, error) {
+	deadline := time.Now().Add(lockSettle)
+	for {
+		db, err := open()
+		if err == nil || !isDirLocked(err) || time.Now().After(deadline) {
+			return db, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// isDirLocked reports whether err is Badger's refusal to open a directory
+// another descriptor holds locked.
+func isDirLocked(err error) bool {
+	return errors.Is(err, syscall.EWOULDBLOCK) || strings.Contains(err.Error(), "Cannot acquire directory lock")
+}
