@@ -209,30 +209,11 @@ func (st *Stage) reserve() (*admission, error) {
 		s.busy[d] = a.done
 	}
 	s.ops.Add(1)
-	var evictedBytes int64
-	tooLarge := func() error {
-		return fmt.Errorf("cache: admit %d entries of %d bytes in all: %w beside the %d stored bytes they need (MaxSize %d, %d bytes pinned)",
-			len(a.todo), a.total, ErrStageTooLarge, st.neededBytesLocked(), s.maxSize, s.g.pinnedBytes)
-	}
-	for s.sizeLocked()+a.total > s.maxSize {
-		if a.total > s.maxSize-s.g.pinnedBytes {
-			return a.failLocked(tooLarge())
-		}
-		if unit := st.victimLocked(); len(unit) > 0 {
-			evictedBytes += s.g.bytesOf(unit)
-			for _, v := range unit {
-				s.busy[v] = a.done
-			}
-			s.dropLocked(unit...)
-			a.victims = append(a.victims, unit...)
-			continue
-		}
-		if s.reserved == 0 {
-			return a.failLocked(tooLarge())
-		}
-		// Only other commits' reservations are left; once they land,
-		// they can be evicted.
-		s.cond.Wait()
+	victims, evictedBytes, fits := s.makeRoomLocked(a.total, a.done, st.victimLocked)
+	a.victims = victims
+	if !fits {
+		return a.failLocked(fmt.Errorf("cache: admit %d entries of %d bytes in all: %w beside the %d stored bytes they need (MaxSize %d, %d bytes pinned)",
+			len(a.todo), a.total, ErrStageTooLarge, st.neededBytesLocked(), s.maxSize, s.g.pinnedBytes))
 	}
 	// The wait above let other changes in: what the stage needs must
 	// still be there.

@@ -575,7 +575,7 @@ func (s *Store) admit(dgst digest.Digest, size int64, mediaType string, f *os.Fi
 	}
 	// dgst and its victims share one busy channel, closed when done.
 	done := s.markBusyLocked(dgst)
-	victims, evictedBytes, keep := s.makeRoomLocked(size, done)
+	victims, evictedBytes, keep := s.makeRoomLocked(size, done, s.g.oldestUnit)
 	room := s.maxSize - s.g.pinnedBytes
 	if keep {
 		s.reserved += size
@@ -636,29 +636,30 @@ func (s *Store) newEntry(dgst digest.Digest, size int64, mediaType string, f *os
 	return e
 }
 
-// makeRoomLocked evicts the least recently used units until size more
-// bytes fit in the budget, marking the victims busy with done, and
-// returns them and their bytes. fits is false when size cannot fit: the
-// victims are then taken for nothing, and the caller removes them.
-func (s *Store) makeRoomLocked(size int64, done chan struct{}) (victims []digest.Digest, evictedBytes int64, fits bool) {
+// makeRoomLocked evicts the units pick names (nil: none left), least
+// recently used first, until size more bytes fit in the budget, marking
+// the victims busy with done, and returns them and their bytes. fits is
+// false when size cannot fit: the victims are then taken for nothing, and
+// the caller removes them.
+func (s *Store) makeRoomLocked(size int64, done chan struct{}, pick func() []digest.Digest) (victims []digest.Digest, evictedBytes int64, fits bool) {
 	for s.sizeLocked()+size > s.maxSize {
 		if size > s.maxSize-s.g.pinnedBytes {
 			// Content pinned while this waited (a Pin, or pinned
 			// content that landed) leaves no room any more.
 			return victims, evictedBytes, false
 		}
-		if unit, n := s.evictOldestLocked(); len(unit) > 0 {
+		if unit := pick(); len(unit) > 0 {
+			evictedBytes += s.g.bytesOf(unit)
 			for _, v := range unit {
 				s.busy[v] = done
 			}
+			s.dropLocked(unit...)
 			victims = append(victims, unit...)
-			evictedBytes += n
 			continue
 		}
 		if s.reserved == 0 {
-			// Cannot happen: every unpinned entry belongs to an
-			// eviction candidate, so the check above would have
-			// failed. Keep MaxSize a hard bound anyway.
+			// Nothing left to evict but pinned content or what the
+			// caller keeps: size does not fit.
 			return victims, evictedBytes, false
 		}
 		// Only other commits' reservations are left; once they land in
