@@ -16,4 +16,6 @@
 // OCI error body and Retry-After and is closed, instead of the process
 // running out of descriptors and accept failing for everyone. BudgetFor
 // sizes it from MAX_CLIENT_CONNECTIONS or the open-file limit.
+//
+// Limits start the two together for a process's servers.
 package clientconn

@@ -81,15 +81,12 @@ func cacheSubs() map[string]cacheSub {
 
 // runCache is "ecr-mirror cache".
 func runCache(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || isHelp(args[0]) {
-		w := stdout
-		if len(args) == 0 {
-			w = stderr
-		}
-		fmt.Fprint(w, cacheUsage)
-		if len(args) == 0 {
-			return exitUsage
-		}
+	if len(args) == 0 {
+		fmt.Fprint(stderr, cacheUsage)
+		return exitUsage
+	}
+	if isHelp(args[0]) {
+		fmt.Fprint(stdout, cacheUsage)
 		return exitOK
 	}
 	sub, ok := cacheSubs()[args[0]]
@@ -153,18 +150,6 @@ func (sf *storeFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&sf.upstream, "upstream", strings.TrimSpace(getenv("UPSTREAM")), "the mirror's upstream registry, for a stopped mirror; imported images belong to it (default: the mirror's main upstream, whatever it is) [$UPSTREAM]")
 }
 
-// registry is the host of sf.upstream, or "" when it is unset.
-func (sf *storeFlags) registry() (string, error) {
-	if sf.upstream == "" {
-		return "", nil
-	}
-	u, err := settings.ParseUpstream(sf.upstream)
-	if err != nil {
-		return "", fmt.Errorf("-upstream/UPSTREAM: %w", err)
-	}
-	return u.Host, nil
-}
-
 func envOr(getenv func(string) string, env string) string {
 	if v := strings.TrimSpace(getenv(env)); v != "" {
 		return v
@@ -175,15 +160,19 @@ func envOr(getenv func(string) string, env string) string {
 // storeOptions are the options of a stopped mirror's store; the error is
 // ready to print.
 func (sf *storeFlags) storeOptions(stderr io.Writer, create bool) (admin.StoreOptions, error) {
-	registry, err := sf.registry()
-	if err != nil {
-		return admin.StoreOptions{}, err
+	opts := admin.StoreOptions{Dir: sf.dir, ReadOnly: sf.readOnly, Create: create, Log: stderr}
+	if sf.upstream != "" {
+		u, err := settings.ParseUpstream(sf.upstream)
+		if err != nil {
+			return opts, fmt.Errorf("-upstream/UPSTREAM: %w", err)
+		}
+		opts.Registry = u.Host
 	}
-	maxSize, err := settings.ParseSize(sf.maxSize)
-	if err != nil {
-		return admin.StoreOptions{}, fmt.Errorf("--cache-max-size (CACHE_MAX_SIZE): %v", err)
+	var err error
+	if opts.MaxSize, err = settings.ParseSize(sf.maxSize); err != nil {
+		return opts, fmt.Errorf("--cache-max-size (CACHE_MAX_SIZE): %v", err)
 	}
-	return admin.StoreOptions{Dir: sf.dir, MaxSize: maxSize, Registry: registry, ReadOnly: sf.readOnly, Create: create, Log: stderr}, nil
+	return opts, nil
 }
 
 const cacheLsUsage = `Usage: ecr-mirror cache ls [--cache-dir DIR] [--json]

@@ -13,10 +13,11 @@
 //     that list: go generate ./cmd/ecr-mirror.
 //   - main.go: run, which wires the store, the proxy, the handlers and the
 //     listeners by hand; the metrics, /healthz, /readyz and ECR's
-//     reachability come from package observe.
-//   - serve.go: the lifecycle, an errgroup with one goroutine per server
-//     and one that shuts them down (the admin socket last) within
-//     SHUTDOWN_GRACE.
+//     reachability come from package observe, the client limits
+//     (CLIENT_STALL_TIMEOUT, MAX_CLIENT_CONNECTIONS) from clientconn.
+//   - internal/servergroup: the lifecycle, an errgroup with one goroutine
+//     per server and one that shuts them down (the admin socket last)
+//     within SHUTDOWN_GRACE.
 //   - warm.go, export.go, cachecmd.go: the image commands' flags and
 //     output; the images themselves are read with internal/imageclient,
 //     and progress bars and lines come from internal/progress.

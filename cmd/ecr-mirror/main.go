@@ -24,6 +24,8 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/auth"
 	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/clientconn"
+	"github.com/ecr-mirror/ecr-mirror/internal/imageclient"
+	"github.com/ecr-mirror/ecr-mirror/internal/servergroup"
 	"github.com/ecr-mirror/ecr-mirror/internal/settings"
 	"github.com/ecr-mirror/ecr-mirror/observe"
 	"github.com/ecr-mirror/ecr-mirror/proxy"
@@ -104,30 +106,31 @@ func run(ctx context.Context, cfg *settings.Config, log *slog.Logger, ready func
 	if err != nil {
 		return err
 	}
-	defer adminSrv.ln.Close() // closed by serveAll once it runs
-	clients, err := startClientLimits(cfg, up.mtr, log)
+	defer adminSrv.Listener.Close() // closed by servergroup.Serve once it runs
+	clients, err := clientconn.StartLimits(cfg.ClientStallTimeout, cfg.MaxClientConnections, log.With("component", "clients"))
 	if err != nil {
-		return err
+		return fmt.Errorf("CLIENT_STALL_TIMEOUT/MAX_CLIENT_CONNECTIONS: %w", err)
 	}
-	defer clients.stop()
+	defer clients.Stop()
+	up.mtr.WatchClients(clients.Budget, clients.Watchdog)
 	h := &handlers{cfg: cfg, store: store, up: up, policy: policy, namespaces: namespaces, log: log}
 	listeners, apiListeners := h.listeners(tlsConfig)
 	servers, addrs, err := listenAll(listeners, apiListeners, clients, log)
 	if err != nil {
 		return err
 	}
-	log.Info("listening", "addr", adminSrv.ln.Addr().String(), "serves", "admin socket: cache commands")
+	log.Info("listening", "addr", adminSrv.Listener.Addr().String(), "serves", "admin socket: cache commands")
 	for i, l := range listeners {
-		log.Info("listening", "addr", servers[i].ln.Addr().String(), "serves", l.what, "tls", l.tls != nil)
+		log.Info("listening", "addr", servers[i].Listener.Addr().String(), "serves", l.what, "tls", l.tls != nil)
 	}
-	logServing(cfg, log, store, namespaces, clients.budget, tlsConfig != nil, policy)
+	logServing(cfg, log, store, namespaces, clients.Budget, tlsConfig != nil, policy)
 	if ready != nil {
 		ready(addrs)
 	}
 	// On shutdown: stop accepting, let client streams finish within the
 	// grace period, then (deferred) abandon downloads still running,
 	// whose temp files are removed and never indexed, and close the index.
-	return serveAll(ctx, append([]served{adminSrv}, servers...), cfg.ShutdownGrace, log)
+	return servergroup.Serve(ctx, append([]servergroup.Server{adminSrv}, servers...), cfg.ShutdownGrace, log)
 }
 
 // loadTLS is the registry listeners' TLS configuration, reloaded as the
@@ -204,46 +207,21 @@ func (up *upstreamSide) close() {
 // newAdminServer builds the admin socket's server: the cache commands
 // on this running mirror, and the registry API for the pulls of "cache
 // pin". It is shut down after the registry listeners.
-func newAdminServer(cfg *settings.Config, store *cache.Store, up *upstreamSide, namespaces *registry.Namespaces, log *slog.Logger) (served, error) {
+func newAdminServer(cfg *settings.Config, store *cache.Store, up *upstreamSide, namespaces *registry.Namespaces, log *slog.Logger) (servergroup.Server, error) {
 	ln, err := admin.Listen(cfg.CacheDir)
 	if err != nil {
-		return served{}, err
+		return servergroup.Server{}, err
 	}
 	api := registry.NewHandler(up.px, log.With("component", "admin"),
 		registry.WithNamespaces(namespaces, ""), registry.WithObserver(up.mtr.ObserveRequest))
 	svc := admin.NewService(store, func(ctx context.Context, ref registry.Reference) (digest.Digest, int64, error) {
 		c := admin.RegistryClient(cfg.CacheDir)
 		defer c.CloseIdleConnections()
-		return pullWhole(ctx, c, ref)
+		return imageclient.PullWhole(ctx, c, ref)
 	}, cfg.Upstream.Host)
 	srv := &http.Server{Handler: admin.NewHandler(svc, api, log.With("component", "admin")),
 		ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	return served{name: "admin socket " + filepath.Join(cfg.CacheDir, admin.SocketName), srv: srv, ln: ln, late: true}, nil
-}
-
-// clientLimits cut clients that stop reading after CLIENT_STALL_TIMEOUT
-// and count the registry listeners' connections against the budget.
-type clientLimits struct {
-	watchdog *clientconn.Watchdog
-	budget   *clientconn.Budget
-	stop     context.CancelFunc // stops the watchdog
-}
-
-// startClientLimits starts the watchdog, which runs until the servers
-// are shut down, and sizes the connection budget.
-func startClientLimits(cfg *settings.Config, mtr *observe.Metrics, log *slog.Logger) (*clientLimits, error) {
-	watchdog, err := clientconn.NewWatchdog(cfg.ClientStallTimeout, nil, log.With("component", "clients"))
-	if err != nil {
-		return nil, fmt.Errorf("CLIENT_STALL_TIMEOUT: %w", err)
-	}
-	budget, err := clientconn.NewBudget(clientconn.BudgetFor(cfg.MaxClientConnections, log), log.With("component", "clients"))
-	if err != nil {
-		return nil, fmt.Errorf("MAX_CLIENT_CONNECTIONS: %w", err)
-	}
-	watchCtx, stop := context.WithCancel(context.Background())
-	go watchdog.Run(watchCtx)
-	mtr.WatchClients(budget, watchdog)
-	return &clientLimits{watchdog: watchdog, budget: budget, stop: stop}, nil
+	return servergroup.Server{Name: "admin socket " + filepath.Join(cfg.CacheDir, admin.SocketName), HTTP: srv, Listener: ln, Late: true}, nil
 }
 
 // handlers builds what the mirror serves on its TCP listeners.
@@ -304,28 +282,28 @@ func (h *handlers) front(defaultNS string, probe, metrics http.Handler) http.Han
 // listenAll opens every listener and builds its server, the first
 // apiListeners counted against the client budget; addrs are theirs. On
 // an error it closes what it opened.
-func listenAll(listeners []listener, apiListeners int, clients *clientLimits, log *slog.Logger) (servers []served, addrs []net.Addr, err error) {
+func listenAll(listeners []listener, apiListeners int, clients *clientconn.Limits, log *slog.Logger) (servers []servergroup.Server, addrs []net.Addr, err error) {
 	for i, l := range listeners {
 		ln, err := net.Listen("tcp", l.addr)
 		if err != nil {
 			for _, s := range servers {
-				s.ln.Close()
+				s.Listener.Close()
 			}
 			return nil, nil, fmt.Errorf("%s %s: %w", l.setting, l.addr, err)
 		}
 		if i < apiListeners {
-			ln = clients.budget.Listener(ln, l.tls)
+			ln = clients.Listener(ln, l.tls)
 			addrs = append(addrs, ln.Addr())
 		}
 		srv := &http.Server{
-			Handler:           clients.watchdog.Wrap(l.handler),
+			Handler:           clients.Handler(l.handler),
 			TLSConfig:         l.tls,
 			ReadHeaderTimeout: 30 * time.Second,
 			IdleTimeout:       2 * time.Minute,
 			MaxHeaderBytes:    64 << 10,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		}
-		servers = append(servers, served{name: l.setting + " " + ln.Addr().String(), srv: srv, ln: ln, tls: l.tls != nil})
+		servers = append(servers, servergroup.Server{Name: l.setting + " " + ln.Addr().String(), HTTP: srv, Listener: ln, TLS: l.tls != nil})
 	}
 	return servers, addrs, nil
 }

@@ -1,18 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
-	"os"
 	"strings"
-
-	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/imageclient"
 	"github.com/ecr-mirror/ecr-mirror/internal/progress"
@@ -35,25 +29,6 @@ Example:
 
 Flags:
 `
-
-// newClient returns a client of the mirror at mirrorURL; it checks the
-// flags the commands share.
-func newClient(mirrorURL string, concurrency int, insecure bool, platforms []string) (*imageclient.Client, error) {
-	base, err := url.Parse(mirrorURL)
-	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
-		return nil, fmt.Errorf("--mirror %q is not an http(s) URL", mirrorURL)
-	}
-	if concurrency < 1 {
-		return nil, fmt.Errorf("--concurrency must be at least 1, got %d", concurrency)
-	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.DisableCompression = true // blobs are hashed byte for byte
-	tr.MaxIdleConnsPerHost = concurrency
-	if insecure {
-		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // asked for with --insecure
-	}
-	return imageclient.New(base, imageclient.Options{HTTPClient: &http.Client{Transport: tr}, Concurrency: concurrency, Platforms: platforms}), nil
-}
 
 // runWarm is "ecr-mirror warm".
 func runWarm(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
@@ -79,9 +54,14 @@ func runWarm(ctx context.Context, args []string, getenv func(string) string, std
 			failed = append(failed, r.String())
 			continue
 		}
-		if _, err := warm(ctx, c, r, prog); err != nil {
+		t := prog.Task(r.String(), 0)
+		img, err := c.Warm(ctx, r, t)
+		if err != nil {
+			t.Finish(err, "")
 			failed = append(failed, r.String())
+			continue
 		}
+		t.Finish(nil, fmt.Sprintf("%d manifests, %d blobs", len(img.Manifests), len(img.Blobs)))
 	}
 	prog.Wait()
 	if len(failed) > 0 {
@@ -119,82 +99,40 @@ func (pf *pullFlags) parse(fs *flag.FlagSet, args []string, cmd string, stderr i
 	if !ok {
 		return nil, code, false
 	}
+	fail := func(err error) ([]registry.Reference, int, bool) {
+		fmt.Fprintf(stderr, "ecr-mirror %s: %v\n", cmd, err)
+		return nil, exitUsage, false
+	}
 	if pf.allPlatforms && pf.platform != "" {
-		fmt.Fprintf(stderr, "ecr-mirror %s: --platform and --all-platforms exclude each other\n", cmd)
-		return nil, exitUsage, false
-	}
-	for _, f := range pf.files {
-		more, err := readImageList(f)
-		if err != nil {
-			fmt.Fprintf(stderr, "ecr-mirror %s: %v\n", cmd, err)
-			return nil, exitUsage, false
-		}
-		images = append(images, more...)
-	}
-	if len(images) == 0 {
-		fmt.Fprintf(stderr, "ecr-mirror %s: no image given\n\n", cmd)
-		fs.Usage()
-		return nil, exitUsage, false
+		return fail(errors.New("--platform and --all-platforms exclude each other"))
 	}
 	var refs []registry.Reference
 	for _, img := range images {
 		r, err := registry.ParseReference(img)
 		if err != nil {
-			fmt.Fprintf(stderr, "ecr-mirror %s: image %q: %v\n", cmd, img, err)
-			return nil, exitUsage, false
+			return fail(fmt.Errorf("image %q: %w", img, err))
 		}
 		refs = append(refs, r)
+	}
+	for _, f := range pf.files {
+		more, err := imageclient.ReadImageList(f)
+		if err != nil {
+			return fail(err)
+		}
+		refs = append(refs, more...)
+	}
+	if len(refs) == 0 {
+		fmt.Fprintf(stderr, "ecr-mirror %s: no image given\n\n", cmd)
+		fs.Usage()
+		return nil, exitUsage, false
 	}
 	return refs, 0, true
 }
 
 func (pf *pullFlags) client() (*imageclient.Client, error) {
-	return newClient(pf.mirror, pf.concurrency, pf.insecure, settings.SplitList(pf.platform))
-}
-
-// readImageList reads images from a file, one a line; blank lines and
-// text after # are ignored.
-func readImageList(path string) ([]string, error) {
-	f, err := os.Open(path)
+	c, err := imageclient.Dial(pf.mirror, pf.insecure, imageclient.Options{Concurrency: pf.concurrency, Platforms: settings.SplitList(pf.platform)})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--mirror/--concurrency: %w", err)
 	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line, _, _ := strings.Cut(sc.Text(), "#")
-		if line = strings.TrimSpace(line); line != "" {
-			out = append(out, line)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return out, nil
-}
-
-// warm reads r whole through the mirror with c, so that the mirror's
-// cache holds it; progress goes to prog as a task of r's name.
-func warm(ctx context.Context, c *imageclient.Client, r registry.Reference, prog *progress.Progress) (*imageclient.Image, error) {
-	t := prog.Task(r.String(), 0)
-	img, err := c.Warm(ctx, r, t)
-	if err != nil {
-		t.Finish(err, "")
-		return nil, err
-	}
-	t.Finish(nil, fmt.Sprintf("%d manifests, %d blobs", len(img.Manifests), len(img.Blobs)))
-	return img, nil
-}
-
-// pullWhole reads ref, every platform of it, through the registry API
-// client reaches, so that the mirror behind it stores the image whole; it
-// returns the digest of its top manifest or index and its bytes.
-func pullWhole(ctx context.Context, client *http.Client, ref registry.Reference) (digest.Digest, int64, error) {
-	c := imageclient.New(&url.URL{Scheme: "http", Host: "ecr-mirror"}, imageclient.Options{HTTPClient: client, Concurrency: 4})
-	img, err := c.Warm(ctx, ref, nil)
-	if err != nil {
-		return "", 0, err
-	}
-	return img.Top.Digest, img.Size(), nil
+	return c, nil
 }

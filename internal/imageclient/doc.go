@@ -6,6 +6,9 @@
 //
 //   - client.go: [Client], its GETs and the manifest reads with their
 //     size cap and digest check.
+//   - dial.go: [Dial], a client of a mirror's URL over a transport of its
+//     own; [PullWhole], the pull behind "cache pin"; [ReadImageList], the
+//     commands' -f files.
 //   - image.go: [Image], the walk from a tag or digest through indexes to
 //     the blobs of the wanted platforms ([Client.Resolve]).
 //   - warm.go: [Client.Warm], which reads every blob, several at once, and

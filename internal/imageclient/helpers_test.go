@@ -29,6 +29,8 @@ type testRegistry struct {
 	content map[string]entry // by URL path
 	gets    map[string]int
 	accept  map[string]string // the last Accept asked for at a path
+	// encodings are the Accept-Encoding headers of every request.
+	encodings []string
 }
 
 // entry is what the registry answers at one path.
@@ -53,6 +55,7 @@ func (r *testRegistry) serve(w http.ResponseWriter, req *http.Request) {
 	e, ok := r.content[req.URL.Path]
 	r.gets[req.URL.Path]++
 	r.accept[req.URL.Path] = req.Header.Get("Accept")
+	r.encodings = append(r.encodings, req.Header.Get("Accept-Encoding"))
 	r.mu.Unlock()
 	if !ok || req.Method != http.MethodGet {
 		http.Error(w, `{"errors":[{"code":"NOT_FOUND"}]}`, http.StatusNotFound)

@@ -1,4 +1,4 @@
-package main
+package servergroup
 
 import (
 	"context"
@@ -47,21 +47,21 @@ func (l *watchedListener) Close() error {
 	return l.Listener.Close()
 }
 
-// A listener that fails ends serveAll with an error naming it, after the
+// A listener that fails ends Serve with an error naming it, after the
 // other servers are shut down.
 func TestServeAllReportsAFailingListener(t *testing.T) {
 	t.Parallel()
 	good := newWatchedListener(t, nil)
 	bad := newWatchedListener(t, errors.New("accept: broken socket"))
 	admin := newWatchedListener(t, nil)
-	servers := []served{
-		{name: "LISTEN_ADDR good", srv: &http.Server{Handler: http.NotFoundHandler()}, ln: good},
-		{name: "METRICS_ADDR bad", srv: &http.Server{Handler: http.NotFoundHandler()}, ln: bad},
-		{name: "admin socket", srv: &http.Server{Handler: http.NotFoundHandler()}, ln: admin, late: true},
+	servers := []Server{
+		{Name: "LISTEN_ADDR good", HTTP: &http.Server{Handler: http.NotFoundHandler()}, Listener: good},
+		{Name: "METRICS_ADDR bad", HTTP: &http.Server{Handler: http.NotFoundHandler()}, Listener: bad},
+		{Name: "admin socket", HTTP: &http.Server{Handler: http.NotFoundHandler()}, Listener: admin, Late: true},
 	}
-	err := serveAll(context.Background(), servers, time.Minute, slog.New(slog.DiscardHandler))
+	err := Serve(context.Background(), servers, time.Minute, slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), "METRICS_ADDR bad") || !strings.Contains(err.Error(), "broken socket") {
-		t.Fatalf("serveAll = %v, want the failure naming METRICS_ADDR bad", err)
+		t.Fatalf("Serve = %v, want the failure naming METRICS_ADDR bad", err)
 	}
 	if !good.isClosed.Load() || !admin.isClosed.Load() {
 		t.Fatalf("after the failure: good listener closed %v, admin closed %v; want both", good.isClosed.Load(), admin.isClosed.Load())
@@ -82,13 +82,13 @@ func TestServeAllShutsLateServersDownLast(t *testing.T) {
 	})
 	api := newWatchedListener(t, nil)
 	late := newWatchedListener(t, nil)
-	servers := []served{
-		{name: "LISTEN_ADDR", srv: &http.Server{Handler: held}, ln: api},
-		{name: "admin socket", srv: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "admin") })}, ln: late, late: true},
+	servers := []Server{
+		{Name: "LISTEN_ADDR", HTTP: &http.Server{Handler: held}, Listener: api},
+		{Name: "admin socket", HTTP: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "admin") })}, Listener: late, Late: true},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serveAll(ctx, servers, time.Minute, slog.New(slog.DiscardHandler)) }()
+	go func() { done <- Serve(ctx, servers, time.Minute, slog.New(slog.DiscardHandler)) }()
 
 	type result struct {
 		body string
@@ -124,7 +124,7 @@ func TestServeAllShutsLateServersDownLast(t *testing.T) {
 		t.Fatalf("held request: %q, %v; want it finished", r.body, r.err)
 	}
 	if err := <-done; err != nil {
-		t.Fatalf("serveAll = %v", err)
+		t.Fatalf("Serve = %v", err)
 	}
 	if !late.isClosed.Load() {
 		t.Fatal("admin listener left open")
@@ -133,7 +133,7 @@ func TestServeAllShutsLateServersDownLast(t *testing.T) {
 
 // A server's goroutine fails the group only for a failure to serve,
 // naming the server; being shut down is no failure.
-func TestServedServeNamesFailuresOnly(t *testing.T) {
+func TestServerServeNamesFailuresOnly(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name      string
@@ -147,9 +147,9 @@ func TestServedServeNamesFailuresOnly(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			s := served{name: "PPROF_ADDR x", srv: &http.Server{Handler: http.NotFoundHandler()}, ln: newWatchedListener(t, tt.acceptErr)}
+			s := Server{Name: "PPROF_ADDR x", HTTP: &http.Server{Handler: http.NotFoundHandler()}, Listener: newWatchedListener(t, tt.acceptErr)}
 			if tt.shutdown {
-				s.srv.Shutdown(context.Background()) // before Serve: it returns ErrServerClosed at once
+				s.HTTP.Shutdown(context.Background()) // before Serve: it returns ErrServerClosed at once
 			}
 			err := s.serve()
 			if got := fmt.Sprint(err); tt.wantErr == "" && err != nil || tt.wantErr != "" && got != tt.wantErr {
