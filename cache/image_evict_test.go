@@ -776,7 +776,7 @@ func TestOlderStoreClassifiedAtOpen(t *testing.T) {
 	}
 	// What an older version leaves: no ref/ records, and one for an entry
 	// it removed.
-	db, err := openIndex(filepath.Join(dir, indexDirName), s.log)
+	db, err := openIndex(filepath.Join(dir, indexDirName), s.log, lockSettle)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -102,9 +102,9 @@ const (
 // no global expvar metrics. Every write is synced, so an index entry is
 // durable once Commit returns; the periodic access-time batches pay one sync
 // each, which is negligible. Badger takes a non-blocking flock on dir, so a
-// second Open of the same directory fails (after lockSettle).
-func openIndex(dir string, log *slog.Logger) (*badger.DB, error) {
-	db, err := openLocked(func() (*badger.DB, error) { return badger.Open(indexOptions(dir, log)) })
+// second Open of the same directory fails (after settle).
+func openIndex(dir string, log *slog.Logger, settle time.Duration) (*badger.DB, error) {
+	db, err := openLocked(settle, func() (*badger.DB, error) { return badger.Open(indexOptions(dir, log)) })
 	if err != nil {
 		return nil, fmt.Errorf("cache: open index %s (is another process using this cache directory?): %w", dir, err)
 	}
@@ -350,12 +350,12 @@ func (badgerLogger) Debugf(string, ...any) {}
 const lockSettle = 2 * time.Second
 
 // openLocked runs open, again while it fails on Badger's directory lock,
-// for at most lockSettle.
-func openLocked(open func() (*badger.DB, error)) (*badger.DB, error) {
-	deadline := time.Now().Add(lockSettle)
-	for {
+// for at most settle.
+func openLocked(settle time.Duration, open func() (*badger.DB, error)) (*badger.DB, error) {
+	deadline := time.Now().Add(settle)
+	for tries := 1; ; tries++ {
 		db, err := open()
-		if err == nil || !isDirLocked(err) || time.Now().After(deadline) {
+		if err == nil || !isDirLocked(err) || tries > 1 && time.Now().After(deadline) {
 			return db, err
 		}
 		time.Sleep(20 * time.Millisecond)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -31,7 +32,11 @@ func TestOpenLockedWaitsOutAPassingLock(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			calls := 0
-			db, err := openLocked(func() (*badger.DB, error) {
+			settle := lockSettle
+			if tt.failures < 0 {
+				settle = heldLockSettle // it fails in the end anyway
+			}
+			db, err := openLocked(settle, func() (*badger.DB, error) {
 				calls++
 				if tt.failures < 0 || calls <= tt.failures {
 					return nil, tt.err
@@ -58,8 +63,12 @@ func TestOpenOfAHeldDirectoryFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	_, err = Open(Options{Dir: dir, MaxSize: 1 << 20})
+	_, err = Open(Options{Dir: dir, MaxSize: 1 << 20, lockSettle: heldLockSettle})
 	if err == nil || !isDirLocked(err) {
 		t.Fatalf("second Open: %v, want Badger's directory lock error", err)
 	}
 }
+
+// heldLockSettle replaces lockSettle in tests that open a directory a
+// store holds on purpose: the open fails either way, only sooner.
+const heldLockSettle = 200 * time.Millisecond

@@ -54,7 +54,7 @@ func TestReadOnlyOpenChangesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	db, err := openIndex(filepath.Join(dir, indexDirName), slog.New(slog.DiscardHandler))
+	db, err := openIndex(filepath.Join(dir, indexDirName), slog.New(slog.DiscardHandler), lockSettle)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestReadOnlyOpenChangesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatalf("second read-only Open: %v", err)
 	}
-	if w, err := Open(Options{Dir: dir, MaxSize: 1500}); err == nil {
+	if w, err := Open(Options{Dir: dir, MaxSize: 1500, lockSettle: heldLockSettle}); err == nil {
 		w.Close()
 		t.Fatal("a writing Open succeeded beside read-only ones")
 	}

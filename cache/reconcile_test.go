@@ -72,7 +72,7 @@ func TestReconcile(t *testing.T) {
 	}
 	plant(filepath.Join(blobsDirName, "sha256", wrongFanout, good2Dgst.Encoded()), good2)
 	// Records that do not parse.
-	db, err := openIndex(filepath.Join(dir, indexDirName), slog.New(slog.DiscardHandler))
+	db, err := openIndex(filepath.Join(dir, indexDirName), slog.New(slog.DiscardHandler), lockSettle)
 	if err != nil {
 		t.Fatal(err)
 	}

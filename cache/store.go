@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -93,6 +94,11 @@ type Options struct {
 	// with ErrReadOnly. Several read-only stores may share a directory; a
 	// writing one may not open it meanwhile.
 	ReadOnly bool
+
+	// lockSettle is how long Open waits out a directory lock that may
+	// be passing; 0: lockSettle (tests that open a held directory on
+	// purpose shorten it).
+	lockSettle time.Duration
 }
 
 // Stats is a snapshot of a Store's counters. Entries, Bytes and
@@ -237,7 +243,7 @@ func Open(opts Options) (*Store, error) {
 	}
 	// The index holds the directory lock, so open it before touching tmp/:
 	// a second process must fail here, not delete the first one's downloads.
-	if s.db, err = openIndex(filepath.Join(dir, indexDirName), log); err != nil {
+	if s.db, err = openIndex(filepath.Join(dir, indexDirName), log, cmp.Or(opts.lockSettle, lockSettle)); err != nil {
 		return nil, err
 	}
 	s.tags = &tagStore{db: s.db, log: log}

@@ -379,7 +379,7 @@ func TestSecondOpenFailsFast(t *testing.T) {
 
 	// An Open that waited for the lock would wait for this store to
 	// close, which only happens after the test: it would hang.
-	s2, err := Open(Options{Dir: dir, MaxSize: 1 << 20})
+	s2, err := Open(Options{Dir: dir, MaxSize: 1 << 20, lockSettle: heldLockSettle})
 	if err == nil {
 		s2.Close()
 		t.Fatal("second Open of the same directory succeeded")
