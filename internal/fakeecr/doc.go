@@ -6,7 +6,10 @@
 //   - the ECR registry (/v2/...), which wants "Authorization: Basic <token>"
 //     exactly as the token API issued it, answers 401 without it and 403
 //     DENIED once it has expired, and redirects blob GETs (307) to S3; it
-//     serves tags/list and the OCI 1.1 referrers API, and takes pushes;
+//     serves tags/list and the OCI 1.1 referrers API (which SetReferrersAPI
+//     turns off, as on a registry that predates it; AttachReferrer adds
+//     cosign-style artifacts, and their tag-schema index), and takes
+//     pushes;
 //   - S3, on a second listener, which serves blob bytes for presigned URLs
 //     only: it checks an HMAC signature and the expiry, honours a single
 //     Range, and refuses any request that also carries an Authorization

@@ -73,9 +73,13 @@ func (s *store) referrers(name string, dgst digest.Digest) (refs []oci.Descripto
 // since 2024: an OCI index of the repository's manifests whose subject is
 // the digest (empty when there are none, the subject need not exist),
 // filtered by ?artifactType= with OCI-Filters-Applied saying so. Whether
-// ECR pages long lists is unconfirmed; the fake sends one page.
+// ECR pages long lists is unconfirmed; the fake sends one page. With the
+// API off (SetReferrersAPI) it answers 404 instead.
 func (s *Server) serveReferrers(w http.ResponseWriter, r *http.Request, rt route) {
 	s.ctr.referrers.Add(1)
+	if s.refs.refuse(w) {
+		return
+	}
 	dgst, err := digest.Parse(rt.ref)
 	if err != nil {
 		writeOCIError(w, http.StatusBadRequest, codeDigestInvalid, "invalid digest "+strconv.Quote(rt.ref))

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -95,5 +97,64 @@ func TestReferrers(t *testing.T) {
 	}
 	if got := f.Counters().Referrers; got != int64(len(tests)) {
 		t.Errorf("Referrers counter %d, want %d", got, len(tests))
+	}
+}
+
+// AttachReferrer stores a cosign-style artifact that the referrers API
+// lists, and, with TagSchema, the subject's tag-schema index lists too;
+// SetReferrersAPI turns the API off (404, with the code asked for) and on.
+func TestAttachReferrerAndReferrersAPIOff(t *testing.T) {
+	t.Parallel()
+	f := Start(t, Options{})
+	c := newClient(t)
+	auth := "Authorization: Basic " + token(t, f)
+	const repo = "team/app"
+	subject := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[]}`)
+	subj := oci.Descriptor{MediaType: oci.MediaTypeImageManifest, Digest: f.PutManifest(repo, "v1", "", subject), Size: int64(len(subject))}
+	sig := f.AttachReferrer(repo, subj, Referrer{ArtifactType: ArtifactTypeCosignSignature, Payload: []byte("sig"), TagSchema: true})
+	sbom := f.AttachReferrer(repo, subj, Referrer{ArtifactType: ArtifactTypeSPDX, Payload: []byte("sbom"), TagSchema: true})
+	f.AttachReferrer(repo, subj, Referrer{ArtifactType: "application/x-api-only", Payload: []byte("x")})
+	if sig.ArtifactType != ArtifactTypeCosignSignature || sig.MediaType != oci.MediaTypeImageManifest || sig.Size == 0 {
+		t.Fatalf("descriptor %+v", sig)
+	}
+	listed := func(body []byte) []digest.Digest {
+		t.Helper()
+		var idx struct{ Manifests []oci.Descriptor }
+		if err := json.Unmarshal(body, &idx); err != nil {
+			t.Fatalf("body %s: %v", body, err)
+		}
+		var out []digest.Digest
+		for _, d := range idx.Manifests {
+			out = append(out, d.Digest)
+		}
+		slices.Sort(out)
+		return out
+	}
+	want := []digest.Digest{sig.Digest, sbom.Digest}
+	slices.Sort(want)
+	r := do(t, c, http.MethodGet, f.URL()+"/v2/"+repo+"/referrers/"+subj.Digest.String()+"?artifactType="+url.QueryEscape(ArtifactTypeCosignSignature), auth)
+	if got := listed(r.body); r.StatusCode != 200 || !slices.Equal(got, []digest.Digest{sig.Digest}) {
+		t.Fatalf("referrers by artifactType: %d %v", r.StatusCode, got)
+	}
+	r = do(t, c, http.MethodGet, f.URL()+"/v2/"+repo+"/manifests/"+TagSchemaTag(subj.Digest), auth)
+	if got := listed(r.body); r.StatusCode != 200 || !slices.Equal(got, want) || r.Header.Get("Content-Type") != oci.MediaTypeImageIndex {
+		t.Fatalf("tag-schema index: %d %s %v, want %v", r.StatusCode, r.Header.Get("Content-Type"), got, want)
+	}
+	r = do(t, c, http.MethodGet, f.URL()+"/v2/"+repo+"/manifests/"+sig.Digest.String(), auth)
+	if r.StatusCode != 200 || subjectOf(r.body) != subj.Digest {
+		t.Fatalf("the artifact manifest: %d %s", r.StatusCode, r.body)
+	}
+
+	for _, code := range []string{"", codeNameUnknown, codeUnsupported} {
+		f.SetReferrersAPI(false, code)
+		r = do(t, c, http.MethodGet, f.URL()+"/v2/"+repo+"/referrers/"+subj.Digest.String(), auth)
+		got, _, _ := strings.Cut(string(r.body), `"message"`)
+		if r.StatusCode != 404 || code != "" && !strings.Contains(got, code) {
+			t.Fatalf("API off (code %q): %d %s", code, r.StatusCode, r.body)
+		}
+	}
+	f.SetReferrersAPI(true, "")
+	if r = do(t, c, http.MethodGet, f.URL()+"/v2/"+repo+"/referrers/"+subj.Digest.String(), auth); r.StatusCode != 200 || len(listed(r.body)) != 3 {
+		t.Fatalf("API back on: %d %s", r.StatusCode, r.body)
 	}
 }

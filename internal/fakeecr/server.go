@@ -139,7 +139,8 @@ type Server struct {
 	down   atomic.Bool
 	ctr    counters
 	reqLog requestLog
-	push   pushState // push.go
+	push   pushState      // push.go
+	refs   referrersState // attach.go
 }
 
 // New starts a fake on the addresses in opts (random loopback ports by
