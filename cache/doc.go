@@ -26,6 +26,9 @@
 //   - tag records (tags.go): the unexported tagStore type reads, bounds,
 //     lists and deletes the tag/ records in the index; the Store's tag
 //     methods validate, check the store is open and delegate to it;
+//   - referrers records (referrers.go): the unexported referrersStore
+//     type keeps upstream's last referrers answers (referrers/ records),
+//     bounded per subject, apart from tags;
 //   - operator actions: purge.go, inspect.go, mediatype.go, readonly.go.
 //
 // # On-disk layout
@@ -64,6 +67,9 @@
 //	ref/<algorithm>:<hex>               →  ref record: what the entry references
 //	pin/<algorithm>:<hex>               →  pin record, one per pinned image
 //	tag/<repository>/<tag>/<accept>     →  tag record, one per tag and Accept
+//	referrers/<algorithm>:<hex>/<registry>/<repository>/<query>
+//	                                    →  referrers record, one per subject, repository,
+//	                                       filter and page
 //	link/<algorithm>:<hex>/<registry>/<repository>
 //	                                    →  empty: upstream holds the digest in that repository
 //	meta/links                          →  set once the links of an older directory are derived
@@ -123,6 +129,32 @@
 //	17      1     n, the length of the digest
 //	18      n     manifest digest, "sha256:<hex>"
 //	18+n    m     media type, UTF-8, the rest of the value
+//
+// A referrers record (Store.PutReferrers) is upstream's last answer of
+// the referrers API for a subject digest in a repository of a registry
+// (cache.Repo, as links; registry "" is the main upstream), asked with
+// one artifactType filter and page; <query> is the hex sha256 of the
+// filter's length in decimal, ":", the filter, then the page query
+// (normalised by the caller). The subject comes first, so a subject's
+// records are one prefix (DeleteReferrers); registries hold no "/" and
+// the hash is fixed-length, so a key parses from both ends. A repository
+// and subject keep at most 16 records (a put past that drops the least
+// recently checked); a body is at most MaxReferrersBody (56 KiB, some
+// 150 referrers; a larger answer is served, not recorded) and each query
+// field at most 2 KiB, so a record stays in Badger's LSM tree. Like tag
+// records they are advisory (written without waiting, never counted
+// against MaxSize). Purges remove them with their subject.
+//
+//	offset  size  field
+//	0       1     version (1)
+//	1       8     when upstream answered, unix nanoseconds, int64 big-endian
+//	9       1     flags: bit 0, built from the tag schema (no referrers API)
+//	10      2     a, length of the artifactType filter, uint16 big-endian
+//	12      2     p, length of the page query
+//	14      2     f, length of the OCI-Filters-Applied value served
+//	16      2     q, length of the next page's query ("" on the last page)
+//	18      ...   the filter, page, filters applied and next query, then
+//	              the OCI image index served, the rest of the value
 //
 // A pin record (Store.Pin) keeps the image rooted at its digest from
 // being evicted. It is written synchronously and outlives the content:

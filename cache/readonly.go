@@ -24,6 +24,7 @@ func (s *Store) openReadOnly() error {
 	}
 	s.db = db
 	s.tags = &tagStore{db: db, log: s.log}
+	s.referrers = &referrersStore{db: db, log: s.log}
 	if err := s.reconcile(); err != nil {
 		return errors.Join(err, s.db.Close())
 	}

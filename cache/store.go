@@ -146,6 +146,8 @@ type Store struct {
 	idxMu sync.RWMutex
 	// tags keeps the tag records (tags.go); set once db is open.
 	tags *tagStore
+	// referrers keeps the referrers records (referrers.go); set with tags.
+	referrers *referrersStore
 
 	mu   sync.Mutex
 	cond *sync.Cond // on mu; signalled when a reservation ends
@@ -247,6 +249,7 @@ func Open(opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.tags = &tagStore{db: s.db, log: log}
+	s.referrers = &referrersStore{db: s.db, log: log}
 	// Owner-only, whatever an older version or Badger (0666 less the
 	// umask) left (perm.go); under the lock, so no other store races it.
 	if err := fixModes(dir, storeDirs(), log); err != nil {
