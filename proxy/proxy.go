@@ -127,9 +127,13 @@ type Stats struct {
 	UpstreamBytes atomic.Int64
 	// Refused counts misses refused because MaxDownloads were running.
 	Refused atomic.Int64
-	// Stale counts tags answered from their last recorded answer because
-	// ECR could not be reached (Options.StaleIfError).
+	// Stale counts tags and referrers lists answered from their last
+	// recorded answer because ECR could not be reached
+	// (Options.StaleIfError).
 	Stale atomic.Int64
+	// ReferrersFallbacks counts referrers requests answered from the tag
+	// schema because upstream has no referrers API.
+	ReferrersFallbacks atomic.Int64
 	// Resumes counts resumptions of downloads whose upstream body stopped
 	// short (Options.Retries), failed ones included.
 	Resumes atomic.Int64
@@ -555,31 +559,6 @@ func (p *Proxy) Tags(ctx context.Context, name string, rawQuery string) (*regist
 		return nil, registry.Errorf(registry.CodeUnavailable, "upstream tag list of %s is over %d bytes", name, tagListLimit).WithStatus(http.StatusBadGateway)
 	}
 	return &registry.TagList{Body: body, NextQuery: nextQuery(resp.Header.Get("Link"))}, nil
-}
-
-var _ registry.ReferrersLister = (*Proxy)(nil)
-
-// Referrers passes the referrers API through to upstream, uncached like
-// tags: new artifacts (signatures, SBOMs) name their subject at any time.
-func (p *Proxy) Referrers(ctx context.Context, name string, dgst digest.Digest, rawQuery string) (*registry.ReferrerList, error) {
-	path := name + "/referrers/" + dgst.String()
-	if rawQuery != "" {
-		path += "?" + rawQuery
-	}
-	resp, err := p.up.do(ctx, http.MethodGet, path, nil, kindReferrers, http.StatusOK)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, registry.MaxManifestSize+1))
-	if err != nil {
-		return nil, transportError(http.MethodGet, path, err)
-	}
-	if len(body) > registry.MaxManifestSize {
-		return nil, registry.Errorf(registry.CodeUnavailable, "upstream referrers list of %s@%s is over %d bytes", name, dgst, registry.MaxManifestSize).WithStatus(http.StatusBadGateway)
-	}
-	return &registry.ReferrerList{Body: body, FiltersApplied: resp.Header.Get("OCI-Filters-Applied"),
-		NextQuery: nextQuery(resp.Header.Get("Link"))}, nil
 }
 
 // nextQuery returns the query of a Link header's rel="next" URL.

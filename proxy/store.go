@@ -9,13 +9,15 @@ import (
 )
 
 // Store is what the proxy asks of its local store: content by digest,
-// which repositories it is linked to, and the answers tags last had.
+// which repositories it is linked to, and the answers tags and referrers
+// lists last had.
 // *cache.Store implements it; a second tier, or a decorator in a test,
 // slots in behind the same methods.
 type Store interface {
 	Blobs
 	Links
 	Tags
+	Referrers
 }
 
 // Blobs is content by digest, shared by all repositories.
@@ -51,6 +53,15 @@ type Tags interface {
 	// GetTag returns the record of repo:tag asked with accept
 	// (cache.ErrNotFound when there is none).
 	GetTag(repo, tag, accept string) (cache.TagRecord, error)
+}
+
+// Referrers holds the answer a subject's referrers last had upstream,
+// per repository, filter and page.
+type Referrers interface {
+	PutReferrers(k cache.ReferrersKey, rec cache.ReferrersRecord) error
+	// GetReferrers returns the record of k (cache.ErrNotFound when there
+	// is none).
+	GetReferrers(k cache.ReferrersKey) (cache.ReferrersRecord, error)
 }
 
 var _ Store = (*cache.Store)(nil)

@@ -87,6 +87,16 @@ func (s *countingStore) GetTag(repo, tag, accept string) (cache.TagRecord, error
 	return s.next.GetTag(repo, tag, accept)
 }
 
+func (s *countingStore) PutReferrers(k cache.ReferrersKey, rec cache.ReferrersRecord) error {
+	s.count("PutReferrers")
+	return s.next.PutReferrers(k, rec)
+}
+
+func (s *countingStore) GetReferrers(k cache.ReferrersKey) (cache.ReferrersRecord, error) {
+	s.count("GetReferrers")
+	return s.next.GetReferrers(k)
+}
+
 // The proxy works through its Store interface alone: behind a counting
 // decorator, a first pull writes each piece of the image once and a
 // second one reads each from the store, writing nothing.

@@ -229,7 +229,7 @@ func (h *Handler) serve(w *recorder, r *http.Request, route *Route, outcome *str
 	case KindTags:
 		return h.serveTags(ctx, w, r, route.Name, upstreamName)
 	case KindReferrers:
-		return h.serveReferrers(ctx, w, r, *route, upstreamName)
+		return h.serveReferrers(ctx, w, r, *route, upstreamName, outcome)
 	case KindBlob:
 		if !req.Head {
 			if req.Range, err = ParseRange(r.Header.Get("Range")); err != nil {

@@ -20,6 +20,10 @@ type ReferrerList struct {
 	FiltersApplied string
 	// NextQuery, when non-empty, is the raw query of the next page.
 	NextQuery string
+	// Outcome says how the backend answered (upstream, stale), for logs.
+	Outcome string
+	// Warning, when set, is sent as the Warning header, as Content's.
+	Warning string
 }
 
 // ReferrersLister is implemented by a Backend that serves the OCI 1.1
@@ -34,7 +38,7 @@ type ReferrersLister interface {
 // serveReferrers passes the referrers API through, as serveTags does
 // tags/list: the query goes upstream as sent (less ns), the answer is
 // checked to be an index, and the next page's Link points at the mirror.
-func (h *Handler) serveReferrers(ctx context.Context, w *recorder, r *http.Request, route Route, upstreamName string) error {
+func (h *Handler) serveReferrers(ctx context.Context, w *recorder, r *http.Request, route Route, upstreamName string, outcome *string) error {
 	lister, ok := h.backend.(ReferrersLister)
 	if !ok {
 		return Errorf(CodeUnsupported, "the referrers API is not supported by this mirror").WithStatus(http.StatusNotFound)
@@ -43,6 +47,7 @@ func (h *Handler) serveReferrers(ctx context.Context, w *recorder, r *http.Reque
 	if err != nil {
 		return err
 	}
+	*outcome = rl.Outcome
 	body, err := clientReferrers(rl.Body)
 	if err != nil {
 		return err
@@ -53,6 +58,9 @@ func (h *Handler) serveReferrers(ctx context.Context, w *recorder, r *http.Reque
 	}
 	if rl.FiltersApplied != "" {
 		hdr.Set("OCI-Filters-Applied", rl.FiltersApplied)
+	}
+	if rl.Warning != "" {
+		hdr.Set("Warning", rl.Warning)
 	}
 	hdr.Set("Content-Type", oci.MediaTypeImageIndex)
 	hdr.Set("Content-Length", strconv.Itoa(len(body)))

@@ -41,9 +41,11 @@ func TestReferrersPassedThrough(t *testing.T) {
 		wantHeader  map[string]string
 	}{
 		{name: "as sent", list: ReferrerList{Body: []byte(index)}, status: 200, body: index,
-			wantHeader: map[string]string{"Content-Type": oci.MediaTypeImageIndex, "Link": "", "OCI-Filters-Applied": ""}},
+			wantHeader: map[string]string{"Content-Type": oci.MediaTypeImageIndex, "Link": "", "OCI-Filters-Applied": "", "Warning": ""}},
 		{name: "filtered, paged", query: "?artifactType=a%2Fb&ns=docker.io", list: ReferrerList{Body: []byte(index), FiltersApplied: "artifactType", NextQuery: "next=2"}, status: 200, body: index,
 			wantHeader: map[string]string{"OCI-Filters-Applied": "artifactType"}},
+		{name: "stale", list: ReferrerList{Body: []byte(index), Warning: `110 - "Response is Stale"`, Outcome: "stale"}, status: 200, body: index,
+			wantHeader: map[string]string{"Warning": `110 - "Response is Stale"`}},
 		{name: "null manifests", list: ReferrerList{Body: []byte(`{"schemaVersion":2,"manifests":null}`)}, status: 200,
 			body: `{"manifests":[],"mediaType":"application/vnd.oci.image.index.v1+json","schemaVersion":2}`},
 		{name: "not an index", list: ReferrerList{Body: []byte(`[1,2]`)}, status: 502, code: CodeUnavailable},
