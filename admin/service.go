@@ -62,10 +62,11 @@ var _ Cache = (*Service)(nil)
 
 // Listing is the answer of List.
 type Listing struct {
-	Entries []Entry `json:"entries"`
-	Tags    []Tag   `json:"tags"`
-	Pins    []Pin   `json:"pins"`
-	Totals  Totals  `json:"totals"`
+	Entries   []Entry     `json:"entries"`
+	Tags      []Tag       `json:"tags"`
+	Referrers []Referrers `json:"referrers"`
+	Pins      []Pin       `json:"pins"`
+	Totals    Totals      `json:"totals"`
 }
 
 // Entry is one stored manifest, index or blob.
@@ -86,6 +87,18 @@ type Tag struct {
 	MediaType  string        `json:"mediaType"`
 	Checked    time.Time     `json:"checked"`
 	Stored     bool          `json:"stored"` // the manifest is in the store
+}
+
+// Referrers is the last referrers answer recorded for a subject in a
+// repository, with one filter and page.
+type Referrers struct {
+	Repository   string        `json:"repository"` // registry/name, or name for the main upstream
+	Subject      digest.Digest `json:"subject"`
+	ArtifactType string        `json:"artifactType,omitempty"`
+	Page         string        `json:"page,omitempty"`
+	Manifests    int           `json:"manifests"` // how many referrers it lists
+	Fallback     bool          `json:"fallback"`  // built from the tag schema
+	Checked      time.Time     `json:"checked"`
 }
 
 // Pin is a pinned image.
@@ -116,11 +129,19 @@ func (s *Service) List(ctx context.Context) (*Listing, error) {
 	if err != nil {
 		return nil, err
 	}
+	refs, err := s.store.Referrers()
+	if err != nil {
+		return nil, err
+	}
 	pins, err := s.store.Pins()
 	if err != nil {
 		return nil, err
 	}
-	out := &Listing{Entries: []Entry{}, Tags: []Tag{}, Pins: []Pin{}, Totals: Totals{MaxBytes: s.store.MaxSize()}}
+	out := &Listing{Entries: []Entry{}, Tags: []Tag{}, Referrers: []Referrers{}, Pins: []Pin{}, Totals: Totals{MaxBytes: s.store.MaxSize()}}
+	for _, r := range refs {
+		out.Referrers = append(out.Referrers, Referrers{Repository: r.Key.Repo.String(), Subject: r.Key.Subject,
+			ArtifactType: r.Key.ArtifactType, Page: r.Key.Page, Manifests: r.Manifests, Fallback: r.Fallback, Checked: r.Checked.UTC()})
+	}
 	stored := make(map[digest.Digest]bool, len(infos))
 	for _, in := range infos {
 		stored[in.Digest] = true
@@ -375,6 +396,9 @@ type PurgeReport struct {
 	// TagsForgotten counts the tag records dropped because the manifest
 	// they name is gone.
 	TagsForgotten int `json:"tagsForgotten"`
+	// ReferrersForgotten counts the referrers records dropped with their
+	// subject (with --all, every one whose subject is not kept).
+	ReferrersForgotten int `json:"referrersForgotten"`
 	// PinnedKept counts the pinned images left in place.
 	PinnedKept int `json:"pinnedKept"`
 }
@@ -416,6 +440,9 @@ func (s *Service) Purge(ctx context.Context, req PurgeRequest) (*PurgeReport, er
 	if rep.TagsForgotten, err = s.forgetDanglingTags(); err != nil {
 		return rep, err
 	}
+	if rep.ReferrersForgotten, err = s.forgetReferrers(removed, req.All); err != nil {
+		return rep, err
+	}
 	pins, err := s.store.Pins()
 	if err != nil {
 		return rep, err
@@ -452,6 +479,23 @@ func (s *Service) purgeImage(image string) ([]cache.Info, error) {
 		return nil, fmt.Errorf("purge %s: %w", image, err)
 	}
 	return removed, nil
+}
+
+// forgetReferrers drops the referrers records of the subjects removed,
+// and with all those of every subject not in the store any more: they
+// went with their image.
+func (s *Service) forgetReferrers(removed []cache.Info, all bool) (int, error) {
+	gone := make(map[digest.Digest]bool, len(removed))
+	for _, in := range removed {
+		gone[in.Digest] = true
+	}
+	return s.store.DeleteReferrers(func(subject digest.Digest) bool {
+		if gone[subject] {
+			return true
+		}
+		_, err := s.store.Stat(subject)
+		return all && errors.Is(err, cache.ErrNotFound)
+	})
 }
 
 // forgetDanglingTags drops the records of the tags none of whose

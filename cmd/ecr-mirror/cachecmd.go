@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -178,7 +179,8 @@ func (sf *storeFlags) storeOptions(stderr io.Writer, create bool) (admin.StoreOp
 const cacheLsUsage = `Usage: ecr-mirror cache ls [--cache-dir DIR] [--json]
 
 Lists the repositories and tags the mirror has seen (the manifest each names,
-and when ECR or an import last said so), the pinned images, and every stored
+and when ECR or an import last said so), the referrers lists recorded (subject,
+repository, filter, how many referrers), the pinned images, and every stored
 manifest and blob (kind, size, last access, pinned), then the totals against
 CACHE_MAX_SIZE. On a stopped mirror the cache is opened read-only: nothing in
 it changes, whatever --cache-max-size says (only the mirror's start evicts
@@ -204,6 +206,13 @@ func lsFlags(fs *flag.FlagSet) cacheWork {
 			fmt.Fprintln(tw, "REPOSITORY\tTAG\tDIGEST\tCHECKED\tSTORED")
 			for _, t := range l.Tags {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\n", t.Repository, t.Tag, t.Digest, t.Checked.Format(time.RFC3339), t.Stored)
+			}
+			fmt.Fprintln(tw)
+		}
+		if len(l.Referrers) > 0 {
+			fmt.Fprintln(tw, "REFERRERS OF\tREPOSITORY\tARTIFACT TYPE\tLISTED\tCHECKED")
+			for _, r := range l.Referrers {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", r.Subject, r.Repository, cmp.Or(r.ArtifactType, "(any)"), r.Manifests, r.Checked.Format(time.RFC3339))
 			}
 			fmt.Fprintln(tw)
 		}
@@ -381,8 +390,8 @@ func purgeFlags(fs *flag.FlagSet) cacheWork {
 				fmt.Fprintf(o.stdout, "removed %s (%s, %s)\n", e.Digest, e.Kind, progress.HumanBytes(e.Size))
 			}
 		}
-		fmt.Fprintf(o.stdout, "purged %d entries, %s; %d tag records forgotten; %d pinned images kept\n",
-			len(rep.Removed), progress.HumanBytes(rep.Bytes), rep.TagsForgotten, rep.PinnedKept)
+		fmt.Fprintf(o.stdout, "purged %d entries, %s; %d tag records and %d referrers records forgotten; %d pinned images kept\n",
+			len(rep.Removed), progress.HumanBytes(rep.Bytes), rep.TagsForgotten, rep.ReferrersForgotten, rep.PinnedKept)
 		return exitOK
 	}}
 }
