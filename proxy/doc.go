@@ -15,6 +15,14 @@
 // that digest. Each answer is recorded; while upstream cannot be reached,
 // a recent enough record is served instead (Options.StaleIfError).
 //
+// The referrers API is handled like tags (referrers.go): always asked
+// upstream, each answer recorded per repository, subject, artifactType
+// filter and page and served stale on the same conditions, the manifests
+// it lists linked to the repository. The mirror applies the artifactType
+// filter when upstream did not, and answers from the tag schema (the
+// sha256-<hex> tag's index, or an empty list) when upstream has no
+// referrers API.
+//
 // What a request asks of upstream travels as one target value (target.go:
 // repository, reference, kind, Accept) from Blob and Manifest through a
 // download's start and fill (flight.go) to its resumptions (resume.go).

@@ -35,9 +35,10 @@ type ReferrersLister interface {
 	Referrers(ctx context.Context, name string, dgst digest.Digest, rawQuery string) (*ReferrerList, error)
 }
 
-// serveReferrers passes the referrers API through, as serveTags does
-// tags/list: the query goes upstream as sent (less ns), the answer is
-// checked to be an index, and the next page's Link points at the mirror.
+// serveReferrers serves the referrers API from the backend, as serveTags
+// does tags/list: the query goes to the backend as sent (less ns), the
+// answer is checked to be an index, the next page's Link points at the
+// mirror, and a stale answer carries its Warning.
 func (h *Handler) serveReferrers(ctx context.Context, w *recorder, r *http.Request, route Route, upstreamName string, outcome *string) error {
 	lister, ok := h.backend.(ReferrersLister)
 	if !ok {

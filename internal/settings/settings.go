@@ -161,12 +161,12 @@ func securitySettings(c *Config) []*setting {
 func limitSettings(c *Config) []*setting {
 	return []*setting{
 		{flag: "stale-if-error", env: "STALE_IF_ERROR", def: "0",
-			help:       "serve a tag's last answer, up to this old (e.g. 72h, or always), when ECR cannot be reached (0: never)",
-			docDefault: "`0` (never)", doc: "for edge sites: serve a tag's last answer, up to this old (`72h`, or `always`), when ECR cannot be reached (see \"Running at an edge site\")",
+			help:       "serve a tag's (or a referrers list's) last answer, up to this old (e.g. 72h, or always), when ECR cannot be reached (0: never)",
+			docDefault: "`0` (never)", doc: "for edge sites: serve a tag's (or a referrers list's) last answer, up to this old (`72h`, or `always`), when ECR cannot be reached (see \"Running at an edge site\")",
 			parse: bindStaleIfError(&c.StaleIfError)},
 		{flag: "upstream-tag-timeout", env: "UPSTREAM_TAG_TIMEOUT", def: proxy.DefaultTagTimeout.String(),
-			help:  "how long a tag lookup waits for ECR before the stale answer (or an error) is given",
-			doc:   "how long a tag lookup waits for ECR before the stale answer (or an error) is given",
+			help:  "how long a tag or referrers lookup waits for ECR before the stale answer (or an error) is given",
+			doc:   "how long a tag or referrers lookup waits for ECR before the stale answer (or an error) is given",
 			parse: bindPositiveDuration(&c.TagTimeout)},
 		{flag: "upstream-stall-timeout", env: "UPSTREAM_STALL_TIMEOUT", def: proxy.DefaultStallTimeout.String(),
 			help:  "an upstream body that sends nothing this long is resumed (or abandoned)",
