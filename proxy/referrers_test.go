@@ -328,3 +328,73 @@ func TestReferrersByUpstreamAnswer(t *testing.T) {
 		})
 	}
 }
+
+// Pages are recorded apart, under their query with its parameters in
+// any order, and served stale with their next-page Link; however many
+// filters clients ask for, a subject keeps a bounded number of records.
+func TestReferrersPagesRecordedAndBounded(t *testing.T) {
+	t.Parallel()
+	subject := digest.FromString("subject")
+	page := func(n int) string {
+		return fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"manifests":[{"mediaType":%q,"digest":%q,"size":1,"artifactType":"a"}]}`,
+			ociIndex, ociManifest, digest.FromString(fmt.Sprint("page ", n)))
+	}
+	e := newStaleEnv(t, staleOptions{staleIfError: time.Hour})
+	serve := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", ociIndex)
+		if r.URL.Query().Get("last") == "" {
+			w.Header().Set("Link", `</v2/team/app/referrers/`+subject.String()+`?n=1&last=p1>; rel="next"`)
+			fmt.Fprint(w, page(1))
+			return
+		}
+		fmt.Fprint(w, page(2))
+	}
+	e.up.setFail(serve)
+	get := func(query string) (*http.Response, []digest.Digest) {
+		t.Helper()
+		resp, err := e.srv.Client().Get(e.srv.URL + "/v2/team/app/referrers/" + subject.String() + query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d %s %v", query, resp.StatusCode, body, err)
+		}
+		return resp, listedDigests(t, body)
+	}
+	first, _ := get("")
+	if link := first.Header.Get("Link"); !strings.Contains(link, "?n=1&last=p1>") || !strings.HasPrefix(link, "<"+e.srv.URL) {
+		t.Fatalf("Link %q, want the next page on the mirror", link)
+	}
+	get("?n=1&last=p1")
+	e.up.setFail(failWith(http.StatusServiceUnavailable))
+	resp, got := get("?last=p1&n=1") // the same page, its parameters in another order
+	if !slices.Equal(got, []digest.Digest{digest.FromString("page 2")}) || resp.Header.Get("Warning") != staleWarning {
+		t.Fatalf("stale page 2: %v, Warning %q", got, resp.Header.Get("Warning"))
+	}
+
+	e.up.setFail(serve)
+	for i := range 40 {
+		get(fmt.Sprintf("?artifactType=application/x-%d", i))
+	}
+	n := 0
+	list, err := e.store.Referrers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, info := range list {
+		if info.Key.Subject == subject {
+			n++
+		}
+	}
+	if n > 16 {
+		t.Fatalf("%d records for one subject, want at most 16", n)
+	}
+
+	e.up.setFail(failWith(http.StatusServiceUnavailable))
+	resp, _ = get("?artifactType=application/x-39")
+	if resp.Header.Get("Warning") != staleWarning {
+		t.Fatal("the latest filter's record is gone")
+	}
+}
