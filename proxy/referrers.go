@@ -144,7 +144,6 @@ func filterApplied(header, filter string) bool {
 // empty list, never an error that clients would take for a missing
 // repository; a missing repository is upstream's NAME_UNKNOWN.
 func (p *Proxy) referrersFromTagSchema(ctx context.Context, name string, dgst digest.Digest, artifactType string) (*referrersAnswer, string, error) {
-	p.stats.ReferrersFallbacks.Add(1)
 	a := &referrersAnswer{ReferrerList: registry.ReferrerList{Outcome: OutcomeUpstream}, fallback: true}
 	idx := &referrersIndex{}
 	t := manifestTarget(name, dgst.Algorithm().String()+"-"+dgst.Encoded(), acceptHeader(nil))
@@ -171,6 +170,7 @@ func (p *Proxy) referrersFromTagSchema(ctx context.Context, name string, dgst di
 	}
 	a.Body = idx.encode()
 	p.linkReferrers(name, idx)
+	p.stats.ReferrersFallbacks.Add(1)
 	return a, "", nil
 }
 

@@ -228,8 +228,8 @@ func TestReferrersFallBackToTagSchema(t *testing.T) {
 			if code, _, _ := registry.ParseErrorBody(body); resp.StatusCode != http.StatusNotFound || code != registry.CodeNameUnknown {
 				t.Errorf("a repository ECR does not have: %d %s, want 404 NAME_UNKNOWN", resp.StatusCode, body)
 			}
-			if got := e.proxy.Stats().ReferrersFallbacks.Load(); got != 5 {
-				t.Errorf("Stats.ReferrersFallbacks = %d, want 5", got)
+			if got := e.proxy.Stats().ReferrersFallbacks.Load(); got != 4 {
+				t.Errorf("Stats.ReferrersFallbacks = %d, want 4", got)
 			}
 			rec, err := e.store.GetReferrers(cache.ReferrersKey{Repo: e.proxy.repo("team/app"), Subject: img.manifest})
 			if err != nil || !rec.Fallback || string(rec.Body) != string(all) {
