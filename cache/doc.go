@@ -139,8 +139,8 @@
 // records are one prefix (DeleteReferrers); registries hold no "/" and
 // the hash is fixed-length, so a key parses from both ends. A repository
 // and subject keep at most 16 records (a put past that drops the least
-// recently checked); a body is at most MaxReferrersBody (56 KiB, some
-// 150 referrers; a larger answer is served, not recorded) and each query
+// recently checked); a body is at most MaxReferrersBody (48 KiB, some
+// 130 referrers; a larger answer is served, not recorded) and each query
 // field at most 2 KiB, so a record stays in Badger's LSM tree. Like tag
 // records they are advisory (written without waiting, never counted
 // against MaxSize). Purges remove them with their subject.

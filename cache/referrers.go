@@ -32,8 +32,8 @@ const referrersKeyPrefix = "referrers/"
 const (
 	maxReferrersRecords = 16
 	// MaxReferrersBody is the largest referrers answer recorded; a
-	// larger one (over 150 referrers or so) is served but not recorded.
-	MaxReferrersBody  = 56 << 10
+	// larger one (over 130 referrers or so) is served but not recorded.
+	MaxReferrersBody  = 48 << 10
 	maxReferrersField = 2 << 10
 
 	referrersRecordVersion   = 1

@@ -149,6 +149,14 @@ func TestReferrersRecordBounds(t *testing.T) {
 	if list, _ := s.Referrers(); len(list) != 1 {
 		t.Fatalf("%d records, want only the one within bounds", len(list))
 	}
+	// The largest record stays under Badger's value threshold, in the
+	// LSM tree.
+	most := strings.Repeat("a", maxReferrersField)
+	largest := encodeReferrersRecord(ReferrersKey{ArtifactType: most, Page: most},
+		ReferrersRecord{Body: make([]byte, MaxReferrersBody), FiltersApplied: most, NextQuery: most})
+	if threshold := indexOptions("", nil).ValueThreshold; int64(len(largest)) >= threshold {
+		t.Errorf("the largest record is %d bytes, not under the value threshold %d", len(largest), threshold)
+	}
 }
 
 // DeleteReferrers drops the records of the subjects asked for, in every

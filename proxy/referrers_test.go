@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -396,5 +397,40 @@ func TestReferrersPagesRecordedAndBounded(t *testing.T) {
 	resp, _ = get("?artifactType=application/x-39")
 	if resp.Header.Get("Warning") != staleWarning {
 		t.Fatal("the latest filter's record is gone")
+	}
+}
+
+// An answer over the record bound is served whole and not recorded.
+func TestReferrersOverTheRecordBoundServedNotRecorded(t *testing.T) {
+	t.Parallel()
+	subject := digest.FromString("subject")
+	var b strings.Builder
+	fmt.Fprintf(&b, `{"schemaVersion":2,"mediaType":%q,"manifests":[`, ociIndex)
+	want := []digest.Digest{}
+	for i := range 400 {
+		d := digest.FromString(fmt.Sprint(i))
+		want = append(want, d)
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, `{"mediaType":%q,"digest":%q,"size":1,"artifactType":%q}`, ociManifest, d, cosignSig)
+	}
+	b.WriteString("]}")
+	if b.Len() <= cache.MaxReferrersBody {
+		t.Fatalf("the answer is %d bytes, not over the bound", b.Len())
+	}
+	e := newStaleEnv(t, staleOptions{staleIfError: time.Hour})
+	e.up.setFail(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, b.String()) })
+	resp, err := e.srv.Client().Get(e.srv.URL + referrersPath("team/app", subject, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || !slices.Equal(listedDigests(t, body), sortedDigests(want...)) {
+		t.Fatalf("status %d, %d bytes, %v", resp.StatusCode, len(body), err)
+	}
+	if _, err := e.store.GetReferrers(cache.ReferrersKey{Repo: e.proxy.repo("team/app"), Subject: subject}); !errors.Is(err, cache.ErrNotFound) {
+		t.Fatalf("GetReferrers = %v, want ErrNotFound", err)
 	}
 }
