@@ -127,13 +127,9 @@ type Stats struct {
 	UpstreamBytes atomic.Int64
 	// Refused counts misses refused because MaxDownloads were running.
 	Refused atomic.Int64
-	// Stale counts tags and referrers lists answered from their last
-	// recorded answer because ECR could not be reached
-	// (Options.StaleIfError).
+	// Stale counts tags answered from their last recorded answer because
+	// ECR could not be reached (Options.StaleIfError).
 	Stale atomic.Int64
-	// ReferrersFallbacks counts referrers requests answered from the tag
-	// schema because upstream has no referrers API.
-	ReferrersFallbacks atomic.Int64
 	// Resumes counts resumptions of downloads whose upstream body stopped
 	// short (Options.Retries), failed ones included.
 	Resumes atomic.Int64
@@ -145,6 +141,11 @@ type Stats struct {
 	// (0: none). ThrottledBytes counts the bytes read under it, and
 	// ThrottledNanos the time spent waiting for it, in nanoseconds.
 	MaxRate, ThrottledBytes, ThrottledNanos atomic.Int64
+	// StaleReferrers counts referrers lists answered from their last
+	// recorded answer because ECR could not be reached (also in Stale);
+	// ReferrersFallbacks those answered from the tag schema because
+	// upstream has no referrers API.
+	StaleReferrers, ReferrersFallbacks atomic.Int64
 }
 
 var _ registry.Backend = (*Proxy)(nil)

@@ -178,8 +178,8 @@ func TestReferrersServedStale(t *testing.T) {
 					t.Errorf("stale body %s, want the recorded %s", body, all)
 				}
 				e.wantReferrers(t, referrersPath("team/app", img.manifest, cosignSig), true, true, img.sig.Digest)
-				if got := e.proxy.Stats().Stale.Load(); got != 2 {
-					t.Errorf("Stats.Stale = %d, want 2", got)
+				if got, refs := e.proxy.Stats().Stale.Load(), e.proxy.Stats().StaleReferrers.Load(); got != 2 || refs != 2 {
+					t.Errorf("Stats.Stale = %d, StaleReferrers = %d, want 2 and 2", got, refs)
 				}
 				if logs := e.logs.String(); !strings.Contains(logs, "serving stale referrers") || !strings.Contains(logs, "reason=unreachable") {
 					t.Errorf("no warning naming the reason:\n%s", logs)
