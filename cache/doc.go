@@ -67,11 +67,11 @@
 //	ref/<algorithm>:<hex>               →  ref record: what the entry references
 //	pin/<algorithm>:<hex>               →  pin record, one per pinned image
 //	tag/<repository>/<tag>/<accept>     →  tag record, one per tag and Accept
+//	link/<algorithm>:<hex>/<registry>/<repository>
+//	                                    →  empty: upstream holds the digest in that repository
 //	referrers/<algorithm>:<hex>/<registry>/<repository>/<query>
 //	                                    →  referrers record, one per subject, repository,
 //	                                       filter and page
-//	link/<algorithm>:<hex>/<registry>/<repository>
-//	                                    →  empty: upstream holds the digest in that repository
 //	meta/links                          →  set once the links of an older directory are derived
 //	stage/stage-<random>                →  journal of an admission in progress: the
 //	                                       digests it adds, 32 raw bytes each

@@ -70,8 +70,6 @@ type envOptions struct {
 	// wrapStore, when set, decorates the store the proxy is given (a
 	// counting Store, say); testEnv.store stays the one underneath.
 	wrapStore func(*cache.Store) Store
-	// staleIfError and tagTimeout are the proxy's Options of the names.
-	staleIfError, tagTimeout time.Duration
 }
 
 func newEnv(t *testing.T, o envOptions) *testEnv {
@@ -136,8 +134,7 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 		ps = o.wrapStore(store)
 	}
 	p, err := New(Options{Upstream: upURL, Client: client, Store: ps, Logger: log, ManifestLimit: o.manifestLimit,
-		Retries: o.edge.retries, StallTimeout: o.edge.stall, StallClock: stallClock, MaxRate: o.edge.maxRate,
-		StaleIfError: o.staleIfError, TagTimeout: o.tagTimeout})
+		Retries: o.edge.retries, StallTimeout: o.edge.stall, StallClock: stallClock, MaxRate: o.edge.maxRate})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -160,7 +160,8 @@ func TestReferrersServedStale(t *testing.T) {
 	for _, staleIfError := range []time.Duration{time.Hour, 0} {
 		t.Run(fmt.Sprint("STALE_IF_ERROR=", staleIfError), func(t *testing.T) {
 			t.Parallel()
-			e := newEnv(t, envOptions{staleIfError: staleIfError})
+			e := newEnv(t, envOptions{})
+			e.proxy.staleIfError = staleIfError // before any request
 			img := putSignedImage(e.fake, "team/app", 82, false)
 			all := e.wantReferrers(t, referrersPath("team/app", img.manifest, ""), false, false, img.sig.Digest, img.sbom.Digest)
 			e.wantReferrers(t, referrersPath("team/app", img.manifest, cosignSig), true, false, img.sig.Digest)
@@ -211,7 +212,8 @@ func TestReferrersFallBackToTagSchema(t *testing.T) {
 	for _, offCode := range []string{"", "NAME_UNKNOWN", "UNSUPPORTED", "MANIFEST_UNKNOWN"} {
 		t.Run("404 "+offCode, func(t *testing.T) {
 			t.Parallel()
-			e := newEnv(t, envOptions{staleIfError: time.Hour})
+			e := newEnv(t, envOptions{})
+			e.proxy.staleIfError = time.Hour // before any request
 			img := putSignedImage(e.fake, "team/app", 83, true)
 			// Pushed where the API served it: not in the tag schema.
 			apiOnly := e.fake.AttachReferrer("team/app", img.subject, fakeecr.Referrer{ArtifactType: cosignSig, Payload: []byte("api only")})
