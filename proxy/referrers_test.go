@@ -145,9 +145,15 @@ func TestReferrersRecordedAndLinked(t *testing.T) {
 	if got := e.proxy.Stats().Confirmations.Load() - confirmations; got != 0 {
 		t.Errorf("%d confirmations, want 0", got)
 	}
+	payload := digest.FromString("sbom 81") // putSignedImage's SBOM layer
+	if resp, body := e.mustDo(t, http.MethodGet, "/v2/team/app/blobs/"+payload.String(), nil); resp.StatusCode != http.StatusOK || digest.FromBytes(body) != payload {
+		t.Fatalf("GET the SBOM's layer: %d %s", resp.StatusCode, body)
+	}
 	e.proxy.Wait()
-	if _, err := e.store.Stat(img.sbom.Digest); err != nil {
-		t.Errorf("the SBOM manifest fetched through the mirror is not cached: %v", err)
+	for what, d := range map[string]digest.Digest{"manifest": img.sbom.Digest, "layer": payload} {
+		if _, err := e.store.Stat(d); err != nil {
+			t.Errorf("the SBOM's %s fetched through the mirror is not cached: %v", what, err)
+		}
 	}
 }
 
