@@ -110,6 +110,7 @@ func (e *testEnv) wantReferrers(t *testing.T, path string, filtered, stale bool,
 func TestReferrersRecordedAndLinked(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
+	e.proxy.tagTimeout = time.Hour // before any request: no answer is late on a busy machine
 	img := putSignedImage(e.fake, "team/app", 81, false)
 	// The same signature in another repository, pulled from there first.
 	e.fake.AttachReferrer("other/app", img.subject, fakeecr.Referrer{ArtifactType: cosignSig, Payload: []byte("sig 81")})
@@ -168,6 +169,7 @@ func TestReferrersServedStale(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, envOptions{})
 			e.proxy.staleIfError = staleIfError // before any request
+			e.proxy.tagTimeout = time.Hour      // no answer is late on a busy machine
 			img := putSignedImage(e.fake, "team/app", 82, false)
 			all := e.wantReferrers(t, referrersPath("team/app", img.manifest, ""), false, false, img.sig.Digest, img.sbom.Digest)
 			e.wantReferrers(t, referrersPath("team/app", img.manifest, cosignSig), true, false, img.sig.Digest)
@@ -220,6 +222,7 @@ func TestReferrersFallBackToTagSchema(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, envOptions{})
 			e.proxy.staleIfError = time.Hour // before any request
+			e.proxy.tagTimeout = time.Hour   // no answer is late on a busy machine
 			img := putSignedImage(e.fake, "team/app", 83, true)
 			// Pushed where the API served it: not in the tag schema.
 			apiOnly := e.fake.AttachReferrer("team/app", img.subject, fakeecr.Referrer{ArtifactType: cosignSig, Payload: []byte("api only")})
@@ -304,7 +307,7 @@ func TestReferrersByUpstreamAnswer(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			e := newStaleEnv(t, staleOptions{staleIfError: time.Hour})
+			e := newStaleEnv(t, staleOptions{staleIfError: time.Hour, tagTimeout: time.Hour})
 			e.up.setFail(referrersUpstream(subject, tt.status, tt.body))
 			path := referrersPath("team/app", subject, tt.artifactType)
 			resp, err := e.srv.Client().Get(e.srv.URL + path)
@@ -348,7 +351,7 @@ func TestReferrersPagesRecordedAndBounded(t *testing.T) {
 		return fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"manifests":[{"mediaType":%q,"digest":%q,"size":1,"artifactType":"a"}]}`,
 			ociIndex, ociManifest, digest.FromString(fmt.Sprint("page ", n)))
 	}
-	e := newStaleEnv(t, staleOptions{staleIfError: time.Hour})
+	e := newStaleEnv(t, staleOptions{staleIfError: time.Hour, tagTimeout: time.Hour})
 	serve := func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", ociIndex)
 		if r.URL.Query().Get("last") == "" {
@@ -427,7 +430,7 @@ func TestReferrersOverTheRecordBoundServedNotRecorded(t *testing.T) {
 	if b.Len() <= cache.MaxReferrersBody {
 		t.Fatalf("the answer is %d bytes, not over the bound", b.Len())
 	}
-	e := newStaleEnv(t, staleOptions{staleIfError: time.Hour})
+	e := newStaleEnv(t, staleOptions{staleIfError: time.Hour, tagTimeout: time.Hour})
 	e.up.setFail(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, b.String()) })
 	resp, err := e.srv.Client().Get(e.srv.URL + referrersPath("team/app", subject, ""))
 	if err != nil {
