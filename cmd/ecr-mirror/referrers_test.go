@@ -196,7 +196,7 @@ func TestReferrersFromTagSchemaThroughMirror(t *testing.T) {
 func TestPushedReferrerListedThroughMirror(t *testing.T) {
 	t.Parallel()
 	fake := fakeecr.Start(t, fakeecr.Options{})
-	m := startMirror(t, fake, mirrorOpts{env: pushEnv})
+	m := startMirror(t, fake, mirrorOpts{env: map[string]string{"PUSH": "true", "UPSTREAM_TAG_TIMEOUT": staleTagTimeout.String()}})
 	subject := newRawImage(34, nil)
 	pushRawImage(t, m, "team/app", "v1", subject)
 	if _, _, got := rawReferrers(t, m, "team/app", subject.Dgst, ""); len(got) != 0 {
