@@ -12,7 +12,6 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
-
 // askTag sends a manifest request by tag to the mirror and checks that
 // it names img's manifest (and, for a GET, is its bytes).
 func askTag(m *mirror, method, repo, tag string, img rawImage) error {
