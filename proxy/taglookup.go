@@ -32,8 +32,11 @@ const (
 type tagKey struct {
 	host, repo, tag, accept string
 	// get is the GET by tag that fetches the manifest, sent when the
-	// HEAD's answer is not stored; its answer is not the HEAD's.
-	get bool
+	// HEAD's answer is not stored; its answer is not the HEAD's. named is
+	// the digest that HEAD named: a request whose HEAD saw the tag move
+	// does not join a GET sent before the move.
+	get   bool
+	named digest.Digest
 }
 
 // tagAnswer is what one tag lookup learned from ECR.
@@ -107,7 +110,7 @@ func (p *Proxy) manifestByTag(ctx context.Context, req *registry.Request) (*regi
 // tag's digest (known), an older answer is known to be outdated: a
 // failure then is never masked.
 func (p *Proxy) manifestBodyByTag(ctx context.Context, req *registry.Request, t target, key tagKey, head tagAnswer, known bool) (*registry.Content, error) {
-	key.get = true
+	key.get, key.named = true, head.dgst
 	got, joined, err := p.tags.do(ctx, key, func(ctx context.Context) (tagAnswer, error) {
 		if head.usable() {
 			if body, ok := p.storedManifest(head.dgst); ok {

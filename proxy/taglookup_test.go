@@ -289,3 +289,31 @@ func TestTagFreshnessAnswersFromRecord(t *testing.T) {
 	wantTag(t, "after the revalidation", ask(false), false, movedDgst, moved)
 	wantUpstream("after the revalidation", 3, 2)
 }
+
+// A request whose HEAD saw the tag move does not join a GET by tag sent
+// before the move: it fetches the manifest the tag names now.
+func TestTagMovedDuringGetIsNotJoined(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	raw, moved := testManifest(56), testManifest(57)
+	dgst := e.fake.PutManifest("team/app", "v1", ociManifest, raw)
+	hold := make(chan struct{})
+	defer close(hold)
+	// The HEAD passes; the GET by tag that follows it is held.
+	e.fake.SetFault(dgst, fakeecr.Fault{Mode: fakeecr.FaultDelay, Times: 1,
+		Then: &fakeecr.Fault{Mode: fakeecr.FaultDelay, Hold: hold}})
+	before := e.askTag(t.Context(), tagReq(false, ociManifest))
+	testwait.Until(t, "the GET by tag to reach ECR", func() bool { return e.fake.Counters().ManifestGetByTag == 1 })
+	movedDgst := e.fake.PutManifest("team/app", "v1", ociManifest, moved)
+	select {
+	case r := <-e.askTag(t.Context(), tagReq(false, ociManifest)):
+		wantTag(t, "after the move", r, false, movedDgst, moved)
+	case <-time.After(testwait.HangGuard):
+		t.Fatal("the request after the move waited for the GET sent before it")
+	}
+	select {
+	case r := <-before:
+		t.Fatalf("the held GET answered before its release: %+v, %v", r.c, r.err)
+	default:
+	}
+}
