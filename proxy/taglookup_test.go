@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -315,5 +317,64 @@ func TestTagMovedDuringGetIsNotJoined(t *testing.T) {
 	case r := <-before:
 		t.Fatalf("the held GET answered before its release: %+v, %v", r.c, r.err)
 	default:
+	}
+}
+
+// What ECR says about a tag (404, 403) reaches every request that shared
+// the lookup, as it reaches a request alone: the HEAD clients get the
+// HEAD's answer, the GET clients the GET by tag's, with its code.
+func TestECRAnswersReachEveryJoiner(t *testing.T) {
+	t.Parallel()
+	const n = 6
+	tests := []struct {
+		name       string
+		status     int    // what ECR answers; 0: as the fake does (the tag is unknown)
+		wantStatus int    // what the clients get
+		wantCode   string // the GET clients' code
+		wantGets   int64  // GETs by tag ECR sees, as for one client alone
+	}{
+		// The HEAD's 404 has no body: the GET by tag asks again.
+		{name: "unknown tag", wantStatus: http.StatusNotFound, wantCode: "MANIFEST_UNKNOWN", wantGets: 1},
+		// The auth transport asks a HEAD's 403 again with a GET, to
+		// read whether the token was refused (it was not).
+		{name: "denied", status: http.StatusForbidden, wantStatus: http.StatusForbidden, wantCode: "DENIED", wantGets: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			hold := make(chan struct{})
+			e := newEnv(t, envOptions{modify: func(resp *http.Response) error {
+				if resp.Request.Method == http.MethodHead {
+					<-hold // every client joins the first lookup first
+				}
+				if tt.status != 0 {
+					body := `{"errors":[{"code":"DENIED","message":"User: arn:aws:iam::123456789012:role/mirror is not authorized to perform: ecr:BatchGetImage"}]}`
+					resp.StatusCode, resp.ContentLength = tt.status, int64(len(body))
+					resp.Header.Set("Content-Length", fmt.Sprint(len(body)))
+					resp.Body = io.NopCloser(strings.NewReader(body))
+				}
+				return nil
+			}})
+			e.fake.PutManifest("team/app", "v2", ociManifest, testManifest(58))
+			var results [n]<-chan tagResult
+			for i := range results {
+				results[i] = e.askTag(t.Context(), tagReq(i%2 == 1, ociManifest))
+			}
+			testwait.Until(t, "every client waiting on one lookup", func() bool { return e.proxy.Stats().TagJoined.Load() == n-1 })
+			close(hold)
+			for i, ch := range results {
+				r := <-ch
+				var rerr *registry.Error
+				if !errors.As(r.err, &rerr) || rerr.HTTPStatus() != tt.wantStatus {
+					t.Fatalf("client %d: %+v, %v; want %d", i, r.c, r.err, tt.wantStatus)
+				}
+				if i%2 == 0 && string(rerr.Code) != tt.wantCode {
+					t.Errorf("GET client %d: code %s, want %s", i, rerr.Code, tt.wantCode)
+				}
+			}
+			if c := e.fake.Counters(); c.ManifestHead != 1 || c.ManifestGetByTag != tt.wantGets {
+				t.Errorf("upstream saw %d HEADs, %d GETs by tag; want 1, %d", c.ManifestHead, c.ManifestGetByTag, tt.wantGets)
+			}
+		})
 	}
 }
