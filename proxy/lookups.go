@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,7 +81,7 @@ func (l *lookups[K, V]) join(key K, fn func(context.Context) (V, error)) (*looku
 	}
 	// The proxy ends bg before it waits for wg: no call starts after.
 	if l.bg.Err() != nil {
-		return nil, false, registry.Errorf(registry.CodeUnavailable, "the mirror is shutting down")
+		return nil, false, shuttingDown()
 	}
 	c := &lookupCall[V]{done: make(chan struct{})}
 	if !l.separate {
@@ -97,10 +98,17 @@ func (l *lookups[K, V]) run(key K, c *lookupCall[V], fn func(context.Context) (V
 	ctx, cancel := context.WithTimeout(l.bg, l.timeout)
 	defer cancel()
 	c.val, c.err = fn(ctx)
+	if errors.Is(c.err, context.Canceled) && l.bg.Err() != nil {
+		c.err = shuttingDown() // not a client's hang-up: say why
+	}
 	l.mu.Lock()
 	if l.calls[key] == c {
 		delete(l.calls, key)
 	}
 	l.mu.Unlock()
 	close(c.done)
+}
+
+func shuttingDown() *registry.Error {
+	return registry.Errorf(registry.CodeUnavailable, "the mirror is shutting down")
 }

@@ -378,3 +378,23 @@ func TestECRAnswersReachEveryJoiner(t *testing.T) {
 		})
 	}
 }
+
+// A proxy closing ends the lookups under way: their clients are told the
+// mirror is shutting down (503), not handed a bare cancellation.
+func TestTagLookupEndsWithTheProxy(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	raw := testManifest(59)
+	dgst := e.fake.PutManifest("team/app", "v1", ociManifest, raw)
+	hold := make(chan struct{})
+	defer close(hold)
+	e.fake.SetFault(dgst, fakeecr.Fault{Mode: fakeecr.FaultDelay, Hold: hold})
+	r := e.askTag(t.Context(), tagReq(false, ociManifest))
+	testwait.Until(t, "the lookup to reach ECR", func() bool { return e.fake.Counters().ManifestHead == 1 })
+	e.proxy.Close()
+	res := <-r
+	var rerr *registry.Error
+	if !errors.As(res.err, &rerr) || rerr.HTTPStatus() != http.StatusServiceUnavailable || !strings.Contains(rerr.Message, "shutting down") {
+		t.Fatalf("got %+v, %v; want 503 saying the mirror is shutting down", res.c, res.err)
+	}
+}
