@@ -59,7 +59,7 @@ const maxTagRecords = 8
 
 // PutTag records rec as the answer for repo:tag asked with accept (an
 // Accept header value; values naming the same manifest types share a
-// record, see normalizeAccept). It replaces the previous record, and
+// record, see NormalizeAccept). It replaces the previous record, and
 // drops the least recently checked records of the tag beyond
 // maxTagRecords.
 //
@@ -221,10 +221,10 @@ func tagKey(repo, tag, accept string) ([]byte, error) {
 	if repo == "" || tag == "" || strings.Contains(tag, "/") {
 		return nil, fmt.Errorf("cache: invalid tag reference %q:%q", repo, tag)
 	}
-	return hashedTagKey(repo, tag, normalizeAccept(accept)), nil
+	return hashedTagKey(repo, tag, NormalizeAccept(accept)), nil
 }
 
-// legacyTagKey is the key versions before normalizeAccept dropped
+// legacyTagKey is the key versions before NormalizeAccept dropped
 // unknown types gave a record for accept; it equals tagKey's for an
 // Accept naming only manifest types. repo and tag are valid.
 func legacyTagKey(repo, tag, accept string) []byte {
@@ -236,14 +236,14 @@ func hashedTagKey(repo, tag, normalized string) []byte {
 	return []byte(tagKeyPrefix + repo + "/" + tag + "/" + hex.EncodeToString(sum[:]))
 }
 
-// normalizeAccept reduces an Accept header value to the manifest media
+// NormalizeAccept reduces an Accept header value to the manifest media
 // types it names (IsManifestType), sorted and comma-joined: values that
 // ask for the same manifests map to the same record, whatever else they
 // name, however they are spelled (case, parameters, order, repeats).
 // A value naming no manifest type ("*/*", none at all, only other types)
 // is AnyAccept. The key space of one tag is thus bounded by the subsets
 // of the few manifest types.
-func normalizeAccept(accept string) string {
+func NormalizeAccept(accept string) string {
 	types := slices.DeleteFunc(acceptTypes(accept), func(mt string) bool { return !IsManifestType(mt) })
 	if len(types) == 0 {
 		return AnyAccept

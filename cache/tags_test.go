@@ -108,9 +108,9 @@ func TestTagAcceptNormalised(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if got := normalizeAccept(tt.a) == normalizeAccept(tt.b); got != tt.same {
-				t.Errorf("normalizeAccept(%q) = %q, normalizeAccept(%q) = %q; same = %v, want %v",
-					tt.a, normalizeAccept(tt.a), tt.b, normalizeAccept(tt.b), got, tt.same)
+			if got := NormalizeAccept(tt.a) == NormalizeAccept(tt.b); got != tt.same {
+				t.Errorf("NormalizeAccept(%q) = %q, NormalizeAccept(%q) = %q; same = %v, want %v",
+					tt.a, NormalizeAccept(tt.a), tt.b, NormalizeAccept(tt.b), got, tt.same)
 			}
 		})
 	}
@@ -324,8 +324,8 @@ func TestTagsListAndDelete(t *testing.T) {
 // from any one media type, and shared by clients naming no manifest type.
 func TestAnyAccept(t *testing.T) {
 	t.Parallel()
-	if normalizeAccept(AnyAccept) == normalizeAccept(ociManifest) {
-		t.Fatalf("normalizeAccept(%q) = %q is not distinct", AnyAccept, normalizeAccept(AnyAccept))
+	if NormalizeAccept(AnyAccept) == NormalizeAccept(ociManifest) {
+		t.Fatalf("NormalizeAccept(%q) = %q is not distinct", AnyAccept, NormalizeAccept(AnyAccept))
 	}
 	s := openStore(t, t.TempDir(), 1<<20)
 	imported, proxied := tagRecord(10), tagRecord(11)

@@ -52,7 +52,7 @@ func newMetrics() *Metrics {
 		servedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "served_bytes_total",
 			Help: "Body bytes sent to clients, by source: cache (hits) or upstream (misses streamed while downloading, and ranges passed through)."}, []string{"source"}),
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "cache_requests_total",
-			Help: "Blob and manifest requests by outcome: hit, miss, coalesced (joined a download under way), revalidated (tag checked upstream, body from cache), stale (tag answered from cache while ECR was unreachable), upstream."}, []string{"outcome"}),
+			Help: "Blob and manifest requests by outcome: hit, miss, coalesced (joined a download under way), revalidated (tag checked upstream, body from cache), joined (tag checked by another request's lookup, body from cache), fresh (tag answered from a record younger than TAG_FRESHNESS), stale (tag answered from cache while ECR was unreachable), upstream."}, []string{"outcome"}),
 		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "upstream_requests_total",
 			Help: "Requests to ECR that got an answer, by kind, method and status."}, []string{"kind", "method", "code"}),
 		upstreamLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "upstream_request_duration_seconds",
@@ -93,6 +93,8 @@ func (m *Metrics) readStats(store *cache.Store, px *proxy.Proxy, tokens *auth.So
 		counter("link_confirmations_total", "HEADs sent to ECR to learn whether a repository holds content the cache has but has not seen under it.", ps.Confirmations.Load),
 		counter("link_confirmations_refused_total", "Of those, the ones ECR refused (404 or another refusal, or no answer): nothing was served.", ps.Unconfirmed.Load),
 		counter("stale_answers_total", "Tags answered from the cache because ECR could not be reached (STALE_IF_ERROR).", ps.Stale.Load),
+		counter("tag_lookups_joined_total", "Tag lookups (HEAD or GET by tag) a request joined, under way for another, instead of asking ECR itself.", ps.TagJoined.Load),
+		counter("tag_fresh_answers_total", "Tags answered from a record younger than TAG_FRESHNESS, without asking ECR.", ps.TagFresh.Load),
 		counter("upstream_throttled_bytes_total", "Upstream bytes read under UPSTREAM_MAX_RATE.", ps.ThrottledBytes.Load),
 		counter("upstream_throttle_wait_seconds_total", "Time downloads waited for UPSTREAM_MAX_RATE.", func() int64 { return ps.ThrottledNanos.Load() / 1e9 }),
 		gauge("upstream_max_rate_bytes", "UPSTREAM_MAX_RATE in bytes per second (0: unlimited).", func() float64 { return float64(ps.MaxRate.Load()) }),
@@ -166,7 +168,8 @@ func (m *Metrics) ObserveRequest(ri registry.RequestInfo) {
 	}
 	m.outcomes.WithLabelValues(ri.Outcome).Inc()
 	source := "upstream"
-	if ri.Outcome == proxy.OutcomeHit || ri.Outcome == proxy.OutcomeRevalidated || ri.Outcome == proxy.OutcomeStale {
+	switch ri.Outcome {
+	case proxy.OutcomeHit, proxy.OutcomeRevalidated, proxy.OutcomeJoined, proxy.OutcomeFresh, proxy.OutcomeStale:
 		source = "cache"
 	}
 	m.servedBytes.WithLabelValues(source).Add(float64(ri.Bytes))

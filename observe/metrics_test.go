@@ -75,7 +75,10 @@ func TestObserveRequestCountsServedBytesBySource(t *testing.T) {
 		{proxy.OutcomeHit, "cache"},
 		{proxy.OutcomeRevalidated, "cache"},
 		{proxy.OutcomeStale, "cache"},
+		{proxy.OutcomeJoined, "cache"},
+		{proxy.OutcomeFresh, "cache"},
 		{proxy.OutcomeMiss, "upstream"},
+		{proxy.OutcomeCoalesced, "upstream"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.outcome, func(t *testing.T) {

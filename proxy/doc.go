@@ -12,8 +12,14 @@
 //
 // Tags are mutable: every manifest request by tag asks upstream which
 // digest the tag names, and the body comes from the store when it holds
-// that digest. Each answer is recorded; while upstream cannot be reached,
-// a recent enough record is served instead (Options.StaleIfError).
+// that digest. Requests for one tag (and the same manifest types) that
+// arrive while its lookup is under way join it rather than send their
+// own: one upstream request answers them all (taglookup.go, on the
+// reusable lookups table of lookups.go, which runs each lookup on a
+// context of its own). Each answer is recorded; while upstream cannot be
+// reached, a recent enough record is served instead (Options.StaleIfError),
+// and with Options.TagFreshness a record younger than that is served
+// without asking at all.
 //
 // The referrers API is handled like tags (referrers.go): always asked
 // upstream, each answer recorded per repository, subject, artifactType

@@ -75,6 +75,14 @@ type Options struct {
 	StaleIfError time.Duration
 	// TagTimeout bounds a tag lookup upstream; 0: DefaultTagTimeout.
 	TagTimeout time.Duration
+	// TagFreshness answers a tag from its record, without asking ECR,
+	// while the record is younger than this and its manifest is stored;
+	// 0: every request revalidates (or joins a lookup under way).
+	TagFreshness time.Duration
+	// SeparateTagLookups sends every tag request's own lookup upstream
+	// instead of merging concurrent ones. Not a setting: the baseline of
+	// the tag benchmark.
+	SeparateTagLookups bool
 	// Retries is how often a download cut short is resumed; 0: none.
 	Retries int
 	// MaxRate caps upstream body bytes per second, all downloads
@@ -96,8 +104,11 @@ type Proxy struct {
 	maxDownloads  int
 	bufs          sync.Pool
 
-	// Tag lookups (stale.go).
-	staleIfError, tagTimeout time.Duration
+	// Tag lookups (taglookup.go, stale.go).
+	staleIfError, tagTimeout, tagFreshness time.Duration
+	tags                                   *lookups[tagKey, tagAnswer]
+	// clock dates tag records and tells their age; tests set a fake one.
+	clock clockwork.Clock
 
 	// Downloads run on bg, not on a client's context.
 	bg       context.Context
@@ -130,6 +141,10 @@ type Stats struct {
 	// Stale counts tags answered from their last recorded answer because
 	// ECR could not be reached (Options.StaleIfError).
 	Stale atomic.Int64
+	// TagJoined counts tag lookups (HEAD or GET by tag) a request joined
+	// instead of sending its own, as it joins; TagFresh counts tags answered from a
+	// record younger than Options.TagFreshness, with no lookup at all.
+	TagJoined, TagFresh atomic.Int64
 	// Resumes counts resumptions of downloads whose upstream body stopped
 	// short (Options.Retries), failed ones included.
 	Resumes atomic.Int64
@@ -186,10 +201,14 @@ func New(opts Options) (*Proxy, error) {
 		stallClock:    stallClock,
 		staleIfError:  opts.StaleIfError,
 		tagTimeout:    tagTimeout,
+		tagFreshness:  opts.TagFreshness,
+		clock:         clockwork.NewRealClock(),
 		bg:            bg,
 		stop:          stop,
 		flights:       make(map[digest.Digest]*flight),
 	}
+	p.tags = newLookups[tagKey, tagAnswer](bg, tagTimeout, &p.inflight, &p.stats.TagJoined)
+	p.tags.separate = opts.SeparateTagLookups
 	p.bufs.New = func() any { b := make([]byte, copyBufferSize); return &b }
 	p.uploadTable = newUploadTable(opts.Store.MaxSize(), log, opts.UploadDir)
 	p.resume = newResumePolicy(opts.Retries)
@@ -197,14 +216,15 @@ func New(opts Options) (*Proxy, error) {
 	return p, nil
 }
 
-// Close abandons downloads in flight (their temp files are removed and
-// nothing is indexed) and waits for them to end.
+// Close abandons downloads and tag lookups in flight (their temp files
+// are removed and nothing is indexed) and waits for them to end.
 func (p *Proxy) Close() {
 	p.stop()
 	p.inflight.Wait()
 }
 
-// Wait blocks until no download is in flight (for tests and shutdown).
+// Wait blocks until no download or tag lookup is in flight (for tests
+// and shutdown).
 func (p *Proxy) Wait() { p.inflight.Wait() }
 
 // InFlight returns how many downloads are running.
@@ -436,90 +456,6 @@ func (p *Proxy) fromFlight(ctx context.Context, req *registry.Request, t target)
 		}
 		return c, nil
 	}
-}
-
-// manifestByTag revalidates a tag upstream, then serves the manifest it
-// names from the store when it can. The lookup runs under the tag timeout,
-// so a black-holed link cannot hang the pull. Each answer is recorded;
-// when ECR cannot answer (no answer, 5xx, 429) the last recorded one may
-// be served instead (staleAnswer). What ECR says about the tag (401, 403,
-// 404) is passed on.
-func (p *Proxy) manifestByTag(ctx context.Context, req *registry.Request) (*registry.Content, error) {
-	p.stats.TagLookups.Add(1)
-	lctx, cancel := context.WithTimeout(ctx, p.tagTimeout)
-	defer cancel()
-	accept := acceptHeader(req.Accept)
-	t := manifestTarget(req.Name, req.Tag, accept)
-	resp, why, err := p.tagRequest(lctx, http.MethodHead, t)
-	var rerr *registry.Error
-	if err != nil && (why != "" || req.Head || !errors.As(err, &rerr) || rerr.HTTPStatus() != http.StatusNotFound) {
-		return p.staleAnswer(ctx, req, accept, why, err)
-	}
-	// A 404 to HEAD has no body to say whether the tag or the repository
-	// is unknown: the GET below asks again and passes ECR's answer on.
-	var dgst digest.Digest
-	if err == nil {
-		resp.Body.Close()
-		dgst, _ = digest.Parse(resp.Header.Get("Docker-Content-Digest"))
-	}
-	if dgst != "" && dgst.Validate() == nil && dgst.Algorithm() == digest.SHA256 {
-		// ECR named the tag's manifest in this repository: it holds the
-		// manifest, and the type it declared is the manifest's, whoever
-		// stored the same bytes before.
-		mt := mediaType(resp, kindManifest)
-		p.recordTag(req, accept, dgst, mt, resp.ContentLength)
-		p.retype(dgst, mt)
-		p.link(req.Name, dgst)
-		if req.Head {
-			return &registry.Content{Dgst: dgst, MediaType: mt, Size: resp.ContentLength, Outcome: OutcomeRevalidated}, nil
-		}
-		if c, ok, err := p.stored(dgst, false); ok || err != nil {
-			if ok {
-				c.Outcome = OutcomeRevalidated
-				if mt != "" {
-					c.MediaType = mt
-				}
-			}
-			return c, err
-		}
-	}
-	// Not stored (or upstream named no digest): fetch by tag, with the
-	// client's Accept, since ECR converts manifests by tag to what the
-	// client accepts and such a conversion has no digest to fetch by.
-	// Once ECR has named the tag's digest, an older answer is known to
-	// be outdated: a failure here is never masked.
-	known := dgst != ""
-	resp, why, err = p.tagRequest(lctx, http.MethodGet, t)
-	if err != nil {
-		if known {
-			return nil, err
-		}
-		return p.staleAnswer(ctx, req, accept, why, err)
-	}
-	defer resp.Body.Close()
-	body, err := p.readManifest(resp, t.path())
-	if err != nil {
-		if known {
-			return nil, err
-		}
-		return p.staleAnswer(ctx, req, accept, noAnswerWhy(lctx, err), err)
-	}
-	got := digest.FromBytes(body)
-	if h := resp.Header.Get("Docker-Content-Digest"); h != "" && h != got.String() {
-		p.stats.DigestMismatches.Add(1)
-		return nil, registry.Errorf(registry.CodeUnavailable, "upstream manifest %s has digest %s but upstream says %s", t.path(), got, h).WithStatus(http.StatusBadGateway)
-	}
-	mt := mediaType(resp, kindManifest)
-	if err := p.store.Put(got, mt, body); err != nil {
-		p.log.Warn("caching manifest failed", "name", req.Name, "tag", req.Tag, "digest", got, "error", err)
-	}
-	p.link(req.Name, got)
-	p.recordTag(req, accept, got, mt, int64(len(body)))
-	c := &registry.Content{Dgst: got, MediaType: mt, Size: int64(len(body)), Outcome: OutcomeMiss}
-	if !req.Head {
-		c.Body = bytesBody{bytes.NewReader(body)}
-	}
-	return c, nil
 }
 
 func (p *Proxy) readManifest(resp *http.Response, path string) ([]byte, error) {

@@ -70,6 +70,10 @@ type envOptions struct {
 	// wrapStore, when set, decorates the store the proxy is given (a
 	// counting Store, say); testEnv.store stays the one underneath.
 	wrapStore func(*cache.Store) Store
+	// staleIfError and tagFreshness are Options'; tagClock, when set,
+	// dates the tag records and tells their age.
+	staleIfError, tagFreshness time.Duration
+	tagClock                   clockwork.Clock
 }
 
 func newEnv(t *testing.T, o envOptions) *testEnv {
@@ -134,9 +138,13 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 		ps = o.wrapStore(store)
 	}
 	p, err := New(Options{Upstream: upURL, Client: client, Store: ps, Logger: log, ManifestLimit: o.manifestLimit,
-		Retries: o.edge.retries, StallTimeout: o.edge.stall, StallClock: stallClock, MaxRate: o.edge.maxRate})
+		Retries: o.edge.retries, StallTimeout: o.edge.stall, StallClock: stallClock, MaxRate: o.edge.maxRate,
+		StaleIfError: o.staleIfError, TagFreshness: o.tagFreshness})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if o.tagClock != nil {
+		p.clock = o.tagClock
 	}
 	// A few milliseconds between resumptions, not seconds.
 	p.resume.backoff, p.resume.maxBackoff = time.Millisecond, 4*time.Millisecond
@@ -274,6 +282,36 @@ type fetchResult struct {
 	status int
 	body   []byte
 	err    error
+}
+
+// tagResult is what a tag request to the proxy got, its body read whole.
+type tagResult struct {
+	c    *registry.Content
+	body []byte
+	err  error
+}
+
+// askTag asks the proxy for a manifest by tag in the background, on ctx,
+// as the registry handler would; the answer arrives on the channel.
+// Calling the proxy rather than going through HTTP lets a test end a
+// client's context and know the proxy has seen it.
+func (e *testEnv) askTag(ctx context.Context, req registry.Request) <-chan tagResult {
+	done := make(chan tagResult, 1)
+	go func() {
+		c, err := e.proxy.Manifest(ctx, &req)
+		r := tagResult{c: c, err: err}
+		if err == nil && c.Body != nil {
+			r.body, r.err = io.ReadAll(c.Body)
+			c.Body.Close()
+		}
+		done <- r
+	}()
+	return done
+}
+
+// tagReq is a request for team/app:v1 with one Accept value.
+func tagReq(head bool, accept string) registry.Request {
+	return registry.Request{Name: "team/app", Tag: "v1", Head: head, Accept: []string{accept}}
 }
 
 // startDownload GETs a blob through the mirror in the background and

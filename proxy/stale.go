@@ -89,11 +89,12 @@ func answerWhy(status int) string {
 	return ""
 }
 
-// recordTag notes a successful revalidation of req's tag, for staleAnswer.
-func (p *Proxy) recordTag(req *registry.Request, accept http.Header, dgst digest.Digest, mediaType string, size int64) {
-	rec := cache.TagRecord{Digest: dgst, MediaType: mediaType, Size: max(size, 0), Checked: time.Now()}
-	if err := p.store.PutTag(req.Name, req.Tag, accept.Get("Accept"), rec); err != nil {
-		p.log.Warn("recording tag failed", "repository", req.Name, "tag", req.Tag, "error", err)
+// recordTag notes a successful revalidation of t's tag, for staleAnswer
+// and freshAnswer.
+func (p *Proxy) recordTag(t target, dgst digest.Digest, mediaType string, size int64) {
+	rec := cache.TagRecord{Digest: dgst, MediaType: mediaType, Size: max(size, 0), Checked: p.clock.Now()}
+	if err := p.store.PutTag(t.repo, t.ref, t.accept.Get("Accept"), rec); err != nil {
+		p.log.Warn("recording tag failed", "repository", t.repo, "tag", t.ref, "error", err)
 	}
 }
 
@@ -119,7 +120,7 @@ func (p *Proxy) staleAnswer(ctx context.Context, req *registry.Request, accept h
 		}
 		return nil, err
 	}
-	age := max(time.Since(rec.Checked), 0)
+	age := max(p.clock.Since(rec.Checked), 0)
 	if age > p.staleIfError {
 		p.log.Debug("tag record too old to serve stale", "repository", req.Name, "tag", req.Tag, "age", age)
 		return nil, err

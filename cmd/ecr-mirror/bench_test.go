@@ -1,12 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"io"
+	"maps"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -158,4 +164,114 @@ func BenchmarkColdMiss(b *testing.B) {
 	report(b, size, tm, tb, "")
 	report(b, size, tmv, tbv, "-verified")
 	b.ReportMetric(float64(size)*float64(b.N)/th.Seconds()/1e6, "sha256-MB/s")
+}
+
+// Tag benchmark parameters: a farm of tagClients pulling one tag for
+// tagBenchFor, behind a WAN that adds tagBenchLatency to every manifest
+// request to the fake ECR.
+const (
+	tagClients      = 64
+	tagBenchFor     = 3 * time.Second
+	tagBenchLatency = 20 * time.Millisecond
+)
+
+// BenchmarkTagLookups has tagClients clients GET one manifest by tag
+// through the mirror for tagBenchFor each round, against the fake ECR
+// answering every manifest request tagBenchLatency late (fakeecr
+// FaultDelay), with the manifest already cached (by digest: no tag
+// record yet, so each run starts with a lookup): first with tag lookups
+// not merged (the baseline, as before), then merged with TAG_FRESHNESS=0,
+// then with TAG_FRESHNESS=30s. It reports client requests per second
+// and upstream tag requests (HEADs and GETs by tag) per client request
+// for each, and for TAG_FRESHNESS=30s those per 30 s window too:
+//
+//	go test -run '^$' -bench TagLookups -benchtime 1x ./cmd/ecr-mirror/
+func BenchmarkTagLookups(b *testing.B) {
+	runs := []struct {
+		name string
+		opts mirrorOpts
+	}{
+		{"baseline", mirrorOpts{separateTagLookups: true}},
+		{"merged", mirrorOpts{}},
+		{"fresh30s", mirrorOpts{env: map[string]string{"TAG_FRESHNESS": "30s"}}},
+	}
+	fake := fakeecr.Start(b, fakeecr.Options{})
+	img := newRawImage(80, nil)
+	putRawImage(fake, "bench/tag", "v1", img)
+	fake.SetFault(img.Dgst, fakeecr.Fault{Mode: fakeecr.FaultDelay, Delay: tagBenchLatency})
+	reqs, upstream := make([]int64, len(runs)), make([]int64, len(runs))
+	took := make([]time.Duration, len(runs))
+	b.ResetTimer()
+	for range b.N {
+		for i, r := range runs {
+			b.StopTimer()
+			r.opts.env = maps.Clone(r.opts.env)
+			if r.opts.env == nil {
+				r.opts.env = map[string]string{}
+			}
+			r.opts.env["LOG_LEVEL"] = "warn"
+			m := startMirror(b, fake, r.opts)
+			// The manifest is cached by digest: the tag has no record yet.
+			if err := askTag(m, http.MethodGet, "bench/tag", img.Dgst.String(), img); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+			before := fake.Counters()
+			n, d := pullTagFor(b, m, img, tagBenchFor)
+			after := fake.Counters()
+			reqs[i], took[i] = reqs[i]+n, took[i]+d
+			upstream[i] += after.ManifestHead + after.ManifestGetByTag - before.ManifestHead - before.ManifestGetByTag
+			b.StopTimer()
+			m.Stop()
+			os.RemoveAll(m.Dir)
+			b.StartTimer()
+		}
+	}
+	for i, r := range runs {
+		b.ReportMetric(float64(reqs[i])/took[i].Seconds(), r.name+"-req/s")
+		b.ReportMetric(float64(upstream[i])/float64(max(reqs[i], 1)), r.name+"-upstream/req")
+	}
+	windows := math.Ceil(took[2].Seconds() / float64(b.N) / 30)
+	b.ReportMetric(float64(upstream[2])/(windows*float64(b.N)), "fresh30s-upstream/window")
+	b.ReportMetric(0, "ns/op")
+}
+
+// pullTagFor has tagClients clients GET img's tag in a loop for d and
+// returns how many requests were answered, and how long they ran.
+func pullTagFor(b *testing.B, m *mirror, img rawImage, d time.Duration) (int64, time.Duration) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = tagClients
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr}
+	url := m.URL + "/v2/bench/tag/manifests/v1"
+	var answered atomic.Int64
+	var failed atomic.Value
+	start := time.Now()
+	deadline := start.Add(d)
+	var wg sync.WaitGroup
+	for range tagClients {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				req, _ := http.NewRequest(http.MethodGet, url, nil)
+				req.Header.Set("Accept", ociManifestType)
+				resp, err := c.Do(req)
+				if err != nil {
+					failed.Store(err)
+					return
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, img.Manifest) {
+					failed.Store(fmt.Errorf("status %d, %d bytes, %v", resp.StatusCode, len(body), err))
+					return
+				}
+				answered.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		b.Fatalf("a client failed: %v", err)
+	}
+	return answered.Load(), time.Since(start)
 }

@@ -78,6 +78,9 @@ type mirrorOpts struct {
 	// stallClock, when set, times UPSTREAM_STALL_TIMEOUT: stalls fire
 	// only when the test advances it (waitStalled, then Advance).
 	stallClock clockwork.Clock
+	// separateTagLookups turns off the merging of concurrent tag
+	// lookups: the tag benchmark's baseline.
+	separateTagLookups bool
 }
 
 // startMirror runs the server against fake through the real config
@@ -107,6 +110,7 @@ func startMirror(t testing.TB, fake *fakeecr.Server, o mirrorOpts) *mirror {
 		t.Fatal(err)
 	}
 	cfg.StallClock = o.stallClock
+	cfg.SeparateTagLookups = o.separateTagLookups
 	logs := &testkit.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())

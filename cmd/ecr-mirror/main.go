@@ -179,6 +179,7 @@ func startUpstream(ctx context.Context, cfg *settings.Config, store *cache.Store
 	})
 	up.px, err = proxy.New(proxy.Options{
 		Upstream: cfg.Upstream, Client: client, Store: store, Logger: log.With("component", "proxy"),
+		TagFreshness: cfg.TagFreshness, SeparateTagLookups: cfg.SeparateTagLookups,
 		MaxDownloads:    cfg.MaxDownloads,
 		UploadDir:       filepath.Join(cfg.CacheDir, "tmp"),
 		StaleIfError:    cfg.StaleIfError,

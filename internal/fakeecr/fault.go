@@ -37,6 +37,8 @@ const (
 	FaultSlow
 	// FaultStatus answers Fault.Status with the endpoint's kind of error
 	// body: the registry's by default, S3's with Endpoint EndpointS3.
+	// With Fault.Delay or Fault.Hold set it first waits for them, HEADs
+	// included (an answer that fails after the clients have joined).
 	FaultStatus
 	// FaultStall (body) sends the headers and Fault.After bytes of the
 	// body, then nothing more: the connection stays open until the client
@@ -57,8 +59,13 @@ const (
 	// then never reaches S3), on S3 with Endpoint EndpointS3. It stands
 	// for an upstream that is hostile, misrouted or behind odd proxies.
 	FaultRedirect
+	// FaultDelay answers as usual, HEADs included, after waiting
+	// Fault.Delay and then until Fault.Hold is closed (or the client
+	// gives up): upstream latency over a WAN, or an answer held until a
+	// test has every client waiting for it. On the registry by default.
+	FaultDelay
 
-	lastFaultMode = FaultRedirect
+	lastFaultMode = FaultDelay
 )
 
 // String returns the mode's name, e.g. "truncate".
@@ -84,6 +91,8 @@ func (m FaultMode) String() string {
 		return "wrong-range"
 	case FaultRedirect:
 		return "redirect"
+	case FaultDelay:
+		return "delay"
 	}
 	return "FaultMode(" + strconv.Itoa(int(m)) + ")"
 }
@@ -113,11 +122,13 @@ type Fault struct {
 	After int64
 	// Rate is FaultSlow's speed in bytes per second. Default 64 KiB/s.
 	Rate int64
-	// Delay is how long FaultSlow waits before sending the headers, how
-	// long FaultStall pauses (0: until the client gives up), and how long
-	// FaultTruncate waits between its last byte and the cut.
+	// Delay is how long FaultSlow and FaultDelay (and FaultStatus, when
+	// set) wait before sending the headers, how long FaultStall pauses
+	// (0: until the client gives up), and how long FaultTruncate waits
+	// between its last byte and the cut.
 	Delay time.Duration
-	// Hold, when set, holds FaultTruncate's and FaultStall's body open
+	// Hold, when set, holds FaultDelay's and FaultStatus's answer until
+	// it is closed, and FaultTruncate's and FaultStall's body open
 	// after their After bytes (and after Delay) until it is closed or the
 	// client gives up: then the truncated body is cut and the stalled one
 	// sends the rest. A test closes it once what it waits for has
@@ -222,7 +233,7 @@ func (f Fault) appliesAt(at Endpoint, body, ranged bool) bool {
 		return body && ranged && at == EndpointS3 && (f.Endpoint == "" || f.Endpoint == at)
 	case FaultDown:
 		return f.Endpoint == "" || f.Endpoint == at
-	case FaultStatus, FaultRedirect:
+	case FaultStatus, FaultRedirect, FaultDelay:
 		return f.Endpoint == at || f.Endpoint == "" && at == EndpointRegistry
 	}
 	return false
@@ -265,8 +276,12 @@ func (s *Server) applyFault(w http.ResponseWriter, r *http.Request, f Fault, at 
 		dropConnection(w)
 		return true
 	case FaultStatus:
-		writeFaultStatus(w, r, f, at)
+		if sleepCtx(r.Context(), f.Delay) && f.held(r.Context()) {
+			writeFaultStatus(w, r, f, at)
+		}
 		return true
+	case FaultDelay:
+		return !sleepCtx(r.Context(), f.Delay) || !f.held(r.Context())
 	case FaultSlow:
 		return !sleepCtx(r.Context(), f.Delay)
 	case FaultRedirect:

@@ -14,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/oci"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 // faultFixture is a fake holding one blob and one manifest, with a token.
@@ -273,5 +274,50 @@ func TestFaultModeString(t *testing.T) {
 	t.Parallel()
 	if FaultTruncate.String() != "truncate" || FaultStatus.String() != "status" || FaultMode(42).String() != "FaultMode(42)" {
 		t.Errorf("String: %s %s %s", FaultTruncate, FaultStatus, FaultMode(42))
+	}
+}
+
+// FaultDelay and FaultStatus with a Hold keep a manifest HEAD (which has
+// no body to hold) waiting until the Hold is closed, the request already
+// counted; then one answers as usual and the other with its status.
+func TestFaultHoldsHeads(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name       string
+		fault      Fault
+		wantStatus int
+	}{
+		{"delay", Fault{Mode: FaultDelay}, http.StatusOK},
+		{"status", Fault{Mode: FaultStatus, Status: http.StatusServiceUnavailable}, http.StatusServiceUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			x := newFaultFixture(t)
+			hold := make(chan struct{})
+			tc.fault.Hold = hold
+			x.f.SetFault(x.manDigest, tc.fault)
+			done := make(chan response, 1)
+			go func() {
+				r, err := try(x.c, http.MethodHead, x.f.URL()+"/v2/fault/repo/manifests/v1", x.auth)
+				if err != nil {
+					t.Error(err)
+				}
+				done <- r
+			}()
+			testwait.Until(t, "the HEAD reached the fake", func() bool { return x.f.Counters().ManifestHead == 1 })
+			select {
+			case r := <-done:
+				t.Fatalf("HEAD answered %d before the hold was released", r.StatusCode)
+			default:
+			}
+			close(hold)
+			r := <-done
+			if r.Response == nil || r.StatusCode != tc.wantStatus {
+				t.Fatalf("HEAD after the release: %+v, want %d", r.Response, tc.wantStatus)
+			}
+			if tc.wantStatus == http.StatusOK && r.Header.Get("Docker-Content-Digest") != x.manDigest.String() {
+				t.Fatalf("HEAD named %q, want %s", r.Header.Get("Docker-Content-Digest"), x.manDigest)
+			}
+		})
 	}
 }

@@ -56,6 +56,7 @@ type Config struct {
 	// StaleAlways: no limit.
 	StaleIfError         time.Duration
 	TagTimeout           time.Duration // UPSTREAM_TAG_TIMEOUT
+	TagFreshness         time.Duration // TAG_FRESHNESS; 0: ask ECR every time
 	StallTimeout         time.Duration // UPSTREAM_STALL_TIMEOUT
 	Retries              int           // UPSTREAM_RETRIES
 	MaxRate              int64         // UPSTREAM_MAX_RATE, bytes/s; 0: unlimited
@@ -64,6 +65,9 @@ type Config struct {
 	// StallClock times StallTimeout; nil: the real clock. Not a setting:
 	// tests set it to fire stalls when they choose.
 	StallClock clockwork.Clock
+	// SeparateTagLookups turns off the merging of concurrent tag
+	// lookups. Not a setting: the baseline of the tag benchmark.
+	SeparateTagLookups bool
 }
 
 // StaleAlways is STALE_IF_ERROR=always.

@@ -72,6 +72,9 @@ func TestDurationSettingsRefuseWhatRoundsToZero(t *testing.T) {
 		{"SHUTDOWN_GRACE", "0.9ns", false},
 		{"SHUTDOWN_GRACE", "0s", true},
 		{"UPSTREAM_TAG_TIMEOUT", "0.4ns", false},
+		{"TAG_FRESHNESS", "0.4ns", false},
+		{"TAG_FRESHNESS", "0", true},
+		{"TAG_FRESHNESS", "soon", false},
 		{"UPSTREAM_STALL_TIMEOUT", "0.4ns", false},
 	}
 	for _, tt := range tests {
