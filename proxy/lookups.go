@@ -22,9 +22,8 @@ import (
 // that started it hanging up does not fail the others, and each caller
 // stops waiting when its own context ends.
 //
-// Referrers can use it as tags do, e.g. a
-// lookups[referrersKey, *registry.ReferrerList] keyed by upstream host,
-// repository, digest and query, its fn the upstream GET and read.
+// Tag lookups (taglookup.go) and referrers lookups (referrers.go) each
+// have a table.
 type lookups[K comparable, V any] struct {
 	bg      context.Context // parent of every call: ends when the proxy closes
 	timeout time.Duration   // bounds every call

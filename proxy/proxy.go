@@ -107,6 +107,7 @@ type Proxy struct {
 	// Tag lookups (taglookup.go, stale.go).
 	staleIfError, tagTimeout, tagFreshness time.Duration
 	tags                                   *lookups[tagKey, tagAnswer]
+	referrers                              *lookups[cache.ReferrersKey, referrersResult]
 	// clock dates tag records and tells their age; tests set a fake one.
 	clock clockwork.Clock
 
@@ -145,6 +146,9 @@ type Stats struct {
 	// instead of sending its own, as it joins; TagFresh counts tags answered from a
 	// record younger than Options.TagFreshness, with no lookup at all.
 	TagJoined, TagFresh atomic.Int64
+	// ReferrersJoined counts referrers requests that joined a lookup of
+	// the same page under way for another request.
+	ReferrersJoined atomic.Int64
 	// Resumes counts resumptions of downloads whose upstream body stopped
 	// short (Options.Retries), failed ones included.
 	Resumes atomic.Int64
@@ -208,6 +212,7 @@ func New(opts Options) (*Proxy, error) {
 		flights:       make(map[digest.Digest]*flight),
 	}
 	p.tags = newLookups[tagKey, tagAnswer](bg, tagTimeout, &p.inflight, &p.stats.TagJoined)
+	p.referrers = newLookups[cache.ReferrersKey, referrersResult](bg, tagTimeout, &p.inflight, &p.stats.ReferrersJoined)
 	p.tags.separate = opts.SeparateTagLookups
 	p.bufs.New = func() any { b := make([]byte, copyBufferSize); return &b }
 	p.uploadTable = newUploadTable(opts.Store.MaxSize(), log, opts.UploadDir)

@@ -41,20 +41,37 @@ type referrersAnswer struct {
 }
 
 // Referrers answers one page of the referrers of dgst in repository
-// name; rawQuery is the client's query, sent upstream as it is. The
-// lookup runs under the tag timeout. The referring manifests an answer
-// names are linked to the repository, so that fetching them needs no
-// confirmation.
+// name; rawQuery is the client's query, sent upstream as it is.
+// Concurrent requests for the same page (cache.ReferrersKey) share one
+// lookup (p.referrers), run as tag lookups are: under the tag timeout, on
+// a context of its own. The referring manifests an answer names are
+// linked to the repository, so that fetching them needs no
+// confirmation. A request that joined another's lookup is answered
+// with outcome OutcomeJoined.
 func (p *Proxy) Referrers(ctx context.Context, name string, dgst digest.Digest, rawQuery string) (*registry.ReferrerList, error) {
 	key := referrersKey(p.repo(name), dgst, rawQuery)
-	lctx, cancel := context.WithTimeout(ctx, p.tagTimeout)
-	defer cancel()
-	a, why, err := p.referrersUpstream(lctx, name, dgst, rawQuery, key.ArtifactType)
+	res, joined, err := p.referrers.do(ctx, key, func(lctx context.Context) (referrersResult, error) {
+		a, why, err := p.referrersUpstream(lctx, name, dgst, rawQuery, key.ArtifactType)
+		if err == nil {
+			p.recordReferrers(key, a)
+		}
+		return referrersResult{answer: a, why: why}, err
+	})
 	if err != nil {
-		return p.staleReferrers(ctx, key, why, err)
+		return p.staleReferrers(ctx, key, res.why, err)
 	}
-	p.recordReferrers(key, a)
-	return &a.ReferrerList, nil
+	list := res.answer.ReferrerList // each caller its own; Body is shared, read-only
+	if joined {
+		list.Outcome = OutcomeJoined
+	}
+	return &list, nil
+}
+
+// referrersResult is what one shared referrers lookup learned: the
+// answer, or why ECR could not give one (tagRequest's reasons).
+type referrersResult struct {
+	answer *referrersAnswer
+	why    string
 }
 
 // referrersKey is the record key of a referrers request: the query's
@@ -202,7 +219,7 @@ func (p *Proxy) linkReferrers(name string, idx *referrersIndex) {
 // record bounds is served, not recorded.
 func (p *Proxy) recordReferrers(key cache.ReferrersKey, a *referrersAnswer) {
 	rec := cache.ReferrersRecord{Body: a.Body, FiltersApplied: a.FiltersApplied, NextQuery: a.NextQuery,
-		Fallback: a.fallback, Checked: time.Now()}
+		Fallback: a.fallback, Checked: p.clock.Now()}
 	if err := p.store.PutReferrers(key, rec); err != nil {
 		level := slog.LevelWarn
 		if errors.Is(err, cache.ErrTooLarge) {
@@ -226,7 +243,7 @@ func (p *Proxy) staleReferrers(ctx context.Context, key cache.ReferrersKey, why 
 		}
 		return nil, err
 	}
-	age := max(time.Since(rec.Checked), 0)
+	age := max(p.clock.Since(rec.Checked), 0)
 	if age > p.staleIfError {
 		p.log.Debug("referrers record too old to serve stale", "repository", key.Repo.Name, "subject", key.Subject, "age", age)
 		return nil, err

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
 	"github.com/ecr-mirror/ecr-mirror/internal/oci"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
@@ -443,5 +446,73 @@ func TestReferrersOverTheRecordBoundServedNotRecorded(t *testing.T) {
 	}
 	if _, err := e.store.GetReferrers(cache.ReferrersKey{Repo: e.proxy.repo("team/app"), Subject: subject}); !errors.Is(err, cache.ErrNotFound) {
 		t.Fatalf("GetReferrers = %v, want ErrNotFound", err)
+	}
+}
+
+// Clients asking for one referrers page while its lookup is under way
+// share it: upstream sees one request per page and filter, every client
+// gets the list, and a client hanging up fails none of the others.
+func TestConcurrentReferrersRequestsShareOneLookup(t *testing.T) {
+	t.Parallel()
+	const n = 6
+	subject := digest.FromString("subject")
+	e := newStaleEnv(t, staleOptions{tagTimeout: time.Hour})
+	hold := make(chan struct{})
+	var mu sync.Mutex
+	asked := map[string]int{}
+	serve := referrersUpstream(subject, http.StatusOK, "")
+	e.up.setFail(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		asked[r.URL.RawQuery]++
+		mu.Unlock()
+		<-hold
+		serve(w, r)
+	})
+	type answer struct {
+		list *registry.ReferrerList
+		err  error
+	}
+	leave, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	ask := func(ctx context.Context, query string) <-chan answer {
+		ch := make(chan answer, 1)
+		go func() {
+			l, err := e.proxy.Referrers(ctx, "team/app", subject, query)
+			ch <- answer{l, err}
+		}()
+		return ch
+	}
+	starter := ask(leave, "")
+	testwait.Until(t, "the lookup to reach upstream", func() bool { mu.Lock(); defer mu.Unlock(); return asked[""] == 1 })
+	var all, sigs []<-chan answer
+	for range n {
+		all = append(all, ask(t.Context(), ""))
+		sigs = append(sigs, ask(t.Context(), "artifactType="+url.QueryEscape(cosignSig)))
+	}
+	testwait.Until(t, "every client to wait on a lookup", func() bool { return e.proxy.Stats().ReferrersJoined.Load() == 2*n-1 })
+	cancel()
+	if a := <-starter; !errors.Is(a.err, context.Canceled) {
+		t.Fatalf("the client that hung up got %v, want context.Canceled", a.err)
+	}
+	close(hold)
+	for what, chs := range map[string][]<-chan answer{"all": all, cosignSig: sigs} {
+		want := []digest.Digest{digest.FromString("sig"), digest.FromString("sbom")}
+		if what == cosignSig {
+			want = want[:1]
+		}
+		for i, ch := range chs {
+			a := <-ch
+			if a.err != nil {
+				t.Fatalf("%s client %d: %v", what, i, a.err)
+			}
+			if got := listedDigests(t, a.list.Body); !slices.Equal(got, sortedDigests(want...)) {
+				t.Fatalf("%s client %d listed %v, want %v", what, i, got, sortedDigests(want...))
+			}
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(asked) != 2 || asked[""] != 1 || asked["artifactType="+url.QueryEscape(cosignSig)] != 1 {
+		t.Fatalf("upstream was asked %v, want each page once", asked)
 	}
 }
