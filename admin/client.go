@@ -170,9 +170,9 @@ func (c *Client) Verify(ctx context.Context, repair bool, progress Progress) (*V
 }
 
 // Pin implements Cache.
-func (c *Client) Pin(ctx context.Context, image string) (*PinReport, error) {
+func (c *Client) Pin(ctx context.Context, image string, opts PinOptions) (*PinReport, error) {
 	var rep PinReport
-	if err := c.call(ctx, http.MethodPost, pathPin, imageRequest{Image: image}, nil, &rep); err != nil {
+	if err := c.call(ctx, http.MethodPost, pathPin, imageRequest{Image: image, Referrers: opts.Referrers}, nil, &rep); err != nil {
 		return nil, err
 	}
 	return &rep, nil

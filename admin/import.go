@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
@@ -22,6 +23,9 @@ type ImportReport struct {
 	Blobs int   `json:"blobs"`
 	Bytes int64 `json:"bytes"`
 	New   int   `json:"new"`
+	// Referrers counts the referrers (signatures, SBOMs...) of the named
+	// images the archive holds, linked to their images' repositories.
+	Referrers int `json:"referrers,omitempty"`
 }
 
 // ImportedImage is an image of the archive's index.json.
@@ -41,7 +45,11 @@ type ImportedImage struct {
 // the archive's content admitted, in one step: a bad archive, a failure
 // or a crash at any point admits nothing. The tag records and links
 // follow; a crash between the two leaves the content stored but untagged
-// (importing again tags it).
+// (importing again tags it). Every manifest of the archive is admitted,
+// whether index.json names it or not; the referrers of a named image
+// (found by the subject their manifests name) are linked to its
+// repository with it, and an index.json entry that names no image and is
+// a referrer is not reported as an image.
 func (s *Service) Import(ctx context.Context, r io.Reader) (*ImportReport, error) {
 	rep := &ImportReport{Images: []ImportedImage{}}
 	st, err := s.store.NewStage()
@@ -81,7 +89,18 @@ func (s *Service) Import(ctx context.Context, r io.Reader) (*ImportReport, error
 		return nil, fmt.Errorf("import: %w", err)
 	}
 	rep.New = len(added)
+	if err := s.nameImages(layout, rep); err != nil {
+		return nil, err
+	}
+	return rep, nil
+}
+
+// nameImages records the tags of the archive's named images, links each
+// image to its repository, and its referrers with it; index.json entries
+// of referrers are no images of the report.
+func (s *Service) nameImages(layout *ocilayout.Layout, rep *ImportReport) error {
 	now := s.now()
+	linked := map[digest.Digest]bool{}
 	for _, desc := range layout.Index {
 		img := ImportedImage{Digest: desc.Digest, MediaType: desc.MediaType}
 		// The tag names what ECR served, when the archive holds it.
@@ -90,24 +109,62 @@ func (s *Service) Import(ctx context.Context, r io.Reader) (*ImportReport, error
 				img.Digest, img.MediaType, desc.Size = src, desc.Annotations[ocilayout.AnnotationSourceMediaType], info.Size
 			}
 		}
-		if ref, ok := imageName(desc.Annotations); ok {
+		ref, ok := imageName(desc.Annotations)
+		if !ok && layout.Subject(desc.Digest) != "" {
+			continue // a referrer, linked with its subject's image below
+		}
+		if ok {
 			img.Name = ref.String()
 			rec := cache.TagRecord{Digest: img.Digest, MediaType: img.MediaType, Size: desc.Size, Checked: now}
 			if err := s.store.PutTag(ref.Name, ref.Tag, cache.AnyAccept, rec); err != nil {
-				return nil, fmt.Errorf("import: recording tag %s: %w", ref, err)
+				return fmt.Errorf("import: recording tag %s: %w", ref, err)
 			}
 			// The archive says the repository holds the image: served
 			// under that name, offline too, and under no other.
+			repo := cache.Repo{Registry: s.registry, Name: ref.Name}
 			for _, d := range []digest.Digest{img.Digest, desc.Digest} {
-				if err := s.store.Link(cache.Repo{Registry: s.registry, Name: ref.Name}, d); err != nil {
-					return nil, fmt.Errorf("import: linking %s to %s: %w", d, ref.Name, err)
+				if err := s.store.Link(repo, d); err != nil {
+					return fmt.Errorf("import: linking %s to %s: %w", d, ref.Name, err)
 				}
+			}
+			if err := s.linkReferrers(layout, repo, linked, img.Digest, desc.Digest); err != nil {
+				return err
 			}
 			img.Tagged = true
 		}
 		rep.Images = append(rep.Images, img)
 	}
-	return rep, nil
+	rep.Referrers = len(linked)
+	return nil
+}
+
+// linkReferrers links to repo the archive's referrers of the images
+// rooted at roots (of any manifest or index they reference), and their
+// referrers in turn, adding each to linked. A referrer names its subject;
+// the subject does not reference it, so linking the image does not link
+// it.
+func (s *Service) linkReferrers(layout *ocilayout.Layout, repo cache.Repo, linked map[digest.Digest]bool, roots ...digest.Digest) error {
+	seen := map[digest.Digest]bool{}
+	stack := slices.Clone(roots)
+	for len(stack) > 0 {
+		d := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if seen[d] {
+			continue
+		}
+		seen[d] = true
+		for _, r := range layout.Refs(d) {
+			stack = append(stack, r.Digest)
+		}
+		for _, r := range layout.Referrers(d) {
+			if err := s.store.Link(repo, r); err != nil {
+				return fmt.Errorf("import: linking referrer %s of %s to %s: %w", r, d, repo.Name, err)
+			}
+			linked[r] = true
+			stack = append(stack, r)
+		}
+	}
+	return nil
 }
 
 // imageName reads the repo:tag an index.json entry is named by, as the

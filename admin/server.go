@@ -111,8 +111,12 @@ func NewHandler(svc *Service, api http.Handler, log *slog.Logger) http.Handler {
 	})
 	mux.HandleFunc("GET "+pathList, h.list)
 	mux.HandleFunc("POST "+pathVerify, h.verify)
-	mux.HandleFunc("POST "+pathPin, h.imageOp("pin", svc.Pin))
-	mux.HandleFunc("POST "+pathUnpin, h.imageOp("unpin", svc.Unpin))
+	mux.HandleFunc("POST "+pathPin, h.imageOp("pin", func(ctx context.Context, req imageRequest) (*PinReport, error) {
+		return svc.Pin(ctx, req.Image, PinOptions{Referrers: req.Referrers})
+	}))
+	mux.HandleFunc("POST "+pathUnpin, h.imageOp("unpin", func(ctx context.Context, req imageRequest) (*PinReport, error) {
+		return svc.Unpin(ctx, req.Image)
+	}))
 	mux.HandleFunc("POST "+pathPurge, h.purge)
 	mux.HandleFunc("POST "+pathImport, h.importArchive)
 	if api != nil {
@@ -195,16 +199,18 @@ func (h *handler) verify(w http.ResponseWriter, r *http.Request) {
 // imageRequest is the body of pin and unpin.
 type imageRequest struct {
 	Image string `json:"image"`
+	// Referrers is PinOptions.Referrers, for pin.
+	Referrers bool `json:"referrers,omitempty"`
 }
 
 // imageOp serves an operation on one image: pin or unpin.
-func (h *handler) imageOp(name string, op func(context.Context, string) (*PinReport, error)) http.HandlerFunc {
+func (h *handler) imageOp(name string, op func(context.Context, imageRequest) (*PinReport, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var req imageRequest
 		if !decode(w, r, &req) {
 			return
 		}
-		rep, err := op(r.Context(), req.Image)
+		rep, err := op(r.Context(), req)
 		h.reply(w, r, name+" "+req.Image, rep, err)
 	}
 }

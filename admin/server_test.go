@@ -125,8 +125,8 @@ func TestOperationErrorsCrossTheSocket(t *testing.T) {
 		call func() error
 		want string
 	}{
-		{name: "pin of a bad name", call: func() error { _, err := c.Pin(ctx, "Bad Name"); return err }, want: "invalid"},
-		{name: "pin of an unknown tag", call: func() error { _, err := c.Pin(ctx, "team/app:v1"); return err }, want: "no record of tag team/app:v1"},
+		{name: "pin of a bad name", call: func() error { _, err := c.Pin(ctx, "Bad Name", PinOptions{}); return err }, want: "invalid"},
+		{name: "pin of an unknown tag", call: func() error { _, err := c.Pin(ctx, "team/app:v1", PinOptions{}); return err }, want: "no record of tag team/app:v1"},
 		{name: "unpin of what is not pinned", call: func() error { _, err := c.Unpin(ctx, "team/app@"+missing.String()); return err }, want: "is not pinned"},
 		{name: "purge of nothing", call: func() error { _, err := c.Purge(ctx, PurgeRequest{}); return err }, want: "exactly one"},
 		{name: "purge of an absent digest", call: func() error { _, err := c.Purge(ctx, PurgeRequest{Image: missing.String()}); return err }, want: "not in the cache"},

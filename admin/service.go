@@ -24,7 +24,7 @@ type Cache interface {
 	// progress, when set, is called with the bytes done and the total.
 	Verify(ctx context.Context, repair bool, progress Progress) (*VerifyReport, error)
 	// Pin keeps an image whole in the store and never evicts it.
-	Pin(ctx context.Context, image string) (*PinReport, error)
+	Pin(ctx context.Context, image string, opts PinOptions) (*PinReport, error)
 	// Unpin makes a pinned image evictable again.
 	Unpin(ctx context.Context, image string) (*PinReport, error)
 	// Purge removes content while the mirror serves.
@@ -36,10 +36,18 @@ type Cache interface {
 // Progress is told the work done so far and the whole, in bytes.
 type Progress func(done, total int64)
 
-// Fetcher pulls an image whole (every platform) through the mirror into
-// its store and returns the digest of its top manifest or index and the
-// bytes of all its content.
-type Fetcher func(ctx context.Context, ref registry.Reference) (dgst digest.Digest, size int64, err error)
+// Fetcher pulls an image whole (every platform; with withReferrers, its
+// referrers too) through the mirror into its store.
+type Fetcher func(ctx context.Context, ref registry.Reference, withReferrers bool) (Fetched, error)
+
+// Fetched is what a Fetcher pulled.
+type Fetched struct {
+	Digest digest.Digest // of the image's top manifest or index
+	Size   int64         // the bytes of all its content, referrers' included
+	// Referrers are the digests of the image's referrers (signatures,
+	// SBOMs...) and of theirs, which nothing in the image references.
+	Referrers []digest.Digest
+}
 
 // Service runs the cache operations on a store.
 type Service struct {
@@ -234,6 +242,22 @@ func (s *Service) Verify(ctx context.Context, repair bool, progress Progress) (*
 	return rep, nil
 }
 
+// PinOptions are the options of Pin.
+type PinOptions struct {
+	// Referrers pins the image's referrers too, each with a pin of its
+	// own named ReferrerPinName(image): a referrer names its subject, the
+	// subject does not reference it, so the image's pin does not hold
+	// it. It needs a running mirror, which lists them upstream.
+	Referrers bool `json:"referrers,omitempty"`
+}
+
+// ReferrerPinName is the name of the pins of image's referrers
+// (PinOptions.Referrers). Unpinning image unpins them, unless another
+// pinned image still names them.
+func ReferrerPinName(image string) string { return referrerPinPrefix + image }
+
+const referrerPinPrefix = "referrer of "
+
 // PinReport is the answer of Pin and Unpin.
 type PinReport struct {
 	Image  string        `json:"image"`
@@ -241,28 +265,36 @@ type PinReport struct {
 	Bytes  int64         `json:"bytes"`
 	// Fetched says the running mirror pulled the image before pinning.
 	Fetched bool `json:"fetched"`
+	// Referrers are the referrers pinned (or unpinned) with the image.
+	Referrers []digest.Digest `json:"referrers,omitempty"`
 }
 
 // Pin implements Cache. On a running mirror the image is pulled whole
 // first (its tag revalidated upstream); on a stopped one it must already
 // be whole in the store, and a tag is resolved from the store's records.
-func (s *Service) Pin(ctx context.Context, image string) (*PinReport, error) {
+// With opts.Referrers (a running mirror only) its referrers are pulled
+// and pinned too.
+func (s *Service) Pin(ctx context.Context, image string, opts PinOptions) (*PinReport, error) {
 	ref, err := registry.ParseReference(image)
 	if err != nil {
 		return nil, fmt.Errorf("image %q: %w", image, err)
 	}
+	if opts.Referrers && s.fetch == nil {
+		return nil, fmt.Errorf("pin %s with its referrers: only a running mirror can, as it lists them upstream", ref)
+	}
 	rep := &PinReport{Image: ref.String()}
-	var size int64
+	var f Fetched
 	for attempt := 0; ; attempt++ {
 		if s.fetch != nil {
-			if rep.Digest, size, err = s.fetch(ctx, ref); err != nil {
+			if f, err = s.fetch(ctx, ref, opts.Referrers); err != nil {
 				return nil, fmt.Errorf("pin %s: fetching it: %w", ref, err)
 			}
 			rep.Fetched = true
-		} else if rep.Digest, err = s.resolve(ref); err != nil {
+		} else if f.Digest, err = s.resolve(ref); err != nil {
 			return nil, fmt.Errorf("pin %s: %w", ref, err)
 		}
-		err = s.pinFetched(ctx, rep.Digest, ref.String())
+		rep.Digest = f.Digest
+		err = s.pinImage(ctx, f, ref.String())
 		// Content can be evicted between the fetch and the pin: the pin
 		// then finds the image incomplete, and a second fetch completes it.
 		if errors.Is(err, cache.ErrIncomplete) && s.fetch != nil && attempt == 0 {
@@ -270,22 +302,43 @@ func (s *Service) Pin(ctx context.Context, image string) (*PinReport, error) {
 		}
 		break
 	}
+	if err != nil {
+		return nil, s.pinError(ref, f.Size, err)
+	}
+	rep.Bytes = s.pinnedBytes(rep.Digest)
+	rep.Referrers = f.Referrers
+	return rep, nil
+}
+
+// pinImage pins the image f names as name, then each of its referrers
+// as ReferrerPinName(name).
+func (s *Service) pinImage(ctx context.Context, f Fetched, name string) error {
+	if err := s.pinFetched(ctx, f.Digest, name); err != nil {
+		return err
+	}
+	for _, d := range f.Referrers {
+		if err := s.pinFetched(ctx, d, ReferrerPinName(name)); err != nil {
+			return fmt.Errorf("referrer %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
+// pinError is the error of a Pin of ref, size bytes, that failed with err.
+func (s *Service) pinError(ref registry.Reference, size int64, err error) error {
 	switch {
 	case errors.Is(err, cache.ErrIncomplete) && s.fetch != nil:
 		// Fetched twice and still incomplete: the store could not keep
 		// it beside the pinned content.
 		if pinned := s.store.Stats().PinnedBytes; size+pinned > s.store.MaxSize() {
-			return nil, fmt.Errorf("pin %s: its %d bytes and the %d bytes pinned already exceed CACHE_MAX_SIZE (%d bytes): %w",
+			return fmt.Errorf("pin %s: its %d bytes and the %d bytes pinned already exceed CACHE_MAX_SIZE (%d bytes): %w",
 				ref, size, pinned, s.store.MaxSize(), cache.ErrPinTooLarge)
 		}
-		return nil, fmt.Errorf("pin %s: %w", ref, err)
+		return fmt.Errorf("pin %s: %w", ref, err)
 	case errors.Is(err, cache.ErrIncomplete):
-		return nil, fmt.Errorf("pin %s: %w; pin on the running mirror fetches what is missing", ref, err)
-	case err != nil:
-		return nil, fmt.Errorf("pin %s: %w", ref, err)
+		return fmt.Errorf("pin %s: %w; pin on the running mirror fetches what is missing", ref, err)
 	}
-	rep.Bytes = s.pinnedBytes(rep.Digest)
-	return rep, nil
+	return fmt.Errorf("pin %s: %w", ref, err)
 }
 
 // commitWait bounds how long Pin waits for fetched content to be
@@ -341,7 +394,46 @@ func (s *Service) Unpin(ctx context.Context, image string) (*PinReport, error) {
 		}
 		return nil, fmt.Errorf("unpin %s: %w", ref, err)
 	}
+	if rep.Referrers, err = s.unpinOrphanReferrers(); err != nil {
+		return rep, fmt.Errorf("unpin %s: its referrers: %w", ref, err)
+	}
 	return rep, nil
+}
+
+// unpinOrphanReferrers unpins the pins made only as referrers of images
+// (ReferrerPinName) none of which is pinned any more, and returns their
+// digests.
+func (s *Service) unpinOrphanReferrers() ([]digest.Digest, error) {
+	pins, err := s.store.Pins()
+	if err != nil {
+		return nil, err
+	}
+	pinned := map[string]bool{}
+	for _, p := range pins {
+		for _, n := range p.Names {
+			if !strings.HasPrefix(n, referrerPinPrefix) {
+				pinned[n] = true
+			}
+		}
+	}
+	var out []digest.Digest
+	for _, p := range pins {
+		if len(p.Names) == 0 || slices.ContainsFunc(p.Names, func(n string) bool { return !orphanReferrerName(n, pinned) }) {
+			continue // pinned for itself, or as a referrer of a pinned image
+		}
+		if err := s.store.Unpin(p.Digest); err != nil && !errors.Is(err, cache.ErrNotFound) {
+			return out, err
+		}
+		out = append(out, p.Digest)
+	}
+	return out, nil
+}
+
+// orphanReferrerName tells whether a pin name is that of a referrer of an
+// image no longer pinned.
+func orphanReferrerName(name string, pinned map[string]bool) bool {
+	image, ok := strings.CutPrefix(name, referrerPinPrefix)
+	return ok && !pinned[image]
 }
 
 func (s *Service) pinnedBytes(dgst digest.Digest) int64 {

@@ -293,7 +293,7 @@ func verifyFlags(fs *flag.FlagSet) cacheWork {
 	}}
 }
 
-const cachePinUsage = `Usage: ecr-mirror cache pin [--cache-dir DIR] [--json] IMAGE
+const cachePinUsage = `Usage: ecr-mirror cache pin [--cache-dir DIR] [--json] [--with-referrers] IMAGE
 
 Pins IMAGE (repo:tag or repo@sha256:<hex>): the image, an index with every
 platform's manifest and every blob, stays in the cache and is never evicted.
@@ -302,8 +302,13 @@ stopped mirror the image must already be whole and a tag is resolved from the
 cache's records. Pinned bytes count against CACHE_MAX_SIZE: a pin that cannot
 fit is refused. Pins survive restarts.
 
+--with-referrers (a running mirror only) also pulls the image's referrers
+(signatures, SBOMs, attestations, and theirs) and pins each under the name
+"referrer of IMAGE"; unpinning IMAGE unpins them.
+
 Example:
   ecr-mirror cache pin team/base:2026.11
+  ecr-mirror cache pin --with-referrers team/app:v1.4
 
 Flags:
 `
@@ -321,10 +326,14 @@ Flags:
 
 func pinFlags(pin bool) func(*flag.FlagSet) cacheWork {
 	return func(fs *flag.FlagSet) cacheWork {
+		var opts admin.PinOptions
+		if pin {
+			fs.BoolVar(&opts.Referrers, "with-referrers", false, "pin the image's referrers (signatures, SBOMs) too; a running mirror only")
+		}
 		return cacheWork{run: func(ctx context.Context, c admin.Cache, pos []string, o cmdOutput) int {
 			op, verb := c.Unpin, "unpinned"
 			if pin {
-				op, verb = c.Pin, "pinned"
+				op, verb = func(ctx context.Context, image string) (*admin.PinReport, error) { return c.Pin(ctx, image, opts) }, "pinned"
 			}
 			rep, err := op(ctx, pos[0])
 			if err != nil {
@@ -333,7 +342,11 @@ func pinFlags(pin bool) func(*flag.FlagSet) cacheWork {
 			if o.json {
 				return printJSON(o.stdout, o.stderr, o.name, rep)
 			}
-			fmt.Fprintf(o.stdout, "%s %s (%s, %s)\n", verb, rep.Image, rep.Digest, progress.HumanBytes(rep.Bytes))
+			fmt.Fprintf(o.stdout, "%s %s (%s, %s)", verb, rep.Image, rep.Digest, progress.HumanBytes(rep.Bytes))
+			if len(rep.Referrers) > 0 {
+				fmt.Fprintf(o.stdout, " and %d referrers", len(rep.Referrers))
+			}
+			fmt.Fprintln(o.stdout)
 			return exitOK
 		}}
 	}

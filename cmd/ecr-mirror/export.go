@@ -27,6 +27,11 @@ Each image is named in the archive as the mirror names it
 --platform picks one of its platforms. Every digest is verified; the file
 appears only once complete.
 
+--with-referrers also writes each image's referrers (signatures, SBOMs,
+attestations, and theirs; --referrers-type TYPE keeps the image's referrers of
+that artifactType only), each with an index.json entry of its own that names
+no image, as oras lays referrers out; import admits them with the image.
+
 Example:
   ecr-mirror export --mirror http://mirror.internal:5000 -o site-b.tar team/app:v1.4 base/debian:12
   # at the site: ecr-mirror import site-b.tar
@@ -49,6 +54,8 @@ type exportedImage struct {
 	SourceDigest digest.Digest `json:"sourceDigest,omitempty"`
 	Blobs        int           `json:"blobs"`
 	Bytes        int64         `json:"bytes"`
+	// Referrers are the referrers written with it (--with-referrers).
+	Referrers []digest.Digest `json:"referrers,omitempty"`
 }
 
 // runExport is "ecr-mirror export".
@@ -117,8 +124,9 @@ func exportImage(ctx context.Context, c *imageclient.Client, aw *ocilayout.Write
 		return nil, err
 	}
 	img := w.Image
-	t.Finish(nil, fmt.Sprintf("%d manifests, %d blobs", len(img.Manifests), len(img.Blobs)))
-	out := &exportedImage{Name: r.String(), Digest: w.Top.Digest, MediaType: w.Top.MediaType, Blobs: len(img.Blobs), Bytes: img.Size()}
+	t.Finish(nil, imageSummary(img))
+	out := &exportedImage{Name: r.String(), Digest: w.Top.Digest, MediaType: w.Top.MediaType, Blobs: len(img.Blobs), Bytes: img.Size(),
+		Referrers: img.ReferrerRoots()}
 	if w.Top.Digest != img.Top.Digest {
 		out.SourceDigest = img.Top.Digest
 	}

@@ -17,7 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/access"
 	"github.com/ecr-mirror/ecr-mirror/admin"
@@ -215,10 +214,14 @@ func newAdminServer(cfg *settings.Config, store *cache.Store, up *upstreamSide, 
 	}
 	api := registry.NewHandler(up.px, log.With("component", "admin"),
 		registry.WithNamespaces(namespaces, ""), registry.WithObserver(up.mtr.ObserveRequest))
-	svc := admin.NewService(store, func(ctx context.Context, ref registry.Reference) (digest.Digest, int64, error) {
+	svc := admin.NewService(store, func(ctx context.Context, ref registry.Reference, withReferrers bool) (admin.Fetched, error) {
 		c := admin.RegistryClient(cfg.CacheDir)
 		defer c.CloseIdleConnections()
-		return imageclient.PullWhole(ctx, c, ref)
+		img, err := imageclient.PullWhole(ctx, c, ref, withReferrers)
+		if err != nil {
+			return admin.Fetched{}, err
+		}
+		return admin.Fetched{Digest: img.Top.Digest, Size: img.Size(), Referrers: img.ReferrerRoots()}, nil
 	}, cfg.Upstream.Host)
 	srv := &http.Server{Handler: admin.NewHandler(svc, api, log.With("component", "admin")),
 		ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}

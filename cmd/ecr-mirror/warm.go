@@ -23,9 +23,15 @@ whole image. IMAGE is repo:tag or repo@sha256:<hex> as the mirror names it
 image unless --platform narrows it. Exits non-zero naming each image that
 failed.
 
+With --with-referrers it also pulls each image's referrers (the OCI 1.1
+referrers API: cosign signatures, SBOMs, attestations) and the referrers of
+those, so that a verifier finds them in the cache; --referrers-type TYPE keeps
+the image's referrers of that artifactType only.
+
 Example:
   ecr-mirror warm --mirror http://mirror.internal:5000 team/app:v1.4 base/debian@sha256:0123...
   ecr-mirror warm --platform linux/amd64,linux/arm64 -f images.txt
+  ecr-mirror warm --with-referrers team/app:v1.4
 
 Flags:
 `
@@ -61,7 +67,7 @@ func runWarm(ctx context.Context, args []string, getenv func(string) string, std
 			failed = append(failed, r.String())
 			continue
 		}
-		t.Finish(nil, fmt.Sprintf("%d manifests, %d blobs", len(img.Manifests), len(img.Blobs)))
+		t.Finish(nil, imageSummary(img))
 	}
 	prog.Wait()
 	if len(failed) > 0 {
@@ -69,6 +75,15 @@ func runWarm(ctx context.Context, args []string, getenv func(string) string, std
 		return exitFail
 	}
 	return exitOK
+}
+
+// imageSummary is the line a command prints for an image it read.
+func imageSummary(img *imageclient.Image) string {
+	s := fmt.Sprintf("%d manifests, %d blobs", len(img.Manifests), len(img.Blobs))
+	if n := len(img.ReferrerRoots()); n > 0 {
+		s += fmt.Sprintf(", %d referrers", n)
+	}
+	return s
 }
 
 // pullFlags are the flags of the commands that read images through a
@@ -79,6 +94,8 @@ type pullFlags struct {
 	concurrency      int
 	insecure         bool
 	files            []string
+	withReferrers    bool
+	referrerType     string
 }
 
 func (pf *pullFlags) register(fs *flag.FlagSet) {
@@ -87,6 +104,8 @@ func (pf *pullFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&pf.insecure, "insecure", false, "do not verify the mirror's TLS certificate")
 	fs.StringVar(&pf.platform, "platform", "", "only these platforms of an index, os/arch[/variant][,...] (default: all)")
 	fs.BoolVar(&pf.allPlatforms, "all-platforms", false, "every platform of an index (the default; exclusive with --platform)")
+	fs.BoolVar(&pf.withReferrers, "with-referrers", false, "each image's referrers too (signatures, SBOMs, attestations, and theirs)")
+	fs.StringVar(&pf.referrerType, "referrers-type", "", "with --with-referrers, only the image's referrers of this artifactType (theirs come whatever their type)")
 	fs.Func("f", "file of images, one per line (# starts a comment); repeatable", func(v string) error {
 		pf.files = append(pf.files, v)
 		return nil
@@ -105,6 +124,9 @@ func (pf *pullFlags) parse(fs *flag.FlagSet, args []string, cmd string, stderr i
 	}
 	if pf.allPlatforms && pf.platform != "" {
 		return fail(errors.New("--platform and --all-platforms exclude each other"))
+	}
+	if pf.referrerType != "" && !pf.withReferrers {
+		return fail(errors.New("--referrers-type needs --with-referrers"))
 	}
 	var refs []registry.Reference
 	for _, img := range images {
@@ -130,7 +152,8 @@ func (pf *pullFlags) parse(fs *flag.FlagSet, args []string, cmd string, stderr i
 }
 
 func (pf *pullFlags) client() (*imageclient.Client, error) {
-	c, err := imageclient.Dial(pf.mirror, pf.insecure, imageclient.Options{Concurrency: pf.concurrency, Platforms: settings.SplitList(pf.platform)})
+	c, err := imageclient.Dial(pf.mirror, pf.insecure, imageclient.Options{Concurrency: pf.concurrency, Platforms: settings.SplitList(pf.platform),
+		WithReferrers: pf.withReferrers, ReferrerType: pf.referrerType})
 	if err != nil {
 		return nil, fmt.Errorf("--mirror/--concurrency: %w", err)
 	}

@@ -32,6 +32,10 @@ type Client struct {
 	http        *http.Client
 	concurrency int
 	platforms   []string // os/arch[/variant]; empty: all
+	// withReferrers and referrerType are Options.WithReferrers and
+	// Options.ReferrerType.
+	withReferrers bool
+	referrerType  string
 }
 
 // Options configure a [Client].
@@ -45,12 +49,21 @@ type Options struct {
 	// Platforms narrow an index to its children of these platforms,
 	// os/arch or os/arch/variant; empty: every platform.
 	Platforms []string
+	// WithReferrers makes Resolve, and so Warm, WriteImage and PullWhole,
+	// read the image's referrers too (signatures, SBOMs, attestations:
+	// the manifests whose subject is the top manifest or a platform's),
+	// and the referrers of those, a few levels deep (Image.Referrers).
+	WithReferrers bool
+	// ReferrerType, when set, keeps only the image's referrers of this
+	// artifact type; their own referrers come whatever their type.
+	ReferrerType string
 }
 
 // New returns a client of the registry API at base (scheme and host; the
 // API is under /v2/).
 func New(base *url.URL, opts Options) *Client {
-	c := &Client{base: base, http: opts.HTTPClient, concurrency: max(opts.Concurrency, 1), platforms: opts.Platforms}
+	c := &Client{base: base, http: opts.HTTPClient, concurrency: max(opts.Concurrency, 1), platforms: opts.Platforms,
+		withReferrers: opts.WithReferrers, referrerType: opts.ReferrerType}
 	if c.http == nil {
 		c.http = http.DefaultClient
 	}
@@ -101,7 +114,19 @@ func (c *Client) OpenBlob(ctx context.Context, repo string, d oci.Descriptor) (i
 // get GETs /v2/<repo>/<kind>/<ref> and returns a 200 response; any other
 // status is an error carrying the start of the body.
 func (c *Client) get(ctx context.Context, repo, kind, ref, accept string) (*http.Response, error) {
-	u := c.base.JoinPath("v2", repo, kind, ref)
+	resp, err := c.do(ctx, c.base.JoinPath("v2", repo, kind, ref), accept)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		return nil, statusError(kind[:len(kind)-1]+" "+ref, resp)
+	}
+	return resp, nil
+}
+
+// do GETs u and returns the response, whatever its status.
+func (c *Client) do(ctx context.Context, u *url.URL, accept string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return nil, err
@@ -109,14 +134,12 @@ func (c *Client) get(ctx context.Context, repo, kind, ref, accept string) (*http
 	if accept != "" {
 		req.Header.Set("Accept", accept)
 	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		defer resp.Body.Close()
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, errorBodyLimit))
-		return nil, fmt.Errorf("%s %s: %s: %s", kind[:len(kind)-1], ref, resp.Status, strings.TrimSpace(string(msg)))
-	}
-	return resp, nil
+	return c.http.Do(req)
+}
+
+// statusError is the error of an answer that is not a 200 to the GET of
+// what: its status and the start of its body.
+func statusError(what string, resp *http.Response) error {
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, errorBodyLimit))
+	return fmt.Errorf("%s: %s: %s", what, resp.Status, strings.TrimSpace(string(msg)))
 }

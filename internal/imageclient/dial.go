@@ -10,8 +10,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/opencontainers/go-digest"
-
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
@@ -37,17 +35,13 @@ func Dial(rawURL string, insecure bool, opts Options) (*Client, error) {
 	return New(base, opts), nil
 }
 
-// PullWhole reads ref, every platform of it, through the registry API
-// that client reaches (whatever host it dials), so that a mirror behind it
-// stores the image whole; it returns the digest of its top manifest or
-// index and the image's size.
-func PullWhole(ctx context.Context, client *http.Client, ref registry.Reference) (digest.Digest, int64, error) {
-	c := New(&url.URL{Scheme: "http", Host: "ecr-mirror"}, Options{HTTPClient: client, Concurrency: 4})
-	img, err := c.Warm(ctx, ref, nil)
-	if err != nil {
-		return "", 0, err
-	}
-	return img.Top.Digest, img.Size(), nil
+// PullWhole reads ref, every platform of it (with withReferrers, its
+// referrers too), through the registry API that client reaches (whatever
+// host it dials), so that a mirror behind it stores the image whole; it
+// returns the image read.
+func PullWhole(ctx context.Context, client *http.Client, ref registry.Reference, withReferrers bool) (*Image, error) {
+	c := New(&url.URL{Scheme: "http", Host: "ecr-mirror"}, Options{HTTPClient: client, Concurrency: 4, WithReferrers: withReferrers})
+	return c.Warm(ctx, ref, nil)
 }
 
 // ReadImageList reads images from a file, one a line; blank lines and

@@ -76,10 +76,11 @@ func TestPullWholeReadsEveryPlatformThroughItsClient(t *testing.T) {
 	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, network, addr)
 	}}}
-	dgst, size, err := PullWhole(context.Background(), client, mustParse(t, "team/app:v1"))
-	if err != nil || dgst != top.Digest {
-		t.Fatalf("PullWhole = %s, %v; want %s", dgst, err, top.Digest)
+	img, err := PullWhole(context.Background(), client, mustParse(t, "team/app:v1"), false)
+	if err != nil || img.Top.Digest != top.Digest {
+		t.Fatalf("PullWhole = %v, %v; want %s", img, err, top.Digest)
 	}
+	size := img.Size()
 	if want := top.Size + amd.Size + arm.Size + 2*64 + 100 + 200; size != want {
 		t.Errorf("size %d, want %d", size, want)
 	}

@@ -1,12 +1,16 @@
 package imageclient
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -31,6 +35,21 @@ type testRegistry struct {
 	accept  map[string]string // the last Accept asked for at a path
 	// encodings are the Accept-Encoding headers of every request.
 	encodings []string
+	// referrers is how the referrers API answers; referrerGets the raw
+	// queries of its GETs.
+	referrers    referrersAPI
+	referrerGets []string
+}
+
+// referrersAPI says how the test registry serves the referrers API.
+type referrersAPI struct {
+	absent   bool   // answer 404, as a registry without the API
+	pageSize int    // referrers a page; 0: all on one
+	linkHost string // the host the next page's Link names; "": the registry's
+	noFilter bool   // ignore artifactType, as registries may
+	linkSelf bool   // a Link to the page itself
+	status   int    // answer this status instead (and its body)
+	body     string // the body of that status, or of a 200 instead of the list
 }
 
 // entry is what the registry answers at one path.
@@ -57,6 +76,10 @@ func (r *testRegistry) serve(w http.ResponseWriter, req *http.Request) {
 	r.accept[req.URL.Path] = req.Header.Get("Accept")
 	r.encodings = append(r.encodings, req.Header.Get("Accept-Encoding"))
 	r.mu.Unlock()
+	if strings.Contains(req.URL.Path, "/referrers/") && req.Method == http.MethodGet {
+		r.serveReferrers(w, req)
+		return
+	}
 	if !ok || req.Method != http.MethodGet {
 		http.Error(w, `{"errors":[{"code":"NOT_FOUND"}]}`, http.StatusNotFound)
 		return
@@ -200,4 +223,122 @@ func (c *countingReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
 	c.p.Add(int64(n), 0)
 	return n, err
+}
+
+// serveReferrers serves GET /v2/<repo>/referrers/<digest> as
+// r.referrers says: the manifests of repo whose subject is the digest,
+// sorted by digest, a page at a time with a Link to the next.
+func (r *testRegistry) serveReferrers(w http.ResponseWriter, req *http.Request) {
+	r.mu.Lock()
+	api := r.referrers
+	r.referrerGets = append(r.referrerGets, req.URL.RawQuery)
+	r.mu.Unlock()
+	switch {
+	case api.absent:
+		http.Error(w, `{"errors":[{"code":"NAME_UNKNOWN"}]}`, http.StatusNotFound)
+		return
+	case api.status != 0 || api.body != "":
+		w.WriteHeader(max(api.status, http.StatusOK))
+		w.Write([]byte(api.body))
+		return
+	}
+	repo, subject, _ := strings.Cut(strings.TrimPrefix(req.URL.Path, "/v2/"), "/referrers/")
+	list := r.referrersOf(repo, digest.Digest(subject))
+	if at := req.URL.Query().Get("artifactType"); at != "" && !api.noFilter {
+		list = slices.DeleteFunc(list, func(d oci.Descriptor) bool { return d.ArtifactType != at })
+		w.Header().Set("OCI-Filters-Applied", "artifactType")
+	}
+	if api.linkSelf {
+		w.Header().Set("Link", fmt.Sprintf(`<%s>; rel="next"`, req.URL.RequestURI()))
+	}
+	if api.pageSize > 0 {
+		page, _ := strconv.Atoi(req.URL.Query().Get("page"))
+		start := min(page*api.pageSize, len(list))
+		end := min(start+api.pageSize, len(list))
+		if end < len(list) {
+			q := req.URL.Query()
+			q.Set("page", strconv.Itoa(page+1))
+			host := cmp.Or(api.linkHost, req.Host)
+			w.Header().Set("Link", fmt.Sprintf(`<http://%s%s?%s>; rel="next"`, host, req.URL.Path, q.Encode()))
+		}
+		list = list[start:end]
+	}
+	body, _ := json.Marshal(manifestDoc{SchemaVersion: 2, MediaType: oci.MediaTypeImageIndex, Manifests: append([]oci.Descriptor{}, list...)})
+	w.Header().Set("Content-Type", oci.MediaTypeImageIndex)
+	w.Write(body)
+}
+
+// referrersOf lists the manifests of repo whose subject is dgst, as a
+// referrers list describes them, sorted by digest.
+func (r *testRegistry) referrersOf(repo string, dgst digest.Digest) []oci.Descriptor {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []oci.Descriptor
+	for path, e := range r.content {
+		ref, ok := strings.CutPrefix(path, manifestPath(repo, ""))
+		if !ok || !strings.HasPrefix(ref, "sha256:") {
+			continue
+		}
+		var m artifactDoc
+		if json.Unmarshal(e.body, &m) != nil || m.Subject == nil || m.Subject.Digest != dgst {
+			continue
+		}
+		d := oci.Descriptor{MediaType: e.mediaType, Digest: digest.Digest(ref), Size: int64(len(e.body)),
+			ArtifactType: m.ArtifactType, Annotations: m.Annotations}
+		if d.ArtifactType == "" && m.Config != nil {
+			d.ArtifactType = m.Config.MediaType
+		}
+		out = append(out, d)
+	}
+	slices.SortFunc(out, func(a, b oci.Descriptor) int { return cmp.Compare(a.Digest, b.Digest) })
+	return out
+}
+
+// artifactDoc is a referrer's manifest as the tests write them.
+type artifactDoc struct {
+	SchemaVersion int               `json:"schemaVersion"`
+	MediaType     string            `json:"mediaType"`
+	ArtifactType  string            `json:"artifactType,omitempty"`
+	Config        *oci.Descriptor   `json:"config,omitempty"`
+	Layers        []oci.Descriptor  `json:"layers,omitempty"`
+	Manifests     []oci.Descriptor  `json:"manifests,omitempty"`
+	Subject       *oci.Descriptor   `json:"subject,omitempty"`
+	Annotations   map[string]string `json:"annotations,omitempty"`
+}
+
+// The artifact types of the tests' referrers.
+const (
+	signatureType = "application/vnd.dev.cosign.artifact.sig.v1+json"
+	sbomType      = "application/spdx+json"
+)
+
+// artifact stores in repo an OCI 1.1 artifact of artifactType whose
+// subject is subject: an empty config and a layer of n random bytes per
+// size given, annotated with its type.
+func (r *testRegistry) artifact(repo string, subject oci.Descriptor, artifactType string, layers ...int) oci.Descriptor {
+	empty := oci.Descriptor{MediaType: "application/vnd.oci.empty.v1+json", Digest: digest.FromString("{}"), Size: 2}
+	r.set(blobPath(repo, empty.Digest), entry{body: []byte("{}")})
+	doc := artifactDoc{SchemaVersion: 2, MediaType: oci.MediaTypeImageManifest, ArtifactType: artifactType, Config: &empty,
+		Subject:     &oci.Descriptor{MediaType: subject.MediaType, Digest: subject.Digest, Size: subject.Size},
+		Annotations: map[string]string{"org.example.kind": artifactType}}
+	for _, n := range layers {
+		doc.Layers = append(doc.Layers, r.blob(repo, "application/octet-stream", n))
+	}
+	d := r.manifest(repo, "", oci.MediaTypeImageManifest, doc)
+	d.ArtifactType = artifactType
+	return d
+}
+
+// referrerQueries are the raw queries of the referrers GETs so far.
+func (r *testRegistry) referrerQueries() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.referrerGets)
+}
+
+// setReferrers sets how the referrers API answers.
+func (r *testRegistry) setReferrers(api referrersAPI) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.referrers = api
 }

@@ -26,6 +26,10 @@ type Manifest struct {
 	Desc oci.Descriptor
 	Body []byte
 	Doc  Doc
+	// Subject is, for a referrer, the manifest it was listed as a
+	// referrer of; "" for any other manifest (a child of a referrer that
+	// is an index, too).
+	Subject digest.Digest
 }
 
 // Image is an image's manifests, read and verified, and the blobs they
@@ -34,9 +38,15 @@ type Image struct {
 	Ref registry.Reference
 	Top oci.Descriptor // the manifest or index Ref names
 	// Manifests holds every manifest read, the top one first, with its
-	// body; Blobs the distinct blobs of the wanted platforms.
+	// body; Blobs the distinct blobs of the wanted platforms, and of the
+	// referrers.
 	Manifests []Manifest
 	Blobs     []oci.Descriptor
+	// Referrers are, with Options.WithReferrers, the manifests of the
+	// image's referrers and of theirs, each after its subject (their
+	// children after a referrer that is an index), with the artifact
+	// type and annotations the referrers list gave.
+	Referrers []Manifest
 	// Images are the image manifests among them, with their config and
 	// layers, for Docker's manifest.json.
 	Images []Manifest
@@ -45,7 +55,7 @@ type Image struct {
 // Size is the bytes of all the image's manifests and blobs.
 func (img *Image) Size() int64 {
 	var n int64
-	for _, m := range img.Manifests {
+	for _, m := range slices.Concat(img.Manifests, img.Referrers) {
 		n += m.Desc.Size
 	}
 	for _, b := range img.Blobs {
@@ -55,7 +65,7 @@ func (img *Image) Size() int64 {
 }
 
 // Resolve reads r's manifests: for an index, those of its children of the
-// wanted platforms.
+// wanted platforms; with Options.WithReferrers, its referrers too.
 func (c *Client) Resolve(ctx context.Context, r registry.Reference) (*Image, error) {
 	img := &Image{Ref: r}
 	seen := map[digest.Digest]bool{}
@@ -64,7 +74,25 @@ func (c *Client) Resolve(ctx context.Context, r registry.Reference) (*Image, err
 		return nil, err
 	}
 	img.Top = top
+	if c.withReferrers {
+		if err := c.addReferrers(ctx, img, seen); err != nil {
+			return nil, err
+		}
+	}
 	return img, nil
+}
+
+// ReferrerRoots are the digests of the image's referrers (Referrers
+// less the children of those that are indexes): what nothing in the
+// image references, so what a pin must name besides the image.
+func (img *Image) ReferrerRoots() []digest.Digest {
+	var out []digest.Digest
+	for _, m := range img.Referrers {
+		if m.Subject != "" {
+			out = append(out, m.Desc.Digest)
+		}
+	}
+	return out
 }
 
 // walk reads the manifest ref into img and, for an index, its children of
@@ -98,19 +126,25 @@ func (c *Client) walk(ctx context.Context, img *Image, ref string, depth int, se
 		return oci.Descriptor{}, fmt.Errorf("manifest %s (%s) is neither an image manifest nor an index", desc.Digest, m.MediaType)
 	}
 	img.Images = append(img.Images, fm)
-	for _, b := range append([]oci.Descriptor{*m.Config}, m.Layers...) {
+	return desc, addBlobs(img, desc.Digest, append([]oci.Descriptor{*m.Config}, m.Layers...), seen)
+}
+
+// addBlobs adds to img.Blobs those of blobs, named by the manifest
+// dgst, that registries serve and img does not list yet.
+func addBlobs(img *Image, dgst digest.Digest, blobs []oci.Descriptor, seen map[digest.Digest]bool) error {
+	for _, b := range blobs {
 		if !oci.Distributable(b) {
 			continue // not served by registries: fetched from its URLs by clients
 		}
 		if b.Digest.Validate() != nil || b.Digest.Algorithm() != digest.SHA256 {
-			return oci.Descriptor{}, fmt.Errorf("manifest %s: blob %q: not a sha256 digest", desc.Digest, b.Digest)
+			return fmt.Errorf("manifest %s: blob %q: not a sha256 digest", dgst, b.Digest)
 		}
 		if !seen[b.Digest] {
 			seen[b.Digest] = true
 			img.Blobs = append(img.Blobs, b)
 		}
 	}
-	return desc, nil
+	return nil
 }
 
 // wantPlatform tells whether an index child is of a wanted platform.

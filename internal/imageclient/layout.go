@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -27,7 +28,9 @@ type Written struct {
 // WriteImage reads r and adds it to the archive: its manifests, its
 // blobs (those the archive lacks), its OCI form (OCIForm) named in
 // index.json as the registry names it, and an entry in Docker's
-// manifest.json. An index narrowed by Platforms to one platform is
+// manifest.json. With Options.WithReferrers, its referrers' manifests
+// and blobs too, each referrer with an index.json entry of its own that
+// names no image (ocilayout.Writer.AddReferrer). An index narrowed by Platforms to one platform is
 // written as that platform's manifest: the index would name content the
 // archive lacks.
 func (c *Client) WriteImage(ctx context.Context, aw *ocilayout.Writer, r registry.Reference, prog Progress) (*Written, error) {
@@ -41,6 +44,7 @@ func (c *Client) WriteImage(ctx context.Context, aw *ocilayout.Writer, r registr
 			return nil, fmt.Errorf("--platform selects %d of its platforms: export keeps an index whole, or one platform of it", len(img.Images))
 		}
 		img.Top, img.Manifests = img.Images[0].Desc, img.Images
+		img.Referrers = referrersOf(img.Referrers, img.Manifests)
 	}
 	prog.AddTotal(img.Size())
 	if err := c.addContent(ctx, aw, img, prog); err != nil {
@@ -66,12 +70,40 @@ func (c *Client) WriteImage(ctx context.Context, aw *ocilayout.Writer, r registr
 	}
 	aw.AddImage(oci.Descriptor{MediaType: top.Desc.MediaType, Digest: top.Desc.Digest, Size: top.Desc.Size}, annotations)
 	addDockerManifest(aw, img, full)
+	for _, m := range img.Referrers {
+		if m.Subject != "" {
+			aw.AddReferrer(m.Desc)
+		}
+	}
 	return &Written{Image: img, Top: top.Desc}, nil
 }
 
-// addContent adds img's manifests and the blobs the archive lacks.
+// referrersOf keeps, of referrers (each after its subject, as Resolve
+// lists them), those that refer to one of manifests, directly or through
+// other referrers, with the children of those that are indexes.
+func referrersOf(referrers, manifests []Manifest) []Manifest {
+	kept := map[digest.Digest]bool{}
+	for _, m := range manifests {
+		kept[m.Desc.Digest] = true
+	}
+	var out []Manifest
+	keep := false // whether the children of the last referrer are kept
+	for _, r := range referrers {
+		if r.Subject != "" {
+			keep = kept[r.Subject]
+		}
+		if keep {
+			kept[r.Desc.Digest] = true
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// addContent adds img's manifests, its referrers' and the blobs the
+// archive lacks.
 func (c *Client) addContent(ctx context.Context, aw *ocilayout.Writer, img *Image, prog Progress) error {
-	for _, m := range img.Manifests {
+	for _, m := range slices.Concat(img.Manifests, img.Referrers) {
 		if err := aw.AddBlob(m.Desc.Digest, m.Desc.Size, bytes.NewReader(m.Body)); err != nil {
 			return err
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -39,8 +40,9 @@ func orDiscard(p Progress) Progress {
 	return p
 }
 
-// Warm reads r whole, several blobs at once, verifying each, so that a
-// mirror serving the registry API caches it; it returns the image.
+// Warm reads r whole (with Options.WithReferrers, its referrers too),
+// several blobs at once, verifying each, so that a mirror serving the
+// registry API caches it; it returns the image.
 func (c *Client) Warm(ctx context.Context, r registry.Reference, prog Progress) (*Image, error) {
 	prog = orDiscard(prog)
 	img, err := c.Resolve(ctx, r)
@@ -48,7 +50,7 @@ func (c *Client) Warm(ctx context.Context, r registry.Reference, prog Progress) 
 		return nil, err
 	}
 	prog.AddTotal(img.Size())
-	for _, m := range img.Manifests {
+	for _, m := range slices.Concat(img.Manifests, img.Referrers) {
 		prog.Add(m.Desc.Size, 0)
 	}
 	if err := c.fetchBlobs(ctx, r.Name, img.Blobs, prog); err != nil {

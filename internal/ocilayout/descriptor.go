@@ -69,6 +69,18 @@ type manifestDoc struct {
 	Manifests     []oci.Descriptor `json:"manifests"`
 }
 
+// subjectOf is the digest the subject field of manifest b names, or ""
+// when it names none that is valid.
+func subjectOf(b []byte) digest.Digest {
+	var m struct {
+		Subject *oci.Descriptor `json:"subject"`
+	}
+	if json.Unmarshal(b, &m) != nil || m.Subject == nil || m.Subject.Digest.Validate() != nil {
+		return ""
+	}
+	return m.Subject.Digest
+}
+
 // sniff returns the manifest media type of b and the descriptors it
 // references (config and layers, or manifests; non-nil, possibly empty),
 // or "application/octet-stream" and nil when b is not a schemaVersion 2

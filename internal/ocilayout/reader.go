@@ -46,7 +46,23 @@ type Layout struct {
 	// Blobs maps the digest of every blob in the archive to its size.
 	Blobs map[digest.Digest]int64
 
-	refs map[digest.Digest][]oci.Descriptor // what each manifest and index references
+	refs      map[digest.Digest][]oci.Descriptor // what each manifest and index references
+	referrers map[digest.Digest][]digest.Digest  // by subject: the manifests that name it
+	subjects  map[digest.Digest]digest.Digest    // the subject of each manifest that names one
+}
+
+// Subject returns the subject the manifest or index dgst of the archive
+// names (it is a referrer of that digest), or "".
+func (l *Layout) Subject(dgst digest.Digest) digest.Digest { return l.subjects[dgst] }
+
+// Referrers returns, sorted, the manifests and indexes of the archive
+// whose subject is dgst: its signatures, SBOMs and other artifacts,
+// which dgst does not reference. Whether index.json names them or not,
+// they are found by the subject their own content names.
+func (l *Layout) Referrers(dgst digest.Digest) []digest.Digest {
+	out := slices.Clone(l.referrers[dgst])
+	slices.Sort(out)
+	return out
 }
 
 // Refs returns what the manifest or index dgst references: its config and
@@ -94,8 +110,9 @@ func (l *Layout) Missing() []digest.Digest {
 // package documentation lists what is checked. On error the Layout is nil.
 func Read(r io.Reader, fn func(b Blob) error) (*Layout, error) {
 	rd := &reader{
-		fn:     fn,
-		layout: &Layout{Blobs: make(map[digest.Digest]int64), refs: make(map[digest.Digest][]oci.Descriptor)},
+		fn: fn,
+		layout: &Layout{Blobs: make(map[digest.Digest]int64), refs: make(map[digest.Digest][]oci.Descriptor),
+			referrers: make(map[digest.Digest][]digest.Digest), subjects: make(map[digest.Digest]digest.Digest)},
 	}
 	if err := rd.read(r); err != nil {
 		return nil, err
@@ -341,6 +358,10 @@ func (rd *reader) smallBlob(tr *tar.Reader, dgst digest.Digest, size int64) erro
 	rd.layout.Blobs[dgst] = size
 	if refs != nil {
 		rd.layout.refs[dgst] = refs
+		if subject := subjectOf(b); subject != "" {
+			rd.layout.referrers[subject] = append(rd.layout.referrers[subject], dgst)
+			rd.layout.subjects[dgst] = subject
+		}
 	}
 	if rd.fn == nil {
 		return nil

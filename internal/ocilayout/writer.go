@@ -135,6 +135,23 @@ func (w *Writer) AddImage(desc oci.Descriptor, annotations map[string]string) {
 	w.images = append(w.images, desc)
 }
 
+// AddReferrer adds desc, a referrer's manifest already added with
+// AddBlob, to index.json as an entry that names no image: its media type,
+// digest, size, artifact type and annotations, as a referrers list
+// describes it, and no AnnotationRefName, so that skopeo and docker load
+// take it for no image while tools that read a layout's referrers (oras)
+// find it by the subject its manifest names. A referrer added twice is
+// listed once.
+func (w *Writer) AddReferrer(desc oci.Descriptor) {
+	for _, d := range w.images {
+		if d.Digest == desc.Digest && d.Annotations[AnnotationRefName] == "" {
+			return
+		}
+	}
+	w.images = append(w.images, oci.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size,
+		ArtifactType: desc.ArtifactType, Annotations: maps.Clone(desc.Annotations)})
+}
+
 // AddDockerManifest adds an entry to manifest.json, the file docker load
 // before Docker 25 reads: the image's config blob, its layer blobs in
 // order (uncompressed or gzip tars) and the tags to give it. Without a
