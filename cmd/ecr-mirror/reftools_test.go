@@ -1,0 +1,278 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/admin"
+	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
+	"github.com/ecr-mirror/ecr-mirror/internal/ocilayout"
+)
+
+// Artifact types of the signed image's referrers.
+const (
+	cosignSigType = "application/vnd.dev.cosign.artifact.sig.v1+json"
+	spdxType      = "application/spdx+json"
+)
+
+// signedFake is a fake ECR with team/app:v1 signed (sig), with an SBOM
+// (sbom) that is signed too (sbomSig), and an unsigned team/other:v1.
+type signedFake struct {
+	fake               *fakeecr.Server
+	app, other         rawImage
+	sig, sbom, sbomSig rawImage
+}
+
+func newSignedFake(t *testing.T) *signedFake {
+	t.Helper()
+	s := &signedFake{fake: fakeecr.Start(t, fakeecr.Options{}), app: newRawImage(101, nil), other: newRawImage(105, nil)}
+	s.sig = newArtifact(102, s.app, cosignSigType)
+	s.sbom = newArtifact(103, s.app, spdxType)
+	s.sbomSig = newArtifact(104, s.sbom, cosignSigType)
+	putRawImage(s.fake, "team/app", "v1", s.app)
+	putRawImage(s.fake, "team/other", "v1", s.other)
+	for _, a := range []rawImage{s.sig, s.sbom, s.sbomSig} {
+		putRawImage(s.fake, "team/app", "", a)
+	}
+	return s
+}
+
+// contentOf is every digest of the images given: manifest, config, layer.
+func contentOf(imgs ...rawImage) []digest.Digest {
+	var out []digest.Digest
+	for _, img := range imgs {
+		out = append(out, img.Dgst, img.ConfigDgst, img.LayerDgst)
+	}
+	return out
+}
+
+func digestsOf(imgs ...rawImage) []digest.Digest {
+	var out []digest.Digest
+	for _, img := range imgs {
+		out = append(out, img.Dgst)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// warm --with-referrers brings the image's signatures and SBOMs, and the
+// SBOM's signature, into the cache; --referrers-type keeps one type of
+// the image's referrers (with their own referrers); without the flag the
+// referrers API is not asked.
+func TestWarmWithReferrers(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		want func(s *signedFake) (wanted, unwanted []rawImage)
+	}{
+		{name: "every referrer", args: []string{"--with-referrers"}, want: func(s *signedFake) ([]rawImage, []rawImage) {
+			return []rawImage{s.sig, s.sbom, s.sbomSig}, nil
+		}},
+		{name: "the SBOMs and their signatures", args: []string{"--with-referrers", "--referrers-type", spdxType},
+			want: func(s *signedFake) ([]rawImage, []rawImage) { return []rawImage{s.sbom, s.sbomSig}, []rawImage{s.sig} }},
+		{name: "no referrers", want: func(s *signedFake) ([]rawImage, []rawImage) { return nil, []rawImage{s.sig, s.sbom, s.sbomSig} }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := newSignedFake(t)
+			m := startMirror(t, s.fake, mirrorOpts{})
+			wanted, unwanted := tt.want(s)
+			args := append([]string{"warm", "--mirror", m.URL}, tt.args...)
+			code, _, errOut := cli(t, nil, append(args, "team/app:v1")...)
+			if code != exitOK {
+				t.Fatalf("warm: exit %d\n%s", code, errOut)
+			}
+			if len(wanted) > 0 && !strings.Contains(errOut, "referrers") {
+				t.Errorf("warm's line does not count the referrers:\n%s", errOut)
+			}
+			waitStored(t, m, contentOf(append([]rawImage{s.app}, wanted...)...)...)
+			c := s.fake.Counters()
+			for _, a := range unwanted {
+				if c.S3Get[a.LayerDgst] != 0 || m.stored(a.Dgst) || m.stored(a.LayerDgst) {
+					t.Errorf("referrer %s was fetched", a.Dgst)
+				}
+			}
+			if len(tt.args) == 0 && c.Referrers != 0 {
+				t.Errorf("warm without --with-referrers asked for referrers %d times", c.Referrers)
+			}
+		})
+	}
+	if code, _, errOut := cli(t, nil, "warm", "--referrers-type", spdxType, "team/app:v1"); code != exitUsage || !strings.Contains(errOut, "--referrers-type needs --with-referrers") {
+		t.Errorf("--referrers-type alone: exit %d\n%s", code, errOut)
+	}
+}
+
+// export --with-referrers writes the referrers beside the image, each
+// named in index.json as a referrer (no image name); import admits them
+// and links them to the image's repository, so a mirror whose ECR is
+// down serves the signature by digest, and its blobs.
+func TestExportImportCarriesReferrers(t *testing.T) {
+	t.Parallel()
+	s := newSignedFake(t)
+	m := startMirror(t, s.fake, mirrorOpts{})
+	bundle := filepath.Join(t.TempDir(), "bundle.tar")
+	code, stdout, errOut := cli(t, nil, "export", "--mirror", m.URL, "--with-referrers", "--json", "-o", bundle, "team/app:v1")
+	if code != exitOK {
+		t.Fatalf("export: exit %d\n%s", code, errOut)
+	}
+	var sum exportSummary
+	referrers := digestsOf(s.sig, s.sbom, s.sbomSig)
+	if err := json.Unmarshal([]byte(stdout), &sum); err != nil || len(sum.Images) != 1 ||
+		!slices.Equal(sortedCopy(sum.Images[0].Referrers), referrers) {
+		t.Fatalf("export --json: %v\n%s", err, stdout)
+	}
+	m.Stop()
+	checkReferrerEntries(t, bundle, s)
+
+	dir := filepath.Join(t.TempDir(), "cache")
+	code, stdout, errOut = cli(t, map[string]string{"CACHE_DIR": dir}, "import", "--json", bundle)
+	if code != exitOK {
+		t.Fatalf("import: exit %d\n%s", code, errOut)
+	}
+	var rep admin.ImportReport
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil || len(rep.Images) != 1 || rep.Images[0].Name != "team/app:v1" ||
+		rep.Referrers != 3 || rep.New != len(contentOf(s.app, s.sig, s.sbom, s.sbomSig))-2 { // the artifacts share their empty config
+		t.Fatalf("import --json: %v\n%s", err, stdout)
+	}
+
+	s.fake.SetDown(true)
+	s.fake.ResetCounters()
+	m = startMirror(t, s.fake, mirrorOpts{dir: dir})
+	accept := map[string][]string{"Accept": {oci.MediaTypeImageManifest}}
+	for _, a := range []rawImage{s.sig, s.sbom, s.sbomSig} {
+		resp, body, err := get(t, "GET", m.URL+"/v2/team/app/manifests/"+a.Dgst.String(), accept)
+		if err != nil || resp.StatusCode != 200 || digest.FromBytes(body) != a.Dgst {
+			t.Errorf("referrer %s by digest with ECR down: %v %v, body %s", a.Dgst, err, resp, body)
+		}
+		if err := fetchBlob(t, m, "team/app", a.LayerDgst); err != nil {
+			t.Errorf("blob %s of referrer %s with ECR down: %v", a.LayerDgst, a.Dgst, err)
+		}
+	}
+	// Linked to team/app only: another repository is not served it.
+	if resp, _, err := get(t, "GET", m.URL+"/v2/team/other/manifests/"+s.sig.Dgst.String(), accept); err != nil || resp.StatusCode == 200 {
+		t.Errorf("the signature under team/other with ECR down: %v %v, want a refusal", err, resp)
+	}
+	if got := s3Gets(s.fake.Counters()); got != 0 {
+		t.Errorf("the offline mirror fetched %d blobs from ECR", got)
+	}
+}
+
+func sortedCopy(ds []digest.Digest) []digest.Digest {
+	out := slices.Clone(ds)
+	slices.Sort(out)
+	return out
+}
+
+// checkReferrerEntries checks the archive's index.json: the image named,
+// and each referrer in an entry of its own, with its artifact type and
+// annotations, naming no image.
+func checkReferrerEntries(t *testing.T, bundle string, s *signedFake) {
+	t.Helper()
+	f, err := os.Open(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	layout, err := ocilayout.Read(f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := map[digest.Digest]oci.Descriptor{}
+	for _, e := range layout.Index {
+		entries[e.Digest] = e
+	}
+	if len(entries) != 4 || entries[s.app.Dgst].Annotations[ocilayout.AnnotationRefName] != "team/app:v1" {
+		t.Fatalf("index.json: %+v; want team/app:v1 and its 3 referrers", layout.Index)
+	}
+	for a, typ := range map[*rawImage]string{&s.sig: cosignSigType, &s.sbom: spdxType, &s.sbomSig: cosignSigType} {
+		e := entries[a.Dgst]
+		if e.ArtifactType != typ || e.Annotations["org.example.seed"] == "" || e.Annotations[ocilayout.AnnotationRefName] != "" ||
+			e.Annotations[ocilayout.AnnotationImageName] != "" || e.Size != int64(len(a.Manifest)) {
+			t.Errorf("index.json entry of referrer %s: %+v", a.Dgst, e)
+		}
+	}
+}
+
+// cache pin --with-referrers pins the referrers with the image: a purge
+// of everything unpinned keeps them, on disk; unpinning the image unpins
+// them, and the next purge takes them.
+func TestPinWithReferrersKeepsThem(t *testing.T) {
+	t.Parallel()
+	s := newSignedFake(t)
+	m := startMirror(t, s.fake, mirrorOpts{})
+	env := map[string]string{"CACHE_DIR": m.Dir}
+	code, stdout, errOut := cli(t, env, "cache", "pin", "--with-referrers", "--json", "team/app:v1")
+	if code != exitOK {
+		t.Fatalf("pin: exit %d\n%s", code, errOut)
+	}
+	var pin admin.PinReport
+	referrers := digestsOf(s.sig, s.sbom, s.sbomSig)
+	if err := json.Unmarshal([]byte(stdout), &pin); err != nil || pin.Digest != s.app.Dgst || !slices.Equal(sortedCopy(pin.Referrers), referrers) {
+		t.Fatalf("pin --json: %v\n%s", err, stdout)
+	}
+	if code, _, errOut := cli(t, nil, "warm", "--mirror", m.URL, "team/other:v1"); code != exitOK {
+		t.Fatalf("warm: exit %d\n%s", code, errOut)
+	}
+	kept := contentOf(s.app, s.sig, s.sbom, s.sbomSig)
+	waitStored(t, m, append(kept, contentOf(s.other)...)...)
+
+	if code, _, errOut := cli(t, env, "cache", "purge", "--all"); code != exitOK {
+		t.Fatalf("purge --all: exit %d\n%s", code, errOut)
+	}
+	for _, d := range kept {
+		if !m.stored(d) {
+			t.Errorf("pinned %s was purged", d)
+		}
+	}
+	for _, d := range contentOf(s.other) {
+		if m.stored(d) {
+			t.Errorf("unpinned %s was kept", d)
+		}
+	}
+	l := listing(t, env)
+	var named []digest.Digest
+	for _, p := range l.Pins {
+		if slices.Equal(p.Names, []string{admin.ReferrerPinName("team/app:v1")}) {
+			named = append(named, p.Digest)
+		}
+	}
+	if len(l.Pins) != 4 || !slices.Equal(sortedCopy(named), referrers) {
+		t.Errorf("pins %+v; want the image and its 3 referrers, named as its referrers", l.Pins)
+	}
+
+	code, stdout, errOut = cli(t, env, "cache", "unpin", "--json", "team/app:v1")
+	if code != exitOK {
+		t.Fatalf("unpin: exit %d\n%s", code, errOut)
+	}
+	var unpin admin.PinReport
+	if err := json.Unmarshal([]byte(stdout), &unpin); err != nil || !slices.Equal(sortedCopy(unpin.Referrers), referrers) {
+		t.Errorf("unpin --json: %v\n%s", err, stdout)
+	}
+	if l := listing(t, env); len(l.Pins) != 0 {
+		t.Errorf("after unpin: pins %+v", l.Pins)
+	}
+	if code, _, errOut := cli(t, env, "cache", "purge", "--all"); code != exitOK {
+		t.Fatalf("purge --all: exit %d\n%s", code, errOut)
+	}
+	for _, d := range kept {
+		if m.stored(d) {
+			t.Errorf("%s kept after unpin and purge", d)
+		}
+	}
+
+	// A stopped mirror cannot list referrers: the flag is refused, named.
+	m.Stop()
+	code, _, errOut = cli(t, env, "cache", "pin", "--with-referrers", "team/app:v1")
+	if code != exitFail || !strings.Contains(errOut, "only a running mirror can") {
+		t.Errorf("pin --with-referrers on a stopped mirror: exit %d\n%s", code, errOut)
+	}
+}
