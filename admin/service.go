@@ -408,6 +408,18 @@ func (s *Service) unpinOrphanReferrers() ([]digest.Digest, error) {
 	if err != nil {
 		return nil, err
 	}
+	orphans := orphanReferrers(pins)
+	for i, d := range orphans {
+		if err := s.store.Unpin(d); err != nil && !errors.Is(err, cache.ErrNotFound) {
+			return orphans[:i], err
+		}
+	}
+	return orphans, nil
+}
+
+// orphanReferrers picks, of pins, those whose every name is
+// ReferrerPinName of an image no pin is named by any more.
+func orphanReferrers(pins []cache.PinInfo) []digest.Digest {
 	pinned := map[string]bool{}
 	for _, p := range pins {
 		for _, n := range p.Names {
@@ -418,22 +430,15 @@ func (s *Service) unpinOrphanReferrers() ([]digest.Digest, error) {
 	}
 	var out []digest.Digest
 	for _, p := range pins {
-		if len(p.Names) == 0 || slices.ContainsFunc(p.Names, func(n string) bool { return !orphanReferrerName(n, pinned) }) {
+		if len(p.Names) == 0 || slices.ContainsFunc(p.Names, func(n string) bool {
+			image, ok := strings.CutPrefix(n, referrerPinPrefix)
+			return !ok || pinned[image]
+		}) {
 			continue // pinned for itself, or as a referrer of a pinned image
-		}
-		if err := s.store.Unpin(p.Digest); err != nil && !errors.Is(err, cache.ErrNotFound) {
-			return out, err
 		}
 		out = append(out, p.Digest)
 	}
-	return out, nil
-}
-
-// orphanReferrerName tells whether a pin name is that of a referrer of an
-// image no longer pinned.
-func orphanReferrerName(name string, pinned map[string]bool) bool {
-	image, ok := strings.CutPrefix(name, referrerPinPrefix)
-	return ok && !pinned[image]
+	return out
 }
 
 func (s *Service) pinnedBytes(dgst digest.Digest) int64 {
