@@ -12,4 +12,10 @@
 // client.go, the operations through the socket; open.go, Open, which
 // picks one of the two for a command (waiting out a mirror that starts or
 // stops), and OpenStore, which opens a stopped mirror's store.
+//
+// Referrers (signatures, SBOMs) name their image as their subject; the
+// image does not reference them, so its pin does not hold them and its
+// links do not cover them. Pin with PinOptions.Referrers pins each under a
+// pin of its own (ReferrerPinName), which Unpin of the image removes;
+// Import links an image's referrers in the archive to its repository.
 package admin

@@ -7,15 +7,20 @@
 //   - client.go: [Client], its GETs and the manifest reads with their
 //     size cap and digest check.
 //   - dial.go: [Dial], a client of a mirror's URL over a transport of its
-//     own; [PullWhole], the pull behind "cache pin"; [ReadImageList], the
+//     own; [PullWhole], the pull behind "cache pin" (with referrers for
+//     "cache pin --with-referrers"); [ReadImageList], the
 //     commands' -f files.
 //   - image.go: [Image], the walk from a tag or digest through indexes to
 //     the blobs of the wanted platforms ([Client.Resolve]).
+//   - referrers.go: [Client.Referrers], an image's referrers list (every
+//     page, an artifactType filter), and the walk that adds referrers,
+//     and theirs to a bounded depth, to an [Image] (Options.WithReferrers).
 //   - warm.go: [Client.Warm], which reads every blob, several at once, and
 //     the [Progress] it reports to.
-//   - layout.go: [Client.WriteImage], which adds an image to an OCI layout
-//     archive, and [OCIForm], which rewrites Docker schema2 manifests to
-//     OCI ones as the layout wants them.
+//   - layout.go: [Client.WriteImage], which adds an image (and its
+//     referrers, each an index.json entry naming no image) to an OCI
+//     layout archive, and [OCIForm], which rewrites Docker schema2
+//     manifests to OCI ones as the layout wants them.
 //
 // Descriptors and media types are those of package oci, the one set the
 // project shares.

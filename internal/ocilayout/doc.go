@@ -14,7 +14,9 @@
 //	blobs/sha256/<64 hex>   one regular file per blob, named by its digest
 //	index.json              OCI image index: one descriptor per image, with
 //	                        org.opencontainers.image.ref.name and
-//	                        io.containerd.image.name annotations
+//	                        io.containerd.image.name annotations, and one
+//	                        per referrer (Writer.AddReferrer): its
+//	                        artifactType and annotations, no name
 //	manifest.json           optional, Docker's list of images (Config,
 //	                        RepoTags, Layers), for docker load before 25
 //
@@ -46,7 +48,9 @@
 // Other top-level files (manifest.json, repositories, ...) are skipped.
 // Read does not require the archive to be closed under references; it
 // records what each manifest and index references so that
-// [Layout.Missing] can list the blobs an import would lack.
+// [Layout.Missing] can list the blobs an import would lack, and the
+// subject each names, so that [Layout.Referrers] finds an image's
+// referrers (signatures, SBOMs) whether index.json lists them or not.
 //
 // Descriptors and media types are package oci's, shared with the rest of
 // the project; the annotation keys of index.json entries live here
