@@ -299,35 +299,7 @@ func TestWriteImageWritesReferrersAsTheLayoutSpecWants(t *testing.T) {
 				t.Fatalf("the archive does not read back: %v", err)
 			}
 			want := tt.want(s)
-			entries := map[digest.Digest]oci.Descriptor{}
-			for _, e := range layout.Index {
-				if e.Annotations[ocilayout.AnnotationRefName] != "" {
-					continue
-				}
-				if _, dup := entries[e.Digest]; dup {
-					t.Errorf("index.json lists referrer %s twice", e.Digest)
-				}
-				entries[e.Digest] = e
-			}
-			if len(entries) != len(want) || len(layout.Index) != len(want)+2 {
-				t.Errorf("index.json has %d entries, %d of them unnamed; want the image twice and %d referrers", len(layout.Index), len(entries), len(want))
-			}
-			for _, a := range want {
-				e, ok := entries[a.Digest]
-				if !ok {
-					t.Errorf("index.json lacks referrer %s", a.Digest)
-					continue
-				}
-				if e.MediaType != oci.MediaTypeImageManifest || e.Size != a.Size || e.ArtifactType != a.ArtifactType ||
-					e.Annotations["org.example.kind"] != a.ArtifactType || e.Annotations[ocilayout.AnnotationImageName] != "" {
-					t.Errorf("index.json entry %+v, want %s as the referrers list describes it, naming no image", e, a.Digest)
-				}
-				for _, b := range layersOf(reg, a) {
-					if _, ok := layout.Blobs[b]; !ok {
-						t.Errorf("the archive lacks blob %s of referrer %s", b, a.Digest)
-					}
-				}
-			}
+			checkReferrerEntries(t, reg, layout, want)
 			// A reader finds them by their subjects.
 			if got := layout.Referrers(s.sbom.Digest); !slices.Equal(got, []digest.Digest{s.sbomSig.Digest}) {
 				t.Errorf("layout referrers of the SBOM: %v, want its signature %s", got, s.sbomSig.Digest)
@@ -339,5 +311,41 @@ func TestWriteImageWritesReferrersAsTheLayoutSpecWants(t *testing.T) {
 				t.Errorf("WriteImage reports %d referrers, want %d", got, len(want))
 			}
 		})
+	}
+}
+
+// checkReferrerEntries checks that index.json lists each of want once,
+// as the referrers list describes it, naming no image, besides the image
+// written twice, and that the archive holds their blobs.
+func checkReferrerEntries(t *testing.T, reg *testRegistry, layout *ocilayout.Layout, want []oci.Descriptor) {
+	t.Helper()
+	entries := map[digest.Digest]oci.Descriptor{}
+	for _, e := range layout.Index {
+		if e.Annotations[ocilayout.AnnotationRefName] != "" {
+			continue
+		}
+		if _, dup := entries[e.Digest]; dup {
+			t.Errorf("index.json lists referrer %s twice", e.Digest)
+		}
+		entries[e.Digest] = e
+	}
+	if len(entries) != len(want) || len(layout.Index) != len(want)+2 {
+		t.Errorf("index.json has %d entries, %d of them unnamed; want the image twice and %d referrers", len(layout.Index), len(entries), len(want))
+	}
+	for _, a := range want {
+		e, ok := entries[a.Digest]
+		if !ok {
+			t.Errorf("index.json lacks referrer %s", a.Digest)
+			continue
+		}
+		if e.MediaType != oci.MediaTypeImageManifest || e.Size != a.Size || e.ArtifactType != a.ArtifactType ||
+			e.Annotations["org.example.kind"] != a.ArtifactType || e.Annotations[ocilayout.AnnotationImageName] != "" {
+			t.Errorf("index.json entry %+v, want %s as the referrers list describes it, naming no image", e, a.Digest)
+		}
+		for _, b := range layersOf(reg, a) {
+			if _, ok := layout.Blobs[b]; !ok {
+				t.Errorf("the archive lacks blob %s of referrer %s", b, a.Digest)
+			}
+		}
 	}
 }
