@@ -424,8 +424,10 @@ against its digest and admits them to the cache, on a running mirror (through
 its admin socket) or a stopped one. Each image named repo:tag in the archive
 (io.containerd.image.name, else org.opencontainers.image.ref.name) gets a tag
 record dated now, so that a mirror with STALE_IF_ERROR serves it by tag while
-ECR cannot be reached; by digest it is served in any case. A tampered or
-incomplete archive is refused, naming the bad digest, and admits nothing.
+ECR cannot be reached; by digest it is served in any case. An image's
+referrers in the archive (signatures, SBOMs: "export --with-referrers") are
+served by digest under its repository too. A tampered or incomplete archive is
+refused, naming the bad digest, and admits nothing.
 
 Example:
   ecr-mirror export -o site-b.tar team/app:v1.4     # where ECR is reachable
@@ -468,7 +470,11 @@ func importFlags(fs *flag.FlagSet) cacheWork {
 			}
 			fmt.Fprintf(o.stdout, "imported %s %s\n", name, img.Digest)
 		}
-		fmt.Fprintf(o.stdout, "%d images, %d blobs (%d new), %s\n", len(rep.Images), rep.Blobs, rep.New, progress.HumanBytes(rep.Bytes))
+		fmt.Fprintf(o.stdout, "%d images, %d blobs (%d new), %s", len(rep.Images), rep.Blobs, rep.New, progress.HumanBytes(rep.Bytes))
+		if rep.Referrers > 0 {
+			fmt.Fprintf(o.stdout, "; %d referrers linked with their images", rep.Referrers)
+		}
+		fmt.Fprintln(o.stdout)
 		return exitOK
 	}}
 }
