@@ -2,12 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/admin"
@@ -306,5 +308,50 @@ func TestPinWithReferrersKeepsThem(t *testing.T) {
 	code, _, errOut = cli(t, env, "cache", "pin", "--with-referrers", "team/app:v1")
 	if code != exitFail || !strings.Contains(errOut, "only a running mirror can") {
 		t.Errorf("pin --with-referrers on a stopped mirror: exit %d\n%s", code, errOut)
+	}
+}
+
+// Eviction under pressure takes every unpinned image, one after the
+// other, and never the referrers pinned with an image.
+func TestPinWithReferrersSurvivesEviction(t *testing.T) {
+	t.Parallel()
+	const budget = 100 << 10
+	s := newSignedFake(t)
+	var big [][]digest.Digest // manifest, then blobs
+	for i := range 3 {
+		img, err := random.Image(60<<10, 1) // one beside the pinned image fits, not two
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, blobs := putImage(t, s.fake, "team/big", fmt.Sprint("v", i), img)
+		big = append(big, append([]digest.Digest{m}, blobs...))
+	}
+	m := startMirror(t, s.fake, mirrorOpts{maxSize: "100k"})
+	env := map[string]string{"CACHE_DIR": m.Dir}
+	if code, _, errOut := cli(t, nil, "warm", "--mirror", m.URL, "team/other:v1"); code != exitOK {
+		t.Fatalf("warm: exit %d\n%s", code, errOut)
+	}
+	waitStored(t, m, contentOf(s.other)...)
+	if code, _, errOut := cli(t, env, "cache", "pin", "--with-referrers", "team/app:v1"); code != exitOK {
+		t.Fatalf("pin: exit %d\n%s", code, errOut)
+	}
+	for i := range big {
+		if code, _, errOut := cli(t, nil, "warm", "--mirror", m.URL, fmt.Sprint("team/big:v", i)); code != exitOK {
+			t.Fatalf("warm team/big:v%d: exit %d\n%s", i, code, errOut)
+		}
+		waitStored(t, m, big[i]...)
+	}
+	for _, d := range contentOf(s.app, s.sig, s.sbom, s.sbomSig) {
+		if !m.stored(d) {
+			t.Errorf("pinned %s evicted", d)
+		}
+	}
+	for _, d := range slices.Concat(contentOf(s.other), big[0], big[1]) {
+		if m.stored(d) {
+			t.Errorf("unpinned %s survived", d)
+		}
+	}
+	if got := m.storedBytes(t); got > budget {
+		t.Errorf("%d bytes stored, over the %d byte budget", got, budget)
 	}
 }
