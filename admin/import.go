@@ -157,11 +157,11 @@ func (s *Service) linkReferrers(layout *ocilayout.Layout, repo cache.Repo, linke
 			stack = append(stack, r.Digest)
 		}
 		for _, r := range layout.Referrers(d) {
-			if err := s.store.Link(repo, r); err != nil {
-				return fmt.Errorf("import: linking referrer %s of %s to %s: %w", r, d, repo.Name, err)
+			if err := s.store.Link(repo, r.Digest); err != nil {
+				return fmt.Errorf("import: linking referrer %s of %s to %s: %w", r.Digest, d, repo.Name, err)
 			}
-			linked[r] = true
-			stack = append(stack, r)
+			linked[r.Digest] = true
+			stack = append(stack, r.Digest)
 		}
 	}
 	return nil

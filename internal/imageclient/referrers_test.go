@@ -301,7 +301,7 @@ func TestWriteImageWritesReferrersAsTheLayoutSpecWants(t *testing.T) {
 			want := tt.want(s)
 			checkReferrerEntries(t, reg, layout, want)
 			// A reader finds them by their subjects.
-			if got := layout.Referrers(s.sbom.Digest); !slices.Equal(got, []digest.Digest{s.sbomSig.Digest}) {
+			if got := descDigests(layout.Referrers(s.sbom.Digest)); !slices.Equal(got, []digest.Digest{s.sbomSig.Digest}) {
 				t.Errorf("layout referrers of the SBOM: %v, want its signature %s", got, s.sbomSig.Digest)
 			}
 			if missing := layout.Missing(); len(missing) != 0 {

@@ -69,16 +69,25 @@ type manifestDoc struct {
 	Manifests     []oci.Descriptor `json:"manifests"`
 }
 
-// subjectOf is the digest the subject field of manifest b names, or ""
-// when it names none that is valid.
-func subjectOf(b []byte) digest.Digest {
+// referrerOf returns the subject manifest b (of media type mt) names,
+// or "" when it names none that is valid, and b's descriptor in a
+// referrers list less its digest and size: mt, its artifact type (else
+// its config's media type) and its annotations.
+func referrerOf(b []byte, mt string) (digest.Digest, oci.Descriptor) {
 	var m struct {
-		Subject *oci.Descriptor `json:"subject"`
+		ArtifactType string            `json:"artifactType"`
+		Config       *oci.Descriptor   `json:"config"`
+		Subject      *oci.Descriptor   `json:"subject"`
+		Annotations  map[string]string `json:"annotations"`
 	}
 	if json.Unmarshal(b, &m) != nil || m.Subject == nil || m.Subject.Digest.Validate() != nil {
-		return ""
+		return "", oci.Descriptor{}
 	}
-	return m.Subject.Digest
+	d := oci.Descriptor{MediaType: mt, ArtifactType: m.ArtifactType, Annotations: m.Annotations}
+	if d.ArtifactType == "" && m.Config != nil {
+		d.ArtifactType = m.Config.MediaType
+	}
+	return m.Subject.Digest, d
 }
 
 // sniff returns the manifest media type of b and the descriptors it

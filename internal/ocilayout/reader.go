@@ -47,7 +47,7 @@ type Layout struct {
 	Blobs map[digest.Digest]int64
 
 	refs      map[digest.Digest][]oci.Descriptor // what each manifest and index references
-	referrers map[digest.Digest][]digest.Digest  // by subject: the manifests that name it
+	referrers map[digest.Digest][]oci.Descriptor // by subject: the manifests that name it
 	subjects  map[digest.Digest]digest.Digest    // the subject of each manifest that names one
 }
 
@@ -55,13 +55,16 @@ type Layout struct {
 // names (it is a referrer of that digest), or "".
 func (l *Layout) Subject(dgst digest.Digest) digest.Digest { return l.subjects[dgst] }
 
-// Referrers returns, sorted, the manifests and indexes of the archive
-// whose subject is dgst: its signatures, SBOMs and other artifacts,
-// which dgst does not reference. Whether index.json names them or not,
-// they are found by the subject their own content names.
-func (l *Layout) Referrers(dgst digest.Digest) []digest.Digest {
+// Referrers returns, sorted by digest, the manifests and indexes of the
+// archive whose subject is dgst: its signatures, SBOMs and other
+// artifacts, which dgst does not reference. Whether index.json names them
+// or not, they are found by the subject their own content names, and
+// described as the referrers API lists them: media type, digest, size,
+// artifact type (the manifest's, else its config's media type) and the
+// manifest's annotations.
+func (l *Layout) Referrers(dgst digest.Digest) []oci.Descriptor {
 	out := slices.Clone(l.referrers[dgst])
-	slices.Sort(out)
+	slices.SortFunc(out, func(a, b oci.Descriptor) int { return strings.Compare(string(a.Digest), string(b.Digest)) })
 	return out
 }
 
@@ -112,7 +115,7 @@ func Read(r io.Reader, fn func(b Blob) error) (*Layout, error) {
 	rd := &reader{
 		fn: fn,
 		layout: &Layout{Blobs: make(map[digest.Digest]int64), refs: make(map[digest.Digest][]oci.Descriptor),
-			referrers: make(map[digest.Digest][]digest.Digest), subjects: make(map[digest.Digest]digest.Digest)},
+			referrers: make(map[digest.Digest][]oci.Descriptor), subjects: make(map[digest.Digest]digest.Digest)},
 	}
 	if err := rd.read(r); err != nil {
 		return nil, err
@@ -358,8 +361,9 @@ func (rd *reader) smallBlob(tr *tar.Reader, dgst digest.Digest, size int64) erro
 	rd.layout.Blobs[dgst] = size
 	if refs != nil {
 		rd.layout.refs[dgst] = refs
-		if subject := subjectOf(b); subject != "" {
-			rd.layout.referrers[subject] = append(rd.layout.referrers[subject], dgst)
+		if subject, desc := referrerOf(b, mt); subject != "" {
+			desc.Digest, desc.Size = dgst, size
+			rd.layout.referrers[subject] = append(rd.layout.referrers[subject], desc)
 			rd.layout.subjects[dgst] = subject
 		}
 	}

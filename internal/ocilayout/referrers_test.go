@@ -16,14 +16,24 @@ func referrerJSON(t testing.TB, subject oci.Descriptor, seed int) []byte {
 	t.Helper()
 	empty := descOf("application/vnd.oci.empty.v1+json", []byte("{}"))
 	return mustJSON(t, struct {
-		SchemaVersion int              `json:"schemaVersion"`
-		MediaType     string           `json:"mediaType"`
-		ArtifactType  string           `json:"artifactType"`
-		Config        oci.Descriptor   `json:"config"`
-		Layers        []oci.Descriptor `json:"layers"`
-		Subject       oci.Descriptor   `json:"subject"`
+		SchemaVersion int               `json:"schemaVersion"`
+		MediaType     string            `json:"mediaType"`
+		ArtifactType  string            `json:"artifactType"`
+		Config        oci.Descriptor    `json:"config"`
+		Layers        []oci.Descriptor  `json:"layers"`
+		Subject       oci.Descriptor    `json:"subject"`
+		Annotations   map[string]string `json:"annotations"`
 	}{2, oci.MediaTypeImageManifest, "application/example", empty,
-		[]oci.Descriptor{descOf("application/octet-stream", []byte(fmt.Sprint("signature ", seed)))}, subject})
+		[]oci.Descriptor{descOf("application/octet-stream", []byte(fmt.Sprint("signature ", seed)))}, subject,
+		map[string]string{"seed": fmt.Sprint(seed)}})
+}
+
+func digestsOf(ds []oci.Descriptor) []digest.Digest {
+	out := make([]digest.Digest, len(ds))
+	for i, d := range ds {
+		out[i] = d.Digest
+	}
+	return out
 }
 
 // Read finds the archive's referrers by the subject their manifests
@@ -53,10 +63,17 @@ func TestReadFindsReferrersBySubject(t *testing.T) {
 	}
 	want := []digest.Digest{digest.FromBytes(listed), digest.FromBytes(unlisted)}
 	slices.Sort(want)
-	if got := layout.Referrers(img.Digest); !slices.Equal(got, want) {
+	got := layout.Referrers(img.Digest)
+	if !slices.Equal(digestsOf(got), want) {
 		t.Errorf("Referrers(image) = %v, want %v", got, want)
 	}
-	if got := layout.Referrers(digest.FromBytes(listed)); !slices.Equal(got, []digest.Digest{digest.FromBytes(ofReferrer)}) {
+	for _, d := range got {
+		// As the referrers API lists them.
+		if d.MediaType != oci.MediaTypeImageManifest || d.ArtifactType != "application/example" || d.Annotations["seed"] == "" || d.Size <= 0 {
+			t.Errorf("referrer %+v is not described as the referrers API would", d)
+		}
+	}
+	if got := layout.Referrers(digest.FromBytes(listed)); !slices.Equal(digestsOf(got), []digest.Digest{digest.FromBytes(ofReferrer)}) {
 		t.Errorf("Referrers(referrer) = %v, want the referrer's own", got)
 	}
 	if got := layout.Subject(digest.FromBytes(unlisted)); got != img.Digest {
