@@ -73,11 +73,11 @@ func New(base *url.URL, opts Options) *Client {
 // Host is the host of the registry the client reads from.
 func (c *Client) Host() string { return c.base.Host }
 
-// fetchManifest GETs a manifest and checks its digest: against ref when
-// ref is one, else against Docker-Content-Digest when the registry sends
-// it.
-func (c *Client) fetchManifest(ctx context.Context, repo, ref string) ([]byte, oci.Descriptor, error) {
-	resp, err := c.get(ctx, repo, "manifests", ref, manifestAccept)
+// fetchManifest GETs a manifest, asking for the media types accept
+// names, and checks its digest: against ref when ref is one, else against
+// Docker-Content-Digest when the registry sends it.
+func (c *Client) fetchManifest(ctx context.Context, repo, ref, accept string) ([]byte, oci.Descriptor, error) {
+	resp, err := c.get(ctx, repo, "manifests", ref, accept)
 	if err != nil {
 		return nil, oci.Descriptor{}, err
 	}

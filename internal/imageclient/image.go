@@ -19,6 +19,9 @@ type Doc struct {
 	Config    *oci.Descriptor  `json:"config"`
 	Layers    []oci.Descriptor `json:"layers"`
 	Manifests []oci.Descriptor `json:"manifests"`
+	// Blobs are those of an OCI artifact manifest (a draft of OCI 1.1
+	// some referrers were written with), in place of config and layers.
+	Blobs []oci.Descriptor `json:"blobs"`
 }
 
 // Manifest is a manifest as read: its descriptor, body and document.
@@ -101,7 +104,7 @@ func (c *Client) walk(ctx context.Context, img *Image, ref string, depth int, se
 	if depth > maxIndexDepth {
 		return oci.Descriptor{}, fmt.Errorf("manifest %s: indexes nested deeper than %d", ref, maxIndexDepth)
 	}
-	body, desc, err := c.fetchManifest(ctx, img.Ref.Name, ref)
+	body, desc, err := c.fetchManifest(ctx, img.Ref.Name, ref, manifestAccept)
 	if err != nil {
 		return oci.Descriptor{}, err
 	}

@@ -159,7 +159,11 @@ func (c *Client) readArtifact(ctx context.Context, img *Image, d oci.Descriptor,
 	if nested > maxIndexDepth {
 		return fmt.Errorf("manifest %s: indexes nested deeper than %d", d.Digest, maxIndexDepth)
 	}
-	body, desc, err := c.fetchManifest(ctx, img.Ref.Name, d.Digest.String())
+	accept := manifestAccept
+	if d.MediaType != "" && !strings.Contains(accept, d.MediaType) && !strings.ContainsAny(d.MediaType, ",\r\n") {
+		accept += ", " + d.MediaType // the listed type: an artifact manifest, say
+	}
+	body, desc, err := c.fetchManifest(ctx, img.Ref.Name, d.Digest.String(), accept)
 	if err != nil {
 		return err
 	}
@@ -181,5 +185,5 @@ func (c *Client) readArtifact(ctx context.Context, img *Image, d oci.Descriptor,
 	if m.Config != nil {
 		blobs = append(blobs, *m.Config)
 	}
-	return addBlobs(img, desc.Digest, append(blobs, m.Layers...), seen)
+	return addBlobs(img, desc.Digest, slices.Concat(blobs, m.Layers, m.Blobs), seen)
 }

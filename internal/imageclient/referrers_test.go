@@ -349,3 +349,31 @@ func checkReferrerEntries(t *testing.T, reg *testRegistry, layout *ocilayout.Lay
 		}
 	}
 }
+
+// A referrer written as an OCI artifact manifest (a draft of OCI 1.1) is
+// asked for with its own media type, and its blobs are read.
+func TestWarmReadsAnArtifactManifestReferrer(t *testing.T) {
+	t.Parallel()
+	reg := newRegistry(t)
+	img := reg.image("team/app", "v1", oci.MediaTypeImageManifest, 10)
+	blob := reg.blob("team/app", "application/octet-stream", 9)
+	art := reg.manifest("team/app", "", oci.MediaTypeArtifactManifest, struct {
+		MediaType    string           `json:"mediaType"`
+		ArtifactType string           `json:"artifactType"`
+		Blobs        []oci.Descriptor `json:"blobs"`
+		Subject      oci.Descriptor   `json:"subject"`
+	}{oci.MediaTypeArtifactManifest, signatureType, []oci.Descriptor{blob}, img})
+	got, err := reg.client(Options{WithReferrers: true}).Warm(context.Background(), mustParse(t, "team/app:v1"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if roots := got.ReferrerRoots(); !slices.Equal(roots, []digest.Digest{art.Digest}) {
+		t.Errorf("referrers %v, want %s", roots, art.Digest)
+	}
+	if !strings.Contains(reg.acceptAt(manifestPath("team/app", art.Digest.String())), oci.MediaTypeArtifactManifest) {
+		t.Errorf("the artifact manifest was asked for without its media type")
+	}
+	if n := reg.getsOf(blobPath("team/app", blob.Digest)); n != 1 {
+		t.Errorf("its blob read %d times, want once", n)
+	}
+}
