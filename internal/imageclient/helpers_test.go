@@ -45,7 +45,7 @@ type testRegistry struct {
 type referrersAPI struct {
 	absent   bool   // answer 404, as a registry without the API
 	pageSize int    // referrers a page; 0: all on one
-	linkHost string // the host the next page's Link names; "": the registry's
+	linkHost string // the host the next page's Link names; "": the registry's; "-": none (a relative Link)
 	noFilter bool   // ignore artifactType, as registries may
 	linkSelf bool   // a Link to the page itself
 	status   int    // answer this status instead (and its body)
@@ -258,8 +258,11 @@ func (r *testRegistry) serveReferrers(w http.ResponseWriter, req *http.Request) 
 		if end < len(list) {
 			q := req.URL.Query()
 			q.Set("page", strconv.Itoa(page+1))
-			host := cmp.Or(api.linkHost, req.Host)
-			w.Header().Set("Link", fmt.Sprintf(`<http://%s%s?%s>; rel="next"`, host, req.URL.Path, q.Encode()))
+			link := fmt.Sprintf("http://%s%s?%s", cmp.Or(api.linkHost, req.Host), req.URL.Path, q.Encode())
+			if api.linkHost == "-" {
+				link = "?" + q.Encode()
+			}
+			w.Header().Set("Link", fmt.Sprintf(`<%s>; rel="next"`, link))
 		}
 		list = list[start:end]
 	}

@@ -90,22 +90,23 @@ func (c *Client) referrersPage(ctx context.Context, u *url.URL, dgst digest.Dige
 			return nil, nil, fmt.Errorf("referrers of %s: referrer %q: not a sha256 digest", dgst, d.Digest)
 		}
 	}
-	return index.Manifests, c.nextPage(resp.Header.Get("Link")), nil
+	return index.Manifests, c.nextPage(u, resp.Header.Get("Link")), nil
 }
 
-// nextPage is the URL of a Link header's rel="next" target, on the
-// client's own registry: its path and query only, so that a Link naming
-// another host sends no request there.
-func (c *Client) nextPage(link string) *url.URL {
+// nextPage is the URL of a Link header's rel="next" target, resolved
+// against the page at u, on the client's own registry: its path and query
+// only, so that a Link naming another host sends no request there.
+func (c *Client) nextPage(u *url.URL, link string) *url.URL {
 	for _, l := range strings.Split(link, ",") {
 		target, params, ok := strings.Cut(strings.TrimSpace(l), ";")
 		if !ok || !strings.Contains(params, `rel="next"`) {
 			continue
 		}
 		t, err := url.Parse(strings.Trim(strings.TrimSpace(target), "<>"))
-		if err != nil || t.Path == "" {
+		if err != nil {
 			return nil
 		}
+		t = u.ResolveReference(t)
 		next := *c.base
 		next.Path, next.RawPath, next.RawQuery = t.Path, t.RawPath, t.RawQuery
 		return &next

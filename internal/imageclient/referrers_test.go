@@ -43,6 +43,7 @@ func TestReferrersReadsEveryPageAndFilters(t *testing.T) {
 		// The mirror's Link names the host the request named; a Link to
 		// another host is followed on the client's registry, nowhere else.
 		{name: "pages linked to another host", api: referrersAPI{pageSize: 2, linkHost: "elsewhere.invalid:5000"}, wantSigs: true, wantSBOMs: true, wantGets: 3},
+		{name: "pages linked relatively", api: referrersAPI{pageSize: 2, linkHost: "-"}, wantSigs: true, wantSBOMs: true, wantGets: 3},
 		{name: "filtered by the registry", artifactType: sbomType, wantSBOMs: true, wantGets: 1},
 		{name: "filtered here when the registry does not", api: referrersAPI{noFilter: true, pageSize: 4}, artifactType: signatureType, wantSigs: true, wantGets: 2},
 		{name: "no referrers API", api: referrersAPI{absent: true}, wantGets: 1},
