@@ -45,6 +45,7 @@ func (c *Client) WriteImage(ctx context.Context, aw *ocilayout.Writer, r registr
 		}
 		img.Top, img.Manifests = img.Images[0].Desc, img.Images
 		img.Referrers = referrersOf(img.Referrers, img.Manifests)
+		img.Blobs = blobsOf(img.Blobs, slices.Concat(img.Manifests, img.Referrers))
 	}
 	prog.AddTotal(img.Size())
 	if err := c.addContent(ctx, aw, img, prog); err != nil {
@@ -76,6 +77,20 @@ func (c *Client) WriteImage(ctx context.Context, aw *ocilayout.Writer, r registr
 		}
 	}
 	return &Written{Image: img, Top: top.Desc}, nil
+}
+
+// blobsOf keeps, of blobs, those manifests name.
+func blobsOf(blobs []oci.Descriptor, manifests []Manifest) []oci.Descriptor {
+	named := map[digest.Digest]bool{}
+	for _, m := range manifests {
+		if m.Doc.Config != nil {
+			named[m.Doc.Config.Digest] = true
+		}
+		for _, b := range slices.Concat(m.Doc.Layers, m.Doc.Blobs) {
+			named[b.Digest] = true
+		}
+	}
+	return slices.DeleteFunc(slices.Clone(blobs), func(b oci.Descriptor) bool { return !named[b.Digest] })
 }
 
 // referrersOf keeps, of referrers (each after its subject, as Resolve

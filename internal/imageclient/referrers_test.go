@@ -265,6 +265,8 @@ func TestWriteImageWritesReferrersAsTheLayoutSpecWants(t *testing.T) {
 		name      string
 		platforms []string
 		want      func(s *imageWithReferrers) []oci.Descriptor
+		// notWritten are referrers whose blobs the archive must lack.
+		notWritten func(s *imageWithReferrers) []oci.Descriptor
 	}{
 		{name: "the index whole", want: func(s *imageWithReferrers) []oci.Descriptor {
 			return []oci.Descriptor{s.indexSig, s.sbom, s.armSig, s.sbomSig, s.deepest}
@@ -273,7 +275,7 @@ func TestWriteImageWritesReferrersAsTheLayoutSpecWants(t *testing.T) {
 		// archive lacks.
 		{name: "one platform", platforms: []string{"linux/amd64"}, want: func(s *imageWithReferrers) []oci.Descriptor {
 			return []oci.Descriptor{s.sbom, s.sbomSig, s.deepest}
-		}},
+		}, notWritten: func(s *imageWithReferrers) []oci.Descriptor { return []oci.Descriptor{s.indexSig, s.armSig} }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -301,6 +303,15 @@ func TestWriteImageWritesReferrersAsTheLayoutSpecWants(t *testing.T) {
 			}
 			want := tt.want(s)
 			checkReferrerEntries(t, reg, layout, want)
+			if tt.notWritten != nil {
+				for _, a := range tt.notWritten(s) {
+					for _, b := range append(layersOf(reg, a), a.Digest) {
+						if _, ok := layout.Blobs[b]; ok {
+							t.Errorf("the archive holds %s of %s, a referrer of what it lacks", b, a.Digest)
+						}
+					}
+				}
+			}
 			// A reader finds them by their subjects.
 			if got := descDigests(layout.Referrers(s.sbom.Digest)); !slices.Equal(got, []digest.Digest{s.sbomSig.Digest}) {
 				t.Errorf("layout referrers of the SBOM: %v, want its signature %s", got, s.sbomSig.Digest)
