@@ -37,14 +37,15 @@ func (c *Client) Referrers(ctx context.Context, repo string, dgst digest.Digest,
 	if artifactType != "" {
 		u.RawQuery = url.Values{"artifactType": {artifactType}}.Encode()
 	}
+	what := "referrers of " + repo + "@" + dgst.String()
 	var out []oci.Descriptor
 	seen := map[string]bool{}
 	for page := 0; u != nil; page++ {
 		if page == maxReferrerPages || seen[u.String()] {
-			return nil, fmt.Errorf("referrers of %s: more than %d pages, or pages that link back", dgst, maxReferrerPages)
+			return nil, fmt.Errorf("%s: more than %d pages, or pages that link back", what, maxReferrerPages)
 		}
 		seen[u.String()] = true
-		list, next, err := c.referrersPage(ctx, u, dgst, page == 0)
+		list, next, err := c.referrersPage(ctx, u, what, page == 0)
 		if err != nil {
 			return nil, err
 		}
@@ -57,37 +58,37 @@ func (c *Client) Referrers(ctx context.Context, repo string, dgst digest.Digest,
 	return out, nil
 }
 
-// referrersPage reads one page of a referrers list at u and returns its
-// descriptors and the URL of the next page, if any. A 404 for the first
-// page is an empty list.
-func (c *Client) referrersPage(ctx context.Context, u *url.URL, dgst digest.Digest, first bool) ([]oci.Descriptor, *url.URL, error) {
+// referrersPage reads one page of a referrers list (what, for errors) at
+// u and returns its descriptors and the URL of the next page, if any. A
+// 404 for the first page is an empty list.
+func (c *Client) referrersPage(ctx context.Context, u *url.URL, what string, first bool) ([]oci.Descriptor, *url.URL, error) {
 	resp, err := c.do(ctx, u, oci.MediaTypeImageIndex)
 	if err != nil {
-		return nil, nil, fmt.Errorf("referrers of %s: %w", dgst, err)
+		return nil, nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNotFound && first {
 		return nil, nil, nil // no referrers API: no referrers
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, nil, statusError("referrers of "+dgst.String(), resp)
+		return nil, nil, statusError(what, resp)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
 	if err != nil {
-		return nil, nil, fmt.Errorf("referrers of %s: %w", dgst, err)
+		return nil, nil, fmt.Errorf("%s: %w", what, err)
 	}
 	if len(body) > maxManifestSize {
-		return nil, nil, fmt.Errorf("referrers of %s: a page larger than %d bytes", dgst, maxManifestSize)
+		return nil, nil, fmt.Errorf("%s: a page larger than %d bytes", what, maxManifestSize)
 	}
 	var index struct {
 		Manifests []oci.Descriptor `json:"manifests"`
 	}
 	if err := json.Unmarshal(body, &index); err != nil {
-		return nil, nil, fmt.Errorf("referrers of %s: not an image index: %w", dgst, err)
+		return nil, nil, fmt.Errorf("%s: not an image index: %w", what, err)
 	}
 	for _, d := range index.Manifests {
 		if d.Digest.Validate() != nil || d.Digest.Algorithm() != digest.SHA256 {
-			return nil, nil, fmt.Errorf("referrers of %s: referrer %q: not a sha256 digest", dgst, d.Digest)
+			return nil, nil, fmt.Errorf("%s: referrer %q: not a sha256 digest", what, d.Digest)
 		}
 	}
 	return index.Manifests, c.nextPage(u, resp.Header.Get("Link")), nil

@@ -109,8 +109,8 @@ func TestReferrersReportsWhatItCannotRead(t *testing.T) {
 			img := reg.image("team/app", "v1", oci.MediaTypeImageManifest, 10)
 			reg.setReferrers(tt.api)
 			list, err := reg.client(Options{}).Referrers(context.Background(), "team/app", img.Digest, "")
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), img.Digest.String()) {
-				t.Fatalf("Referrers = %v, %v; want an error naming %s and containing %q", list, err, img.Digest, tt.wantErr)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), "referrers of team/app@"+img.Digest.String()) {
+				t.Fatalf("Referrers = %v, %v; want an error naming team/app@%s and containing %q", list, err, img.Digest, tt.wantErr)
 			}
 		})
 	}
