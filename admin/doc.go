@@ -17,5 +17,7 @@
 // image does not reference them, so its pin does not hold them and its
 // links do not cover them. Pin with PinOptions.Referrers pins each under a
 // pin of its own (ReferrerPinName), which Unpin of the image removes;
-// Import links an image's referrers in the archive to its repository.
+// Import links an image's referrers in the archive to its repository and
+// records their referrers lists (cache.ReferrersRecord), whole and per
+// artifactType, as if upstream had just answered them.
 package admin

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/cache"
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 	"github.com/ecr-mirror/ecr-mirror/internal/ocilayout"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
@@ -48,8 +50,9 @@ type ImportedImage struct {
 // (importing again tags it). Every manifest of the archive is admitted,
 // whether index.json names it or not; the referrers of a named image
 // (found by the subject their manifests name) are linked to its
-// repository with it, and an index.json entry that names no image and is
-// a referrer is not reported as an image.
+// repository with it, their referrers lists recorded (recordReferrers),
+// and an index.json entry that names no image and is a referrer is not
+// reported as an image.
 func (s *Service) Import(ctx context.Context, r io.Reader) (*ImportReport, error) {
 	rep := &ImportReport{Images: []ImportedImage{}}
 	st, err := s.store.NewStage()
@@ -156,6 +159,9 @@ func (s *Service) linkReferrers(layout *ocilayout.Layout, repo cache.Repo, linke
 		for _, r := range layout.Refs(d) {
 			stack = append(stack, r.Digest)
 		}
+		if err := s.recordReferrers(repo, d, layout.Referrers(d)); err != nil {
+			return err
+		}
 		for _, r := range layout.Referrers(d) {
 			if err := s.store.Link(repo, r.Digest); err != nil {
 				return fmt.Errorf("import: linking referrer %s of %s to %s: %w", r.Digest, d, repo.Name, err)
@@ -165,6 +171,47 @@ func (s *Service) linkReferrers(layout *ocilayout.Layout, repo cache.Repo, linke
 		}
 	}
 	return nil
+}
+
+// recordReferrers records list, the archive's referrers of subject, as
+// if upstream had just answered the referrers API for repo with it: the
+// whole list, and the list of each artifactType in it, so that a mirror
+// with STALE_IF_ERROR serves them while ECR cannot be reached. A list
+// too large to record is served from ECR only.
+func (s *Service) recordReferrers(repo cache.Repo, subject digest.Digest, list []oci.Descriptor) error {
+	if len(list) == 0 {
+		return nil
+	}
+	types := []string{""}
+	for _, d := range list {
+		if d.ArtifactType != "" && !slices.Contains(types, d.ArtifactType) {
+			types = append(types, d.ArtifactType)
+		}
+	}
+	for _, t := range types {
+		rec := cache.ReferrersRecord{Checked: s.now()}
+		kept := slices.DeleteFunc(slices.Clone(list), func(d oci.Descriptor) bool { return t != "" && d.ArtifactType != t })
+		if t != "" {
+			rec.FiltersApplied = "artifactType"
+		}
+		body, err := json.Marshal(referrersIndex{SchemaVersion: 2, MediaType: oci.MediaTypeImageIndex, Manifests: kept})
+		if err != nil {
+			return fmt.Errorf("import: the referrers of %s: %w", subject, err)
+		}
+		rec.Body = body
+		err = s.store.PutReferrers(cache.ReferrersKey{Repo: repo, Subject: subject, ArtifactType: t}, rec)
+		if err != nil && !errors.Is(err, cache.ErrTooLarge) {
+			return fmt.Errorf("import: recording the referrers of %s in %s: %w", subject, repo.Name, err)
+		}
+	}
+	return nil
+}
+
+// referrersIndex is the answer of the referrers API an import records.
+type referrersIndex struct {
+	SchemaVersion int              `json:"schemaVersion"`
+	MediaType     string           `json:"mediaType"`
+	Manifests     []oci.Descriptor `json:"manifests"`
 }
 
 // imageName reads the repo:tag an index.json entry is named by, as the

@@ -27,7 +27,10 @@
 // it lists linked to the repository. The mirror applies the artifactType
 // filter when upstream did not, and answers from the tag schema (the
 // sha256-<hex> tag's index, or an empty list) when upstream has no
-// referrers API.
+// referrers API. Served stale, a filtered first page with no record of
+// its own is the whole list's record, filtered; records made for the
+// main upstream (an import into a stopped mirror) count as this
+// upstream's, as links do.
 //
 // What a request asks of upstream travels as one target value (target.go:
 // repository, reference, kind, Accept) from Blob and Manifest through a

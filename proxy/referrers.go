@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,7 +24,9 @@ import (
 // digest: signatures, SBOMs, attestations. New ones appear at any time,
 // so upstream is always asked first, as for tags; each answer is
 // recorded (cache.ReferrersKey: repository, subject, filter, page), and
-// served with a Warning while ECR cannot answer (Options.StaleIfError).
+// served with a Warning while ECR cannot answer (Options.StaleIfError),
+// also for a filter never asked, from the whole list's record
+// (recordedReferrers).
 // An upstream without the API is answered from the tag schema, the
 // index tagged sha256-<hex> that clients push there instead.
 
@@ -236,7 +239,7 @@ func (p *Proxy) staleReferrers(ctx context.Context, key cache.ReferrersKey, why 
 	if why == "" || p.staleIfError <= 0 || ctx.Err() != nil {
 		return nil, err
 	}
-	rec, gerr := p.store.GetReferrers(key)
+	rec, gerr := p.recordedReferrers(key)
 	if gerr != nil {
 		if !errors.Is(gerr, cache.ErrNotFound) {
 			p.log.Warn("reading referrers record failed", "repository", key.Repo.Name, "subject", key.Subject, "error", gerr)
@@ -254,6 +257,43 @@ func (p *Proxy) staleReferrers(ctx context.Context, key cache.ReferrersKey, why 
 		"artifact_type", key.ArtifactType, "age", age.Round(time.Millisecond), "reason", why, "error", err)
 	return &registry.ReferrerList{Body: rec.Body, FiltersApplied: rec.FiltersApplied, NextQuery: rec.NextQuery,
 		Outcome: OutcomeStale, Warning: staleWarning}, nil
+}
+
+// recordedReferrers is the recorded answer for key: its own record, else
+// the record made for the main upstream (an import into a stopped
+// mirror's directory records there, as it links there); for a first page
+// with a filter, else the unfiltered first page's record, filtered here
+// (what "ecr-mirror warm --with-referrers" and imports record), unless
+// it has more pages.
+func (p *Proxy) recordedReferrers(key cache.ReferrersKey) (cache.ReferrersRecord, error) {
+	var rec cache.ReferrersRecord
+	err := cache.ErrNotFound
+	for _, k := range []cache.ReferrersKey{key, {Repo: cache.Repo{Name: key.Repo.Name}, Subject: key.Subject, ArtifactType: key.ArtifactType, Page: key.Page}} {
+		if rec, err = p.store.GetReferrers(k); !errors.Is(err, cache.ErrNotFound) {
+			return rec, err
+		}
+	}
+	if key.ArtifactType == "" || key.Page != "" {
+		return rec, err
+	}
+	for _, repo := range []cache.Repo{key.Repo, {Name: key.Repo.Name}} {
+		rec, err = p.store.GetReferrers(cache.ReferrersKey{Repo: repo, Subject: key.Subject})
+		if errors.Is(err, cache.ErrNotFound) {
+			continue
+		}
+		if err != nil || rec.NextQuery != "" {
+			return cache.ReferrersRecord{}, cmp.Or(err, cache.ErrNotFound)
+		}
+		idx, perr := parseReferrersIndex(rec.Body)
+		if perr != nil {
+			return cache.ReferrersRecord{}, cache.ErrNotFound
+		}
+		idx.filter(key.ArtifactType)
+		rec.Body = idx.encode()
+		rec.FiltersApplied = strings.Trim(rec.FiltersApplied+","+filterArtifactType, ", ")
+		return rec, nil
+	}
+	return rec, err
 }
 
 // referrersIndex is an OCI image index listing referrers. Its fields and

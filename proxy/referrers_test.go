@@ -190,15 +190,17 @@ func TestReferrersServedStale(t *testing.T) {
 					t.Errorf("stale body %s, want the recorded %s", body, all)
 				}
 				e.wantReferrers(t, referrersPath("team/app", img.manifest, cosignSig), true, true, img.sig.Digest)
-				if got, refs := e.proxy.Stats().Stale.Load(), e.proxy.Stats().StaleReferrers.Load(); got != 2 || refs != 2 {
-					t.Errorf("Stats.Stale = %d, StaleReferrers = %d, want 2 and 2", got, refs)
+				// A filter never asked: the whole list recorded, filtered.
+				e.wantReferrers(t, referrersPath("team/app", img.manifest, spdx), true, true, img.sbom.Digest)
+				if got, refs := e.proxy.Stats().Stale.Load(), e.proxy.Stats().StaleReferrers.Load(); got != 3 || refs != 3 {
+					t.Errorf("Stats.Stale = %d, StaleReferrers = %d, want 3 and 3", got, refs)
 				}
 				if logs := e.logs.String(); !strings.Contains(logs, "serving stale referrers") || !strings.Contains(logs, "reason=unreachable") {
 					t.Errorf("no warning naming the reason:\n%s", logs)
 				}
 			}
 			for _, path := range []string{
-				referrersPath("team/app", img.manifest, spdx), // never asked
+				referrersPath("team/app", img.sig.Digest, ""), // never asked
 				referrersPath("team/app", old, ""),            // too old
 				referrersPath("team/app", img.manifest, ""),   // without STALE_IF_ERROR
 			} {

@@ -426,7 +426,8 @@ its admin socket) or a stopped one. Each image named repo:tag in the archive
 record dated now, so that a mirror with STALE_IF_ERROR serves it by tag while
 ECR cannot be reached; by digest it is served in any case. An image's
 referrers in the archive (signatures, SBOMs: "export --with-referrers") are
-served by digest under its repository too. A tampered or incomplete archive is
+served by digest under its repository too, and its referrers lists are
+recorded as if ECR had just answered them. A tampered or incomplete archive is
 refused, naming the bad digest, and admits nothing.
 
 Example:

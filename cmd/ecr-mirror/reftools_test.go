@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -141,7 +142,7 @@ func TestExportImportCarriesReferrers(t *testing.T) {
 
 	s.fake.SetDown(true)
 	s.fake.ResetCounters()
-	m := startMirror(t, s.fake, mirrorOpts{dir: dir})
+	m := startMirror(t, s.fake, mirrorOpts{dir: dir, env: map[string]string{"STALE_IF_ERROR": "always"}})
 	accept := map[string][]string{"Accept": {oci.MediaTypeImageManifest}}
 	for _, a := range []rawImage{s.sig, s.sbom, s.sbomSig} {
 		resp, body, err := get(t, "GET", m.URL+"/v2/team/app/manifests/"+a.Dgst.String(), accept)
@@ -158,6 +159,62 @@ func TestExportImportCarriesReferrers(t *testing.T) {
 	}
 	if got := s3Gets(s.fake.Counters()); got != 0 {
 		t.Errorf("the offline mirror fetched %d blobs from ECR", got)
+	}
+	// The lists themselves, as the import recorded them, whole and by
+	// artifact type.
+	checkReferrersList(t, m, "team/app", s.app.Dgst, "", s.sig, s.sbom)
+	checkReferrersList(t, m, "team/app", s.app.Dgst, cosignSigType, s.sig)
+	checkReferrersList(t, m, "team/app", s.sbom.Dgst, "", s.sbomSig)
+}
+
+// warm --with-referrers leaves the referrers lists recorded: with ECR
+// down, a verifier (cosign asks by artifact type) is answered.
+func TestWarmWithReferrersServesTheListsOffline(t *testing.T) {
+	t.Parallel()
+	s := newSignedFake(t)
+	m := startMirror(t, s.fake, mirrorOpts{env: map[string]string{"STALE_IF_ERROR": "always"}})
+	if code, _, errOut := cli(t, nil, "warm", "--mirror", m.URL, "--with-referrers", "team/app:v1"); code != exitOK {
+		t.Fatalf("warm: exit %d\n%s", code, errOut)
+	}
+	s.fake.SetDown(true)
+	checkReferrersList(t, m, "team/app", s.app.Dgst, "", s.sig, s.sbom)
+	checkReferrersList(t, m, "team/app", s.app.Dgst, cosignSigType, s.sig)
+	checkReferrersList(t, m, "team/app", s.app.Dgst, spdxType, s.sbom)
+	checkReferrersList(t, m, "team/app", s.sbom.Dgst, cosignSigType, s.sbomSig)
+}
+
+// checkReferrersList checks the mirror's referrers list of subject in
+// repo, with an artifactType filter unless empty: want, each described
+// with its artifact type, and the filter said applied.
+func checkReferrersList(t *testing.T, m *mirror, repo string, subject digest.Digest, artifactType string, want ...rawImage) {
+	t.Helper()
+	u := m.URL + "/v2/" + repo + "/referrers/" + subject.String()
+	if artifactType != "" {
+		u += "?artifactType=" + url.QueryEscape(artifactType)
+	}
+	resp, body, err := get(t, "GET", u, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Errorf("referrers of %s (%q) with ECR down: %v %v %s", subject, artifactType, err, resp, body)
+		return
+	}
+	var idx struct {
+		Manifests []oci.Descriptor `json:"manifests"`
+	}
+	if err := json.Unmarshal(body, &idx); err != nil {
+		t.Fatalf("referrers of %s: %v: %s", subject, err, body)
+	}
+	var got []digest.Digest
+	for _, d := range idx.Manifests {
+		got = append(got, d.Digest)
+		if d.ArtifactType == "" || d.Size <= 0 {
+			t.Errorf("referrer %+v is described without its artifact type or size", d)
+		}
+	}
+	if slices.Sort(got); !slices.Equal(got, digestsOf(want...)) {
+		t.Errorf("referrers of %s (%q) with ECR down: %v, want %v", subject, artifactType, got, digestsOf(want...))
+	}
+	if artifactType != "" && !strings.Contains(resp.Header.Get("OCI-Filters-Applied"), "artifactType") {
+		t.Errorf("referrers of %s filtered by %q without OCI-Filters-Applied", subject, artifactType)
 	}
 }
 
