@@ -48,6 +48,18 @@ func newSignedFake(t *testing.T) *signedFake {
 	return s
 }
 
+// patient is the settings of a mirror whose tag and referrers lookups
+// wait for ECR as long as it takes (a busy machine cannot fail them; ECR
+// down drops connections at once), with more settings in key, value
+// pairs.
+func patient(kv ...string) map[string]string {
+	env := map[string]string{"UPSTREAM_TAG_TIMEOUT": "1h"}
+	for i := 0; i+1 < len(kv); i += 2 {
+		env[kv[i]] = kv[i+1]
+	}
+	return env
+}
+
 // contentOf is every digest of the images given: manifest, config, layer.
 func contentOf(imgs ...rawImage) []digest.Digest {
 	var out []digest.Digest
@@ -92,7 +104,7 @@ func TestWarmWithReferrers(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			s := newSignedFake(t)
-			m := startMirror(t, s.fake, mirrorOpts{})
+			m := startMirror(t, s.fake, mirrorOpts{env: patient()})
 			wanted, unwanted := tt.want(s)
 			args := append([]string{"warm", "--mirror", m.URL}, tt.args...)
 			code, _, errOut := cli(t, nil, append(args, "team/app:v1")...)
@@ -142,7 +154,7 @@ func TestExportImportCarriesReferrers(t *testing.T) {
 
 	s.fake.SetDown(true)
 	s.fake.ResetCounters()
-	m := startMirror(t, s.fake, mirrorOpts{dir: dir, env: map[string]string{"STALE_IF_ERROR": "always"}})
+	m := startMirror(t, s.fake, mirrorOpts{dir: dir, env: patient("STALE_IF_ERROR", "always")})
 	accept := map[string][]string{"Accept": {oci.MediaTypeImageManifest}}
 	for _, a := range []rawImage{s.sig, s.sbom, s.sbomSig} {
 		resp, body, err := get(t, "GET", m.URL+"/v2/team/app/manifests/"+a.Dgst.String(), accept)
@@ -172,7 +184,7 @@ func TestExportImportCarriesReferrers(t *testing.T) {
 func TestWarmWithReferrersServesTheListsOffline(t *testing.T) {
 	t.Parallel()
 	s := newSignedFake(t)
-	m := startMirror(t, s.fake, mirrorOpts{env: map[string]string{"STALE_IF_ERROR": "always"}})
+	m := startMirror(t, s.fake, mirrorOpts{env: patient("STALE_IF_ERROR", "always")})
 	if code, _, errOut := cli(t, nil, "warm", "--mirror", m.URL, "--with-referrers", "team/app:v1"); code != exitOK {
 		t.Fatalf("warm: exit %d\n%s", code, errOut)
 	}
@@ -222,7 +234,7 @@ func checkReferrersList(t *testing.T, m *mirror, repo string, subject digest.Dig
 // of s and returns the archive's path.
 func exportSigned(t *testing.T, s *signedFake) string {
 	t.Helper()
-	m := startMirror(t, s.fake, mirrorOpts{})
+	m := startMirror(t, s.fake, mirrorOpts{env: patient()})
 	bundle := filepath.Join(t.TempDir(), "bundle.tar")
 	code, stdout, errOut := cli(t, nil, "export", "--mirror", m.URL, "--with-referrers", "--json", "-o", bundle, "team/app:v1")
 	if code != exitOK {
@@ -298,7 +310,7 @@ func checkReferrerEntries(t *testing.T, bundle string, s *signedFake) {
 func TestPinWithReferrersKeepsThem(t *testing.T) {
 	t.Parallel()
 	s := newSignedFake(t)
-	m := startMirror(t, s.fake, mirrorOpts{})
+	m := startMirror(t, s.fake, mirrorOpts{env: patient()})
 	env := map[string]string{"CACHE_DIR": m.Dir}
 	code, stdout, errOut := cli(t, env, "cache", "pin", "--with-referrers", "--json", "team/app:v1")
 	if code != exitOK {
@@ -387,7 +399,7 @@ func TestPinWithReferrersSurvivesEviction(t *testing.T) {
 		m, blobs := putImage(t, s.fake, "team/big", fmt.Sprint("v", i), img)
 		big = append(big, append([]digest.Digest{m}, blobs...))
 	}
-	m := startMirror(t, s.fake, mirrorOpts{maxSize: "100k"})
+	m := startMirror(t, s.fake, mirrorOpts{maxSize: "100k", env: patient()})
 	env := map[string]string{"CACHE_DIR": m.Dir}
 	if code, _, errOut := cli(t, nil, "warm", "--mirror", m.URL, "team/other:v1"); code != exitOK {
 		t.Fatalf("warm: exit %d\n%s", code, errOut)
