@@ -369,22 +369,6 @@ func newRawImage(seed uint64, subject *rawImage) rawImage {
 	return img
 }
 
-// newArtifact builds an OCI 1.1 artifact whose bytes depend on seed, a
-// referrer of subject (a signature, an SBOM): an empty config, one layer,
-// and a manifest with artifactType and an annotation naming it.
-func newArtifact(seed uint64, subject rawImage, artifactType string) rawImage {
-	a := rawImage{Config: []byte("{}"), Layer: testkit.RandomBytes(seed, 256)}
-	a.ConfigDgst, a.LayerDgst = digest.FromBytes(a.Config), digest.FromBytes(a.Layer)
-	a.Manifest = []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":%q,`+
-		`"config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":%q,"size":2},`+
-		`"layers":[{"mediaType":"application/octet-stream","digest":%q,"size":%d}],`+
-		`"subject":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":%q,"size":%d},`+
-		`"annotations":{"org.example.seed":"%d"}}`,
-		artifactType, a.ConfigDgst, a.LayerDgst, len(a.Layer), subject.Dgst, len(subject.Manifest), seed))
-	a.Dgst = digest.FromBytes(a.Manifest)
-	return a
-}
-
 // putRawImage stores img's blobs and manifest in the fake under repo, tagged
 // tag unless tag is empty.
 func putRawImage(fake *fakeecr.Server, repo, tag string, img rawImage) {

@@ -17,13 +17,14 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
 	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 	"github.com/ecr-mirror/ecr-mirror/internal/ocilayout"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 // Artifact types of the signed image's referrers.
 const (
-	cosignSigType = "application/vnd.dev.cosign.artifact.sig.v1+json"
-	spdxType      = "application/spdx+json"
+	cosignSigType = fakeecr.ArtifactTypeCosignSignature
+	spdxType      = fakeecr.ArtifactTypeSPDX
 )
 
 // signedFake is a fake ECR with team/app:v1 signed (sig), with an SBOM
@@ -31,21 +32,35 @@ const (
 type signedFake struct {
 	fake               *fakeecr.Server
 	app, other         rawImage
-	sig, sbom, sbomSig rawImage
+	sig, sbom, sbomSig artifact
+}
+
+// artifact is a referrer attached in the fake (fakeecr.AttachReferrer).
+type artifact struct {
+	oci.Descriptor               // as referrers lists name it
+	Payload        digest.Digest // its one layer
 }
 
 func newSignedFake(t *testing.T) *signedFake {
 	t.Helper()
 	s := &signedFake{fake: fakeecr.Start(t, fakeecr.Options{}), app: newRawImage(101, nil), other: newRawImage(105, nil)}
-	s.sig = newArtifact(102, s.app, cosignSigType)
-	s.sbom = newArtifact(103, s.app, spdxType)
-	s.sbomSig = newArtifact(104, s.sbom, cosignSigType)
 	putRawImage(s.fake, "team/app", "v1", s.app)
 	putRawImage(s.fake, "team/other", "v1", s.other)
-	for _, a := range []rawImage{s.sig, s.sbom, s.sbomSig} {
-		putRawImage(s.fake, "team/app", "", a)
-	}
+	app := oci.Descriptor{MediaType: oci.MediaTypeImageManifest, Digest: s.app.Dgst, Size: int64(len(s.app.Manifest))}
+	s.sig = s.attach(app, cosignSigType, 102)
+	s.sbom = s.attach(app, spdxType, 103)
+	s.sbomSig = s.attach(s.sbom.Descriptor, cosignSigType, 104)
 	return s
+}
+
+// attach attaches to subject in team/app an artifact of artifactType
+// whose payload and annotation depend on seed.
+func (s *signedFake) attach(subject oci.Descriptor, artifactType string, seed uint64) artifact {
+	payload := testkit.RandomBytes(seed, 256)
+	subject = oci.Descriptor{MediaType: subject.MediaType, Digest: subject.Digest, Size: subject.Size}
+	d := s.fake.AttachReferrer("team/app", subject, fakeecr.Referrer{ArtifactType: artifactType, Payload: payload,
+		Annotations: map[string]string{"org.example.seed": fmt.Sprint(seed)}})
+	return artifact{Descriptor: d, Payload: digest.FromBytes(payload)}
 }
 
 // patient is the settings of a mirror whose tag and referrers lookups
@@ -69,10 +84,24 @@ func contentOf(imgs ...rawImage) []digest.Digest {
 	return out
 }
 
-func digestsOf(imgs ...rawImage) []digest.Digest {
+// emptyConfig is the config of every artifact, the OCI empty JSON.
+var emptyConfig = digest.FromString("{}")
+
+// artifactContent is every digest of the artifacts given: manifest,
+// config, payload.
+func artifactContent(as ...artifact) []digest.Digest {
 	var out []digest.Digest
-	for _, img := range imgs {
-		out = append(out, img.Dgst)
+	for _, a := range as {
+		out = append(out, a.Digest, emptyConfig, a.Payload)
+	}
+	return out
+}
+
+// digestsOf is the artifacts' manifest digests, sorted.
+func digestsOf(as ...artifact) []digest.Digest {
+	var out []digest.Digest
+	for _, a := range as {
+		out = append(out, a.Digest)
 	}
 	slices.Sort(out)
 	return out
@@ -87,18 +116,18 @@ func TestWarmWithReferrers(t *testing.T) {
 	tests := []struct {
 		name string
 		args []string
-		want func(s *signedFake) (wanted, unwanted []rawImage)
+		want func(s *signedFake) (wanted, unwanted []artifact)
 		// lists is how many referrers lists ECR is asked for: one per
 		// subject and level, down to the bound (the image's, then the
 		// signature's and the SBOM's, then the SBOM signature's).
 		lists int64
 	}{
-		{name: "every referrer", args: []string{"--with-referrers"}, lists: 4, want: func(s *signedFake) ([]rawImage, []rawImage) {
-			return []rawImage{s.sig, s.sbom, s.sbomSig}, nil
+		{name: "every referrer", args: []string{"--with-referrers"}, lists: 4, want: func(s *signedFake) ([]artifact, []artifact) {
+			return []artifact{s.sig, s.sbom, s.sbomSig}, nil
 		}},
 		{name: "the SBOMs and their signatures", args: []string{"--with-referrers", "--referrers-type", spdxType}, lists: 3,
-			want: func(s *signedFake) ([]rawImage, []rawImage) { return []rawImage{s.sbom, s.sbomSig}, []rawImage{s.sig} }},
-		{name: "no referrers", want: func(s *signedFake) ([]rawImage, []rawImage) { return nil, []rawImage{s.sig, s.sbom, s.sbomSig} }},
+			want: func(s *signedFake) ([]artifact, []artifact) { return []artifact{s.sbom, s.sbomSig}, []artifact{s.sig} }},
+		{name: "no referrers", want: func(s *signedFake) ([]artifact, []artifact) { return nil, []artifact{s.sig, s.sbom, s.sbomSig} }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -114,11 +143,11 @@ func TestWarmWithReferrers(t *testing.T) {
 			if len(wanted) > 0 && !strings.Contains(errOut, "referrers") {
 				t.Errorf("warm's line does not count the referrers:\n%s", errOut)
 			}
-			waitStored(t, m, contentOf(append([]rawImage{s.app}, wanted...)...)...)
+			waitStored(t, m, append(contentOf(s.app), artifactContent(wanted...)...)...)
 			c := s.fake.Counters()
 			for _, a := range unwanted {
-				if c.S3Get[a.LayerDgst] != 0 || m.stored(a.Dgst) || m.stored(a.LayerDgst) {
-					t.Errorf("referrer %s was fetched", a.Dgst)
+				if c.S3Get[a.Payload] != 0 || m.stored(a.Digest) || m.stored(a.Payload) {
+					t.Errorf("referrer %s was fetched", a.Digest)
 				}
 			}
 			if c.Referrers != tt.lists {
@@ -148,7 +177,7 @@ func TestExportImportCarriesReferrers(t *testing.T) {
 	}
 	var rep admin.ImportReport
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil || len(rep.Images) != 1 || rep.Images[0].Name != "team/app:v1" ||
-		rep.Referrers != 3 || rep.New != len(contentOf(s.app, s.sig, s.sbom, s.sbomSig))-2 { // the artifacts share their empty config
+		rep.Referrers != 3 || rep.New != len(contentOf(s.app))+len(artifactContent(s.sig, s.sbom, s.sbomSig))-2 { // the artifacts share their empty config
 		t.Fatalf("import --json: %v\n%s", err, stdout)
 	}
 
@@ -156,17 +185,17 @@ func TestExportImportCarriesReferrers(t *testing.T) {
 	s.fake.ResetCounters()
 	m := startMirror(t, s.fake, mirrorOpts{dir: dir, env: patient("STALE_IF_ERROR", "always")})
 	accept := map[string][]string{"Accept": {oci.MediaTypeImageManifest}}
-	for _, a := range []rawImage{s.sig, s.sbom, s.sbomSig} {
-		resp, body, err := get(t, "GET", m.URL+"/v2/team/app/manifests/"+a.Dgst.String(), accept)
-		if err != nil || resp.StatusCode != 200 || digest.FromBytes(body) != a.Dgst {
-			t.Errorf("referrer %s by digest with ECR down: %v %v, body %s", a.Dgst, err, resp, body)
+	for _, a := range []artifact{s.sig, s.sbom, s.sbomSig} {
+		resp, body, err := get(t, "GET", m.URL+"/v2/team/app/manifests/"+a.Digest.String(), accept)
+		if err != nil || resp.StatusCode != 200 || digest.FromBytes(body) != a.Digest {
+			t.Errorf("referrer %s by digest with ECR down: %v %v, body %s", a.Digest, err, resp, body)
 		}
-		if err := fetchBlob(t, m, "team/app", a.LayerDgst); err != nil {
-			t.Errorf("blob %s of referrer %s with ECR down: %v", a.LayerDgst, a.Dgst, err)
+		if err := fetchBlob(t, m, "team/app", a.Payload); err != nil {
+			t.Errorf("blob %s of referrer %s with ECR down: %v", a.Payload, a.Digest, err)
 		}
 	}
 	// Linked to team/app only: another repository is not served it.
-	if resp, _, err := get(t, "GET", m.URL+"/v2/team/other/manifests/"+s.sig.Dgst.String(), accept); err != nil || resp.StatusCode == 200 {
+	if resp, _, err := get(t, "GET", m.URL+"/v2/team/other/manifests/"+s.sig.Digest.String(), accept); err != nil || resp.StatusCode == 200 {
 		t.Errorf("the signature under team/other with ECR down: %v %v, want a refusal", err, resp)
 	}
 	if got := s3Gets(s.fake.Counters()); got != 0 {
@@ -176,7 +205,7 @@ func TestExportImportCarriesReferrers(t *testing.T) {
 	// artifact type.
 	checkReferrersList(t, m, "team/app", s.app.Dgst, "", s.sig, s.sbom)
 	checkReferrersList(t, m, "team/app", s.app.Dgst, cosignSigType, s.sig)
-	checkReferrersList(t, m, "team/app", s.sbom.Dgst, "", s.sbomSig)
+	checkReferrersList(t, m, "team/app", s.sbom.Digest, "", s.sbomSig)
 }
 
 // warm --with-referrers leaves the referrers lists recorded: with ECR
@@ -192,13 +221,13 @@ func TestWarmWithReferrersServesTheListsOffline(t *testing.T) {
 	checkReferrersList(t, m, "team/app", s.app.Dgst, "", s.sig, s.sbom)
 	checkReferrersList(t, m, "team/app", s.app.Dgst, cosignSigType, s.sig)
 	checkReferrersList(t, m, "team/app", s.app.Dgst, spdxType, s.sbom)
-	checkReferrersList(t, m, "team/app", s.sbom.Dgst, cosignSigType, s.sbomSig)
+	checkReferrersList(t, m, "team/app", s.sbom.Digest, cosignSigType, s.sbomSig)
 }
 
 // checkReferrersList checks the mirror's referrers list of subject in
 // repo, with an artifactType filter unless empty: want, each described
 // with its artifact type, and the filter said applied.
-func checkReferrersList(t *testing.T, m *mirror, repo string, subject digest.Digest, artifactType string, want ...rawImage) {
+func checkReferrersList(t *testing.T, m *mirror, repo string, subject digest.Digest, artifactType string, want ...artifact) {
 	t.Helper()
 	u := m.URL + "/v2/" + repo + "/referrers/" + subject.String()
 	if artifactType != "" {
@@ -295,11 +324,11 @@ func checkReferrerEntries(t *testing.T, bundle string, s *signedFake) {
 	if len(entries) != 4 || entries[s.app.Dgst].Annotations[ocilayout.AnnotationRefName] != "team/app:v1" {
 		t.Fatalf("index.json: %+v; want team/app:v1 and its 3 referrers", layout.Index)
 	}
-	for a, typ := range map[*rawImage]string{&s.sig: cosignSigType, &s.sbom: spdxType, &s.sbomSig: cosignSigType} {
-		e := entries[a.Dgst]
-		if e.ArtifactType != typ || e.Annotations["org.example.seed"] == "" || e.Annotations[ocilayout.AnnotationRefName] != "" ||
-			e.Annotations[ocilayout.AnnotationImageName] != "" || e.Size != int64(len(a.Manifest)) {
-			t.Errorf("index.json entry of referrer %s: %+v", a.Dgst, e)
+	for _, a := range []artifact{s.sig, s.sbom, s.sbomSig} {
+		e := entries[a.Digest]
+		if e.ArtifactType != a.ArtifactType || e.Annotations["org.example.seed"] == "" || e.Annotations[ocilayout.AnnotationRefName] != "" ||
+			e.Annotations[ocilayout.AnnotationImageName] != "" || e.Size != a.Size || e.MediaType != a.MediaType {
+			t.Errorf("index.json entry of referrer %s: %+v", a.Digest, e)
 		}
 	}
 }
@@ -324,7 +353,7 @@ func TestPinWithReferrersKeepsThem(t *testing.T) {
 	if code, _, errOut := cli(t, nil, "warm", "--mirror", m.URL, "team/other:v1"); code != exitOK {
 		t.Fatalf("warm: exit %d\n%s", code, errOut)
 	}
-	kept := contentOf(s.app, s.sig, s.sbom, s.sbomSig)
+	kept := append(contentOf(s.app), artifactContent(s.sig, s.sbom, s.sbomSig)...)
 	all := append(slices.Clone(kept), contentOf(s.other)...)
 	slices.Sort(all)
 	all = slices.Compact(all) // the artifacts share their empty config
@@ -414,7 +443,7 @@ func TestPinWithReferrersSurvivesEviction(t *testing.T) {
 		}
 		waitStored(t, m, big[i]...)
 	}
-	for _, d := range contentOf(s.app, s.sig, s.sbom, s.sbomSig) {
+	for _, d := range append(contentOf(s.app), artifactContent(s.sig, s.sbom, s.sbomSig)...) {
 		if !m.stored(d) {
 			t.Errorf("pinned %s evicted", d)
 		}
