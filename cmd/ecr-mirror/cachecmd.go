@@ -162,11 +162,11 @@ func envOr(getenv func(string) string, env string) string {
 func (sf *storeFlags) storeOptions(stderr io.Writer, create bool) (admin.StoreOptions, error) {
 	opts := admin.StoreOptions{Dir: sf.dir, ReadOnly: sf.readOnly, Create: create, Log: stderr}
 	if sf.upstream != "" {
-		u, err := settings.ParseUpstream(sf.upstream)
+		ups, err := settings.ParseUpstreams(sf.upstream)
 		if err != nil {
 			return opts, fmt.Errorf("-upstream/UPSTREAM: %w", err)
 		}
-		opts.Registry = u.Host
+		opts.Registry = ups[0].Host // the main upstream: imports belong to it
 	}
 	var err error
 	if opts.MaxSize, err = settings.ParseSize(sf.maxSize); err != nil {

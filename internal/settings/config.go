@@ -26,7 +26,8 @@ import (
 // settings() in settings.go binds each field to its flag, variable,
 // default, help and parser, so the comments here name only the variable.
 type Config struct {
-	Upstream         *url.URL          // UPSTREAM
+	Upstream         *url.URL          // UPSTREAM's first entry: the default upstream's URL
+	Upstreams        []Upstream        // UPSTREAM, the default first
 	Region           string            // AWS_REGION
 	ECREndpoint      string            // AWS_ENDPOINT_URL_ECR
 	ListenAddr       string            // LISTEN_ADDR
@@ -179,10 +180,10 @@ func checkPullThrough(pulls map[string]string, pair, host, prefix string, ok boo
 	return nil
 }
 
-// mapped checks that PULL_THROUGHS maps host.
+// mapped checks that PULL_THROUGHS maps host, or that it is an UPSTREAM.
 func (c *Config) mapped(host string) error {
-	if _, ok := c.PullThroughs[host]; !ok {
-		return fmt.Errorf("registry %q is not mapped in PULL_THROUGHS", host)
+	if _, ok := c.PullThroughs[host]; !ok && !c.upstreamHost(host) {
+		return fmt.Errorf("registry %q is not mapped in PULL_THROUGHS, nor an UPSTREAM entry", host)
 	}
 	return nil
 }
