@@ -34,8 +34,8 @@ type ReferrersLister interface {
 // serveReferrers passes the referrers API through, as serveTags does
 // tags/list: the query goes upstream as sent (less ns), the answer is
 // checked to be an index, and the next page's Link points at the mirror.
-func (h *Handler) serveReferrers(ctx context.Context, w *recorder, r *http.Request, route Route, upstreamName string) error {
-	lister, ok := h.backend.(ReferrersLister)
+func (h *Handler) serveReferrers(ctx context.Context, w *recorder, r *http.Request, b Backend, route Route, upstreamName string) error {
+	lister, ok := b.(ReferrersLister)
 	if !ok {
 		return Errorf(CodeUnsupported, "the referrers API is not supported by this mirror").WithStatus(http.StatusNotFound)
 	}
