@@ -93,7 +93,7 @@ func (s *Service) Import(ctx context.Context, r io.Reader) (*ImportReport, error
 		if ref, ok := imageName(desc.Annotations); ok {
 			img.Name = ref.String()
 			rec := cache.TagRecord{Digest: img.Digest, MediaType: img.MediaType, Size: desc.Size, Checked: now}
-			if err := s.store.PutTag(ref.Name, ref.Tag, cache.AnyAccept, rec); err != nil {
+			if err := s.store.PutTag(cache.Repo{Registry: s.registry, Name: ref.Name}, ref.Tag, cache.AnyAccept, rec); err != nil {
 				return nil, fmt.Errorf("import: recording tag %s: %w", ref, err)
 			}
 			// The archive says the repository holds the image: served

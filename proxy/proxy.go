@@ -45,8 +45,14 @@ const (
 
 // Options configure a Proxy.
 type Options struct {
-	// Upstream is the ECR registry's base URL.
+	// Upstream is the upstream registry's base URL. Its host (as
+	// registry.CanonicalRegistry names it) is the registry of the links
+	// and tag records the proxy writes.
 	Upstream *url.URL
+	// MainUpstream says this is the mirror's main (default) upstream:
+	// links and tag records written without a registry host (by older
+	// versions, or an import into a stopped mirror) are its own too.
+	MainUpstream bool
 	// Client sends upstream requests. It must add ECR credentials for the
 	// registry host only (auth.Source.Transport) and follow redirects.
 	Client *http.Client
@@ -88,6 +94,8 @@ const DefaultTagTimeout = 10 * time.Second
 // Proxy implements registry.Backend over a store and an upstream registry.
 type Proxy struct {
 	up            upstream
+	host          string // the upstream's registry host, for links and tag records
+	main          bool   // Options.MainUpstream
 	store         Store
 	log           *slog.Logger
 	manifestLimit int64
@@ -170,9 +178,12 @@ func New(opts Options) (*Proxy, error) {
 	if stallClock == nil {
 		stallClock = clockwork.NewRealClock()
 	}
+	host := registry.CanonicalRegistry(opts.Upstream.Host)
 	bg, stop := context.WithCancel(context.Background())
 	p := &Proxy{
-		up:            upstream{base: opts.Upstream, client: opts.Client, observe: opts.ObserveUpstream},
+		up:            upstream{base: opts.Upstream, client: opts.Client, observe: opts.ObserveUpstream, host: host},
+		host:          host,
+		main:          opts.MainUpstream,
 		maxDownloads:  opts.MaxDownloads,
 		store:         opts.Store,
 		log:           log,

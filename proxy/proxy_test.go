@@ -70,6 +70,9 @@ type envOptions struct {
 	// wrapStore, when set, decorates the store the proxy is given (a
 	// counting Store, say); testEnv.store stays the one underneath.
 	wrapStore func(*cache.Store) Store
+	// notMain makes the proxy another upstream than the main one: links
+	// and tag records without a host are not its own.
+	notMain bool
 }
 
 func newEnv(t *testing.T, o envOptions) *testEnv {
@@ -133,7 +136,7 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	if o.wrapStore != nil {
 		ps = o.wrapStore(store)
 	}
-	p, err := New(Options{Upstream: upURL, Client: client, Store: ps, Logger: log, ManifestLimit: o.manifestLimit,
+	p, err := New(Options{Upstream: upURL, MainUpstream: !o.notMain, Client: client, Store: ps, Logger: log, ManifestLimit: o.manifestLimit,
 		Retries: o.edge.retries, StallTimeout: o.edge.stall, StallClock: stallClock, MaxRate: o.edge.maxRate})
 	if err != nil {
 		t.Fatal(err)

@@ -21,12 +21,14 @@ const errorBodyLimit = 64 << 10
 // upstream sends requests to the ECR registry.
 type upstream struct {
 	base    *url.URL
+	host    string // base's registry host, for UpstreamEvent
 	client  *http.Client
 	observe func(UpstreamEvent) // nil: none
 }
 
 // UpstreamEvent describes one request to ECR, for metrics.
 type UpstreamEvent struct {
+	Upstream string // the upstream's registry host
 	Method   string
 	Kind     string        // blob, manifest, tags
 	Status   int           // 0 when no answer came
@@ -57,7 +59,7 @@ func (u *upstream) do(ctx context.Context, method, path string, hdr http.Header,
 	start := time.Now()
 	resp, err := u.client.Do(req)
 	if u.observe != nil {
-		ev := UpstreamEvent{Method: method, Kind: string(k), Duration: time.Since(start)}
+		ev := UpstreamEvent{Upstream: u.host, Method: method, Kind: string(k), Duration: time.Since(start)}
 		if err != nil {
 			ev.Failure = failure(err)
 		} else {

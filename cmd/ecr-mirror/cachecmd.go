@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -201,9 +202,9 @@ func lsFlags(fs *flag.FlagSet) cacheWork {
 		}
 		tw := tabwriter.NewWriter(o.stdout, 0, 4, 2, ' ', 0)
 		if len(l.Tags) > 0 {
-			fmt.Fprintln(tw, "REPOSITORY\tTAG\tDIGEST\tCHECKED\tSTORED")
+			fmt.Fprintln(tw, "REGISTRY\tREPOSITORY\tTAG\tDIGEST\tCHECKED\tSTORED")
 			for _, t := range l.Tags {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\n", t.Repository, t.Tag, t.Digest, t.Checked.Format(time.RFC3339), t.Stored)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\n", cmp.Or(t.Registry, "(main upstream)"), t.Repository, t.Tag, t.Digest, t.Checked.Format(time.RFC3339), t.Stored)
 			}
 			fmt.Fprintln(tw)
 		}
