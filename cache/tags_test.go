@@ -452,7 +452,7 @@ func TestParseTagKey(t *testing.T) {
 		{key: "tag/team/app/v1/" + h, repo: "team/app", tag: "v1", ok: true},
 		{key: "tag@ghcr.io/team/app/v1/" + h, registry: "ghcr.io", repo: "team/app", tag: "v1", ok: true},
 		{key: "tag@127.0.0.1:5000/app/v1/" + h, registry: "127.0.0.1:5000", repo: "app", tag: "v1", ok: true},
-		{key: "tag@/app/v1/" + h},     // empty registry
+		{key: "tag@/app/v1/" + h},    // empty registry
 		{key: "tag@ghcr.io/v1/" + h}, // no repository
 		{key: "tag/a/b/c/d/latest/" + h, repo: "a/b/c/d", tag: "latest", ok: true},
 		{key: "tag/app/v1/" + h, repo: "app", tag: "v1", ok: true},

@@ -52,8 +52,8 @@ func TestUpstreamKindsAreInferredFromHosts(t *testing.T) {
 			env:  map[string]string{"UPSTREAM": "OCI:localhost:5000,ECR-Public:public.ecr.aws,localhost:6000"},
 			want: []want{{KindOCI, "localhost:5000", ""}, {KindECRPublic, "public.ecr.aws", ""}, {KindOCI, "localhost:6000", ""}}},
 		{name: "Docker Hub's API host as clients name it",
-			env:  map[string]string{"UPSTREAM": euWest + ",oci:https://registry-1.docker.io"},
-			want: []want{{KindECR, "123456789012.dkr.ecr.eu-west-1.amazonaws.com", "eu-west-1"}, {KindOCI, "docker.io", ""}},
+			env:    map[string]string{"UPSTREAM": euWest + ",oci:https://registry-1.docker.io"},
+			want:   []want{{KindECR, "123456789012.dkr.ecr.eu-west-1.amazonaws.com", "eu-west-1"}, {KindOCI, "docker.io", ""}},
 			region: "eu-west-1"},
 	}
 	for _, tt := range tests {
