@@ -45,7 +45,7 @@ func newProbes(t *testing.T, tokenOK, reachable, cached, staleIfError bool) *Pro
 	} else {
 		reach.ObserveUpstream(proxy.UpstreamEvent{Kind: "blob", Method: "GET", Failure: "unreachable"})
 	}
-	return NewProbes(dir, store, tokens, reach, staleIfError)
+	return NewProbes(dir, store, []*auth.Source{tokens}, reach, staleIfError)
 }
 
 func TestReadyz(t *testing.T) {
