@@ -88,7 +88,7 @@ func (p *Proxy) startFlightLocked(dgst digest.Digest, t target) (fl *flight, joi
 	if p.bg.Err() != nil {
 		return nil, false, registry.Errorf(registry.CodeUnavailable, "the mirror is shutting down")
 	}
-	if p.maxDownloads > 0 && len(p.flights) >= p.maxDownloads {
+	if !p.slots.take() {
 		p.stats.Refused.Add(1)
 		e := registry.Errorf(registry.CodeTooManyRequests, "the mirror is already running its limit of %d upstream downloads; try again shortly", p.maxDownloads)
 		e.Header = http.Header{"Retry-After": {"1"}}
@@ -114,6 +114,7 @@ func (p *Proxy) download(fl *flight, t target) {
 		delete(p.flights, fl.dgst)
 	}
 	p.mu.Unlock()
+	p.slots.give()
 	close(fl.done)
 	if err != nil {
 		p.stats.DownloadFailures.Add(1) // the store counts digest mismatches

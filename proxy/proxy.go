@@ -69,8 +69,12 @@ type Options struct {
 	// machine happens to pause.
 	StallClock clockwork.Clock
 	// MaxDownloads caps concurrent upstream downloads; past it a miss
-	// gets 429 TOOMANYREQUESTS. 0: no cap.
+	// gets 429 TOOMANYREQUESTS. 0: no cap. Ignored when Shared is set.
 	MaxDownloads int
+	// Shared, when set, holds the caps on downloads and upstream bytes
+	// per second that this proxy shares with others (one per upstream);
+	// MaxDownloads and MaxRate are then taken from it.
+	Shared *Shared
 	// ObserveUpstream, when set, is called after every upstream request.
 	ObserveUpstream func(UpstreamEvent)
 	// UploadDir is where pushed blobs are staged until their digest is
@@ -84,7 +88,7 @@ type Options struct {
 	// Retries is how often a download cut short is resumed; 0: none.
 	Retries int
 	// MaxRate caps upstream body bytes per second, all downloads
-	// together; 0: unlimited.
+	// together; 0: unlimited. Ignored when Shared is set.
 	MaxRate int64
 }
 
@@ -102,6 +106,7 @@ type Proxy struct {
 	stallTimeout  time.Duration
 	stallClock    clockwork.Clock
 	maxDownloads  int
+	slots         *downloadSlots // maxDownloads, maybe shared with other proxies
 	bufs          sync.Pool
 
 	// Tag lookups (stale.go).
@@ -200,6 +205,10 @@ func New(opts Options) (*Proxy, error) {
 	p.uploadTable = newUploadTable(opts.Store.MaxSize(), log, opts.UploadDir)
 	p.resume = newResumePolicy(opts.Retries)
 	p.limit = newRateLimit(opts.MaxRate, &p.stats)
+	p.slots = &downloadSlots{max: int64(opts.MaxDownloads)}
+	if sh := opts.Shared; sh != nil {
+		p.limit, p.slots, p.maxDownloads = sh.rateLimit(&p.stats), sh.downloads, int(sh.downloads.max)
+	}
 	return p, nil
 }
 

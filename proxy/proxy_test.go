@@ -73,6 +73,8 @@ type envOptions struct {
 	// notMain makes the proxy another upstream than the main one: links
 	// and tag records without a host are not its own.
 	notMain bool
+	// shared, when set, is the limits the proxy shares with others.
+	shared *Shared
 }
 
 func newEnv(t *testing.T, o envOptions) *testEnv {
@@ -137,7 +139,7 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 		ps = o.wrapStore(store)
 	}
 	p, err := New(Options{Upstream: upURL, MainUpstream: !o.notMain, Client: client, Store: ps, Logger: log, ManifestLimit: o.manifestLimit,
-		Retries: o.edge.retries, StallTimeout: o.edge.stall, StallClock: stallClock, MaxRate: o.edge.maxRate})
+		Retries: o.edge.retries, StallTimeout: o.edge.stall, StallClock: stallClock, MaxRate: o.edge.maxRate, Shared: o.shared})
 	if err != nil {
 		t.Fatal(err)
 	}

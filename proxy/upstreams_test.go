@@ -10,6 +10,9 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/cache"
+	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 // A tag's stale answer comes from the records of the upstream asked: the
@@ -114,5 +117,47 @@ func TestLinksWithoutHostAreTheMainUpstreams(t *testing.T) {
 				t.Fatalf("upstream served %d blob bodies, want none", got)
 			}
 		})
+	}
+}
+
+// Proxies given the same Shared share its caps: a download running in
+// one takes the only download slot from the other (429 there until it
+// ends), and both read upstream under the one token bucket.
+func TestSharedLimitsHoldForAllUpstreamsTogether(t *testing.T) {
+	t.Parallel()
+	sh := NewShared(64<<20, 1)
+	a, b := newEnv(t, envOptions{shared: sh}), newEnv(t, envOptions{shared: sh, notMain: true})
+	if a.proxy.limit.lim == nil || a.proxy.limit.lim != b.proxy.limit.lim {
+		t.Fatal("the proxies do not read under the same token bucket")
+	}
+	if got := b.proxy.Stats().MaxRate.Load(); got != 64<<20 {
+		t.Fatalf("MaxRate = %d, want the shared cap", got)
+	}
+	held := a.fake.PutBlob("team/app", testkit.RandomBytes(5, 1<<20))
+	hold := make(chan struct{})
+	a.fake.SetFault(held, fakeecr.Fault{Mode: fakeecr.FaultStall, After: 1000, Hold: hold, Times: 1})
+	other := b.fake.PutBlob("team/app", testkit.RandomBytes(6, 1000))
+
+	result := make(chan error, 1)
+	go func() {
+		resp, body := a.mustDo(t, http.MethodGet, "/v2/team/app/blobs/"+held.String(), nil)
+		if resp.StatusCode != http.StatusOK || digest.FromBytes(body) != held {
+			result <- fmt.Errorf("GET of the held blob: %d, %d bytes", resp.StatusCode, len(body))
+			return
+		}
+		result <- nil
+	}()
+	testwait.Until(t, "the held download to run", func() bool { return a.proxy.InFlight() == 1 })
+	resp, body := b.mustDo(t, http.MethodGet, "/v2/team/app/blobs/"+other.String(), nil)
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("GET through the other upstream while the one slot is taken: %d %s, want 429", resp.StatusCode, body)
+	}
+	close(hold)
+	if err := <-result; err != nil {
+		t.Fatal(err)
+	}
+	a.proxy.Wait()
+	if resp, body := b.mustDo(t, http.MethodGet, "/v2/team/app/blobs/"+other.String(), nil); resp.StatusCode != http.StatusOK || digest.FromBytes(body) != other {
+		t.Fatalf("GET once the slot is free: %d, %d bytes", resp.StatusCode, len(body))
 	}
 }

@@ -28,8 +28,10 @@ type upstreamSide struct {
 	all    []*proxy.Proxy // every upstream's, the default first
 	// others are the backends of the upstreams after the first, by host
 	// (registry.WithUpstreams).
-	others     map[string]registry.Backend
-	hosts      []string // the hosts of others, in UPSTREAM's order
+	others map[string]registry.Backend
+	hosts  []string // the hosts of others, in UPSTREAM's order
+	// shared holds MAX_DOWNLOADS and UPSTREAM_MAX_RATE for all upstreams together.
+	shared     *proxy.Shared
 	mtr        *observe.Metrics
 	stopTokens context.CancelFunc
 }
@@ -37,7 +39,8 @@ type upstreamSide struct {
 // startUpstream starts refreshing the ECR tokens of every region an ecr
 // upstream is in, and builds one proxy per upstream over store.
 func startUpstream(ctx context.Context, cfg *settings.Config, store *cache.Store, log *slog.Logger) (*upstreamSide, error) {
-	up := &upstreamSide{reach: observe.NewReachability(time.Now), others: map[string]registry.Backend{}}
+	up := &upstreamSide{reach: observe.NewReachability(time.Now), others: map[string]registry.Backend{},
+		shared: proxy.NewShared(cfg.MaxRate, cfg.MaxDownloads)}
 	tokenCtx, stopTokens := context.WithCancel(ctx)
 	up.stopTokens = stopTokens
 	regions := map[string]*auth.Source{}
@@ -100,14 +103,13 @@ func (up *upstreamSide) addProxy(cfg *settings.Config, u settings.Upstream, main
 	px, err := proxy.New(proxy.Options{
 		Upstream: u.URL, MainUpstream: main, Client: client, Store: store,
 		Logger:          log.With("component", "proxy", "upstream", u.Host),
-		MaxDownloads:    cfg.MaxDownloads,
+		Shared:          up.shared,
 		UploadDir:       filepath.Join(cfg.CacheDir, "tmp"),
 		StaleIfError:    cfg.StaleIfError,
 		TagTimeout:      cfg.TagTimeout,
 		StallTimeout:    cfg.StallTimeout,
 		StallClock:      cfg.StallClock,
 		Retries:         cfg.Retries,
-		MaxRate:         cfg.MaxRate,
 		ObserveUpstream: func(ev proxy.UpstreamEvent) { up.reach.ObserveUpstream(ev); up.mtr.ObserveUpstream(ev) },
 	})
 	if err != nil {
