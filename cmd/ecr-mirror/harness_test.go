@@ -78,6 +78,10 @@ type mirrorOpts struct {
 	// stallClock, when set, times UPSTREAM_STALL_TIMEOUT: stalls fire
 	// only when the test advances it (waitStalled, then Advance).
 	stallClock clockwork.Clock
+	// edit, when set, changes the parsed configuration before the mirror
+	// starts (what no setting can say in a test, such as the region of
+	// an upstream on a loopback address).
+	edit func(*settings.Config)
 }
 
 // startMirror runs the server against fake through the real config
@@ -107,6 +111,9 @@ func startMirror(t testing.TB, fake *fakeecr.Server, o mirrorOpts) *mirror {
 		t.Fatal(err)
 	}
 	cfg.StallClock = o.stallClock
+	if o.edit != nil {
+		o.edit(cfg)
+	}
 	logs := &testkit.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())

@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/settings"
 	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
@@ -238,5 +239,51 @@ func TestPushesGoOnlyToECRUpstreams(t *testing.T) {
 	}
 	if c := oci.PushCounters(); c.UploadsStarted+c.BlobPuts+c.ManifestPuts != 0 {
 		t.Fatalf("the plain registry got pushes: %+v", c)
+	}
+}
+
+// ECR upstreams of one region share one token source (one
+// GetAuthorizationToken serves every registry of the region); each
+// region has its own. Pulls through both upstreams work either way, and
+// /readyz waits for every region's token.
+func TestOneTokenSourcePerECRRegion(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name    string
+		regions []string
+	}{
+		{"one region", []string{"eu-west-1", "eu-west-1"}},
+		{"two regions", []string{"eu-west-1", "us-east-1"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			// One fake by two names: two ECR registries whose tokens
+			// come from the same token API.
+			fake := fakeecr.Start(t, fakeecr.Options{})
+			other := strings.Replace(fake.URL(), "127.0.0.1", "localhost", 1)
+			img := newRawImage(41, nil)
+			putRawImage(fake, "team/app", "v1", img)
+			m := startMirror(t, fake, mirrorOpts{
+				env: map[string]string{"UPSTREAM": "ecr:" + fake.URL() + ",ecr:" + other},
+				edit: func(c *settings.Config) {
+					for i := range c.Upstreams {
+						c.Upstreams[i].Region = tt.regions[i]
+					}
+				},
+			})
+			for _, path := range []string{"team/app/manifests/v1", "team/app/manifests/v1?ns=" + strings.TrimPrefix(other, "http://")} {
+				if resp, body := getManifest(t, m.URL, path); resp.StatusCode != http.StatusOK || digest.FromBytes(body) != img.Dgst {
+					t.Fatalf("GET %s: %d %s", path, resp.StatusCode, body)
+				}
+			}
+			want := int64(len(slices.Compact(slices.Clone(tt.regions))))
+			testwait.Until(t, "each region's first token", func() bool { return fake.Counters().TokensIssued >= want })
+			if got := fake.Counters().TokensIssued; got != want {
+				t.Fatalf("%d tokens fetched for regions %v, want %d", got, tt.regions, want)
+			}
+			if resp, body, err := get(t, http.MethodGet, m.URL+"/readyz", nil); err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("/readyz: %v %d %s", err, statusOf(resp), body)
+			}
+		})
 	}
 }
