@@ -178,8 +178,9 @@ func (sf *storeFlags) storeOptions(stderr io.Writer, create bool) (admin.StoreOp
 
 const cacheLsUsage = `Usage: ecr-mirror cache ls [--cache-dir DIR] [--json]
 
-Lists the repositories and tags the mirror has seen (the manifest each names,
-and when ECR or an import last said so), the pinned images, and every stored
+Lists the repositories and tags the mirror has seen, with their upstream
+registry (the manifest each names, and when the upstream or an import last
+said so), the pinned images, and every stored
 manifest and blob (kind, size, last access, pinned), then the totals against
 CACHE_MAX_SIZE. On a stopped mirror the cache is opened read-only: nothing in
 it changes, whatever --cache-max-size says (only the mirror's start evicts
