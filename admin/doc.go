@@ -1,0 +1,15 @@
+// Package admin holds the operations of "ecr-mirror cache" and "ecr-mirror
+// import" on a mirror's store, and the local endpoint that serves them.
+//
+// The running mirror owns its CACHE_DIR (Badger locks it), so the commands
+// reach a running mirror through a unix socket inside CACHE_DIR (mode 0600,
+// out of the network's reach) and open a stopped mirror's store directly.
+// Both ways run the same Service: Client, on the socket, and Service, on a
+// store, implement Cache alike, with the same results and errors.
+//
+// Where each concern lives: service.go, the operations on a store
+// (import.go, archives); server.go, the socket and its handler;
+// client.go, the operations through the socket; open.go, Open, which
+// picks one of the two for a command (waiting out a mirror that starts or
+// stops), and OpenStore, which opens a stopped mirror's store.
+package admin
