@@ -287,3 +287,25 @@ func TestOneTokenSourcePerECRRegion(t *testing.T) {
 		})
 	}
 }
+
+// A mirror whose only upstream is a plain registry needs no ECR token:
+// it pulls anonymously and is ready.
+func TestPlainRegistryAloneNeedsNoECR(t *testing.T) {
+	t.Parallel()
+	oci := startOCIUpstream(t)
+	img := newRawImage(51, nil)
+	putRawImage(oci, "team/app", "v1", img)
+	m := startMirror(t, oci, mirrorOpts{env: map[string]string{"UPSTREAM": "oci:" + oci.URL()}})
+	if resp, body := getManifest(t, m.URL, "team/app/manifests/v1"); resp.StatusCode != http.StatusOK || digest.FromBytes(body) != img.Dgst {
+		t.Fatalf("GET team/app:v1: %d %s", resp.StatusCode, body)
+	}
+	if err := fetchBlob(t, m, "team/app", img.LayerDgst); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body, err := get(t, http.MethodGet, m.URL+"/readyz", nil); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("/readyz: %v %d %s", err, statusOf(resp), body)
+	}
+	if c := oci.Counters(); c.TokenRequests != 0 || slices.ContainsFunc(c.Requests, func(r fakeecr.Request) bool { return r.Authorization }) {
+		t.Fatalf("the plain registry saw %d token requests, or a request with credentials", c.TokenRequests)
+	}
+}
