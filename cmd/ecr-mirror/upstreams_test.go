@@ -63,7 +63,11 @@ func TestEachUpstreamServesItsOwnRepositories(t *testing.T) {
 	if d, _ := img.Digest(); d.String() != imgB.Dgst.String() {
 		t.Fatalf("pulled %s on the plain registry's listener, want %s", d, imgB.Dgst)
 	}
-	resp, body := getManifest(t, m.URL, "team/app/blobs/"+imgB.LayerDgst.String())
+	resp, body := getManifest(t, m.URL, "team/app/tags/list?ns="+oci.Host())
+	if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(`"name":"team/app"`)) || !bytes.Contains(body, []byte(`"v1"`)) {
+		t.Errorf("tags/list of the plain registry: %d %s", resp.StatusCode, body)
+	}
+	resp, body = getManifest(t, m.URL, "team/app/blobs/"+imgB.LayerDgst.String())
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("the plain registry's layer asked of the default upstream: %d %s, want 404", resp.StatusCode, body)
 	}

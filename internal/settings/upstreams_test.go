@@ -140,3 +140,23 @@ func TestUpstreamHostsServeNamespaceListeners(t *testing.T) {
 		t.Fatalf("listeners %+v, default namespace %q; want ghcr.io for both", cfg.NamespaceListeners, cfg.DefaultNamespace)
 	}
 }
+
+func FuzzParseUpstreams(f *testing.F) {
+	for _, s := range []string{"https://123456789012.dkr.ecr.eu-west-1.amazonaws.com", "oci:localhost:5000,public.ecr.aws",
+		"ecr:http://127.0.0.1:1,oci:http://127.0.0.1:1", "x:y:z", "oci:", ",", "docker:https://a"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		ups, err := ParseUpstreams(s)
+		if err != nil {
+			return
+		}
+		hosts := map[string]bool{}
+		for _, u := range ups {
+			if u.Kind != KindECR && u.Kind != KindECRPublic && u.Kind != KindOCI || u.Host == "" || hosts[u.Host] {
+				t.Fatalf("ParseUpstreams(%q) accepted %+v", s, ups)
+			}
+			hosts[u.Host] = true
+		}
+	})
+}
