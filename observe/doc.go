@@ -8,8 +8,9 @@
 //   - probes.go: Probes, /healthz (alive) and /readyz (cache writable,
 //     index open, ECR reachable with a valid token for every region an
 //     ECR upstream is in, or degraded with STALE_IF_ERROR).
-//   - reach.go: Reachability, whether the last attempt to reach ECR (token
-//     fetch or registry request) succeeded.
+//   - reach.go: Reachability, whether the last attempt to reach each
+//     upstream (a registry request; for ECR also its region's token
+//     fetch) succeeded.
 //   - handlers.go: OpsHandler, the operator's port (METRICS_ADDR: probes
 //     and metrics), and PprofHandler, Go's profiles (PPROF_ADDR).
 //

@@ -73,7 +73,7 @@ func (up *upstreamSide) credentials(ctx context.Context, cfg *settings.Config, u
 		if err != nil {
 			return nil, fmt.Errorf("setting up AWS credentials for region %s (UPSTREAM %s): %w", u.Region, u.URL, err)
 		}
-		src = auth.NewSource(auth.ECRFetcher(ecrClient), auth.Options{Logger: log.With("component", "auth", "region", u.Region), OnFetch: up.reach.TokenFetched})
+		src = auth.NewSource(auth.ECRFetcher(ecrClient), auth.Options{Logger: log.With("component", "auth", "region", u.Region), OnFetch: up.reach.TokenFetchedIn(u.Region)})
 		go src.Run(ctx)
 		regions[u.Region] = src
 		up.tokens = append(up.tokens, src)
