@@ -21,6 +21,7 @@ var errStored = errors.New("already stored")
 // flight is one upstream download of a digest into the store.
 type flight struct {
 	dgst  digest.Digest
+	host  string        // the upstream it is downloaded from (Proxy.host)
 	name  string        // the repository it is downloaded from
 	ready chan struct{} // closed once w is set or err is final
 	done  chan struct{} // closed once the flight has left the proxy's map
@@ -94,7 +95,7 @@ func (p *Proxy) startFlightLocked(dgst digest.Digest, t target) (fl *flight, joi
 		e.Header = http.Header{"Retry-After": {"1"}}
 		return nil, false, e
 	}
-	fl = &flight{dgst: dgst, name: t.repo, ready: make(chan struct{}), done: make(chan struct{})}
+	fl = &flight{dgst: dgst, host: p.host, name: t.repo, ready: make(chan struct{}), done: make(chan struct{})}
 	p.flights[dgst] = fl
 	p.inflight.Add(1)
 	go p.download(fl, t)

@@ -91,11 +91,13 @@ func confirmAccept(client []string) http.Header {
 	return http.Header{"Accept": {strings.Join(types, ", ")}}
 }
 
-// mayJoin lets req follow a download another request started: at once
-// for the same repository (the download's own answer speaks for it) or a
-// linked one, otherwise once upstream confirms the repository holds it.
+// mayJoin lets req follow a download another request started, maybe
+// through another upstream (Options.Shared): at once for the same
+// repository of the same upstream (the download's own answer speaks for
+// it) or a linked one, otherwise once upstream confirms the repository
+// holds it.
 func (p *Proxy) mayJoin(ctx context.Context, req *registry.Request, fl *flight, k kind) error {
-	if fl.name == req.Name || p.linked(req.Name, req.Dgst) {
+	if fl.host == p.host && fl.name == req.Name || p.linked(req.Name, req.Dgst) {
 		return nil
 	}
 	_, err := p.confirm(ctx, req, k)

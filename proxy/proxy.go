@@ -117,7 +117,9 @@ type Proxy struct {
 	stop     context.CancelFunc
 	inflight sync.WaitGroup
 
-	mu      sync.Mutex
+	// flights are the downloads in flight by digest, under mu: this
+	// proxy's own, or shared with the other upstreams' (Options.Shared).
+	mu      *sync.Mutex
 	flights map[digest.Digest]*flight
 
 	uploadTable *uploadTable // push sessions being staged
@@ -199,6 +201,7 @@ func New(opts Options) (*Proxy, error) {
 		tagTimeout:    tagTimeout,
 		bg:            bg,
 		stop:          stop,
+		mu:            new(sync.Mutex),
 		flights:       make(map[digest.Digest]*flight),
 	}
 	p.bufs.New = func() any { b := make([]byte, copyBufferSize); return &b }
@@ -208,6 +211,7 @@ func New(opts Options) (*Proxy, error) {
 	p.slots = &downloadSlots{max: int64(opts.MaxDownloads)}
 	if sh := opts.Shared; sh != nil {
 		p.limit, p.slots, p.maxDownloads = sh.rateLimit(&p.stats), sh.downloads, int(sh.downloads.max)
+		p.mu, p.flights = &sh.mu, sh.flights
 	}
 	return p, nil
 }
@@ -222,11 +226,17 @@ func (p *Proxy) Close() {
 // Wait blocks until no download is in flight (for tests and shutdown).
 func (p *Proxy) Wait() { p.inflight.Wait() }
 
-// InFlight returns how many downloads are running.
+// InFlight returns how many of this proxy's downloads are running.
 func (p *Proxy) InFlight() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.flights)
+	n := 0
+	for _, fl := range p.flights {
+		if fl.host == p.host {
+			n++
+		}
+	}
+	return n
 }
 
 // Stats returns the proxy's counters.

@@ -1,21 +1,29 @@
 package proxy
 
 import (
+	"sync"
 	"sync/atomic"
 
+	"github.com/opencontainers/go-digest"
 	"golang.org/x/time/rate"
 )
 
-// Shared holds the limits that several proxies (one per upstream
-// registry) share, so that each holds for the mirror as a whole: the cap
-// on upstream bytes per second (Options.MaxRate) and on concurrent
-// downloads (Options.MaxDownloads). Give the same Shared to every proxy
-// in Options.Shared.
+// Shared holds what several proxies (one per upstream registry) share,
+// so that it holds for the mirror as a whole: the cap on upstream bytes
+// per second (Options.MaxRate), the cap on concurrent downloads
+// (Options.MaxDownloads), and the downloads in flight, so that a digest
+// is downloaded once whichever upstreams it is asked through (a request
+// through another upstream follows the download once its upstream
+// confirms it holds the digest). Give the same Shared to every proxy in
+// Options.Shared.
 type Shared struct {
 	maxRate   int64
 	lim       *rate.Limiter // nil: unlimited
 	chunk     int
 	downloads *downloadSlots
+
+	mu      sync.Mutex
+	flights map[digest.Digest]*flight
 }
 
 // NewShared returns the limits of maxRate upstream bytes per second (0:
@@ -23,7 +31,8 @@ type Shared struct {
 // the proxies given it together.
 func NewShared(maxRate int64, maxDownloads int) *Shared {
 	r := newRateLimit(maxRate, &Stats{})
-	return &Shared{maxRate: max(maxRate, 0), lim: r.lim, chunk: r.chunk, downloads: &downloadSlots{max: int64(maxDownloads)}}
+	return &Shared{maxRate: max(maxRate, 0), lim: r.lim, chunk: r.chunk, downloads: &downloadSlots{max: int64(maxDownloads)},
+		flights: make(map[digest.Digest]*flight)}
 }
 
 // rateLimit is the shared bucket, counted in stats.

@@ -313,3 +313,30 @@ func TestPlainRegistryAloneNeedsNoECR(t *testing.T) {
 		t.Fatalf("the plain registry saw %d token requests, or a request with credentials", c.TokenRequests)
 	}
 }
+
+// A digest asked for through two upstreams while it downloads is
+// downloaded once: the request through the second follows the download
+// once that upstream confirms (one HEAD, no body) it holds the digest.
+func TestOneDownloadPerDigestAcrossUpstreams(t *testing.T) {
+	t.Parallel()
+	ecr, oci := fakeecr.Start(t, fakeecr.Options{}), startOCIUpstream(t)
+	data := testkit.RandomBytes(71, 4<<20)
+	dgst := ecr.PutBlob("team/app", data)
+	oci.PutBlob("team/app", data)
+	hold := make(chan struct{})
+	ecr.SetFault(dgst, fakeecr.Fault{Mode: fakeecr.FaultStall, After: 1 << 20, Hold: hold, Times: 1})
+	m := startMirror(t, ecr, mirrorOpts{env: withUpstreams(ecr, oci, nil)})
+
+	viaECR := startFetches(t, m, "team/app", dgst, 1)
+	viaOCI := startFetches(t, m.listener(0), "team/app", dgst, 1)
+	close(hold)
+	for _, err := range append(viaECR(), viaOCI()...) {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if e, o := ecr.Counters(), oci.Counters(); e.S3Get[dgst] != 1 || o.S3Get[dgst]+o.BlobGet != 0 || o.BlobHead != 1 {
+		t.Fatalf("body downloads: %d from ECR, %d from the plain registry (%d blob GETs, %d HEADs there); want 1, 0 (0 GETs, 1 HEAD)",
+			e.S3Get[dgst], o.S3Get[dgst], o.BlobGet, o.BlobHead)
+	}
+}
