@@ -93,10 +93,10 @@ func statusError(method, path string, k kind, resp *http.Response, body []byte) 
 	case s == http.StatusUnauthorized || s == http.StatusForbidden:
 		// ECR's text may name the mirror's IAM role: logs only.
 		return &registry.Error{Code: registry.CodeDenied,
-			Message:  fmt.Sprintf("ECR denied the mirror access to %s (%d)", path, s),
+			Message:  fmt.Sprintf("the upstream registry denied the mirror access to %s (%d)", path, s),
 			Internal: orStatus(msg, s)}
 	case s == http.StatusTooManyRequests:
-		e := registry.Errorf(registry.CodeTooManyRequests, "ECR is throttling the mirror: %s", orStatus(msg, s))
+		e := registry.Errorf(registry.CodeTooManyRequests, "the upstream registry is throttling the mirror: %s", orStatus(msg, s))
 		if ra := resp.Header.Get("Retry-After"); ra != "" {
 			e.Header = http.Header{"Retry-After": {ra}}
 		}
@@ -154,7 +154,7 @@ func transportError(method, path string, err error) error {
 		status, what = http.StatusGatewayTimeout, "did not answer in time"
 	}
 	return &registry.Error{Status: status, Code: registry.CodeUnavailable,
-		Message: fmt.Sprintf("upstream ECR %s (%s %s)", what, method, path), Internal: err.Error()}
+		Message: fmt.Sprintf("the upstream registry %s (%s %s)", what, method, path), Internal: err.Error()}
 }
 
 // failure classifies a request that got no answer.
