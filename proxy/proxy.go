@@ -53,8 +53,9 @@ type Options struct {
 	// links and tag records written without a registry host (by older
 	// versions, or an import into a stopped mirror) are its own too.
 	MainUpstream bool
-	// Client sends upstream requests. It must add ECR credentials for the
-	// registry host only (auth.Source.Transport) and follow redirects.
+	// Client sends upstream requests. It must add the upstream's
+	// credentials for its registry host only (auth.Source.Transport for
+	// ECR), never another upstream's, and follow redirects.
 	Client *http.Client
 	// Store holds the content, links and tag records; a *cache.Store.
 	Store  Store

@@ -28,7 +28,7 @@ import (
 type Config struct {
 	Upstream         *url.URL          // UPSTREAM's first entry: the default upstream's URL
 	Upstreams        []Upstream        // UPSTREAM, the default first
-	Region           string            // AWS_REGION
+	Region           string            // AWS_REGION; unset, the first ecr upstream's
 	ECREndpoint      string            // AWS_ENDPOINT_URL_ECR
 	ListenAddr       string            // LISTEN_ADDR
 	CacheDir         string            // CACHE_DIR
