@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -107,11 +108,9 @@ func (h *Handler) serveWrite(w *recorder, r *http.Request, route Route) error {
 		return err
 	}
 	pusher, ok := b.(Pusher)
-	if !ok && target.Registry != "" {
-		return Errorf(CodeUnsupported, "pushes go to ECR upstreams only: %s takes none through this mirror; %s %s refused", target.Registry, r.Method, truncate(r.URL.Path))
-	}
 	if !ok {
-		return Errorf(CodeUnsupported, "push is on but this mirror's backend cannot pass pushes through")
+		return Errorf(CodeUnsupported, "pushes go to ECR upstreams only: %s takes none through this mirror; %s %s refused",
+			cmp.Or(target.Registry, "the default upstream"), r.Method, truncate(r.URL.Path))
 	}
 	ns := r.URL.Query().Get("ns")
 	if ns == "" {

@@ -152,7 +152,7 @@ func newAdminServer(cfg *settings.Config, store *cache.Store, up *upstreamSide, 
 	if err != nil {
 		return servergroup.Server{}, err
 	}
-	api := registry.NewHandler(up.px, log.With("component", "admin"),
+	api := registry.NewHandler(up.backend, log.With("component", "admin"),
 		registry.WithNamespaces(namespaces, ""), registry.WithUpstreams(up.others), registry.WithObserver(up.mtr.ObserveRequest))
 	svc := admin.NewService(store, func(ctx context.Context, ref registry.Reference) (digest.Digest, int64, error) {
 		c := admin.RegistryClient(cfg.CacheDir)
@@ -202,7 +202,7 @@ func (h *handlers) listeners(tlsConfig *tls.Config) (all []listener, apiListener
 // path there: ALLOW_NETWORKS holds for probes and metrics too, while
 // login and rules are for the API only.
 func (h *handlers) front(defaultNS string, probe, metrics http.Handler) http.Handler {
-	api := registry.NewHandler(h.up.px, h.log.With("component", "http"),
+	api := registry.NewHandler(h.up.backend, h.log.With("component", "http"),
 		registry.WithPush(h.cfg.Push),
 		registry.WithNamespaces(h.namespaces, defaultNS),
 		registry.WithUpstreams(h.up.others),

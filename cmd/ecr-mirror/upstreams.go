@@ -25,6 +25,9 @@ type upstreamSide struct {
 	tokens []*auth.Source // one per ECR region
 	reach  *observe.Reachability
 	px     *proxy.Proxy   // the default upstream's
+	// backend is the default upstream's backend: px, without its
+	// Pusher side unless the upstream is ECR.
+	backend registry.Backend
 	all    []*proxy.Proxy // every upstream's, the default first
 	// others are the backends of the upstreams after the first, by host
 	// (registry.WithUpstreams).
@@ -116,13 +119,14 @@ func (up *upstreamSide) addProxy(cfg *settings.Config, u settings.Upstream, main
 		return fmt.Errorf("UPSTREAM %s: %w", u.URL, err)
 	}
 	up.all = append(up.all, px)
-	switch {
-	case main:
-		up.px = px
-	case u.Kind == settings.KindECR:
-		up.others[u.Host], up.hosts = px, append(up.hosts, u.Host)
-	default:
-		up.others[u.Host], up.hosts = pullOnly{px}, append(up.hosts, u.Host)
+	var b registry.Backend = px
+	if u.Kind != settings.KindECR {
+		b = pullOnly{px}
+	}
+	if main {
+		up.px, up.backend = px, b
+	} else {
+		up.others[u.Host], up.hosts = b, append(up.hosts, u.Host)
 	}
 	return nil
 }

@@ -246,6 +246,20 @@ func TestPushesGoOnlyToECRUpstreams(t *testing.T) {
 	}
 }
 
+// A plain registry as the default upstream takes no pushes either.
+func TestDefaultPlainUpstreamTakesNoPushes(t *testing.T) {
+	t.Parallel()
+	oci := startOCIUpstream(t)
+	m := startMirror(t, oci, mirrorOpts{env: map[string]string{"UPSTREAM": "oci:" + oci.URL(), "PUSH": "true"}})
+	resp, body, err := send(t, http.MethodPost, m.URL+"/v2/team/app/blobs/uploads/", nil, nil)
+	if err != nil || resp.StatusCode != http.StatusMethodNotAllowed || !bytes.Contains(body, []byte("UNSUPPORTED")) {
+		t.Fatalf("push to the default plain registry: %v %d %s; want 405 UNSUPPORTED", err, statusOf(resp), body)
+	}
+	if c := oci.PushCounters(); c.UploadsStarted != 0 {
+		t.Fatalf("the plain registry got pushes: %+v", c)
+	}
+}
+
 // ECR upstreams of one region share one token source (one
 // GetAuthorizationToken serves every registry of the region); each
 // region has its own. Pulls through both upstreams work either way, and
