@@ -24,11 +24,11 @@ import (
 type upstreamSide struct {
 	tokens []*auth.Source // one per ECR region
 	reach  *observe.Reachability
-	px     *proxy.Proxy   // the default upstream's
+	px     *proxy.Proxy // the default upstream's
 	// backend is the default upstream's backend: px, without its
 	// Pusher side unless the upstream is ECR.
 	backend registry.Backend
-	all    []*proxy.Proxy // every upstream's, the default first
+	all     []*proxy.Proxy // every upstream's, the default first
 	// others are the backends of the upstreams after the first, by host
 	// (registry.WithUpstreams).
 	others map[string]registry.Backend
