@@ -13,6 +13,11 @@
 // picks one of the two for a command (waiting out a mirror that starts or
 // stops), and OpenStore, which opens a stopped mirror's store.
 //
+// Tag records are the upstreams': List names each one's upstream registry
+// (records without one are the main upstream's), purge and pin resolve
+// repo:tag across upstreams, or <registry>/repo:tag for one, and Import
+// records and links what it admits for the main upstream.
+//
 // Referrers (signatures, SBOMs) name their image as their subject; the
 // image does not reference them, so its pin does not hold them and its
 // links do not cover them. Pin with PinOptions.Referrers pins each under a

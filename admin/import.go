@@ -119,7 +119,7 @@ func (s *Service) nameImages(layout *ocilayout.Layout, rep *ImportReport) error 
 		if ok {
 			img.Name = ref.String()
 			rec := cache.TagRecord{Digest: img.Digest, MediaType: img.MediaType, Size: desc.Size, Checked: now}
-			if err := s.store.PutTag(ref.Name, ref.Tag, cache.AnyAccept, rec); err != nil {
+			if err := s.store.PutTag(cache.Repo{Registry: s.registry, Name: ref.Name}, ref.Tag, cache.AnyAccept, rec); err != nil {
 				return fmt.Errorf("import: recording tag %s: %w", ref, err)
 			}
 			// The archive says the repository holds the image: served

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -89,6 +90,9 @@ type Entry struct {
 
 // Tag is the last answer recorded for a tag: by ECR, or by an import.
 type Tag struct {
+	// Registry is the upstream's host; "" for the main upstream's records
+	// on a stopped mirror that does not know its host.
+	Registry   string        `json:"registry"`
 	Repository string        `json:"repository"`
 	Tag        string        `json:"tag"`
 	Digest     digest.Digest `json:"digest"`
@@ -170,12 +174,13 @@ func (s *Service) List(ctx context.Context) (*Listing, error) {
 	for _, t := range tags {
 		// One line per tag and manifest: records for several Accept
 		// values that name the same manifest say the same thing.
-		key := t.Repo + ":" + t.Tag + "@" + t.Digest.String()
+		reg := cmp.Or(t.Registry, s.registry) // no host: the main upstream's
+		key := reg + "/" + t.Repo + ":" + t.Tag + "@" + t.Digest.String()
 		if seen[key] {
 			continue
 		}
 		seen[key] = true
-		out.Tags = append(out.Tags, Tag{Repository: t.Repo, Tag: t.Tag, Digest: t.Digest, MediaType: t.MediaType,
+		out.Tags = append(out.Tags, Tag{Registry: reg, Repository: t.Repo, Tag: t.Tag, Digest: t.Digest, MediaType: t.MediaType,
 			Checked: t.Checked.UTC(), Stored: stored[t.Digest]})
 	}
 	for _, p := range pins {
@@ -455,7 +460,8 @@ func (s *Service) pinnedBytes(dgst digest.Digest) int64 {
 }
 
 // resolve returns the digest ref names in the store: its digest, or the
-// manifest its tag's newest record names.
+// manifest its tag's newest record names, of any upstream, or of the one
+// ref's name starts with (ghcr.io/acme/tool:v1).
 func (s *Service) resolve(ref registry.Reference) (digest.Digest, error) {
 	if ref.Dgst != "" {
 		return ref.Dgst, nil
@@ -466,7 +472,8 @@ func (s *Service) resolve(ref registry.Reference) (digest.Digest, error) {
 	}
 	var newest cache.TagInfo
 	for _, t := range tags {
-		if t.Repo == ref.Name && t.Tag == ref.Tag && t.Checked.After(newest.Checked) {
+		named := t.Repo == ref.Name || t.Registry != "" && t.Registry+"/"+t.Repo == ref.Name
+		if named && t.Tag == ref.Tag && t.Checked.After(newest.Checked) {
 			newest = t
 		}
 	}
@@ -603,10 +610,13 @@ func (s *Service) forgetDanglingTags() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	type tagName struct{ repo, tag string }
+	type tagName struct {
+		repo cache.Repo
+		tag  string
+	}
 	live := map[tagName]bool{}
 	for _, t := range tags {
-		k := tagName{t.Repo, t.Tag}
+		k := tagName{cache.Repo{Registry: t.Registry, Name: t.Repo}, t.Tag}
 		if _, err := s.store.Stat(t.Digest); err == nil {
 			live[k] = true
 		} else if !live[k] {

@@ -1,8 +1,11 @@
 package admin
 
 import (
+	"context"
+	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -42,5 +45,65 @@ func TestOrphanReferrersAreThoseOfNoPinnedImage(t *testing.T) {
 				t.Errorf("orphanReferrers = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// Tag records are listed with their upstream registry (the main
+// upstream's for records without one), and purge resolves
+// <registry>/<repo>:<tag> to that upstream's record only, forgetting only
+// the records whose manifest went.
+func TestTagsAreListedAndPurgedPerUpstream(t *testing.T) {
+	t.Parallel()
+	store, err := cache.Open(cache.Options{Dir: t.TempDir(), MaxSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	manifest := func(seed int) digest.Digest {
+		data := fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","seed":%d}`, seed)
+		d := digest.FromBytes(data)
+		if err := store.Put(d, "application/vnd.oci.image.manifest.v1+json", data); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	now := time.Now()
+	records := []struct {
+		repo cache.Repo
+		dgst digest.Digest
+	}{
+		{cache.Repo{Name: "team/app"}, manifest(1)},
+		{cache.Repo{Registry: "ghcr.io", Name: "team/app"}, manifest(2)},
+	}
+	for _, r := range records {
+		if err := store.PutTag(r.repo, "v1", cache.AnyAccept, cache.TagRecord{Digest: r.dgst, Checked: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	svc := NewService(store, nil, "ecr.example")
+	l, err := svc.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]digest.Digest{}
+	for _, tag := range l.Tags {
+		got[tag.Registry+"/"+tag.Repository+":"+tag.Tag] = tag.Digest
+	}
+	want := map[string]digest.Digest{"ecr.example/team/app:v1": records[0].dgst, "ghcr.io/team/app:v1": records[1].dgst}
+	if len(got) != len(want) || got["ecr.example/team/app:v1"] != records[0].dgst || got["ghcr.io/team/app:v1"] != records[1].dgst {
+		t.Fatalf("listed tags %v, want %v", got, want)
+	}
+	rep, err := svc.Purge(context.Background(), PurgeRequest{Image: "ghcr.io/team/app:v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Removed) != 1 || rep.Removed[0].Digest != records[1].dgst || rep.TagsForgotten != 1 {
+		t.Fatalf("purge removed %+v and forgot %d tag records; want ghcr.io's manifest and its one record", rep.Removed, rep.TagsForgotten)
+	}
+	if _, err := store.GetTag(records[0].repo, "v1", cache.AnyAccept); err != nil {
+		t.Fatalf("the main upstream's record went too: %v", err)
+	}
+	if _, err := store.Stat(records[0].dgst); err != nil {
+		t.Fatalf("the main upstream's manifest went too: %v", err)
 	}
 }

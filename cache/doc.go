@@ -66,7 +66,10 @@
 //	blob/<algorithm>:<hex>              →  record, one per committed entry
 //	ref/<algorithm>:<hex>               →  ref record: what the entry references
 //	pin/<algorithm>:<hex>               →  pin record, one per pinned image
-//	tag/<repository>/<tag>/<accept>     →  tag record, one per tag and Accept
+//	tag@<registry>/<repository>/<tag>/<accept>
+//	                                    →  tag record, one per upstream, tag and Accept
+//	tag/<repository>/<tag>/<accept>     →  the same, of the main upstream, written
+//	                                       without its host (Registry "")
 //	link/<algorithm>:<hex>/<registry>/<repository>
 //	                                    →  empty: upstream holds the digest in that repository
 //	referrers/<algorithm>:<hex>/<registry>/<repository>/<query>
@@ -106,8 +109,14 @@
 // without a ref record that may be a manifest (stored by an older version,
 // or its read failed) is read at the next Open, once.
 //
-// A tag record (Store.PutTag) is upstream's last answer for a tag asked
-// with one Accept header; <accept> is the hex sha256 of that header
+// A tag record (Store.PutTag) is an upstream's last answer for a tag
+// asked with one Accept header, keyed by the upstream registry's host
+// (Repo.Registry, which holds no "/"). Records of Registry "" keep the
+// layout versions before several upstreams wrote for every record,
+// tag/<repository>/...: they belong to the main upstream, as links
+// without a host do (the proxy reads them beside its own), and are what
+// an import into a stopped mirror that does not know its host writes.
+// <accept> is the hex sha256 of that header
 // normalised to the manifest media types it names (without parameters,
 // lowercased, sorted, deduplicated, comma-joined; other types dropped),
 // so headers asking for the same manifests share a record. A header

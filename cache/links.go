@@ -302,7 +302,7 @@ func (s *Store) deriveLinks() (int, error) {
 	}
 	before := s.links.count()
 	for _, t := range tags {
-		repo := Repo{Name: t.Repo}
+		repo := Repo{Registry: t.Registry, Name: t.Repo}
 		if repo.validate() != nil {
 			continue
 		}

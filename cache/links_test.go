@@ -129,7 +129,7 @@ func TestLinksDerivedFromTagRecords(t *testing.T) {
 	s := openStore(t, dir, 1<<30)
 	index, manifest, _, layer := linkTestImage(3)
 	pull(t, s, index)
-	if err := s.PutTag("team/app", "v1", AnyAccept, TagRecord{Digest: index.dgst, MediaType: oci.MediaTypeImageIndex, Size: index.size(), Checked: time.Now()}); err != nil {
+	if err := s.PutTag(Repo{Name: "team/app"}, "v1", AnyAccept, TagRecord{Digest: index.dgst, MediaType: oci.MediaTypeImageIndex, Size: index.size(), Checked: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	// As an older version left it: no links, no marker.

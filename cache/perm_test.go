@@ -49,7 +49,7 @@ func TestStoreWritesOwnerOnly(t *testing.T) {
 	for i := range 20 {
 		data, dgst := blob(uint64(i), 64<<10)
 		mustPut(t, s, data, dgst)
-		if err := s.PutTag("team/app", "v"+string(rune('a'+i)), AnyAccept, TagRecord{Digest: dgst, Size: int64(len(data)), Checked: time.Now()}); err != nil {
+		if err := s.PutTag(Repo{Name: "team/app"}, "v"+string(rune('a'+i)), AnyAccept, TagRecord{Digest: dgst, Size: int64(len(data)), Checked: time.Now()}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -31,7 +31,7 @@ func TestReadOnlyOpenChangesNothing(t *testing.T) {
 	if err := s.Pin(dgsts[0], "team/app:v1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.PutTag("team/app", "v1", AnyAccept, TagRecord{Digest: dgsts[1], Size: 1000, Checked: time.Now()}); err != nil {
+	if err := s.PutTag(Repo{Name: "team/app"}, "v1", AnyAccept, TagRecord{Digest: dgsts[1], Size: 1000, Checked: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -124,9 +124,9 @@ func TestReadOnlyOpenChangesNothing(t *testing.T) {
 			return err
 		}},
 		{"PutTag", func() error {
-			return ro.PutTag("team/app", "v2", AnyAccept, TagRecord{Digest: dgsts[1], Size: 1000})
+			return ro.PutTag(Repo{Name: "team/app"}, "v2", AnyAccept, TagRecord{Digest: dgsts[1], Size: 1000})
 		}},
-		{"DeleteTags", func() error { _, err := ro.DeleteTags("team/app", "v1"); return err }},
+		{"DeleteTags", func() error { _, err := ro.DeleteTags(Repo{Name: "team/app"}, "v1"); return err }},
 		{"DeleteAllTags", func() error { _, err := ro.DeleteAllTags(); return err }},
 		{"Purge", func() error { _, err := ro.Purge(dgsts[1]); return err }},
 		{"PurgeUnused", func() error { _, err := ro.PurgeUnused(time.Now().Add(time.Hour)); return err }},

@@ -17,8 +17,13 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// tagKeyPrefix starts the Badger key of every tag record (layout in doc.go).
-const tagKeyPrefix = "tag/"
+// tagKeyPrefix starts the Badger key of every tag record of the main
+// upstream written without its host (Repo.Registry ""), and
+// hostTagKeyPrefix that of every other tag record (layout in doc.go).
+const (
+	tagKeyPrefix     = "tag/"
+	hostTagKeyPrefix = "tag@"
+)
 
 const (
 	tagRecordVersion   = 1
@@ -66,7 +71,7 @@ const maxTagRecords = 8
 // Tag records are advisory, so PutTag does not wait for the write: it is
 // visible to GetTag at once and durable after Close. A write that fails
 // later is logged.
-func (s *Store) PutTag(repo, tag, accept string, rec TagRecord) error {
+func (s *Store) PutTag(repo Repo, tag, accept string, rec TagRecord) error {
 	key, err := tagKey(repo, tag, accept)
 	if err != nil {
 		return err
@@ -98,7 +103,7 @@ func (s *Store) PutTag(repo, tag, accept string, rec TagRecord) error {
 // waiting for the write: done receives the commit's outcome. It returns
 // the error that stopped it before the commit, and then never calls
 // done. legacy is the key older versions gave the same Accept.
-func (ts *tagStore) put(repo, tag string, key, legacy []byte, rec TagRecord, done func(error)) error {
+func (ts *tagStore) put(repo Repo, tag string, key, legacy []byte, rec TagRecord, done func(error)) error {
 	// One put at a time reads a tag's records and writes: each sees the
 	// writes before it (Badger's read timestamp waits for commits
 	// already sent), so the bound holds under concurrent puts.
@@ -116,14 +121,14 @@ func (ts *tagStore) put(repo, tag string, key, legacy []byte, rec TagRecord, don
 // setTag sets key to rec in txn and deletes the record under legacy (the
 // same Accept keyed as older versions did), records of the tag that do
 // not parse, and the least recently checked ones past maxTagRecords.
-func setTag(txn *badger.Txn, repo, tag string, key, legacy []byte, rec TagRecord) error {
+func setTag(txn *badger.Txn, repo Repo, tag string, key, legacy []byte, rec TagRecord) error {
 	type other struct {
 		key     []byte
 		checked time.Time
 	}
 	var others []other
 	var drop [][]byte
-	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 2 * maxTagRecords, Prefix: []byte(tagKeyPrefix + repo + "/" + tag + "/")})
+	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 2 * maxTagRecords, Prefix: []byte(tagPrefix(repo) + tag + "/")})
 	for it.Rewind(); it.Valid(); it.Next() {
 		item := it.Item()
 		k := item.KeyCopy(nil)
@@ -158,7 +163,7 @@ func setTag(txn *badger.Txn, repo, tag string, key, legacy []byte, rec TagRecord
 
 // GetTag returns the record of repo:tag asked with accept, or an error
 // wrapping ErrNotFound when there is none.
-func (s *Store) GetTag(repo, tag, accept string) (TagRecord, error) {
+func (s *Store) GetTag(repo Repo, tag, accept string) (TagRecord, error) {
 	key, err := tagKey(repo, tag, accept)
 	if err != nil {
 		return TagRecord{}, err
@@ -214,26 +219,43 @@ func (s *Store) beginTagOp(write bool) error {
 	return nil
 }
 
-// tagKey is tag/<repo>/<tag>/<hex sha256 of the normalised accept>. A tag
-// never contains "/", so the key is unambiguous however many components
-// the repository name has.
-func tagKey(repo, tag, accept string) ([]byte, error) {
-	if repo == "" || tag == "" || strings.Contains(tag, "/") {
-		return nil, fmt.Errorf("cache: invalid tag reference %q:%q", repo, tag)
+// tagKey is tag@<registry>/<repo>/<tag>/<hex sha256 of the normalised
+// accept>, or tag/<repo>/... for Registry "". A registry never contains
+// "/" and a tag never does, so the key is unambiguous however many
+// components the repository name has.
+func tagKey(repo Repo, tag, accept string) ([]byte, error) {
+	if err := checkTagRef(repo, tag); err != nil {
+		return nil, err
 	}
 	return hashedTagKey(repo, tag, NormalizeAccept(accept)), nil
+}
+
+// checkTagRef checks that repo:tag can key a tag record.
+func checkTagRef(repo Repo, tag string) error {
+	if repo.validate() != nil || tag == "" || strings.Contains(tag, "/") {
+		return fmt.Errorf("cache: invalid tag reference %q:%q", repo, tag)
+	}
+	return nil
+}
+
+// tagPrefix starts the keys of repo's tag records, up to the tag.
+func tagPrefix(repo Repo) string {
+	if repo.Registry == "" {
+		return tagKeyPrefix + repo.Name + "/"
+	}
+	return hostTagKeyPrefix + repo.Registry + "/" + repo.Name + "/"
 }
 
 // legacyTagKey is the key versions before NormalizeAccept dropped
 // unknown types gave a record for accept; it equals tagKey's for an
 // Accept naming only manifest types. repo and tag are valid.
-func legacyTagKey(repo, tag, accept string) []byte {
+func legacyTagKey(repo Repo, tag, accept string) []byte {
 	return hashedTagKey(repo, tag, strings.Join(acceptTypes(accept), ","))
 }
 
-func hashedTagKey(repo, tag, normalized string) []byte {
+func hashedTagKey(repo Repo, tag, normalized string) []byte {
 	sum := sha256.Sum256([]byte(normalized))
-	return []byte(tagKeyPrefix + repo + "/" + tag + "/" + hex.EncodeToString(sum[:]))
+	return []byte(tagPrefix(repo) + tag + "/" + hex.EncodeToString(sum[:]))
 }
 
 // NormalizeAccept reduces an Accept header value to the manifest media
@@ -308,6 +330,9 @@ func decodeTagRecord(b []byte) (TagRecord, error) {
 // the record answers is not kept, only its hash, so records of one tag
 // asked with different Accept values are told apart by what they name.
 type TagInfo struct {
+	// Registry is the upstream's host; "" for the main upstream's
+	// records written without it (Repo.Registry).
+	Registry  string
 	Repo, Tag string
 	Digest    digest.Digest
 	MediaType string
@@ -317,7 +342,7 @@ type TagInfo struct {
 }
 
 // Tags returns every tag record, one per tag and Accept value, sorted by
-// repository, tag, then most recently checked first. Records that do not
+// registry, repository, tag, then most recently checked first. Records that do not
 // parse are skipped and logged.
 func (s *Store) Tags() ([]TagInfo, error) {
 	if err := s.beginTagOp(false); err != nil {
@@ -336,27 +361,8 @@ func (s *Store) Tags() ([]TagInfo, error) {
 func (ts *tagStore) list() ([]TagInfo, error) {
 	var out []TagInfo
 	err := ts.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: []byte(tagKeyPrefix)})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			key := string(item.Key())
-			repo, tag, ok := parseTagKey(key)
-			if !ok {
-				ts.log.Warn("cache: skipped tag record with a bad key", "key", key)
-				continue
-			}
-			var rec TagRecord
-			err := item.Value(func(v []byte) error {
-				var err error
-				rec, err = decodeTagRecord(v)
-				return err
-			})
-			if err != nil {
-				ts.log.Warn("cache: skipped bad tag record", "key", key, "error", err)
-				continue
-			}
-			out = append(out, TagInfo{Repo: repo, Tag: tag, Digest: rec.Digest, MediaType: rec.MediaType, Size: rec.Size, Checked: rec.Checked})
+		for _, prefix := range []string{tagKeyPrefix, hostTagKeyPrefix} {
+			out = ts.listPrefix(txn, prefix, out)
 		}
 		return nil
 	})
@@ -364,19 +370,46 @@ func (ts *tagStore) list() ([]TagInfo, error) {
 		return nil, err
 	}
 	slices.SortFunc(out, func(a, b TagInfo) int {
-		return cmp.Or(cmp.Compare(a.Repo, b.Repo), cmp.Compare(a.Tag, b.Tag), b.Checked.Compare(a.Checked))
+		return cmp.Or(cmp.Compare(a.Registry, b.Registry), cmp.Compare(a.Repo, b.Repo), cmp.Compare(a.Tag, b.Tag), b.Checked.Compare(a.Checked))
 	})
 	return out, nil
+}
+
+// listPrefix appends the tag records under prefix to out.
+func (ts *tagStore) listPrefix(txn *badger.Txn, prefix string, out []TagInfo) []TagInfo {
+	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: []byte(prefix)})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		key := string(item.Key())
+		repo, tag, ok := parseTagKey(key)
+		if !ok {
+			ts.log.Warn("cache: skipped tag record with a bad key", "key", key)
+			continue
+		}
+		var rec TagRecord
+		err := item.Value(func(v []byte) error {
+			var err error
+			rec, err = decodeTagRecord(v)
+			return err
+		})
+		if err != nil {
+			ts.log.Warn("cache: skipped bad tag record", "key", key, "error", err)
+			continue
+		}
+		out = append(out, TagInfo{Registry: repo.Registry, Repo: repo.Name, Tag: tag, Digest: rec.Digest, MediaType: rec.MediaType, Size: rec.Size, Checked: rec.Checked})
+	}
+	return out
 }
 
 // DeleteTags removes every record of repo:tag, whatever Accept it
 // answered, and returns how many there were. The removal is durable when
 // DeleteTags returns.
-func (s *Store) DeleteTags(repo, tag string) (int, error) {
-	if repo == "" || tag == "" || strings.Contains(tag, "/") {
-		return 0, fmt.Errorf("cache: delete tags: invalid tag reference %q:%q", repo, tag)
+func (s *Store) DeleteTags(repo Repo, tag string) (int, error) {
+	if err := checkTagRef(repo, tag); err != nil {
+		return 0, fmt.Errorf("cache: delete tags: %w", err)
 	}
-	prefix := tagKeyPrefix + repo + "/" + tag + "/"
+	prefix := tagPrefix(repo) + tag + "/"
 	n, err := s.deleteTagKeys(prefix, func(key string) bool {
 		r, t, ok := parseTagKey(key)
 		// The prefix of team/app:v1 also starts the records of the
@@ -393,6 +426,11 @@ func (s *Store) DeleteTags(repo, tag string) (int, error) {
 // were. The removal is durable when DeleteAllTags returns.
 func (s *Store) DeleteAllTags() (int, error) {
 	n, err := s.deleteTagKeys(tagKeyPrefix, func(string) bool { return true })
+	if err == nil {
+		var m int
+		m, err = s.deleteTagKeys(hostTagKeyPrefix, func(string) bool { return true })
+		n += m
+	}
 	if err != nil {
 		return n, fmt.Errorf("cache: delete all tags: %w", err)
 	}
@@ -432,13 +470,27 @@ func (ts *tagStore) delete(prefix string, match func(key string) bool) (int, err
 	return len(keys), nil
 }
 
-// parseTagKey splits a tag record key, tag/<repo>/<tag>/<64 hex>, from
-// the right: the repository may contain "/", the tag never does.
-func parseTagKey(key string) (repo, tag string, ok bool) {
+// parseTagKey splits a tag record key, tag/<repo>/<tag>/<64 hex> or
+// tag@<registry>/<repo>/<tag>/<64 hex>: the registry up to its "/", the
+// rest from the right, since the repository may contain "/" and the tag
+// never does.
+func parseTagKey(key string) (repo Repo, tag string, ok bool) {
 	rest, found := strings.CutPrefix(key, tagKeyPrefix)
 	if !found {
-		return "", "", false
+		if rest, found = strings.CutPrefix(key, hostTagKeyPrefix); !found {
+			return Repo{}, "", false
+		}
+		if repo.Registry, rest, found = strings.Cut(rest, "/"); !found || repo.Registry == "" {
+			return Repo{}, "", false
+		}
 	}
+	name, tag, ok := splitTagKeyName(rest)
+	repo.Name = name
+	return repo, tag, ok
+}
+
+// splitTagKeyName splits <repo>/<tag>/<64 hex> from the right.
+func splitTagKeyName(rest string) (repo, tag string, ok bool) {
 	i := strings.LastIndexByte(rest, '/')
 	if i < 0 || len(rest)-i-1 != hex.EncodedLen(sha256.Size) || !isHex(rest[i+1:]) {
 		return "", "", false

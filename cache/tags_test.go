@@ -26,7 +26,7 @@ func tagRecord(seed uint64) TagRecord {
 
 func mustGetTag(t *testing.T, s *Store, repo, tag, accept string, want TagRecord) {
 	t.Helper()
-	got, err := s.GetTag(repo, tag, accept)
+	got, err := s.GetTag(Repo{Name: repo}, tag, accept)
 	if err != nil {
 		t.Fatalf("GetTag(%s, %s, %q): %v", repo, tag, accept, err)
 	}
@@ -43,7 +43,7 @@ func TestPutGetTag(t *testing.T) {
 	accept := ociManifest + ", " + dockerManifest
 	a, b := tagRecord(1), tagRecord(2)
 
-	if _, err := s.GetTag("team/app", "v1", accept); !errors.Is(err, ErrNotFound) {
+	if _, err := s.GetTag(Repo{Name: "team/app"}, "v1", accept); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("GetTag before any PutTag: %v, want ErrNotFound", err)
 	}
 	for _, r := range []struct {
@@ -56,7 +56,7 @@ func TestPutGetTag(t *testing.T) {
 		{"team", "app", accept, b}, // a repository's prefix is not confused with it
 		{"team/app/v1", "x", accept, b},
 	} {
-		if err := s.PutTag(r.repo, r.tag, r.accept, r.rec); err != nil {
+		if err := s.PutTag(Repo{Name: r.repo}, r.tag, r.accept, r.rec); err != nil {
 			t.Fatalf("PutTag(%s:%s): %v", r.repo, r.tag, err)
 		}
 	}
@@ -69,14 +69,14 @@ func TestPutGetTag(t *testing.T) {
 		{"other/app", "v1", accept},
 		{"team/app", "v1", ""},
 	} {
-		if got, err := s.GetTag(miss[0], miss[1], miss[2]); !errors.Is(err, ErrNotFound) {
+		if got, err := s.GetTag(Repo{Name: miss[0]}, miss[1], miss[2]); !errors.Is(err, ErrNotFound) {
 			t.Errorf("GetTag(%q) = %+v, %v; want ErrNotFound", miss, got, err)
 		}
 	}
 
 	c := tagRecord(3)
 	c.MediaType = ""
-	if err := s.PutTag("team/app", "v1", accept, c); err != nil {
+	if err := s.PutTag(Repo{Name: "team/app"}, "v1", accept, c); err != nil {
 		t.Fatal(err)
 	}
 	mustGetTag(t, s, "team/app", "v1", accept, c)
@@ -117,7 +117,7 @@ func TestTagAcceptNormalised(t *testing.T) {
 
 	s := openStore(t, t.TempDir(), 1<<20)
 	rec := tagRecord(4)
-	if err := s.PutTag("team/app", "v1", "application/vnd.oci.image.manifest.v1+json;q=0.5, "+dockerManifest, rec); err != nil {
+	if err := s.PutTag(Repo{Name: "team/app"}, "v1", "application/vnd.oci.image.manifest.v1+json;q=0.5, "+dockerManifest, rec); err != nil {
 		t.Fatal(err)
 	}
 	mustGetTag(t, s, "team/app", "v1", dockerManifest+","+ociManifest, rec)
@@ -134,7 +134,7 @@ func TestTagRecordsSurviveReopen(t *testing.T) {
 	}
 	const n = 200
 	for i := range n {
-		if err := s.PutTag("team/app", fmt.Sprintf("v%d", i), ociManifest, tagRecord(uint64(i))); err != nil {
+		if err := s.PutTag(Repo{Name: "team/app"}, fmt.Sprintf("v%d", i), ociManifest, tagRecord(uint64(i))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -144,10 +144,10 @@ func TestTagRecordsSurviveReopen(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.PutTag("team/app", "late", ociManifest, tagRecord(1)); !errors.Is(err, ErrClosed) {
+	if err := s.PutTag(Repo{Name: "team/app"}, "late", ociManifest, tagRecord(1)); !errors.Is(err, ErrClosed) {
 		t.Errorf("PutTag after Close: %v, want ErrClosed", err)
 	}
-	if _, err := s.GetTag("team/app", "v1", ociManifest); !errors.Is(err, ErrClosed) {
+	if _, err := s.GetTag(Repo{Name: "team/app"}, "v1", ociManifest); !errors.Is(err, ErrClosed) {
 		t.Errorf("GetTag after Close: %v, want ErrClosed", err)
 	}
 
@@ -180,7 +180,7 @@ func TestPutTagRejects(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if err := s.PutTag(tt.repo, tt.tag, ociManifest, tt.rec); err == nil {
+			if err := s.PutTag(Repo{Name: tt.repo}, tt.tag, ociManifest, tt.rec); err == nil {
 				t.Errorf("PutTag(%q, %q, %+v) succeeded", tt.repo, tt.tag, tt.rec)
 			}
 		})
@@ -234,7 +234,7 @@ func TestTagsListAndDelete(t *testing.T) {
 		{"a", "latest", "", 7},
 	}
 	for _, p := range puts {
-		if err := s.PutTag(p.repo, p.tag, p.accept, tagRecord(p.seed)); err != nil {
+		if err := s.PutTag(Repo{Name: p.repo}, p.tag, p.accept, tagRecord(p.seed)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -280,16 +280,16 @@ func TestTagsListAndDelete(t *testing.T) {
 		{"team/app/v1", "x", 1},
 	}
 	for _, tc := range tests {
-		if n, err := s.DeleteTags(tc.repo, tc.tag); err != nil || n != tc.n {
+		if n, err := s.DeleteTags(Repo{Name: tc.repo}, tc.tag); err != nil || n != tc.n {
 			t.Fatalf("DeleteTags(%s, %s) = %d, %v; want %d", tc.repo, tc.tag, n, err, tc.n)
 		}
 	}
 	for _, bad := range [][2]string{{"", "v1"}, {"team/app", ""}, {"team/app", "v1/x"}} {
-		if _, err := s.DeleteTags(bad[0], bad[1]); err == nil {
+		if _, err := s.DeleteTags(Repo{Name: bad[0]}, bad[1]); err == nil {
 			t.Errorf("DeleteTags(%q, %q) succeeded", bad[0], bad[1])
 		}
 	}
-	if _, err := s.GetTag("team/app", "v1", AnyAccept); !errors.Is(err, ErrNotFound) {
+	if _, err := s.GetTag(Repo{Name: "team/app"}, "v1", AnyAccept); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("GetTag after DeleteTags: %v, want ErrNotFound", err)
 	}
 	want = []row{{"a", "latest", 7}, {"team", "app", 6}, {"team/app", "v2", 4}}
@@ -329,10 +329,10 @@ func TestAnyAccept(t *testing.T) {
 	}
 	s := openStore(t, t.TempDir(), 1<<20)
 	imported, proxied := tagRecord(10), tagRecord(11)
-	if err := s.PutTag("team/app", "v1", AnyAccept, imported); err != nil {
+	if err := s.PutTag(Repo{Name: "team/app"}, "v1", AnyAccept, imported); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.PutTag("team/app", "v1", ociManifest, proxied); err != nil {
+	if err := s.PutTag(Repo{Name: "team/app"}, "v1", ociManifest, proxied); err != nil {
 		t.Fatal(err)
 	}
 	mustGetTag(t, s, "team/app", "v1", AnyAccept, imported)
@@ -362,13 +362,13 @@ func TestTagRecordsBounded(t *testing.T) {
 	}
 	const n = 3 * maxTagRecords
 	for i := 1; i <= n; i++ {
-		if err := s.PutTag("team/app", "v1", accept(i), tagRecord(uint64(i))); err != nil {
+		if err := s.PutTag(Repo{Name: "team/app"}, "v1", accept(i), tagRecord(uint64(i))); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Another tag and a repository extending the name are not counted.
 	for _, r := range [][2]string{{"team/app", "v2"}, {"team/app/v1", "x"}} {
-		if err := s.PutTag(r[0], r[1], ociManifest, tagRecord(100)); err != nil {
+		if err := s.PutTag(Repo{Name: r[0]}, r[1], ociManifest, tagRecord(100)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -390,14 +390,14 @@ func TestTagRecordsBounded(t *testing.T) {
 		t.Fatalf("%d distinct Accept values left %d records, want %d", n, got, maxTagRecords)
 	}
 	for i := 1; i <= n; i++ {
-		_, err := s.GetTag("team/app", "v1", accept(i))
+		_, err := s.GetTag(Repo{Name: "team/app"}, "v1", accept(i))
 		if kept := i > n-maxTagRecords; kept != (err == nil) {
 			t.Errorf("record %d of %d: GetTag error %v, want kept = %v", i, n, err, kept)
 		}
 	}
 	// Replacing a kept record keeps all the others.
 	newer := tagRecord(200)
-	if err := s.PutTag("team/app", "v1", accept(n-maxTagRecords+1), newer); err != nil {
+	if err := s.PutTag(Repo{Name: "team/app"}, "v1", accept(n-maxTagRecords+1), newer); err != nil {
 		t.Fatal(err)
 	}
 	if got := count(); got != maxTagRecords {
@@ -416,19 +416,19 @@ func TestLegacyTagRecordRead(t *testing.T) {
 	t.Parallel()
 	s := openStore(t, t.TempDir(), 1<<20)
 	accept := ociManifest + ", " + ociIndex + ", */*"
-	legacy := hashedTagKey("team/app", "v1", "*/*,"+ociIndex+","+ociManifest)
+	legacy := hashedTagKey(Repo{Name: "team/app"}, "v1", "*/*,"+ociIndex+","+ociManifest)
 	old := tagRecord(1)
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(legacy, encodeTagRecord(old)) }); err != nil {
 		t.Fatal(err)
 	}
-	if k, _ := tagKey("team/app", "v1", accept); string(k) == string(legacy) {
+	if k, _ := tagKey(Repo{Name: "team/app"}, "v1", accept); string(k) == string(legacy) {
 		t.Fatal("the test's Accept has the same key either way")
 	}
 	mustGetTag(t, s, "team/app", "v1", accept, old)
 	mustGetTag(t, s, "team/app", "v1", "*/*;q=0.1,"+ociIndex+","+ociManifest, old)
 
 	newer := tagRecord(2)
-	if err := s.PutTag("team/app", "v1", accept, newer); err != nil {
+	if err := s.PutTag(Repo{Name: "team/app"}, "v1", accept, newer); err != nil {
 		t.Fatal(err)
 	}
 	mustGetTag(t, s, "team/app", "v1", accept, newer)
@@ -446,10 +446,14 @@ func TestParseTagKey(t *testing.T) {
 	t.Parallel()
 	h := strings.Repeat("ab", 32)
 	tests := []struct {
-		key, repo, tag string
-		ok             bool
+		key, registry, repo, tag string
+		ok                       bool
 	}{
 		{key: "tag/team/app/v1/" + h, repo: "team/app", tag: "v1", ok: true},
+		{key: "tag@ghcr.io/team/app/v1/" + h, registry: "ghcr.io", repo: "team/app", tag: "v1", ok: true},
+		{key: "tag@127.0.0.1:5000/app/v1/" + h, registry: "127.0.0.1:5000", repo: "app", tag: "v1", ok: true},
+		{key: "tag@/app/v1/" + h},    // empty registry
+		{key: "tag@ghcr.io/v1/" + h}, // no repository
 		{key: "tag/a/b/c/d/latest/" + h, repo: "a/b/c/d", tag: "latest", ok: true},
 		{key: "tag/app/v1/" + h, repo: "app", tag: "v1", ok: true},
 		{key: "tag/v1/" + h},                      // no repository
@@ -462,18 +466,74 @@ func TestParseTagKey(t *testing.T) {
 	}
 	for _, tc := range tests {
 		repo, tag, ok := parseTagKey(tc.key)
-		if ok != tc.ok || repo != tc.repo || tag != tc.tag {
-			t.Errorf("parseTagKey(%q) = %q, %q, %v; want %q, %q, %v", tc.key, repo, tag, ok, tc.repo, tc.tag, tc.ok)
+		if ok != tc.ok || ok && (repo != Repo{Registry: tc.registry, Name: tc.repo} || tag != tc.tag) {
+			t.Errorf("parseTagKey(%q) = %+v, %q, %v; want %q %q, %q, %v", tc.key, repo, tag, ok, tc.registry, tc.repo, tc.tag, tc.ok)
 		}
 	}
 	// Every key tagKey builds parses back.
-	for _, r := range [][2]string{{"team/app", "v1"}, {"x", "y"}, {"a/b/c", "1.0-rc"}} {
-		key, err := tagKey(r[0], r[1], ociManifest)
+	for _, r := range []struct {
+		repo Repo
+		tag  string
+	}{{Repo{Name: "team/app"}, "v1"}, {Repo{Name: "x"}, "y"}, {Repo{Name: "a/b/c"}, "1.0-rc"}, {Repo{Registry: "ghcr.io", Name: "a/b"}, "v1"}} {
+		key, err := tagKey(r.repo, r.tag, ociManifest)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if repo, tag, ok := parseTagKey(string(key)); !ok || repo != r[0] || tag != r[1] {
-			t.Errorf("parseTagKey(tagKey(%q, %q)) = %q, %q, %v", r[0], r[1], repo, tag, ok)
+		if repo, tag, ok := parseTagKey(string(key)); !ok || repo != r.repo || tag != r.tag {
+			t.Errorf("parseTagKey(tagKey(%+v, %q)) = %+v, %q, %v", r.repo, r.tag, repo, tag, ok)
 		}
+	}
+}
+
+// The records of one repo:tag are kept apart per upstream registry, and
+// the main upstream's records written without a host (older versions,
+// an import into a stopped mirror) stay apart from them: listed,
+// deleted and bounded per registry.
+func TestTagRecordsAreKeptPerRegistry(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := openStore(t, dir, 1<<20)
+	repos := []Repo{{Name: "team/app"}, {Registry: "a.example", Name: "team/app"}, {Registry: "127.0.0.1:5000", Name: "team/app"}}
+	for i, r := range repos {
+		if err := s.PutTag(r, "v1", ociManifest, tagRecord(uint64(i+1))); err != nil {
+			t.Fatalf("PutTag(%s:v1): %v", r, err)
+		}
+	}
+	for i, r := range repos {
+		got, err := s.GetTag(r, "v1", ociManifest)
+		if err != nil || got.Digest != tagRecord(uint64(i+1)).Digest {
+			t.Fatalf("GetTag(%s:v1) = %+v, %v; want the record put for it", r, got, err)
+		}
+	}
+	if _, err := s.GetTag(Repo{Registry: "b.example", Name: "team/app"}, "v1", ociManifest); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("GetTag of a registry that recorded nothing: %v, want ErrNotFound", err)
+	}
+	tags, err := s.Tags()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed []string
+	for _, ti := range tags {
+		listed = append(listed, ti.Registry+"|"+ti.Repo+":"+ti.Tag+"@"+ti.Digest.String())
+	}
+	want := []string{
+		"|team/app:v1@" + tagRecord(1).Digest.String(),
+		"127.0.0.1:5000|team/app:v1@" + tagRecord(3).Digest.String(),
+		"a.example|team/app:v1@" + tagRecord(2).Digest.String(),
+	}
+	if !slices.Equal(listed, want) {
+		t.Fatalf("Tags = %q, want %q", listed, want)
+	}
+	if n, err := s.DeleteTags(repos[1], "v1"); err != nil || n != 1 {
+		t.Fatalf("DeleteTags(%s:v1) = %d, %v; want 1", repos[1], n, err)
+	}
+	for i, r := range repos {
+		_, err := s.GetTag(r, "v1", ociManifest)
+		if gone := errors.Is(err, ErrNotFound); gone != (i == 1) {
+			t.Fatalf("after deleting %s's record, GetTag(%s:v1): %v", repos[1], r, err)
+		}
+	}
+	if n, err := s.DeleteAllTags(); err != nil || n != 2 {
+		t.Fatalf("DeleteAllTags = %d, %v; want 2 (with and without a host)", n, err)
 	}
 }

@@ -27,18 +27,18 @@ func newTestTagStore(t *testing.T) *tagStore {
 // putTag puts rec under the key of accept and waits for the commit.
 func putTag(t *testing.T, ts *tagStore, repo, tag, accept string, rec TagRecord) {
 	t.Helper()
-	key, err := tagKey(repo, tag, accept)
+	key, err := tagKey(Repo{Name: repo}, tag, accept)
 	if err != nil {
 		t.Fatal(err)
 	}
-	putTagKey(t, ts, repo, tag, key, legacyTagKey(repo, tag, accept), rec)
+	putTagKey(t, ts, repo, tag, key, legacyTagKey(Repo{Name: repo}, tag, accept), rec)
 }
 
 // putTagKey puts rec under key and waits for the commit.
 func putTagKey(t *testing.T, ts *tagStore, repo, tag string, key, legacy []byte, rec TagRecord) {
 	t.Helper()
 	committed := make(chan error, 1)
-	if err := ts.put(repo, tag, key, legacy, rec, func(err error) { committed <- err }); err != nil {
+	if err := ts.put(Repo{Name: repo}, tag, key, legacy, rec, func(err error) { committed <- err }); err != nil {
 		t.Fatalf("put %s: %v", key, err)
 	}
 	if err := <-committed; err != nil {
@@ -55,19 +55,19 @@ func TestTagStoreGet(t *testing.T) {
 		wantErr error
 	}{
 		{"under its key", func(ts *tagStore) error {
-			key, _ := tagKey("team/app", "v1", ociManifest)
+			key, _ := tagKey(Repo{Name: "team/app"}, "v1", ociManifest)
 			return ts.db.Update(func(txn *badger.Txn) error { return txn.Set(key, encodeTagRecord(rec)) })
 		}, nil},
 		{"under the legacy key only", func(ts *tagStore) error {
-			legacy := legacyTagKey("team/app", "v1", ociManifest)
+			legacy := legacyTagKey(Repo{Name: "team/app"}, "v1", ociManifest)
 			return ts.db.Update(func(txn *badger.Txn) error { return txn.Set(legacy, encodeTagRecord(rec)) })
 		}, nil},
 		{"another tag only", func(ts *tagStore) error {
-			key, _ := tagKey("team/app", "v2", ociManifest)
+			key, _ := tagKey(Repo{Name: "team/app"}, "v2", ociManifest)
 			return ts.db.Update(func(txn *badger.Txn) error { return txn.Set(key, encodeTagRecord(rec)) })
 		}, ErrNotFound},
 		{"a record that does not parse", func(ts *tagStore) error {
-			key, _ := tagKey("team/app", "v1", ociManifest)
+			key, _ := tagKey(Repo{Name: "team/app"}, "v1", ociManifest)
 			return ts.db.Update(func(txn *badger.Txn) error { return txn.Set(key, []byte{9}) })
 		}, errAny},
 	}
@@ -78,8 +78,8 @@ func TestTagStoreGet(t *testing.T) {
 			if err := tc.put(ts); err != nil {
 				t.Fatal(err)
 			}
-			key, _ := tagKey("team/app", "v1", ociManifest)
-			got, err := ts.get(key, legacyTagKey("team/app", "v1", ociManifest))
+			key, _ := tagKey(Repo{Name: "team/app"}, "v1", ociManifest)
+			got, err := ts.get(key, legacyTagKey(Repo{Name: "team/app"}, "v1", ociManifest))
 			switch {
 			case tc.wantErr == nil && err != nil:
 				t.Fatalf("get: %v", err)
@@ -119,9 +119,9 @@ func TestTagStorePutBoundsRecords(t *testing.T) {
 			var checked []time.Time
 			for i := range tc.puts {
 				// Keys as distinct Accept values give them.
-				key := hashedTagKey("team/app", "v1", fmt.Sprint(i%tc.accepts))
+				key := hashedTagKey(Repo{Name: "team/app"}, "v1", fmt.Sprint(i%tc.accepts))
 				rec := tagRecord(uint64(i + 1))
-				putTagKey(t, ts, "team/app", "v1", key, legacyTagKey("team/app", "v1", ""), rec)
+				putTagKey(t, ts, "team/app", "v1", key, legacyTagKey(Repo{Name: "team/app"}, "v1", ""), rec)
 				checked = append(checked, rec.Checked)
 			}
 			// Another tag's records are neither counted nor dropped.
@@ -160,7 +160,7 @@ func TestTagStoreDelete(t *testing.T) {
 		{"everything", tagKeyPrefix, func(string) bool { return true }, 3, nil},
 		{"one tag, not the repository named like it", tagKeyPrefix + "team/app/v1/", func(k string) bool {
 			r, tag, ok := parseTagKey(k)
-			return ok && r == "team/app" && tag == "v1"
+			return ok && r == Repo{Name: "team/app"} && tag == "v1"
 		}, 1, []string{"team/app:v2", "team/app/v1:x"}},
 		{"nothing matches", tagKeyPrefix + "other/", func(string) bool { return true }, 0, []string{"team/app:v1", "team/app:v2", "team/app/v1:x"}},
 	}

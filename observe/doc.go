@@ -2,13 +2,15 @@
 //
 //   - metrics.go: Metrics, the Prometheus metrics in a registry of their
 //     own, fed by the request and upstream observers and reading the
-//     counters cache, proxy and auth keep themselves at scrape time. Label
-//     values come only from small fixed sets.
+//     counters cache, proxy and auth keep themselves at scrape time
+//     (summed over the proxies, one per upstream, and the token sources,
+//     one per ECR region). Label values come only from small fixed sets.
 //   - probes.go: Probes, /healthz (alive) and /readyz (cache writable,
-//     index open, ECR reachable with a valid token, or degraded with
-//     STALE_IF_ERROR).
-//   - reach.go: Reachability, whether the last attempt to reach ECR (token
-//     fetch or registry request) succeeded.
+//     index open, ECR reachable with a valid token for every region an
+//     ECR upstream is in, or degraded with STALE_IF_ERROR).
+//   - reach.go: Reachability, whether the last attempt to reach each
+//     upstream (a registry request; for ECR also its region's token
+//     fetch) succeeded.
 //   - handlers.go: OpsHandler, the operator's port (METRICS_ADDR: probes
 //     and metrics), and PprofHandler, Go's profiles (PPROF_ADDR).
 //

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -33,11 +34,13 @@ type Metrics struct {
 
 const namespace = "ecr_mirror"
 
-// NewMetrics registers every metric in a registry of its own.
-func NewMetrics(store *cache.Store, px *proxy.Proxy, tokens *auth.Source, reach *Reachability) *Metrics {
+// NewMetrics registers every metric in a registry of its own: the
+// proxies' counters (one proxy per upstream) and the token sources'
+// (one per ECR region) are summed.
+func NewMetrics(store *cache.Store, pxs []*proxy.Proxy, tokens []*auth.Source, reach *Reachability) *Metrics {
 	m := newMetrics()
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m.readStats(store, px, tokens, reach)
+	m.readStats(store, proxies(pxs), sources(tokens), reach)
 	return m
 }
 
@@ -54,11 +57,11 @@ func newMetrics() *Metrics {
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "cache_requests_total",
 			Help: "Blob and manifest requests by outcome: hit, miss, coalesced (joined a download under way), revalidated (tag checked upstream, body from cache), joined (tag checked by another request's lookup, body from cache), fresh (tag answered from a record younger than TAG_FRESHNESS), stale (tag answered from cache while ECR was unreachable), upstream."}, []string{"outcome"}),
 		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "upstream_requests_total",
-			Help: "Requests to ECR that got an answer, by kind, method and status."}, []string{"kind", "method", "code"}),
+			Help: "Requests to upstream registries that got an answer, by upstream host, kind, method and status."}, []string{"upstream", "kind", "method", "code"}),
 		upstreamLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "upstream_request_duration_seconds",
-			Help: "Time until ECR's response headers.", Buckets: prometheus.ExponentialBuckets(0.005, 3, 10)}, []string{"kind"}),
+			Help: "Time until an upstream's response headers.", Buckets: prometheus.ExponentialBuckets(0.005, 3, 10)}, []string{"upstream", "kind"}),
 		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "upstream_errors_total",
-			Help: "Requests to ECR that failed, by reason: timeout, unreachable, credentials, canceled, throttled (429), denied (401/403), server (5xx)."}, []string{"kind", "reason"}),
+			Help: "Requests to upstream registries that failed, by upstream host, kind and reason: timeout, unreachable, credentials, canceled, throttled (429), denied (401/403), server (5xx)."}, []string{"upstream", "kind", "reason"}),
 	}
 	m.reg.MustRegister(m.requests, m.requestDuration, m.servedBytes, m.outcomes, m.upstream, m.upstreamLatency, m.upstreamErrors)
 	return m
@@ -66,50 +69,53 @@ func newMetrics() *Metrics {
 
 // readStats registers the counters the packages keep themselves, read at
 // scrape time.
-func (m *Metrics) readStats(store *cache.Store, px *proxy.Proxy, tokens *auth.Source, reach *Reachability) {
+func (m *Metrics) readStats(store *cache.Store, px proxies, tokens sources, reach *Reachability) {
 	counter := func(name, help string, f func() int64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, func() float64 { return float64(f()) })
 	}
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help}, f)
 	}
-	ps := px.Stats()
+	ps := px.stat
 	m.reg.MustRegister(
-		counter("upstream_bytes_total", "Body bytes downloaded from upstream into the cache.", ps.UpstreamBytes.Load),
-		counter("downloads_total", "Upstream downloads started (one per uncached digest, however many clients asked).", ps.Downloads.Load),
-		counter("download_failures_total", "Upstream downloads that failed; nothing of them was kept.", ps.DownloadFailures.Load),
-		counter("downloads_refused_total", "Misses refused with 429 because MAX_DOWNLOADS were running.", ps.Refused.Load),
+		counter("upstream_bytes_total", "Body bytes downloaded from upstream into the cache.", ps(func(s *proxy.Stats) int64 { return s.UpstreamBytes.Load() })),
+		counter("downloads_total", "Upstream downloads started (one per uncached digest, however many clients asked).", ps(func(s *proxy.Stats) int64 { return s.Downloads.Load() })),
+		counter("download_failures_total", "Upstream downloads that failed; nothing of them was kept.", ps(func(s *proxy.Stats) int64 { return s.DownloadFailures.Load() })),
+		counter("downloads_refused_total", "Misses refused with 429 because MAX_DOWNLOADS were running.", ps(func(s *proxy.Stats) int64 { return s.Refused.Load() })),
 		counter("digest_mismatches_total", "Downloads whose bytes did not match their digest (or declared size).", func() int64 {
 			cs := store.Stats()
-			return cs.DigestMismatches + cs.SizeMismatches + ps.DigestMismatches.Load()
+			return cs.DigestMismatches + cs.SizeMismatches + ps(func(s *proxy.Stats) int64 { return s.DigestMismatches.Load() })()
 		}),
 		counter("cache_evictions_total", "Entries evicted to stay under CACHE_MAX_SIZE.", func() int64 { return store.Stats().Evictions }),
 		counter("cache_evicted_bytes_total", "Bytes evicted to stay under CACHE_MAX_SIZE.", func() int64 { return store.Stats().EvictedBytes }),
 		counter("cache_disk_full_total", "Downloads streamed to clients but not stored because the cache filesystem was full (or below the index's reserve).", func() int64 { return store.Stats().DiskFull }),
-		counter("token_fetches_total", "ECR authorization tokens fetched.", func() int64 { return int64(tokens.Stats().Fetches) }),
-		counter("token_fetch_failures_total", "Failed GetAuthorizationToken calls.", func() int64 { return int64(tokens.Stats().FetchFailures) }),
-		counter("token_refreshes_total", "Tokens fetched because ECR rejected the one in hand.", func() int64 { return int64(tokens.Stats().Refreshes) }),
-		counter("download_resumes_total", "Downloads cut short and resumed where they stopped (failed attempts included).", ps.Resumes.Load),
-		counter("link_confirmations_total", "HEADs sent to ECR to learn whether a repository holds content the cache has but has not seen under it.", ps.Confirmations.Load),
-		counter("link_confirmations_refused_total", "Of those, the ones ECR refused (404 or another refusal, or no answer): nothing was served.", ps.Unconfirmed.Load),
-		counter("stale_answers_total", "Tags answered from the cache because ECR could not be reached (STALE_IF_ERROR).", ps.Stale.Load),
-		counter("tag_lookups_joined_total", "Tag lookups (HEAD or GET by tag) a request joined, under way for another, instead of asking ECR itself.", ps.TagJoined.Load),
-		counter("tag_fresh_answers_total", "Tags answered from a record younger than TAG_FRESHNESS, without asking ECR.", ps.TagFresh.Load),
-		counter("upstream_throttled_bytes_total", "Upstream bytes read under UPSTREAM_MAX_RATE.", ps.ThrottledBytes.Load),
-		counter("upstream_throttle_wait_seconds_total", "Time downloads waited for UPSTREAM_MAX_RATE.", func() int64 { return ps.ThrottledNanos.Load() / 1e9 }),
-		gauge("upstream_max_rate_bytes", "UPSTREAM_MAX_RATE in bytes per second (0: unlimited).", func() float64 { return float64(ps.MaxRate.Load()) }),
+		counter("token_fetches_total", "ECR authorization tokens fetched (all regions).", tokens.sum(func(s auth.Stats) int64 { return int64(s.Fetches) })),
+		counter("token_fetch_failures_total", "Failed GetAuthorizationToken calls (all regions).", tokens.sum(func(s auth.Stats) int64 { return int64(s.FetchFailures) })),
+		counter("token_refreshes_total", "Tokens fetched because ECR rejected the one in hand (all regions).", tokens.sum(func(s auth.Stats) int64 { return int64(s.Refreshes) })),
+		counter("download_resumes_total", "Downloads cut short and resumed where they stopped (failed attempts included).", ps(func(s *proxy.Stats) int64 { return s.Resumes.Load() })),
+		counter("link_confirmations_total", "HEADs sent upstream to learn whether a repository holds content the cache has but has not seen under it.", ps(func(s *proxy.Stats) int64 { return s.Confirmations.Load() })),
+		counter("link_confirmations_refused_total", "Of those, the ones upstream refused (404 or another refusal, or no answer): nothing was served.", ps(func(s *proxy.Stats) int64 { return s.Unconfirmed.Load() })),
+		counter("stale_answers_total", "Tags answered from the cache because their upstream could not be reached (STALE_IF_ERROR).", ps(func(s *proxy.Stats) int64 { return s.Stale.Load() })),
+		counter("tag_lookups_joined_total", "Tag lookups (HEAD or GET by tag) a request joined, under way for another, instead of asking upstream itself.", ps(func(s *proxy.Stats) int64 { return s.TagJoined.Load() })),
+		counter("tag_fresh_answers_total", "Tags answered from a record younger than TAG_FRESHNESS, without asking upstream.", ps(func(s *proxy.Stats) int64 { return s.TagFresh.Load() })),
+		counter("referrers_lookups_joined_total", "Referrers lists a request joined, under way for another, instead of asking upstream itself.", ps(func(s *proxy.Stats) int64 { return s.ReferrersJoined.Load() })),
+		counter("referrers_tag_schema_total", "Referrers lists answered from the tag schema (sha256-<hex> tags) because upstream has no referrers API.", ps(func(s *proxy.Stats) int64 { return s.ReferrersFallbacks.Load() })),
+		counter("stale_referrers_total", "Referrers lists answered from the cache because their upstream could not be reached (STALE_IF_ERROR); also counted in stale_answers_total.", ps(func(s *proxy.Stats) int64 { return s.StaleReferrers.Load() })),
+		counter("upstream_throttled_bytes_total", "Upstream bytes read under UPSTREAM_MAX_RATE.", ps(func(s *proxy.Stats) int64 { return s.ThrottledBytes.Load() })),
+		counter("upstream_throttle_wait_seconds_total", "Time downloads waited for UPSTREAM_MAX_RATE.", func() int64 { return ps(func(s *proxy.Stats) int64 { return s.ThrottledNanos.Load() })() / 1e9 }),
+		gauge("upstream_max_rate_bytes", "UPSTREAM_MAX_RATE in bytes per second (0: unlimited).", func() float64 { return float64(px.maxRate()) }),
 		gauge("cache_stored_bytes", "Bytes in the cache.", func() float64 { return float64(store.Size()) }),
 		gauge("cache_max_bytes", "CACHE_MAX_SIZE.", func() float64 { return float64(store.MaxSize()) }),
 		gauge("cache_entries", "Blobs and manifests in the cache.", func() float64 { return float64(store.Stats().Entries) }),
-		gauge("downloads_in_flight", "Upstream downloads running now.", func() float64 { return float64(px.InFlight()) }),
+		gauge("downloads_in_flight", "Upstream downloads running now.", func() float64 { return float64(px.inFlight()) }),
 		gauge("upstream_reachable", "1 when the last attempt to reach ECR (token fetch or registry request) succeeded, else 0.", func() float64 {
 			if reach.Check() != nil {
 				return 0
 			}
 			return 1
 		}),
-		gauge("token_expiry_timestamp_seconds", "When the ECR token in hand expires (0: none).", func() float64 {
-			if at, ok := tokens.Ready(); ok {
+		gauge("token_expiry_timestamp_seconds", "When the first of the ECR tokens in hand (one per region) expires (0: a region has none).", func() float64 {
+			if at, ok := tokens.ready(); ok {
 				return float64(at.Unix())
 			}
 			return 0
@@ -176,20 +182,21 @@ func (m *Metrics) ObserveRequest(ri registry.RequestInfo) {
 }
 
 // ObserveUpstream records one request to ECR.
+// The upstream label is the host of a configured upstream: a fixed set.
 func (m *Metrics) ObserveUpstream(ev proxy.UpstreamEvent) {
 	if ev.Failure != "" {
-		m.upstreamErrors.WithLabelValues(ev.Kind, ev.Failure).Inc()
+		m.upstreamErrors.WithLabelValues(ev.Upstream, ev.Kind, ev.Failure).Inc()
 		return
 	}
-	m.upstream.WithLabelValues(ev.Kind, methodLabel(ev.Method), statusLabel(ev.Status)).Inc()
-	m.upstreamLatency.WithLabelValues(ev.Kind).Observe(ev.Duration.Seconds())
+	m.upstream.WithLabelValues(ev.Upstream, ev.Kind, methodLabel(ev.Method), statusLabel(ev.Status)).Inc()
+	m.upstreamLatency.WithLabelValues(ev.Upstream, ev.Kind).Observe(ev.Duration.Seconds())
 	switch s := ev.Status; {
 	case s == 429:
-		m.upstreamErrors.WithLabelValues(ev.Kind, "throttled").Inc()
+		m.upstreamErrors.WithLabelValues(ev.Upstream, ev.Kind, "throttled").Inc()
 	case s == 401 || s == 403:
-		m.upstreamErrors.WithLabelValues(ev.Kind, "denied").Inc()
+		m.upstreamErrors.WithLabelValues(ev.Upstream, ev.Kind, "denied").Inc()
 	case s >= 500:
-		m.upstreamErrors.WithLabelValues(ev.Kind, "server").Inc()
+		m.upstreamErrors.WithLabelValues(ev.Upstream, ev.Kind, "server").Inc()
 	}
 }
 
@@ -197,4 +204,64 @@ func (m *Metrics) ObserveUpstream(ev proxy.UpstreamEvent) {
 // gathering them are logged to log as warnings.
 func (m *Metrics) Handler(log *slog.Logger) http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)})
+}
+
+// proxies are the mirror's proxies, one per upstream, read together.
+type proxies []*proxy.Proxy
+
+// stat returns a function summing f over the proxies' Stats.
+func (ps proxies) stat(f func(*proxy.Stats) int64) func() int64 {
+	return func() int64 {
+		var n int64
+		for _, p := range ps {
+			n += f(p.Stats())
+		}
+		return n
+	}
+}
+
+// inFlight is the downloads running now, all upstreams together.
+func (ps proxies) inFlight() int {
+	n := 0
+	for _, p := range ps {
+		n += p.InFlight()
+	}
+	return n
+}
+
+// maxRate is UPSTREAM_MAX_RATE, which every proxy shares.
+func (ps proxies) maxRate() int64 {
+	if len(ps) == 0 {
+		return 0
+	}
+	return ps[0].Stats().MaxRate.Load()
+}
+
+// sources are the ECR token sources, one per region, read together.
+type sources []*auth.Source
+
+// sum returns a function summing f over the sources' Stats.
+func (ss sources) sum(f func(auth.Stats) int64) func() int64 {
+	return func() int64 {
+		var n int64
+		for _, s := range ss {
+			n += f(s.Stats())
+		}
+		return n
+	}
+}
+
+// ready returns when the first token in hand expires; ok is false when
+// a source has no valid token (or there is no source).
+func (ss sources) ready() (first time.Time, ok bool) {
+	for _, s := range ss {
+		at, ok := s.Ready()
+		if !ok {
+			return time.Time{}, false
+		}
+		if first.IsZero() || at.Before(first) {
+			first = at
+		}
+	}
+	return first, len(ss) > 0
 }

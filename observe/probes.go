@@ -23,16 +23,17 @@ import (
 type Probes struct {
 	cacheDir string
 	store    *cache.Store
-	tokens   *auth.Source
+	tokens   sources // one per ECR region
 	reach    *Reachability
 	// staleIfError: the mirror serves cached content while ECR cannot be
 	// reached (STALE_IF_ERROR), so it is ready then, degraded.
 	staleIfError bool
 }
 
-// NewProbes checks the cache in cacheDir and store, the token from tokens
-// and ECR's reachability from reach; staleIfError is STALE_IF_ERROR set.
-func NewProbes(cacheDir string, store *cache.Store, tokens *auth.Source, reach *Reachability, staleIfError bool) *Probes {
+// NewProbes checks the cache in cacheDir and store, the tokens from
+// tokens (one source per ECR region; none when no upstream is ECR) and
+// upstream reachability from reach; staleIfError is STALE_IF_ERROR set.
+func NewProbes(cacheDir string, store *cache.Store, tokens []*auth.Source, reach *Reachability, staleIfError bool) *Probes {
 	return &Probes{cacheDir: cacheDir, store: store, tokens: tokens, reach: reach, staleIfError: staleIfError}
 }
 
@@ -74,8 +75,10 @@ func (p *Probes) check() (lines []string, ready bool) {
 	report("cache index open", err)
 
 	var failing []string // the ECR checks that fail
-	if at, ok := p.tokens.Ready(); ok {
-		lines = append(lines, fmt.Sprintf("ECR token: ok (expires %s)", at.UTC().Format(time.RFC3339)))
+	if at, ok := p.tokens.ready(); ok || len(p.tokens) == 0 {
+		if ok {
+			lines = append(lines, fmt.Sprintf("ECR token: ok (expires %s)", at.UTC().Format(time.RFC3339)))
+		}
 	} else if p.staleIfError {
 		failing = append(failing, "ECR token")
 		lines = append(lines, "ECR token: FAILING: no valid token (see the log for why GetAuthorizationToken fails)")

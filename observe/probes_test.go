@@ -45,7 +45,7 @@ func newProbes(t *testing.T, tokenOK, reachable, cached, staleIfError bool) *Pro
 	} else {
 		reach.ObserveUpstream(proxy.UpstreamEvent{Kind: "blob", Method: "GET", Failure: "unreachable"})
 	}
-	return NewProbes(dir, store, tokens, reach, staleIfError)
+	return NewProbes(dir, store, []*auth.Source{tokens}, reach, staleIfError)
 }
 
 func TestReadyz(t *testing.T) {
@@ -95,5 +95,43 @@ func TestHealthzIsAlwaysOK(t *testing.T) {
 	}
 	if got := rec.Header().Get("Cache-Control"); got != "no-store" {
 		t.Errorf("Cache-Control %q, want no-store", got)
+	}
+}
+
+// With several ECR regions, the mirror is ready only when every region's
+// token is in hand; with no ECR upstream, no token is needed.
+func TestReadyzWantsEveryRegionsToken(t *testing.T) {
+	t.Parallel()
+	source := func(ok bool) *auth.Source {
+		s := auth.NewSource(func(context.Context) (auth.Token, error) {
+			if !ok {
+				return auth.Token{}, errors.New("no credentials for this region")
+			}
+			return auth.NewToken("QVdTOnNlY3JldA==", time.Now().Add(12*time.Hour)), nil
+		}, auth.Options{})
+		s.Token(context.Background())
+		return s
+	}
+	tests := []struct {
+		name       string
+		tokens     []*auth.Source
+		wantStatus int
+		want       string
+	}{
+		{"both regions", []*auth.Source{source(true), source(true)}, 200, "ECR token: ok (expires"},
+		{"one region without", []*auth.Source{source(true), source(false)}, 503, "ECR token: NOT READY"},
+		{"no ECR upstream", nil, 200, "cache index open: ok"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			p := newProbes(t, true, true, false, false)
+			p.tokens = tt.tokens
+			rec := httptest.NewRecorder()
+			p.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+			if rec.Code != tt.wantStatus || !strings.Contains(rec.Body.String(), tt.want) {
+				t.Errorf("status %d, body:\n%s\nwant %d and %q", rec.Code, rec.Body, tt.wantStatus, tt.want)
+			}
+		})
 	}
 }

@@ -56,3 +56,29 @@ func TestReachabilityFollowsTheLastAttempt(t *testing.T) {
 		})
 	}
 }
+
+// Each upstream's last attempt counts: one answering does not hide
+// another that cannot be reached, which the error names.
+func TestReachabilityIsKeptPerUpstream(t *testing.T) {
+	t.Parallel()
+	r := NewReachability(time.Now)
+	r.ObserveUpstream(proxy.UpstreamEvent{Upstream: "ecr.example", Kind: "blob", Method: "GET", Failure: "unreachable"})
+	r.ObserveUpstream(proxy.UpstreamEvent{Upstream: "ghcr.io", Kind: "blob", Method: "GET", Status: 200})
+	err := r.Check()
+	if err == nil || !strings.Contains(err.Error(), "ecr.example: last attempt at") || strings.Contains(err.Error(), "ghcr.io") {
+		t.Fatalf("Check() = %v, want ecr.example named as failing, and only it", err)
+	}
+	r.ObserveUpstream(proxy.UpstreamEvent{Upstream: "ecr.example", Kind: "blob", Method: "GET", Status: 200})
+	if err := r.Check(); err != nil {
+		t.Fatalf("Check() = %v once every upstream answered", err)
+	}
+	r.TokenFetchedIn("us-east-1")(errors.New("no credentials"))
+	r.TokenFetchedIn("eu-west-1")(nil)
+	if err := r.Check(); err == nil || !strings.Contains(err.Error(), "ECR token API of us-east-1: last attempt at") {
+		t.Fatalf("Check() = %v, want the failing region's token API named", err)
+	}
+	r.TokenFetchedIn("us-east-1")(nil)
+	if err := r.Check(); err != nil {
+		t.Fatalf("Check() = %v once every upstream answered", err)
+	}
+}

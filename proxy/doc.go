@@ -40,6 +40,13 @@
 // every upstream body read shares one token bucket (ratelimit.go), and
 // pushes pass through to ECR, their content admitted as it goes by
 // (push.go: one uploadCall per upload request, a function per method).
+// A Proxy serves one upstream registry; a mirror with several upstreams
+// runs one Proxy per upstream over the same store: content is shared by
+// digest, while links and tag records are kept per upstream host
+// (Options.Upstream), those written without a host belonging to the
+// main upstream (Options.MainUpstream). Proxies given one Shared share
+// the download cap, the token bucket and the downloads in flight, so a
+// digest asked for through two upstreams is downloaded once.
 // The proxy reaches its store only through the Store interface
 // (store.go: Blobs, Links, Tags), which *cache.Store implements.
 // Upload sessions' staging files and the tee that copies a body as

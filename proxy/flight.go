@@ -21,6 +21,7 @@ var errStored = errors.New("already stored")
 // flight is one upstream download of a digest into the store.
 type flight struct {
 	dgst  digest.Digest
+	host  string        // the upstream it is downloaded from (Proxy.host)
 	name  string        // the repository it is downloaded from
 	ready chan struct{} // closed once w is set or err is final
 	done  chan struct{} // closed once the flight has left the proxy's map
@@ -88,13 +89,13 @@ func (p *Proxy) startFlightLocked(dgst digest.Digest, t target) (fl *flight, joi
 	if p.bg.Err() != nil {
 		return nil, false, registry.Errorf(registry.CodeUnavailable, "the mirror is shutting down")
 	}
-	if p.maxDownloads > 0 && len(p.flights) >= p.maxDownloads {
+	if !p.slots.take() {
 		p.stats.Refused.Add(1)
 		e := registry.Errorf(registry.CodeTooManyRequests, "the mirror is already running its limit of %d upstream downloads; try again shortly", p.maxDownloads)
 		e.Header = http.Header{"Retry-After": {"1"}}
 		return nil, false, e
 	}
-	fl = &flight{dgst: dgst, name: t.repo, ready: make(chan struct{}), done: make(chan struct{})}
+	fl = &flight{dgst: dgst, host: p.host, name: t.repo, ready: make(chan struct{}), done: make(chan struct{})}
 	p.flights[dgst] = fl
 	p.inflight.Add(1)
 	go p.download(fl, t)
@@ -114,6 +115,7 @@ func (p *Proxy) download(fl *flight, t target) {
 		delete(p.flights, fl.dgst)
 	}
 	p.mu.Unlock()
+	p.slots.give()
 	close(fl.done)
 	if err != nil {
 		p.stats.DownloadFailures.Add(1) // the store counts digest mismatches

@@ -23,15 +23,16 @@ import (
 
 // repo is the store's name of an upstream repository.
 func (p *Proxy) repo(name string) cache.Repo {
-	return cache.Repo{Registry: p.up.base.Host, Name: name}
+	return cache.Repo{Registry: p.host, Name: name}
 }
 
 // linked reports whether the store links dgst to repository name, under
-// this upstream's host or as the main upstream's (links made without a
-// host: an import into a stopped mirror, tags recorded by an older
-// version).
+// this upstream's host or, for the main upstream, without a host (links
+// made where the host was not known: an import into a stopped mirror,
+// tags recorded by an older version). Another upstream's links never
+// count: the same name there is another repository.
 func (p *Proxy) linked(name string, dgst digest.Digest) bool {
-	return p.store.Linked(p.repo(name), dgst) || p.store.Linked(cache.Repo{Name: name}, dgst)
+	return p.store.Linked(p.repo(name), dgst) || p.main && p.store.Linked(cache.Repo{Name: name}, dgst)
 }
 
 // link records that upstream holds dgst in repository name. A failure
@@ -90,11 +91,13 @@ func confirmAccept(client []string) http.Header {
 	return http.Header{"Accept": {strings.Join(types, ", ")}}
 }
 
-// mayJoin lets req follow a download another request started: at once
-// for the same repository (the download's own answer speaks for it) or a
-// linked one, otherwise once upstream confirms the repository holds it.
+// mayJoin lets req follow a download another request started, maybe
+// through another upstream (Options.Shared): at once for the same
+// repository of the same upstream (the download's own answer speaks for
+// it) or a linked one, otherwise once upstream confirms the repository
+// holds it.
 func (p *Proxy) mayJoin(ctx context.Context, req *registry.Request, fl *flight, k kind) error {
-	if fl.name == req.Name || p.linked(req.Name, req.Dgst) {
+	if fl.host == p.host && fl.name == req.Name || p.linked(req.Name, req.Dgst) {
 		return nil
 	}
 	_, err := p.confirm(ctx, req, k)

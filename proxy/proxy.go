@@ -45,10 +45,17 @@ const (
 
 // Options configure a Proxy.
 type Options struct {
-	// Upstream is the ECR registry's base URL.
+	// Upstream is the upstream registry's base URL. Its host (as
+	// registry.CanonicalRegistry names it) is the registry of the links
+	// and tag records the proxy writes.
 	Upstream *url.URL
-	// Client sends upstream requests. It must add ECR credentials for the
-	// registry host only (auth.Source.Transport) and follow redirects.
+	// MainUpstream says this is the mirror's main (default) upstream:
+	// links and tag records written without a registry host (by older
+	// versions, or an import into a stopped mirror) are its own too.
+	MainUpstream bool
+	// Client sends upstream requests. It must add the upstream's
+	// credentials for its registry host only (auth.Source.Transport for
+	// ECR), never another upstream's, and follow redirects.
 	Client *http.Client
 	// Store holds the content, links and tag records; a *cache.Store.
 	Store  Store
@@ -63,8 +70,12 @@ type Options struct {
 	// machine happens to pause.
 	StallClock clockwork.Clock
 	// MaxDownloads caps concurrent upstream downloads; past it a miss
-	// gets 429 TOOMANYREQUESTS. 0: no cap.
+	// gets 429 TOOMANYREQUESTS. 0: no cap. Ignored when Shared is set.
 	MaxDownloads int
+	// Shared, when set, holds the caps on downloads and upstream bytes
+	// per second that this proxy shares with others (one per upstream);
+	// MaxDownloads and MaxRate are then taken from it.
+	Shared *Shared
 	// ObserveUpstream, when set, is called after every upstream request.
 	ObserveUpstream func(UpstreamEvent)
 	// UploadDir is where pushed blobs are staged until their digest is
@@ -86,7 +97,7 @@ type Options struct {
 	// Retries is how often a download cut short is resumed; 0: none.
 	Retries int
 	// MaxRate caps upstream body bytes per second, all downloads
-	// together; 0: unlimited.
+	// together; 0: unlimited. Ignored when Shared is set.
 	MaxRate int64
 }
 
@@ -96,12 +107,15 @@ const DefaultTagTimeout = 10 * time.Second
 // Proxy implements registry.Backend over a store and an upstream registry.
 type Proxy struct {
 	up            upstream
+	host          string // the upstream's registry host, for links and tag records
+	main          bool   // Options.MainUpstream
 	store         Store
 	log           *slog.Logger
 	manifestLimit int64
 	stallTimeout  time.Duration
 	stallClock    clockwork.Clock
 	maxDownloads  int
+	slots         *downloadSlots // maxDownloads, maybe shared with other proxies
 	bufs          sync.Pool
 
 	// Tag lookups (taglookup.go, stale.go).
@@ -116,7 +130,9 @@ type Proxy struct {
 	stop     context.CancelFunc
 	inflight sync.WaitGroup
 
-	mu      sync.Mutex
+	// flights are the downloads in flight by digest, under mu: this
+	// proxy's own, or shared with the other upstreams' (Options.Shared).
+	mu      *sync.Mutex
 	flights map[digest.Digest]*flight
 
 	uploadTable *uploadTable // push sessions being staged
@@ -194,9 +210,12 @@ func New(opts Options) (*Proxy, error) {
 	if stallClock == nil {
 		stallClock = clockwork.NewRealClock()
 	}
+	host := registry.CanonicalRegistry(opts.Upstream.Host)
 	bg, stop := context.WithCancel(context.Background())
 	p := &Proxy{
-		up:            upstream{base: opts.Upstream, client: opts.Client, observe: opts.ObserveUpstream},
+		up:            upstream{base: opts.Upstream, client: opts.Client, observe: opts.ObserveUpstream, host: host},
+		host:          host,
+		main:          opts.MainUpstream,
 		maxDownloads:  opts.MaxDownloads,
 		store:         opts.Store,
 		log:           log,
@@ -209,6 +228,7 @@ func New(opts Options) (*Proxy, error) {
 		clock:         clockwork.NewRealClock(),
 		bg:            bg,
 		stop:          stop,
+		mu:            new(sync.Mutex),
 		flights:       make(map[digest.Digest]*flight),
 	}
 	p.tags = newLookups[tagKey, tagAnswer](bg, tagTimeout, &p.inflight, &p.stats.TagJoined)
@@ -218,6 +238,11 @@ func New(opts Options) (*Proxy, error) {
 	p.uploadTable = newUploadTable(opts.Store.MaxSize(), log, opts.UploadDir)
 	p.resume = newResumePolicy(opts.Retries)
 	p.limit = newRateLimit(opts.MaxRate, &p.stats)
+	p.slots = &downloadSlots{max: int64(opts.MaxDownloads)}
+	if sh := opts.Shared; sh != nil {
+		p.limit, p.slots, p.maxDownloads = sh.rateLimit(&p.stats), sh.downloads, int(sh.downloads.max)
+		p.mu, p.flights = &sh.mu, sh.flights
+	}
 	return p, nil
 }
 
@@ -232,11 +257,17 @@ func (p *Proxy) Close() {
 // and shutdown).
 func (p *Proxy) Wait() { p.inflight.Wait() }
 
-// InFlight returns how many downloads are running.
+// InFlight returns how many of this proxy's downloads are running.
 func (p *Proxy) InFlight() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.flights)
+	n := 0
+	for _, fl := range p.flights {
+		if fl.host == p.host {
+			n++
+		}
+	}
+	return n
 }
 
 // Stats returns the proxy's counters.

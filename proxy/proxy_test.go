@@ -74,6 +74,11 @@ type envOptions struct {
 	// dates the tag records and tells their age.
 	staleIfError, tagFreshness time.Duration
 	tagClock                   clockwork.Clock
+	// notMain makes the proxy another upstream than the main one: links
+	// and tag records without a host are not its own.
+	notMain bool
+	// shared, when set, is the limits the proxy shares with others.
+	shared *Shared
 }
 
 func newEnv(t *testing.T, o envOptions) *testEnv {
@@ -137,8 +142,8 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	if o.wrapStore != nil {
 		ps = o.wrapStore(store)
 	}
-	p, err := New(Options{Upstream: upURL, Client: client, Store: ps, Logger: log, ManifestLimit: o.manifestLimit,
-		Retries: o.edge.retries, StallTimeout: o.edge.stall, StallClock: stallClock, MaxRate: o.edge.maxRate,
+	p, err := New(Options{Upstream: upURL, MainUpstream: !o.notMain, Client: client, Store: ps, Logger: log, ManifestLimit: o.manifestLimit,
+		Retries: o.edge.retries, StallTimeout: o.edge.stall, StallClock: stallClock, MaxRate: o.edge.maxRate, Shared: o.shared,
 		StaleIfError: o.staleIfError, TagFreshness: o.tagFreshness})
 	if err != nil {
 		t.Fatal(err)

@@ -93,7 +93,7 @@ func answerWhy(status int) string {
 // and freshAnswer.
 func (p *Proxy) recordTag(t target, dgst digest.Digest, mediaType string, size int64) {
 	rec := cache.TagRecord{Digest: dgst, MediaType: mediaType, Size: max(size, 0), Checked: p.clock.Now()}
-	if err := p.store.PutTag(t.repo, t.ref, t.accept.Get("Accept"), rec); err != nil {
+	if err := p.store.PutTag(p.repo(t.repo), t.ref, t.accept.Get("Accept"), rec); err != nil {
 		p.log.Warn("recording tag failed", "repository", t.repo, "tag", t.ref, "error", err)
 	}
 }
@@ -106,11 +106,11 @@ func (p *Proxy) staleAnswer(ctx context.Context, req *registry.Request, accept h
 	if why == "" || p.staleIfError <= 0 || ctx.Err() != nil {
 		return nil, err
 	}
-	rec, gerr := p.store.GetTag(req.Name, req.Tag, accept.Get("Accept"))
+	rec, gerr := p.tagRecord(req.Name, req.Tag, accept.Get("Accept"))
 	if errors.Is(gerr, cache.ErrNotFound) {
 		// An import records tags for any Accept: usable when the client
 		// takes the manifest's media type.
-		if imp, ierr := p.store.GetTag(req.Name, req.Tag, cache.AnyAccept); ierr == nil && accepts(accept.Values("Accept"), imp.MediaType) {
+		if imp, ierr := p.tagRecord(req.Name, req.Tag, cache.AnyAccept); ierr == nil && accepts(accept.Values("Accept"), imp.MediaType) {
 			rec, gerr = imp, nil
 		}
 	}
@@ -139,6 +139,22 @@ func (p *Proxy) staleAnswer(ctx context.Context, req *registry.Request, accept h
 	p.log.Warn("ECR cannot answer: serving a stale tag", "repository", req.Name, "tag", req.Tag,
 		"digest", rec.Digest, "age", age.Round(time.Millisecond), "reason", why, "error", err)
 	return c, nil
+}
+
+// tagRecord returns this upstream's record of name:tag asked with
+// accept: the newer of its own and, for the main upstream, the one
+// written without a host (an older version's, or an import into a
+// stopped mirror).
+func (p *Proxy) tagRecord(name, tag, accept string) (cache.TagRecord, error) {
+	rec, err := p.store.GetTag(p.repo(name), tag, accept)
+	if !p.main || err != nil && !errors.Is(err, cache.ErrNotFound) {
+		return rec, err
+	}
+	old, oerr := p.store.GetTag(cache.Repo{Name: name}, tag, accept)
+	if oerr == nil && (err != nil || old.Checked.After(rec.Checked)) {
+		return old, nil
+	}
+	return rec, err
 }
 
 // accepts tells whether Accept header values admit mediaType. No Accept

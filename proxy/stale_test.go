@@ -92,6 +92,7 @@ type staleOptions struct {
 	staleIfError, tagTimeout time.Duration
 	upstream                 string                     // default: the staleUpstream's URL
 	fetch                    func() (auth.Token, error) // default: a token that always works
+	notMain                  bool                       // another upstream than the main one
 }
 
 func newStaleEnv(t *testing.T, o staleOptions) *staleEnv {
@@ -118,7 +119,7 @@ func newStaleEnv(t *testing.T, o staleOptions) *staleEnv {
 	t.Cleanup(client.CloseIdleConnections)
 	logs := &testkit.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	p, err := New(Options{Upstream: upURL, Client: client, Store: store, Logger: log,
+	p, err := New(Options{Upstream: upURL, MainUpstream: !o.notMain, Client: client, Store: store, Logger: log,
 		StaleIfError: o.staleIfError, TagTimeout: o.tagTimeout})
 	if err != nil {
 		t.Fatal(err)
@@ -136,7 +137,7 @@ func (e *staleEnv) record(t *testing.T) {
 	if err := e.store.Put(e.up.dgst, ociManifest, e.up.raw); err != nil {
 		t.Fatal(err)
 	}
-	err := e.store.PutTag("team/app", "v1", ociManifest,
+	err := e.store.PutTag(cache.Repo{Name: "team/app"}, "v1", ociManifest,
 		cache.TagRecord{Digest: e.up.dgst, MediaType: ociManifest, Size: int64(len(e.up.raw)), Checked: time.Now()})
 	if err != nil {
 		t.Fatal(err)
@@ -311,7 +312,7 @@ func TestStaleNotServedOnceTagMoved(t *testing.T) {
 		t.Fatalf("GET: status %d, Warning %q (%s); want 502", resp.StatusCode, resp.Header.Get("Warning"), body)
 	}
 	// The HEAD's answer replaced the record.
-	rec, err := e.store.GetTag("team/app", "v1", ociManifest)
+	rec, err := e.store.GetTag(e.proxy.repo("team/app"), "v1", ociManifest)
 	if err != nil || rec.Digest != moved {
 		t.Fatalf("record after the move: %+v, %v; want %s", rec, err, moved)
 	}
@@ -332,7 +333,7 @@ func TestTagLookupRecorded(t *testing.T) {
 	if resp, _ := e.get(t, http.MethodHead); resp.StatusCode != http.StatusOK {
 		t.Fatalf("HEAD: status %d", resp.StatusCode)
 	}
-	rec, err := e.store.GetTag("team/app", "v1", ociManifest)
+	rec, err := e.store.GetTag(e.proxy.repo("team/app"), "v1", ociManifest)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,12 +353,12 @@ func TestTagLookupRecorded(t *testing.T) {
 	if resp, _ := e.get(t, http.MethodGet); resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET: status %d", resp.StatusCode)
 	}
-	rec2, err := e.store.GetTag("team/app", "v1", ociManifest)
+	rec2, err := e.store.GetTag(e.proxy.repo("team/app"), "v1", ociManifest)
 	if err != nil || !rec2.Checked.After(rec.Checked) {
 		t.Fatalf("record after GET: %+v, %v; want a later check than %v", rec2, err, rec.Checked)
 	}
 	// Another Accept has no record.
-	if _, err := e.store.GetTag("team/app", "v1", ""); !errors.Is(err, cache.ErrNotFound) {
+	if _, err := e.store.GetTag(e.proxy.repo("team/app"), "v1", ""); !errors.Is(err, cache.ErrNotFound) {
 		t.Fatalf("record for another Accept: %v", err)
 	}
 }

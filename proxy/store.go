@@ -47,12 +47,13 @@ type Links interface {
 	Linked(repo cache.Repo, dgst digest.Digest) bool
 }
 
-// Tags holds the answer a tag last had upstream, per Accept header.
+// Tags holds the answer a tag last had upstream, per upstream registry,
+// repository and Accept header.
 type Tags interface {
-	PutTag(repo, tag, accept string, rec cache.TagRecord) error
+	PutTag(repo cache.Repo, tag, accept string, rec cache.TagRecord) error
 	// GetTag returns the record of repo:tag asked with accept
 	// (cache.ErrNotFound when there is none).
-	GetTag(repo, tag, accept string) (cache.TagRecord, error)
+	GetTag(repo cache.Repo, tag, accept string) (cache.TagRecord, error)
 }
 
 // Referrers holds the answer a subject's referrers last had upstream,

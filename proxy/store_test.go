@@ -77,12 +77,12 @@ func (s *countingStore) Linked(repo cache.Repo, dgst digest.Digest) bool {
 	return s.next.Linked(repo, dgst)
 }
 
-func (s *countingStore) PutTag(repo, tag, accept string, rec cache.TagRecord) error {
+func (s *countingStore) PutTag(repo cache.Repo, tag, accept string, rec cache.TagRecord) error {
 	s.count("PutTag")
 	return s.next.PutTag(repo, tag, accept, rec)
 }
 
-func (s *countingStore) GetTag(repo, tag, accept string) (cache.TagRecord, error) {
+func (s *countingStore) GetTag(repo cache.Repo, tag, accept string) (cache.TagRecord, error) {
 	s.count("GetTag")
 	return s.next.GetTag(repo, tag, accept)
 }

@@ -194,7 +194,7 @@ func (p *Proxy) freshAnswer(req *registry.Request, accept http.Header) (*registr
 	if p.tagFreshness <= 0 {
 		return nil, false
 	}
-	rec, err := p.store.GetTag(req.Name, req.Tag, accept.Get("Accept"))
+	rec, err := p.tagRecord(req.Name, req.Tag, accept.Get("Accept"))
 	if err != nil {
 		if !errors.Is(err, cache.ErrNotFound) {
 			p.log.Warn("reading tag record failed", "repository", req.Name, "tag", req.Tag, "error", err)

@@ -129,7 +129,7 @@ func TestTagLookupSurvivesClientsLeaving(t *testing.T) {
 			if c := e.fake.Counters(); c.ManifestHead != 1 || c.ManifestGetByTag != 1 {
 				t.Errorf("upstream saw %d HEADs, %d GETs by tag; want 1, 1", c.ManifestHead, c.ManifestGetByTag)
 			}
-			if rec, err := e.store.GetTag("team/app", "v1", ociManifest); err != nil || rec.Digest != dgst {
+			if rec, err := e.store.GetTag(e.proxy.repo("team/app"), "v1", ociManifest); err != nil || rec.Digest != dgst {
 				t.Errorf("tag record %+v, %v; want %s", rec, err, dgst)
 			}
 		})
@@ -204,7 +204,7 @@ func TestStaleAnswerForEveryJoiner(t *testing.T) {
 				t.Fatal(err)
 			}
 			rec := cache.TagRecord{Digest: dgst, MediaType: ociManifest, Size: int64(len(raw)), Checked: time.Now()}
-			if err := e.store.PutTag("team/app", "v1", ociManifest, rec); err != nil {
+			if err := e.store.PutTag(e.proxy.repo("team/app"), "v1", ociManifest, rec); err != nil {
 				t.Fatal(err)
 			}
 			hold := make(chan struct{})

@@ -21,12 +21,14 @@ const errorBodyLimit = 64 << 10
 // upstream sends requests to the ECR registry.
 type upstream struct {
 	base    *url.URL
+	host    string // base's registry host, for UpstreamEvent
 	client  *http.Client
 	observe func(UpstreamEvent) // nil: none
 }
 
 // UpstreamEvent describes one request to ECR, for metrics.
 type UpstreamEvent struct {
+	Upstream string // the upstream's registry host
 	Method   string
 	Kind     string        // blob, manifest, tags
 	Status   int           // 0 when no answer came
@@ -57,7 +59,7 @@ func (u *upstream) do(ctx context.Context, method, path string, hdr http.Header,
 	start := time.Now()
 	resp, err := u.client.Do(req)
 	if u.observe != nil {
-		ev := UpstreamEvent{Method: method, Kind: string(k), Duration: time.Since(start)}
+		ev := UpstreamEvent{Upstream: u.host, Method: method, Kind: string(k), Duration: time.Since(start)}
 		if err != nil {
 			ev.Failure = failure(err)
 		} else {
@@ -91,10 +93,10 @@ func statusError(method, path string, k kind, resp *http.Response, body []byte) 
 	case s == http.StatusUnauthorized || s == http.StatusForbidden:
 		// ECR's text may name the mirror's IAM role: logs only.
 		return &registry.Error{Code: registry.CodeDenied,
-			Message:  fmt.Sprintf("ECR denied the mirror access to %s (%d)", path, s),
+			Message:  fmt.Sprintf("the upstream registry denied the mirror access to %s (%d)", path, s),
 			Internal: orStatus(msg, s)}
 	case s == http.StatusTooManyRequests:
-		e := registry.Errorf(registry.CodeTooManyRequests, "ECR is throttling the mirror: %s", orStatus(msg, s))
+		e := registry.Errorf(registry.CodeTooManyRequests, "the upstream registry is throttling the mirror: %s", orStatus(msg, s))
 		if ra := resp.Header.Get("Retry-After"); ra != "" {
 			e.Header = http.Header{"Retry-After": {ra}}
 		}
@@ -152,7 +154,7 @@ func transportError(method, path string, err error) error {
 		status, what = http.StatusGatewayTimeout, "did not answer in time"
 	}
 	return &registry.Error{Status: status, Code: registry.CodeUnavailable,
-		Message: fmt.Sprintf("upstream ECR %s (%s %s)", what, method, path), Internal: err.Error()}
+		Message: fmt.Sprintf("the upstream registry %s (%s %s)", what, method, path), Internal: err.Error()}
 }
 
 // failure classifies a request that got no answer.

@@ -9,4 +9,10 @@
 // is neither a tag nor a digest is 404 MANIFEST_UNKNOWN, as the spec's
 // conformance suite expects. It knows nothing about where content comes
 // from; package proxy implements Backend.
+//
+// A mirror may have several upstreams (namespace.go): Namespaces.Resolve
+// says which upstream and repository a request's name and registry (ns=,
+// or the listener's) mean, and the handler sends it to that upstream's
+// Backend (WithUpstreams; the default upstream's is NewHandler's). Only
+// a backend that implements Pusher takes pushes.
 package registry

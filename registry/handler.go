@@ -79,8 +79,9 @@ type Handler struct {
 // handlerOptions are the Handler's settings; HandlerOption sets them.
 type handlerOptions struct {
 	push       bool        // pass writes to a backend that implements Pusher
-	namespaces *Namespaces // registry host → ECR prefix
+	namespaces *Namespaces // registry host → upstream and repository
 	defaultNS  string      // the registry of requests that name none
+	upstreams  map[string]Backend
 	trusted    []netip.Prefix
 	observe    func(RequestInfo)
 }
@@ -115,6 +116,14 @@ func WithPush(on bool) HandlerOption {
 // Docker Hub for the Docker daemon sets docker.io.
 func WithNamespaces(n *Namespaces, defaultNS string) HandlerOption {
 	return func(o *handlerOptions) { o.namespaces, o.defaultNS = n, defaultNS }
+}
+
+// WithUpstreams serves the requests Namespaces.Resolve sends to another
+// upstream than the default from that upstream's backend, by its host.
+// A backend that does not implement Pusher takes no pushes: they are
+// refused with UNSUPPORTED even when WithPush is on.
+func WithUpstreams(backends map[string]Backend) HandlerOption {
+	return func(o *handlerOptions) { o.upstreams = backends }
 }
 
 // WithTrustedProxies honours X-Forwarded-Host and X-Forwarded-Proto on
@@ -199,23 +208,21 @@ func (h *Handler) serve(w *recorder, r *http.Request, route *Route, outcome *str
 	if err != nil {
 		return err
 	}
-	if route.Kind == KindUpload || r.Method != http.MethodGet && r.Method != http.MethodHead || h.pushHead(r, *route) {
+	if route.Kind == KindUpload || r.Method != http.MethodGet && r.Method != http.MethodHead {
 		return h.serveWrite(w, r, *route)
 	}
 	switch route.Kind {
 	case KindCatalog:
 		return Errorf(CodeUnsupported, "the catalog is not supported by ECR").WithStatus(http.StatusNotFound)
 	}
-	upstreamName := route.Name
-	if route.Name != "" {
-		ns := r.URL.Query().Get("ns")
-		if ns == "" {
-			ns = h.opts.defaultNS
-		}
-		if upstreamName, err = h.opts.namespaces.Upstream(route.Name, ns); err != nil {
-			return err
-		}
+	target, b, err := h.resolve(r, *route)
+	if err != nil {
+		return err
 	}
+	if h.pushHead(r, *route, b) {
+		return h.serveWrite(w, r, *route)
+	}
+	upstreamName := target.Name
 	req := &Request{Name: upstreamName, Dgst: route.Dgst, Tag: route.Tag, Head: r.Method == http.MethodHead}
 	ctx := r.Context()
 	switch route.Kind {
@@ -227,16 +234,16 @@ func (h *Handler) serve(w *recorder, r *http.Request, route *Route, outcome *str
 		}
 		return nil
 	case KindTags:
-		return h.serveTags(ctx, w, r, route.Name, upstreamName)
+		return h.serveTags(ctx, w, r, b, route.Name, upstreamName)
 	case KindReferrers:
-		return h.serveReferrers(ctx, w, r, *route, upstreamName, outcome)
+		return h.serveReferrers(ctx, w, r, b, *route, upstreamName, outcome)
 	case KindBlob:
 		if !req.Head {
 			if req.Range, err = ParseRange(r.Header.Get("Range")); err != nil {
 				return err
 			}
 		}
-		c, err := h.backend.Blob(ctx, req)
+		c, err := b.Blob(ctx, req)
 		if err != nil {
 			return err
 		}
@@ -244,7 +251,7 @@ func (h *Handler) serve(w *recorder, r *http.Request, route *Route, outcome *str
 		return h.writeContent(w, r, req, c)
 	case KindManifest:
 		req.Accept = parseAccept(r.Header.Values("Accept"))
-		c, err := h.backend.Manifest(ctx, req)
+		c, err := b.Manifest(ctx, req)
 		if err != nil {
 			return err
 		}
@@ -252,6 +259,30 @@ func (h *Handler) serve(w *recorder, r *http.Request, route *Route, outcome *str
 		return h.writeContent(w, r, req, c)
 	}
 	return Errorf(CodeUnsupported, "unsupported endpoint")
+}
+
+// resolve returns the upstream repository of a request for route (none
+// for a route without a name), and the backend of its upstream.
+func (h *Handler) resolve(r *http.Request, route Route) (Target, Backend, error) {
+	if route.Name == "" {
+		return Target{}, h.backend, nil
+	}
+	ns := r.URL.Query().Get("ns")
+	if ns == "" {
+		ns = h.opts.defaultNS
+	}
+	t, err := h.opts.namespaces.Resolve(route.Name, ns)
+	if err != nil {
+		return Target{}, nil, err
+	}
+	if t.Registry == "" {
+		return t, h.backend, nil
+	}
+	b, ok := h.opts.upstreams[t.Registry]
+	if !ok {
+		return Target{}, nil, Errorf(CodeNameUnknown, "upstream %s has no backend on this listener", t.Registry).WithStatus(http.StatusNotFound)
+	}
+	return t, b, nil
 }
 
 // writeContent writes a backend answer: headers, then the body.
@@ -358,7 +389,7 @@ func unreadable(dgst digest.Digest, err error) error {
 // serveTags passes tags/list through: the query goes upstream as sent
 // (less ns), and the next page's Link points at the mirror, under the name
 // and namespace the client used.
-func (h *Handler) serveTags(ctx context.Context, w *recorder, r *http.Request, name, upstreamName string) error {
+func (h *Handler) serveTags(ctx context.Context, w *recorder, r *http.Request, b Backend, name, upstreamName string) error {
 	q := r.URL.Query()
 	none := false // n=0: the spec wants an empty list and no Link
 	if n := q.Get("n"); n != "" {
@@ -368,7 +399,7 @@ func (h *Handler) serveTags(ctx context.Context, w *recorder, r *http.Request, n
 		}
 		none = v == 0
 	}
-	tl, err := h.backend.Tags(ctx, upstreamName, dropParam(r.URL.RawQuery, "ns"))
+	tl, err := b.Tags(ctx, upstreamName, dropParam(r.URL.RawQuery, "ns"))
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -102,9 +103,14 @@ func (h *Handler) serveWrite(w *recorder, r *http.Request, route Route) error {
 	if r.Method == http.MethodDelete {
 		return Errorf(CodeUnsupported, "DELETE is not supported: the mirror is a cache in front of ECR and never deletes there; delete images in ECR itself")
 	}
-	pusher, ok := h.backend.(Pusher)
+	target, b, err := h.resolve(r, route)
+	if err != nil {
+		return err
+	}
+	pusher, ok := b.(Pusher)
 	if !ok {
-		return Errorf(CodeUnsupported, "push is on but this mirror's backend cannot pass pushes through")
+		return Errorf(CodeUnsupported, "pushes go to ECR upstreams only: %s takes none through this mirror; %s %s refused",
+			cmp.Or(target.Registry, "the default upstream"), r.Method, truncate(r.URL.Path))
 	}
 	ns := r.URL.Query().Get("ns")
 	if ns == "" {
@@ -126,11 +132,11 @@ func (h *Handler) serveWrite(w *recorder, r *http.Request, route Route) error {
 // whether the repository it pushes to holds that content. ECR keeps
 // content per repository while the cache is shared by all, so a cache hit
 // would let the client skip an upload ECR then finds missing.
-func (h *Handler) pushHead(r *http.Request, route Route) bool {
+func (h *Handler) pushHead(r *http.Request, route Route, b Backend) bool {
 	if !h.opts.push || r.Method != http.MethodHead {
 		return false
 	}
-	if _, ok := h.backend.(Pusher); !ok {
+	if _, ok := b.(Pusher); !ok {
 		return false
 	}
 	return route.Kind == KindBlob || route.Kind == KindManifest && route.Dgst != ""

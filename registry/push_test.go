@@ -375,7 +375,7 @@ func TestPushHead(t *testing.T) {
 		{NewHandler(&fakeBackend{}, nil, WithPush(true)), "HEAD", Route{Kind: KindBlob, Name: "a", Dgst: dgst}, false},
 	}
 	for _, tt := range tests {
-		if got := tt.h.pushHead(httptest.NewRequest(tt.method, "/v2/a/blobs/"+testDigest, nil), tt.route); got != tt.want {
+		if got := tt.h.pushHead(httptest.NewRequest(tt.method, "/v2/a/blobs/"+testDigest, nil), tt.route, tt.h.backend); got != tt.want {
 			t.Errorf("pushHead(%s %v, push %v) = %v, want %v", tt.method, tt.route, tt.h.opts.push, got, tt.want)
 		}
 	}

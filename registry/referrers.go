@@ -39,8 +39,8 @@ type ReferrersLister interface {
 // does tags/list: the query goes to the backend as sent (less ns), the
 // answer is checked to be an index, the next page's Link points at the
 // mirror, and a stale answer carries its Warning.
-func (h *Handler) serveReferrers(ctx context.Context, w *recorder, r *http.Request, route Route, upstreamName string, outcome *string) error {
-	lister, ok := h.backend.(ReferrersLister)
+func (h *Handler) serveReferrers(ctx context.Context, w *recorder, r *http.Request, b Backend, route Route, upstreamName string, outcome *string) error {
+	lister, ok := b.(ReferrersLister)
 	if !ok {
 		return Errorf(CodeUnsupported, "the referrers API is not supported by this mirror").WithStatus(http.StatusNotFound)
 	}

@@ -163,11 +163,11 @@ func envOr(getenv func(string) string, env string) string {
 func (sf *storeFlags) storeOptions(stderr io.Writer, create bool) (admin.StoreOptions, error) {
 	opts := admin.StoreOptions{Dir: sf.dir, ReadOnly: sf.readOnly, Create: create, Log: stderr}
 	if sf.upstream != "" {
-		u, err := settings.ParseUpstream(sf.upstream)
+		ups, err := settings.ParseUpstreams(sf.upstream)
 		if err != nil {
 			return opts, fmt.Errorf("-upstream/UPSTREAM: %w", err)
 		}
-		opts.Registry = u.Host
+		opts.Registry = ups[0].Host // the main upstream: imports belong to it
 	}
 	var err error
 	if opts.MaxSize, err = settings.ParseSize(sf.maxSize); err != nil {
@@ -178,9 +178,10 @@ func (sf *storeFlags) storeOptions(stderr io.Writer, create bool) (admin.StoreOp
 
 const cacheLsUsage = `Usage: ecr-mirror cache ls [--cache-dir DIR] [--json]
 
-Lists the repositories and tags the mirror has seen (the manifest each names,
-and when ECR or an import last said so), the referrers lists recorded (subject,
-repository, filter, how many referrers), the pinned images, and every stored
+Lists the repositories and tags the mirror has seen, with their upstream
+registry (the manifest each names, and when the upstream or an import last
+said so), the referrers lists recorded (subject, repository, filter, how many
+referrers), the pinned images, and every stored
 manifest and blob (kind, size, last access, pinned), then the totals against
 CACHE_MAX_SIZE. On a stopped mirror the cache is opened read-only: nothing in
 it changes, whatever --cache-max-size says (only the mirror's start evicts
@@ -203,9 +204,9 @@ func lsFlags(fs *flag.FlagSet) cacheWork {
 		}
 		tw := tabwriter.NewWriter(o.stdout, 0, 4, 2, ' ', 0)
 		if len(l.Tags) > 0 {
-			fmt.Fprintln(tw, "REPOSITORY\tTAG\tDIGEST\tCHECKED\tSTORED")
+			fmt.Fprintln(tw, "REGISTRY\tREPOSITORY\tTAG\tDIGEST\tCHECKED\tSTORED")
 			for _, t := range l.Tags {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\n", t.Repository, t.Tag, t.Digest, t.Checked.Format(time.RFC3339), t.Stored)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\n", cmp.Or(t.Registry, "(main upstream)"), t.Repository, t.Tag, t.Digest, t.Checked.Format(time.RFC3339), t.Stored)
 			}
 			fmt.Fprintln(tw)
 		}

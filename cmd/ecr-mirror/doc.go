@@ -11,10 +11,15 @@
 //     row and parser; settings.Parse reads them all and reports every bad
 //     one before anything is built. The README table is generated from
 //     that list: go generate ./cmd/ecr-mirror.
-//   - main.go: run, which wires the store, the proxy, the handlers and the
-//     listeners by hand; the metrics, /healthz, /readyz and ECR's
+//   - main.go: run, which wires the store, the proxies, the handlers and
+//     the listeners by hand; the metrics, /healthz, /readyz and ECR's
 //     reachability come from package observe, the client limits
 //     (CLIENT_STALL_TIMEOUT, MAX_CLIENT_CONNECTIONS) from clientconn.
+//   - upstreams.go: the upstream side, one proxy per UPSTREAM entry over
+//     the one store (the default first; the others' backends by host for
+//     registry.WithUpstreams), one ECR token source per region, and
+//     upstreamTransport, where the credentials of ecr-public and oci
+//     upstreams plug in.
 //   - internal/servergroup: the lifecycle, an errgroup with one goroutine
 //     per server and one that shuts them down (the admin socket last)
 //     within SHUTDOWN_GRACE.

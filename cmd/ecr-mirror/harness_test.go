@@ -81,6 +81,10 @@ type mirrorOpts struct {
 	// separateTagLookups turns off the merging of concurrent tag
 	// lookups: the tag benchmark's baseline.
 	separateTagLookups bool
+	// edit, when set, changes the parsed configuration before the mirror
+	// starts (what no setting can say in a test, such as the region of
+	// an upstream on a loopback address).
+	edit func(*settings.Config)
 }
 
 // startMirror runs the server against fake through the real config
@@ -111,6 +115,9 @@ func startMirror(t testing.TB, fake *fakeecr.Server, o mirrorOpts) *mirror {
 	}
 	cfg.StallClock = o.stallClock
 	cfg.SeparateTagLookups = o.separateTagLookups
+	if o.edit != nil {
+		o.edit(cfg)
+	}
 	logs := &testkit.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -428,4 +435,32 @@ func pushRawImage(t testing.TB, m *mirror, repo, ref string, img rawImage) *http
 		t.Fatalf("pushing the manifest: %v %v %s", err, resp, body)
 	}
 	return resp
+}
+
+// startOCIUpstream starts a fake that serves the registry API without
+// credentials: a plain OCI registry, for an oci upstream.
+func startOCIUpstream(t testing.TB) *fakeecr.Server {
+	t.Helper()
+	return fakeecr.Start(t, fakeecr.Options{Anonymous: true})
+}
+
+// withUpstreams adds to env (nil: none) the settings of a mirror whose
+// default upstream is the fake ECR ecr and whose second is the plain
+// registry oci, also served on a listener of its own (m.listener(0)).
+func withUpstreams(ecr, oci *fakeecr.Server, env map[string]string) map[string]string {
+	out := map[string]string{
+		"UPSTREAM":            "ecr:" + ecr.URL() + ",oci:" + oci.URL(),
+		"NAMESPACE_LISTENERS": "127.0.0.1:0=" + oci.Host(),
+	}
+	for k, v := range env {
+		out[k] = v
+	}
+	return out
+}
+
+// listener is m as its i-th NAMESPACE_LISTENERS listener serves it.
+func (m *mirror) listener(i int) *mirror {
+	on := *m
+	on.URL, on.Host = "http://"+m.Extra[i], m.Extra[i]
+	return &on
 }

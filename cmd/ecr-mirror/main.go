@@ -19,14 +19,12 @@ import (
 
 	"github.com/ecr-mirror/ecr-mirror/access"
 	"github.com/ecr-mirror/ecr-mirror/admin"
-	"github.com/ecr-mirror/ecr-mirror/auth"
 	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/clientconn"
 	"github.com/ecr-mirror/ecr-mirror/internal/imageclient"
 	"github.com/ecr-mirror/ecr-mirror/internal/servergroup"
 	"github.com/ecr-mirror/ecr-mirror/internal/settings"
 	"github.com/ecr-mirror/ecr-mirror/observe"
-	"github.com/ecr-mirror/ecr-mirror/proxy"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 	"github.com/ecr-mirror/ecr-mirror/tlsreload"
 )
@@ -96,7 +94,7 @@ func run(ctx context.Context, cfg *settings.Config, log *slog.Logger, ready func
 		return err
 	}
 	defer up.close()
-	namespaces, err := registry.NewNamespaces(cfg.PullThroughs, cfg.Upstream.Host)
+	namespaces, err := registry.NewNamespaces(cfg.PullThroughs, cfg.Upstreams[0].Host, up.hosts...)
 	if err != nil {
 		return fmt.Errorf("PULL_THROUGHS: %w", err)
 	}
@@ -144,65 +142,6 @@ func loadTLS(cfg *settings.Config, log *slog.Logger) (*tls.Config, error) {
 	return certs.TLSConfig(), nil
 }
 
-// upstreamSide is the mirror's side towards ECR: tokens, the proxy, and
-// what watches them.
-type upstreamSide struct {
-	tokens     *auth.Source
-	reach      *observe.Reachability
-	px         *proxy.Proxy
-	mtr        *observe.Metrics
-	stopTokens context.CancelFunc
-}
-
-// startUpstream starts refreshing ECR tokens and builds the proxy over
-// store.
-func startUpstream(ctx context.Context, cfg *settings.Config, store *cache.Store, log *slog.Logger) (*upstreamSide, error) {
-	ecrClient, err := auth.NewECRClient(ctx, cfg.Region, cfg.ECREndpoint)
-	if err != nil {
-		return nil, fmt.Errorf("setting up AWS credentials: %w", err)
-	}
-	up := &upstreamSide{reach: observe.NewReachability(time.Now)}
-	up.tokens = auth.NewSource(auth.ECRFetcher(ecrClient), auth.Options{Logger: log.With("component", "auth"), OnFetch: up.reach.TokenFetched})
-	tokenCtx, stopTokens := context.WithCancel(ctx)
-	go up.tokens.Run(tokenCtx)
-
-	base := http.DefaultTransport.(*http.Transport).Clone()
-	base.DisableCompression = true // blobs must arrive byte for byte
-	base.MaxIdleConnsPerHost = 64
-	base.ResponseHeaderTimeout = time.Minute
-	// Redirects (ECR's to S3) are followed only to where the policy
-	// allows, checked again on the address dialled; no Referer is sent.
-	client := proxy.NewRedirectPolicy(cfg.Upstream).Client(base, func(rt http.RoundTripper) http.RoundTripper {
-		return up.tokens.Transport(cfg.Upstream.Host, rt)
-	})
-	up.px, err = proxy.New(proxy.Options{
-		Upstream: cfg.Upstream, Client: client, Store: store, Logger: log.With("component", "proxy"),
-		TagFreshness: cfg.TagFreshness, SeparateTagLookups: cfg.SeparateTagLookups,
-		MaxDownloads:    cfg.MaxDownloads,
-		UploadDir:       filepath.Join(cfg.CacheDir, "tmp"),
-		StaleIfError:    cfg.StaleIfError,
-		TagTimeout:      cfg.TagTimeout,
-		StallTimeout:    cfg.StallTimeout,
-		StallClock:      cfg.StallClock,
-		Retries:         cfg.Retries,
-		MaxRate:         cfg.MaxRate,
-		ObserveUpstream: func(ev proxy.UpstreamEvent) { up.reach.ObserveUpstream(ev); up.mtr.ObserveUpstream(ev) },
-	})
-	if err != nil {
-		stopTokens()
-		return nil, err
-	}
-	up.stopTokens = stopTokens
-	up.mtr = observe.NewMetrics(store, up.px, up.tokens, up.reach) // before anything is served
-	return up, nil
-}
-
-// close abandons the downloads still running, then stops the tokens.
-func (up *upstreamSide) close() {
-	up.px.Close()
-	up.stopTokens()
-}
-
 // newAdminServer builds the admin socket's server: the cache commands
 // on this running mirror, and the registry API for the pulls of "cache
 // pin". It is shut down after the registry listeners.
@@ -211,8 +150,8 @@ func newAdminServer(cfg *settings.Config, store *cache.Store, up *upstreamSide, 
 	if err != nil {
 		return servergroup.Server{}, err
 	}
-	api := registry.NewHandler(up.px, log.With("component", "admin"),
-		registry.WithNamespaces(namespaces, ""), registry.WithObserver(up.mtr.ObserveRequest))
+	api := registry.NewHandler(up.backend, log.With("component", "admin"),
+		registry.WithNamespaces(namespaces, ""), registry.WithUpstreams(up.others), registry.WithObserver(up.mtr.ObserveRequest))
 	svc := admin.NewService(store, func(ctx context.Context, ref registry.Reference, withReferrers bool) (admin.Fetched, error) {
 		c := admin.RegistryClient(cfg.CacheDir)
 		defer c.CloseIdleConnections()
@@ -221,7 +160,7 @@ func newAdminServer(cfg *settings.Config, store *cache.Store, up *upstreamSide, 
 			return admin.Fetched{}, err
 		}
 		return admin.Fetched{Digest: img.Top.Digest, Size: img.Size(), Referrers: img.ReferrerRoots()}, nil
-	}, cfg.Upstream.Host)
+	}, cfg.Upstreams[0].Host)
 	srv := &http.Server{Handler: admin.NewHandler(svc, api, log.With("component", "admin")),
 		ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	return servergroup.Server{Name: "admin socket " + filepath.Join(cfg.CacheDir, admin.SocketName), HTTP: srv, Listener: ln, Late: true}, nil
@@ -265,9 +204,10 @@ func (h *handlers) listeners(tlsConfig *tls.Config) (all []listener, apiListener
 // path there: ALLOW_NETWORKS holds for probes and metrics too, while
 // login and rules are for the API only.
 func (h *handlers) front(defaultNS string, probe, metrics http.Handler) http.Handler {
-	api := registry.NewHandler(h.up.px, h.log.With("component", "http"),
+	api := registry.NewHandler(h.up.backend, h.log.With("component", "http"),
 		registry.WithPush(h.cfg.Push),
 		registry.WithNamespaces(h.namespaces, defaultNS),
+		registry.WithUpstreams(h.up.others),
 		registry.WithTrustedProxies(h.cfg.TrustedProxies),
 		registry.WithObserver(h.up.mtr.ObserveRequest))
 	return h.policy.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -314,7 +254,7 @@ func listenAll(listeners []listener, apiListeners int, clients *clientconn.Limit
 // logServing logs what the mirror serves with, and warns of what is off.
 func logServing(cfg *settings.Config, log *slog.Logger, store *cache.Store, namespaces *registry.Namespaces, budget *clientconn.Budget, tlsOn bool, policy *access.Policy) {
 	log.Info("ecr-mirror serving",
-		"upstream", cfg.Upstream.String(), "region", cfg.Region, "pull_throughs", namespaces.Hosts(),
+		"upstreams", upstreamNames(cfg.Upstreams), "region", cfg.Region, "pull_throughs", namespaces.Hosts(),
 		"push", cfg.Push, "cache_dir", cfg.CacheDir, "cache_max_bytes", cfg.CacheMaxSize, "cache_bytes", store.Size(),
 		"max_downloads", cfg.MaxDownloads, "max_client_connections", budget.Max(), "client_stall_timeout", cfg.ClientStallTimeout,
 		"tls", tlsOn, "access", policy.Summary())

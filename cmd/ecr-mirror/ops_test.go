@@ -65,18 +65,18 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		t.Fatalf("bad name: %d", resp.StatusCode)
 	}
 	want := map[string]float64{
-		`ecr_mirror_cache_requests_total{outcome="miss"}`:                         1,
-		`ecr_mirror_cache_requests_total{outcome="hit"}`:                          1,
-		`ecr_mirror_served_bytes_total{source="upstream"}`:                        size,
-		`ecr_mirror_served_bytes_total{source="cache"}`:                           size,
-		`ecr_mirror_downloads_total`:                                              1,
-		`ecr_mirror_upstream_bytes_total`:                                         size,
-		`ecr_mirror_http_requests_total{code="200",method="GET",route="blob"}`:    2,
-		`ecr_mirror_http_requests_total{code="400",method="GET",route="other"}`:   1,
-		`ecr_mirror_upstream_requests_total{code="200",kind="blob",method="GET"}`: 1,
-		`ecr_mirror_cache_stored_bytes`:                                           size,
-		`ecr_mirror_cache_entries`:                                                1,
-		`ecr_mirror_digest_mismatches_total`:                                      0,
+		`ecr_mirror_cache_requests_total{outcome="miss"}`:                                                        1,
+		`ecr_mirror_cache_requests_total{outcome="hit"}`:                                                         1,
+		`ecr_mirror_served_bytes_total{source="upstream"}`:                                                       size,
+		`ecr_mirror_served_bytes_total{source="cache"}`:                                                          size,
+		`ecr_mirror_downloads_total`:                                                                             1,
+		`ecr_mirror_upstream_bytes_total`:                                                                        size,
+		`ecr_mirror_http_requests_total{code="200",method="GET",route="blob"}`:                                   2,
+		`ecr_mirror_http_requests_total{code="400",method="GET",route="other"}`:                                  1,
+		`ecr_mirror_upstream_requests_total{code="200",kind="blob",method="GET",upstream="` + fake.Host() + `"}`: 1,
+		`ecr_mirror_cache_stored_bytes`:                                                                          size,
+		`ecr_mirror_cache_entries`:                                                                               1,
+		`ecr_mirror_digest_mismatches_total`:                                                                     0,
 	}
 	// A request is counted when its handler returns, which may be just
 	// after the client has read the last byte: wait until the counters

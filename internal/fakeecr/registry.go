@@ -86,7 +86,11 @@ func (s *Server) serveRegistry(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Docker-Distribution-Api-Version", "registry/2.0")
-	switch s.tokens.check(r.Header.Get("Authorization"), s.opts.Now()) {
+	state := s.tokens.check(r.Header.Get("Authorization"), s.opts.Now())
+	if s.opts.Anonymous {
+		state = tokenValid
+	}
+	switch state {
 	case tokenMissing, tokenUnknown:
 		s.ctr.unauthorized.Add(1)
 		w.Header().Set("WWW-Authenticate", s.wwwAuth)

@@ -65,6 +65,10 @@ type Options struct {
 	// Logger gets one debug record per request and the HTTP servers' errors.
 	// Nil discards them.
 	Logger *slog.Logger
+	// Anonymous serves the registry without credentials, as an open
+	// registry (an oci upstream) does: Authorization is not checked, only
+	// recorded (Request.Authorization).
+	Anonymous bool
 	// Now is the clock that decides token and presigned URL expiry; it must be
 	// safe for concurrent use. Nil means time.Now. Tests move it forward to
 	// expire things without sleeping.

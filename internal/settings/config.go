@@ -26,8 +26,9 @@ import (
 // settings() in settings.go binds each field to its flag, variable,
 // default, help and parser, so the comments here name only the variable.
 type Config struct {
-	Upstream         *url.URL          // UPSTREAM
-	Region           string            // AWS_REGION
+	Upstream         *url.URL          // UPSTREAM's first entry: the default upstream's URL
+	Upstreams        []Upstream        // UPSTREAM, the default first
+	Region           string            // AWS_REGION; unset, the first ecr upstream's
 	ECREndpoint      string            // AWS_ENDPOINT_URL_ECR
 	ListenAddr       string            // LISTEN_ADDR
 	CacheDir         string            // CACHE_DIR
@@ -183,10 +184,10 @@ func checkPullThrough(pulls map[string]string, pair, host, prefix string, ok boo
 	return nil
 }
 
-// mapped checks that PULL_THROUGHS maps host.
+// mapped checks that PULL_THROUGHS maps host, or that it is an UPSTREAM.
 func (c *Config) mapped(host string) error {
-	if _, ok := c.PullThroughs[host]; !ok {
-		return fmt.Errorf("registry %q is not mapped in PULL_THROUGHS", host)
+	if _, ok := c.PullThroughs[host]; !ok && !c.upstreamHost(host) {
+		return fmt.Errorf("registry %q is not mapped in PULL_THROUGHS, nor an UPSTREAM entry", host)
 	}
 	return nil
 }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/ecr-mirror/ecr-mirror/access"
-	"github.com/ecr-mirror/ecr-mirror/auth"
 	"github.com/ecr-mirror/ecr-mirror/proxy"
 )
 
@@ -49,12 +48,12 @@ func settings(c *Config) []*setting {
 func upstreamSettings(c *Config) []*setting {
 	return []*setting{
 		{flag: "upstream", env: "UPSTREAM",
-			help:       "ECR registry URL, e.g. https://123456789012.dkr.ecr.eu-west-1.amazonaws.com (required)",
-			docDefault: "(required)", doc: "the ECR registry, e.g. `https://123456789012.dkr.ecr.eu-west-1.amazonaws.com`; `http://` is accepted for local use",
-			parse: func(v string) (err error) { c.Upstream, err = ParseUpstream(v); return err }},
+			help:       "registries to pull from, [KIND:]URL separated by commas, the first the default; KIND ecr, ecr-public or oci, e.g. https://123456789012.dkr.ecr.eu-west-1.amazonaws.com (required)",
+			docDefault: "(required)", doc: "the registries mirrored, `[KIND:]URL` separated by commas, the first the default (see \"Several upstreams\"); one ECR registry: `https://123456789012.dkr.ecr.eu-west-1.amazonaws.com`; `http://` is accepted for local use",
+			parse: c.parseUpstream},
 		{flag: "region", env: "AWS_REGION", fallbackEnv: "AWS_DEFAULT_REGION",
-			help:       "AWS region of the registry (default: read from the UPSTREAM host)",
-			docDefault: "read from the `UPSTREAM` host", doc: "region for the ECR token API (`AWS_DEFAULT_REGION` also works)",
+			help:       "AWS region of the ECR upstreams whose host names none (default: read from each UPSTREAM host)",
+			docDefault: "read from each `UPSTREAM` host", doc: "region for the ECR token API of `ecr` upstreams whose host names none (`AWS_DEFAULT_REGION` also works)",
 			parse: c.parseRegion},
 		{flag: "ecr-endpoint", env: "AWS_ENDPOINT_URL_ECR",
 			help:       "ECR API endpoint for GetAuthorizationToken (default: the AWS SDK's, from the region)",
@@ -204,21 +203,7 @@ func (c *Config) checkTogether() error {
 	if (c.TLSCertificate == "") != (c.TLSPrivateKey == "") {
 		return errors.New("TLS_CERTIFICATE: TLS_CERTIFICATE and TLS_PRIVATE_KEY go together: set both, or neither for plain HTTP")
 	}
-	return nil
-}
-
-// parseRegion takes the region as set, else the one UPSTREAM's host names.
-func (c *Config) parseRegion(v string) error {
-	c.Region = v
-	if c.Region != "" || c.Upstream == nil {
-		return nil
-	}
-	r, ok := auth.RegionFromHost(c.Upstream.Host)
-	if !ok {
-		return fmt.Errorf("not set, and the UPSTREAM host %q does not name a region (expected <account>.dkr.ecr.<region>.amazonaws.com)", c.Upstream.Host)
-	}
-	c.Region = r
-	return nil
+	return c.checkUpstreamsApart()
 }
 
 // bindText binds a setting any string is valid for.

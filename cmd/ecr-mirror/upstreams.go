@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/auth"
+	"github.com/ecr-mirror/ecr-mirror/cache"
+	"github.com/ecr-mirror/ecr-mirror/internal/settings"
+	"github.com/ecr-mirror/ecr-mirror/observe"
+	"github.com/ecr-mirror/ecr-mirror/proxy"
+	"github.com/ecr-mirror/ecr-mirror/registry"
+)
+
+// upstreamSide is the mirror's side towards its upstreams: ECR tokens
+// (one source per region), one proxy per upstream over the one store,
+// and what watches them.
+type upstreamSide struct {
+	tokens []*auth.Source // one per ECR region
+	reach  *observe.Reachability
+	px     *proxy.Proxy // the default upstream's
+	// backend is the default upstream's backend: px, without its
+	// Pusher side unless the upstream is ECR.
+	backend registry.Backend
+	all     []*proxy.Proxy // every upstream's, the default first
+	// others are the backends of the upstreams after the first, by host
+	// (registry.WithUpstreams).
+	others map[string]registry.Backend
+	hosts  []string // the hosts of others, in UPSTREAM's order
+	// shared holds MAX_DOWNLOADS and UPSTREAM_MAX_RATE for all upstreams together.
+	shared     *proxy.Shared
+	mtr        *observe.Metrics
+	stopTokens context.CancelFunc
+}
+
+// startUpstream starts refreshing the ECR tokens of every region an ecr
+// upstream is in, and builds one proxy per upstream over store.
+func startUpstream(ctx context.Context, cfg *settings.Config, store *cache.Store, log *slog.Logger) (*upstreamSide, error) {
+	up := &upstreamSide{reach: observe.NewReachability(time.Now), others: map[string]registry.Backend{},
+		shared: proxy.NewShared(cfg.MaxRate, cfg.MaxDownloads)}
+	tokenCtx, stopTokens := context.WithCancel(ctx)
+	up.stopTokens = stopTokens
+	regions := map[string]*auth.Source{}
+	for i, u := range cfg.Upstreams {
+		wrap, err := up.credentials(tokenCtx, cfg, u, regions, log)
+		if err == nil {
+			err = up.addProxy(cfg, u, i == 0, store, wrap, log)
+		}
+		if err != nil {
+			up.close()
+			return nil, err
+		}
+	}
+	up.mtr = observe.NewMetrics(store, up.all, up.tokens, up.reach) // before anything is served
+	return up, nil
+}
+
+// credentials returns what adds u's credentials to a request: the ECR
+// token of u's region for an ecr upstream (one token source per region,
+// started on first use: GetAuthorizationToken's token is good for every
+// registry of its region the principal may read), upstreamTransport's
+// for the others.
+func (up *upstreamSide) credentials(ctx context.Context, cfg *settings.Config, u settings.Upstream, regions map[string]*auth.Source, log *slog.Logger) (func(http.RoundTripper) http.RoundTripper, error) {
+	if u.Kind != settings.KindECR {
+		return func(rt http.RoundTripper) http.RoundTripper { return upstreamTransport(u.Kind, u.URL.Host, rt) }, nil
+	}
+	src := regions[u.Region]
+	if src == nil {
+		ecrClient, err := auth.NewECRClient(ctx, u.Region, cfg.ECREndpoint)
+		if err != nil {
+			return nil, fmt.Errorf("setting up AWS credentials for region %s (UPSTREAM %s): %w", u.Region, u.URL, err)
+		}
+		src = auth.NewSource(auth.ECRFetcher(ecrClient), auth.Options{Logger: log.With("component", "auth", "region", u.Region), OnFetch: up.reach.TokenFetchedIn(u.Region)})
+		go src.Run(ctx)
+		regions[u.Region] = src
+		up.tokens = append(up.tokens, src)
+	}
+	return func(rt http.RoundTripper) http.RoundTripper { return src.Transport(u.URL.Host, rt) }, nil
+}
+
+// upstreamTransport is the transport of an upstream that is not ECR
+// (KindECRPublic, KindOCI) at host: for now base itself, so such
+// upstreams are pulled from anonymously. Registry challenges and
+// configured credentials plug in here.
+func upstreamTransport(kind, host string, base http.RoundTripper) http.RoundTripper {
+	_, _ = kind, host
+	return base
+}
+
+// addProxy builds u's proxy, with a transport, client and redirect
+// policy of its own, credentials added by wrap.
+func (up *upstreamSide) addProxy(cfg *settings.Config, u settings.Upstream, main bool, store *cache.Store, wrap func(http.RoundTripper) http.RoundTripper, log *slog.Logger) error {
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	base.DisableCompression = true // blobs must arrive byte for byte
+	base.MaxIdleConnsPerHost = 64
+	base.ResponseHeaderTimeout = time.Minute
+	// Redirects (ECR's to S3) are followed only to where this upstream's
+	// policy allows, checked again on the address dialled; no Referer.
+	client := proxy.NewRedirectPolicy(u.URL).Client(base, wrap)
+	px, err := proxy.New(proxy.Options{
+		Upstream: u.URL, MainUpstream: main, Client: client, Store: store,
+		Logger:       log.With("component", "proxy", "upstream", u.Host),
+		Shared:       up.shared,
+		TagFreshness: cfg.TagFreshness, SeparateTagLookups: cfg.SeparateTagLookups,
+		UploadDir:       filepath.Join(cfg.CacheDir, "tmp"),
+		StaleIfError:    cfg.StaleIfError,
+		TagTimeout:      cfg.TagTimeout,
+		StallTimeout:    cfg.StallTimeout,
+		StallClock:      cfg.StallClock,
+		Retries:         cfg.Retries,
+		ObserveUpstream: func(ev proxy.UpstreamEvent) { up.reach.ObserveUpstream(ev); up.mtr.ObserveUpstream(ev) },
+	})
+	if err != nil {
+		return fmt.Errorf("UPSTREAM %s: %w", u.URL, err)
+	}
+	up.all = append(up.all, px)
+	var b registry.Backend = px
+	if u.Kind != settings.KindECR {
+		b = pullOnly{px}
+	}
+	if main {
+		up.px, up.backend = px, b
+	} else {
+		up.others[u.Host], up.hosts = b, append(up.hosts, u.Host)
+	}
+	return nil
+}
+
+// close abandons the downloads still running, then stops the tokens.
+func (up *upstreamSide) close() {
+	for _, px := range up.all {
+		px.Close()
+	}
+	up.stopTokens()
+}
+
+// pullOnly is the backend of an upstream that takes no pushes through
+// the mirror (not ECR): the proxy without its Pusher side, so the
+// registry handler refuses them naming the upstream.
+type pullOnly struct{ px *proxy.Proxy }
+
+var (
+	_ registry.Backend         = pullOnly{}
+	_ registry.ReferrersLister = pullOnly{}
+)
+
+func (b pullOnly) Blob(ctx context.Context, req *registry.Request) (*registry.Content, error) {
+	return b.px.Blob(ctx, req)
+}
+
+func (b pullOnly) Manifest(ctx context.Context, req *registry.Request) (*registry.Content, error) {
+	return b.px.Manifest(ctx, req)
+}
+
+func (b pullOnly) Tags(ctx context.Context, name, rawQuery string) (*registry.TagList, error) {
+	return b.px.Tags(ctx, name, rawQuery)
+}
+
+func (b pullOnly) Referrers(ctx context.Context, name string, dgst digest.Digest, rawQuery string) (*registry.ReferrerList, error) {
+	return b.px.Referrers(ctx, name, dgst, rawQuery)
+}
+
+// upstreamNames names the upstreams for the log: kind:URL each.
+func upstreamNames(ups []settings.Upstream) []string {
+	names := make([]string, len(ups))
+	for i, u := range ups {
+		names[i] = u.Kind + ":" + u.URL.String()
+	}
+	return names
+}
