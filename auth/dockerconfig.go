@@ -1,0 +1,125 @@
+package auth
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/docker/cli/cli/config"
+	"github.com/docker/cli/cli/config/configfile"
+	"github.com/google/go-containerregistry/pkg/authn"
+)
+
+// DockerConfigSetting names the setting that points at the Docker config
+// file, for messages.
+const DockerConfigSetting = "UPSTREAM_DOCKER_CONFIG"
+
+// loginCacheTime is how long a registry's resolved credentials are reused
+// before the config file's store or helper is asked again.
+const loginCacheTime = 5 * time.Minute
+
+// DockerConfig holds the registry credentials of a Docker config.json:
+// its "auths", and the credential helpers it names ("credHelpers" per
+// registry, "credsStore" for the rest), run as docker-credential-<name>
+// from PATH through go-containerregistry's authn. The zero path gives
+// anonymous access only. It is safe for concurrent use.
+type DockerConfig struct {
+	path string
+	file *configfile.ConfigFile // nil: anonymous only
+	log  *slog.Logger
+}
+
+// LoadDockerConfig reads the Docker config.json at path; "" means no file
+// (every registry is used anonymously). Helpers are not run until a
+// registry asks for credentials. The error names UPSTREAM_DOCKER_CONFIG
+// and the file. A nil logger discards.
+func LoadDockerConfig(path string, log *slog.Logger) (*DockerConfig, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	d := &DockerConfig{path: path, log: log}
+	if path == "" {
+		return d, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", DockerConfigSetting, err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.IsDir() {
+		return nil, fmt.Errorf("%s: %s is a directory, not a Docker config.json", DockerConfigSetting, path)
+	}
+	cf, err := config.LoadFromReader(f)
+	if err != nil {
+		// The decoding errors name offsets and fields, never the secrets.
+		return nil, fmt.Errorf("%s: %s is not a valid Docker config.json: %w", DockerConfigSetting, path, err)
+	}
+	d.file = cf
+	return d, nil
+}
+
+// Transport returns the RegistryTransport for registryHost (host[:port])
+// over base, presenting this config's credentials for that host only.
+func (d *DockerConfig) Transport(registryHost string, base http.RoundTripper) http.RoundTripper {
+	return NewRegistryTransport(registryHost, base, RegistryOptions{
+		Login: d.Login(registryHost), Logger: d.log.With("registry", registryHost)})
+}
+
+// Login returns the Login for registryHost: the config's entry for it
+// (Docker Hub's hosts share the "https://index.docker.io/v1/" key), asked
+// again at most every 5 minutes so that rotated helper credentials are
+// picked up. Without a config file it is anonymous.
+func (d *DockerConfig) Login(registryHost string) Login {
+	if d.file == nil {
+		return nil
+	}
+	kc := authn.RefreshingKeychain(fileKeychain{d: d}, loginCacheTime)
+	var (
+		mu   sync.Mutex
+		auth authn.Authenticator
+	)
+	return func(ctx context.Context) (authn.AuthConfig, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if auth == nil {
+			a, err := authn.Resolve(ctx, kc, registryName(registryHost))
+			if err != nil {
+				return authn.AuthConfig{}, err
+			}
+			auth = a
+		}
+		c, err := authn.Authorization(ctx, auth)
+		if err != nil {
+			return authn.AuthConfig{}, fmt.Errorf("%s %s: credentials for %s: %w", DockerConfigSetting, d.path, registryHost, err)
+		}
+		return *c, nil
+	}
+}
+
+// registryName is a registry host as an authn.Resource.
+type registryName string
+
+func (r registryName) String() string      { return string(r) }
+func (r registryName) RegistryStr() string { return string(r) }
+
+// fileKeychain is an authn.Keychain over the loaded config file.
+type fileKeychain struct{ d *DockerConfig }
+
+// Resolve implements authn.Keychain: the file's store (auths or a helper)
+// for the registry, or anonymous when it has nothing.
+func (k fileKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
+	ac, err := k.d.file.GetAuthConfig(r.RegistryStr())
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: credentials for %s: %w", DockerConfigSetting, k.d.path, r.RegistryStr(), err)
+	}
+	cfg := authn.AuthConfig{Username: ac.Username, Password: ac.Password, Auth: ac.Auth,
+		IdentityToken: ac.IdentityToken, RegistryToken: ac.RegistryToken}
+	if !hasLogin(cfg) {
+		return authn.Anonymous, nil
+	}
+	return authn.FromConfig(cfg), nil
+}

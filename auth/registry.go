@@ -1,0 +1,356 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"golang.org/x/sync/singleflight"
+)
+
+// maxCachedTokens bounds the per-scope token cache of one registry;
+// expired tokens are dropped when it is full.
+const maxCachedTokens = 1024
+
+// Login returns the credentials to present to one registry and its token
+// realm; a zero authn.AuthConfig means anonymous. DockerConfig.Login and
+// SourceLogin make them.
+type Login func(ctx context.Context) (authn.AuthConfig, error)
+
+// RegistryOptions configure NewRegistryTransport. The zero value is
+// usable: anonymous tokens only.
+type RegistryOptions struct {
+	// Login gives the registry's credentials; nil: anonymous.
+	Login Login
+	// AnonymousFallback makes the transport go on anonymously when Login
+	// fails or the token realm refuses its credentials (logged once), as
+	// for ECR Public, instead of passing the registry's 401 on.
+	AnonymousFallback bool
+	// Logger receives challenge and token events; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock for token expiry; nil means time.Now.
+	Now func() time.Time
+	// FetchTimeout bounds one token fetch; 0 means 30s.
+	FetchTimeout time.Duration
+}
+
+// NewRegistryTransport returns an http.RoundTripper that answers a
+// registry's own authentication challenges, for requests whose URL host
+// equals registryHost (host[:port], case-insensitive); every other
+// request (a redirect to S3 or a CDN) goes to base untouched. A nil base
+// means http.DefaultTransport.
+//
+// On a 401 with "WWW-Authenticate: Bearer realm=…,service=…,scope=…" it
+// fetches a token from the realm for the request's repository scope
+// (pull, or pull,push for writes, merged with the challenge's scope),
+// anonymously or with the Login's Basic credentials, caches it per scope
+// until a margin before it expires, and retries the request once. Once a
+// registry has challenged, later requests fetch their scope's token ahead,
+// so a new repository costs one token fetch and no 401. With "Basic" it
+// sends the Login's credentials, or passes the 401 on when there are none.
+// A request with a body is retried only when GetBody can replay it. When
+// the realm refuses the credentials, the registry's 401 is returned as is:
+// one retry at most, never a loop.
+//
+// Credentials and tokens are added to a clone of the request, never the
+// caller's, so an http.Client following a redirect cannot copy them to
+// another host. The realm gets this registry's credentials only, only over
+// https (or to a loopback address), and redirects from it are not
+// followed. Tokens never appear in logs or errors. When a token cannot be
+// had at all (the realm is unreachable or answers nonsense), RoundTrip
+// returns a *CredentialsError.
+func NewRegistryTransport(registryHost string, base http.RoundTripper, opts RegistryOptions) http.RoundTripper {
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	t := &registryTransport{
+		host: registryHost, base: base, login: opts.Login, fallback: opts.AnonymousFallback,
+		log: opts.Logger, now: opts.Now, fetchTimeout: opts.FetchTimeout,
+		tokens: map[string]credential{},
+	}
+	if t.log == nil {
+		t.log = slog.New(slog.DiscardHandler)
+	}
+	if t.now == nil {
+		t.now = time.Now
+	}
+	if t.fetchTimeout <= 0 {
+		t.fetchTimeout = defaultFetchTimeout
+	}
+	return t
+}
+
+type registryTransport struct {
+	host         string
+	base         http.RoundTripper
+	login        Login
+	fallback     bool
+	log          *slog.Logger
+	now          func() time.Time
+	fetchTimeout time.Duration
+
+	group       singleflight.Group
+	fellBack    atomic.Bool // the anonymous fallback was logged
+	httpRealmed atomic.Bool // the plain-http realm warning was logged
+
+	mu      sync.Mutex
+	scheme  string   // "bearer" or "basic" once the registry challenged
+	realm   *url.URL // the Bearer realm
+	service string
+	tokens  map[string]credential // Bearer tokens by scope
+	basic   credential
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *registryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL == nil || !strings.EqualFold(req.URL.Host, t.host) {
+		return t.base.RoundTrip(req)
+	}
+	scope := requestScope(req)
+	sent, err := t.ahead(req.Context(), scope)
+	if err != nil {
+		closeRequestBody(req)
+		return nil, &CredentialsError{Host: t.host, Err: err}
+	}
+	resp, err := t.base.RoundTrip(withCredential(req, sent))
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		return resp, err
+	}
+	return t.answer(req, resp, scope, sent)
+}
+
+// CloseIdleConnections passes through to base.
+func (t *registryTransport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// ahead returns what to send before any challenge of this request: the
+// cached credential for scope, or, once the registry is known to want
+// Bearer tokens, a token fetched now. A refused fetch sends nothing, so
+// that the registry's own 401 reaches the caller.
+func (t *registryTransport) ahead(ctx context.Context, scope string) (credential, error) {
+	t.mu.Lock()
+	scheme, realm, service := t.scheme, t.realm, t.service
+	cached := t.tokens[scope]
+	if scheme == "basic" {
+		cached = t.basic
+	}
+	t.mu.Unlock()
+	if scheme == "" || cached.usable(t.now()) || scheme == "basic" || scope == "" {
+		return cached, nil
+	}
+	cred, err := t.token(ctx, tokenRequest{realm: realm, service: service, scopes: []string{scope}}, scope, credential{})
+	if _, refused := errors.AsType[*RefusedError](err); refused {
+		return credential{}, nil
+	}
+	return cred, err
+}
+
+// answer handles the registry's 401 to a request that carried sent: it
+// learns the challenge, gets a new credential and retries once, or
+// returns the 401 when there is nothing new to try.
+func (t *registryTransport) answer(req *http.Request, resp *http.Response, scope string, sent credential) (*http.Response, error) {
+	ch, ok := pickChallenge(resp.Header)
+	if !ok {
+		return resp, nil
+	}
+	fresh, err := t.respond(req.Context(), ch, scope, sent)
+	_, refused := errors.AsType[*RefusedError](err)
+	switch {
+	case refused || errors.Is(err, errNoLogin):
+		t.log.Info("registry refused the mirror's credentials", "host", t.host, "scope", scope, "error", err)
+		return resp, nil
+	case err != nil:
+		drain(resp)
+		return nil, &CredentialsError{Host: t.host, Err: err}
+	case fresh.isZero() || fresh.equal(sent) || !replayable(req):
+		return resp, nil
+	}
+	retry := withCredential(req, fresh)
+	if req.Body != nil && req.Body != http.NoBody {
+		body, err := req.GetBody()
+		if err != nil {
+			return resp, nil
+		}
+		retry.Body = body
+	}
+	drain(resp)
+	return t.base.RoundTrip(retry)
+}
+
+// respond learns challenge ch and returns the credential that answers it.
+func (t *registryTransport) respond(ctx context.Context, ch challenge, scope string, sent credential) (credential, error) {
+	if ch.scheme == "basic" {
+		t.mu.Lock()
+		t.scheme = "basic"
+		t.mu.Unlock()
+		return t.basicCredential(ctx)
+	}
+	realm, err := parseRealm(ch.params["realm"])
+	if err != nil {
+		return credential{}, err
+	}
+	t.mu.Lock()
+	t.scheme, t.realm, t.service = "bearer", realm, ch.params["service"]
+	t.mu.Unlock()
+	key := scope
+	if key == "" {
+		key = ch.params["scope"]
+	}
+	tr := tokenRequest{realm: realm, service: ch.params["service"], scopes: scopesOf(scope, ch.params["scope"])}
+	return t.token(ctx, tr, key, sent)
+}
+
+// basicCredential is the Login's Basic credential, cached for the
+// requests ahead; errNoLogin when there is none.
+func (t *registryTransport) basicCredential(ctx context.Context) (credential, error) {
+	login, err := t.credentials(ctx)
+	if err != nil {
+		return credential{}, err
+	}
+	cred, ok := basicHeader(login)
+	if !ok {
+		return credential{}, errNoLogin
+	}
+	t.mu.Lock()
+	t.basic = cred
+	t.mu.Unlock()
+	return cred, nil
+}
+
+// token returns the Bearer token for key: the cached one unless it is
+// stale (the one the registry just refused) or due, else one fetched for
+// tr. Concurrent fetches for one key are merged, and run detached from
+// the caller that started them, bounded by the fetch timeout.
+func (t *registryTransport) token(ctx context.Context, tr tokenRequest, key string, stale credential) (credential, error) {
+	ch := t.group.DoChan(tr.realm.String()+" "+tr.service+" "+key, func() (any, error) {
+		if cur := t.cachedToken(key); cur.usable(t.now()) && !cur.equal(stale) {
+			return cur, nil
+		}
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), t.fetchTimeout)
+		defer cancel()
+		cred, err := t.fetchToken(fctx, tr)
+		if err != nil {
+			return credential{}, err
+		}
+		t.storeToken(key, cred)
+		t.log.Debug("fetched registry token", "host", t.host, "scope", key, "token", cred)
+		return cred, nil
+	})
+	select {
+	case <-ctx.Done():
+		return credential{}, fmt.Errorf("auth: waiting for a token for %s: %w", t.host, context.Cause(ctx))
+	case r := <-ch:
+		cred, _ := r.Val.(credential)
+		return cred, r.Err
+	}
+}
+
+// fetchToken asks the realm with the Login, falling back to an anonymous
+// request when so configured.
+func (t *registryTransport) fetchToken(ctx context.Context, tr tokenRequest) (credential, error) {
+	login, err := t.credentials(ctx)
+	if err != nil {
+		return credential{}, err
+	}
+	if login.RegistryToken != "" {
+		return newCredential("Bearer", login.RegistryToken, time.Time{}), nil
+	}
+	if hasLogin(login) && !mayCarryLogin(tr.realm) {
+		if !t.httpRealmed.Swap(true) {
+			t.log.Warn("token realm is plain http: fetching tokens anonymously, credentials are sent over https only",
+				"host", t.host, "realm_host", tr.realm.Host)
+		}
+		login = authn.AuthConfig{}
+	}
+	tr.login = login
+	cred, err := requestToken(ctx, t.base, tr, t.now)
+	if _, refused := errors.AsType[*RefusedError](err); refused && t.fallback && hasLogin(login) {
+		t.fallBack(err)
+		tr.login = authn.AuthConfig{}
+		return requestToken(ctx, t.base, tr, t.now)
+	}
+	return cred, err
+}
+
+// credentials calls the Login; with AnonymousFallback its failure means
+// anonymous.
+func (t *registryTransport) credentials(ctx context.Context) (authn.AuthConfig, error) {
+	if t.login == nil {
+		return authn.AuthConfig{}, nil
+	}
+	login, err := t.login(ctx)
+	if err != nil && t.fallback {
+		t.fallBack(err)
+		return authn.AuthConfig{}, nil
+	}
+	if err != nil {
+		return authn.AuthConfig{}, fmt.Errorf("auth: credentials for %s: %w", t.host, err)
+	}
+	return login, nil
+}
+
+// fallBack logs, once, that the registry is used anonymously.
+func (t *registryTransport) fallBack(cause error) {
+	if !t.fellBack.Swap(true) {
+		t.log.Warn("registry credentials unavailable or refused: pulling anonymously (lower rate limits)",
+			"host", t.host, "error", cause)
+	}
+}
+
+func (t *registryTransport) cachedToken(key string) credential {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.tokens[key]
+}
+
+// storeToken caches cred for key, dropping expired tokens when full.
+func (t *registryTransport) storeToken(key string, cred credential) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.tokens) >= maxCachedTokens {
+		now := t.now()
+		for k, c := range t.tokens {
+			if !c.usable(now) {
+				delete(t.tokens, k)
+			}
+		}
+		if len(t.tokens) >= maxCachedTokens {
+			clear(t.tokens)
+		}
+	}
+	t.tokens[key] = cred
+}
+
+// withCredential returns a clone of req carrying cred, or req itself when
+// cred is zero.
+func withCredential(req *http.Request, cred credential) *http.Request {
+	if cred.isZero() {
+		return req
+	}
+	r := req.Clone(req.Context())
+	r.Header.Set("Authorization", cred.value())
+	return r
+}
+
+// replayable reports whether req can be sent again.
+func replayable(req *http.Request) bool {
+	return req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+}
+
+// closeRequestBody closes req's body, as RoundTrip must even when it fails.
+func closeRequestBody(req *http.Request) {
+	if req.Body != nil {
+		_ = req.Body.Close()
+	}
+}
