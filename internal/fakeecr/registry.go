@@ -86,15 +86,7 @@ func (s *Server) serveRegistry(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Docker-Distribution-Api-Version", "registry/2.0")
-	switch s.tokens.check(r.Header.Get("Authorization"), s.opts.Now()) {
-	case tokenMissing, tokenUnknown:
-		s.ctr.unauthorized.Add(1)
-		w.Header().Set("WWW-Authenticate", s.wwwAuth)
-		writeOCIError(w, http.StatusUnauthorized, codeUnauthorized, "Not Authorized")
-		return
-	case tokenExpired:
-		s.ctr.denied.Add(1)
-		writeOCIError(w, http.StatusForbidden, codeDenied, "Your authorization token has expired. Reauthenticate and try again.")
+	if s.opts.Bearer && !s.bearerAllows(w, r) || !s.opts.Bearer && !s.ecrTokenAllows(w, r) {
 		return
 	}
 	if s.servePush(w, r) {
@@ -129,6 +121,24 @@ func (s *Server) serveRegistry(w http.ResponseWriter, r *http.Request) {
 	case routeReferrers:
 		s.serveReferrers(w, r, rt)
 	}
+}
+
+// ecrTokenAllows checks the request's ECR token; without a valid one it
+// answers as ECR does (401, or 403 DENIED for an expired token) and
+// returns false.
+func (s *Server) ecrTokenAllows(w http.ResponseWriter, r *http.Request) bool {
+	switch s.tokens.check(r.Header.Get("Authorization"), s.opts.Now()) {
+	case tokenMissing, tokenUnknown:
+		s.ctr.unauthorized.Add(1)
+		w.Header().Set("WWW-Authenticate", s.wwwAuth)
+		writeOCIError(w, http.StatusUnauthorized, codeUnauthorized, "Not Authorized")
+		return false
+	case tokenExpired:
+		s.ctr.denied.Add(1)
+		writeOCIError(w, http.StatusForbidden, codeDenied, "Your authorization token has expired. Reauthenticate and try again.")
+		return false
+	}
+	return true
 }
 
 // serveManifest serves GET and HEAD of /v2/<name>/manifests/<ref>. Manifests

@@ -65,6 +65,17 @@ type Options struct {
 	// Logger gets one debug record per request and the HTTP servers' errors.
 	// Nil discards them.
 	Logger *slog.Logger
+	// Bearer makes the registry demand the token flow of registries other
+	// than ECR (an "oci" or "ecr-public" upstream) instead of ECR's Basic
+	// token: a 401 says `Bearer realm="<URL>/token",service="<Host>",
+	// scope="repository:<name>:pull"` (pull,push for writes), and GET
+	// /token hands out tokens for the scope parameters asked, valid for
+	// TokenTTL (expires_in), counted in TokenRequests and TokensIssued.
+	// An expired or insufficient token gets 401.
+	Bearer bool
+	// BearerLogin, "user:password", is the Basic login the Bearer token
+	// endpoint demands; "" gives tokens to anonymous requests.
+	BearerLogin string
 	// Now is the clock that decides token and presigned URL expiry; it must be
 	// safe for concurrent use. Nil means time.Now. Tests move it forward to
 	// expire things without sleeping.
@@ -103,6 +114,9 @@ func (o Options) withDefaults() (Options, error) {
 	case o.TagsPageSize == 0:
 		o.TagsPageSize = maxTagsPage
 	}
+	if o.BearerLogin != "" && (!o.Bearer || !strings.Contains(o.BearerLogin, ":")) {
+		return o, errors.New(`fakeecr: BearerLogin needs Bearer and the form "user:password"`)
+	}
 	if o.RequestLogSize == 0 {
 		o.RequestLogSize = 1024
 	}
@@ -135,6 +149,7 @@ type Server struct {
 
 	store  store
 	tokens tokenStore
+	bearer bearerStore // bearer.go
 	faults faultTable
 	down   atomic.Bool
 	ctr    counters
@@ -244,6 +259,11 @@ func (s *Server) handleRegistry(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/" && r.Method == http.MethodPost {
 		rec.endpoint = EndpointToken
 		s.serveToken(rec, r)
+		return
+	}
+	if s.opts.Bearer && r.URL.Path == "/token" && r.Method == http.MethodGet {
+		rec.endpoint = EndpointToken
+		s.serveBearerToken(rec, r)
 		return
 	}
 	s.serveRegistry(rec, r)
