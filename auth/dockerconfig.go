@@ -18,6 +18,9 @@ import (
 // file, for messages.
 const DockerConfigSetting = "UPSTREAM_DOCKER_CONFIG"
 
+// dockerHubRegistry is the host Docker Hub's registry API answers on.
+const dockerHubRegistry = "registry-1.docker.io"
+
 // loginCacheTime is how long a registry's resolved credentials are reused
 // before the config file's store or helper is asked again.
 const loginCacheTime = 5 * time.Minute
@@ -112,7 +115,11 @@ type fileKeychain struct{ d *DockerConfig }
 // Resolve implements authn.Keychain: the file's store (auths or a helper)
 // for the registry, or anonymous when it has nothing.
 func (k fileKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
-	ac, err := k.d.file.GetAuthConfig(r.RegistryStr())
+	host := r.RegistryStr()
+	if host == dockerHubRegistry {
+		host = "docker.io" // the file keeps Docker Hub under its index's key
+	}
+	ac, err := k.d.file.GetAuthConfig(host)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: credentials for %s: %w", DockerConfigSetting, k.d.path, r.RegistryStr(), err)
 	}

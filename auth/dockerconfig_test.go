@@ -130,3 +130,35 @@ func TestDockerConfigHelperFailureIsACredentialsError(t *testing.T) {
 		t.Fatalf("GET with a missing helper: %v, want a CredentialsError naming UPSTREAM_DOCKER_CONFIG", err)
 	}
 }
+
+func TestDockerConfigLoginPerRegistry(t *testing.T) {
+	t.Parallel()
+	path := writeDockerConfig(t, `{"auths":{
+		"https://index.docker.io/v1/":{"auth":"`+b64("hubuser:hub-s3cret")+`"},
+		"ghcr.io":{"username":"gh","password":"gh-s3cret"},
+		"https://quay.io":{"auth":"`+b64("q:q-s3cret")+`"}}}`)
+	dc, err := auth.LoadDockerConfig(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for host, want := range map[string]string{
+		"registry-1.docker.io": "hubuser:hub-s3cret",
+		"docker.io":            "hubuser:hub-s3cret",
+		"ghcr.io":              "gh:gh-s3cret",
+		"quay.io":              "q:q-s3cret",
+		"registry.k8s.io":      ":",
+	} {
+		login := dc.Login(host)
+		c, err := login(t.Context())
+		if err != nil {
+			t.Fatalf("Login(%s): %v", host, err)
+		}
+		if got := c.Username + ":" + c.Password; got != want {
+			t.Errorf("Login(%s) = %q, want %q", host, got, want)
+		}
+	}
+	anon, err := auth.LoadDockerConfig("", nil)
+	if err != nil || anon.Login("ghcr.io") != nil {
+		t.Errorf("LoadDockerConfig(\"\") = %v, %v; want anonymous logins (nil)", anon, err)
+	}
+}
