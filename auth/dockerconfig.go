@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
+	"os/exec"
+	"slices"
 	"sync"
 	"time"
 
@@ -38,8 +41,8 @@ type DockerConfig struct {
 
 // LoadDockerConfig reads the Docker config.json at path; "" means no file
 // (every registry is used anonymously). Helpers are not run until a
-// registry asks for credentials. The error names UPSTREAM_DOCKER_CONFIG
-// and the file. A nil logger discards.
+// registry asks for credentials, but each one named must be on PATH. The
+// error names UPSTREAM_DOCKER_CONFIG and the file. A nil logger discards.
 func LoadDockerConfig(path string, log *slog.Logger) (*DockerConfig, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -61,8 +64,30 @@ func LoadDockerConfig(path string, log *slog.Logger) (*DockerConfig, error) {
 		// The decoding errors name offsets and fields, never the secrets.
 		return nil, fmt.Errorf("%s: %s is not a valid Docker config.json: %w", DockerConfigSetting, path, err)
 	}
+	if err := checkHelpers(cf); err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", DockerConfigSetting, path, err)
+	}
 	d.file = cf
 	return d, nil
+}
+
+// checkHelpers makes sure every credential helper the file names can be
+// run, so that a config.json copied from a desktop ("credsStore":
+// "desktop") fails at startup rather than on every pull.
+func checkHelpers(cf *configfile.ConfigFile) error {
+	helpers := map[string]string{}
+	if cf.CredentialsStore != "" {
+		helpers[cf.CredentialsStore] = "credsStore"
+	}
+	for host, h := range cf.CredentialHelpers {
+		helpers[h] = "credHelpers of " + host
+	}
+	for _, name := range slices.Sorted(maps.Keys(helpers)) {
+		if _, err := exec.LookPath("docker-credential-" + name); err != nil {
+			return fmt.Errorf("credential helper docker-credential-%s (%s) cannot be run: %w", name, helpers[name], err)
+		}
+	}
+	return nil
 }
 
 // Transport returns the RegistryTransport for registryHost (host[:port])

@@ -115,19 +115,35 @@ func TestDockerConfigCredentialHelpers(t *testing.T) {
 	}
 }
 
-func TestDockerConfigHelperFailureIsACredentialsError(t *testing.T) {
-	// The helper is not on PATH: asking for the login fails.
+func TestLoadDockerConfigRefusesHelpersNotOnPath(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
+	for _, config := range []string{`{"credsStore":"desktop"}`, `{"credHelpers":{"ghcr.io":"gh"}}`} {
+		path := writeDockerConfig(t, config)
+		_, err := auth.LoadDockerConfig(path, nil)
+		if err == nil || !strings.Contains(err.Error(), "UPSTREAM_DOCKER_CONFIG") || !strings.Contains(err.Error(), path) ||
+			!strings.Contains(err.Error(), "cannot be run") {
+			t.Errorf("config %s with its helper missing: error %v, want one naming the setting, the file and the helper", config, err)
+		}
+	}
+}
+
+func TestDockerConfigHelperFailureIsACredentialsError(t *testing.T) {
+	// The helper runs but fails (not a "credentials not found").
 	reg := newTestRegistry(t, nil, "u", "p")
-	dc, err := auth.LoadDockerConfig(writeDockerConfig(t, fmt.Sprintf(`{"credHelpers":{%q:"absent"}}`, reg.host())), nil)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "docker-credential-failing"), []byte("#!/bin/sh\necho 'keyring locked'\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	dc, err := auth.LoadDockerConfig(writeDockerConfig(t, fmt.Sprintf(`{"credHelpers":{%q:"failing"}}`, reg.host())), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	client := &http.Client{Transport: dc.Transport(reg.host(), ownTransport(t))}
 	_, err = client.Get(reg.URL + "/v2/app/manifests/latest")
 	var ce *auth.CredentialsError
-	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "UPSTREAM_DOCKER_CONFIG") {
-		t.Fatalf("GET with a missing helper: %v, want a CredentialsError naming UPSTREAM_DOCKER_CONFIG", err)
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "UPSTREAM_DOCKER_CONFIG") || !strings.Contains(err.Error(), "keyring locked") {
+		t.Fatalf("GET with a failing helper: %v, want a CredentialsError naming UPSTREAM_DOCKER_CONFIG and the helper's message", err)
 	}
 }
 

@@ -233,7 +233,13 @@ func (t *registryTransport) basicCredential(ctx context.Context) (credential, er
 // tr. Concurrent fetches for one key are merged, and run detached from
 // the caller that started them, bounded by the fetch timeout.
 func (t *registryTransport) token(ctx context.Context, tr tokenRequest, key string, stale credential) (credential, error) {
-	ch := t.group.DoChan(tr.realm.String()+" "+tr.service+" "+key, func() (any, error) {
+	flight := tr.realm.String() + " " + tr.service + " " + key
+	if !stale.isZero() {
+		// A refresh after a refusal: a flight that may answer with the
+		// refused token itself is no use to it.
+		flight += " refresh"
+	}
+	ch := t.group.DoChan(flight, func() (any, error) {
 		if cur := t.cachedToken(key); cur.usable(t.now()) && !cur.equal(stale) {
 			return cur, nil
 		}
