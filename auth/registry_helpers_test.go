@@ -27,8 +27,9 @@ type tokenServer struct {
 	*httptest.Server
 	users         map[string]string // username → password
 	loginRequired bool
-	accessToken   bool // answer access_token instead of token
-	expiresIn     int  // 0: omitted
+	accessToken   bool          // answer access_token instead of token
+	expiresIn     int           // 0: omitted
+	hold          chan struct{} // when set, answers wait until it is closed
 
 	mu       sync.Mutex
 	n        int
@@ -62,7 +63,11 @@ func (ts *tokenServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !refused {
 		ts.grants[tok] = r.URL.Query()["scope"]
 	}
+	hold := ts.hold
 	ts.mu.Unlock()
+	if hold != nil {
+		<-hold
+	}
 	if refused {
 		http.Error(w, `{"details":"incorrect username or password"}`, http.StatusUnauthorized)
 		return

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ecr-mirror/ecr-mirror/auth"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 // bearerEnv is a Bearer-protected registry, its realm, and a client
@@ -343,5 +344,43 @@ func TestRegistryTransportLeavesOtherHostsAlone(t *testing.T) {
 		if r.authorization != "" {
 			t.Errorf("another host got Authorization %q", r.authorization)
 		}
+	}
+}
+
+func TestRegistryTransportMergesConcurrentTokenFetches(t *testing.T) {
+	t.Parallel()
+	realm := newTokenServer(t, nil)
+	e := newBearerEnv(t, realm, nil)
+	e.pull(t, "first") // the registry's challenge is known from here on
+	realm.mu.Lock()
+	realm.hold = make(chan struct{})
+	realm.mu.Unlock()
+
+	const pulls = 16
+	done := make(chan struct{}, pulls)
+	for range pulls {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			resp, err := e.client.Get(e.reg.URL + "/v2/busy/manifests/latest")
+			if err != nil {
+				t.Errorf("GET: %v", err)
+				return
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("GET = %d, want 200", resp.StatusCode)
+			}
+		}()
+	}
+	testwait.Until(t, "the realm to be asked for the busy repository", func() bool { return len(realm.seen()) >= 2 })
+	close(realm.hold)
+	for range pulls {
+		<-done
+	}
+	if n := len(realm.seen()); n != 2 {
+		t.Errorf("%d concurrent pulls of a new repository made %d token fetches, want 1", pulls, n-1)
+	}
+	if n := e.reg.unauthorizedCount(); n != 1 {
+		t.Errorf("registry answered %d 401s, want only the first repository's challenge", n)
 	}
 }
