@@ -27,6 +27,12 @@
 //	                      the transport pulls anonymously when AWS credentials
 //	                      are missing or refused (ecrpublic.go)
 //
+// go-containerregistry's transport.NewWithContext fixes its scopes when it
+// is built, one repository per transport; a mirror serves any repository
+// of a registry through one client, so NewRegistryTransport handles the
+// challenge itself, per request scope, and takes ggcr's authn for the
+// credentials (keychains, helpers, identity and registry tokens).
+//
 // Tokens and logins are bearer secrets, so they never appear in logs,
 // errors or fmt output: Token formats itself as "ecr-token(expires …)",
 // registry tokens as "registry-credential(…)".

@@ -22,7 +22,8 @@ const unauthorizedBody = `{"errors":[{"code":"UNAUTHORIZED","message":"authentic
 
 // tokenServer is a Bearer token realm: it hands out "regtoken-<n>" for
 // the scopes asked, to anonymous requests unless loginRequired, and to
-// Basic logins found in users; other logins get a 401.
+// Basic logins found in users (and POSTed OAuth2 refresh tokens equal to
+// users["<identity>"]); other logins get a 401.
 type tokenServer struct {
 	*httptest.Server
 	users         map[string]string // username → password
@@ -39,9 +40,9 @@ type tokenServer struct {
 
 // tokenRequest is what the realm saw of one token request.
 type tokenRequest struct {
-	service, authorization string
-	scopes                 []string
-	refused                bool
+	method, service, authorization, refreshToken string
+	scopes                                       []string
+	refused                                      bool
 }
 
 func newTokenServer(t *testing.T, users map[string]string) *tokenServer {
@@ -55,13 +56,21 @@ func newTokenServer(t *testing.T, users map[string]string) *tokenServer {
 func (ts *tokenServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	user, pass, hasLogin := r.BasicAuth()
 	refused := hasLogin && (ts.users[user] == "" || ts.users[user] != pass) || !hasLogin && ts.loginRequired
+	seen := tokenRequest{method: r.Method, service: r.URL.Query().Get("service"),
+		authorization: r.Header.Get("Authorization"), scopes: r.URL.Query()["scope"], refused: refused}
+	if r.Method == http.MethodPost { // OAuth2: an identity token for an access token
+		_ = r.ParseForm()
+		seen.service, seen.scopes = r.PostForm.Get("service"), strings.Fields(r.PostForm.Get("scope"))
+		seen.refreshToken = r.PostForm.Get("refresh_token")
+		refused = r.PostForm.Get("grant_type") != "refresh_token" || ts.users["<identity>"] != seen.refreshToken
+		seen.refused = refused
+	}
 	ts.mu.Lock()
-	ts.requests = append(ts.requests, tokenRequest{service: r.URL.Query().Get("service"),
-		authorization: r.Header.Get("Authorization"), scopes: r.URL.Query()["scope"], refused: refused})
+	ts.requests = append(ts.requests, seen)
 	ts.n++
 	tok := fmt.Sprintf("regtoken-%d", ts.n)
 	if !refused {
-		ts.grants[tok] = r.URL.Query()["scope"]
+		ts.grants[tok] = seen.scopes
 	}
 	hold := ts.hold
 	ts.mu.Unlock()

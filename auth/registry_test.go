@@ -384,3 +384,23 @@ func TestRegistryTransportMergesConcurrentTokenFetches(t *testing.T) {
 		t.Errorf("registry answered %d 401s, want only the first repository's challenge", n)
 	}
 }
+
+func TestRegistryTransportExchangesAnIdentityToken(t *testing.T) {
+	t.Parallel()
+	realm := newTokenServer(t, map[string]string{"<identity>": "id-s3cret"})
+	realm.accessToken = true
+	reg := newTestRegistry(t, realm, "", "")
+	dc, err := auth.LoadDockerConfig(writeDockerConfig(t, `{"auths":{"`+reg.host()+`":{"identitytoken":"id-s3cret"}}}`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Transport: dc.Transport(reg.host(), ownTransport(t))}
+	if status, body := get(t, client, reg.URL+"/v2/app/manifests/latest"); status != http.StatusOK {
+		t.Fatalf("GET = %d %s, want 200 with a token for the identity token", status, body)
+	}
+	seen := realm.seen()
+	if len(seen) != 1 || seen[0].method != http.MethodPost || seen[0].refreshToken != "id-s3cret" || seen[0].authorization != "" ||
+		!slices.Equal(seen[0].scopes, []string{"repository:app:pull"}) || seen[0].service != reg.host() {
+		t.Fatalf("realm saw %+v, want one OAuth2 refresh-token POST for repository:app:pull", seen)
+	}
+}
