@@ -16,9 +16,14 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
-// maxCachedTokens bounds the per-scope token cache of one registry;
-// expired tokens are dropped when it is full.
-const maxCachedTokens = 1024
+const (
+	// maxCachedTokens bounds the per-scope token cache of one registry;
+	// expired tokens are dropped when it is full.
+	maxCachedTokens = 1024
+	// refusalMemory is how long a login the token realm refused is not
+	// presented again.
+	refusalMemory = time.Minute
+)
 
 // Login returns the credentials to present to one registry and its token
 // realm; a zero authn.AuthConfig means anonymous. DockerConfig.Login and
@@ -58,7 +63,9 @@ type RegistryOptions struct {
 // sends the Login's credentials, or passes the 401 on when there are none.
 // A request with a body is retried only when GetBody can replay it. When
 // the realm refuses the credentials, the registry's 401 is returned as is:
-// one retry at most, never a loop.
+// one retry at most, never a loop; the refused login is not presented
+// again for a minute (with AnonymousFallback, tokens are fetched
+// anonymously meanwhile).
 //
 // Credentials and tokens are added to a clone of the request, never the
 // caller's, so an http.Client following a redirect cannot copy them to
@@ -107,6 +114,9 @@ type registryTransport struct {
 	service string
 	tokens  map[string]credential // Bearer tokens by scope
 	basic   credential
+
+	refusal      *RefusedError // the realm's last refusal of the login
+	refusedUntil time.Time     // when the login may be presented again
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -263,7 +273,10 @@ func (t *registryTransport) token(ctx context.Context, tr tokenRequest, key stri
 }
 
 // fetchToken asks the realm with the Login, falling back to an anonymous
-// request when so configured.
+// request when so configured. A login the realm refused is not presented
+// again for refusalMemory: meanwhile requests go anonymously (with
+// AnonymousFallback) or get the refusal without asking the realm, so a
+// wrong password does not hammer it (or lock the account).
 func (t *registryTransport) fetchToken(ctx context.Context, tr tokenRequest) (credential, error) {
 	login, err := t.credentials(ctx)
 	if err != nil {
@@ -279,14 +292,37 @@ func (t *registryTransport) fetchToken(ctx context.Context, tr tokenRequest) (cr
 		}
 		login = authn.AuthConfig{}
 	}
+	if refusal := t.recentRefusal(); refusal != nil && hasLogin(login) {
+		if !t.fallback {
+			return credential{}, refusal
+		}
+		login = authn.AuthConfig{}
+	}
 	tr.login = login
 	cred, err := requestToken(ctx, t.base, tr, t.now)
-	if _, refused := errors.AsType[*RefusedError](err); refused && t.fallback && hasLogin(login) {
-		t.fallBack(err)
-		tr.login = authn.AuthConfig{}
-		return requestToken(ctx, t.base, tr, t.now)
+	refusal, refused := errors.AsType[*RefusedError](err)
+	if !refused || !hasLogin(login) {
+		return cred, err
 	}
-	return cred, err
+	t.mu.Lock()
+	t.refusal, t.refusedUntil = refusal, t.now().Add(refusalMemory)
+	t.mu.Unlock()
+	if !t.fallback {
+		return cred, err
+	}
+	t.fallBack(err)
+	tr.login = authn.AuthConfig{}
+	return requestToken(ctx, t.base, tr, t.now)
+}
+
+// recentRefusal is the realm's refusal of the login if it is recent.
+func (t *registryTransport) recentRefusal() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.refusal == nil || !t.now().Before(t.refusedUntil) {
+		return nil
+	}
+	return t.refusal
 }
 
 // credentials calls the Login; with AnonymousFallback its failure means
