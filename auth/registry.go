@@ -61,6 +61,8 @@ type RegistryOptions struct {
 // registry has challenged, later requests fetch their scope's token ahead,
 // so a new repository costs one token fetch and no 401. With "Basic" it
 // sends the Login's credentials, or passes the 401 on when there are none.
+// A token the registry refuses without a challenge (ECR Public answers an
+// expired one with 400 DENIED) is replaced and the request retried once.
 // A request with a body is retried only when GetBody can replay it. When
 // the realm refuses the credentials, the registry's 401 is returned as is:
 // one retry at most, never a loop; the refused login is not presented
@@ -131,10 +133,61 @@ func (t *registryTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		return nil, &CredentialsError{Host: t.host, Err: err}
 	}
 	resp, err := t.base.RoundTrip(withCredential(req, sent))
-	if err != nil || resp.StatusCode != http.StatusUnauthorized {
-		return resp, err
+	switch {
+	case err != nil:
+		return nil, err
+	case resp.StatusCode == http.StatusUnauthorized:
+		return t.answer(req, resp, scope, sent)
+	case sent.scheme == "Bearer" && rejectsBearer(req, resp):
+		return t.renew(req, resp, scope, sent)
 	}
-	return t.answer(req, resp, scope, sent)
+	return resp, nil
+}
+
+// rejectsBearer reports whether resp refuses a Bearer token without a
+// challenge: ECR Public answers an expired or invalid token with 400
+// {"errors":[{"code":"DENIED"}]}, not 401. A HEAD has no body to tell, so
+// any 400 to it counts. A 403 is a permission, not a token, matter.
+func rejectsBearer(req *http.Request, resp *http.Response) bool {
+	return resp.StatusCode == http.StatusBadRequest && (req.Method == http.MethodHead || deniesToken(resp))
+}
+
+// renew replaces the token the registry refused without a challenge
+// (sent) with a new one from the realm it challenged with before, and
+// retries once; the refusal is returned when no new token can be had.
+func (t *registryTransport) renew(req *http.Request, resp *http.Response, scope string, sent credential) (*http.Response, error) {
+	t.mu.Lock()
+	realm, service := t.realm, t.service
+	t.mu.Unlock()
+	if realm == nil {
+		return resp, nil
+	}
+	fresh, err := t.token(req.Context(), tokenRequest{realm: realm, service: service, scopes: scopesOf(scope, "")}, scope, sent)
+	if err != nil || fresh.equal(sent) {
+		t.log.Info("registry refused its token and no new one could be had", "host", t.host, "scope", scope, "error", err)
+		return resp, nil
+	}
+	t.log.Info("registry refused its token without a challenge; retrying with a new one",
+		"host", t.host, "scope", scope, "status", resp.StatusCode)
+	return t.retry(req, resp, fresh)
+}
+
+// retry sends req again with cred, in place of resp, if req's body can be
+// replayed; otherwise resp is the answer.
+func (t *registryTransport) retry(req *http.Request, resp *http.Response, cred credential) (*http.Response, error) {
+	if !replayable(req) {
+		return resp, nil
+	}
+	again := withCredential(req, cred)
+	if req.Body != nil && req.Body != http.NoBody {
+		body, err := req.GetBody()
+		if err != nil {
+			return resp, nil
+		}
+		again.Body = body
+	}
+	drain(resp)
+	return t.base.RoundTrip(again)
 }
 
 // CloseIdleConnections passes through to base.
@@ -183,19 +236,10 @@ func (t *registryTransport) answer(req *http.Request, resp *http.Response, scope
 	case err != nil:
 		drain(resp)
 		return nil, &CredentialsError{Host: t.host, Err: err}
-	case fresh.isZero() || fresh.equal(sent) || !replayable(req):
+	case fresh.isZero() || fresh.equal(sent):
 		return resp, nil
 	}
-	retry := withCredential(req, fresh)
-	if req.Body != nil && req.Body != http.NoBody {
-		body, err := req.GetBody()
-		if err != nil {
-			return resp, nil
-		}
-		retry.Body = body
-	}
-	drain(resp)
-	return t.base.RoundTrip(retry)
+	return t.retry(req, resp, fresh)
 }
 
 // respond learns challenge ch and returns the credential that answers it.

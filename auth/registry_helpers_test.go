@@ -104,6 +104,13 @@ func (ts *tokenServer) grantsScope(tok, scope string) bool {
 	return false
 }
 
+// revoke forgets every token issued so far.
+func (ts *tokenServer) revoke() {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	clear(ts.grants)
+}
+
 func (ts *tokenServer) seen() []tokenRequest {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
@@ -117,10 +124,28 @@ type testRegistry struct {
 	*httptest.Server
 	realm      *tokenServer
 	user, pass string
-	cdn        string
 
-	mu       sync.Mutex
-	requests []registryRequest
+	mu  sync.Mutex
+	cdn string // set by redirectTo
+	// badTokenStatus (set by refuseBadTokens), when set, answers a Bearer
+	// token the realm did not grant (or revoked) with this status, a
+	// DENIED error and no challenge, as ECR Public does (400).
+	badTokenStatus int
+	requests       []registryRequest
+}
+
+// redirectTo makes blob GETs redirect to cdn.
+func (reg *testRegistry) redirectTo(cdn string) {
+	reg.mu.Lock()
+	defer reg.mu.Unlock()
+	reg.cdn = cdn
+}
+
+// refuseBadTokens makes unknown Bearer tokens get status (see badTokenStatus).
+func (reg *testRegistry) refuseBadTokens(status int) {
+	reg.mu.Lock()
+	defer reg.mu.Unlock()
+	reg.badTokenStatus = status
 }
 
 // registryRequest is what the registry saw of one request.
@@ -148,6 +173,19 @@ func (reg *testRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		scope += ",push"
 	}
 	status := http.StatusOK
+	reg.mu.Lock()
+	cdn, bad := reg.cdn, reg.badTokenStatus
+	reg.mu.Unlock()
+	if bad != 0 && strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") && !reg.authorized(r.Header.Get("Authorization"), scope) {
+		reg.mu.Lock()
+		reg.requests = append(reg.requests, registryRequest{method: r.Method, path: r.URL.Path,
+			authorization: r.Header.Get("Authorization"), status: bad})
+		reg.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(bad)
+		_, _ = io.WriteString(w, `{"errors":[{"code":"DENIED","message":"Your Authorization Token is invalid."}]}`)
+		return
+	}
 	if !reg.authorized(r.Header.Get("Authorization"), scope) {
 		status = http.StatusUnauthorized
 		if reg.realm != nil {
@@ -165,8 +203,8 @@ func (reg *testRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(status)
 		_, _ = io.WriteString(w, unauthorizedBody)
-	case reg.cdn != "" && strings.Contains(r.URL.Path, "/blobs/"):
-		http.Redirect(w, r, reg.cdn+r.URL.Path, http.StatusTemporaryRedirect)
+	case cdn != "" && strings.Contains(r.URL.Path, "/blobs/"):
+		http.Redirect(w, r, cdn+r.URL.Path, http.StatusTemporaryRedirect)
 	case r.Method == http.MethodPut:
 		w.WriteHeader(http.StatusCreated)
 		_, _ = w.Write(body)

@@ -259,7 +259,7 @@ func TestRegistryTransportRedirectCarriesNoAuthorization(t *testing.T) {
 				realm = newTokenServer(t, map[string]string{"bob": "s3cret"})
 			}
 			reg := newTestRegistry(t, realm, "bob", "s3cret")
-			reg.cdn = cdn.URL
+			reg.redirectTo(cdn.URL)
 			dc, err := auth.LoadDockerConfig(writeDockerConfig(t, authsConfig(reg.host(), "bob", "s3cret")), nil)
 			if err != nil {
 				t.Fatal(err)
@@ -408,5 +408,42 @@ func TestRegistryTransportExchangesAnIdentityToken(t *testing.T) {
 	if len(seen) != 1 || seen[0].method != http.MethodPost || seen[0].refreshToken != "id-s3cret" || seen[0].authorization != "" ||
 		!slices.Equal(seen[0].scopes, []string{"repository:app:pull"}) || seen[0].service != reg.host() {
 		t.Fatalf("realm saw %+v, want one OAuth2 refresh-token POST for repository:app:pull", seen)
+	}
+}
+
+func TestRegistryTransportRenewsATokenRefusedWithoutAChallenge(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, method string
+		status       int
+		wantRenewal  bool
+	}{
+		{name: "ECR Public's 400 DENIED to a GET", method: http.MethodGet, status: http.StatusBadRequest, wantRenewal: true},
+		{name: "a 400 to a HEAD", method: http.MethodHead, status: http.StatusBadRequest, wantRenewal: true},
+		{name: "a 403 is a permission matter", method: http.MethodGet, status: http.StatusForbidden},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			realm := newTokenServer(t, nil)
+			e := newBearerEnv(t, realm, nil)
+			e.reg.refuseBadTokens(tc.status)
+			e.pull(t, "app")
+			realm.revoke() // the registry no longer takes the cached token
+
+			req, _ := http.NewRequest(tc.method, e.reg.URL+"/v2/app/manifests/latest", nil)
+			resp, err := e.client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			want, fetches := tc.status, 1
+			if tc.wantRenewal {
+				want, fetches = http.StatusOK, 2
+			}
+			if resp.StatusCode != want || len(realm.seen()) != fetches {
+				t.Errorf("%s with a refused token = %d after %d token fetches, want %d after %d",
+					tc.method, resp.StatusCode, len(realm.seen()), want, fetches)
+			}
+		})
 	}
 }
