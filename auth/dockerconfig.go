@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -140,7 +141,7 @@ type fileKeychain struct{ d *DockerConfig }
 // Resolve implements authn.Keychain: the file's store (auths or a helper)
 // for the registry, or anonymous when it has nothing.
 func (k fileKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
-	host := r.RegistryStr()
+	host := strings.TrimSuffix(r.RegistryStr(), ":443") // the file names https hosts without it
 	if host == dockerHubRegistry {
 		host = "docker.io" // the file keeps Docker Hub under its index's key
 	}

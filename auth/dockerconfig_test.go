@@ -161,6 +161,7 @@ func TestDockerConfigLoginPerRegistry(t *testing.T) {
 		"registry-1.docker.io": "hubuser:hub-s3cret",
 		"docker.io":            "hubuser:hub-s3cret",
 		"ghcr.io":              "gh:gh-s3cret",
+		"ghcr.io:443":          "gh:gh-s3cret",
 		"quay.io":              "q:q-s3cret",
 		"registry.k8s.io":      ":",
 	} {
