@@ -16,14 +16,9 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
-const (
-	// maxCachedTokens bounds the per-scope token cache of one registry;
-	// expired tokens are dropped when it is full.
-	maxCachedTokens = 1024
-	// refusalMemory is how long a login the token realm refused is not
-	// presented again.
-	refusalMemory = time.Minute
-)
+// refusalMemory is how long a login the token realm refused is not
+// presented again.
+const refusalMemory = time.Minute
 
 // Login returns the credentials to present to one registry and its token
 // realm; a zero authn.AuthConfig means anonymous. DockerConfig.Login and
@@ -49,7 +44,8 @@ type RegistryOptions struct {
 
 // NewRegistryTransport returns an http.RoundTripper that answers a
 // registry's own authentication challenges, for requests whose URL host
-// equals registryHost (host[:port], case-insensitive); every other
+// equals registryHost (host[:port], case-insensitive, or a URL's host);
+// every other
 // request (a redirect to S3 or a CDN) goes to base untouched. A nil base
 // means http.DefaultTransport.
 //
@@ -80,10 +76,15 @@ func NewRegistryTransport(registryHost string, base http.RoundTripper, opts Regi
 	if base == nil {
 		base = http.DefaultTransport
 	}
+	if strings.Contains(registryHost, "://") {
+		if u, err := url.Parse(registryHost); err == nil {
+			registryHost = u.Host
+		}
+	}
 	t := &registryTransport{
 		host: registryHost, base: base, login: opts.Login, fallback: opts.AnonymousFallback,
 		log: opts.Logger, now: opts.Now, fetchTimeout: opts.FetchTimeout,
-		tokens: map[string]credential{},
+		tokens: newTokenCache(),
 	}
 	if t.log == nil {
 		t.log = slog.New(slog.DiscardHandler)
@@ -110,11 +111,12 @@ type registryTransport struct {
 	fellBack    atomic.Bool // the anonymous fallback was logged
 	httpRealmed atomic.Bool // the plain-http realm warning was logged
 
+	tokens *tokenCache // Bearer tokens by scope
+
 	mu      sync.Mutex
 	scheme  string   // "bearer" or "basic" once the registry challenged
 	realm   *url.URL // the Bearer realm
 	service string
-	tokens  map[string]credential // Bearer tokens by scope
 	basic   credential
 
 	refusal      *RefusedError // the realm's last refusal of the login
@@ -204,11 +206,11 @@ func (t *registryTransport) CloseIdleConnections() {
 func (t *registryTransport) ahead(ctx context.Context, scope string) (credential, error) {
 	t.mu.Lock()
 	scheme, realm, service := t.scheme, t.realm, t.service
-	cached := t.tokens[scope]
-	if scheme == "basic" {
-		cached = t.basic
-	}
+	cached := t.basic
 	t.mu.Unlock()
+	if scheme != "basic" {
+		cached = t.tokens.get(scope)
+	}
 	if scheme == "" || cached.usable(t.now()) || scheme == "basic" || scope == "" {
 		return cached, nil
 	}
@@ -294,7 +296,7 @@ func (t *registryTransport) token(ctx context.Context, tr tokenRequest, key stri
 		flight += " refresh"
 	}
 	ch := t.group.DoChan(flight, func() (any, error) {
-		if cur := t.cachedToken(key); cur.usable(t.now()) && !cur.equal(stale) {
+		if cur := t.tokens.get(key); cur.usable(t.now()) && !cur.equal(stale) {
 			return cur, nil
 		}
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), t.fetchTimeout)
@@ -303,7 +305,7 @@ func (t *registryTransport) token(ctx context.Context, tr tokenRequest, key stri
 		if err != nil {
 			return credential{}, err
 		}
-		t.storeToken(key, cred)
+		t.tokens.put(key, cred, t.now())
 		t.log.Debug("fetched registry token", "host", t.host, "scope", key, "token", cred)
 		return cred, nil
 	})
@@ -392,30 +394,6 @@ func (t *registryTransport) fallBack(cause error) {
 		t.log.Warn("registry credentials unavailable or refused: pulling anonymously (lower rate limits)",
 			"host", t.host, "error", cause)
 	}
-}
-
-func (t *registryTransport) cachedToken(key string) credential {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.tokens[key]
-}
-
-// storeToken caches cred for key, dropping expired tokens when full.
-func (t *registryTransport) storeToken(key string, cred credential) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if len(t.tokens) >= maxCachedTokens {
-		now := t.now()
-		for k, c := range t.tokens {
-			if !c.usable(now) {
-				delete(t.tokens, k)
-			}
-		}
-		if len(t.tokens) >= maxCachedTokens {
-			clear(t.tokens)
-		}
-	}
-	t.tokens[key] = cred
 }
 
 // withCredential returns a clone of req carrying cred, or req itself when
