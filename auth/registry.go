@@ -40,6 +40,10 @@ type RegistryOptions struct {
 	Now func() time.Time
 	// FetchTimeout bounds one token fetch; 0 means 30s.
 	FetchTimeout time.Duration
+	// OnTokenFetch, when set, is called after every request to the token
+	// realm with its error (nil when a token came), e.g. for metrics or
+	// reachability. It must not block.
+	OnTokenFetch func(err error)
 }
 
 // NewRegistryTransport returns an http.RoundTripper that answers a
@@ -83,7 +87,7 @@ func NewRegistryTransport(registryHost string, base http.RoundTripper, opts Regi
 	}
 	t := &registryTransport{
 		host: registryHost, base: base, login: opts.Login, fallback: opts.AnonymousFallback,
-		log: opts.Logger, now: opts.Now, fetchTimeout: opts.FetchTimeout,
+		log: opts.Logger, now: opts.Now, fetchTimeout: opts.FetchTimeout, onFetch: opts.OnTokenFetch,
 		tokens: newTokenCache(),
 	}
 	if t.log == nil {
@@ -106,6 +110,7 @@ type registryTransport struct {
 	log          *slog.Logger
 	now          func() time.Time
 	fetchTimeout time.Duration
+	onFetch      func(error)
 
 	group       singleflight.Group
 	fellBack    atomic.Bool // the anonymous fallback was logged
@@ -233,7 +238,7 @@ func (t *registryTransport) answer(req *http.Request, resp *http.Response, scope
 	_, refused := errors.AsType[*RefusedError](err)
 	switch {
 	case refused || errors.Is(err, errNoLogin):
-		t.log.Info("registry refused the mirror's credentials", "host", t.host, "scope", scope, "error", err)
+		t.log.Debug("passing the registry's 401 on", "host", t.host, "scope", scope, "error", err)
 		return resp, nil
 	case err != nil:
 		drain(resp)
@@ -345,7 +350,7 @@ func (t *registryTransport) fetchToken(ctx context.Context, tr tokenRequest) (cr
 		login = authn.AuthConfig{}
 	}
 	tr.login = login
-	cred, err := requestToken(ctx, t.base, tr, t.now)
+	cred, err := t.askRealm(ctx, tr)
 	refusal, refused := errors.AsType[*RefusedError](err)
 	if !refused || !hasLogin(login) {
 		return cred, err
@@ -354,11 +359,22 @@ func (t *registryTransport) fetchToken(ctx context.Context, tr tokenRequest) (cr
 	t.refusal, t.refusedUntil = refusal, t.now().Add(refusalMemory)
 	t.mu.Unlock()
 	if !t.fallback {
+		t.log.Warn("token realm refused the configured login; check it (not presented again for a minute)",
+			"host", t.host, "error", err)
 		return cred, err
 	}
 	t.fallBack(err)
 	tr.login = authn.AuthConfig{}
-	return requestToken(ctx, t.base, tr, t.now)
+	return t.askRealm(ctx, tr)
+}
+
+// askRealm is one token request, reported to OnTokenFetch.
+func (t *registryTransport) askRealm(ctx context.Context, tr tokenRequest) (credential, error) {
+	cred, err := requestToken(ctx, t.base, tr, t.now)
+	if t.onFetch != nil {
+		t.onFetch(err)
+	}
+	return cred, err
 }
 
 // recentRefusal is the realm's refusal of the login if it is recent.

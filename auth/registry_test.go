@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -220,8 +221,14 @@ func TestRegistryTransportPassesOnRefusedLoginWithoutLooping(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock := newFakeClock()
+	var refusals atomic.Int64
+	onFetch := func(err error) {
+		if _, ok := errors.AsType[*auth.RefusedError](err); ok {
+			refusals.Add(1)
+		}
+	}
 	client := &http.Client{Transport: auth.NewRegistryTransport(reg.host(), ownTransport(t),
-		auth.RegistryOptions{Login: dc.Login(reg.host()), Logger: log, Now: clock.Now})}
+		auth.RegistryOptions{Login: dc.Login(reg.host()), Logger: log, Now: clock.Now, OnTokenFetch: onFetch})}
 	pull := func(repo string) {
 		t.Helper()
 		status, body := get(t, client, reg.URL+"/v2/"+repo+"/manifests/latest")
@@ -242,6 +249,9 @@ func TestRegistryTransportPassesOnRefusedLoginWithoutLooping(t *testing.T) {
 	pull("app")
 	if n := len(realm.seen()); n != 2 {
 		t.Errorf("realm saw %d requests, want the login presented again after a minute (2)", n)
+	}
+	if n := refusals.Load(); n != 2 {
+		t.Errorf("OnTokenFetch heard of %d refusals, want 2", n)
 	}
 }
 
