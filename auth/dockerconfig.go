@@ -36,8 +36,10 @@ const loginCacheTime = 5 * time.Minute
 // anonymous access only. It is safe for concurrent use.
 type DockerConfig struct {
 	path string
-	file *configfile.ConfigFile // nil: anonymous only
 	log  *slog.Logger
+
+	mu   sync.Mutex             // serialises lookups: docker/cli's ConfigFile is not documented as safe for concurrent use
+	file *configfile.ConfigFile // nil: anonymous only
 }
 
 // LoadDockerConfig reads the Docker config.json at path; "" means no file
@@ -145,7 +147,9 @@ func (k fileKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
 	if host == dockerHubRegistry {
 		host = "docker.io" // the file keeps Docker Hub under its index's key
 	}
+	k.d.mu.Lock()
 	ac, err := k.d.file.GetAuthConfig(host)
+	k.d.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: credentials for %s: %w", DockerConfigSetting, k.d.path, r.RegistryStr(), err)
 	}
