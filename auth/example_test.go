@@ -15,7 +15,8 @@ import (
 func ExampleDockerConfig_Transport() {
 	logins, err := auth.LoadDockerConfig("/etc/ecr-mirror/docker-config.json", slog.Default())
 	if err != nil {
-		panic(err) // the error names UPSTREAM_DOCKER_CONFIG and the file
+		slog.Error("startup", "error", err) // it names UPSTREAM_DOCKER_CONFIG and the file
+		return
 	}
 	client := &http.Client{Transport: logins.Transport("ghcr.io", http.DefaultTransport)}
 	_ = client // client.Get("https://ghcr.io/v2/owner/image/manifests/latest")
@@ -27,7 +28,8 @@ func ExampleSourceLogin() {
 	ctx := context.Background()
 	api, err := auth.NewECRPublicClient(ctx, "")
 	if err != nil {
-		panic(err)
+		slog.Error("startup", "error", err)
+		return
 	}
 	tokens := auth.NewSource(auth.ECRPublicFetcher(api), auth.Options{Logger: slog.Default()})
 	rt := auth.NewRegistryTransport(auth.ECRPublicHost, http.DefaultTransport, auth.RegistryOptions{
