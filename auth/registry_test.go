@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -453,6 +455,63 @@ func TestRegistryTransportRenewsATokenRefusedWithoutAChallenge(t *testing.T) {
 			if resp.StatusCode != want || len(realm.seen()) != fetches {
 				t.Errorf("%s with a refused token = %d after %d token fetches, want %d after %d",
 					tc.method, resp.StatusCode, len(realm.seen()), want, fetches)
+			}
+		})
+	}
+}
+
+// roundTripFunc is an in-memory base transport.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func TestLoginIsSentToPlainHTTPRealmsNever(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		realm     string
+		wantLogin bool
+	}{
+		{realm: "https://auth.example/token", wantLogin: true},
+		{realm: "http://auth.example/token"},
+		{realm: "http://10.0.0.7/token"},
+	} {
+		t.Run(tc.realm, func(t *testing.T) {
+			t.Parallel()
+			var mu sync.Mutex
+			var realmAuth []string
+			base := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				answer := func(status int, body string, h http.Header) (*http.Response, error) {
+					if h == nil {
+						h = http.Header{}
+					}
+					return &http.Response{StatusCode: status, Header: h, Body: io.NopCloser(strings.NewReader(body)), Request: r}, nil
+				}
+				if r.URL.Host == "reg.example" {
+					if r.Header.Get("Authorization") == "Bearer granted" {
+						return answer(http.StatusOK, "manifest", nil)
+					}
+					return answer(http.StatusUnauthorized, unauthorizedBody,
+						http.Header{"Www-Authenticate": {`Bearer realm="` + tc.realm + `",service="reg.example"`}})
+				}
+				mu.Lock()
+				realmAuth = append(realmAuth, r.Header.Get("Authorization"))
+				mu.Unlock()
+				return answer(http.StatusOK, `{"token":"granted"}`, nil)
+			})
+			dc, err := auth.LoadDockerConfig(writeDockerConfig(t, authsConfig("reg.example", "alice", "s3cret")), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			client := &http.Client{Transport: dc.Transport("reg.example", base)}
+			if status, body := get(t, client, "https://reg.example/v2/app/manifests/latest"); status != http.StatusOK {
+				t.Fatalf("GET = %d %s", status, body)
+			}
+			want := ""
+			if tc.wantLogin {
+				want = "Basic " + b64("alice:s3cret")
+			}
+			if len(realmAuth) != 1 || realmAuth[0] != want {
+				t.Errorf("realm %s got Authorization %q, want [%q]", tc.realm, realmAuth, want)
 			}
 		})
 	}
