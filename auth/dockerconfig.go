@@ -93,6 +93,17 @@ func checkHelpers(cf *configfile.ConfigFile) error {
 	return nil
 }
 
+// String names the file, never its logins.
+func (d *DockerConfig) String() string {
+	if d.path == "" {
+		return "docker-config(none: anonymous)"
+	}
+	return "docker-config(" + d.path + ")"
+}
+
+// LogValue implements slog.LogValuer as String does.
+func (d *DockerConfig) LogValue() slog.Value { return slog.StringValue(d.String()) }
+
 // Transport returns the RegistryTransport for registryHost (host[:port])
 // over base, presenting this config's credentials for that host only.
 func (d *DockerConfig) Transport(registryHost string, base http.RoundTripper) http.RoundTripper {

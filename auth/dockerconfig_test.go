@@ -3,6 +3,7 @@ package auth_test
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -177,5 +178,24 @@ func TestDockerConfigLoginPerRegistry(t *testing.T) {
 	anon, err := auth.LoadDockerConfig("", nil)
 	if err != nil || anon.Login("ghcr.io") != nil {
 		t.Errorf("LoadDockerConfig(\"\") = %v, %v; want anonymous logins (nil)", anon, err)
+	}
+}
+
+func TestDockerConfigNeverPrintsLogins(t *testing.T) {
+	t.Parallel()
+	path := writeDockerConfig(t, authsConfig("ghcr.io", "gh", "gh-s3cret"))
+	dc, err := auth.LoadDockerConfig(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	slog.New(slog.NewTextHandler(&b, nil)).Info("loaded", "logins", dc)
+	for _, out := range []string{fmt.Sprint(dc), fmt.Sprintf("%+v", dc), fmt.Sprintf("%#v", dc), b.String()} {
+		if strings.Contains(out, "gh-s3cret") || strings.Contains(out, b64("gh:gh-s3cret")) {
+			t.Errorf("output shows a login: %s", out)
+		}
+	}
+	if !strings.Contains(fmt.Sprint(dc), path) {
+		t.Errorf("fmt.Sprint = %q, want the file's path", fmt.Sprint(dc))
 	}
 }
