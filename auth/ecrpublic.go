@@ -102,7 +102,9 @@ func decodeLogin(basic string) (user, password string, err error) {
 // for a minute, doubling to an hour while fetches keep failing, so a
 // mirror with no AWS credentials does not probe for them on every token;
 // give it to a RegistryTransport with AnonymousFallback, which then pulls
-// anonymously and logs that once.
+// anonymously and logs that once. Give src a quiet Logger (nil discards):
+// its own warnings on each failed fetch would repeat that line, hourly.
+// src need not Run: SourceLogin asks it on demand.
 func SourceLogin(src *Source) Login {
 	l := &sourceLogin{src: src}
 	return l.login

@@ -31,7 +31,8 @@ func ExampleSourceLogin() {
 		slog.Error("startup", "error", err)
 		return
 	}
-	tokens := auth.NewSource(auth.ECRPublicFetcher(api), auth.Options{Logger: slog.Default()})
+	// No Logger: the transport says once that it pulls anonymously.
+	tokens := auth.NewSource(auth.ECRPublicFetcher(api), auth.Options{})
 	rt := auth.NewRegistryTransport(auth.ECRPublicHost, http.DefaultTransport, auth.RegistryOptions{
 		Login: auth.SourceLogin(tokens), AnonymousFallback: true, Logger: slog.Default(),
 	})
