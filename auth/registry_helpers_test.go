@@ -13,8 +13,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-
-	"github.com/ecr-mirror/ecr-mirror/auth"
 )
 
 // unauthorizedBody is what the test registries answer with their 401s.
@@ -308,5 +306,3 @@ func secretFreeLogs(t *testing.T, secrets ...string) (*slog.Logger, *lockedBuffe
 	})
 	return slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
 }
-
-var _ = auth.NewRegistryTransport
