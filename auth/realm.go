@@ -65,13 +65,13 @@ func parseRealm(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// mayCarryLogin reports whether credentials may be sent to realm: only
-// over https, or to a loopback address (test servers).
-func mayCarryLogin(realm *url.URL) bool {
-	if realm.Scheme == "https" {
+// mayCarryLogin reports whether credentials may be sent to u: only over
+// https, or to a loopback address (test servers).
+func mayCarryLogin(u *url.URL) bool {
+	if u.Scheme == "https" {
 		return true
 	}
-	h := realm.Hostname()
+	h := u.Hostname()
 	if strings.EqualFold(h, "localhost") {
 		return true
 	}

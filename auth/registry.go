@@ -60,7 +60,9 @@ type RegistryOptions struct {
 // until a margin before it expires, and retries the request once. Once a
 // registry has challenged, later requests fetch their scope's token ahead,
 // so a new repository costs one token fetch and no 401. With "Basic" it
-// sends the Login's credentials, or passes the 401 on when there are none.
+// sends the Login's credentials (to a plain-http registry too, the
+// operator's choice, with a warning logged once), or passes the 401 on
+// when there are none.
 // A token the registry refuses without a challenge (ECR Public answers an
 // expired one with 400 DENIED) is replaced and the request retried once.
 // A request with a body is retried only when GetBody can replay it. When
@@ -115,6 +117,7 @@ type registryTransport struct {
 	group       singleflight.Group
 	fellBack    atomic.Bool // the anonymous fallback was logged
 	httpRealmed atomic.Bool // the plain-http realm warning was logged
+	plainBasic  atomic.Bool // the plain-http Basic login warning was logged
 
 	tokens *tokenCache // Bearer tokens by scope
 
@@ -234,7 +237,7 @@ func (t *registryTransport) answer(req *http.Request, resp *http.Response, scope
 	if !ok {
 		return resp, nil
 	}
-	fresh, err := t.respond(req.Context(), ch, scope, sent)
+	fresh, err := t.respond(req, ch, scope, sent)
 	_, refused := errors.AsType[*RefusedError](err)
 	switch {
 	case refused || errors.Is(err, errNoLogin):
@@ -250,12 +253,18 @@ func (t *registryTransport) answer(req *http.Request, resp *http.Response, scope
 }
 
 // respond learns challenge ch and returns the credential that answers it.
-func (t *registryTransport) respond(ctx context.Context, ch challenge, scope string, sent credential) (credential, error) {
+func (t *registryTransport) respond(req *http.Request, ch challenge, scope string, sent credential) (credential, error) {
+	ctx := req.Context()
 	if ch.scheme == "basic" {
 		t.mu.Lock()
 		t.scheme = "basic"
 		t.mu.Unlock()
-		return t.basicCredential(ctx)
+		cred, err := t.basicCredential(ctx)
+		if err == nil && !mayCarryLogin(req.URL) && !t.plainBasic.Swap(true) {
+			t.log.Warn("the registry asks for its login over plain http: it crosses the network readable; use https",
+				"host", t.host)
+		}
+		return cred, err
 	}
 	realm, err := parseRealm(ch.params["realm"])
 	if err != nil {

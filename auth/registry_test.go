@@ -516,3 +516,30 @@ func TestLoginIsSentToPlainHTTPRealmsNever(t *testing.T) {
 		})
 	}
 }
+
+func TestBasicLoginOverPlainHTTPIsSentWithAWarning(t *testing.T) {
+	t.Parallel()
+	want := "Basic " + b64("alice:s3cret")
+	base := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		resp := &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("manifest")), Request: r}
+		if r.Header.Get("Authorization") != want {
+			resp.StatusCode = http.StatusUnauthorized
+			resp.Header.Set("WWW-Authenticate", `Basic realm="lab"`)
+		}
+		return resp, nil
+	})
+	dc, err := auth.LoadDockerConfig(writeDockerConfig(t, authsConfig("lab.example:5000", "alice", "s3cret")), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, logs := secretFreeLogs(t, "s3cret")
+	client := &http.Client{Transport: auth.NewRegistryTransport("lab.example:5000", base, auth.RegistryOptions{Login: dc.Login("lab.example:5000"), Logger: log})}
+	for range 3 {
+		if status, body := get(t, client, "http://lab.example:5000/v2/app/manifests/latest"); status != http.StatusOK {
+			t.Fatalf("GET = %d %s, want 200: the operator chose a plain-http upstream", status, body)
+		}
+	}
+	if n := strings.Count(logs.String(), "plain http"); n != 1 {
+		t.Errorf("plain-http login warned %d times, want once:\n%s", n, logs.String())
+	}
+}
