@@ -26,6 +26,7 @@ const getAuthTokenTarget = "AmazonEC2ContainerRegistry_V20150921.GetAuthorizatio
 type fakeECR struct {
 	status int    // 0 means 200
 	body   string // the JSON answer
+	target string // the X-Amz-Target served; "" means ECR's GetAuthorizationToken
 
 	mu       sync.Mutex
 	calls    int
@@ -49,7 +50,7 @@ func (f *fakeECR) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		body:          string(b),
 	})
 	f.mu.Unlock()
-	if r.Method != http.MethodPost || r.URL.Path != "/" || r.Header.Get("X-Amz-Target") != getAuthTokenTarget {
+	if r.Method != http.MethodPost || r.URL.Path != "/" || r.Header.Get("X-Amz-Target") != cmpOr(f.target, getAuthTokenTarget) {
 		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
 		w.WriteHeader(http.StatusBadRequest)
 		_, _ = io.WriteString(w, `{"__type":"UnknownOperationException","message":"unexpected request"}`)
@@ -96,6 +97,7 @@ func isolateAWSEnv(t *testing.T) {
 		"AWS_EC2_METADATA_DISABLED":   "true",
 		"AWS_ENDPOINT_URL":            "",
 		"AWS_ENDPOINT_URL_ECR":        "",
+		"AWS_ENDPOINT_URL_ECR_PUBLIC": "",
 		"AWS_MAX_ATTEMPTS":            "1",
 		"AWS_REGION":                  "",
 		"AWS_DEFAULT_REGION":          "",

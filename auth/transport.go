@@ -13,9 +13,10 @@ import (
 // (ggcr's transport error limit).
 const maxErrorBody = 64 << 10
 
-// CredentialsError is returned by the Transport when the mirror could not
-// obtain ECR credentials for the registry; Err is the cause (it never
-// contains a token). Proxies typically answer 502 or 503 for it; find it
+// CredentialsError is returned by the Transport and the RegistryTransport
+// when the mirror could not obtain credentials for the registry (an ECR
+// token, a registry token from its realm, a Docker config login); Err is
+// the cause (it never contains a secret). Proxies typically answer 502 or 503 for it; find it
 // with errors.As.
 type CredentialsError struct {
 	// Host is the registry host the credentials were for.
@@ -26,7 +27,7 @@ type CredentialsError struct {
 
 // Error implements error.
 func (e *CredentialsError) Error() string {
-	return "auth: the mirror could not obtain ECR credentials for " + e.Host + ": " + e.Err.Error()
+	return "auth: the mirror could not obtain credentials for " + e.Host + ": " + e.Err.Error()
 }
 
 // Unwrap returns the cause.

@@ -402,7 +402,7 @@ func TestTransportCredentialFailure(t *testing.T) {
 				t.Errorf("error %v does not wrap the fetch error", err)
 			}
 			msg := err.Error()
-			if !strings.Contains(msg, "could not obtain ECR credentials") || !strings.Contains(msg, "ECR said no") {
+			if !strings.Contains(msg, "could not obtain credentials for") || !strings.Contains(msg, "ECR said no") {
 				t.Errorf("error %q should say the mirror could not obtain ECR credentials and why", msg)
 			}
 			if strings.Contains(msg, tokenMarker) || strings.Contains(msg, "pw-") {

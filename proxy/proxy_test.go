@@ -79,6 +79,9 @@ type envOptions struct {
 	notMain bool
 	// shared, when set, is the limits the proxy shares with others.
 	shared *Shared
+	// upstreamAuth, when set, replaces the ECR token transport around the
+	// upstream client's base (another registry's auth, say).
+	upstreamAuth func(fake *fakeecr.Server, host string, rt http.RoundTripper) http.RoundTripper
 }
 
 func newEnv(t *testing.T, o envOptions) *testEnv {
@@ -133,6 +136,9 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 		policy.lookup = o.lookup
 	}
 	client := policy.Client(base, func(rt http.RoundTripper) http.RoundTripper { return src.Transport(upURL.Host, rt) })
+	if o.upstreamAuth != nil {
+		client = policy.Client(base, func(rt http.RoundTripper) http.RoundTripper { return o.upstreamAuth(fake, upURL.Host, rt) })
+	}
 	t.Cleanup(client.CloseIdleConnections)
 
 	logs := &testkit.SyncBuffer{}

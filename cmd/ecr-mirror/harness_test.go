@@ -87,9 +87,9 @@ type mirrorOpts struct {
 	edit func(*settings.Config)
 }
 
-// startMirror runs the server against fake through the real config
-// parser. Stop it with m.Stop (also done at cleanup).
-func startMirror(t testing.TB, fake *fakeecr.Server, o mirrorOpts) *mirror {
+// mirrorConfig is the configuration startMirror runs a mirror with: the
+// fake as its upstream and token API, o's settings over it.
+func mirrorConfig(t testing.TB, fake *fakeecr.Server, o mirrorOpts) *settings.Config {
 	t.Helper()
 	if o.dir == "" {
 		o.dir = t.TempDir()
@@ -118,6 +118,17 @@ func startMirror(t testing.TB, fake *fakeecr.Server, o mirrorOpts) *mirror {
 	if o.edit != nil {
 		o.edit(cfg)
 	}
+	return cfg
+}
+
+// startMirror runs the server against fake through the real config
+// parser. Stop it with m.Stop (also done at cleanup).
+func startMirror(t testing.TB, fake *fakeecr.Server, o mirrorOpts) *mirror {
+	t.Helper()
+	if o.dir == "" {
+		o.dir = t.TempDir()
+	}
+	cfg := mirrorConfig(t, fake, o)
 	logs := &testkit.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())

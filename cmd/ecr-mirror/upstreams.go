@@ -46,9 +46,14 @@ func startUpstream(ctx context.Context, cfg *settings.Config, store *cache.Store
 		shared: proxy.NewShared(cfg.MaxRate, cfg.MaxDownloads)}
 	tokenCtx, stopTokens := context.WithCancel(ctx)
 	up.stopTokens = stopTokens
-	regions := map[string]*auth.Source{}
+	logins, err := auth.LoadDockerConfig(cfg.UpstreamDockerConfig, log.With("component", "auth"))
+	if err != nil {
+		stopTokens()
+		return nil, err // it names UPSTREAM_DOCKER_CONFIG and the file
+	}
+	creds := &upstreamCredentials{regions: map[string]*auth.Source{}, logins: logins}
 	for i, u := range cfg.Upstreams {
-		wrap, err := up.credentials(tokenCtx, cfg, u, regions, log)
+		wrap, err := up.credentials(tokenCtx, cfg, u, creds, log)
 		if err == nil {
 			err = up.addProxy(cfg, u, i == 0, store, wrap, log)
 		}
@@ -61,36 +66,51 @@ func startUpstream(ctx context.Context, cfg *settings.Config, store *cache.Store
 	return up, nil
 }
 
-// credentials returns what adds u's credentials to a request: the ECR
-// token of u's region for an ecr upstream (one token source per region,
-// started on first use: GetAuthorizationToken's token is good for every
-// registry of its region the principal may read), upstreamTransport's
-// for the others.
-func (up *upstreamSide) credentials(ctx context.Context, cfg *settings.Config, u settings.Upstream, regions map[string]*auth.Source, log *slog.Logger) (func(http.RoundTripper) http.RoundTripper, error) {
-	if u.Kind != settings.KindECR {
-		return func(rt http.RoundTripper) http.RoundTripper { return upstreamTransport(u.Kind, u.URL.Host, rt) }, nil
+// upstreamCredentials are what the upstreams log in with: an ECR token
+// source per region, ECR Public's source, and the logins of
+// UPSTREAM_DOCKER_CONFIG.
+type upstreamCredentials struct {
+	regions   map[string]*auth.Source
+	ecrPublic *auth.Source // made on first use
+	logins    *auth.DockerConfig
+}
+
+// credentials returns what adds u's credentials to a request, for u's
+// host only: the ECR token of u's region for an ecr upstream (one token
+// source per region, started on first use: GetAuthorizationToken's token
+// is good for every registry of its region the principal may read); for
+// ecr-public, the registry's token flow with an ECR Public token when the
+// AWS credentials give one (higher rate limits), else anonymously; for
+// oci, the registry's own challenge answered with UPSTREAM_DOCKER_CONFIG's
+// login for that registry, if any.
+func (up *upstreamSide) credentials(ctx context.Context, cfg *settings.Config, u settings.Upstream, creds *upstreamCredentials, log *slog.Logger) (func(http.RoundTripper) http.RoundTripper, error) {
+	alog := log.With("component", "auth", "upstream", u.Host)
+	switch u.Kind {
+	case settings.KindOCI:
+		return func(rt http.RoundTripper) http.RoundTripper { return creds.logins.Transport(u.Host, rt) }, nil
+	case settings.KindECRPublic:
+		if creds.ecrPublic == nil {
+			api, err := auth.NewECRPublicClient(ctx, "")
+			if err != nil {
+				return nil, fmt.Errorf("setting up AWS credentials for ECR Public (UPSTREAM %s): %w", u.URL, err)
+			}
+			creds.ecrPublic = auth.NewSource(auth.ECRPublicFetcher(api), auth.Options{}) // the transport logs
+		}
+		opts := auth.RegistryOptions{Login: auth.SourceLogin(creds.ecrPublic), AnonymousFallback: true, Logger: alog}
+		return func(rt http.RoundTripper) http.RoundTripper { return auth.NewRegistryTransport(u.Host, rt, opts) }, nil
 	}
-	src := regions[u.Region]
+	src := creds.regions[u.Region]
 	if src == nil {
 		ecrClient, err := auth.NewECRClient(ctx, u.Region, cfg.ECREndpoint)
 		if err != nil {
 			return nil, fmt.Errorf("setting up AWS credentials for region %s (UPSTREAM %s): %w", u.Region, u.URL, err)
 		}
-		src = auth.NewSource(auth.ECRFetcher(ecrClient), auth.Options{Logger: log.With("component", "auth", "region", u.Region), OnFetch: up.reach.TokenFetchedIn(u.Region)})
+		src = auth.NewSource(auth.ECRFetcher(ecrClient), auth.Options{Logger: alog.With("region", u.Region), OnFetch: up.reach.TokenFetchedIn(u.Region)})
 		go src.Run(ctx)
-		regions[u.Region] = src
+		creds.regions[u.Region] = src
 		up.tokens = append(up.tokens, src)
 	}
 	return func(rt http.RoundTripper) http.RoundTripper { return src.Transport(u.URL.Host, rt) }, nil
-}
-
-// upstreamTransport is the transport of an upstream that is not ECR
-// (KindECRPublic, KindOCI) at host: for now base itself, so such
-// upstreams are pulled from anonymously. Registry challenges and
-// configured credentials plug in here.
-func upstreamTransport(kind, host string, base http.RoundTripper) http.RoundTripper {
-	_, _ = kind, host
-	return base
 }
 
 // addProxy builds u's proxy, with a transport, client and redirect

@@ -2,7 +2,12 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
+	"fmt"
+	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -352,5 +357,73 @@ func TestOneDownloadPerDigestAcrossUpstreams(t *testing.T) {
 	if e, o := ecr.Counters(), oci.Counters(); e.S3Get[dgst] != 1 || o.S3Get[dgst]+o.BlobGet != 0 || o.BlobHead != 1 {
 		t.Fatalf("body downloads: %d from ECR, %d from the plain registry (%d blob GETs, %d HEADs there); want 1, 0 (0 GETs, 1 HEAD)",
 			e.S3Get[dgst], o.S3Get[dgst], o.BlobGet, o.BlobHead)
+	}
+}
+
+// An oci upstream that demands its registry token flow with a login is
+// pulled from with UPSTREAM_DOCKER_CONFIG's login for its host, one
+// token per repository; without the login the client gets the refusal,
+// and the ECR upstream beside it keeps working either way.
+func TestOCIUpstreamLogsInWithTheDockerConfig(t *testing.T) {
+	t.Parallel()
+	ecr := fakeecr.Start(t, fakeecr.Options{})
+	oci := fakeecr.Start(t, fakeecr.Options{Bearer: true, BearerLogin: "puller:s3cret"})
+	imgA, imgB := newRawImage(61, nil), newRawImage(62, nil)
+	putRawImage(ecr, "team/app", "v1", imgA)
+	putRawImage(oci, "team/app", "v1", imgB)
+	config := filepath.Join(t.TempDir(), "config.json")
+	login := base64.StdEncoding.EncodeToString([]byte("puller:s3cret"))
+	if err := os.WriteFile(config, fmt.Appendf(nil, `{"auths":{%q:{"auth":%q}}}`, oci.Host(), login), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name   string
+		config string
+		want   int
+	}{
+		{name: "with the login", config: config, want: http.StatusOK},
+		{name: "anonymous", want: http.StatusForbidden},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			env := withUpstreams(ecr, oci, nil)
+			if tt.config != "" {
+				env["UPSTREAM_DOCKER_CONFIG"] = tt.config
+			}
+			m := startMirror(t, ecr, mirrorOpts{env: env})
+			issued := oci.Counters().TokensIssued
+			resp, body := getManifest(t, m.URL, "team/app/manifests/v1?ns="+oci.Host())
+			if resp.StatusCode != tt.want {
+				t.Fatalf("GET the oci upstream's manifest: %d %s, want %d", resp.StatusCode, body, tt.want)
+			}
+			if tt.want == http.StatusOK {
+				if digest.FromBytes(body) != imgB.Dgst {
+					t.Fatalf("got %s, want %s", digest.FromBytes(body), imgB.Dgst)
+				}
+				if n := oci.Counters().TokensIssued - issued; n != 1 {
+					t.Errorf("the oci upstream issued %d tokens, want 1", n)
+				}
+			} else if bytes.Contains(body, []byte("s3cret")) {
+				t.Fatalf("the refusal quotes the login: %s", body)
+			}
+			if resp, body := getManifest(t, m.URL, "team/app/manifests/v1"); resp.StatusCode != http.StatusOK || digest.FromBytes(body) != imgA.Dgst {
+				t.Fatalf("the ECR upstream beside it: %d %s", resp.StatusCode, body)
+			}
+		})
+	}
+}
+
+// A Docker config that cannot be read stops the mirror at start, naming
+// the setting and the file.
+func TestUnreadableDockerConfigStopsTheStart(t *testing.T) {
+	t.Parallel()
+	ecr, oci := fakeecr.Start(t, fakeecr.Options{}), startOCIUpstream(t)
+	bad := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(bad, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := withUpstreams(ecr, oci, map[string]string{"UPSTREAM_DOCKER_CONFIG": bad})
+	err := run(t.Context(), mirrorConfig(t, ecr, mirrorOpts{env: env}), slog.New(slog.DiscardHandler), nil)
+	if err == nil || !strings.Contains(err.Error(), "UPSTREAM_DOCKER_CONFIG") || !strings.Contains(err.Error(), bad) {
+		t.Fatalf("start = %v, want an error naming UPSTREAM_DOCKER_CONFIG and %s", err, bad)
 	}
 }

@@ -12,8 +12,9 @@ import (
 // since ResetCounters. Registry counts include requests answered with 404 or
 // a fault, but not those refused for want of a valid token.
 type Counters struct {
-	// TokenRequests counts calls to the token API, whatever their outcome;
-	// TokensIssued counts those that returned a token.
+	// TokenRequests counts calls to the token API (with Options.Bearer, to
+	// the registry token endpoint), whatever their outcome; TokensIssued
+	// counts those that returned a token.
 	TokenRequests, TokensIssued int64
 
 	// ManifestGetByTag, ManifestGetByDigest and ManifestHead count manifest

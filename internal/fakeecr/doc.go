@@ -15,6 +15,11 @@
 //     Range, and refuses any request that also carries an Authorization
 //     header (400 InvalidArgument), as real S3 does.
 //
+// With Options.Bearer the registry stands for a registry other than ECR
+// (an "oci" or "ecr-public" upstream) instead: its 401s carry the Bearer
+// challenge, and GET /token is its token realm (anonymous, or behind
+// Options.BearerLogin), handing out tokens per repository scope (bearer.go).
+//
 // Status codes, headers and error bodies copy AWS's; where AWS's behaviour is
 // unconfirmed (blob HEAD), Options chooses. Content lives in memory:
 // PutBlob, PutManifest and LoadOCILayout fill it. Counters tells what the

@@ -86,19 +86,9 @@ func (s *Server) serveRegistry(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Docker-Distribution-Api-Version", "registry/2.0")
-	state := s.tokens.check(r.Header.Get("Authorization"), s.opts.Now())
-	if s.opts.Anonymous {
-		state = tokenValid
-	}
-	switch state {
-	case tokenMissing, tokenUnknown:
-		s.ctr.unauthorized.Add(1)
-		w.Header().Set("WWW-Authenticate", s.wwwAuth)
-		writeOCIError(w, http.StatusUnauthorized, codeUnauthorized, "Not Authorized")
-		return
-	case tokenExpired:
-		s.ctr.denied.Add(1)
-		writeOCIError(w, http.StatusForbidden, codeDenied, "Your authorization token has expired. Reauthenticate and try again.")
+	// Anonymous: no credentials checked (only recorded); Bearer: the token
+	// flow of other registries; else ECR's Basic token.
+	if !s.opts.Anonymous && (s.opts.Bearer && !s.bearerAllows(w, r) || !s.opts.Bearer && !s.ecrTokenAllows(w, r)) {
 		return
 	}
 	if s.servePush(w, r) {
@@ -133,6 +123,24 @@ func (s *Server) serveRegistry(w http.ResponseWriter, r *http.Request) {
 	case routeReferrers:
 		s.serveReferrers(w, r, rt)
 	}
+}
+
+// ecrTokenAllows checks the request's ECR token; without a valid one it
+// answers as ECR does (401, or 403 DENIED for an expired token) and
+// returns false.
+func (s *Server) ecrTokenAllows(w http.ResponseWriter, r *http.Request) bool {
+	switch s.tokens.check(r.Header.Get("Authorization"), s.opts.Now()) {
+	case tokenMissing, tokenUnknown:
+		s.ctr.unauthorized.Add(1)
+		w.Header().Set("WWW-Authenticate", s.wwwAuth)
+		writeOCIError(w, http.StatusUnauthorized, codeUnauthorized, "Not Authorized")
+		return false
+	case tokenExpired:
+		s.ctr.denied.Add(1)
+		writeOCIError(w, http.StatusForbidden, codeDenied, "Your authorization token has expired. Reauthenticate and try again.")
+		return false
+	}
+	return true
 }
 
 // serveManifest serves GET and HEAD of /v2/<name>/manifests/<ref>. Manifests

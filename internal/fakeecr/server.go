@@ -69,6 +69,17 @@ type Options struct {
 	// registry (an oci upstream) does: Authorization is not checked, only
 	// recorded (Request.Authorization).
 	Anonymous bool
+	// Bearer makes the registry demand the token flow of registries other
+	// than ECR (an "oci" or "ecr-public" upstream) instead of ECR's Basic
+	// token: a 401 says `Bearer realm="<URL>/token",service="<Host>",
+	// scope="repository:<name>:pull"` (pull,push for writes), and GET
+	// /token hands out tokens for the scope parameters asked, valid for
+	// TokenTTL (expires_in), counted in TokenRequests and TokensIssued.
+	// An expired or insufficient token gets 401.
+	Bearer bool
+	// BearerLogin, "user:password", is the Basic login the Bearer token
+	// endpoint demands; "" gives tokens to anonymous requests.
+	BearerLogin string
 	// Now is the clock that decides token and presigned URL expiry; it must be
 	// safe for concurrent use. Nil means time.Now. Tests move it forward to
 	// expire things without sleeping.
@@ -107,6 +118,9 @@ func (o Options) withDefaults() (Options, error) {
 	case o.TagsPageSize == 0:
 		o.TagsPageSize = maxTagsPage
 	}
+	if o.BearerLogin != "" && (!o.Bearer || !strings.Contains(o.BearerLogin, ":")) {
+		return o, errors.New(`fakeecr: BearerLogin needs Bearer and the form "user:password"`)
+	}
 	if o.RequestLogSize == 0 {
 		o.RequestLogSize = 1024
 	}
@@ -139,6 +153,7 @@ type Server struct {
 
 	store  store
 	tokens tokenStore
+	bearer bearerStore // bearer.go
 	faults faultTable
 	down   atomic.Bool
 	ctr    counters
@@ -248,6 +263,11 @@ func (s *Server) handleRegistry(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/" && r.Method == http.MethodPost {
 		rec.endpoint = EndpointToken
 		s.serveToken(rec, r)
+		return
+	}
+	if s.opts.Bearer && r.URL.Path == "/token" && r.Method == http.MethodGet {
+		rec.endpoint = EndpointToken
+		s.serveBearerToken(rec, r)
 		return
 	}
 	s.serveRegistry(rec, r)

@@ -26,18 +26,21 @@ import (
 // settings() in settings.go binds each field to its flag, variable,
 // default, help and parser, so the comments here name only the variable.
 type Config struct {
-	Upstream         *url.URL          // UPSTREAM's first entry: the default upstream's URL
-	Upstreams        []Upstream        // UPSTREAM, the default first
-	Region           string            // AWS_REGION; unset, the first ecr upstream's
-	ECREndpoint      string            // AWS_ENDPOINT_URL_ECR
-	ListenAddr       string            // LISTEN_ADDR
-	CacheDir         string            // CACHE_DIR
-	CacheMaxSize     int64             // CACHE_MAX_SIZE, bytes
-	LogLevel         slog.Level        // LOG_LEVEL
-	LogFormat        string            // LOG_FORMAT: text or json
-	Push             bool              // PUSH
-	PullThroughs     map[string]string // PULL_THROUGHS: registry host to ECR prefix
-	DefaultNamespace string            // DEFAULT_NAMESPACE; "": the ECR registry itself
+	Upstream    *url.URL   // UPSTREAM's first entry: the default upstream's URL
+	Upstreams   []Upstream // UPSTREAM, the default first
+	Region      string     // AWS_REGION; unset, the first ecr upstream's
+	ECREndpoint string     // AWS_ENDPOINT_URL_ECR
+	// UpstreamDockerConfig is UPSTREAM_DOCKER_CONFIG: the logins of the
+	// oci upstreams; "": anonymous.
+	UpstreamDockerConfig string
+	ListenAddr           string            // LISTEN_ADDR
+	CacheDir             string            // CACHE_DIR
+	CacheMaxSize         int64             // CACHE_MAX_SIZE, bytes
+	LogLevel             slog.Level        // LOG_LEVEL
+	LogFormat            string            // LOG_FORMAT: text or json
+	Push                 bool              // PUSH
+	PullThroughs         map[string]string // PULL_THROUGHS: registry host to ECR prefix
+	DefaultNamespace     string            // DEFAULT_NAMESPACE; "": the ECR registry itself
 	// NamespaceListeners are extra listen addresses, each serving one
 	// registry's images to clients that name none (NAMESPACE_LISTENERS).
 	NamespaceListeners []NamespaceListener

@@ -59,6 +59,10 @@ func upstreamSettings(c *Config) []*setting {
 			help:       "ECR API endpoint for GetAuthorizationToken (default: the AWS SDK's, from the region)",
 			docDefault: "the SDK's", doc: "another endpoint for the ECR token API (the AWS SDK's own setting; tests point it at the fake)",
 			parse: bindHTTPURL(&c.ECREndpoint)},
+		{flag: "upstream-docker-config", env: "UPSTREAM_DOCKER_CONFIG",
+			help:       "Docker config.json with the logins of the oci upstreams (auths, credHelpers, credsStore); unset: anonymous",
+			docDefault: "(none: anonymous)", doc: "a Docker `config.json` whose `auths`, `credHelpers` and `credsStore` give the logins of `oci` upstreams (helpers must be on `PATH`); each login goes to its own registry and token realm only",
+			parse: bindText(&c.UpstreamDockerConfig)},
 	}
 }
 
