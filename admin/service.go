@@ -290,6 +290,7 @@ func (s *Service) Pin(ctx context.Context, image string, opts PinOptions) (*PinR
 	rep := &PinReport{Image: ref.String()}
 	var f Fetched
 	for attempt := 0; ; attempt++ {
+		discarded := s.store.Stats().Discarded
 		if s.fetch != nil {
 			if f, err = s.fetch(ctx, ref, opts.Referrers); err != nil {
 				return nil, fmt.Errorf("pin %s: fetching it: %w", ref, err)
@@ -299,7 +300,7 @@ func (s *Service) Pin(ctx context.Context, image string, opts PinOptions) (*PinR
 			return nil, fmt.Errorf("pin %s: %w", ref, err)
 		}
 		rep.Digest = f.Digest
-		err = s.pinImage(ctx, f, ref.String())
+		err = s.pinImage(ctx, f, ref.String(), discarded)
 		// Content can be evicted between the fetch and the pin: the pin
 		// then finds the image incomplete, and a second fetch completes it.
 		if errors.Is(err, cache.ErrIncomplete) && s.fetch != nil && attempt == 0 {
@@ -316,13 +317,14 @@ func (s *Service) Pin(ctx context.Context, image string, opts PinOptions) (*PinR
 }
 
 // pinImage pins the image f names as name, then each of its referrers
-// as ReferrerPinName(name).
-func (s *Service) pinImage(ctx context.Context, f Fetched, name string) error {
-	if err := s.pinFetched(ctx, f.Digest, name); err != nil {
+// as ReferrerPinName(name); discarded is the store's Stats().Discarded
+// before the fetch.
+func (s *Service) pinImage(ctx context.Context, f Fetched, name string, discarded int64) error {
+	if err := s.pinFetched(ctx, f.Digest, name, discarded); err != nil {
 		return err
 	}
 	for _, d := range f.Referrers {
-		if err := s.pinFetched(ctx, d, ReferrerPinName(name)); err != nil {
+		if err := s.pinFetched(ctx, d, ReferrerPinName(name), discarded); err != nil {
 			return fmt.Errorf("referrer %s: %w", d, err)
 		}
 	}
@@ -352,12 +354,16 @@ func (s *Service) pinError(ref registry.Reference, size int64, err error) error 
 const commitWait = 5 * time.Second
 
 // pinFetched pins dgst; after a fetch it waits for the downloads just
-// read to land in the store.
-func (s *Service) pinFetched(ctx context.Context, dgst digest.Digest, name string) error {
+// read to land in the store, unless the store has discarded content
+// since the fetch began (its Stats().Discarded was discarded): content
+// that did not fit beside the pins never lands, and the caller says so
+// at once instead of after commitWait.
+func (s *Service) pinFetched(ctx context.Context, dgst digest.Digest, name string, discarded int64) error {
 	deadline := s.now().Add(commitWait)
 	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
 		err := s.store.Pin(dgst, name)
-		if !errors.Is(err, cache.ErrIncomplete) || s.fetch == nil || s.now().After(deadline) {
+		if !errors.Is(err, cache.ErrIncomplete) || s.fetch == nil || s.now().After(deadline) ||
+			s.store.Stats().Discarded > discarded {
 			return err
 		}
 		select {
