@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -51,10 +52,36 @@ type tagAnswer struct {
 	// why says, when the lookup failed, that ECR could not answer
 	// (tagRequest); "" when it did, or the failure was not ECR's.
 	why string
+	// stale says the answer came stale from upstream: a mirror in front
+	// of which ECR is unreachable answered from its record (Warning 110).
+	// It is passed on with that Warning and not recorded, so that this
+	// mirror's own record keeps its age.
+	stale bool
 	// deadline ends the lookup: the GET that follows a HEAD keeps it, so
 	// both together take at most the tag timeout, as they did on one
 	// client's context.
 	deadline time.Time
+}
+
+// warning is the Warning header of a's answer: the stale one when
+// upstream's answer was stale.
+func (a tagAnswer) warning() string {
+	if a.stale {
+		return staleWarning
+	}
+	return ""
+}
+
+// staleFromUpstream tells whether upstream answered from its own stale
+// record (Warning: 110, as this mirror's staleAnswer does): a mirror
+// tier in front of which ECR cannot be reached.
+func staleFromUpstream(resp *http.Response) bool {
+	for _, w := range resp.Header.Values("Warning") {
+		if code, _, _ := strings.Cut(strings.TrimSpace(w), " "); code == "110" {
+			return true
+		}
+	}
+	return false
 }
 
 func (a tagAnswer) usable() bool {
@@ -88,11 +115,11 @@ func (p *Proxy) manifestByTag(ctx context.Context, req *registry.Request) (*regi
 	if err == nil && head.usable() {
 		outcome := tagOutcome(true, joined)
 		if req.Head {
-			return &registry.Content{Dgst: head.dgst, MediaType: head.mediaType, Size: head.size, Outcome: outcome}, nil
+			return &registry.Content{Dgst: head.dgst, MediaType: head.mediaType, Size: head.size, Outcome: outcome, Warning: head.warning()}, nil
 		}
 		if c, ok, err := p.stored(head.dgst, false); ok || err != nil {
 			if ok {
-				c.Outcome = outcome
+				c.Outcome, c.Warning = outcome, head.warning()
 				if head.mediaType != "" {
 					c.MediaType = head.mediaType
 				}
@@ -114,7 +141,7 @@ func (p *Proxy) manifestBodyByTag(ctx context.Context, req *registry.Request, t 
 	got, joined, err := p.tags.do(ctx, key, func(ctx context.Context) (tagAnswer, error) {
 		if head.usable() {
 			if body, ok := p.storedManifest(head.dgst); ok {
-				return tagAnswer{dgst: head.dgst, mediaType: head.mediaType, size: int64(len(body)), body: body, stored: true}, nil
+				return tagAnswer{dgst: head.dgst, mediaType: head.mediaType, size: int64(len(body)), body: body, stored: true, stale: head.stale}, nil
 			}
 		}
 		if !head.deadline.IsZero() {
@@ -130,7 +157,7 @@ func (p *Proxy) manifestBodyByTag(ctx context.Context, req *registry.Request, t 
 		}
 		return p.staleAnswer(ctx, req, t.accept, got.why, sharedError(err))
 	}
-	c := &registry.Content{Dgst: got.dgst, MediaType: got.mediaType, Size: got.size, Outcome: tagOutcome(got.stored, joined)}
+	c := &registry.Content{Dgst: got.dgst, MediaType: got.mediaType, Size: got.size, Outcome: tagOutcome(got.stored, joined), Warning: got.warning()}
 	if !req.Head {
 		c.Body = bytesBody{bytes.NewReader(got.body)}
 	}
@@ -153,8 +180,10 @@ func (p *Proxy) headTag(ctx context.Context, t target) (tagAnswer, error) {
 	// ECR named the tag's manifest in this repository: it holds the
 	// manifest, and the type it declared is the manifest's, whoever
 	// stored the same bytes before.
-	a.mediaType, a.size = mediaType(resp, kindManifest), resp.ContentLength
-	p.recordTag(t, a.dgst, a.mediaType, a.size)
+	a.mediaType, a.size, a.stale = mediaType(resp, kindManifest), resp.ContentLength, staleFromUpstream(resp)
+	if !a.stale {
+		p.recordTag(t, a.dgst, a.mediaType, a.size)
+	}
 	p.retype(a.dgst, a.mediaType)
 	p.link(t.repo, a.dgst)
 	return a, nil
@@ -183,8 +212,11 @@ func (p *Proxy) getTag(ctx context.Context, t target) (tagAnswer, error) {
 		p.log.Warn("caching manifest failed", "name", t.repo, "tag", t.ref, "digest", got, "error", err)
 	}
 	p.link(t.repo, got)
-	p.recordTag(t, got, mt, int64(len(body)))
-	return tagAnswer{dgst: got, mediaType: mt, size: int64(len(body)), body: body}, nil
+	stale := staleFromUpstream(resp)
+	if !stale {
+		p.recordTag(t, got, mt, int64(len(body)))
+	}
+	return tagAnswer{dgst: got, mediaType: mt, size: int64(len(body)), body: body, stale: stale}, nil
 }
 
 // freshAnswer answers a tag from its record for the request's Accept when

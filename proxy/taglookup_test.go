@@ -398,3 +398,28 @@ func TestTagLookupEndsWithTheProxy(t *testing.T) {
 		t.Fatalf("got %+v, %v; want 503 saying the mirror is shutting down", res.c, res.err)
 	}
 }
+
+// An upstream that answers a tag from its own stale record (a mirror
+// tier in front of which ECR is down: Warning 110) is passed on as
+// stale, and not recorded as a fresh answer.
+func TestStaleAnswerFromAnUpstreamMirrorIsPassedOnNotRecorded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{modify: func(resp *http.Response) error {
+		if strings.Contains(resp.Request.URL.Path, "/manifests/") {
+			resp.Header.Set("Warning", `110 - "Response is Stale"`)
+		}
+		return nil
+	}})
+	raw := testManifest(77)
+	dgst := e.fake.PutManifest("team/app", "v1", ociManifest, raw)
+	for _, head := range []bool{true, false} {
+		r := <-e.askTag(t.Context(), tagReq(head, ociManifest))
+		wantTag(t, fmt.Sprintf("HEAD %v", head), r, head, dgst, raw)
+		if r.c.Warning != staleWarning {
+			t.Errorf("HEAD %v: Warning %q, want the stale one passed on", head, r.c.Warning)
+		}
+	}
+	if rec, err := e.store.GetTag(e.proxy.repo("team/app"), "v1", ociManifest); !errors.Is(err, cache.ErrNotFound) {
+		t.Fatalf("tag record %+v, %v; want none for a stale answer", rec, err)
+	}
+}
