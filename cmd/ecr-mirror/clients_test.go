@@ -21,6 +21,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -837,5 +838,51 @@ func TestPushThenSkopeoPullByDigest(t *testing.T) {
 	if after.BlobGet != before.BlobGet || after.ManifestGetByDigest != before.ManifestGetByDigest {
 		t.Errorf("the pull by digest went upstream: blob GETs %d -> %d, manifest GETs %d -> %d",
 			before.BlobGet, after.BlobGet, before.ManifestGetByDigest, after.ManifestGetByDigest)
+	}
+}
+
+// containerd pulls from two ECR registries (two accounts of a region)
+// through one mirror with a hosts.toml for each: it sends ns=<host>, and
+// each image comes from its own registry, none from the other's
+// same-named repository.
+func TestContainerdPullsFromTwoECRHosts(t *testing.T) {
+	t.Parallel()
+	ctrd := startContainerd(t)
+	first := fakeecr.Start(t, fakeecr.Options{})
+	// A second registry that takes the region's token as it comes.
+	second := fakeecr.Start(t, fakeecr.Options{Anonymous: true})
+	appManifest, appBlobs := putImage(t, first, "team/app", "v1", ociImage(t, linuxAMD64, 2))
+	toolManifest, toolBlobs := putImage(t, second, "team/app", "v1", ociImage(t, linuxAMD64, 3))
+	m := startMirror(t, first, mirrorOpts{env: map[string]string{"UPSTREAM": "ecr:" + first.URL() + ",ecr:" + second.URL()}})
+	hosts := t.TempDir()
+	writeHostsToml(t, hosts, first.Host(), first.URL(), m)
+	writeHostsToml(t, hosts, second.Host(), second.URL(), m)
+
+	for _, tt := range []struct {
+		fake     *fakeecr.Server
+		manifest digest.Digest
+		blobs    []digest.Digest
+	}{
+		{first, appManifest, appBlobs},
+		{second, toolManifest, toolBlobs},
+	} {
+		ref := tt.fake.Host() + "/team/app:v1"
+		sent, err := ctrd.fetch(t, hosts, ref)
+		if err != nil {
+			t.Fatalf("fetching %s through the mirror: %v\nmirror log:\n%s", ref, err, m.Logs)
+		}
+		checkNS(t, ref, sent, "/v2/team/app/", url.QueryEscape(tt.fake.Host()))
+		if got := ctrd.imageDigest(t, ref); got != tt.manifest {
+			t.Errorf("%s is %s in containerd, want %s", ref, got, tt.manifest)
+		}
+		stored := ctrd.content(t)
+		for _, d := range append([]digest.Digest{tt.manifest}, tt.blobs...) {
+			if !slices.Contains(stored, d) {
+				t.Errorf("containerd's content store lacks %s of %s", d, ref)
+			}
+		}
+	}
+	if !slices.ContainsFunc(second.Counters().Requests, func(r fakeecr.Request) bool { return r.Authorization }) {
+		t.Error("the second ECR registry got no request with the region's token")
 	}
 }
