@@ -171,7 +171,7 @@ func BenchmarkColdMiss(b *testing.B) {
 // request to the fake ECR.
 const (
 	tagClients      = 64
-	tagBenchFor     = 3 * time.Second
+	tagBenchFor     = 10 * time.Second
 	tagBenchLatency = 20 * time.Millisecond
 )
 
