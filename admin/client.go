@@ -13,6 +13,9 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/imageclient"
+	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
 // ErrNotRunning is returned by Dial when no mirror serves the directory's
@@ -53,6 +56,21 @@ func Dial(ctx context.Context, dir string) (*Client, error) {
 // host go to the socket.
 func RegistryClient(dir string) *http.Client {
 	return &http.Client{Transport: socketTransport(filepath.Join(dir, SocketName))}
+}
+
+// PullThroughSocket is the Fetcher of a running mirror's Service: it
+// pulls an image whole (with its referrers when asked) through the
+// registry API the mirror serves on its admin socket in dir.
+func PullThroughSocket(dir string) Fetcher {
+	return func(ctx context.Context, ref registry.Reference, withReferrers bool) (Fetched, error) {
+		c := RegistryClient(dir)
+		defer c.CloseIdleConnections()
+		img, err := imageclient.PullWhole(ctx, c, ref, withReferrers)
+		if err != nil {
+			return Fetched{}, err
+		}
+		return Fetched{Digest: img.Top.Digest, Size: img.Size(), Referrers: img.ReferrerRoots()}, nil
+	}
 }
 
 // socketTransport sends every request to the unix socket at path.

@@ -15,11 +15,11 @@
 //     the listeners by hand; the metrics, /healthz, /readyz and ECR's
 //     reachability come from package observe, the client limits
 //     (CLIENT_STALL_TIMEOUT, MAX_CLIENT_CONNECTIONS) from clientconn.
-//   - upstreams.go: the upstream side, one proxy per UPSTREAM entry over
-//     the one store (the default first; the others' backends by host for
-//     registry.WithUpstreams), one ECR token source per region, and
-//     upstreamTransport, where the credentials of ecr-public and oci
-//     upstreams plug in.
+//   - internal/upstreams: the upstream side, one proxy per UPSTREAM entry
+//     over the one store (the default first; the others' backends by host
+//     for registry.WithUpstreams), with the credentials of its kind: one
+//     ECR token source per region, ECR Public's token, the logins of
+//     UPSTREAM_DOCKER_CONFIG.
 //   - internal/servergroup: the lifecycle, an errgroup with one goroutine
 //     per server and one that shuts them down (the admin socket last)
 //     within SHUTDOWN_GRACE.

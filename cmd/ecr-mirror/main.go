@@ -21,9 +21,9 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/admin"
 	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/clientconn"
-	"github.com/ecr-mirror/ecr-mirror/internal/imageclient"
 	"github.com/ecr-mirror/ecr-mirror/internal/servergroup"
 	"github.com/ecr-mirror/ecr-mirror/internal/settings"
+	"github.com/ecr-mirror/ecr-mirror/internal/upstreams"
 	"github.com/ecr-mirror/ecr-mirror/observe"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 	"github.com/ecr-mirror/ecr-mirror/tlsreload"
@@ -89,12 +89,12 @@ func run(ctx context.Context, cfg *settings.Config, log *slog.Logger, ready func
 		return fmt.Errorf("opening cache in %s: %w", cfg.CacheDir, err)
 	}
 	defer store.Close()
-	up, err := startUpstream(ctx, cfg, store, log)
+	up, err := upstreams.Start(ctx, cfg, store, log)
 	if err != nil {
 		return err
 	}
-	defer up.close()
-	namespaces, err := registry.NewNamespaces(cfg.PullThroughs, cfg.Upstreams[0].Host, up.hosts...)
+	defer up.Close()
+	namespaces, err := registry.NewNamespaces(cfg.PullThroughs, cfg.Upstreams[0].Host, up.Hosts...)
 	if err != nil {
 		return fmt.Errorf("PULL_THROUGHS: %w", err)
 	}
@@ -108,7 +108,7 @@ func run(ctx context.Context, cfg *settings.Config, log *slog.Logger, ready func
 		return fmt.Errorf("CLIENT_STALL_TIMEOUT/MAX_CLIENT_CONNECTIONS: %w", err)
 	}
 	defer clients.Stop()
-	up.mtr.WatchClients(clients.Budget, clients.Watchdog)
+	up.Metrics.WatchClients(clients.Budget, clients.Watchdog)
 	h := &handlers{cfg: cfg, store: store, up: up, policy: policy, namespaces: namespaces, log: log}
 	listeners, apiListeners := h.listeners(tlsConfig)
 	servers, addrs, err := listenAll(listeners, apiListeners, clients, log)
@@ -145,22 +145,14 @@ func loadTLS(cfg *settings.Config, log *slog.Logger) (*tls.Config, error) {
 // newAdminServer builds the admin socket's server: the cache commands
 // on this running mirror, and the registry API for the pulls of "cache
 // pin". It is shut down after the registry listeners.
-func newAdminServer(cfg *settings.Config, store *cache.Store, up *upstreamSide, namespaces *registry.Namespaces, log *slog.Logger) (servergroup.Server, error) {
+func newAdminServer(cfg *settings.Config, store *cache.Store, up *upstreams.Side, namespaces *registry.Namespaces, log *slog.Logger) (servergroup.Server, error) {
 	ln, err := admin.Listen(cfg.CacheDir)
 	if err != nil {
 		return servergroup.Server{}, err
 	}
-	api := registry.NewHandler(up.backend, log.With("component", "admin"),
-		registry.WithNamespaces(namespaces, ""), registry.WithUpstreams(up.others), registry.WithObserver(up.mtr.ObserveRequest))
-	svc := admin.NewService(store, func(ctx context.Context, ref registry.Reference, withReferrers bool) (admin.Fetched, error) {
-		c := admin.RegistryClient(cfg.CacheDir)
-		defer c.CloseIdleConnections()
-		img, err := imageclient.PullWhole(ctx, c, ref, withReferrers)
-		if err != nil {
-			return admin.Fetched{}, err
-		}
-		return admin.Fetched{Digest: img.Top.Digest, Size: img.Size(), Referrers: img.ReferrerRoots()}, nil
-	}, cfg.Upstreams[0].Host)
+	api := registry.NewHandler(up.Default, log.With("component", "admin"),
+		registry.WithNamespaces(namespaces, ""), registry.WithUpstreams(up.Others), registry.WithObserver(up.Metrics.ObserveRequest))
+	svc := admin.NewService(store, admin.PullThroughSocket(cfg.CacheDir), cfg.Upstreams[0].Host)
 	srv := &http.Server{Handler: admin.NewHandler(svc, api, log.With("component", "admin")),
 		ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	return servergroup.Server{Name: "admin socket " + filepath.Join(cfg.CacheDir, admin.SocketName), HTTP: srv, Listener: ln, Late: true}, nil
@@ -170,7 +162,7 @@ func newAdminServer(cfg *settings.Config, store *cache.Store, up *upstreamSide, 
 type handlers struct {
 	cfg        *settings.Config
 	store      *cache.Store
-	up         *upstreamSide
+	up         *upstreams.Side
 	policy     *access.Policy
 	namespaces *registry.Namespaces
 	log        *slog.Logger
@@ -180,8 +172,8 @@ type handlers struct {
 // first: LISTEN_ADDR, then NAMESPACE_LISTENERS; apiListeners counts them.
 func (h *handlers) listeners(tlsConfig *tls.Config) (all []listener, apiListeners int) {
 	cfg := h.cfg
-	probe := observe.NewProbes(cfg.CacheDir, h.store, h.up.tokens, h.up.reach, cfg.StaleIfError > 0)
-	metrics := h.up.mtr.Handler(h.log)
+	probe := observe.NewProbes(cfg.CacheDir, h.store, h.up.Tokens, h.up.Reach, cfg.StaleIfError > 0)
+	metrics := h.up.Metrics.Handler(h.log)
 	all = []listener{{setting: "LISTEN_ADDR", addr: cfg.ListenAddr, handler: h.front(cfg.DefaultNamespace, probe, metrics), tls: tlsConfig,
 		what: "registry API: " + cmp.Or(cfg.DefaultNamespace, "ECR repositories by name")}}
 	for _, nl := range cfg.NamespaceListeners {
@@ -204,12 +196,12 @@ func (h *handlers) listeners(tlsConfig *tls.Config) (all []listener, apiListener
 // path there: ALLOW_NETWORKS holds for probes and metrics too, while
 // login and rules are for the API only.
 func (h *handlers) front(defaultNS string, probe, metrics http.Handler) http.Handler {
-	api := registry.NewHandler(h.up.backend, h.log.With("component", "http"),
+	api := registry.NewHandler(h.up.Default, h.log.With("component", "http"),
 		registry.WithPush(h.cfg.Push),
 		registry.WithNamespaces(h.namespaces, defaultNS),
-		registry.WithUpstreams(h.up.others),
+		registry.WithUpstreams(h.up.Others),
 		registry.WithTrustedProxies(h.cfg.TrustedProxies),
-		registry.WithObserver(h.up.mtr.ObserveRequest))
+		registry.WithObserver(h.up.Metrics.ObserveRequest))
 	return h.policy.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.URL.Path == "/healthz" || r.URL.Path == "/readyz":
@@ -254,7 +246,7 @@ func listenAll(listeners []listener, apiListeners int, clients *clientconn.Limit
 // logServing logs what the mirror serves with, and warns of what is off.
 func logServing(cfg *settings.Config, log *slog.Logger, store *cache.Store, namespaces *registry.Namespaces, budget *clientconn.Budget, tlsOn bool, policy *access.Policy) {
 	log.Info("ecr-mirror serving",
-		"upstreams", upstreamNames(cfg.Upstreams), "region", cfg.Region, "pull_throughs", namespaces.Hosts(),
+		"upstreams", upstreams.Names(cfg.Upstreams), "region", cfg.Region, "pull_throughs", namespaces.Hosts(),
 		"push", cfg.Push, "cache_dir", cfg.CacheDir, "cache_max_bytes", cfg.CacheMaxSize, "cache_bytes", store.Size(),
 		"max_downloads", cfg.MaxDownloads, "max_client_connections", budget.Max(), "client_stall_timeout", cfg.ClientStallTimeout,
 		"tls", tlsOn, "access", policy.Summary())

@@ -1,4 +1,11 @@
-package main
+// Package upstreams builds the mirror's side towards its upstream
+// registries from its settings: the credentials of each kind (an ECR
+// token source per region, ECR Public's token, the logins of
+// UPSTREAM_DOCKER_CONFIG for oci registries), one proxy per upstream over
+// the one store with its own transport and redirect policy, the backend
+// the registry handler routes each to, and the metrics and reachability
+// that watch them.
+package upstreams
 
 import (
 	"context"
@@ -18,31 +25,31 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
-// upstreamSide is the mirror's side towards its upstreams: ECR tokens
-// (one source per region), one proxy per upstream over the one store,
-// and what watches them.
-type upstreamSide struct {
-	tokens []*auth.Source // one per ECR region
-	reach  *observe.Reachability
-	px     *proxy.Proxy // the default upstream's
-	// backend is the default upstream's backend: px, without its
+// Side is the mirror's side towards its upstreams: ECR tokens (one
+// source per region), one proxy per upstream over the one store, and
+// what watches them.
+type Side struct {
+	Tokens []*auth.Source // one per ECR region
+	Reach  *observe.Reachability
+	// Default is the default upstream's backend: its proxy, without the
 	// Pusher side unless the upstream is ECR.
-	backend registry.Backend
-	all     []*proxy.Proxy // every upstream's, the default first
-	// others are the backends of the upstreams after the first, by host
-	// (registry.WithUpstreams).
-	others map[string]registry.Backend
-	hosts  []string // the hosts of others, in UPSTREAM's order
+	Default registry.Backend
+	// Others are the backends of the upstreams after the first, by host
+	// (registry.WithUpstreams); Hosts are their hosts, in UPSTREAM's
+	// order.
+	Others  map[string]registry.Backend
+	Hosts   []string
+	Proxies []*proxy.Proxy // every upstream's, the default first
+	Metrics *observe.Metrics
 	// shared holds MAX_DOWNLOADS and UPSTREAM_MAX_RATE for all upstreams together.
 	shared     *proxy.Shared
-	mtr        *observe.Metrics
 	stopTokens context.CancelFunc
 }
 
-// startUpstream starts refreshing the ECR tokens of every region an ecr
+// Start starts refreshing the ECR tokens of every region an ecr
 // upstream is in, and builds one proxy per upstream over store.
-func startUpstream(ctx context.Context, cfg *settings.Config, store *cache.Store, log *slog.Logger) (*upstreamSide, error) {
-	up := &upstreamSide{reach: observe.NewReachability(time.Now), others: map[string]registry.Backend{},
+func Start(ctx context.Context, cfg *settings.Config, store *cache.Store, log *slog.Logger) (*Side, error) {
+	up := &Side{Reach: observe.NewReachability(time.Now), Others: map[string]registry.Backend{},
 		shared: proxy.NewShared(cfg.MaxRate, cfg.MaxDownloads)}
 	tokenCtx, stopTokens := context.WithCancel(ctx)
 	up.stopTokens = stopTokens
@@ -58,11 +65,11 @@ func startUpstream(ctx context.Context, cfg *settings.Config, store *cache.Store
 			err = up.addProxy(cfg, u, i == 0, store, wrap, log)
 		}
 		if err != nil {
-			up.close()
+			up.Close()
 			return nil, err
 		}
 	}
-	up.mtr = observe.NewMetrics(store, up.all, up.tokens, up.reach) // before anything is served
+	up.Metrics = observe.NewMetrics(store, up.Proxies, up.Tokens, up.Reach) // before anything is served
 	return up, nil
 }
 
@@ -83,7 +90,7 @@ type upstreamCredentials struct {
 // AWS credentials give one (higher rate limits), else anonymously; for
 // oci, the registry's own challenge answered with UPSTREAM_DOCKER_CONFIG's
 // login for that registry, if any.
-func (up *upstreamSide) credentials(ctx context.Context, cfg *settings.Config, u settings.Upstream, creds *upstreamCredentials, log *slog.Logger) (func(http.RoundTripper) http.RoundTripper, error) {
+func (up *Side) credentials(ctx context.Context, cfg *settings.Config, u settings.Upstream, creds *upstreamCredentials, log *slog.Logger) (func(http.RoundTripper) http.RoundTripper, error) {
 	alog := log.With("component", "auth", "upstream", u.Host)
 	switch u.Kind {
 	case settings.KindOCI:
@@ -105,17 +112,17 @@ func (up *upstreamSide) credentials(ctx context.Context, cfg *settings.Config, u
 		if err != nil {
 			return nil, fmt.Errorf("setting up AWS credentials for region %s (UPSTREAM %s): %w", u.Region, u.URL, err)
 		}
-		src = auth.NewSource(auth.ECRFetcher(ecrClient), auth.Options{Logger: alog.With("region", u.Region), OnFetch: up.reach.TokenFetchedIn(u.Region)})
+		src = auth.NewSource(auth.ECRFetcher(ecrClient), auth.Options{Logger: alog.With("region", u.Region), OnFetch: up.Reach.TokenFetchedIn(u.Region)})
 		go src.Run(ctx)
 		creds.regions[u.Region] = src
-		up.tokens = append(up.tokens, src)
+		up.Tokens = append(up.Tokens, src)
 	}
 	return func(rt http.RoundTripper) http.RoundTripper { return src.Transport(u.URL.Host, rt) }, nil
 }
 
 // addProxy builds u's proxy, with a transport, client and redirect
 // policy of its own, credentials added by wrap.
-func (up *upstreamSide) addProxy(cfg *settings.Config, u settings.Upstream, main bool, store *cache.Store, wrap func(http.RoundTripper) http.RoundTripper, log *slog.Logger) error {
+func (up *Side) addProxy(cfg *settings.Config, u settings.Upstream, main bool, store *cache.Store, wrap func(http.RoundTripper) http.RoundTripper, log *slog.Logger) error {
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	base.DisableCompression = true // blobs must arrive byte for byte
 	base.MaxIdleConnsPerHost = 64
@@ -134,27 +141,27 @@ func (up *upstreamSide) addProxy(cfg *settings.Config, u settings.Upstream, main
 		StallTimeout:    cfg.StallTimeout,
 		StallClock:      cfg.StallClock,
 		Retries:         cfg.Retries,
-		ObserveUpstream: func(ev proxy.UpstreamEvent) { up.reach.ObserveUpstream(ev); up.mtr.ObserveUpstream(ev) },
+		ObserveUpstream: func(ev proxy.UpstreamEvent) { up.Reach.ObserveUpstream(ev); up.Metrics.ObserveUpstream(ev) },
 	})
 	if err != nil {
 		return fmt.Errorf("UPSTREAM %s: %w", u.URL, err)
 	}
-	up.all = append(up.all, px)
+	up.Proxies = append(up.Proxies, px)
 	var b registry.Backend = px
 	if u.Kind != settings.KindECR {
 		b = pullOnly{px}
 	}
 	if main {
-		up.px, up.backend = px, b
+		up.Default = b
 	} else {
-		up.others[u.Host], up.hosts = b, append(up.hosts, u.Host)
+		up.Others[u.Host], up.Hosts = b, append(up.Hosts, u.Host)
 	}
 	return nil
 }
 
-// close abandons the downloads still running, then stops the tokens.
-func (up *upstreamSide) close() {
-	for _, px := range up.all {
+// Close abandons the downloads still running, then stops the tokens.
+func (up *Side) Close() {
+	for _, px := range up.Proxies {
 		px.Close()
 	}
 	up.stopTokens()
@@ -186,8 +193,8 @@ func (b pullOnly) Referrers(ctx context.Context, name string, dgst digest.Digest
 	return b.px.Referrers(ctx, name, dgst, rawQuery)
 }
 
-// upstreamNames names the upstreams for the log: kind:URL each.
-func upstreamNames(ups []settings.Upstream) []string {
+// Names names the upstreams for the log: kind:URL each.
+func Names(ups []settings.Upstream) []string {
 	names := make([]string, len(ups))
 	for i, u := range ups {
 		names[i] = u.Kind + ":" + u.URL.String()
