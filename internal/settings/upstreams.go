@@ -119,19 +119,7 @@ func cutKind(entry string) (kind, raw string, err error) {
 // host:port, maybe followed by a path.
 func isPort(s string) bool {
 	port, _, _ := strings.Cut(s, "/")
-	return allDigits(port)
-}
-
-func allDigits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return true
+	return port != "" && strings.Trim(port, "0123456789") == ""
 }
 
 // parseUpstream is UPSTREAM's parser: the list, and Upstream, its first
