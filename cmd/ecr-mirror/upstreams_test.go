@@ -427,3 +427,30 @@ func TestUnreadableDockerConfigStopsTheStart(t *testing.T) {
 		t.Fatalf("start = %v, want an error naming UPSTREAM_DOCKER_CONFIG and %s", err, bad)
 	}
 }
+
+// An ecr-public upstream whose ECR Public token cannot be had (the token
+// API refuses) is pulled from anonymously through its registry token
+// flow, by ns=<its host>, and logs that it pulls anonymously.
+func TestECRPublicUpstreamPullsAnonymouslyWithoutAToken(t *testing.T) {
+	t.Parallel()
+	ecr := fakeecr.Start(t, fakeecr.Options{})
+	public := fakeecr.Start(t, fakeecr.Options{Bearer: true})
+	img := newRawImage(63, nil)
+	putRawImage(public, "docker/library/nginx", "1.27", img)
+	m := startMirror(t, ecr, mirrorOpts{env: map[string]string{
+		"UPSTREAM": "ecr:" + ecr.URL() + ",ecr-public:" + public.URL(),
+		// Not ECR Public's API: its GetAuthorizationToken is refused.
+		"AWS_ENDPOINT_URL_ECR_PUBLIC": ecr.TokenURL(),
+	}})
+	resp, body := getManifest(t, m.URL, "docker/library/nginx/manifests/1.27?ns="+public.Host())
+	if resp.StatusCode != http.StatusOK || digest.FromBytes(body) != img.Dgst {
+		t.Fatalf("GET nginx:1.27 from the ecr-public upstream: %d %s", resp.StatusCode, body)
+	}
+	if err := fetchBlob(t, m, "docker/library/nginx", img.LayerDgst); err == nil {
+		t.Fatal("a layer of the ecr-public upstream was served without ns=")
+	}
+	if c := public.Counters(); c.TokensIssued == 0 {
+		t.Fatal("the ecr-public upstream issued no token: its token flow was not followed")
+	}
+	testwait.Until(t, "the anonymous fallback logged", func() bool { return strings.Contains(m.Logs.String(), "anonymous") })
+}

@@ -30,6 +30,8 @@ type Config struct {
 	Upstreams   []Upstream // UPSTREAM, the default first
 	Region      string     // AWS_REGION; unset, the first ecr upstream's
 	ECREndpoint string     // AWS_ENDPOINT_URL_ECR
+	// ECRPublicEndpoint is AWS_ENDPOINT_URL_ECR_PUBLIC.
+	ECRPublicEndpoint string
 	// UpstreamDockerConfig is UPSTREAM_DOCKER_CONFIG: the logins of the
 	// oci upstreams; "": anonymous.
 	UpstreamDockerConfig string

@@ -97,7 +97,7 @@ func (up *Side) credentials(ctx context.Context, cfg *settings.Config, u setting
 		return func(rt http.RoundTripper) http.RoundTripper { return creds.logins.Transport(u.Host, rt) }, nil
 	case settings.KindECRPublic:
 		if creds.ecrPublic == nil {
-			api, err := auth.NewECRPublicClient(ctx, "")
+			api, err := auth.NewECRPublicClient(ctx, cfg.ECRPublicEndpoint)
 			if err != nil {
 				return nil, fmt.Errorf("setting up AWS credentials for ECR Public (UPSTREAM %s): %w", u.URL, err)
 			}
