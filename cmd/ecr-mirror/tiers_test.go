@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/jonboulle/clockwork"
@@ -173,5 +174,42 @@ func TestTiersLogInToTheRegionalMirror(t *testing.T) {
 	anonymous := startMirror(t, fake, mirrorOpts{env: map[string]string{"UPSTREAM": "oci:" + regional.URL}})
 	if resp, body := getManifest(t, anonymous.URL, "team/app/manifests/v1"); resp.StatusCode == http.StatusOK {
 		t.Fatalf("an edge without the login got team/app:v1: %s", body)
+	}
+}
+
+// The chain with the regional mirror a process of its own (the binary):
+// the edge pulls through it, each blob crossing each tier once, and once
+// it has exited the edge serves the image from its cache and records.
+func TestTiersWithTheRegionalMirrorAProcess(t *testing.T) {
+	t.Parallel()
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	img := newRawImage(75, nil)
+	putRawImage(fake, "team/app", "v1", img)
+	regional := startProcess(t, mirrorBinary(t), fake, t.TempDir(), "STALE_IF_ERROR=1h")
+	edge := startMirror(t, fake, mirrorOpts{env: map[string]string{"UPSTREAM": "oci:http://" + regional.addr, "STALE_IF_ERROR": "1h"}})
+	for round, stale := range []bool{false, false, true} {
+		if stale {
+			if _, exited := regional.signal(t, syscall.SIGTERM, testwait.HangGuard); !exited {
+				t.Fatal("the regional mirror did not exit on SIGTERM")
+			}
+		}
+		resp, body := getManifest(t, edge.URL, "team/app/manifests/v1")
+		if resp.StatusCode != http.StatusOK || digest.FromBytes(body) != img.Dgst {
+			t.Fatalf("round %d: GET team/app:v1 at the edge: %d %s", round, resp.StatusCode, body)
+		}
+		if got := resp.Header.Get("Warning"); strings.HasPrefix(got, "110 ") != stale {
+			t.Fatalf("round %d: Warning %q, want a stale one: %v", round, got, stale)
+		}
+		for _, d := range []digest.Digest{img.ConfigDgst, img.LayerDgst} {
+			if err := fetchBlob(t, edge, "team/app", d); err != nil {
+				t.Fatalf("round %d: blob %s at the edge: %v", round, d, err)
+			}
+		}
+		if round == 0 {
+			testwait.Until(t, "the image stored at the edge", func() bool { return edge.stored(img.ConfigDgst) && edge.stored(img.LayerDgst) })
+		}
+	}
+	if c := fake.Counters(); c.BlobGet != 2 || c.S3Get[img.LayerDgst] != 1 {
+		t.Errorf("ECR saw %d blob GETs and %d downloads of the layer, want 2 and 1", c.BlobGet, c.S3Get[img.LayerDgst])
 	}
 }
