@@ -454,3 +454,27 @@ func TestECRPublicUpstreamPullsAnonymouslyWithoutAToken(t *testing.T) {
 	}
 	testwait.Until(t, "the anonymous fallback logged", func() bool { return strings.Contains(m.Logs.String(), "anonymous") })
 }
+
+// warm and export read an image of an upstream that is not the default
+// with --namespace <its host>, as containerd would with ns=.
+func TestToolsReadOtherUpstreamsWithNamespace(t *testing.T) {
+	t.Parallel()
+	ecr, oci := fakeecr.Start(t, fakeecr.Options{}), startOCIUpstream(t)
+	img := newRawImage(64, nil)
+	putRawImage(oci, "team/tool", "v2", img)
+	m := startMirror(t, ecr, mirrorOpts{env: withUpstreams(ecr, oci, nil)})
+	if code, _, errOut := cli(t, nil, "warm", "--quiet", "--mirror", m.URL, "team/tool:v2"); code == exitOK {
+		t.Fatalf("warm without --namespace found the image on the default upstream:\n%s", errOut)
+	}
+	if code, _, errOut := cli(t, nil, "warm", "--quiet", "--mirror", m.URL, "--namespace", oci.Host(), "team/tool:v2"); code != exitOK {
+		t.Fatalf("warm --namespace %s: exit %d\n%s", oci.Host(), code, errOut)
+	}
+	testwait.Until(t, "the image stored", func() bool { return m.stored(img.Dgst) && m.stored(img.LayerDgst) })
+	archive := filepath.Join(t.TempDir(), "tool.tar")
+	if code, _, errOut := cli(t, nil, "export", "--quiet", "--mirror", m.URL, "--namespace", oci.Host(), "-o", archive, "team/tool:v2"); code != exitOK {
+		t.Fatalf("export --namespace: exit %d\n%s", code, errOut)
+	}
+	if fi, err := os.Stat(archive); err != nil || fi.Size() == 0 {
+		t.Fatalf("archive: %v", err)
+	}
+}

@@ -89,13 +89,13 @@ func imageSummary(img *imageclient.Image) string {
 // pullFlags are the flags of the commands that read images through a
 // running mirror.
 type pullFlags struct {
-	mirror, platform string
-	allPlatforms     bool
-	concurrency      int
-	insecure         bool
-	files            []string
-	withReferrers    bool
-	referrerType     string
+	mirror, platform, namespace string
+	allPlatforms                bool
+	concurrency                 int
+	insecure                    bool
+	files                       []string
+	withReferrers               bool
+	referrerType                string
 }
 
 func (pf *pullFlags) register(fs *flag.FlagSet) {
@@ -105,6 +105,7 @@ func (pf *pullFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&pf.platform, "platform", "", "only these platforms of an index, os/arch[/variant][,...] (default: all)")
 	fs.BoolVar(&pf.allPlatforms, "all-platforms", false, "every platform of an index (the default; exclusive with --platform)")
 	fs.BoolVar(&pf.withReferrers, "with-referrers", false, "each image's referrers too (signatures, SBOMs, attestations, and theirs)")
+	fs.StringVar(&pf.namespace, "namespace", "", "the upstream registry to read from, a host the mirror's UPSTREAM or PULL_THROUGHS names (sent as ns=, as containerd does; default: the mirror's default)")
 	fs.StringVar(&pf.referrerType, "referrers-type", "", "with --with-referrers, only the image's referrers of this artifactType (theirs come whatever their type)")
 	fs.Func("f", "file of images, one per line (# starts a comment); repeatable", func(v string) error {
 		pf.files = append(pf.files, v)
@@ -153,7 +154,7 @@ func (pf *pullFlags) parse(fs *flag.FlagSet, args []string, cmd string, stderr i
 
 func (pf *pullFlags) client() (*imageclient.Client, error) {
 	c, err := imageclient.Dial(pf.mirror, pf.insecure, imageclient.Options{Concurrency: pf.concurrency, Platforms: settings.SplitList(pf.platform),
-		WithReferrers: pf.withReferrers, ReferrerType: pf.referrerType})
+		WithReferrers: pf.withReferrers, ReferrerType: pf.referrerType, Namespace: pf.namespace})
 	if err != nil {
 		return nil, fmt.Errorf("--mirror/--concurrency: %w", err)
 	}

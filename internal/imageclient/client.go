@@ -32,6 +32,7 @@ type Client struct {
 	http        *http.Client
 	concurrency int
 	platforms   []string // os/arch[/variant]; empty: all
+	namespace   string   // sent as ns=; "": none
 	// withReferrers and referrerType are Options.WithReferrers and
 	// Options.ReferrerType.
 	withReferrers bool
@@ -49,6 +50,9 @@ type Options struct {
 	// Platforms narrow an index to its children of these platforms,
 	// os/arch or os/arch/variant; empty: every platform.
 	Platforms []string
+	// Namespace, when set, is the registry a mirror is to read from,
+	// sent as containerd sends it: ns=<host> on every request.
+	Namespace string
 	// WithReferrers makes Resolve, and so Warm, WriteImage and PullWhole,
 	// read the image's referrers too (signatures, SBOMs, attestations:
 	// the manifests whose subject is the top manifest or a platform's),
@@ -63,7 +67,7 @@ type Options struct {
 // API is under /v2/).
 func New(base *url.URL, opts Options) *Client {
 	c := &Client{base: base, http: opts.HTTPClient, concurrency: max(opts.Concurrency, 1), platforms: opts.Platforms,
-		withReferrers: opts.WithReferrers, referrerType: opts.ReferrerType}
+		withReferrers: opts.WithReferrers, referrerType: opts.ReferrerType, namespace: opts.Namespace}
 	if c.http == nil {
 		c.http = http.DefaultClient
 	}
@@ -125,8 +129,13 @@ func (c *Client) get(ctx context.Context, repo, kind, ref, accept string) (*http
 	return resp, nil
 }
 
-// do GETs u and returns the response, whatever its status.
+// do GETs u and returns the response, whatever its status. With a
+// namespace, u gets ns= unless it has one (a next page's link).
 func (c *Client) do(ctx context.Context, u *url.URL, accept string) (*http.Response, error) {
+	if q := u.Query(); c.namespace != "" && !q.Has("ns") {
+		q.Set("ns", c.namespace)
+		u.RawQuery = q.Encode()
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return nil, err
