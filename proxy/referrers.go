@@ -253,7 +253,7 @@ func (p *Proxy) staleReferrers(ctx context.Context, key cache.ReferrersKey, why 
 	}
 	p.stats.Stale.Add(1)
 	p.stats.StaleReferrers.Add(1)
-	p.log.Warn("ECR cannot answer: serving stale referrers", "repository", key.Repo.Name, "subject", key.Subject,
+	p.log.Warn("upstream cannot answer: serving stale referrers", "repository", key.Repo.Name, "subject", key.Subject,
 		"artifact_type", key.ArtifactType, "age", age.Round(time.Millisecond), "reason", why, "error", err)
 	return &registry.ReferrerList{Body: rec.Body, FiltersApplied: rec.FiltersApplied, NextQuery: rec.NextQuery,
 		Outcome: OutcomeStale, Warning: staleWarning}, nil

@@ -136,7 +136,7 @@ func (p *Proxy) staleAnswer(ctx context.Context, req *registry.Request, accept h
 	}
 	c.Outcome, c.Warning = OutcomeStale, staleWarning
 	p.stats.Stale.Add(1)
-	p.log.Warn("ECR cannot answer: serving a stale tag", "repository", req.Name, "tag", req.Tag,
+	p.log.Warn("upstream cannot answer: serving a stale tag", "repository", req.Name, "tag", req.Tag,
 		"digest", rec.Digest, "age", age.Round(time.Millisecond), "reason", why, "error", err)
 	return c, nil
 }

@@ -142,7 +142,7 @@ func transportError(method, path string, err error) error {
 	if errors.As(err, &ce) {
 		// The AWS SDK's account of its credential chain is for the logs.
 		return &registry.Error{Status: http.StatusServiceUnavailable, Code: registry.CodeUnavailable,
-			Message: "the mirror could not obtain ECR credentials", Internal: err.Error()}
+			Message: "the mirror could not obtain credentials for the upstream registry", Internal: err.Error()}
 	}
 	status, what := http.StatusBadGateway, "unreachable"
 	var ne net.Error
