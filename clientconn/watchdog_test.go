@@ -45,14 +45,37 @@ func bodyHandler(path string, body []byte, stream bool, causes chan<- error) htt
 	})
 }
 
-var watchCases = []struct {
+// watchCase is one way a response reaches the client.
+type watchCase struct {
 	name        string
 	tls, stream bool
-}{
+}
+
+var watchCases = []watchCase{
 	{name: "HTTP/1 file", tls: false, stream: false},
 	{name: "HTTP/1 stream", tls: false, stream: true},
 	{name: "HTTP/2 file", tls: true, stream: false},
 	{name: "HTTP/2 stream", tls: true, stream: true},
+}
+
+// getWatched serves the file at path (holding body) as tc says, behind a
+// watchdog on a fake clock, and GETs it; the handler's context's cause
+// arrives on causes when it ends. The body is closed at cleanup.
+func getWatched(t *testing.T, tc watchCase, path string, body []byte) (*Watchdog, *clockwork.FakeClock, chan error, *http.Response) {
+	t.Helper()
+	clk := clockwork.NewFakeClock()
+	wd, err := NewWatchdog(stallTimeout, clk, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	causes := make(chan error, 1)
+	s := startServer(t, wd.Wrap(bodyHandler(path, body, tc.stream, causes)), nil, tc.tls)
+	resp, err := s.client.Get(s.url("/blob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return wd, clk, causes, resp
 }
 
 // A client that takes the headers and then reads nothing is cut once a
@@ -64,18 +87,7 @@ func TestStuckClientIsCut(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			path, body := randomFile(t, 1, 32<<20)
-			clk := clockwork.NewFakeClock()
-			wd, err := NewWatchdog(stallTimeout, clk, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			causes := make(chan error, 1)
-			s := startServer(t, wd.Wrap(bodyHandler(path, body, tc.stream, causes)), nil, tc.tls)
-			resp, err := s.client.Get(s.url("/blob"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
+			wd, clk, causes, resp := getWatched(t, tc, path, body)
 			if tc.tls != (resp.ProtoMajor == 2) {
 				t.Fatalf("served over %s", resp.Proto)
 			}
@@ -108,18 +120,7 @@ func TestSlowClientIsNeverCut(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			path, body := randomFile(t, 2, 16<<20)
-			clk := clockwork.NewFakeClock()
-			wd, err := NewWatchdog(stallTimeout, clk, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			causes := make(chan error, 1)
-			s := startServer(t, wd.Wrap(bodyHandler(path, body, tc.stream, causes)), nil, tc.tls)
-			resp, err := s.client.Get(s.url("/blob"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
+			wd, clk, causes, resp := getWatched(t, tc, path, body)
 			var got bytes.Buffer
 			buf := make([]byte, 32<<10)
 			advances := 0
