@@ -55,7 +55,7 @@ func (p *Proxy) Referrers(ctx context.Context, name string, dgst digest.Digest, 
 	key := referrersKey(p.repo(name), dgst, rawQuery)
 	res, joined, err := p.referrers.do(ctx, key, func(lctx context.Context) (referrersResult, error) {
 		a, why, err := p.referrersUpstream(lctx, name, dgst, rawQuery, key.ArtifactType)
-		if err == nil {
+		if err == nil && a.Warning == "" { // an upstream's stale answer keeps our record's age
 			p.recordReferrers(key, a)
 		}
 		return referrersResult{answer: a, why: why}, err
@@ -129,6 +129,9 @@ func (p *Proxy) referrersUpstream(ctx context.Context, name string, dgst digest.
 	}
 	a := &referrersAnswer{ReferrerList: registry.ReferrerList{Body: body, FiltersApplied: resp.Header.Get("OCI-Filters-Applied"),
 		NextQuery: nextQuery(resp.Header.Get("Link")), Outcome: OutcomeUpstream}}
+	if staleFromUpstream(resp) {
+		a.Warning = staleWarning // a mirror tier's record: passed on, not recorded
+	}
 	if artifactType != "" && !filterApplied(a.FiltersApplied, filterArtifactType) {
 		idx.filter(artifactType)
 		a.Body = idx.encode()
@@ -175,6 +178,9 @@ func (p *Proxy) referrersFromTagSchema(ctx context.Context, name string, dgst di
 		body, err := p.readManifest(resp, t.path())
 		if err != nil {
 			return nil, noAnswerWhy(ctx, err), err
+		}
+		if staleFromUpstream(resp) {
+			a.Warning = staleWarning
 		}
 		if got, perr := parseReferrersIndex(body); perr == nil && isIndexType(mediaType(resp, kindManifest), body) {
 			idx.manifests = got.manifests // not an index: no referrers

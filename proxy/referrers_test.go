@@ -518,3 +518,23 @@ func TestConcurrentReferrersRequestsShareOneLookup(t *testing.T) {
 		t.Fatalf("upstream was asked %v, want each page once", asked)
 	}
 }
+
+// An upstream that answers referrers from its own stale record (a mirror
+// tier in front of which ECR is down: Warning 110) is passed on as
+// stale, and not recorded as a fresh answer.
+func TestStaleReferrersFromAnUpstreamMirrorArePassedOnNotRecorded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{modify: func(resp *http.Response) error {
+		if strings.Contains(resp.Request.URL.Path, "/referrers/") {
+			resp.Header.Set("Warning", `110 - "Response is Stale"`)
+		}
+		return nil
+	}})
+	e.proxy.tagTimeout = time.Hour // before any request: no answer is late on a busy machine
+	img := putSignedImage(e.fake, "team/app", 82, false)
+	e.wantReferrers(t, referrersPath("team/app", img.manifest, ""), false, true, img.sig.Digest, img.sbom.Digest)
+	key := cache.ReferrersKey{Repo: e.proxy.repo("team/app"), Subject: img.manifest}
+	if rec, err := e.store.GetReferrers(key); !errors.Is(err, cache.ErrNotFound) {
+		t.Fatalf("referrers record %+v, %v; want none for a stale answer", rec, err)
+	}
+}
