@@ -422,6 +422,10 @@ func TestPinSurvivesEviction(t *testing.T) {
 			if _, err := pullImage(t, m, "team/app:v"+string(rune('0'+i))); err != nil {
 				t.Fatalf("pull v%d: %v", i, err)
 			}
+			// The client has every byte before the mirror commits the
+			// last of them; wait, so that no commit (an unlink here, a
+			// rename there) runs while the files are summed below.
+			waitStored(t, m, append([]digest.Digest{images[i]}, blobs[i]...)...)
 		}
 		for _, d := range pinned {
 			if !m.stored(d) {
