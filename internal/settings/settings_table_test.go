@@ -81,13 +81,20 @@ func TestSettingsAreComplete(t *testing.T) {
 	flags, envs := map[string]bool{}, map[string]bool{}
 	for _, s := range settings(&Config{}) {
 		t.Run(s.env, func(t *testing.T) {
-			if s.flag == "" || s.env == "" || s.help == "" || s.doc == "" || s.parse == nil {
+			if s.env == "" || s.arg == "" || s.help == "" || s.doc == "" || s.parse == nil {
 				t.Fatalf("incomplete: %+v", *s)
 			}
-			if flags[s.flag] || envs[s.env] {
-				t.Fatalf("flag -%s or variable %s listed twice", s.flag, s.env)
+			names := append([]string{s.flagName()}, s.aliases...)
+			for _, f := range names {
+				if flags[f] {
+					t.Fatalf("flag -%s listed twice", f)
+				}
+				flags[f] = true
 			}
-			flags[s.flag], envs[s.env] = true, true
+			if envs[s.env] {
+				t.Fatalf("variable %s listed twice", s.env)
+			}
+			envs[s.env] = true
 			if s.def == "" {
 				return
 			}
