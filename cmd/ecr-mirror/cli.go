@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/settings"
 )
 
 // Exit statuses of the subcommands.
@@ -28,6 +30,7 @@ func commands() []command {
 		{name: "export", summary: "write images from a running mirror to an OCI archive (a seed bundle)", run: runExport},
 		{name: "import", summary: "verify an OCI archive and admit it to the cache, with its tags", run: runImport},
 		{name: "cache", summary: "the cache: ls, verify, pin, unpin, purge", run: runCache},
+		{name: "config", summary: "config check [FILE]: check the settings and print them as a config file", run: runConfig},
 	}
 }
 
@@ -63,6 +66,10 @@ func runCLI(ctx context.Context, args []string, getenv func(string) string, stdo
 		printCommands(stdout)
 		return exitOK
 	}
+	if args[0] == "serve" { // "help serve"
+		settings.Usage(stdout)
+		return exitOK
+	}
 	for _, c := range commands() {
 		if c.name == args[0] {
 			return c.run(ctx, args[1:], getenv, stdout, stderr)
@@ -80,6 +87,8 @@ func printCommands(w io.Writer) {
 		fmt.Fprintf(w, "  %-6s %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, "  help   show this list\n\nRun \"ecr-mirror COMMAND --help\" for a command's flags and an example.\n")
+	fmt.Fprint(w, "The server's settings (flags, environment variables or CONFIG_FILE keys) are\n"+
+		"listed by \"ecr-mirror serve --help\", and in README.md under Settings.\n")
 }
 
 // parseFlags parses args with fs, allowing flags after positional

@@ -80,7 +80,7 @@ func run(ctx context.Context, cfg *settings.Config, log *slog.Logger, ready func
 	if err != nil {
 		return fmt.Errorf("client access control: %w", err)
 	}
-	tlsConfig, err := loadTLS(cfg, log)
+	certs, tlsConfig, err := loadTLS(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -120,6 +120,7 @@ func run(ctx context.Context, cfg *settings.Config, log *slog.Logger, ready func
 		log.Info("listening", "addr", servers[i].Listener.Addr().String(), "serves", l.what, "tls", l.tls != nil)
 	}
 	logServing(cfg, log, store, namespaces, clients.Budget, tlsConfig != nil, policy)
+	defer watchConfig(ctx, &reloader{cfg: cfg, policy: policy, certs: certs, log: log})()
 	if ready != nil {
 		ready(addrs)
 	}
@@ -129,17 +130,17 @@ func run(ctx context.Context, cfg *settings.Config, log *slog.Logger, ready func
 	return servergroup.Serve(ctx, append([]servergroup.Server{adminSrv}, servers...), cfg.ShutdownGrace, log)
 }
 
-// loadTLS is the registry listeners' TLS configuration, reloaded as the
-// files are renewed; nil: plain HTTP.
-func loadTLS(cfg *settings.Config, log *slog.Logger) (*tls.Config, error) {
+// loadTLS is the registry listeners' certificates, reloaded as the
+// files are renewed, and their TLS configuration; nil: plain HTTP.
+func loadTLS(cfg *settings.Config, log *slog.Logger) (*tlsreload.Reloader, *tls.Config, error) {
 	if cfg.TLSCertificate == "" {
-		return nil, nil
+		return nil, nil, nil
 	}
 	certs, err := tlsreload.New(cfg.TLSCertificate, cfg.TLSPrivateKey, log.With("component", "tls"))
 	if err != nil {
-		return nil, fmt.Errorf("TLS_CERTIFICATE/TLS_PRIVATE_KEY: %w", err)
+		return nil, nil, fmt.Errorf("TLS_CERTIFICATE/TLS_PRIVATE_KEY: %w", err)
 	}
-	return certs.TLSConfig(), nil
+	return certs, certs.TLSConfig(), nil
 }
 
 // newAdminServer builds the admin socket's server: the cache commands

@@ -113,6 +113,7 @@ func Parse(args []string, getenv func(string) string, usageOut io.Writer) (*Conf
 			errs = append(errs, named(s.from.String(), err)...)
 		}
 	}
+	errs = append(errs, checkOverridden(all, file)...)
 	if err := cfg.checkTogether(); err != nil {
 		errs = append(errs, err)
 	}
@@ -121,6 +122,29 @@ func Parse(args []string, getenv func(string) string, usageOut io.Writer) (*Conf
 	}
 	cfg.source = &source{args: args, getenv: getenv, all: all}
 	return cfg, nil
+}
+
+// checkOverridden checks the file's values that a flag or variable
+// overrides, so that a file is never let through with a bad value that
+// would stop the mirror once the override is gone. Each is parsed after
+// the settings listed before it, with the values they have.
+func checkOverridden(all []*setting, file *configFile) []error {
+	var errs []error
+	for i, s := range all {
+		fv, ok := file.values[s.env]
+		if !ok || fv.value == "" || s.from.kind == fromFile {
+			continue
+		}
+		scratch := settings(&Config{})
+		for j := range i {
+			_ = scratch[j].parse(all[j].value) // reported by Parse
+		}
+		if err := scratch[i].parse(fv.value); err != nil {
+			at := origin{kind: fromFile, name: s.fileKey(), path: file.path, line: fv.line}
+			errs = append(errs, named(at.String(), err)...)
+		}
+	}
+	return errs
 }
 
 // source is how a Config was read, to read it again (Reload) and to

@@ -116,7 +116,12 @@ func TestSettingsPrecedence(t *testing.T) {
 		{name: "flag config file", args: []string{"-config-file", writeConfig(t, file)}, want: 3 << 30},
 		{name: "bad flag named as typed", text: file, args: []string{"--cache-max-size=lots"}, wantErr: `-cache-max-size: "lots"`},
 		{name: "bad variable named", text: file, env: map[string]string{"CACHE_MAX_SIZE": "lots"}, wantErr: `CACHE_MAX_SIZE: "lots"`},
-		{name: "bad default-file value hidden by variable", text: "upstream: " + testECR + "\ncache_max_size: 7x\n", env: map[string]string{"CACHE_MAX_SIZE": "2g"}, want: 2 << 30},
+		{name: "bad file value overridden still reported", text: "upstream: " + testECR + "\ncache_max_size: 7x\n", env: map[string]string{"CACHE_MAX_SIZE": "2g"},
+			wantErr: `config.yaml:2: cache_max_size: "7x" is not a size`},
+		{name: "overridden file value checked with the settings before it", text: "upstream: " + testECR + "\npull_throughs: {docker.io: docker-hub}\ndefault_namespace: ghcr.io\n",
+			env: map[string]string{"DEFAULT_NAMESPACE": "docker.io"}, wantErr: `config.yaml:3: default_namespace: registry "ghcr.io" is not mapped`},
+		{name: "overridden file value that is good", text: "upstream: " + testECR + "\npull_throughs: {docker.io: docker-hub}\ndefault_namespace: docker.io\ncache_max_size: 3g\n",
+			env: map[string]string{"DEFAULT_NAMESPACE": "registry-1.docker.io", "CACHE_MAX_SIZE": "2g"}, want: 2 << 30},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -106,7 +106,7 @@ func writeFlagHelp(w io.Writer, s *setting) {
 		arg = "" // -push alone is -push=true
 	}
 	fmt.Fprintf(w, "  -%s%s\n", s.flagName(), arg)
-	fmt.Fprintf(w, "        %s\n", s.help)
+	fmt.Fprint(w, indent(s.help, "        "))
 	vars := "$" + s.env
 	if s.fallbackEnv != "" {
 		vars += " (or $" + s.fallbackEnv + ")"
@@ -122,4 +122,22 @@ func writeFlagHelp(w io.Writer, s *setting) {
 		line += "; deprecated: -" + strings.Join(s.aliases, ", -")
 	}
 	fmt.Fprintln(w, line)
+}
+
+// indent wraps text at about 78 columns, each line starting with prefix.
+func indent(text, prefix string) string {
+	var b strings.Builder
+	line := prefix
+	for _, word := range strings.Fields(text) {
+		if len(line)+1+len(word) > 78 && line != prefix {
+			b.WriteString(line + "\n")
+			line = prefix
+		}
+		if line != prefix {
+			line += " "
+		}
+		line += word
+	}
+	b.WriteString(line + "\n")
+	return b.String()
 }
