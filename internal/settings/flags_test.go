@@ -114,4 +114,3 @@ func TestFlags(t *testing.T) {
 		})
 	}
 }
-
