@@ -8,6 +8,8 @@
 // does not load, as when a renewal has written the new certificate but not
 // yet its key, leaves the previous one in service: the warning is logged
 // once, and the pair is retried on later checks until it loads.
+// SetFiles moves the Reloader to another pair of files (a changed config
+// file), once they load.
 //
 // Use it with an http.Server, which then also offers HTTP/2:
 //
