@@ -1,14 +1,17 @@
 package main
 
 import (
+	"crypto/tls"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
+	"github.com/ecr-mirror/ecr-mirror/tlsreload/tlstest"
 )
 
 // replaceConfig writes text to path as an editor or a ConfigMap update
@@ -161,5 +164,40 @@ func TestHelpNamesSettings(t *testing.T) {
 	code, out, _ := cli(t, nil, "help", "serve")
 	if code != exitOK || !strings.Contains(out, "-cache-max-size SIZE") || !strings.Contains(out, "$CACHE_MAX_SIZE, file key cache_max_size") {
 		t.Errorf("help serve: exit %d, output:\n%s", code, out)
+	}
+}
+
+// A changed config file that names other TLS files makes the running
+// mirror serve their certificate on new connections; turning TLS off is
+// logged as needing a restart and changes nothing.
+func TestConfigFileReloadSwitchesCertificate(t *testing.T) {
+	t.Parallel()
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	ca := tlstest.NewCA(t)
+	certA, keyA := ca.IssueFiles(t, t.TempDir(), "localhost", "127.0.0.1")
+	certB, keyB := ca.IssueFiles(t, t.TempDir(), "mirror.test", "127.0.0.1")
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	replaceConfig(t, path, "tls_certificate: "+certA+"\ntls_private_key: "+keyA+"\n")
+	m := startMirror(t, fake, mirrorOpts{env: map[string]string{"CONFIG_FILE": path}})
+	served := func() []string {
+		conn, err := tls.Dial("tcp", m.Host, &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].DNSNames
+	}
+	if got := served(); !slices.Equal(got, []string{"localhost"}) {
+		t.Fatalf("served %v, want the first certificate", got)
+	}
+	replaceConfig(t, path, "tls_certificate: "+certB+"\ntls_private_key: "+keyB+"\n")
+	waitLogged(t, m, "configuration reloaded", 1)
+	if got := served(); !slices.Equal(got, []string{"mirror.test"}) {
+		t.Fatalf("served %v after the files changed, want the second certificate", got)
+	}
+	replaceConfig(t, path, "# TLS off\n")
+	waitLogged(t, m, "TLS on or off: that needs a restart", 1)
+	if got := served(); !slices.Equal(got, []string{"mirror.test"}) {
+		t.Fatalf("served %v after TLS was turned off in the file, want the second certificate still", got)
 	}
 }
