@@ -1,6 +1,7 @@
 package settings
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -46,10 +47,10 @@ func (n namedFlag) Set(v string) error {
 }
 
 // newFlagSet binds every setting's flag, and its deprecated aliases, to
-// s.flagValue; its usage text is Usage's.
-func newFlagSet(all []*setting, out io.Writer) *flag.FlagSet {
+// s.flagValue.
+func newFlagSet(all []*setting) *flag.FlagSet {
 	fs := flag.NewFlagSet("ecr-mirror", flag.ContinueOnError)
-	fs.SetOutput(out)
+	fs.SetOutput(io.Discard) // parseFlags reports the error, once
 	for _, s := range all {
 		s.flagValue = &flagValue{s: s}
 		fs.Var(namedFlag{flagValue: s.flagValue, name: s.flagName()}, s.flagName(), s.help)
@@ -57,16 +58,19 @@ func newFlagSet(all []*setting, out io.Writer) *flag.FlagSet {
 			fs.Var(namedFlag{flagValue: s.flagValue, name: a, aliased: true}, a, "deprecated: -"+s.flagName())
 		}
 	}
-	fs.Usage = func() { writeUsage(out, all) }
+	fs.Usage = func() {}
 	return fs
 }
 
 // parseFlags parses args into the settings' flags and warns on out of
-// each deprecated name used.
+// each deprecated name used; -h writes the help there.
 func parseFlags(all []*setting, args []string, out io.Writer) error {
-	fs := newFlagSet(all, out)
-	if err := fs.Parse(args); err != nil {
+	fs := newFlagSet(all)
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		writeUsage(out, all)
 		return err
+	} else if err != nil {
+		return fmt.Errorf("%w (ecr-mirror serve --help lists the flags)", err)
 	}
 	if fs.NArg() > 0 && fs.Arg(0) != "serve" || fs.NArg() > 1 {
 		return fmt.Errorf("unexpected arguments %q: ecr-mirror takes only flags", fs.Args())
