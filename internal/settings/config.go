@@ -351,12 +351,12 @@ func ParseUpstream(raw string) (*url.URL, error) {
 		return nil, fmt.Errorf("%q is not a URL: %v", raw, err)
 	}
 	switch {
+	case u.User != nil: // first, so that no error below quotes them
+		return nil, fmt.Errorf("must not carry credentials: the mirror gets them from AWS")
 	case u.Scheme != "https" && u.Scheme != "http":
 		return nil, fmt.Errorf("%q: scheme must be https (or http for local use)", raw)
 	case u.Host == "" || u.Hostname() == "":
 		return nil, fmt.Errorf("%q has no host", raw)
-	case u.User != nil:
-		return nil, fmt.Errorf("must not carry credentials: the mirror gets them from AWS")
 	case u.RawQuery != "" || u.Fragment != "":
 		return nil, fmt.Errorf("%q must not have a query or fragment", raw)
 	case strings.Trim(u.Path, "/") != "":

@@ -77,6 +77,9 @@ func (cf *configFile) add(k, v *yaml.Node, byKey map[string]*setting) error {
 	case k.Kind != yaml.ScalarNode:
 		return fmt.Errorf("%s: a key must be a setting's name", at)
 	case !ok:
+		if s, ok := byKey[strings.ToLower(strings.ReplaceAll(k.Value, "-", "_"))]; ok {
+			return fmt.Errorf("%s: unknown setting %q: did you mean %s?", at, k.Value, s.fileKey())
+		}
 		return fmt.Errorf("%s: unknown setting %q (keys are the settings' variables in lower case, e.g. cache_max_size)", at, k.Value)
 	case s.env == "CONFIG_FILE":
 		return fmt.Errorf("%s: config_file: is given by CONFIG_FILE or -config-file, not in the file", at)

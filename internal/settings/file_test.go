@@ -54,6 +54,8 @@ func TestConfigFileErrorsNameKeyAndLine(t *testing.T) {
 		{name: "every error at once", text: "upstream: " + testECR + "\nlog_level: loud\npush: maybe\nbogus: 1\n",
 			env:  map[string]string{"LISTEN_ADDR": "5000"},
 			want: []string{`config.yaml:2: log_level: "loud"`, `config.yaml:3: push: "maybe" is not true or false`, `config.yaml:4: unknown setting "bogus"`, `LISTEN_ADDR: "5000" is not host:port`}},
+		{name: "variable as key", text: "upstream: " + testECR + "\nCACHE_MAX_SIZE: 7g\ncache-dir: /x\n",
+			want: []string{`config.yaml:2: unknown setting "CACHE_MAX_SIZE": did you mean cache_max_size?`, `config.yaml:3: unknown setting "cache-dir": did you mean cache_dir?`}},
 		{name: "list item", text: "upstream: [" + testECR + "]\nallow_networks:\n  - 10.0.0.0/8\n  - everyone\n",
 			want: []string{`config.yaml:2: allow_networks: "everyone" is not an IP address or CIDR`}},
 		{name: "mapping for a scalar", text: "upstream: " + testECR + "\ncache_dir: {a: b}\n",
@@ -259,6 +261,43 @@ func TestEndpointWithCredentialsRefused(t *testing.T) {
 	_, err := parseWith(t, "", nil, map[string]string{"UPSTREAM": testECR, "AWS_ENDPOINT_URL_ECR": "https://user:pw@ecr.example"})
 	if err == nil || !strings.Contains(err.Error(), "AWS_ENDPOINT_URL_ECR: must not carry credentials") || strings.Contains(err.Error(), "pw") {
 		t.Fatalf("error %v, want one refusing the credentials without echoing them", err)
+	}
+}
+
+// deploy/config.example.yaml names every setting and parses as it is
+// (its upstream, the one setting without a default, uncommented), and
+// with every example value in it uncommented too.
+func TestExampleConfigFileValues(t *testing.T) {
+	t.Parallel()
+	data, err := os.ReadFile("../../deploy/config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string]bool{}
+	for _, s := range settings(&Config{}) {
+		keys[s.fileKey()] = true
+	}
+	var out []string
+	inValue := false
+	for _, line := range strings.Split(string(data), "\n") {
+		key, rest, isKey := strings.Cut(strings.TrimPrefix(line, "# "), ":")
+		switch {
+		case strings.HasPrefix(line, "# ") && isKey && keys[key] && (rest == "" || rest[0] == ' '):
+			line, inValue = strings.TrimPrefix(line, "# "), true
+		case inValue && strings.HasPrefix(line, "#   "):
+			line = strings.TrimPrefix(line, "#")
+		default:
+			inValue = false
+		}
+		out = append(out, line)
+	}
+	text := strings.Join(out, "\n")
+	cfg, err := parseWith(t, text, nil, nil)
+	if err != nil {
+		t.Fatalf("the example with its values uncommented: %v\n%s", err, text)
+	}
+	if len(cfg.Access.Rules) != 2 || cfg.DefaultNamespace != "docker.io" || len(cfg.NamespaceListeners) != 1 {
+		t.Fatalf("the example's values were not all read:\n%s", text)
 	}
 }
 

@@ -274,14 +274,14 @@ func bindHTTPURL(dst *string) func(string) error {
 			return nil
 		}
 		u, err := url.Parse(v)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("%q is not an http(s) URL", v)
-		}
-		if u.User != nil {
-			// Kept out so that no setting holds a secret "config check"
-			// or a log line could show.
+		if err == nil && u.User != nil {
+			// Kept out, and not quoted, so that no setting holds a
+			// secret that "config check" or a log line could show.
 			*dst = ""
 			return errors.New("must not carry credentials: the AWS SDK signs its requests")
+		}
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("%q is not an http(s) URL", v)
 		}
 		return nil
 	}
