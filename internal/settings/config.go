@@ -102,7 +102,7 @@ func Parse(args []string, getenv func(string) string, usageOut io.Writer) (*Conf
 	}
 	var errs []error
 	file := &configFile{}
-	if path := all[0].resolve(getenv, file); path != "" {
+	if path := configFilePath(all, getenv); path != "" {
 		var ferrs []error
 		file, ferrs = readConfigFile(path, all)
 		errs = append(errs, ferrs...)
@@ -122,6 +122,16 @@ func Parse(args []string, getenv func(string) string, usageOut io.Writer) (*Conf
 	}
 	cfg.source = &source{args: args, getenv: getenv, all: all}
 	return cfg, nil
+}
+
+// configFilePath is CONFIG_FILE's value: its flag, else its variable.
+func configFilePath(all []*setting, getenv func(string) string) string {
+	for _, s := range all {
+		if s.env == configFileEnv {
+			return s.resolve(getenv, &configFile{})
+		}
+	}
+	return ""
 }
 
 // checkOverridden checks the file's values that a flag or variable

@@ -21,6 +21,9 @@ const (
 	rules        // a sequence of access rules, joined with "; "
 )
 
+// configFileEnv is the setting that names the config file.
+const configFileEnv = "CONFIG_FILE"
+
 // maxConfigSize guards against pointing CONFIG_FILE at a huge file.
 const maxConfigSize = 1 << 20
 
@@ -81,7 +84,7 @@ func (cf *configFile) add(k, v *yaml.Node, byKey map[string]*setting) error {
 			return fmt.Errorf("%s: unknown setting %q: did you mean %s?", at, k.Value, s.fileKey())
 		}
 		return fmt.Errorf("%s: unknown setting %q (keys are the settings' variables in lower case, e.g. cache_max_size)", at, k.Value)
-	case s.env == "CONFIG_FILE":
+	case s.env == configFileEnv:
 		return fmt.Errorf("%s: config_file: is given by CONFIG_FILE or -config-file, not in the file", at)
 	}
 	if prev, dup := cf.values[s.env]; dup {

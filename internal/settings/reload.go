@@ -30,7 +30,7 @@ func (c *Config) Changed(next *Config) (reload, restart []string) {
 		was[s.env] = s.value
 	}
 	for _, s := range next.source.all {
-		if s.value == was[s.env] || s.env == "CONFIG_FILE" {
+		if s.value == was[s.env] || s.env == configFileEnv {
 			continue
 		}
 		if s.reload {

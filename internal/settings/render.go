@@ -29,7 +29,7 @@ func writeSettings(w io.Writer, all []*setting) error {
 		"# file, the environment and the flags merged. Settings left at their\n"+
 		"# defaults are commented out.\n")
 	for _, s := range all {
-		if s.env == "CONFIG_FILE" {
+		if s.env == configFileEnv {
 			continue // a file does not name itself
 		}
 		fmt.Fprintf(b, "\n%s", comment(s.help))

@@ -73,7 +73,7 @@ func settings(c *Config) []*setting {
 // fileSettings is the config file the other settings may come from.
 func fileSettings(c *Config) []*setting {
 	return []*setting{
-		{env: "CONFIG_FILE", arg: "FILE",
+		{env: configFileEnv, arg: "FILE",
 			help:       "YAML file of settings, keyed by their variables in lower case (upstream, cache_max_size, ...); flags and variables override it",
 			docDefault: "(none)", doc: "a YAML file of the other settings, keyed by their variables in lower case (see \"Config file\"); flags and variables override it; a change to it is applied to `ACCESS_RULES`, `ALLOW_NETWORKS`, `HTPASSWD_FILE` and the TLS files without a restart",
 			parse: bindText(&c.ConfigFile)},
