@@ -65,8 +65,9 @@ func New(cfg Config, log *slog.Logger) (*Policy, error) {
 // Update validates cfg and puts it in force for the requests that follow,
 // as New would have built it; on an error the Config in force stays. An
 // htpasswd file of the same path is kept as loaded (it reloads itself
-// when it changes), with the logins it has verified; the memory of
-// failed logins and of blocked addresses is kept whatever changes.
+// when it changes), with the logins it has verified and refused; the
+// login throttle (failure counts, blocked addresses) is kept whatever
+// changes.
 func (p *Policy) Update(cfg Config) error {
 	p.updateMu.Lock()
 	defer p.updateMu.Unlock()

@@ -28,8 +28,8 @@
 // Policy.Update puts another Config in force while requests go on (the
 // server does so when its config file changes); each request is judged by
 // the Config in force when it arrived. An htpasswd file of the same path
-// is kept as loaded, and the memory of failed logins and blocked
-// addresses (see Login storms) survives every Update.
+// is kept as loaded, and the login throttle (failure counts and blocked
+// addresses, see Login storms) survives every Update.
 //
 // # Levels
 //
