@@ -26,21 +26,35 @@ type reloader struct {
 
 // watchConfig re-reads cfg's config file when it changes or on SIGHUP,
 // until ctx is done or the returned function, which waits for the
-// watcher to end, is called. Without a config file it does nothing.
+// watcher to end, is called. Without a config file SIGHUP is logged and
+// ignored rather than ending the process.
 func watchConfig(ctx context.Context, r *reloader) (stop func()) {
-	if r.cfg.ConfigFile == "" {
-		return func() {}
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	w := settings.NewWatcher(r.cfg, r.apply, r.log.With("component", "config"))
 	var wg sync.WaitGroup
-	wg.Go(func() { w.Run(ctx, settings.DefaultCheckEvery, hup) })
+	if r.cfg.ConfigFile == "" {
+		wg.Go(func() { ignoreHangups(ctx, hup, r.log) })
+	} else {
+		w := settings.NewWatcher(r.cfg, r.apply, r.log.With("component", "config"))
+		wg.Go(func() { w.Run(ctx, settings.DefaultCheckEvery, hup) })
+	}
 	return func() {
 		cancel()
 		wg.Wait()
 		signal.Stop(hup)
+	}
+}
+
+// ignoreHangups logs each SIGHUP, which has no config file to re-read.
+func ignoreHangups(ctx context.Context, hup <-chan os.Signal, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			log.Warn("SIGHUP ignored: there is no CONFIG_FILE to re-read; HTPASSWD_FILE and the TLS files are re-read when they change")
+		}
 	}
 }
 
