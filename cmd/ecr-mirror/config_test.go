@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
@@ -199,5 +200,52 @@ func TestConfigFileReloadSwitchesCertificate(t *testing.T) {
 	waitLogged(t, m, "TLS on or off: that needs a restart", 1)
 	if got := served(); !slices.Equal(got, []string{"mirror.test"}) {
 		t.Fatalf("served %v after TLS was turned off in the file, want the second certificate still", got)
+	}
+}
+
+// SIGHUP makes the binary read its config file even when the file's
+// stat shows no change (rewritten in place, same size and time); without
+// CONFIG_FILE the binary logs SIGHUP and keeps serving.
+func TestProcessSIGHUPReadsConfigFile(t *testing.T) {
+	t.Parallel()
+	bin := mirrorBinary(t)
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	putRawImage(fake, "team/app", "v1", newRawImage(2, nil))
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	replaceConfig(t, path, "access_rules: [\"pull:*:team/\"]\n")
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startProcess(t, bin, fake, t.TempDir(), "CONFIG_FILE="+path)
+	status := func() int {
+		resp, _, err := get(t, http.MethodGet, "http://"+p.addr+"/v2/team/app/manifests/v1", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode
+	}
+	if got := status(); got != http.StatusOK {
+		t.Fatalf("pull under pull:*:team/: %d", got)
+	}
+	// Same inode, size and modification time: only SIGHUP can tell.
+	if err := os.WriteFile(path, []byte("access_rules: [\"pull:*:teax/\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(path, before.ModTime(), before.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Until(t, "the rules read on SIGHUP to deny team/", func() bool { return status() == http.StatusForbidden })
+
+	plain := startProcess(t, bin, fake, t.TempDir())
+	if err := plain.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Until(t, "SIGHUP logged", func() bool { return strings.Contains(plain.logs.String(), "SIGHUP ignored") })
+	if resp, _, err := get(t, http.MethodGet, "http://"+plain.addr+"/v2/", nil); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("after SIGHUP without CONFIG_FILE: %v %v", resp, err)
 	}
 }
