@@ -212,6 +212,10 @@ access_rules: |
 stale_if_error: always
 max_client_connections: 10
 `, args: []string{"-push", "-region", "us-east-1"}, env: map[string]string{"CACHE_DIR": "/tmp/x y", "AWS_DEFAULT_REGION": "eu-west-2", "UPSTREAM_MAX_RATE": "20m"}},
+		{name: "awkward values", env: map[string]string{
+			"UPSTREAM": testECR, "CACHE_DIR": "/tmp/a: b #c", "UPSTREAM_DOCKER_CONFIG": `/x/'q' "d".json`, "LOG_LEVEL": "WARN",
+			"PULL_THROUGHS": "docker.io=docker-hub", "NAMESPACE_LISTENERS": "[::1]:5001=docker.io", "TRUSTED_PROXIES": "::1, 10.0.0.1",
+			"ACCESS_RULES": "pull:fd00::/8:team/\npush:*:*", "LISTEN_ADDR": "[::]:5000", "METRICS_ADDR": "127.0.0.1:9090", "SHUTDOWN_GRACE": "1m30s"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -320,4 +324,46 @@ func TestExampleConfigFile(t *testing.T) {
 	}, io.Discard); err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
+}
+
+// Any config file either parses, and then what config check writes of
+// it parses to the same configuration, or is refused with an error: it
+// never panics.
+func FuzzConfigFile(f *testing.F) {
+	for _, seed := range []string{
+		"upstream: " + testECR + "\n",
+		"upstream: [" + testECR + ", \"oci:https://quay.io\"]\npull_throughs: {docker.io: docker-hub}\ndefault_namespace: docker.io\n",
+		"upstream: " + testECR + "\naccess_rules: |\n  pull:*:*\n  push:ci:team/\nallow_networks: [\"::1\"]\n",
+		"upstream: " + testECR + "\ncache_max_size: 1.5g\npush: yes\n",
+		"upstream: &u " + testECR + "\nupstream_docker_config: *u\n",
+		"- a\n", "a: [b: c]\n", "{}", "",
+	} {
+		f.Add(seed)
+	}
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, text string) {
+		path := filepath.Join(dir, "fuzz.yaml")
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		getenv := func(k string) string { return map[string]string{"CONFIG_FILE": path}[k] }
+		cfg, err := Parse(nil, getenv, io.Discard)
+		if err != nil {
+			return
+		}
+		var out bytes.Buffer
+		if err := cfg.WriteFile(&out); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, out.Bytes(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		again, err := Parse(nil, getenv, io.Discard)
+		if err != nil {
+			t.Fatalf("config check's output of %q does not parse: %v\n%s", text, err, out.String())
+		}
+		if !sameConfig(again, cfg) {
+			t.Fatalf("config check's output of %q configures another mirror:\n%s", text, out.String())
+		}
+	})
 }
