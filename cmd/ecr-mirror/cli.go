@@ -42,6 +42,8 @@ func serverArgs(args []string) ([]string, bool) {
 		return args, true
 	}
 	switch a := args[0]; {
+	case a == "serve" && len(args) > 1 && isHelp(args[1]):
+		return nil, false // the settings' help, on stdout
 	case a == "serve":
 		return args[1:], true
 	case isHelp(a):
@@ -66,7 +68,7 @@ func runCLI(ctx context.Context, args []string, getenv func(string) string, stdo
 		printCommands(stdout)
 		return exitOK
 	}
-	if args[0] == "serve" { // "help serve"
+	if args[0] == "serve" { // "serve --help", "help serve"
 		settings.Usage(stdout)
 		return exitOK
 	}

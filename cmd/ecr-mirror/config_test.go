@@ -162,9 +162,11 @@ func TestHelpNamesSettings(t *testing.T) {
 			t.Errorf("%q: exit %d, output:\n%s", args, code, out)
 		}
 	}
-	code, out, _ := cli(t, nil, "help", "serve")
-	if code != exitOK || !strings.Contains(out, "-cache-max-size SIZE") || !strings.Contains(out, "$CACHE_MAX_SIZE, file key cache_max_size") {
-		t.Errorf("help serve: exit %d, output:\n%s", code, out)
+	for _, args := range [][]string{{"help", "serve"}, {"serve", "--help"}, {"serve", "-h"}} {
+		code, out, _ := cli(t, nil, args...)
+		if code != exitOK || !strings.Contains(out, "-cache-max-size SIZE") || !strings.Contains(out, "$CACHE_MAX_SIZE, file key cache_max_size") {
+			t.Errorf("%q: exit %d, output:\n%s", args, code, out)
+		}
 	}
 }
 
