@@ -203,6 +203,14 @@ func TestConfigFileReloadSwitchesCertificate(t *testing.T) {
 	if got := served(); !slices.Equal(got, []string{"mirror.test"}) {
 		t.Fatalf("served %v after TLS was turned off in the file, want the second certificate still", got)
 	}
+	replaceConfig(t, path, "tls_certificate: "+certA+"\ntls_private_key: "+keyA+"\n")
+	waitLogged(t, m, "configuration reloaded", 3)
+	if got := served(); !slices.Equal(got, []string{"localhost"}) {
+		t.Fatalf("served %v after TLS came back in the file with the first files, want the first certificate", got)
+	}
+	if n := strings.Count(m.Logs.String(), "TLS on or off"); n != 1 {
+		t.Fatalf("TLS on/off logged %d times, want once", n)
+	}
 }
 
 // SIGHUP makes the binary read its config file even when the file's

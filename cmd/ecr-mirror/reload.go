@@ -64,8 +64,9 @@ func (r *reloader) apply(next *settings.Config) error {
 	old := r.cfg
 	tlsChanged := r.certs != nil && next.TLSCertificate != "" &&
 		(next.TLSCertificate != old.TLSCertificate || next.TLSPrivateKey != old.TLSPrivateKey)
-	if (r.certs == nil) != (next.TLSCertificate == "") {
-		// The listeners serve plain HTTP or TLS from the start.
+	if (old.TLSCertificate == "") != (next.TLSCertificate == "") && (r.certs == nil) != (next.TLSCertificate == "") {
+		// The listeners serve plain HTTP or TLS from the start. Told once
+		// per change, and not when the file comes back to what runs.
 		r.log.Warn("config file turns TLS on or off: that needs a restart", "setting", "TLS_CERTIFICATE")
 	}
 	if tlsChanged {
