@@ -259,3 +259,20 @@ func TestProcessSIGHUPReadsConfigFile(t *testing.T) {
 		t.Fatalf("after SIGHUP without CONFIG_FILE: %v %v", resp, err)
 	}
 }
+
+// The cache commands find the cache in CONFIG_FILE's cache_dir when
+// CACHE_DIR is unset.
+func TestCacheCommandsReadConfigFile(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "cache-from-file")
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	replaceConfig(t, path, "cache_dir: "+dir+"\n")
+	code, _, errOut := cli(t, map[string]string{"CONFIG_FILE": path}, "cache", "ls")
+	if code != exitFail || !strings.Contains(errOut, dir+" is not a cache directory") {
+		t.Fatalf("cache ls: exit %d, stderr %q; want it to look in %s", code, errOut, dir)
+	}
+	code, _, errOut = cli(t, map[string]string{"CONFIG_FILE": path, "CACHE_DIR": dir + "-env"}, "cache", "ls")
+	if code != exitFail || !strings.Contains(errOut, dir+"-env is not a cache directory") {
+		t.Fatalf("cache ls with CACHE_DIR set: exit %d, stderr %q; want the variable to win", code, errOut)
+	}
+}

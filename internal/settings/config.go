@@ -235,6 +235,21 @@ func named(where string, err error) []error {
 	return out
 }
 
+// FileOrDefault is the setting of env as the server would take it
+// when its variable is unset: from the config file CONFIG_FILE names (as
+// getenv gives it), else its default. A config file that cannot be read
+// gives the default: "ecr-mirror config check" is where it is checked.
+func FileOrDefault(getenv func(string) string, env string) string {
+	all := settings(&Config{})
+	if path := strings.TrimSpace(getenv(configFileEnv)); path != "" {
+		file, _ := readConfigFile(path, all)
+		if fv, ok := file.values[env]; ok && fv.value != "" {
+			return fv.value
+		}
+	}
+	return Default(env)
+}
+
 // Default is the server's default for the setting of env.
 func Default(env string) string {
 	for _, s := range settings(&Config{}) {

@@ -367,3 +367,27 @@ func FuzzConfigFile(f *testing.F) {
 		}
 	})
 }
+
+// FileOrDefault gives the cache commands the config file's value, else
+// the default.
+func TestFileOrDefault(t *testing.T) {
+	t.Parallel()
+	path := writeConfig(t, "cache_dir: /srv/cache\n")
+	tests := []struct {
+		name, file, env, want string
+	}{
+		{name: "from the file", file: path, env: "CACHE_DIR", want: "/srv/cache"},
+		{name: "not in the file", file: path, env: "CACHE_MAX_SIZE", want: "75g"},
+		{name: "no file", env: "CACHE_DIR", want: "/var/lib/ecr-mirror"},
+		{name: "unreadable file", file: path + ".missing", env: "CACHE_DIR", want: "/var/lib/ecr-mirror"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			getenv := func(k string) string { return map[string]string{"CONFIG_FILE": tt.file}[k] }
+			if got := FileOrDefault(getenv, tt.env); got != tt.want {
+				t.Fatalf("FileOrDefault(%s) = %q, want %q", tt.env, got, tt.want)
+			}
+		})
+	}
+}
