@@ -276,3 +276,25 @@ func TestCacheCommandsReadConfigFile(t *testing.T) {
 		t.Fatalf("cache ls with CACHE_DIR set: exit %d, stderr %q; want the variable to win", code, errOut)
 	}
 }
+
+// "config" alone, or with an unknown subcommand, prints its usage and
+// fails; its help succeeds.
+func TestConfigUsage(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args []string
+		code int
+	}{
+		{args: []string{"config"}, code: exitUsage},
+		{args: []string{"config", "show"}, code: exitUsage},
+		{args: []string{"config", "--help"}, code: exitOK},
+		{args: []string{"config", "check", "-h"}, code: exitOK},
+		{args: []string{"help", "config"}, code: exitOK},
+	}
+	for _, tt := range tests {
+		code, out, errOut := cli(t, nil, tt.args...)
+		if code != tt.code || !strings.Contains(out+errOut, "Usage: ecr-mirror config check [FILE]") {
+			t.Errorf("%q: exit %d, want %d; output:\n%s%s", tt.args, code, tt.code, out, errOut)
+		}
+	}
+}
