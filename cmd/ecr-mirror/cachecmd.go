@@ -260,7 +260,7 @@ func verifyFlags(fs *flag.FlagSet) cacheWork {
 			if t == nil {
 				t = prog.Task("rehashing the cache", total)
 			}
-			t.Add(done-last, 0)
+			t.Add(done - last)
 			last = done
 		})
 		if t != nil {

@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -210,7 +209,7 @@ type countingProgress struct {
 
 func (p *countingProgress) AddTotal(n int64) { p.mu.Lock(); p.total += n; p.mu.Unlock() }
 
-func (p *countingProgress) Add(n int64, _ time.Duration) { p.mu.Lock(); p.done += n; p.mu.Unlock() }
+func (p *countingProgress) Add(n int64) { p.mu.Lock(); p.done += n; p.mu.Unlock() }
 
 func (p *countingProgress) Reader(r io.Reader) io.Reader { return &countingReader{p: p, r: r} }
 
@@ -221,7 +220,7 @@ type countingReader struct {
 
 func (c *countingReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
-	c.p.Add(int64(n), 0)
+	c.p.Add(int64(n))
 	return n, err
 }
 
