@@ -18,8 +18,6 @@ const (
 	maxManifestSize = 4 << 20
 	// maxIndexDepth bounds indexes of indexes.
 	maxIndexDepth = 4
-	// errorBodyLimit caps how much of an error answer an error quotes.
-	errorBodyLimit = 512
 )
 
 // manifestAccept is the Accept of every manifest GET: the manifest media
@@ -116,7 +114,7 @@ func (c *Client) OpenBlob(ctx context.Context, repo string, d oci.Descriptor) (i
 }
 
 // get GETs /v2/<repo>/<kind>/<ref> and returns a 200 response; any other
-// status is an error carrying the start of the body.
+// status is a *RegistryError.
 func (c *Client) get(ctx context.Context, repo, kind, ref, accept string) (*http.Response, error) {
 	resp, err := c.do(ctx, c.base.JoinPath("v2", repo, kind, ref), accept)
 	if err != nil {
@@ -144,11 +142,4 @@ func (c *Client) do(ctx context.Context, u *url.URL, accept string) (*http.Respo
 		req.Header.Set("Accept", accept)
 	}
 	return c.http.Do(req)
-}
-
-// statusError is the error of an answer that is not a 200 to the GET of
-// what: its status and the start of its body.
-func statusError(what string, resp *http.Response) error {
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, errorBodyLimit))
-	return fmt.Errorf("%s: %s: %s", what, resp.Status, strings.TrimSpace(string(msg)))
 }
