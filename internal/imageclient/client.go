@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/oci"
@@ -35,6 +37,10 @@ type Client struct {
 	// Options.ReferrerType.
 	withReferrers bool
 	referrerType  string
+	// login is sent with every request once set (Options.Login, or the
+	// keychain's, taken by Ping); keychain is Options.Keychain.
+	login    atomic.Pointer[Login]
+	keychain authn.Keychain
 }
 
 // Options configure a [Client].
@@ -59,6 +65,14 @@ type Options struct {
 	// ReferrerType, when set, keeps only the image's referrers of this
 	// artifact type; their own referrers come whatever their type.
 	ReferrerType string
+	// Login, when set, is sent with every request to the registry's
+	// host, as Basic credentials.
+	Login *Login
+	// Keychain, when set and Login is not, is where Ping looks for the
+	// login of the registry's host when the registry asks for one, e.g.
+	// authn.DefaultKeychain: the Docker config (DOCKER_CONFIG), its auths,
+	// credHelpers and credsStore.
+	Keychain authn.Keychain
 }
 
 // New returns a client of the registry API at base (scheme and host; the
@@ -68,6 +82,11 @@ func New(base *url.URL, opts Options) *Client {
 		withReferrers: opts.WithReferrers, referrerType: opts.ReferrerType, namespace: opts.Namespace}
 	if c.http == nil {
 		c.http = http.DefaultClient
+	}
+	if opts.Login != nil || opts.Keychain != nil {
+		c.login.Store(opts.Login)
+		c.keychain = opts.Keychain
+		c.http = withLogin(c.http, c)
 	}
 	return c
 }
