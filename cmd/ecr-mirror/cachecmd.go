@@ -307,6 +307,10 @@ fit is refused. Pins survive restarts.
 (signatures, SBOMs, attestations, and theirs) and pins each under the name
 "referrer of IMAGE"; unpinning IMAGE unpins them.
 
+pin talks to the mirror through its admin socket (or opens a stopped
+mirror's CACHE_DIR), never through its registry API: it needs no login, even
+with HTPASSWD_FILE; being allowed to use CACHE_DIR is the permission.
+
 Example:
   ecr-mirror cache pin team/base:2026.11
   ecr-mirror cache pin --with-referrers team/app:v1.4
