@@ -1,6 +1,11 @@
 // Package progress is how the image and cache commands report long work:
 // bars with rate and ETA on a terminal, log lines elsewhere, or only
 // failures when quiet. HumanBytes formats sizes for their output.
+//
+// Rates (meter.go) are of all the bytes of a task, whatever number of
+// streams read them, and of all tasks for the total, over the last 10 s,
+// on a clock tests inject (WithClock). A failed task's bar is removed and
+// a line "<task>: <reason>" printed in its place.
 package progress
 
 import (
