@@ -32,6 +32,7 @@ tail_pid=""
 # human prints a byte count as 1.2M.
 human() { numfmt --to=iec --suffix=B "$1" 2>/dev/null || echo "$1 bytes"; }
 
+# shellcheck disable=SC2317 # (run by the EXIT trap)
 cleanup() {
   local pid
   # The mirror and the fake first, so that the log shows the mirror's
