@@ -179,7 +179,7 @@ func writeDockerLogin(t *testing.T, dir, host, user, password string) string {
 // `docker login` writes into config.json, trusting the mirror's CA as
 // docker does, from certs.d/<host:port>/ca.crt (skopeo) or the CA file
 // (go-containerregistry): the image arrives with its digests. With no
-// login, both get 401.
+// login, both get 401. The password never reaches the mirror's log.
 func TestDockerConfigLoginOverTLS(t *testing.T) {
 	t.Parallel()
 	sk := newSkopeo(t)
@@ -243,5 +243,8 @@ func TestDockerConfigLoginOverTLS(t *testing.T) {
 	}
 	if _, err := remote.Image(ref, remote.WithTransport(tr)); err == nil || !strings.Contains(err.Error(), "UNAUTHORIZED") {
 		t.Errorf("go-containerregistry with no login: %v; want UNAUTHORIZED", err)
+	}
+	if strings.Contains(lm.Logs.String(), lm.password) {
+		t.Error("the mirror's log holds the client's password")
 	}
 }
