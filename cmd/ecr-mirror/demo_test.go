@@ -76,7 +76,9 @@ func startDemo(t *testing.T, bins string, env ...string) *demo {
 	cmd.Env = append(append(cmd.Env, "DEMO_BIN_DIR="+bins), env...)
 	d := &demo{cmd: cmd, out: &testkit.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = d.out, d.out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	// A process group of its own, as a terminal gives a command, so that
+	// stop can press Ctrl-C.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -96,8 +98,9 @@ func startDemo(t *testing.T, bins string, env ...string) *demo {
 	return d
 }
 
-// stop sends the demo SIGTERM, as Ctrl-C's trap does, and waits for it
-// to stop the fake and the mirror and exit.
+// stop presses Ctrl-C (SIGINT to the demo's process group, as a terminal
+// sends it) and waits for the demo to stop the fake and the mirror and
+// exit.
 func (d *demo) stop(t *testing.T) {
 	t.Helper()
 	select {
@@ -105,12 +108,12 @@ func (d *demo) stop(t *testing.T) {
 		return
 	default:
 	}
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGINT)
 	select {
 	case <-d.done:
 	case <-time.After(2 * time.Minute):
-		_ = d.cmd.Process.Kill()
-		t.Errorf("the demo did not stop on SIGTERM:\n%s", d.out)
+		_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
+		t.Errorf("the demo did not stop on Ctrl-C:\n%s", d.out)
 		<-d.done
 	}
 }
@@ -167,9 +170,9 @@ func (d *demo) pullSample(t *testing.T, want string) {
 }
 
 // hack/demo.sh runs beside another demo (each its own fake ECR ports and
-// mirror address), keeps its cache in the named directory when stopped,
-// and serves the same pull from that cache when started again: nothing is
-// downloaded the second time.
+// mirror address), closes and keeps its cache in the named directory when
+// Ctrl-C stops it, and serves the same pull from that cache when started
+// again: nothing is downloaded the second time.
 func TestDemoKeepsItsCacheAndRunsBesideAnother(t *testing.T) {
 	t.Parallel()
 	if _, err := exec.LookPath("bash"); err != nil {
@@ -196,6 +199,9 @@ func TestDemoKeepsItsCacheAndRunsBesideAnother(t *testing.T) {
 		t.Errorf("the demo does not say it caches in %s, empty:\n%s", cacheDir, first.out)
 	}
 	first.stop(t)
+	if strings.Contains(first.out.String(), "the fake ECR or the mirror stopped") {
+		t.Errorf("Ctrl-C reached the fake or the mirror before the demo stopped them:\n%s", first.out)
+	}
 	if !strings.Contains(first.out.String(), "The cache stays in "+cacheDir) {
 		t.Errorf("the demo does not say where its cache stays:\n%s", first.out)
 	}
@@ -203,6 +209,9 @@ func TestDemoKeepsItsCacheAndRunsBesideAnother(t *testing.T) {
 	again := startDemo(t, bins, "XDG_CACHE_HOME="+xdg)
 	if !regexp.MustCompile(`Cache: +` + regexp.QuoteMeta(cacheDir) + ` \([1-9][0-9.]*[KM]?B from earlier runs`).MatchString(again.out.String()) {
 		t.Errorf("the second start does not report the cached bytes:\n%s", again.out)
+	}
+	if strings.Contains(again.out.String(), "not closed cleanly") {
+		t.Errorf("Ctrl-C ended the first run's mirror before it closed its cache:\n%s", again.out)
 	}
 	again.pullSample(t, want)
 	m := scrape(t, "http://"+again.addr+"/metrics")
