@@ -171,8 +171,9 @@ func (d *demo) pullSample(t *testing.T, want string) {
 
 // hack/demo.sh runs beside another demo (each its own fake ECR ports and
 // mirror address), keeps its cache in the named directory when Ctrl-C
-// stops it (quietly: the demo, not the signal, stops the fake and mirror), and serves the same pull from that cache when started
-// again: nothing is downloaded the second time.
+// stops it (quietly: the demo, not the signal, stops the fake and the
+// mirror), and serves the same pull from that cache when started again:
+// nothing is downloaded the second time.
 func TestDemoKeepsItsCacheAndRunsBesideAnother(t *testing.T) {
 	t.Parallel()
 	if _, err := exec.LookPath("bash"); err != nil {
