@@ -63,17 +63,55 @@ func basicAuth(user, password string) string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))
 }
 
-// writeLoginHostsToml configures registry to be pulled only through the
-// mirror over HTTPS, trusting caFile and sending authorization (when not
-// "") with every request, and writes the file readable by its owner only.
+// readmeLoginHostsToml returns the hosts.toml example of README.md's "TLS
+// and logins for clients".
+func readmeLoginHostsToml(t *testing.T) string {
+	t.Helper()
+	raw, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(raw), "\n### TLS and logins for clients\n")
+	if !ok {
+		t.Fatal(`README.md has no section "### TLS and logins for clients"`)
+	}
+	_, block, ok := strings.Cut(section, "```toml\n")
+	if !ok {
+		t.Fatal(`README.md's "TLS and logins for clients" has no toml example`)
+	}
+	block, _, _ = strings.Cut(block, "```")
+	return block
+}
+
+// writeLoginHostsToml writes README's hosts.toml example for registry,
+// pointed at this test's server, mirror, CA file and Authorization header
+// (none when authorization is ""), readable by its owner only. The
+// server gets only the push capability, so that a pull never falls back
+// to it and every answer comes from the mirror.
 func writeLoginHostsToml(t *testing.T, hostsDir, registry, server, mirrorHost, caFile, authorization string) {
 	t.Helper()
-	host := "https://" + mirrorHost
-	toml := fmt.Sprintf("server = %q\ncapabilities = [\"push\"]\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = %q\n",
-		server, host, caFile)
-	if authorization != "" {
-		toml += fmt.Sprintf("\n[host.%q.header]\n  Authorization = %q\n", host, authorization)
+	toml := readmeLoginHostsToml(t)
+	for _, r := range []struct{ example, test string }{
+		{`server = "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com"` + "\n",
+			fmt.Sprintf("server = %q\ncapabilities = [\"push\"]\n", server)},
+		{`"https://mirror:5000"`, fmt.Sprintf("%q", "https://"+mirrorHost)},
+		{`"/etc/containerd/certs.d/mirror-ca.pem"`, fmt.Sprintf("%q", caFile)},
+		{`Authorization = "Basic bm9kZTpzM2NyZXQ="`, fmt.Sprintf("Authorization = %q", authorization)},
+	} {
+		if !strings.Contains(toml, r.example) {
+			t.Fatalf("README's hosts.toml example no longer holds %s (update this test with it):\n%s", r.example, toml)
+		}
+		toml = strings.ReplaceAll(toml, r.example, r.test)
 	}
+	if authorization == "" {
+		// Drop the header's table, from its line to the end.
+		i := strings.Index(toml, ".header]")
+		if i < 0 {
+			t.Fatalf("README's hosts.toml example has no header table:\n%s", toml)
+		}
+		toml = toml[:strings.LastIndex(toml[:i], "\n")+1]
+	}
+	t.Logf("hosts.toml:\n%s", toml)
 	path := filepath.Join(hostsDir, registry, "hosts.toml")
 	writeFile(t, path, toml)
 	if err := os.Chmod(path, 0o600); err != nil {
