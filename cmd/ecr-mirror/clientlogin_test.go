@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -29,24 +30,24 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/tlsreload/tlstest"
 )
 
-// loginMirror is a mirror serving HTTPS with a certificate for 127.0.0.1
+// tlsLoginMirror is a mirror serving HTTPS with a certificate for 127.0.0.1
 // from a throwaway CA, and asking clients for one htpasswd login.
-type loginMirror struct {
+type tlsLoginMirror struct {
 	*mirror
 	fake           *fakeecr.Server
 	caFile         string // the CA that issued the mirror's certificate, PEM
 	user, password string
 }
 
-// startLoginMirror starts a mirror in front of a new fake with TLS and
+// startTLSLoginMirror starts a mirror in front of a new fake with TLS and
 // HTPASSWD_FILE on.
-func startLoginMirror(t *testing.T) *loginMirror {
+func startTLSLoginMirror(t *testing.T) *tlsLoginMirror {
 	t.Helper()
 	fake := fakeecr.Start(t, fakeecr.Options{})
 	ca := tlstest.NewCA(t)
 	dir := t.TempDir()
 	certFile, keyFile := ca.IssueFiles(t, dir, "127.0.0.1")
-	lm := &loginMirror{fake: fake, caFile: filepath.Join(dir, "ca.pem"), user: "node", password: "n0de-pull-s3cret"}
+	lm := &tlsLoginMirror{fake: fake, caFile: filepath.Join(dir, "ca.pem"), user: "node", password: "n0de-pull-s3cret"}
 	if err := os.WriteFile(lm.caFile, ca.CertPEM(), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +129,7 @@ func writeLoginHostsToml(t *testing.T, hostsDir, registry, server, mirrorHost, c
 func TestContainerdPullsOverTLSWithLogin(t *testing.T) {
 	t.Parallel()
 	ctrd := startContainerd(t)
-	lm := startLoginMirror(t)
+	lm := startTLSLoginMirror(t)
 	manifest, blobs := putImage(t, lm.fake, "team/app", "v1", ociImage(t, linuxAMD64, 2))
 	otherCA := filepath.Join(t.TempDir(), "other-ca.pem")
 	if err := os.WriteFile(otherCA, tlstest.NewCA(t).CertPEM(), 0o644); err != nil {
@@ -221,7 +222,7 @@ func writeDockerLogin(t *testing.T, dir, host, user, password string) string {
 func TestDockerConfigLoginOverTLS(t *testing.T) {
 	t.Parallel()
 	sk := newSkopeo(t)
-	lm := startLoginMirror(t)
+	lm := startTLSLoginMirror(t)
 	manifest, blobs := putImage(t, lm.fake, "team/app", "v1", ociImage(t, linuxAMD64, 2))
 	certsD := filepath.Join(t.TempDir(), "certs.d")
 	caPEM, err := os.ReadFile(lm.caFile)
@@ -284,5 +285,61 @@ func TestDockerConfigLoginOverTLS(t *testing.T) {
 	}
 	if strings.Contains(lm.Logs.String(), lm.password) {
 		t.Error("the mirror's log holds the client's password")
+	}
+}
+
+// `ecr-mirror warm` fills a TLS mirror with a login as README says: the
+// CA from SSL_CERT_FILE, the login from the Docker config or from
+// --username and --password-stdin. Without the CA it refuses the
+// mirror's certificate; without a login the mirror refuses it. Each case
+// has a mirror of its own, so what one warmed is never another's success.
+func TestWarmOverTLSWithLogin(t *testing.T) {
+	t.Parallel()
+	bin := mirrorBinary(t)
+	for _, tt := range []struct {
+		name      string
+		ca, login bool     // SSL_CERT_FILE names the CA; the Docker config has the login
+		args      []string // more warm flags (stdin always holds the password)
+		wantErr   string   // in the output, lower case; "": exit 0, image stored
+	}{
+		{name: "no CA", login: true, wantErr: "x509"},
+		{name: "CA, no login", ca: true, wantErr: "login"},
+		{name: "CA and docker login", ca: true, login: true},
+		{name: "CA and --password-stdin", ca: true, args: []string{"--username", "node", "--password-stdin"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			lm := startTLSLoginMirror(t)
+			manifest, blobs := putImage(t, lm.fake, "team/app", "v1", ociImage(t, linuxAMD64, 2))
+			home := t.TempDir()
+			var env []string
+			if tt.ca {
+				env = append(env, "SSL_CERT_FILE="+lm.caFile)
+			}
+			if tt.login {
+				writeDockerLogin(t, filepath.Join(home, ".docker"), lm.Host, lm.user, lm.password)
+			}
+			args := append(append([]string{"warm"}, tt.args...), "--mirror", "https://"+lm.Host, "team/app:v1")
+			cmd := exec.Command(bin, args...)
+			cmd.Env = isolatedEnv(home, env...)
+			cmd.Stdin = strings.NewReader(lm.password + "\n")
+			out, err := cmd.CombinedOutput()
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("warm: %v\n%s", err, out)
+			case tt.wantErr != "" && err == nil:
+				t.Fatalf("warm succeeded; want a failure naming %q\n%s", tt.wantErr, out)
+			case tt.wantErr != "" && !strings.Contains(strings.ToLower(string(out)), tt.wantErr):
+				t.Fatalf("warm failed, but not naming %q: %s", tt.wantErr, out)
+			}
+			if strings.Contains(string(out), lm.password) {
+				t.Errorf("warm's output holds the password:\n%s", out)
+			}
+			if tt.wantErr == "" {
+				waitStored(t, lm.mirror, append([]digest.Digest{manifest}, blobs...)...)
+			} else if lm.stored(manifest) {
+				t.Errorf("a refused warm stored the image")
+			}
+		})
 	}
 }
