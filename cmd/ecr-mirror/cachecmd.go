@@ -260,7 +260,7 @@ func verifyFlags(fs *flag.FlagSet) cacheWork {
 			if t == nil {
 				t = prog.Task("rehashing the cache", total)
 			}
-			t.Add(done-last, 0)
+			t.Add(done - last)
 			last = done
 		})
 		if t != nil {
@@ -306,6 +306,10 @@ fit is refused. Pins survive restarts.
 --with-referrers (a running mirror only) also pulls the image's referrers
 (signatures, SBOMs, attestations, and theirs) and pins each under the name
 "referrer of IMAGE"; unpinning IMAGE unpins them.
+
+pin talks to the mirror through its admin socket (or opens a stopped
+mirror's CACHE_DIR), never through its registry API: it needs no login, even
+with HTPASSWD_FILE; being allowed to use CACHE_DIR is the permission.
 
 Example:
   ecr-mirror cache pin team/base:2026.11

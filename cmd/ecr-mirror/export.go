@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/opencontainers/go-digest"
 
@@ -32,6 +33,7 @@ attestations, and theirs; --referrers-type TYPE keeps the image's referrers of
 that artifactType only), each with an index.json entry of its own that names
 no image, as oras lays referrers out; import admits them with the image.
 
+` + loginUsage + `
 Example:
   ecr-mirror export --mirror http://mirror.internal:5000 -o site-b.tar team/app:v1.4 base/debian:12
   # at the site: ecr-mirror import site-b.tar
@@ -60,6 +62,12 @@ type exportedImage struct {
 
 // runExport is "ecr-mirror export".
 func runExport(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	return runExportWith(ctx, args, os.Stdin, stdout, stderr)
+}
+
+// runExportWith is "ecr-mirror export" reading --password-stdin from
+// stdin.
+func runExportWith(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("export", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, exportUsage); fs.PrintDefaults() }
@@ -76,10 +84,9 @@ func runExport(ctx context.Context, args []string, getenv func(string) string, s
 		fmt.Fprint(stderr, "ecr-mirror export: -o FILE.tar is required\n")
 		return exitUsage
 	}
-	c, err := pf.client()
-	if err != nil {
-		fmt.Fprintf(stderr, "ecr-mirror export: %v\n", err)
-		return exitUsage
+	c, code := pf.client(ctx, "export", stdin, stderr)
+	if c == nil {
+		return code
 	}
 	prog := progress.New(ctx, stderr, progress.Choose(stderr, *quiet || *asJSON), "export")
 	sum, err := export(ctx, c, *out, refs, prog)

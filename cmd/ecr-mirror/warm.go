@@ -6,7 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
+
+	"github.com/google/go-containerregistry/pkg/authn"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/imageclient"
 	"github.com/ecr-mirror/ecr-mirror/internal/progress"
@@ -28,16 +31,23 @@ referrers API: cosign signatures, SBOMs, attestations) and the referrers of
 those, so that a verifier finds them in the cache; --referrers-type TYPE keeps
 the image's referrers of that artifactType only.
 
+` + loginUsage + `
 Example:
   ecr-mirror warm --mirror http://mirror.internal:5000 team/app:v1.4 base/debian@sha256:0123...
   ecr-mirror warm --platform linux/amd64,linux/arm64 -f images.txt
   ecr-mirror warm --with-referrers team/app:v1.4
+  ecr-mirror warm --mirror https://mirror.internal:5000 --username ci --password-stdin team/app:v1.4 <ci-password.txt
 
 Flags:
 `
 
 // runWarm is "ecr-mirror warm".
 func runWarm(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	return runWarmWith(ctx, args, os.Stdin, stdout, stderr)
+}
+
+// runWarmWith is "ecr-mirror warm" reading --password-stdin from stdin.
+func runWarmWith(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("warm", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, warmUsage); fs.PrintDefaults() }
@@ -48,10 +58,9 @@ func runWarm(ctx context.Context, args []string, getenv func(string) string, std
 	if !ok {
 		return code
 	}
-	c, err := pf.client()
-	if err != nil {
-		fmt.Fprintf(stderr, "ecr-mirror warm: %v\n", err)
-		return exitUsage
+	c, code := pf.client(ctx, "warm", stdin, stderr)
+	if c == nil {
+		return code
 	}
 	prog := progress.New(ctx, stderr, progress.Choose(stderr, *quiet), "warm")
 	var failed []string
@@ -96,6 +105,7 @@ type pullFlags struct {
 	files                       []string
 	withReferrers               bool
 	referrerType                string
+	loginFlags
 }
 
 func (pf *pullFlags) register(fs *flag.FlagSet) {
@@ -107,6 +117,7 @@ func (pf *pullFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&pf.withReferrers, "with-referrers", false, "each image's referrers too (signatures, SBOMs, attestations, and theirs)")
 	fs.StringVar(&pf.namespace, "namespace", "", "the upstream registry to read from, a host the mirror's UPSTREAM or PULL_THROUGHS names (sent as ns=, as containerd does; default: the mirror's default)")
 	fs.StringVar(&pf.referrerType, "referrers-type", "", "with --with-referrers, only the image's referrers of this artifactType (theirs come whatever their type)")
+	pf.loginFlags.register(fs)
 	fs.Func("f", "file of images, one per line (# starts a comment); repeatable", func(v string) error {
 		pf.files = append(pf.files, v)
 		return nil
@@ -152,11 +163,24 @@ func (pf *pullFlags) parse(fs *flag.FlagSet, args []string, cmd string, stderr i
 	return refs, 0, true
 }
 
-func (pf *pullFlags) client() (*imageclient.Client, error) {
-	c, err := imageclient.Dial(pf.mirror, pf.insecure, imageclient.Options{Concurrency: pf.concurrency, Platforms: settings.SplitList(pf.platform),
-		WithReferrers: pf.withReferrers, ReferrerType: pf.referrerType, Namespace: pf.namespace})
+// client is a client of the mirror, logged in when it asks for a login;
+// nil with the exit status when there is none to be had (the line saying
+// why is printed).
+func (pf *pullFlags) client(ctx context.Context, cmd string, stdin io.Reader, stderr io.Writer) (*imageclient.Client, int) {
+	mirror, login, err := pf.login(pf.mirror, stdin, stderr, cmd)
 	if err != nil {
-		return nil, fmt.Errorf("--mirror/--concurrency: %w", err)
+		fmt.Fprintf(stderr, "ecr-mirror %s: %v\n", cmd, err)
+		return nil, exitUsage
 	}
-	return c, nil
+	c, err := imageclient.Dial(mirror, pf.insecure, imageclient.Options{Concurrency: pf.concurrency, Platforms: settings.SplitList(pf.platform),
+		WithReferrers: pf.withReferrers, ReferrerType: pf.referrerType, Namespace: pf.namespace, Login: login, Keychain: authn.DefaultKeychain})
+	if err != nil {
+		fmt.Fprintf(stderr, "ecr-mirror %s: --mirror/--concurrency: %v\n", cmd, err)
+		return nil, exitUsage
+	}
+	if err := c.Ping(ctx); err != nil {
+		fmt.Fprintf(stderr, "ecr-mirror %s: %s\n", cmd, loginHint(err, mirror, c.Host()))
+		return nil, exitFail
+	}
+	return c, exitOK
 }

@@ -2,11 +2,15 @@
 // humans: a registry with its token API on one port and the S3 that blob
 // downloads redirect to on another, seeded with an OCI image layout.
 //
-//	go run ./cmd/fakeecr [-addr 127.0.0.1:5100] [-s3-addr 127.0.0.1:5101]
+//	go run ./cmd/fakeecr [-addr 127.0.0.1:0] [-s3-addr 127.0.0.1:0]
 //	    [-layout testdata/sample-image -repo sample/hello -tag latest]
 //
-// It prints the environment a mirror needs to use it (as shell lines on
-// stdout) and a pull command to try, then serves until SIGINT or SIGTERM.
+// Both listen on free loopback ports unless told otherwise, so any number
+// of fakes run side by side. It prints the environment a mirror needs to
+// use it, with the chosen URLs (as shell lines on stdout), and a pull
+// command to try, then serves until SIGINT or SIGTERM. The layout's bytes
+// are served as they are, so every run serves the same digests: a mirror's
+// cache from an earlier run stays valid.
 package main
 
 import (
@@ -28,8 +32,8 @@ import (
 
 // config is the command's whole configuration.
 type config struct {
-	Addr       string        // -addr; default "127.0.0.1:5100"
-	S3Addr     string        // -s3-addr; default "127.0.0.1:5101"
+	Addr       string        // -addr; default "127.0.0.1:0" (a free port)
+	S3Addr     string        // -s3-addr; default "127.0.0.1:0" (a free port)
 	Layout     string        // -layout; default "testdata/sample-image"; "" for an empty registry
 	Repo       string        // -repo; default "sample/hello"
 	Tag        string        // -tag; default "latest"
@@ -60,8 +64,8 @@ func parseFlags(args []string, out io.Writer) (*config, error) {
 	fs := flag.NewFlagSet("fakeecr", flag.ContinueOnError)
 	fs.SetOutput(out)
 	cfg := &config{}
-	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:5100", "listen address of the registry and the ECR token API")
-	fs.StringVar(&cfg.S3Addr, "s3-addr", "127.0.0.1:5101", "listen address of the fake S3 that blob GETs redirect to")
+	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:0", "listen address of the registry and the ECR token API (port 0: a free one)")
+	fs.StringVar(&cfg.S3Addr, "s3-addr", "127.0.0.1:0", "listen address of the fake S3 that blob GETs redirect to (port 0: a free one)")
 	fs.StringVar(&cfg.Layout, "layout", "testdata/sample-image", `OCI image layout directory to serve ("" for none)`)
 	fs.StringVar(&cfg.Repo, "repo", "sample/hello", "repository to load the layout into")
 	fs.StringVar(&cfg.Tag, "tag", "latest", "tag for the layout's image")

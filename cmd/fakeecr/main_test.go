@@ -57,28 +57,71 @@ func TestParseFlags(t *testing.T) {
 	}
 }
 
-func TestRun(t *testing.T) {
-	t.Parallel()
-	cfg, err := parseFlags([]string{"-addr", "127.0.0.1:0", "-s3-addr", "127.0.0.1:0", "-layout", sampleLayout}, io.Discard)
+// runFake runs the command with args until the test ends, and returns the
+// fake it started and what it printed on stdout.
+func runFake(t *testing.T, args ...string) (*fakeecr.Server, string) {
+	t.Helper()
+	cfg, err := parseFlags(args, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
 	var stdout, stderr bytes.Buffer
 	started := make(chan *fakeecr.Server, 1)
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, cfg, &stdout, &stderr, func(f *fakeecr.Server) { started <- f }) }()
-
-	var f *fakeecr.Server
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("run: %v", err)
+			}
+		case <-time.After(time.Minute):
+			t.Error("run did not stop")
+		}
+	})
 	select {
-	case f = <-started:
+	case f := <-started:
+		return f, stdout.String()
 	case err := <-done:
-		t.Fatalf("run: %v", err)
+		done <- err
+		t.Fatalf("run: %v\n%s", err, stderr.String())
 	case <-time.After(time.Minute):
 		t.Fatal("run did not start")
 	}
-	out := stdout.String()
+	return nil, ""
+}
+
+// With the default addresses, two fakes run side by side on ports of
+// their own, each printing its own URLs, and both serve the sample image
+// under the same digest (a mirror's cache from one run is valid for the
+// next).
+func TestRunsSideBySideOnFreePorts(t *testing.T) {
+	t.Parallel()
+	first, firstOut := runFake(t, "-layout", sampleLayout)
+	second, secondOut := runFake(t, "-layout", sampleLayout)
+	if first.URL() == second.URL() || first.S3URL() == second.S3URL() {
+		t.Fatalf("two fakes share an address: %s %s and %s %s", first.URL(), first.S3URL(), second.URL(), second.S3URL())
+	}
+	for _, r := range []struct {
+		f   *fakeecr.Server
+		out string
+	}{{first, firstOut}, {second, secondOut}} {
+		if !strings.Contains(r.out, "export UPSTREAM="+r.f.URL()+"\n") || !strings.Contains(r.out, "S3 at "+r.f.S3URL()) {
+			t.Errorf("stdout does not name the chosen URLs %s and %s:\n%s", r.f.URL(), r.f.S3URL(), r.out)
+		}
+	}
+	d1, ok1 := first.ResolveTag("sample/hello", "latest")
+	d2, ok2 := second.ResolveTag("sample/hello", "latest")
+	if !ok1 || !ok2 || d1 != d2 {
+		t.Errorf("sample/hello:latest is %s (%v) in one run and %s (%v) in the other", d1, ok1, d2, ok2)
+	}
+}
+
+func TestRun(t *testing.T) {
+	t.Parallel()
+	f, out := runFake(t, "-addr", "127.0.0.1:0", "-s3-addr", "127.0.0.1:0", "-layout", sampleLayout)
 	for _, want := range []string{
 		"export UPSTREAM=" + f.URL() + "\n",
 		"export AWS_ENDPOINT_URL_ECR=" + f.URL() + "\n",
@@ -108,15 +151,5 @@ func TestRun(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("HEAD sample manifest: %d", resp.StatusCode)
-	}
-
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run: %v", err)
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("run did not stop")
 	}
 }

@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/oci"
@@ -18,8 +20,6 @@ const (
 	maxManifestSize = 4 << 20
 	// maxIndexDepth bounds indexes of indexes.
 	maxIndexDepth = 4
-	// errorBodyLimit caps how much of an error answer an error quotes.
-	errorBodyLimit = 512
 )
 
 // manifestAccept is the Accept of every manifest GET: the manifest media
@@ -37,6 +37,10 @@ type Client struct {
 	// Options.ReferrerType.
 	withReferrers bool
 	referrerType  string
+	// login is sent with every request once set (Options.Login, or the
+	// keychain's, taken by Ping); keychain is Options.Keychain.
+	login    atomic.Pointer[Login]
+	keychain authn.Keychain
 }
 
 // Options configure a [Client].
@@ -61,6 +65,14 @@ type Options struct {
 	// ReferrerType, when set, keeps only the image's referrers of this
 	// artifact type; their own referrers come whatever their type.
 	ReferrerType string
+	// Login, when set, is sent with every request to the registry's
+	// host, as Basic credentials.
+	Login *Login
+	// Keychain, when set and Login is not, is where Ping looks for the
+	// login of the registry's host when the registry asks for one, e.g.
+	// authn.DefaultKeychain: the Docker config (DOCKER_CONFIG), its auths,
+	// credHelpers and credsStore.
+	Keychain authn.Keychain
 }
 
 // New returns a client of the registry API at base (scheme and host; the
@@ -70,6 +82,11 @@ func New(base *url.URL, opts Options) *Client {
 		withReferrers: opts.WithReferrers, referrerType: opts.ReferrerType, namespace: opts.Namespace}
 	if c.http == nil {
 		c.http = http.DefaultClient
+	}
+	if opts.Login != nil || opts.Keychain != nil {
+		c.login.Store(opts.Login)
+		c.keychain = opts.Keychain
+		c.http = withLogin(c.http, c)
 	}
 	return c
 }
@@ -116,7 +133,7 @@ func (c *Client) OpenBlob(ctx context.Context, repo string, d oci.Descriptor) (i
 }
 
 // get GETs /v2/<repo>/<kind>/<ref> and returns a 200 response; any other
-// status is an error carrying the start of the body.
+// status is a *RegistryError.
 func (c *Client) get(ctx context.Context, repo, kind, ref, accept string) (*http.Response, error) {
 	resp, err := c.do(ctx, c.base.JoinPath("v2", repo, kind, ref), accept)
 	if err != nil {
@@ -144,11 +161,4 @@ func (c *Client) do(ctx context.Context, u *url.URL, accept string) (*http.Respo
 		req.Header.Set("Accept", accept)
 	}
 	return c.http.Do(req)
-}
-
-// statusError is the error of an answer that is not a 200 to the GET of
-// what: its status and the start of its body.
-func statusError(what string, resp *http.Response) error {
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, errorBodyLimit))
-	return fmt.Errorf("%s: %s: %s", what, resp.Status, strings.TrimSpace(string(msg)))
 }

@@ -6,6 +6,13 @@
 //
 //   - client.go: [Client], its GETs and the manifest reads with their
 //     size cap and digest check.
+//   - errors.go: [RegistryError], an answer other than 200, read as the
+//     codes and messages of its OCI error body (never the raw JSON).
+//   - login.go: [Client.Ping] and the login to a mirror with an htpasswd
+//     file: Options.Login, or Options.Keychain's for the registry's host
+//     (authn.DefaultKeychain: the Docker config), looked up only when the
+//     registry asks, sent as Basic credentials to its host alone;
+//     [LoginError] when it is missing or refused.
 //   - dial.go: [Dial], a client of a mirror's URL over a transport of its
 //     own; [PullWhole], the pull behind "cache pin" (with referrers for
 //     "cache pin --with-referrers"); [ReadImageList], the

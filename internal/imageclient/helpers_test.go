@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -39,6 +38,35 @@ type testRegistry struct {
 	// queries of its GETs.
 	referrers    referrersAPI
 	referrerGets []string
+	// user and password, when user is set, are the only login the
+	// registry lets in, as a mirror with HTPASSWD_FILE; authorizations
+	// are the Authorization headers of every request.
+	user, password string
+	authorizations []string
+}
+
+// requireLogin makes the registry answer 401 to any request without
+// Basic credentials of user and password.
+func (r *testRegistry) requireLogin(user, password string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.user, r.password = user, password
+}
+
+// loginRefused answers 401 when the registry wants a login req lacks.
+func (r *testRegistry) loginRefused(w http.ResponseWriter, req *http.Request) bool {
+	r.mu.Lock()
+	r.authorizations = append(r.authorizations, req.Header.Get("Authorization"))
+	user, password := r.user, r.password
+	r.mu.Unlock()
+	if u, p, ok := req.BasicAuth(); user == "" || (ok && u == user && p == password) {
+		return false
+	}
+	w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusUnauthorized)
+	io.WriteString(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
+	return true
 }
 
 // referrersAPI says how the test registry serves the referrers API.
@@ -70,6 +98,12 @@ func newRegistry(t *testing.T) *testRegistry {
 }
 
 func (r *testRegistry) serve(w http.ResponseWriter, req *http.Request) {
+	if r.loginRefused(w, req) {
+		return
+	}
+	if req.URL.Path == "/v2/" {
+		return // the API's root: 200
+	}
 	r.mu.Lock()
 	e, ok := r.content[req.URL.Path]
 	r.gets[req.URL.Path]++
@@ -210,7 +244,7 @@ type countingProgress struct {
 
 func (p *countingProgress) AddTotal(n int64) { p.mu.Lock(); p.total += n; p.mu.Unlock() }
 
-func (p *countingProgress) Add(n int64, _ time.Duration) { p.mu.Lock(); p.done += n; p.mu.Unlock() }
+func (p *countingProgress) Add(n int64) { p.mu.Lock(); p.done += n; p.mu.Unlock() }
 
 func (p *countingProgress) Reader(r io.Reader) io.Reader { return &countingReader{p: p, r: r} }
 
@@ -221,7 +255,7 @@ type countingReader struct {
 
 func (c *countingReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
-	c.p.Add(int64(n), 0)
+	c.p.Add(int64(n))
 	return n, err
 }
 

@@ -122,11 +122,11 @@ func (c *Client) addContent(ctx context.Context, aw *ocilayout.Writer, img *Imag
 		if err := aw.AddBlob(m.Desc.Digest, m.Desc.Size, bytes.NewReader(m.Body)); err != nil {
 			return err
 		}
-		prog.Add(m.Desc.Size, 0)
+		prog.Add(m.Desc.Size)
 	}
 	for _, b := range img.Blobs {
 		if aw.Has(b.Digest) {
-			prog.Add(b.Size, 0) // shared with an image written before
+			prog.Add(b.Size) // shared with an image written before
 			continue
 		}
 		if err := c.copyBlob(ctx, aw, img.Ref.Name, b, prog); err != nil {

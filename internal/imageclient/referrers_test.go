@@ -97,7 +97,7 @@ func TestReferrersReportsWhatItCannotRead(t *testing.T) {
 		api     referrersAPI
 		wantErr string
 	}{
-		{name: "an error status, quoted", api: referrersAPI{status: 503, body: `{"errors":[{"code":"UNAVAILABLE"}]}`}, wantErr: "503 Service Unavailable: {\"errors\":[{\"code\":\"UNAVAILABLE\"}]}"},
+		{name: "an error status, as the registry's code and message", api: referrersAPI{status: 503, body: `{"errors":[{"code":"UNAVAILABLE","message":"upstream down"}]}`}, wantErr: ": UNAVAILABLE: upstream down"},
 		{name: "not an index", api: referrersAPI{body: `[1,2]`}, wantErr: "not an image index"},
 		{name: "a referrer digest that is not sha256", api: referrersAPI{body: `{"manifests":[{"digest":"md5:d41d8cd98f00b204e9800998ecf8427e"}]}`}, wantErr: "not a sha256 digest"},
 		{name: "larger than a manifest may be", api: referrersAPI{body: `{"manifests":[` + strings.Repeat(" ", maxManifestSize) + `]}`}, wantErr: "larger than"},

@@ -8,7 +8,6 @@ import (
 	"io"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 	"github.com/ecr-mirror/ecr-mirror/registry"
@@ -20,8 +19,8 @@ type Progress interface {
 	// AddTotal grows the expected total, as the image's size becomes
 	// known.
 	AddTotal(n int64)
-	// Add counts n bytes done; took is how long they took.
-	Add(n int64, took time.Duration)
+	// Add counts n bytes done, from any of the blobs read at once.
+	Add(n int64)
 	// Reader counts what r yields.
 	Reader(r io.Reader) io.Reader
 }
@@ -30,7 +29,7 @@ type Progress interface {
 type discard struct{}
 
 func (discard) AddTotal(int64)               {}
-func (discard) Add(int64, time.Duration)     {}
+func (discard) Add(int64)                    {}
 func (discard) Reader(r io.Reader) io.Reader { return r }
 
 func orDiscard(p Progress) Progress {
@@ -51,7 +50,7 @@ func (c *Client) Warm(ctx context.Context, r registry.Reference, prog Progress) 
 	}
 	prog.AddTotal(img.Size())
 	for _, m := range slices.Concat(img.Manifests, img.Referrers) {
-		prog.Add(m.Desc.Size, 0)
+		prog.Add(m.Desc.Size)
 	}
 	if err := c.fetchBlobs(ctx, r.Name, img.Blobs, prog); err != nil {
 		return nil, err

@@ -1,6 +1,11 @@
 // Package progress is how the image and cache commands report long work:
 // bars with rate and ETA on a terminal, log lines elsewhere, or only
 // failures when quiet. HumanBytes formats sizes for their output.
+//
+// Rates (meter.go) are of all the bytes of a task, whatever number of
+// streams read them, and of all tasks for the total, over the last 10 s,
+// on a clock tests inject (WithClock). A failed task's bar is removed and
+// a line "<task>: <reason>" printed in its place.
 package progress
 
 import (
@@ -37,37 +42,80 @@ func Choose(w io.Writer, quiet bool) Mode {
 	return Lines
 }
 
+// barWidth is the width of a bar itself, between its counters and its
+// rate; the line takes the terminal's width.
+const barWidth = 40
+
 // lineInterval is how often log-line mode reports a running total.
 const lineInterval = 10 * time.Second
 
 // Progress reports bytes done per task (an image, an archive) and in
-// total: with mpb bars (bytes, rate, ETA) on a terminal, else with a log
-// line as each task ends and a running total every lineInterval.
+// total: with mpb bars on a terminal, else with a log line as each task
+// ends and a running total every lineInterval. A task's rate and ETA are
+// those of all its bytes, whatever streams read them, and the total's
+// those of all tasks' bytes (see meter).
 type Progress struct {
 	mode  Mode
 	out   io.Writer
 	what  string // the command, for log lines
+	now   func() time.Time
 	bars  *mpb.Progress
 	total *mpb.Bar // nil unless bars
+	meter *meter   // every task's bytes
 
 	mu                    sync.Mutex
 	start, lastLine       time.Time
 	doneBytes, totalBytes int64
 }
 
+// Option changes how a Progress works.
+type Option func(*options)
+
+type options struct {
+	now     func() time.Time
+	refresh <-chan any
+}
+
+// WithClock makes now the clock of rates, ETAs and durations (default
+// time.Now).
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// WithManualRefresh draws the bars each time ch yields, rather than every
+// 150 ms.
+func WithManualRefresh(ch <-chan any) Option { return func(o *options) { o.refresh = ch } }
+
 // New starts reporting the work of the command what to out in mode; end
 // it with Wait.
-func New(ctx context.Context, out io.Writer, mode Mode, what string) *Progress {
-	p := &Progress{mode: mode, out: out, what: what, start: time.Now()}
-	p.lastLine = p.start
+func New(ctx context.Context, out io.Writer, mode Mode, what string, opts ...Option) *Progress {
+	o := options{now: time.Now}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	p := &Progress{mode: mode, out: out, what: what, now: o.now, start: o.now()}
+	p.lastLine, p.meter = p.start, newMeter(p.start)
 	if mode == Bars {
-		// Choose has checked for a terminal already.
-		p.bars = mpb.NewWithContext(ctx, mpb.WithOutput(out), mpb.WithAutoRefresh(), mpb.WithWidth(40), mpb.WithRefreshRate(150*time.Millisecond))
-		p.total = p.bars.AddBar(0, mpb.BarPriority(1<<30), // always the last line
+		refresh := mpb.WithAutoRefresh() // Choose has checked for a terminal already
+		if o.refresh != nil {
+			refresh = mpb.WithManualRefresh(o.refresh)
+		}
+		p.bars = mpb.NewWithContext(ctx, mpb.WithOutput(out), refresh, mpb.WithRefreshRate(150*time.Millisecond))
+		p.total = p.bars.AddBar(0, mpb.BarWidth(barWidth), mpb.BarPriority(1<<30), // always the last line
 			mpb.PrependDecorators(decor.Name("total", decor.WCSyncSpaceR), decor.CountersKibiByte("% .1f / % .1f", decor.WCSyncSpace)),
-			mpb.AppendDecorators(decor.AverageSpeed(decor.SizeB1024(0), "% .1f", decor.WCSyncSpace), decor.Name(" ETA "), decor.AverageETA(decor.ET_STYLE_GO)))
+			mpb.AppendDecorators(decor.Any(func(s decor.Statistics) string { return p.rateText(p.meter, s) }, decor.WCSyncSpace)))
 	}
 	return p
+}
+
+// rateText is a bar's rate and ETA: m's rate now, and the time the bar's
+// bytes left take at it.
+func (p *Progress) rateText(m *meter, s decor.Statistics) string {
+	switch {
+	case s.Completed:
+		return "done"
+	case s.Aborted:
+		return ""
+	}
+	return formatRate(m.rate(p.now()), s.Total-s.Current)
 }
 
 // Task is one unit of work with a byte count.
@@ -76,6 +124,7 @@ type Task struct {
 	name  string
 	bar   *mpb.Bar
 	start time.Time
+	meter *meter
 	mu    sync.Mutex
 	done  int64
 	total int64
@@ -83,13 +132,13 @@ type Task struct {
 
 // Task starts a task of total bytes (0 if not yet known).
 func (p *Progress) Task(name string, total int64) *Task {
-	t := &Task{p: p, name: name, start: time.Now(), total: total}
+	start := p.now()
+	t := &Task{p: p, name: name, start: start, total: total, meter: newMeter(start)}
 	p.grow(total)
 	if p.bars != nil {
-		t.bar = p.bars.AddBar(total,
-			mpb.PrependDecorators(decor.Name(name, decor.WCSyncSpaceR), decor.CountersKibiByte("% .1f / % .1f", decor.WCSyncSpace)),
-			mpb.AppendDecorators(decor.OnComplete(decor.EwmaSpeed(decor.SizeB1024(0), "% .1f", 30, decor.WCSyncSpace), "done"),
-				decor.OnComplete(decor.Name(" ETA "), ""), decor.OnComplete(decor.EwmaETA(decor.ET_STYLE_GO, 30), "")))
+		t.bar = p.bars.AddBar(total, mpb.BarWidth(barWidth),
+			mpb.PrependDecorators(decor.Name(name, decor.WCSyncSpaceR), decor.OnAbort(decor.CountersKibiByte("% .1f / % .1f", decor.WCSyncSpace), "failed")),
+			mpb.AppendDecorators(decor.Any(func(s decor.Statistics) string { return p.rateText(t.meter, s) }, decor.WCSyncSpace)))
 	}
 	return t
 }
@@ -120,64 +169,67 @@ func (t *Task) AddTotal(n int64) {
 	}
 }
 
-// Add counts n bytes done.
-func (t *Task) Add(n int64, took time.Duration) {
+// Add counts n bytes done, from any of the task's streams.
+func (t *Task) Add(n int64) {
+	now := t.p.now()
 	t.mu.Lock()
 	t.done += n
 	t.mu.Unlock()
+	t.meter.add(n, now)
+	t.p.meter.add(n, now)
 	if t.bar != nil {
-		t.bar.EwmaIncrInt64(n, took)
+		t.bar.IncrInt64(n)
 		t.p.total.IncrInt64(n)
 	}
 	t.p.mu.Lock()
 	t.p.doneBytes += n
-	report := t.p.mode == Lines && time.Since(t.p.lastLine) >= lineInterval
+	report := t.p.mode == Lines && now.Sub(t.p.lastLine) >= lineInterval
 	if report {
-		t.p.lastLine = time.Now()
+		t.p.lastLine = now
 	}
-	done, total, start := t.p.doneBytes, t.p.totalBytes, t.p.start
+	done, total := t.p.doneBytes, t.p.totalBytes
 	t.p.mu.Unlock()
 	if report {
-		t.p.logf("%s of %s, %s", HumanBytes(done), HumanBytes(total), rateETA(done, total, time.Since(start)))
+		t.p.logf("%s of %s, %s", HumanBytes(done), HumanBytes(total), formatRate(t.p.meter.rate(now), total-done))
 	}
 }
 
 // Reader counts what r yields against the task.
-func (t *Task) Reader(r io.Reader) io.Reader { return &taskReader{t: t, r: r, last: time.Now()} }
+func (t *Task) Reader(r io.Reader) io.Reader { return &taskReader{t: t, r: r} }
 
 type taskReader struct {
-	t    *Task
-	r    io.Reader
-	last time.Time
+	t *Task
+	r io.Reader
 }
 
 func (tr *taskReader) Read(b []byte) (int, error) {
 	n, err := tr.r.Read(b)
 	if n > 0 {
-		now := time.Now()
-		tr.t.Add(int64(n), now.Sub(tr.last))
-		tr.last = now
+		tr.t.Add(int64(n))
 	}
 	return n, err
 }
 
-// Finish ends the task; a line says how it went unless the mode is quiet
-// and it went well (bars show it already).
+// Finish ends the task. A failed task's bar is removed and a line
+// "<name>: <reason>" printed in its place (in log lines, "FAILED <name>:
+// <reason>"); a task that went well gets a line in log-line mode only
+// (bars show it already).
 func (t *Task) Finish(err error, detail string) {
 	t.mu.Lock()
 	done, total := t.done, t.total
 	t.mu.Unlock()
-	if t.bar != nil {
-		if err != nil {
-			t.bar.Abort(false)
-		} else {
-			t.bar.SetTotal(done, true)
-		}
-	}
-	if done < total { // skipped bytes (already there) still count as done
+	if done < total { // skipped bytes (already there) and failed ones count as done
 		t.p.grow(done - total)
 	}
-	d := time.Since(t.start)
+	if t.bar != nil {
+		if err != nil {
+			t.bar.Abort(true)
+			t.p.bars.Write([]byte(t.name + ": " + err.Error() + "\n"))
+			return
+		}
+		t.bar.SetTotal(done, true)
+	}
+	d := t.p.now().Sub(t.start)
 	switch {
 	case err != nil:
 		t.p.logf("FAILED %s: %v", t.name, err)
@@ -191,7 +243,7 @@ func (t *Task) Finish(err error, detail string) {
 
 // logf prints a line above the bars, or a log line.
 func (p *Progress) logf(format string, args ...any) {
-	line := fmt.Sprintf("%s %s: %s\n", time.Now().Format(time.DateTime), p.what, fmt.Sprintf(format, args...))
+	line := fmt.Sprintf("%s %s: %s\n", p.now().Format(time.DateTime), p.what, fmt.Sprintf(format, args...))
 	if p.bars != nil {
 		p.bars.Write([]byte(line))
 		return
@@ -207,17 +259,6 @@ func (p *Progress) Wait() {
 		p.total.SetTotal(-1, true)
 		p.bars.Wait()
 	}
-}
-
-// rateETA formats the average rate and, when the total is known, the
-// time left at that rate.
-func rateETA(done, total int64, elapsed time.Duration) string {
-	rate := float64(done) / max(elapsed.Seconds(), 1e-3)
-	s := HumanBytes(int64(rate)) + "/s"
-	if total > done && rate > 0 {
-		s += ", ETA " + time.Duration(float64(total-done)/rate*float64(time.Second)).Round(time.Second).String()
-	}
-	return s
 }
 
 // HumanBytes formats n in binary units.

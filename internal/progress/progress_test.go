@@ -7,7 +7,6 @@ import (
 	"io"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 )
@@ -74,7 +73,7 @@ func TestSkippedBytesCountAsDone(t *testing.T) {
 	var out testkit.SyncBuffer
 	p := New(context.Background(), &out, Lines, "warm")
 	tk := p.Task("team/app:v1", 100)
-	tk.Add(40, 0)
+	tk.Add(40)
 	tk.Finish(nil, "")
 	p.Wait()
 	if p.doneBytes != 40 || p.totalBytes != 40 {
@@ -103,24 +102,25 @@ func TestHumanBytes(t *testing.T) {
 	}
 }
 
-func TestRateETA(t *testing.T) {
+func TestFormatRate(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name        string
-		done, total int64
-		elapsed     time.Duration
-		want        string
+		name string
+		rate float64
+		left int64
+		want string
 	}{
-		{name: "half way", done: 1 << 20, total: 2 << 20, elapsed: time.Second, want: "1.0 MiB/s, ETA 1s"},
-		{name: "done", done: 1 << 20, total: 1 << 20, elapsed: 2 * time.Second, want: "512.0 KiB/s"},
-		{name: "total unknown", done: 1 << 20, total: 0, elapsed: time.Second, want: "1.0 MiB/s"},
-		{name: "nothing yet", done: 0, total: 1 << 20, elapsed: time.Second, want: "0 B/s"},
+		{name: "half way", rate: 1 << 20, left: 1 << 20, want: "1.0 MiB/s, ETA 1s"},
+		{name: "done", rate: 512 << 10, left: 0, want: "512.0 KiB/s"},
+		{name: "total unknown", rate: 1 << 20, left: -1 << 20, want: "1.0 MiB/s"},
+		{name: "nothing yet", rate: 0, left: 1 << 20, want: "0 B/s"},
+		{name: "rounded to the second", rate: 1 << 20, left: 5<<20 + 1<<19, want: "1.0 MiB/s, ETA 6s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if got := rateETA(tt.done, tt.total, tt.elapsed); got != tt.want {
-				t.Errorf("rateETA(%d, %d, %s) = %q, want %q", tt.done, tt.total, tt.elapsed, got, tt.want)
+			if got := formatRate(tt.rate, tt.left); got != tt.want {
+				t.Errorf("formatRate(%v, %d) = %q, want %q", tt.rate, tt.left, got, tt.want)
 			}
 		})
 	}
