@@ -104,3 +104,32 @@ func TestSettingsAreComplete(t *testing.T) {
 		})
 	}
 }
+
+// README.md's Settings section says what the help does: where the
+// settings are listed, how flags and file keys are named, and the
+// deprecated flag names still accepted.
+func TestREADMESettingsTextMatchesHelp(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	section, _, _ := strings.Cut(string(readme)[strings.Index(string(readme), "## Settings"):], tableStart)
+	want := []string{"`ecr-mirror serve --help`", "`-push`"}
+	for _, s := range settings(&Config{}) {
+		for _, a := range s.aliases {
+			want = append(want, "`-"+a+"`")
+		}
+		switch s.env {
+		case "CACHE_MAX_SIZE":
+			want = append(want, "`-"+s.flagName()+"`", "(`"+s.fileKey()+"`)")
+		case "AWS_REGION":
+			want = append(want, "`-"+s.flagName()+"`")
+		}
+	}
+	for _, w := range want {
+		if !strings.Contains(section, w) {
+			t.Errorf("README.md's Settings section does not say %s", w)
+		}
+	}
+}
