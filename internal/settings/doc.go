@@ -16,8 +16,8 @@
 //   - config.go: Config, and Parse, which resolves each value (recording
 //     where it came from, so errors name the flag as typed, the variable,
 //     or the file, line and key), runs the parsers in list order and
-//     reports every bad setting; Default names a setting's default for the
-//     cache commands; the value parsers (ParseUpstream, ParseSize,
+//     reports every bad setting; Default and FileOrDefault give the cache
+//     commands a setting's default, or its value in the config file; the value parsers (ParseUpstream, ParseSize,
 //     ParseAge, SplitList) they share.
 //   - flags.go: the flags, typed (a true/false flag stands alone), with
 //     their deprecated aliases, and Usage, the server's help, generated
