@@ -9,10 +9,23 @@
 #     `kustomize build deploy/kubernetes` renders, for each Kubernetes
 #     version in KUBERNETES_VERSIONS. Strict: unknown fields, wrong types,
 #     missing required fields and unknown kinds/apiVersions all fail.
-#  2. Cross-object checks no schema can make (deploy/validate, `lint`):
-#     labels, namespaces, the kustomization's resource list, selectors and
-#     ports, SHUTDOWN_GRACE vs terminationGracePeriodSeconds, CACHE_MAX_SIZE
-#     vs the cache volume, TLS/htpasswd mounts and probe schemes.
+#     The Helm chart (deploy/helm/ecr-mirror): helm lint --strict, and
+#     kubeconform of `helm template` with the default values and each value
+#     set in its ci/ directory; values.schema.json must refuse a misspelt
+#     value. ServiceMonitor and PrometheusRule (monitoring.coreos.com/v1)
+#     are CRDs no Kubernetes document holds: deploy/validate writes minimal
+#     strict schemas for them (monitoring.go), which also check
+#     deploy/monitoring/alerts.yaml.
+#  2. Cross-object checks no schema can make (deploy/validate, `lint`), on
+#     the kustomize manifests and on each chart render: labels, namespaces,
+#     the kustomization's resource list, selectors and ports, SHUTDOWN_GRACE
+#     vs terminationGracePeriodSeconds, CACHE_MAX_SIZE vs the cache volume,
+#     TLS/htpasswd mounts and probe schemes, read from the config file
+#     (CONFIG_FILE) as the mirror reads it.
+#     deploy/monitoring/alerts.yaml (and the chart's PrometheusRule): every
+#     expr parses as PromQL (Prometheus' parser, a small build; promtool
+#     itself is a large one), every alert has for:, a severity and its
+#     annotations (deploy/validate, `rules`).
 #  3. systemd unit: systemd-analyze verify and security (when available).
 #
 # Exits non-zero on the first failing check. Usage: deploy/validate.sh
@@ -23,10 +36,12 @@ export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 
 KUBECONFORM_VERSION=v0.8.0 # go list -m -versions github.com/yannh/kubeconform
 KUSTOMIZE_VERSION=v5.8.2   # v5.8.3 needs Go 1.27
+HELM_VERSION=v4.3.2        # the first build takes minutes
 # The API versions the manifests must fit: an old one still in service and the
 # newest release (go list -m -versions k8s.io/kubernetes).
 KUBERNETES_VERSIONS=${KUBERNETES_VERSIONS:-1.32.13 1.37.2}
 MANIFESTS=deploy/kubernetes
+CHART=deploy/helm/ecr-mirror
 UNIT=deploy/systemd/ecr-mirror.service
 
 started=$SECONDS
@@ -53,12 +68,32 @@ tool() { # name package version -> path of the binary
 step "tools"
 kubeconform=$(tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION")
 kustomize=$(tool kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION")
+helm=$(tool helm helm.sh/helm/v4/cmd/helm "$HELM_VERSION")
 (cd deploy/validate && go build -o "$work/validate" .)
-echo "kubeconform $KUBECONFORM_VERSION, kustomize $KUSTOMIZE_VERSION, deploy/validate"
+echo "kubeconform $KUBECONFORM_VERSION, kustomize $KUSTOMIZE_VERSION, helm $HELM_VERSION, deploy/validate"
 
 step "kustomize build $MANIFESTS"
 "$kustomize" build "$MANIFESTS" >"$work/rendered.yaml"
 grep -E '^kind: ' "$work/rendered.yaml" | sed 's/^kind: /  /'
+
+# Helm keeps no state of ours: its cache and config go to the work dir.
+export HELM_CACHE_HOME="$work/helm/cache" HELM_CONFIG_HOME="$work/helm/config" HELM_DATA_HOME="$work/helm/data"
+mkdir -p "$work/charts"
+for values in default "$CHART"/ci/*.yaml; do
+  name=$(basename "$values" .yaml)
+  args=()
+  [ "$values" = default ] || args=(-f "$values")
+  step "helm lint and template $CHART ($name)"
+  "$helm" lint --strict "$CHART" "${args[@]}" | grep -v '^$'
+  "$helm" template ecr-mirror "$CHART" --namespace ecr-mirror "${args[@]}" >"$work/charts/$name.yaml"
+  grep -E '^kind: ' "$work/charts/$name.yaml" | sed 's/^kind: /  /' | sort | uniq -c
+done
+# Canary: values.schema.json must refuse a misspelt value.
+if out=$("$helm" template ecr-mirror "$CHART" --set persistence.sise=1Gi 2>&1); then
+  die "helm template accepted a misspelt value: values.schema.json is not strict"
+fi
+grep -q "additional properties 'sise' not allowed" <<<"$out" || die "helm template failed otherwise than on the misspelt value: $out"
+echo "canary with a misspelt value: refused, as it must be"
 
 for version in $KUBERNETES_VERSIONS; do
   step "Kubernetes $version: schemas"
@@ -86,17 +121,34 @@ for version in $KUBERNETES_VERSIONS; do
   "${kc[@]}" -verbose -skip Kustomization "$MANIFESTS"
   step "Kubernetes $version: kustomize build output"
   "${kc[@]}" "$work/rendered.yaml"
+  step "Kubernetes $version: $CHART renders and deploy/monitoring/alerts.yaml"
+  "${kc[@]}" -verbose "$work/charts" deploy/monitoring/alerts.yaml
 done
+
+step "alerting rules: PromQL, for, severity, annotations"
+"$work/validate" rules deploy/monitoring/alerts.yaml "$work/charts/monitoring-values.yaml"
 
 step "cross-object checks"
 "$work/validate" lint -dir "$MANIFESTS"
+for rendered in "$work"/charts/*.yaml; do
+  "$work/validate" lint -rendered "$rendered"
+done
 
 step "settings named in the examples are the mirror's (README.md, Settings)"
-# Each VARIABLE set or shown commented out in the ConfigMap and the env file
-# must be a row of README.md's settings table (AWS_* belong to the AWS SDK).
+# Each VARIABLE set or shown commented out in the ConfigMap and the env file,
+# and each key of the chart's config file, must be a row of README.md's
+# settings table (AWS_* belong to the AWS SDK).
 names=$({
   sed -n 's/^#\{0,1\}\([A-Z][A-Z0-9_]*\)=.*/\1/p' deploy/systemd/ecr-mirror.env.example
   sed -n 's/^  #\{0,1\} \{0,1\}\([A-Z][A-Z0-9_]*\): .*/\1/p' "$MANIFESTS/configmap.yaml"
+  # The chart's config keys (lower case) in its renders and in values.yaml,
+  # commented-out examples included.
+  for rendered in "$work"/charts/*.yaml; do
+    awk '/^  config.yaml: \|$/ {on = 1; next} on && !/^    / {on = 0} on' "$rendered" |
+      sed -n 's/^    \([a-z][a-z0-9_]*\):.*/\1/p'
+  done | tr a-z A-Z
+  awk '/^config:/ {on = 1; next} on && /^[^ #]/ {on = 0} on' "$CHART/values.yaml" |
+    sed -n 's/^  \(# \)\{0,1\}\([a-z][a-z0-9_]*\):.*/\2/p' | tr a-z A-Z
 } | grep -v '^AWS_' | sort -u)
 [ -n "$names" ] || die "found no settings in the examples"
 for name in $names; do

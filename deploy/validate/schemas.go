@@ -10,7 +10,9 @@ package main
 // Each file is a draft-04 schema (kubeconform's default draft) holding the
 // kind's schema and, under "definitions", every type it reaches. Strict: an
 // object with declared properties admits no others. As the API server does,
-// an optional field may be null.
+// an optional field may be null. The Prometheus Operator's ServiceMonitor
+// and PrometheusRule, which no Kubernetes document holds, are added from
+// monitoring.go.
 
 import (
 	"encoding/json"
@@ -37,6 +39,9 @@ func runSchemas(args []string) error {
 
 	raw, err := readSpecs(*specDir)
 	if err != nil {
+		return err
+	}
+	if err := addMonitoringSchemas(raw); err != nil {
 		return err
 	}
 	c := converter{raw: raw, done: map[string]map[string]any{}}
