@@ -117,6 +117,11 @@ for version in $KUBERNETES_VERSIONS; do
     die "kubeconform accepted a ConfigMap with an unknown field: the schemas are not strict"
   fi
   echo "canary with an unknown field: refused, as it must be"
+  printf 'apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata:\n  name: canary\nspec:\n  groups:\n    - name: g\n      rules:\n        - alert: A\n          expr: up == 0\n          fore: 5m\n' >"$work/canary-rule.yaml"
+  if "${kc[@]}" "$work/canary-rule.yaml" >/dev/null 2>&1; then
+    die "kubeconform accepted a PrometheusRule with an unknown field: its schema is not strict"
+  fi
+  echo "canary PrometheusRule with an unknown field: refused, as it must be"
   step "Kubernetes $version: every file in $MANIFESTS"
   "${kc[@]}" -verbose -skip Kustomization "$MANIFESTS"
   step "Kubernetes $version: kustomize build output"
