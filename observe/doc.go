@@ -4,7 +4,10 @@
 //     own, fed by the request and upstream observers and reading the
 //     counters cache, proxy and auth keep themselves at scrape time
 //     (summed over the proxies, one per upstream, and the token sources,
-//     one per ECR region). Label values come only from small fixed sets.
+//     one per ECR region). Label values come only from small fixed sets;
+//     the series whose values are known at start (served bytes by source,
+//     cache requests by outcome) exist at 0 from then, so the rules in
+//     deploy/monitoring have something to evaluate.
 //   - probes.go: Probes, /healthz (alive) and /readyz (cache writable,
 //     index open, ECR reachable with a valid token for every region an
 //     ECR upstream is in, or degraded with STALE_IF_ERROR).
