@@ -21,7 +21,8 @@
 #     the kustomization's resource list, selectors and ports, SHUTDOWN_GRACE
 #     vs terminationGracePeriodSeconds, CACHE_MAX_SIZE vs the cache volume,
 #     TLS/htpasswd mounts and probe schemes, read from the config file
-#     (CONFIG_FILE) as the mirror reads it.
+#     (CONFIG_FILE) as the mirror reads it; and `ecr-mirror config check`
+#     on each render's config file.
 #     deploy/monitoring/alerts.yaml (and the chart's PrometheusRule): every
 #     expr parses as PromQL (Prometheus' parser, a small build; promtool
 #     itself is a large one), every alert has for:, a severity and its
@@ -129,6 +130,25 @@ for version in $KUBERNETES_VERSIONS; do
   step "Kubernetes $version: $CHART renders and deploy/monitoring/alerts.yaml"
   "${kc[@]}" -verbose "$work/charts" deploy/monitoring/alerts.yaml
 done
+
+step "the chart's config files, as the mirror reads them (ecr-mirror config check)"
+go build -o "$work/ecr-mirror" ./cmd/ecr-mirror
+if "$work/ecr-mirror" config check --help >/dev/null 2>&1; then
+  for rendered in "$work"/charts/*.yaml; do
+    # The config.yaml key of the chart's ConfigMap, unindented.
+    awk '/^  config.yaml: \|$/ {on = 1; next} on && !/^    / {on = 0} on' "$rendered" |
+      sed 's/^    //' >"$work/config.yaml"
+    [ -s "$work/config.yaml" ] || die "$rendered: no config.yaml in the ConfigMap"
+    # Only the file counts: no variable of this shell may fill a gap.
+    if ! out=$(env -i "$work/ecr-mirror" config check "$work/config.yaml" 2>&1); then
+      echo "$out" >&2
+      die "$(basename "$rendered"): the chart's config.yaml is refused"
+    fi
+    echo "$(basename "$rendered"): config.yaml accepted"
+  done
+else
+  echo "this ecr-mirror has no 'config check' yet: skipped"
+fi
 
 step "alerting rules: PromQL, for, severity, annotations"
 "$work/validate" rules deploy/monitoring/alerts.yaml "$work/charts/monitoring-values.yaml"
