@@ -48,7 +48,7 @@ UNIT=deploy/systemd/ecr-mirror.service
 started=$SECONDS
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-step() { printf '\n== %s\n' "$*"; }
+step() { printf '\n== %s (at %ss)\n' "$*" "$((SECONDS - started))"; }
 die() {
   echo "validate.sh: $*" >&2
   exit 1
