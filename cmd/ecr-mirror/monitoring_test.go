@@ -26,24 +26,23 @@ const (
 	chartDashboardFile = "../../deploy/helm/ecr-mirror/files/grafana-dashboard.json"
 )
 
-// seriesFromTraffic are the metrics whose label values (route, method,
-// status, upstream host, kind) are only known once requests have been
-// made: they cannot exist before the first one. Every other metric the
-// rules and the dashboard name must exist from the mirror's start, or
-// an alert on it never fires until the event it watches for.
-var seriesFromTraffic = map[string]bool{
-	"ecr_mirror_http_requests_total":               true,
-	"ecr_mirror_http_request_duration_seconds":     true,
-	"ecr_mirror_upstream_requests_total":           true,
-	"ecr_mirror_upstream_request_duration_seconds": true,
-	"ecr_mirror_upstream_errors_total":             true,
-}
-
 // Every ecr_mirror_* metric the alerts and the dashboard name is one a
 // running mirror exports: from its start, or for those labelled by
 // traffic, once a pull and an upstream error have happened.
 func TestMonitoringNamesOnlyMetricsTheMirrorExports(t *testing.T) {
 	t.Parallel()
+	// The metrics whose label values (route, method, status, upstream
+	// host, kind) are only known once requests have been made: they
+	// cannot exist before the first one. Every other metric the rules and
+	// the dashboard name must exist from the mirror's start, or an alert
+	// on it never fires until the event it watches for.
+	seriesFromTraffic := map[string]bool{
+		"ecr_mirror_http_requests_total":               true,
+		"ecr_mirror_http_request_duration_seconds":     true,
+		"ecr_mirror_upstream_requests_total":           true,
+		"ecr_mirror_upstream_request_duration_seconds": true,
+		"ecr_mirror_upstream_errors_total":             true,
+	}
 	used := map[string][]string{} // metric -> files naming it
 	for _, f := range []string{alertsFile, dashboardFile} {
 		names := metricNames(t, f)
