@@ -70,7 +70,7 @@ step "tools"
 kubeconform=$(tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION")
 kustomize=$(tool kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION")
 helm=$(tool helm helm.sh/helm/v4/cmd/helm "$HELM_VERSION")
-(cd deploy/validate && go build -o "$work/validate" . && go test -count=1 .)
+(cd deploy/validate && go build -o "$work/validate" . && go vet . && go test -count=1 .)
 echo "kubeconform $KUBECONFORM_VERSION, kustomize $KUSTOMIZE_VERSION, helm $HELM_VERSION, deploy/validate"
 
 step "kustomize build $MANIFESTS"
