@@ -26,7 +26,9 @@
 #     deploy/monitoring/alerts.yaml (and the chart's PrometheusRule): every
 #     expr parses as PromQL (Prometheus' parser, a small build; promtool
 #     itself is a large one), every alert has for:, a severity and its
-#     annotations (deploy/validate, `rules`).
+#     annotations (deploy/validate, `rules`); every query of
+#     deploy/monitoring/grafana-dashboard.json parses, every panel is placed
+#     (`dashboard`).
 #  3. systemd unit: systemd-analyze verify and security (when available).
 #
 # Exits non-zero on the first failing check. Usage: deploy/validate.sh
@@ -150,8 +152,9 @@ else
   echo "this ecr-mirror has no 'config check' yet: skipped"
 fi
 
-step "alerting rules: PromQL, for, severity, annotations"
+step "alerting rules and dashboard: PromQL, for, severity, annotations, panels"
 "$work/validate" rules deploy/monitoring/alerts.yaml "$work/charts/monitoring-values.yaml"
+"$work/validate" dashboard deploy/monitoring/grafana-dashboard.json
 
 step "cross-object checks"
 "$work/validate" lint -dir "$MANIFESTS"

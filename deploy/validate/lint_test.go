@@ -197,3 +197,48 @@ func readObjectsFrom(t *testing.T, doc string) ([]map[string]any, error) {
 	}
 	return readObjects(file)
 }
+
+// The dashboard command finds queries that do not parse and panels off
+// the grid or the data source variable.
+func TestDashboard(t *testing.T) {
+	t.Parallel()
+	good := func() dashboard {
+		var d dashboard
+		d.UID = "u"
+		d.Panels = make([]panel, 1)
+		p := &d.Panels[0]
+		p.Title = "hits"
+		p.GridPos.W, p.GridPos.H = 12, 8
+		p.Targets = make([]target, 1)
+		p.Targets[0].Expr = `sum(rate(ecr_mirror_cache_requests_total{job=~"$job"}[$__rate_interval]))`
+		p.Targets[0].Datasource.UID = "${datasource}"
+		return d
+	}
+	tests := []struct {
+		name   string
+		change func(*dashboard)
+		want   string
+	}{
+		{name: "good", change: func(*dashboard) {}},
+		{name: "bad PromQL", change: func(d *dashboard) { d.Panels[0].Targets[0].Expr = "sum(rate(x[5m])" }, want: "query 1:"},
+		{name: "off the grid", change: func(d *dashboard) { d.Panels[0].GridPos.X = 20 }, want: "off the 24-column grid"},
+		{name: "fixed data source", change: func(d *dashboard) { d.Panels[0].Targets[0].Datasource.UID = "prom-1" }, want: `data source "prom-1"`},
+		{name: "no uid", change: func(d *dashboard) { d.UID = "" }, want: "no uid"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			d := good()
+			tt.change(&d)
+			l := &linter{}
+			l.dashboard("d.json", d)
+			got := strings.Join(l.problems, "\n")
+			switch {
+			case tt.want == "" && got != "":
+				t.Fatalf("problems in a good dashboard:\n%s", got)
+			case tt.want != "" && !strings.Contains(got, tt.want):
+				t.Fatalf("problems:\n%s\nwant one with %q", got, tt.want)
+			}
+		})
+	}
+}
