@@ -4,10 +4,7 @@
 //     own, fed by the request and upstream observers and reading the
 //     counters cache, proxy and auth keep themselves at scrape time
 //     (summed over the proxies, one per upstream, and the token sources,
-//     one per ECR region). Label values come only from small fixed sets;
-//     the series whose values are known at start (served bytes by source,
-//     cache requests by outcome) exist at 0 from then, so the rules in
-//     deploy/monitoring have something to evaluate.
+//     one per ECR region). Label values come only from small fixed sets.
 //   - probes.go: Probes, /healthz (alive) and /readyz (cache writable,
 //     index open, ECR reachable with a valid token for every region an
 //     ECR upstream is in, or degraded with STALE_IF_ERROR).
@@ -16,6 +13,10 @@
 //     fetch) succeeded.
 //   - handlers.go: OpsHandler, the operator's port (METRICS_ADDR: probes
 //     and metrics), and PprofHandler, Go's profiles (PPROF_ADDR).
+//
+// Series whose label values are known at start (served bytes by source,
+// cache requests by outcome) exist at 0 from then, so the rules and the
+// dashboard in deploy/monitoring have something to evaluate.
 //
 // cmd/ecr-mirror builds them and mounts their handlers.
 package observe
