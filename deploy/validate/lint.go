@@ -20,7 +20,9 @@ package main
 //     secrets-example.yaml shows (-dir; a chart may use existing ones), and
 //     probe schemes match the TLS setting (HTTP on the metrics port);
 //   - the startup probe is /healthz (not waiting for ECR), readiness
-//     /readyz, liveness /healthz.
+//     /readyz, liveness /healthz;
+//   - the container runs as Pod Security "restricted" demands, with a
+//     read-only root filesystem.
 
 import (
 	"flag"

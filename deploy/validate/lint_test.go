@@ -52,8 +52,10 @@ spec:
       labels: {app.kubernetes.io/name: ecr-mirror}
     spec:
       terminationGracePeriodSeconds: 45
+      securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}
       containers:
         - name: ecr-mirror
+          securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
           env:
             - {name: CONFIG_FILE, value: /etc/ecr-mirror/config/config.yaml}
           ports:
@@ -98,6 +100,9 @@ func TestLintRendered(t *testing.T) {
 		{name: "config file not mounted", old: "value: /etc/ecr-mirror/config/config.yaml", new: "value: /etc/elsewhere/config.yaml", want: "CONFIG_FILE=/etc/elsewhere/config.yaml is on no volume mount"},
 		{name: "config file key missing", old: "value: /etc/ecr-mirror/config/config.yaml", new: "value: /etc/ecr-mirror/config/mirror.yaml", want: "no key mirror.yaml"},
 		{name: "TLS key off the Secret volume", old: "tls_private_key: /etc/ecr-mirror/tls/tls.key", new: "tls_private_key: /etc/ecr-mirror/config/tls.key", want: "not a Secret volume"},
+		{name: "writable root filesystem", old: "readOnlyRootFilesystem: true", new: "readOnlyRootFilesystem: false", want: "readOnlyRootFilesystem: true"},
+		{name: "capabilities kept", old: "capabilities: {drop: [ALL]}", new: "capabilities: {drop: [NET_RAW]}", want: "drop: [ALL]"},
+		{name: "no seccomp profile", old: "seccompProfile: {type: RuntimeDefault}", new: "runAsGroup: 65532", want: "seccompProfile RuntimeDefault"},
 		{name: "two namespaces", old: "  name: m\n  namespace: ns\n  labels: {app.kubernetes.io/name: ecr-mirror}\nspec:\n  selector: {app", new: "  name: m\n  namespace: other\n  labels: {app.kubernetes.io/name: ecr-mirror}\nspec:\n  selector: {app", want: `namespace is "other", want "ns"`},
 	}
 	for _, tt := range tests {

@@ -41,6 +41,7 @@ func (l *linter) workload(objs []object, secretsShown bool) {
 	l.cacheVolume(w)
 	l.secretMounts(w)
 	l.probes(w)
+	l.podSecurity(w)
 }
 
 // findWorkload finds the one StatefulSet with its one container, and
@@ -345,6 +346,36 @@ func (l *linter) probes(w *workload) {
 		wantPath := map[string]string{"startupProbe": "/healthz", "readinessProbe": "/readyz", "livenessProbe": "/healthz"}[probe]
 		if p := str(hg, "path"); p != wantPath {
 			l.fail("%s: %s path is %s, want %s", w.sts, probe, p, wantPath)
+		}
+	}
+}
+
+// podSecurity checks what the Pod Security "restricted" level demands,
+// and the read-only root filesystem the mirror runs with: non-root, no
+// privilege escalation, no capabilities, the RuntimeDefault seccomp
+// profile (on the pod or the container).
+func (l *linter) podSecurity(w *workload) {
+	psc, _ := get(w.pod, "securityContext").(map[string]any)
+	csc, _ := get(w.ctr, "securityContext").(map[string]any)
+	either := func(path ...string) any {
+		if v := get(csc, path...); v != nil {
+			return v
+		}
+		return get(psc, path...)
+	}
+	checks := []struct {
+		ok   bool
+		what string
+	}{
+		{either("runAsNonRoot") == true, "runAsNonRoot: true"},
+		{get(csc, "allowPrivilegeEscalation") == false, "allowPrivilegeEscalation: false"},
+		{get(csc, "readOnlyRootFilesystem") == true, "readOnlyRootFilesystem: true"},
+		{either("seccompProfile", "type") == "RuntimeDefault", "seccompProfile RuntimeDefault"},
+		{fmt.Sprint(get(csc, "capabilities", "drop")) == "[ALL]", "capabilities: drop: [ALL]"},
+	}
+	for _, c := range checks {
+		if !c.ok {
+			l.fail("%s: the container does not run with %s", w.sts, c.what)
 		}
 	}
 }
