@@ -106,3 +106,17 @@ periodSeconds: {{ .probe.periodSeconds }}
 timeoutSeconds: {{ .probe.timeoutSeconds }}
 failureThreshold: {{ .probe.failureThreshold }}
 {{- end }}
+
+{{/* bytes of a size: .size written as CACHE_MAX_SIZE (k/m/g/t, KiB..TiB:
+powers of 1024) or, with .quantity, as a Kubernetes quantity (Ki..Pi
+binary, k..P decimal); -1 when it is neither. */}}
+{{- define "ecr-mirror.bytes" -}}
+{{- $s := toString .size }}
+{{- $units := dict "" 1.0 "k" 1024.0 "m" 1048576.0 "g" 1073741824.0 "t" 1099511627776.0 "KiB" 1024.0 "MiB" 1048576.0 "GiB" 1073741824.0 "TiB" 1099511627776.0 }}
+{{- if .quantity }}
+{{- $units = dict "" 1.0 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 }}
+{{- end }}
+{{- $num := regexFind "^[0-9]+(\\.[0-9]+)?" $s }}
+{{- $unit := trimPrefix $num $s }}
+{{- if and $num (hasKey $units $unit) }}{{ mulf (float64 $num) (get $units $unit) }}{{ else }}-1{{ end }}
+{{- end }}
