@@ -11,8 +11,8 @@
 #     missing required fields and unknown kinds/apiVersions all fail.
 #     The Helm chart (deploy/helm/ecr-mirror): helm lint --strict, and
 #     kubeconform of `helm template` with the default values and each value
-#     set in its ci/ directory; values.schema.json must refuse a misspelt
-#     value. ServiceMonitor and PrometheusRule (monitoring.coreos.com/v1)
+#     set in its ci/ directory; bad values (misspelt, of the wrong form, a
+#     cache budget over the volume, a grace past SIGKILL) must be refused. ServiceMonitor and PrometheusRule (monitoring.coreos.com/v1)
 #     are CRDs no Kubernetes document holds: deploy/validate writes minimal
 #     strict schemas for them (monitoring.go), which also check
 #     deploy/monitoring/alerts.yaml.
@@ -91,12 +91,25 @@ for values in default "$CHART"/ci/*.yaml; do
   "$helm" template ecr-mirror "$CHART" --namespace ecr-mirror "${args[@]}" >"$work/charts/$name.yaml"
   grep -E '^kind: ' "$work/charts/$name.yaml" | sed 's/^kind: /  /' | sort | uniq -c
 done
-# Canary: values.schema.json must refuse a misspelt value.
-if out=$("$helm" template ecr-mirror "$CHART" --set persistence.sise=1Gi 2>&1); then
-  die "helm template accepted a misspelt value: values.schema.json is not strict"
-fi
-grep -q "additional properties 'sise' not allowed" <<<"$out" || die "helm template failed otherwise than on the misspelt value: $out"
-echo "canary with a misspelt value: refused, as it must be"
+# Bad values must fail `helm template`, each with its own message (the
+# schema's, or the chart's own checks).
+refuse() { # message helm-args...
+  local want=$1 out
+  shift
+  if out=$("$helm" template ecr-mirror "$CHART" "$@" 2>&1); then
+    die "helm template $* was accepted: values.schema.json or the chart's checks are too lax"
+  fi
+  grep -qF -- "$want" <<<"$out" || die "helm template $*: failed, but not with \"$want\": $out"
+  echo "refused, as it must be: $*"
+}
+step "bad values refused by $CHART"
+refuse "additional properties 'sise' not allowed" --set persistence.sise=1Gi
+refuse "/config/listen_addr" --set config.listen_addr=:80
+refuse "/config/cache_max_size" --set config.cache_max_size=lots
+refuse "/serviceAccount/irsaRoleArn" --set serviceAccount.irsaRoleArn=role/ecr-mirror
+refuse "/tls/certificate" --set tls.enabled=true
+refuse "leaves under 5% of persistence.size" --set config.cache_max_size=98g
+refuse "must be above config.shutdown_grace" --set config.shutdown_grace=60s
 
 for version in $KUBERNETES_VERSIONS; do
   step "Kubernetes $version: schemas"
