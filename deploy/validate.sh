@@ -9,10 +9,26 @@
 #     `kustomize build deploy/kubernetes` renders, for each Kubernetes
 #     version in KUBERNETES_VERSIONS. Strict: unknown fields, wrong types,
 #     missing required fields and unknown kinds/apiVersions all fail.
-#  2. Cross-object checks no schema can make (deploy/validate, `lint`):
-#     labels, namespaces, the kustomization's resource list, selectors and
-#     ports, SHUTDOWN_GRACE vs terminationGracePeriodSeconds, CACHE_MAX_SIZE
-#     vs the cache volume, TLS/htpasswd mounts and probe schemes.
+#     The Helm chart (deploy/helm/ecr-mirror): helm lint --strict, and
+#     kubeconform of `helm template` with the default values and each value
+#     set in its ci/ directory; bad values (misspelt, of the wrong form, a
+#     cache budget over the volume, a grace past SIGKILL) must be refused. ServiceMonitor and PrometheusRule (monitoring.coreos.com/v1)
+#     are CRDs no Kubernetes document holds: deploy/validate writes minimal
+#     strict schemas for them (monitoring.go), which also check
+#     deploy/monitoring/alerts.yaml.
+#  2. Cross-object checks no schema can make (deploy/validate, `lint`), on
+#     the kustomize manifests and on each chart render: labels, namespaces,
+#     the kustomization's resource list, selectors and ports, SHUTDOWN_GRACE
+#     vs terminationGracePeriodSeconds, CACHE_MAX_SIZE vs the cache volume,
+#     TLS/htpasswd mounts and probe schemes, read from the config file
+#     (CONFIG_FILE) as the mirror reads it; and `ecr-mirror config check`
+#     on each render's config file.
+#     deploy/monitoring/alerts.yaml (and the chart's PrometheusRule): every
+#     expr parses as PromQL (Prometheus' parser, a small build; promtool
+#     itself is a large one), every alert has for:, a severity and its
+#     annotations (deploy/validate, `rules`); every query of
+#     deploy/monitoring/grafana-dashboard.json parses, every panel is placed
+#     (`dashboard`).
 #  3. systemd unit: systemd-analyze verify and security (when available).
 #
 # Exits non-zero on the first failing check. Usage: deploy/validate.sh
@@ -23,16 +39,18 @@ export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 
 KUBECONFORM_VERSION=v0.8.0 # go list -m -versions github.com/yannh/kubeconform
 KUSTOMIZE_VERSION=v5.8.2   # v5.8.3 needs Go 1.27
+HELM_VERSION=v4.3.2        # the first build takes minutes
 # The API versions the manifests must fit: an old one still in service and the
 # newest release (go list -m -versions k8s.io/kubernetes).
 KUBERNETES_VERSIONS=${KUBERNETES_VERSIONS:-1.32.13 1.37.2}
 MANIFESTS=deploy/kubernetes
+CHART=deploy/helm/ecr-mirror
 UNIT=deploy/systemd/ecr-mirror.service
 
 started=$SECONDS
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-step() { printf '\n== %s\n' "$*"; }
+step() { printf '\n== %s (at %ss)\n' "$*" "$((SECONDS - started))"; }
 die() {
   echo "validate.sh: $*" >&2
   exit 1
@@ -53,12 +71,45 @@ tool() { # name package version -> path of the binary
 step "tools"
 kubeconform=$(tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION")
 kustomize=$(tool kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION")
-(cd deploy/validate && go build -o "$work/validate" .)
-echo "kubeconform $KUBECONFORM_VERSION, kustomize $KUSTOMIZE_VERSION, deploy/validate"
+helm=$(tool helm helm.sh/helm/v4/cmd/helm "$HELM_VERSION")
+(cd deploy/validate && go build -o "$work/validate" . && go vet . && go test -count=1 .)
+echo "kubeconform $KUBECONFORM_VERSION, kustomize $KUSTOMIZE_VERSION, helm $HELM_VERSION, deploy/validate"
 
 step "kustomize build $MANIFESTS"
 "$kustomize" build "$MANIFESTS" >"$work/rendered.yaml"
 grep -E '^kind: ' "$work/rendered.yaml" | sed 's/^kind: /  /'
+
+# Helm keeps no state of ours: its cache and config go to the work dir.
+export HELM_CACHE_HOME="$work/helm/cache" HELM_CONFIG_HOME="$work/helm/config" HELM_DATA_HOME="$work/helm/data"
+mkdir -p "$work/charts"
+for values in default "$CHART"/ci/*.yaml; do
+  name=$(basename "$values" .yaml)
+  args=()
+  [ "$values" = default ] || args=(-f "$values")
+  step "helm lint and template $CHART ($name)"
+  "$helm" lint --strict "$CHART" "${args[@]}" | grep -v '^$'
+  "$helm" template ecr-mirror "$CHART" --namespace ecr-mirror "${args[@]}" >"$work/charts/$name.yaml"
+  grep -E '^kind: ' "$work/charts/$name.yaml" | sed 's/^kind: /  /' | sort | uniq -c
+done
+# Bad values must fail `helm template`, each with its own message (the
+# schema's, or the chart's own checks).
+refuse() { # message helm-args...
+  local want=$1 out
+  shift
+  if out=$("$helm" template ecr-mirror "$CHART" "$@" 2>&1); then
+    die "helm template $* was accepted: values.schema.json or the chart's checks are too lax"
+  fi
+  grep -qF -- "$want" <<<"$out" || die "helm template $*: failed, but not with \"$want\": $out"
+  echo "refused, as it must be: $*"
+}
+step "bad values refused by $CHART"
+refuse "additional properties 'sise' not allowed" --set persistence.sise=1Gi
+refuse "/config/listen_addr" --set config.listen_addr=:80
+refuse "/config/cache_max_size" --set config.cache_max_size=lots
+refuse "/serviceAccount/irsaRoleArn" --set serviceAccount.irsaRoleArn=role/ecr-mirror
+refuse "/tls/certificate" --set tls.enabled=true
+refuse "leaves under 5% of persistence.size" --set config.cache_max_size=98g
+refuse "must be above config.shutdown_grace" --set config.shutdown_grace=60s
 
 for version in $KUBERNETES_VERSIONS; do
   step "Kubernetes $version: schemas"
@@ -82,21 +133,63 @@ for version in $KUBERNETES_VERSIONS; do
     die "kubeconform accepted a ConfigMap with an unknown field: the schemas are not strict"
   fi
   echo "canary with an unknown field: refused, as it must be"
+  printf 'apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata:\n  name: canary\nspec:\n  groups:\n    - name: g\n      rules:\n        - alert: A\n          expr: up == 0\n          fore: 5m\n' >"$work/canary-rule.yaml"
+  if "${kc[@]}" "$work/canary-rule.yaml" >/dev/null 2>&1; then
+    die "kubeconform accepted a PrometheusRule with an unknown field: its schema is not strict"
+  fi
+  echo "canary PrometheusRule with an unknown field: refused, as it must be"
   step "Kubernetes $version: every file in $MANIFESTS"
   "${kc[@]}" -verbose -skip Kustomization "$MANIFESTS"
   step "Kubernetes $version: kustomize build output"
   "${kc[@]}" "$work/rendered.yaml"
+  step "Kubernetes $version: $CHART renders and deploy/monitoring/alerts.yaml"
+  "${kc[@]}" -verbose "$work/charts" deploy/monitoring/alerts.yaml
 done
+
+step "the chart's config files, as the mirror reads them (ecr-mirror config check)"
+go build -o "$work/ecr-mirror" ./cmd/ecr-mirror
+if "$work/ecr-mirror" config check --help >/dev/null 2>&1; then
+  for rendered in "$work"/charts/*.yaml; do
+    # The config.yaml key of the chart's ConfigMap, unindented.
+    awk '/^  config.yaml: \|$/ {on = 1; next} on && !/^    / {on = 0} on' "$rendered" |
+      sed 's/^    //' >"$work/config.yaml"
+    [ -s "$work/config.yaml" ] || die "$rendered: no config.yaml in the ConfigMap"
+    # Only the file counts: no variable of this shell may fill a gap.
+    if ! out=$(env -i "$work/ecr-mirror" config check "$work/config.yaml" 2>&1); then
+      echo "$out" >&2
+      die "$(basename "$rendered"): the chart's config.yaml is refused"
+    fi
+    echo "$(basename "$rendered"): config.yaml accepted"
+  done
+else
+  echo "this ecr-mirror has no 'config check' yet: skipped"
+fi
+
+step "alerting rules and dashboard: PromQL, for, severity, annotations, panels"
+"$work/validate" rules deploy/monitoring/alerts.yaml "$work/charts/monitoring-values.yaml"
+"$work/validate" dashboard deploy/monitoring/grafana-dashboard.json
 
 step "cross-object checks"
 "$work/validate" lint -dir "$MANIFESTS"
+for rendered in "$work"/charts/*.yaml; do
+  "$work/validate" lint -rendered "$rendered"
+done
 
 step "settings named in the examples are the mirror's (README.md, Settings)"
-# Each VARIABLE set or shown commented out in the ConfigMap and the env file
-# must be a row of README.md's settings table (AWS_* belong to the AWS SDK).
+# Each VARIABLE set or shown commented out in the ConfigMap and the env file,
+# and each key of the chart's config file, must be a row of README.md's
+# settings table (AWS_* belong to the AWS SDK).
 names=$({
   sed -n 's/^#\{0,1\}\([A-Z][A-Z0-9_]*\)=.*/\1/p' deploy/systemd/ecr-mirror.env.example
   sed -n 's/^  #\{0,1\} \{0,1\}\([A-Z][A-Z0-9_]*\): .*/\1/p' "$MANIFESTS/configmap.yaml"
+  # The chart's config keys (lower case) in its renders and in values.yaml,
+  # commented-out examples included.
+  for rendered in "$work"/charts/*.yaml; do
+    awk '/^  config.yaml: \|$/ {on = 1; next} on && !/^    / {on = 0} on' "$rendered" |
+      sed -n 's/^    \([a-z][a-z0-9_]*\):.*/\1/p'
+  done | tr a-z A-Z
+  awk '/^config:/ {on = 1; next} on && /^[^ #]/ {on = 0} on' "$CHART/values.yaml" |
+    sed -n 's/^  \(# \)\{0,1\}\([a-z][a-z0-9_]*\):.*/\2/p' | tr a-z A-Z
 } | grep -v '^AWS_' | sort -u)
 [ -n "$names" ] || die "found no settings in the examples"
 for name in $names; do

@@ -14,5 +14,9 @@
 //   - handlers.go: OpsHandler, the operator's port (METRICS_ADDR: probes
 //     and metrics), and PprofHandler, Go's profiles (PPROF_ADDR).
 //
+// Series whose label values are known at start (served bytes by source,
+// cache requests by outcome) exist at 0 from then, so the rules and the
+// dashboard in deploy/monitoring have something to evaluate.
+//
 // cmd/ecr-mirror builds them and mounts their handlers.
 package observe

@@ -64,7 +64,22 @@ func newMetrics() *Metrics {
 			Help: "Requests to upstream registries that failed, by upstream host, kind and reason: timeout, unreachable, credentials, canceled, throttled (429), denied (401/403), server (5xx)."}, []string{"upstream", "kind", "reason"}),
 	}
 	m.reg.MustRegister(m.requests, m.requestDuration, m.servedBytes, m.outcomes, m.upstream, m.upstreamLatency, m.upstreamErrors)
+	m.initSeries()
 	return m
+}
+
+// initSeries creates, at 0, the series whose label values are known
+// before any request (every source and outcome): a vector has no series
+// until its first event, and a rule or dashboard over a series that does
+// not exist yet shows nothing (and absent() fires) instead of 0.
+func (m *Metrics) initSeries() {
+	for _, s := range []string{"cache", "upstream"} {
+		m.servedBytes.WithLabelValues(s)
+	}
+	for _, o := range []string{proxy.OutcomeHit, proxy.OutcomeMiss, proxy.OutcomeCoalesced, proxy.OutcomeRevalidated,
+		proxy.OutcomeJoined, proxy.OutcomeFresh, proxy.OutcomeStale, proxy.OutcomeUpstream} {
+		m.outcomes.WithLabelValues(o)
+	}
 }
 
 // readStats registers the counters the packages keep themselves, read at

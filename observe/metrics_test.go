@@ -95,9 +95,38 @@ func TestObserveRequestCountsServedBytesBySource(t *testing.T) {
 	}
 }
 
+// Series whose labels are known exist at 0 before the first request,
+// so rules and dashboards over them evaluate from the start.
+func TestKnownSeriesExistBeforeTheFirstEvent(t *testing.T) {
+	t.Parallel()
+	m := newMetrics()
+	tests := []struct {
+		metric, label string
+		values        []string
+	}{
+		{"ecr_mirror_served_bytes_total", "source", []string{"cache", "upstream"}},
+		{"ecr_mirror_cache_requests_total", "outcome", []string{"hit", "miss", "coalesced", "revalidated", "joined", "fresh", "stale", "upstream"}},
+	}
+	for _, tt := range tests {
+		for _, v := range tt.values {
+			if _, ok := lookup(t, m, tt.metric, tt.label, v); !ok {
+				t.Errorf("%s{%s=%q} does not exist before the first request", tt.metric, tt.label, v)
+			}
+		}
+	}
+}
+
 // value reads the counter name of m's series whose label is want; 0
 // when there is none.
 func value(t *testing.T, m *Metrics, name, label, want string) float64 {
+	t.Helper()
+	v, _ := lookup(t, m, name, label, want)
+	return v
+}
+
+// lookup reads the counter name of m's series whose label is want; ok
+// is false when there is none.
+func lookup(t *testing.T, m *Metrics, name, label, want string) (v float64, ok bool) {
 	t.Helper()
 	families, err := m.reg.Gather()
 	if err != nil {
@@ -110,12 +139,12 @@ func value(t *testing.T, m *Metrics, name, label, want string) float64 {
 		for _, s := range f.GetMetric() {
 			for _, l := range s.GetLabel() {
 				if l.GetName() == label && l.GetValue() == want {
-					return s.GetCounter().GetValue()
+					return s.GetCounter().GetValue(), true
 				}
 			}
 		}
 	}
-	return 0
+	return 0, false
 }
 
 // series counts the series c holds.

@@ -1,20 +1,28 @@
 package main
 
-// The lint command: what a schema cannot see. It reads every manifest in the
-// directory and checks that the objects agree with each other and with the
-// mirror's settings:
+// The lint command: what a schema cannot see. It reads every manifest in a
+// directory (-dir, the kustomize manifests) or one rendered file (-rendered,
+// `helm template`'s output) and checks that the objects agree with each
+// other and with the mirror's settings:
 //   - every object (and the pod template and claim templates) carries
-//     app.kubernetes.io/name: ecr-mirror, and lives in the Namespace defined;
-//   - kustomization.yaml lists every manifest but secrets-example.yaml;
+//     app.kubernetes.io/name: ecr-mirror, and lives in the Namespace defined
+//     (-dir) or in one namespace (-rendered);
+//   - kustomization.yaml lists every manifest but secrets-example.yaml (-dir);
+//   - the settings are read as the mirror reads them: the config file named
+//     by CONFIG_FILE (a ConfigMap key mounted in the pod), then envFrom
+//     ConfigMaps and env over it;
 //   - the StatefulSet's selector matches its pod labels, the Service selects
 //     those pods, and Service target ports name container ports;
 //   - SHUTDOWN_GRACE plus the preStop sleep fits in
 //     terminationGracePeriodSeconds;
 //   - CACHE_MAX_SIZE leaves at least 5% of the cache volume free;
 //   - the TLS and htpasswd paths lie in mounted Secret volumes whose Secrets
-//     secrets-example.yaml shows, and probe schemes match the TLS setting;
+//     secrets-example.yaml shows (-dir; a chart may use existing ones), and
+//     probe schemes match the TLS setting (HTTP on the metrics port);
 //   - the startup probe is /healthz (not waiting for ECR), readiness
-//     /readyz, liveness /healthz.
+//     /readyz, liveness /healthz;
+//   - the container runs as Pod Security "restricted" demands, with a
+//     read-only root filesystem.
 
 import (
 	"flag"
@@ -24,7 +32,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"time"
 
 	"sigs.k8s.io/yaml"
 )
@@ -55,40 +62,60 @@ func (l *linter) fail(format string, args ...any) {
 
 func runLint(args []string) error {
 	fs := flag.NewFlagSet("lint", flag.ContinueOnError)
-	dir := fs.String("dir", "", "directory of Kubernetes manifests")
+	dir := fs.String("dir", "", "directory of Kubernetes manifests (kustomize)")
+	rendered := fs.String("rendered", "", "file of rendered manifests (helm template)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *dir == "" {
-		return fmt.Errorf("lint: -dir is required")
+	if (*dir == "") == (*rendered == "") {
+		return fmt.Errorf("lint: give one of -dir and -rendered")
 	}
-	files, err := manifestFiles(*dir)
+	objs, files, err := lintInput(*dir, *rendered)
 	if err != nil {
 		return err
 	}
-	var objs []object
-	for _, f := range files {
-		o, err := readObjects(filepath.Join(*dir, f))
-		if err != nil {
-			return err
-		}
-		for _, m := range o {
-			objs = append(objs, object{f, m})
-		}
-	}
-
 	l := &linter{}
-	l.kustomization(*dir, files)
-	l.labelsAndNamespaces(objs)
-	l.workload(objs)
+	if *dir != "" {
+		l.kustomization(*dir, files)
+	}
+	l.labelsAndNamespaces(objs, *dir != "")
+	l.workload(objs, *dir != "")
+	where := *dir + *rendered
 	for _, p := range l.problems {
 		fmt.Fprintln(os.Stderr, "lint:", p)
 	}
 	if len(l.problems) > 0 {
-		return fmt.Errorf("lint: %d problem(s) in %s", len(l.problems), *dir)
+		return fmt.Errorf("lint: %d problem(s) in %s", len(l.problems), where)
 	}
-	fmt.Printf("lint: %d objects in %d files agree with each other and the settings\n", len(objs), len(files))
+	fmt.Printf("lint: %d objects in %s agree with each other and the settings\n", len(objs), where)
 	return nil
+}
+
+// lintInput reads the objects of dir's manifests, or of the rendered file.
+func lintInput(dir, rendered string) (objs []object, files []string, err error) {
+	if rendered != "" {
+		ms, err := readObjects(rendered)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, m := range ms {
+			objs = append(objs, object{filepath.Base(rendered), m})
+		}
+		return objs, []string{rendered}, nil
+	}
+	if files, err = manifestFiles(dir); err != nil {
+		return nil, nil, err
+	}
+	for _, f := range files {
+		ms, err := readObjects(filepath.Join(dir, f))
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, m := range ms {
+			objs = append(objs, object{f, m})
+		}
+	}
+	return objs, files, nil
 }
 
 // manifestFiles lists the YAML files in dir, kustomization.yaml excluded.
@@ -158,15 +185,23 @@ func (l *linter) kustomization(dir string, files []string) {
 	}
 }
 
-func (l *linter) labelsAndNamespaces(objs []object) {
+// labelsAndNamespaces checks every object's name label and namespace:
+// the Namespace object's when one must be defined, else the first
+// object's.
+func (l *linter) labelsAndNamespaces(objs []object, wantNamespace bool) {
 	namespace := ""
 	for _, o := range objs {
 		if o.kind() == "Namespace" {
 			namespace = o.name()
 		}
 	}
-	if namespace == "" {
+	if namespace == "" && wantNamespace {
 		l.fail("no Namespace object")
+	}
+	if namespace == "" && len(objs) > 0 {
+		if namespace = str(objs[0].m, "metadata", "namespace"); namespace == "" {
+			l.fail("%s: no namespace", objs[0])
+		}
 	}
 	for _, o := range objs {
 		if v := str(o.m, "metadata", "labels", nameLabel); v != appName {
@@ -174,192 +209,6 @@ func (l *linter) labelsAndNamespaces(objs []object) {
 		}
 		if ns := str(o.m, "metadata", "namespace"); o.kind() != "Namespace" && ns != namespace {
 			l.fail("%s: namespace is %q, want %q", o, ns, namespace)
-		}
-	}
-}
-
-// workload checks the StatefulSet against the ConfigMap, Services and
-// Secrets it uses.
-func (l *linter) workload(objs []object) {
-	byKind := map[string][]object{}
-	for _, o := range objs {
-		byKind[o.kind()] = append(byKind[o.kind()], o)
-	}
-	if len(byKind["StatefulSet"]) != 1 {
-		l.fail("want exactly one StatefulSet, found %d", len(byKind["StatefulSet"]))
-		return
-	}
-	sts := byKind["StatefulSet"][0]
-	pod, _ := get(sts.m, "spec", "template", "spec").(map[string]any)
-	podLabels, _ := get(sts.m, "spec", "template", "metadata", "labels").(map[string]any)
-	if str(podLabels, nameLabel) != appName {
-		l.fail("%s: pod template label %s is not %q", sts, nameLabel, appName)
-	}
-	sel, _ := get(sts.m, "spec", "selector", "matchLabels").(map[string]any)
-	if len(sel) == 0 || !subset(sel, podLabels) {
-		l.fail("%s: selector.matchLabels %v does not select the pod labels %v", sts, sel, podLabels)
-	}
-	claims := map[string]map[string]any{}
-	for _, c := range list(sts.m, "spec", "volumeClaimTemplates") {
-		claims[str(c, "metadata", "name")] = c
-		if str(c, "metadata", "labels", nameLabel) != appName {
-			l.fail("%s: volumeClaimTemplate %s lacks label %s: %s", sts, str(c, "metadata", "name"), nameLabel, appName)
-		}
-	}
-	volumes := map[string]map[string]any{}
-	for _, v := range list(pod, "volumes") {
-		volumes[str(v, "name")] = v
-	}
-	secrets := map[string]bool{}
-	for _, s := range byKind["Secret"] {
-		secrets[s.name()] = true
-	}
-	for name, v := range volumes {
-		if s := str(v, "secret", "secretName"); s != "" && !secrets[s] {
-			l.fail("%s: volume %s mounts Secret %s, which %s does not show", sts, name, s, secretsExample)
-		}
-	}
-
-	containers := list(pod, "containers")
-	if len(containers) != 1 {
-		l.fail("%s: want one container, found %d", sts, len(containers))
-		return
-	}
-	ctr := containers[0]
-	settings := map[string]string{}
-	for _, ef := range list(ctr, "envFrom") {
-		name := str(ef, "configMapRef", "name")
-		found := false
-		for _, cm := range byKind["ConfigMap"] {
-			if cm.name() == name {
-				found = true
-				data, _ := get(cm.m, "data").(map[string]any)
-				for k, v := range data {
-					settings[k] = fmt.Sprint(v)
-				}
-			}
-		}
-		if !found {
-			l.fail("%s: envFrom names ConfigMap %q, which is not defined", sts, name)
-		}
-	}
-	for _, e := range list(ctr, "env") {
-		settings[str(e, "name")] = str(e, "value")
-	}
-
-	// Ports: Services select the pods and target named container ports.
-	ports := map[string]float64{}
-	for _, p := range list(ctr, "ports") {
-		ports[str(p, "name")], _ = get(p, "containerPort").(float64)
-	}
-	for _, svc := range byKind["Service"] {
-		ssel, _ := get(svc.m, "spec", "selector").(map[string]any)
-		if len(ssel) == 0 || !subset(ssel, podLabels) {
-			l.fail("%s: selector %v does not select the pods %v", svc, ssel, podLabels)
-		}
-		for _, p := range list(svc.m, "spec", "ports") {
-			if t, ok := get(p, "targetPort").(string); ok {
-				if _, ok := ports[t]; !ok {
-					l.fail("%s: targetPort %q is not a container port name", svc, t)
-				}
-			}
-		}
-	}
-	for setting, portName := range map[string]string{"LISTEN_ADDR": "registry", "METRICS_ADDR": "metrics"} {
-		addr, ok := settings[setting]
-		if !ok {
-			continue
-		}
-		_, p, _ := strings.Cut(addr, ":")
-		if n, err := strconv.Atoi(p); err != nil || float64(n) != ports[portName] {
-			l.fail("%s: %s=%s but container port %q is %v", sts, setting, addr, portName, ports[portName])
-		}
-	}
-
-	// Shutdown: preStop sleep + SHUTDOWN_GRACE must end before SIGKILL.
-	grace, _ := get(pod, "terminationGracePeriodSeconds").(float64)
-	if grace == 0 {
-		grace = 30 // the Kubernetes default
-	}
-	sleep, _ := get(ctr, "lifecycle", "preStop", "sleep", "seconds").(float64)
-	if g, ok := settings["SHUTDOWN_GRACE"]; ok {
-		d, err := time.ParseDuration(g)
-		if err != nil {
-			l.fail("ConfigMap: SHUTDOWN_GRACE=%q: %v", g, err)
-		} else if need := d.Seconds() + sleep; need >= grace {
-			l.fail("%s: terminationGracePeriodSeconds %v is not above preStop sleep %vs + SHUTDOWN_GRACE %v", sts, grace, sleep, d)
-		}
-	}
-
-	// Mounts: where each path setting lives.
-	mountOf := func(path string) (map[string]any, bool) {
-		var best map[string]any
-		for _, m := range list(ctr, "volumeMounts") {
-			mp := strings.TrimSuffix(str(m, "mountPath"), "/")
-			if path == mp || strings.HasPrefix(path, mp+"/") {
-				if best == nil || len(mp) > len(str(best, "mountPath")) {
-					best = m
-				}
-			}
-		}
-		return best, best != nil
-	}
-	cacheDir := settings["CACHE_DIR"]
-	if cacheDir == "" {
-		cacheDir = "/var/lib/ecr-mirror" // the mirror's default
-	}
-	if m, ok := mountOf(cacheDir); !ok || str(m, "mountPath") != cacheDir {
-		l.fail("%s: CACHE_DIR %s is not a volume mount", sts, cacheDir)
-	} else if claim, ok := claims[str(m, "name")]; !ok {
-		l.fail("%s: CACHE_DIR %s is mounted from %s, not a volumeClaimTemplate", sts, cacheDir, str(m, "name"))
-	} else if size, err := quantity(str(claim, "spec", "resources", "requests", "storage")); err != nil {
-		l.fail("%s: cache claim size: %v", sts, err)
-	} else if max, err := cacheSize(settings["CACHE_MAX_SIZE"]); err != nil {
-		l.fail("ConfigMap: CACHE_MAX_SIZE: %v", err)
-	} else if max > size*0.95 {
-		l.fail("CACHE_MAX_SIZE %s (%.0f bytes) leaves under 5%% of the %s cache volume (%.0f bytes) for the index, temp files and filesystem",
-			settings["CACHE_MAX_SIZE"], max, str(claim, "spec", "resources", "requests", "storage"), size)
-	}
-	for _, s := range []string{"TLS_CERTIFICATE", "TLS_PRIVATE_KEY", "HTPASSWD_FILE"} {
-		path, ok := settings[s]
-		if !ok || path == "" {
-			continue
-		}
-		m, ok := mountOf(path)
-		if !ok {
-			l.fail("%s: %s=%s is on no volume mount", sts, s, path)
-			continue
-		}
-		if v := volumes[str(m, "name")]; get(v, "secret") == nil {
-			l.fail("%s: %s=%s is on volume %s, not a Secret volume", sts, s, path, str(m, "name"))
-		} else if str(m, "subPath") != "" {
-			l.fail("%s: %s is mounted with subPath, so a renewed Secret never reaches the pod", sts, s)
-		}
-	}
-
-	// Probes speak TLS exactly when the mirror does.
-	want := "HTTP"
-	if settings["TLS_CERTIFICATE"] != "" {
-		want = "HTTPS"
-	}
-	for _, probe := range []string{"startupProbe", "readinessProbe", "livenessProbe"} {
-		hg, ok := get(ctr, probe, "httpGet").(map[string]any)
-		if !ok {
-			l.fail("%s: no %s.httpGet", sts, probe)
-			continue
-		}
-		scheme := str(hg, "scheme")
-		if scheme == "" {
-			scheme = "HTTP"
-		}
-		if scheme != want {
-			l.fail("%s: %s scheme is %s, want %s (TLS_CERTIFICATE is %q)", sts, probe, scheme, want, settings["TLS_CERTIFICATE"])
-		}
-		// Starting is not waiting for ECR: an offline edge pod must not
-		// be restarted for it.
-		wantPath := map[string]string{"startupProbe": "/healthz", "readinessProbe": "/readyz", "livenessProbe": "/healthz"}[probe]
-		if p := str(hg, "path"); p != wantPath {
-			l.fail("%s: %s path is %s, want %s", sts, probe, p, wantPath)
 		}
 	}
 }

@@ -2,6 +2,9 @@
 //
 //	validate schemas -spec DIR -out DIR   # Kubernetes OpenAPI v3 -> kubeconform JSON schemas
 //	validate lint -dir DIR                # cross-object checks a schema cannot make
+//	validate lint -rendered FILE          # the same on a rendered chart (helm template)
+//	validate rules FILE...                # PromQL and the fields of alerting rules
+//	validate dashboard FILE...            # a Grafana dashboard's queries and panels
 //
 // It is its own module so that the mirror's go.mod stays untouched.
 package main
@@ -13,7 +16,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: validate schemas|lint [flags]")
+		fmt.Fprintln(os.Stderr, "usage: validate schemas|lint|rules|dashboard [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -22,6 +25,10 @@ func main() {
 		err = runSchemas(os.Args[2:])
 	case "lint":
 		err = runLint(os.Args[2:])
+	case "rules":
+		err = runRules(os.Args[2:])
+	case "dashboard":
+		err = runDashboard(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}

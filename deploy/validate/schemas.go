@@ -10,7 +10,9 @@ package main
 // Each file is a draft-04 schema (kubeconform's default draft) holding the
 // kind's schema and, under "definitions", every type it reaches. Strict: an
 // object with declared properties admits no others. As the API server does,
-// an optional field may be null.
+// an optional field may be null. The Prometheus Operator's ServiceMonitor
+// and PrometheusRule, which no Kubernetes document holds, are added from
+// monitoring.go.
 
 import (
 	"encoding/json"
@@ -37,6 +39,9 @@ func runSchemas(args []string) error {
 
 	raw, err := readSpecs(*specDir)
 	if err != nil {
+		return err
+	}
+	if err := addMonitoringSchemas(raw); err != nil {
 		return err
 	}
 	c := converter{raw: raw, done: map[string]map[string]any{}}
@@ -165,21 +170,7 @@ func (c *converter) node(in map[string]any) map[string]any {
 		case k == "$ref":
 			out[k] = "#/definitions/" + strings.TrimPrefix(v.(string), refPrefix)
 		case k == "properties":
-			required := map[string]bool{}
-			if r, ok := in["required"].([]any); ok {
-				for _, n := range r {
-					required[n.(string)] = true
-				}
-			}
-			props := map[string]any{}
-			for pn, pv := range v.(map[string]any) {
-				p := c.node(pv.(map[string]any))
-				if !required[pn] {
-					p = c.nullable(p)
-				}
-				props[pn] = p
-			}
-			out[k] = props
+			out[k] = c.properties(v.(map[string]any), in["required"])
 		case k == "items" || k == "additionalProperties" || k == "not":
 			if m, ok := v.(map[string]any); ok {
 				out[k] = c.node(m)
@@ -203,18 +194,43 @@ func (c *converter) node(in map[string]any) map[string]any {
 			out["additionalProperties"] = false
 		}
 	}
-	// OpenAPI wraps a reference in a one-element allOf to give it a
-	// description; without the description the wrapper only adds noise to
-	// error messages.
-	if all, ok := out["allOf"].([]any); ok && len(out) == 1 && len(all) == 1 {
-		if ref, ok := all[0].(map[string]any); ok && len(ref) == 1 && ref["$ref"] != nil {
-			out = ref
-		}
-	}
+	out = unwrapRef(out)
 	if null {
 		c.allowNull(out)
 	}
 	return out
+}
+
+// properties converts an object's properties; those not in required may
+// be null.
+func (c *converter) properties(in map[string]any, required any) map[string]any {
+	req := map[string]bool{}
+	if r, ok := required.([]any); ok {
+		for _, n := range r {
+			req[n.(string)] = true
+		}
+	}
+	props := map[string]any{}
+	for pn, pv := range in {
+		p := c.node(pv.(map[string]any))
+		if !req[pn] {
+			p = c.nullable(p)
+		}
+		props[pn] = p
+	}
+	return props
+}
+
+// unwrapRef drops the one-element allOf OpenAPI wraps a reference in to
+// give it a description: without the description the wrapper only adds
+// noise to error messages.
+func unwrapRef(s map[string]any) map[string]any {
+	if all, ok := s["allOf"].([]any); ok && len(s) == 1 && len(all) == 1 {
+		if ref, ok := all[0].(map[string]any); ok && len(ref) == 1 && ref["$ref"] != nil {
+			return ref
+		}
+	}
+	return s
 }
 
 // nullable lets an optional field be null, as the API server does (it treats
