@@ -73,7 +73,7 @@ func yamlValue(s *setting, v, prefix string) string {
 		var b strings.Builder
 		for _, item := range SplitList(v) {
 			k, val, _ := strings.Cut(item, "=")
-			fmt.Fprintf(&b, "\n%s  %s: %s", prefix, yamlScalar(strings.TrimSpace(k)), yamlScalar(strings.TrimSpace(val)))
+			fmt.Fprintf(&b, "\n%s  %s: %s", prefix, yamlKey(strings.TrimSpace(k)), yamlScalar(strings.TrimSpace(val)))
 		}
 		return b.String()
 	default:
@@ -99,6 +99,20 @@ func splitRules(v string) []string {
 		}
 	}
 	return out
+}
+
+// yamlKey writes k as a mapping key that reads back as k: plain when it
+// reads back so, else quoted.
+func yamlKey(k string) string {
+	var n yaml.Node
+	if err := yaml.Unmarshal([]byte(k+": x"), &n); err == nil && len(n.Content) == 1 {
+		m := n.Content[0]
+		if m.Kind == yaml.MappingNode && len(m.Content) == 2 && m.Content[0].Kind == yaml.ScalarNode && m.Content[0].Value == k && !strings.Contains(k, "#") {
+			return k
+		}
+	}
+	out, _ := yaml.Marshal(k)
+	return strings.TrimSuffix(string(out), "\n")
 }
 
 // yamlScalar writes v as a YAML scalar that reads back as v: plain when
