@@ -84,6 +84,9 @@ func run(ctx context.Context, cfg *settings.Config, log *slog.Logger, ready func
 	if err != nil {
 		return err
 	}
+	// Before anything listens: a SIGHUP must never find the default
+	// action, which ends the process.
+	defer watchConfig(ctx, &reloader{cfg: cfg, policy: policy, certs: certs, log: log})()
 	store, err := cache.Open(cache.Options{Dir: cfg.CacheDir, MaxSize: cfg.CacheMaxSize, Logger: log.With("component", "cache")})
 	if err != nil {
 		return fmt.Errorf("opening cache in %s: %w", cfg.CacheDir, err)
@@ -120,7 +123,6 @@ func run(ctx context.Context, cfg *settings.Config, log *slog.Logger, ready func
 		log.Info("listening", "addr", servers[i].Listener.Addr().String(), "serves", l.what, "tls", l.tls != nil)
 	}
 	logServing(cfg, log, store, namespaces, clients.Budget, tlsConfig != nil, policy)
-	defer watchConfig(ctx, &reloader{cfg: cfg, policy: policy, certs: certs, log: log})()
 	if ready != nil {
 		ready(addrs)
 	}
