@@ -28,6 +28,7 @@ func commands() []command {
 		{name: "export", summary: "write images from a running mirror to an OCI archive (a seed bundle)", run: runExport},
 		{name: "import", summary: "verify an OCI archive and admit it to the cache, with its tags", run: runImport},
 		{name: "cache", summary: "the cache: ls, verify, pin, unpin, purge", run: runCache},
+		{name: "healthcheck", summary: "ask the mirror configured here whether it is alive (a container HEALTHCHECK)", run: runHealthcheck},
 		{name: "version", summary: "print the version, commit and Go release (also --version)", run: runVersion},
 	}
 }
