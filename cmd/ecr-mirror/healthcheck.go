@@ -110,13 +110,13 @@ func healthTarget(cfg *settings.Config) (healthProbe, error) {
 }
 
 // localHost is the host to dial for a listener on host: a wildcard
-// (all addresses) is asked on loopback, of its own IP version.
+// (all addresses) is asked on 127.0.0.1, which an IPv6 wildcard
+// listener accepts too (dual stack), and which a container without
+// IPv6 has, unlike ::1.
 func localHost(host string) string {
 	switch host {
-	case "", "0.0.0.0":
+	case "", "0.0.0.0", "::":
 		return "127.0.0.1"
-	case "::":
-		return "::1"
 	}
 	return host
 }

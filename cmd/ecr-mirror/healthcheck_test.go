@@ -143,7 +143,7 @@ func TestHealthcheckRejectsBadInput(t *testing.T) {
 }
 
 // The check asks the address the server listens on: a wildcard host
-// on loopback of its IP version, METRICS_ADDR first, https with TLS.
+// on 127.0.0.1, METRICS_ADDR first, https with TLS.
 func TestHealthTargetFollowsTheListeners(t *testing.T) {
 	t.Parallel()
 	certFile, keyFile := tlstest.NewCA(t).IssueFiles(t, t.TempDir(), "mirror.example.com")
@@ -154,7 +154,8 @@ func TestHealthTargetFollowsTheListeners(t *testing.T) {
 	}{
 		{name: "default", env: map[string]string{}, want: "http://127.0.0.1:5000/healthz"},
 		{name: "IPv4 wildcard", env: map[string]string{"LISTEN_ADDR": "0.0.0.0:6000"}, want: "http://127.0.0.1:6000/healthz"},
-		{name: "IPv6 wildcard", env: map[string]string{"LISTEN_ADDR": "[::]:6000"}, want: "http://[::1]:6000/healthz"},
+		{name: "IPv6 wildcard", env: map[string]string{"LISTEN_ADDR": "[::]:6000"}, want: "http://127.0.0.1:6000/healthz"},
+		{name: "IPv6 loopback", env: map[string]string{"LISTEN_ADDR": "[::1]:6000"}, want: "http://[::1]:6000/healthz"},
 		{name: "one address", env: map[string]string{"LISTEN_ADDR": "10.1.2.3:6000"}, want: "http://10.1.2.3:6000/healthz"},
 		{name: "TLS", env: map[string]string{"TLS_CERTIFICATE": certFile, "TLS_PRIVATE_KEY": keyFile}, want: "https://127.0.0.1:5000/healthz"},
 		{name: "METRICS_ADDR, plain even with TLS", env: map[string]string{"METRICS_ADDR": ":9090", "TLS_CERTIFICATE": certFile, "TLS_PRIVATE_KEY": keyFile},
