@@ -11,10 +11,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/ecr-mirror/ecr-mirror/internal/buildinfo"
 	"github.com/ecr-mirror/ecr-mirror/internal/settings"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
@@ -85,6 +87,9 @@ type healthProbe struct {
 	url     string
 	setting string      // the setting the address came from, for errors
 	tls     *tls.Config // nil: plain HTTP
+	// denied says why a 403 is likely: ALLOW_NETWORKS leaves out the
+	// loopback address asked from; "" when it does not.
+	denied string
 }
 
 // healthTarget is the /healthz the server configured by cfg answers:
@@ -105,8 +110,27 @@ func healthTarget(cfg *settings.Config) (healthProbe, error) {
 	if err != nil {
 		return p, fmt.Errorf("%s %q: %w", p.setting, addr, err)
 	}
-	p.url = scheme + "://" + net.JoinHostPort(localHost(host), port) + "/healthz"
+	host = localHost(host)
+	p.url = scheme + "://" + net.JoinHostPort(host, port) + "/healthz"
+	if p.setting == "LISTEN_ADDR" && len(cfg.Access.AllowNetworks) > 0 && !allowsLoopback(cfg.Access.AllowNetworks, host) {
+		p.denied = "ALLOW_NETWORKS leaves out loopback, where the check asks from: set METRICS_ADDR, or allow 127.0.0.1/32"
+	}
 	return p, nil
+}
+
+// allowsLoopback reports whether nets hold the loopback address a
+// request to host comes from (host itself when it is a loopback IP).
+func allowsLoopback(nets []netip.Prefix, host string) bool {
+	from, err := netip.ParseAddr(host)
+	if err != nil || !from.IsLoopback() {
+		from = netip.MustParseAddr("127.0.0.1")
+	}
+	for _, n := range nets {
+		if n.Contains(from) {
+			return true
+		}
+	}
+	return false
 }
 
 // localHost is the host to dial for a listener on host: a wildcard
@@ -175,7 +199,7 @@ func (p healthProbe) check(ctx context.Context, timeout time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", p.setting, err)
 	}
-	req.Header.Set("User-Agent", "ecr-mirror-healthcheck")
+	req.Header.Set("User-Agent", "ecr-mirror-healthcheck/"+buildinfo.Token(buildinfo.Read().Version))
 	resp, err := tr.RoundTrip(req)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -188,7 +212,11 @@ func (p healthProbe) check(ctx context.Context, timeout time.Duration) error {
 	if resp.StatusCode == http.StatusOK {
 		return nil
 	}
-	return fmt.Errorf("%s (%s) answered %s%s", p.url, p.setting, resp.Status, reasonOf(body))
+	err = fmt.Errorf("%s (%s) answered %s%s", p.url, p.setting, resp.Status, reasonOf(body))
+	if resp.StatusCode == http.StatusForbidden && p.denied != "" {
+		err = fmt.Errorf("%w (%s)", err, p.denied)
+	}
+	return err
 }
 
 // reasonOf is the reason in an error answer's body, for one line: an

@@ -86,7 +86,8 @@ func TestHealthcheckUnderAllowNetworksWithoutLoopback(t *testing.T) {
 	deny := map[string]string{"ALLOW_NETWORKS": "10.0.0.0/8"}
 	m := startMirror(t, fake, mirrorOpts{env: deny})
 	code, _, errOut := cli(t, healthEnv(fake, m, deny), "healthcheck")
-	if code != exitFail || !strings.Contains(errOut, "answered 403 Forbidden: DENIED") {
+	if code != exitFail || !strings.Contains(errOut, "answered 403 Forbidden: DENIED") || !strings.Contains(errOut, "ALLOW_NETWORKS leaves out loopback") ||
+		strings.Count(errOut, "\n") != 1 {
 		t.Fatalf("healthcheck from outside ALLOW_NETWORKS: exit %d %q, want %d and 403 DENIED", code, errOut, exitFail)
 	}
 	withOps := map[string]string{"ALLOW_NETWORKS": "10.0.0.0/8", "METRICS_ADDR": "127.0.0.1:0"}
@@ -148,11 +149,16 @@ func TestHealthTargetFollowsTheListeners(t *testing.T) {
 	t.Parallel()
 	certFile, keyFile := tlstest.NewCA(t).IssueFiles(t, t.TempDir(), "mirror.example.com")
 	for _, tt := range []struct {
-		name string
-		env  map[string]string
-		want string
+		name   string
+		env    map[string]string
+		want   string
+		denied bool // a 403 is explained by ALLOW_NETWORKS
 	}{
 		{name: "default", env: map[string]string{}, want: "http://127.0.0.1:5000/healthz"},
+		{name: "ALLOW_NETWORKS without loopback", env: map[string]string{"ALLOW_NETWORKS": "10.0.0.0/8"}, want: "http://127.0.0.1:5000/healthz", denied: true},
+		{name: "ALLOW_NETWORKS with loopback", env: map[string]string{"ALLOW_NETWORKS": "10.0.0.0/8,127.0.0.1"}, want: "http://127.0.0.1:5000/healthz"},
+		{name: "ALLOW_NETWORKS without ::1", env: map[string]string{"ALLOW_NETWORKS": "127.0.0.1", "LISTEN_ADDR": "[::1]:5000"}, want: "http://[::1]:5000/healthz", denied: true},
+		{name: "ALLOW_NETWORKS beside METRICS_ADDR", env: map[string]string{"ALLOW_NETWORKS": "10.0.0.0/8", "METRICS_ADDR": ":9090"}, want: "http://127.0.0.1:9090/healthz"},
 		{name: "IPv4 wildcard", env: map[string]string{"LISTEN_ADDR": "0.0.0.0:6000"}, want: "http://127.0.0.1:6000/healthz"},
 		{name: "IPv6 wildcard", env: map[string]string{"LISTEN_ADDR": "[::]:6000"}, want: "http://127.0.0.1:6000/healthz"},
 		{name: "IPv6 loopback", env: map[string]string{"LISTEN_ADDR": "[::1]:6000"}, want: "http://[::1]:6000/healthz"},
@@ -172,8 +178,8 @@ func TestHealthTargetFollowsTheListeners(t *testing.T) {
 				t.Fatal(err)
 			}
 			p, err := healthTarget(cfg)
-			if err != nil || p.url != tt.want || (p.tls != nil) != strings.HasPrefix(tt.want, "https") {
-				t.Fatalf("got %q (TLS %v) %v, want %q", p.url, p.tls != nil, err, tt.want)
+			if err != nil || p.url != tt.want || (p.tls != nil) != strings.HasPrefix(tt.want, "https") || (p.denied != "") != tt.denied {
+				t.Fatalf("got %q (TLS %v, denied hint %q) %v, want %q (denied hint: %v)", p.url, p.tls != nil, p.denied, err, tt.want, tt.denied)
 			}
 		})
 	}
