@@ -116,7 +116,11 @@ func TestDockerfileBuildsForTheTargetWithVersionAndCommit(t *testing.T) {
 		t.Skip("builds the binary")
 	}
 	bin := filepath.Join(t.TempDir(), "ecr-mirror")
-	if out, err := exec.Command("go", "build", "-buildvcs=false", "-ldflags="+ldflags, "-o", bin, ".").CombinedOutput(); err != nil {
+	args := []string{"build", "-buildvcs=false", "-ldflags=" + ldflags, "-o", bin}
+	if raceEnabled { // reuse the packages this test binary was built from
+		args = append(args, "-race")
+	}
+	if out, err := exec.Command("go", append(args, ".")...).CombinedOutput(); err != nil {
 		t.Fatalf("go build -ldflags=%q: %v\n%s", ldflags, err, out)
 	}
 	out, err := exec.Command(bin, "--version").CombinedOutput()
