@@ -34,9 +34,9 @@ the settings the server reads (environment variables; server flags go
 after "--"), so a container's HEALTHCHECK needs no arguments. Exits 0
 when /healthz answers 200, else 1 with the reason on one line.
 
-Over https the mirror must present the certificate in TLS_CERTIFICATE
-(or one it issued): the check dials the local address, not the name in
-the certificate, so the name is not checked.
+Over https the mirror must present the certificate in TLS_CERTIFICATE,
+or one issued by a CA certificate that file holds; the names in it are
+not checked, as the check dials a local address, not the mirror's name.
 
 ALLOW_NETWORKS holds for /healthz on LISTEN_ADDR: when it leaves out
 127.0.0.1 the check is refused (403 DENIED); set METRICS_ADDR, or allow
@@ -64,6 +64,9 @@ func runHealthcheck(ctx context.Context, args []string, getenv func(string) stri
 		return exitFail
 	}
 	cfg, err := settings.Parse(serverFlags, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "ecr-mirror healthcheck: invalid configuration: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
 		return exitFail
