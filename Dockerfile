@@ -5,11 +5,11 @@
 #   docker buildx build --platform linux/amd64,linux/arm64 --build-arg VERSION=... -t REPO/ecr-mirror:v1.2.0 --push .
 #
 # The builder runs on the build machine's own platform and cross-compiles
-# for each target platform (no emulation; BuildKit, Docker's builder since
-# 23.0, or buildah/podman set BUILDPLATFORM and TARGETOS/TARGETARCH);
-# VERSION and COMMIT become the
-# binary's version (ecr-mirror version, ecr_mirror_build_info, the
-# User-Agent sent upstream) and the image's labels.
+# for each target platform, without emulation (BuildKit, Docker's builder
+# since 23.0, and buildah/podman set BUILDPLATFORM, TARGETOS and
+# TARGETARCH). VERSION and COMMIT become the binary's version (ecr-mirror
+# version, ecr_mirror_build_info, the User-Agent sent upstream) and the
+# image's labels.
 FROM --platform=$BUILDPLATFORM golang:1.26-bookworm AS build
 ARG TARGETOS TARGETARCH TARGETVARIANT
 ARG VERSION=devel
