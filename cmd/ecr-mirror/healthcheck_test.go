@@ -22,6 +22,16 @@ func healthEnv(fake *fakeecr.Server, m *mirror, more map[string]string) map[stri
 	return env
 }
 
+// slowOK are the health check's flags in tests that expect an answer:
+// a timeout no loaded machine reaches, so that only the answer decides.
+var slowOK = []string{"-timeout", "2m"}
+
+// healthcheck runs "ecr-mirror healthcheck" with slowOK, then args.
+func healthcheck(t *testing.T, env map[string]string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	return cli(t, env, append(append([]string{"healthcheck"}, slowOK...), args...)...)
+}
+
 // opsAddr is the METRICS_ADDR listener's address, from m's log.
 func opsAddr(t *testing.T, m *mirror) string {
 	t.Helper()
@@ -39,17 +49,17 @@ func TestHealthcheckPassesWhileTheMirrorRunsAndFailsOnceStopped(t *testing.T) {
 	fake := fakeecr.Start(t, fakeecr.Options{})
 	m := startMirror(t, fake, mirrorOpts{})
 	env := healthEnv(fake, m, nil)
-	code, out, errOut := cli(t, env, "healthcheck")
+	code, out, errOut := healthcheck(t, env)
 	if code != exitOK || !strings.Contains(out, "http://"+m.Host+"/healthz answered 200") {
 		t.Fatalf("healthcheck of a running mirror: exit %d\n%s%s", code, out, errOut)
 	}
 	// Server flags after "--", as the server would take them.
 	delete(env, "LISTEN_ADDR")
-	if code, out, errOut := cli(t, env, "healthcheck", "--", "-listen-addr", m.Host); code != exitOK {
+	if code, out, errOut := healthcheck(t, env, "--", "-listen-addr", m.Host); code != exitOK {
 		t.Fatalf("healthcheck -- -listen-addr %s: exit %d\n%s%s", m.Host, code, out, errOut)
 	}
 	m.Stop()
-	code, _, errOut = cli(t, healthEnv(fake, m, nil), "healthcheck")
+	code, _, errOut = healthcheck(t, healthEnv(fake, m, nil))
 	if code != exitFail || !strings.Contains(errOut, "no answer from http://"+m.Host+"/healthz (LISTEN_ADDR)") || strings.Count(errOut, "\n") != 1 {
 		t.Fatalf("healthcheck of a stopped mirror: exit %d %q, want %d and one line saying it got no answer", code, errOut, exitFail)
 	}
@@ -66,12 +76,12 @@ func TestHealthcheckOverTLSTrustsTheConfiguredCertificate(t *testing.T) {
 	certFile, keyFile := tlstest.NewCA(t).IssueFiles(t, dir, "mirror.example.com")
 	tlsEnv := map[string]string{"TLS_CERTIFICATE": certFile, "TLS_PRIVATE_KEY": keyFile}
 	m := startMirror(t, fake, mirrorOpts{env: tlsEnv})
-	code, out, errOut := cli(t, healthEnv(fake, m, tlsEnv), "healthcheck")
+	code, out, errOut := healthcheck(t, healthEnv(fake, m, tlsEnv))
 	if code != exitOK || !strings.Contains(out, "https://"+m.Host+"/healthz answered 200") {
 		t.Fatalf("healthcheck over TLS: exit %d\n%s%s", code, out, errOut)
 	}
 	otherCert, otherKey := tlstest.NewCA(t).IssueFiles(t, t.TempDir(), "mirror.example.com")
-	code, _, errOut = cli(t, healthEnv(fake, m, map[string]string{"TLS_CERTIFICATE": otherCert, "TLS_PRIVATE_KEY": otherKey}), "healthcheck")
+	code, _, errOut = healthcheck(t, healthEnv(fake, m, map[string]string{"TLS_CERTIFICATE": otherCert, "TLS_PRIVATE_KEY": otherKey}))
 	if code != exitFail || !strings.Contains(errOut, "not the one in TLS_CERTIFICATE "+otherCert) {
 		t.Fatalf("healthcheck trusting another certificate: exit %d %q, want %d naming TLS_CERTIFICATE", code, errOut, exitFail)
 	}
@@ -85,7 +95,7 @@ func TestHealthcheckUnderAllowNetworksWithoutLoopback(t *testing.T) {
 	fake := fakeecr.Start(t, fakeecr.Options{})
 	deny := map[string]string{"ALLOW_NETWORKS": "10.0.0.0/8"}
 	m := startMirror(t, fake, mirrorOpts{env: deny})
-	code, _, errOut := cli(t, healthEnv(fake, m, deny), "healthcheck")
+	code, _, errOut := healthcheck(t, healthEnv(fake, m, deny))
 	if code != exitFail || !strings.Contains(errOut, "answered 403 Forbidden: DENIED") || !strings.Contains(errOut, "ALLOW_NETWORKS leaves out loopback") ||
 		strings.Count(errOut, "\n") != 1 {
 		t.Fatalf("healthcheck from outside ALLOW_NETWORKS: exit %d %q, want %d and 403 DENIED", code, errOut, exitFail)
@@ -93,7 +103,7 @@ func TestHealthcheckUnderAllowNetworksWithoutLoopback(t *testing.T) {
 	withOps := map[string]string{"ALLOW_NETWORKS": "10.0.0.0/8", "METRICS_ADDR": "127.0.0.1:0"}
 	m = startMirror(t, fake, mirrorOpts{env: withOps})
 	withOps["METRICS_ADDR"] = opsAddr(t, m)
-	code, out, errOut := cli(t, healthEnv(fake, m, withOps), "healthcheck")
+	code, out, errOut := healthcheck(t, healthEnv(fake, m, withOps))
 	if code != exitOK || !strings.Contains(out, "http://"+withOps["METRICS_ADDR"]+"/healthz") {
 		t.Fatalf("healthcheck on METRICS_ADDR: exit %d\n%s%s", code, out, errOut)
 	}
