@@ -12,11 +12,13 @@
 // binary: the module version (a release under "go install …@v1.2.0"; a
 // pseudo-version such as v0.0.0-20261205140000-0123456789ab+dirty from a
 // clone with Go 1.24 or later; "(devel)" when built with -buildvcs=false)
-// and the vcs.revision and vcs.modified settings.
+// and the vcs.revision and vcs.modified settings, else the revision a
+// pseudo-version names ("go install …@<commit>" stamps no vcs settings).
 package buildinfo
 
 import (
 	"fmt"
+	"regexp"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -41,7 +43,8 @@ type Info struct {
 	// DevelVersion.
 	Version string
 	// Commit is the VCS revision, with "+dirty" when the work tree had
-	// uncommitted changes, or UnknownCommit.
+	// uncommitted changes (its first 12 digits when only a pseudo-version
+	// names it), or UnknownCommit.
 	Commit    string
 	GoVersion string // the Go release that built it, e.g. go1.26.8
 	Platform  string // GOOS/GOARCH, e.g. linux/amd64
@@ -66,6 +69,9 @@ func resolve(ldVersion, ldCommit string, read func() (*debug.BuildInfo, bool)) I
 		}
 		if info.Commit == "" {
 			info.Commit = vcsCommit(bi.Settings)
+		}
+		if info.Commit == "" {
+			info.Commit = pseudoRevision(info.Version)
 		}
 	}
 	if info.Version == "" {
@@ -93,6 +99,21 @@ func vcsCommit(settings []debug.BuildSetting) string {
 		rev += "+dirty"
 	}
 	return rev
+}
+
+// pseudoVersion matches a Go pseudo-version's timestamp and revision
+// prefix: "go install …@<commit>" stamps no vcs settings, but its version
+// names the commit.
+var pseudoVersion = regexp.MustCompile(`[.-](?:0\.)?\d{14}-([0-9a-f]{12})(\+dirty)?$`)
+
+// pseudoRevision is the 12-digit revision in a pseudo-version (with
+// "+dirty" when it has it), "" for any other version.
+func pseudoRevision(v string) string {
+	m := pseudoVersion.FindStringSubmatch(v)
+	if m == nil {
+		return ""
+	}
+	return m[1] + m[2]
 }
 
 // String is the build on one line, e.g.
