@@ -34,6 +34,9 @@ func TestVersionCommandAndFlagPrintTheBuild(t *testing.T) {
 			}
 		})
 	}
+	if _, out, _ := cli(t, nil, "help"); !strings.Contains(out, "\n  version     print") || !strings.Contains(out, "\n  healthcheck ask") {
+		t.Errorf("help does not list version and healthcheck:\n%s", out)
+	}
 	if code, _, errOut := cli(t, nil, "version", "extra"); code != exitUsage || !strings.Contains(errOut, `"extra"`) {
 		t.Errorf("version extra: exit %d %s, want %d naming the argument", code, errOut, exitUsage)
 	}
