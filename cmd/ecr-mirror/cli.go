@@ -28,6 +28,8 @@ func commands() []command {
 		{name: "export", summary: "write images from a running mirror to an OCI archive (a seed bundle)", run: runExport},
 		{name: "import", summary: "verify an OCI archive and admit it to the cache, with its tags", run: runImport},
 		{name: "cache", summary: "the cache: ls, verify, pin, unpin, purge", run: runCache},
+		{name: "healthcheck", summary: "ask the mirror configured here whether it is alive (a container HEALTHCHECK)", run: runHealthcheck},
+		{name: "version", summary: "print the version, commit and Go release (also --version)", run: runVersion},
 	}
 }
 
@@ -41,7 +43,7 @@ func serverArgs(args []string) ([]string, bool) {
 	switch a := args[0]; {
 	case a == "serve":
 		return args[1:], true
-	case isHelp(a):
+	case isHelp(a), isVersionFlag(a):
 		return nil, false
 	case strings.HasPrefix(a, "-"):
 		return args, true // server flags, optionally followed by "serve"
@@ -63,6 +65,9 @@ func runCLI(ctx context.Context, args []string, getenv func(string) string, stdo
 		printCommands(stdout)
 		return exitOK
 	}
+	if isVersionFlag(args[0]) {
+		args = append([]string{"version"}, args[1:]...)
+	}
 	for _, c := range commands() {
 		if c.name == args[0] {
 			return c.run(ctx, args[1:], getenv, stdout, stderr)
@@ -75,11 +80,11 @@ func runCLI(ctx context.Context, args []string, getenv func(string) string, stdo
 
 func printCommands(w io.Writer) {
 	fmt.Fprint(w, "Usage: ecr-mirror [COMMAND] [flags]\n\nCommands:\n")
-	fmt.Fprintf(w, "  %-6s %s\n", "serve", "serve the registry API (the default with no command)")
+	fmt.Fprintf(w, "  %-11s %s\n", "serve", "serve the registry API (the default with no command)")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-6s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
 	}
-	fmt.Fprint(w, "  help   show this list\n\nRun \"ecr-mirror COMMAND --help\" for a command's flags and an example.\n")
+	fmt.Fprint(w, "  help        show this list\n\nRun \"ecr-mirror COMMAND --help\" for a command's flags and an example.\n")
 }
 
 // parseFlags parses args with fs, allowing flags after positional
