@@ -3,6 +3,8 @@
 // For ECR, from AWS to the wire:
 //
 //	NewECRClient  builds an ecr.Client from the SDK's default config chain
+//	              (WithUserAgent adds the mirror's product/version to the
+//	              SDK's User-Agent: awsoptions.go)
 //	ECRFetcher    turns it into a FetchFunc (one GetAuthorizationToken call)
 //	Source        caches the Token, refreshes it ahead of expiry (Run), and
 //	              coalesces concurrent fetches with a singleflight.Group

@@ -33,14 +33,15 @@ const (
 // AWS_ENDPOINT_URL_ECR_PUBLIC and AWS_ENDPOINT_URL; a non-empty endpoint
 // (an absolute http or https URL) overrides them. Credentials are resolved
 // lazily, on the first call: missing ones fail that call, not this one.
-func NewECRPublicClient(ctx context.Context, endpoint string) (*ecrpublic.Client, error) {
+// opts (such as WithUserAgent) apply after the region.
+func NewECRPublicClient(ctx context.Context, endpoint string, opts ...ClientOption) (*ecrpublic.Client, error) {
 	if endpoint != "" {
 		u, err := url.Parse(endpoint)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return nil, fmt.Errorf("auth: ECR Public endpoint %q is not an absolute http(s) URL", endpoint)
 		}
 	}
-	cfg, err := config.LoadDefaultConfig(ctx, config.WithRegion(ECRPublicRegion))
+	cfg, err := config.LoadDefaultConfig(ctx, append([]ClientOption{config.WithRegion(ECRPublicRegion)}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("auth: load AWS config for ECR Public: %w", err)
 	}

@@ -144,19 +144,20 @@ func checkBasic(basic string) error {
 // shared config); it is an error if none is found. The SDK itself honours
 // AWS_ENDPOINT_URL_ECR and AWS_ENDPOINT_URL; a non-empty endpoint (an
 // absolute http or https URL) overrides them through ecr.Options.BaseEndpoint.
-// Credentials are resolved lazily, on the first API call.
-func NewECRClient(ctx context.Context, region, endpoint string) (*ecr.Client, error) {
+// Credentials are resolved lazily, on the first API call. opts (such as
+// WithUserAgent) apply after the region.
+func NewECRClient(ctx context.Context, region, endpoint string, opts ...ClientOption) (*ecr.Client, error) {
 	if endpoint != "" {
 		u, err := url.Parse(endpoint)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return nil, fmt.Errorf("auth: ECR endpoint %q is not an absolute http(s) URL", endpoint)
 		}
 	}
-	var opts []func(*config.LoadOptions) error
+	var load []ClientOption
 	if region != "" {
-		opts = append(opts, config.WithRegion(region))
+		load = append(load, config.WithRegion(region))
 	}
-	cfg, err := config.LoadDefaultConfig(ctx, opts...)
+	cfg, err := config.LoadDefaultConfig(ctx, append(load, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("auth: load AWS config: %w", err)
 	}

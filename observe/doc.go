@@ -4,7 +4,9 @@
 //     own, fed by the request and upstream observers and reading the
 //     counters cache, proxy and auth keep themselves at scrape time
 //     (summed over the proxies, one per upstream, and the token sources,
-//     one per ECR region). Label values come only from small fixed sets.
+//     one per ECR region). Label values come only from small fixed sets,
+//     but for ecr_mirror_build_info's (RegisterBuildInfo), one series
+//     naming the running build's version, commit and Go release.
 //   - probes.go: Probes, /healthz (alive) and /readyz (cache writable,
 //     index open, ECR reachable with a valid token for every region an
 //     ECR upstream is in, or degraded with STALE_IF_ERROR).

@@ -13,6 +13,7 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/auth"
 	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/clientconn"
+	"github.com/ecr-mirror/ecr-mirror/internal/buildinfo"
 	"github.com/ecr-mirror/ecr-mirror/proxy"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
@@ -136,6 +137,16 @@ func (m *Metrics) readStats(store *cache.Store, px proxies, tokens sources, reac
 			return 0
 		}),
 	)
+}
+
+// RegisterBuildInfo registers ecr_mirror_build_info{version,commit,goversion},
+// always 1: which build is running, to join with other series or to
+// watch a rollout.
+func (m *Metrics) RegisterBuildInfo(info buildinfo.Info) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: "build_info",
+		Help:        "Always 1; its labels say which build is running: version, commit and the Go release that built it.",
+		ConstLabels: prometheus.Labels{"version": info.Version, "commit": info.Commit, "goversion": info.GoVersion}},
+		func() float64 { return 1 }))
 }
 
 // WatchClients registers the client connection metrics.

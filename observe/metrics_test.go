@@ -1,11 +1,16 @@
 package observe
 
 import (
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ecr-mirror/ecr-mirror/internal/buildinfo"
 	"github.com/ecr-mirror/ecr-mirror/proxy"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
@@ -154,4 +159,16 @@ func series(t *testing.T, c prometheus.Collector) int {
 	c.Collect(ch)
 	close(ch)
 	return len(ch)
+}
+
+func TestBuildInfoNamesTheRunningBuild(t *testing.T) {
+	t.Parallel()
+	m := newMetrics()
+	m.RegisterBuildInfo(buildinfo.Info{Version: "v1.2.0", Commit: "0123abc+dirty", GoVersion: "go1.26.8", Platform: "linux/amd64"})
+	rec := httptest.NewRecorder()
+	m.Handler(slog.New(slog.DiscardHandler)).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	want := `ecr_mirror_build_info{commit="0123abc+dirty",goversion="go1.26.8",version="v1.2.0"} 1`
+	if !strings.Contains(rec.Body.String(), want+"\n") {
+		t.Fatalf("/metrics lacks %s:\n%s", want, rec.Body.String())
+	}
 }

@@ -31,6 +31,8 @@ func commands() []command {
 		{name: "import", summary: "verify an OCI archive and admit it to the cache, with its tags", run: runImport},
 		{name: "cache", summary: "the cache: ls, verify, pin, unpin, purge", run: runCache},
 		{name: "config", summary: "config check [FILE]: check the settings and print them as a config file", run: runConfig},
+		{name: "healthcheck", summary: "ask the mirror configured here whether it is alive (a container HEALTHCHECK)", run: runHealthcheck},
+		{name: "version", summary: "print the version, commit and Go release (also --version)", run: runVersion},
 	}
 }
 
@@ -46,7 +48,7 @@ func serverArgs(args []string) ([]string, bool) {
 		return nil, false // the settings' help, on stdout
 	case a == "serve":
 		return args[1:], true
-	case isHelp(a):
+	case isHelp(a), isVersionFlag(a):
 		return nil, false
 	case strings.HasPrefix(a, "-"):
 		return args, true // server flags, optionally followed by "serve"
@@ -72,6 +74,9 @@ func runCLI(ctx context.Context, args []string, getenv func(string) string, stdo
 		settings.Usage(stdout)
 		return exitOK
 	}
+	if isVersionFlag(args[0]) {
+		args = append([]string{"version"}, args[1:]...)
+	}
 	for _, c := range commands() {
 		if c.name == args[0] {
 			return c.run(ctx, args[1:], getenv, stdout, stderr)
@@ -84,11 +89,11 @@ func runCLI(ctx context.Context, args []string, getenv func(string) string, stdo
 
 func printCommands(w io.Writer) {
 	fmt.Fprint(w, "Usage: ecr-mirror [COMMAND] [flags]\n\nCommands:\n")
-	fmt.Fprintf(w, "  %-6s %s\n", "serve", "serve the registry API (the default with no command)")
+	fmt.Fprintf(w, "  %-11s %s\n", "serve", "serve the registry API (the default with no command)")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-6s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
 	}
-	fmt.Fprint(w, "  help   show this list\n\nRun \"ecr-mirror COMMAND --help\" for a command's flags and an example.\n")
+	fmt.Fprint(w, "  help        show this list\n\nRun \"ecr-mirror COMMAND --help\" for a command's flags and an example.\n")
 	fmt.Fprint(w, "The server's settings (flags, environment variables or CONFIG_FILE keys) are\n"+
 		"listed by \"ecr-mirror serve --help\", and in README.md under Settings.\n")
 }

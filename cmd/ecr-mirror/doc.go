@@ -2,8 +2,9 @@
 //
 // Run with no arguments (or "serve") it serves the registry API; see
 // README.md for its settings. "ecr-mirror help" lists the other commands
-// (cli.go): warm, export, import, cache (ls, verify, pin, unpin, purge) and
-// config check (configcmd.go), which prints the configuration in effect.
+// (cli.go): warm, export, import, cache (ls, verify, pin, unpin, purge),
+// healthcheck, version and config check (configcmd.go), which prints the
+// configuration in effect.
 //
 // Where the server's concerns live:
 //
@@ -35,6 +36,10 @@
 //     config through authn.DefaultKeychain).
 //     The cache commands reach a running mirror, or a stopped one's
 //     store, with admin.Open, and run their operations on admin.Cache.
+//   - healthcheck.go: the container's HEALTHCHECK, /healthz asked where
+//     the same settings say the server listens; versioncmd.go: the
+//     build from internal/buildinfo, which also names it in
+//     ecr_mirror_build_info, the startup log and the upstream User-Agent.
 package main
 
 // README.md's settings table is rendered from internal/settings.

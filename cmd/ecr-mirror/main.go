@@ -21,6 +21,7 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/admin"
 	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/clientconn"
+	"github.com/ecr-mirror/ecr-mirror/internal/buildinfo"
 	"github.com/ecr-mirror/ecr-mirror/internal/servergroup"
 	"github.com/ecr-mirror/ecr-mirror/internal/settings"
 	"github.com/ecr-mirror/ecr-mirror/internal/upstreams"
@@ -248,7 +249,8 @@ func listenAll(listeners []listener, apiListeners int, clients *clientconn.Limit
 
 // logServing logs what the mirror serves with, and warns of what is off.
 func logServing(cfg *settings.Config, log *slog.Logger, store *cache.Store, namespaces *registry.Namespaces, budget *clientconn.Budget, tlsOn bool, policy *access.Policy) {
-	log.Info("ecr-mirror serving",
+	build := buildinfo.Read()
+	log.Info("ecr-mirror serving", "version", build.Version, "commit", build.Commit,
 		"upstreams", upstreams.Names(cfg.Upstreams), "region", cfg.Region, "pull_throughs", namespaces.Hosts(),
 		"push", cfg.Push, "cache_dir", cfg.CacheDir, "cache_max_bytes", cfg.CacheMaxSize, "cache_bytes", store.Size(),
 		"max_downloads", cfg.MaxDownloads, "max_client_connections", budget.Max(), "client_stall_timeout", cfg.ClientStallTimeout,

@@ -70,6 +70,8 @@ type Request struct {
 	// Referer is the request's Referer header ("" when it had none): a
 	// client following redirects may send one hop's URL to the next.
 	Referer string
+	// UserAgent is the request's User-Agent header ("" when it had none).
+	UserAgent string
 	// Status is the status answered, 0 when the connection was dropped (a
 	// truncated body keeps its 200 or 206).
 	Status int

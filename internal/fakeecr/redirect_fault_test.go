@@ -51,11 +51,11 @@ func TestFaultRedirect(t *testing.T) {
 	}
 }
 
-func TestRequestLogRecordsReferer(t *testing.T) {
+func TestRequestLogRecordsRefererAndUserAgent(t *testing.T) {
 	t.Parallel()
 	x := newFaultFixture(t)
 	const ref = "http://example.test/previous?X-Amz-Signature=s"
-	do(t, x.c, http.MethodGet, x.f.URL()+"/v2/fault/repo/manifests/v1", x.auth, "Referer: "+ref)
+	do(t, x.c, http.MethodGet, x.f.URL()+"/v2/fault/repo/manifests/v1", x.auth, "Referer: "+ref, "User-Agent: probe/1.0")
 	do(t, x.c, http.MethodGet, x.f.URL()+"/v2/fault/repo/manifests/v1", x.auth)
 	reqs := x.f.Counters().Requests
 	if len(reqs) < 2 {
@@ -63,6 +63,9 @@ func TestRequestLogRecordsReferer(t *testing.T) {
 	}
 	if got := reqs[len(reqs)-2].Referer; got != ref {
 		t.Errorf("Referer %q, want %q", got, ref)
+	}
+	if got := reqs[len(reqs)-2].UserAgent; got != "probe/1.0" {
+		t.Errorf("User-Agent %q, want probe/1.0", got)
 	}
 	if got := reqs[len(reqs)-1].Referer; got != "" {
 		t.Errorf("Referer %q on a request without one", got)

@@ -305,6 +305,7 @@ func (s *Server) record(rec *recorder, r *http.Request) {
 		Range:         r.Header.Get("Range"),
 		Authorization: len(r.Header.Values("Authorization")) > 0,
 		Referer:       r.Header.Get("Referer"),
+		UserAgent:     r.Header.Get("User-Agent"),
 		Status:        rec.status,
 		Bytes:         rec.bytes,
 	}

@@ -4,7 +4,9 @@
 // UPSTREAM_DOCKER_CONFIG for oci registries), one proxy per upstream over
 // the one store with its own transport and redirect policy, the backend
 // the registry handler routes each to, and the metrics and reachability
-// that watch them.
+// that watch them. Every request upstream, the AWS SDK's token calls
+// included, names the mirror's build in its User-Agent
+// (ecr-mirror/<version>, from internal/buildinfo).
 package upstreams
 
 import (
@@ -19,6 +21,7 @@ import (
 
 	"github.com/ecr-mirror/ecr-mirror/auth"
 	"github.com/ecr-mirror/ecr-mirror/cache"
+	"github.com/ecr-mirror/ecr-mirror/internal/buildinfo"
 	"github.com/ecr-mirror/ecr-mirror/internal/settings"
 	"github.com/ecr-mirror/ecr-mirror/observe"
 	"github.com/ecr-mirror/ecr-mirror/proxy"
@@ -44,13 +47,14 @@ type Side struct {
 	// shared holds MAX_DOWNLOADS and UPSTREAM_MAX_RATE for all upstreams together.
 	shared     *proxy.Shared
 	stopTokens context.CancelFunc
+	build      buildinfo.Info // for the User-Agent sent upstream
 }
 
 // Start starts refreshing the ECR tokens of every region an ecr
 // upstream is in, and builds one proxy per upstream over store.
 func Start(ctx context.Context, cfg *settings.Config, store *cache.Store, log *slog.Logger) (*Side, error) {
 	up := &Side{Reach: observe.NewReachability(time.Now), Others: map[string]registry.Backend{},
-		shared: proxy.NewShared(cfg.MaxRate, cfg.MaxDownloads)}
+		shared: proxy.NewShared(cfg.MaxRate, cfg.MaxDownloads), build: buildinfo.Read()}
 	tokenCtx, stopTokens := context.WithCancel(ctx)
 	up.stopTokens = stopTokens
 	logins, err := auth.LoadDockerConfig(cfg.UpstreamDockerConfig, log.With("component", "auth"))
@@ -70,6 +74,7 @@ func Start(ctx context.Context, cfg *settings.Config, store *cache.Store, log *s
 		}
 	}
 	up.Metrics = observe.NewMetrics(store, up.Proxies, up.Tokens, up.Reach) // before anything is served
+	up.Metrics.RegisterBuildInfo(up.build)
 	return up, nil
 }
 
@@ -97,7 +102,7 @@ func (up *Side) credentials(ctx context.Context, cfg *settings.Config, u setting
 		return func(rt http.RoundTripper) http.RoundTripper { return creds.logins.Transport(u.Host, rt) }, nil
 	case settings.KindECRPublic:
 		if creds.ecrPublic == nil {
-			api, err := auth.NewECRPublicClient(ctx, cfg.ECRPublicEndpoint)
+			api, err := auth.NewECRPublicClient(ctx, cfg.ECRPublicEndpoint, up.awsUserAgent())
 			if err != nil {
 				return nil, fmt.Errorf("setting up AWS credentials for ECR Public (UPSTREAM %s): %w", u.URL, err)
 			}
@@ -108,7 +113,7 @@ func (up *Side) credentials(ctx context.Context, cfg *settings.Config, u setting
 	}
 	src := creds.regions[u.Region]
 	if src == nil {
-		ecrClient, err := auth.NewECRClient(ctx, u.Region, cfg.ECREndpoint)
+		ecrClient, err := auth.NewECRClient(ctx, u.Region, cfg.ECREndpoint, up.awsUserAgent())
 		if err != nil {
 			return nil, fmt.Errorf("setting up AWS credentials for region %s (UPSTREAM %s): %w", u.Region, u.URL, err)
 		}
@@ -129,7 +134,12 @@ func (up *Side) addProxy(cfg *settings.Config, u settings.Upstream, main bool, s
 	base.ResponseHeaderTimeout = time.Minute
 	// Redirects (ECR's to S3) are followed only to where this upstream's
 	// policy allows, checked again on the address dialled; no Referer.
-	client := proxy.NewRedirectPolicy(u.URL).Client(base, wrap)
+	// Every request, token realms' and redirects' included, carries the
+	// mirror's User-Agent, set under the credentials.
+	ua := up.build.UserAgent()
+	client := proxy.NewRedirectPolicy(u.URL).Client(base, func(rt http.RoundTripper) http.RoundTripper {
+		return wrap(proxy.UserAgent(ua, rt))
+	})
 	px, err := proxy.New(proxy.Options{
 		Upstream: u.URL, MainUpstream: main, Client: client, Store: store,
 		Logger:       log.With("component", "proxy", "upstream", u.Host),
@@ -157,6 +167,11 @@ func (up *Side) addProxy(cfg *settings.Config, u settings.Upstream, main bool, s
 		up.Others[u.Host], up.Hosts = b, append(up.Hosts, u.Host)
 	}
 	return nil
+}
+
+// awsUserAgent adds ecr-mirror/<version> to the AWS SDK's User-Agent.
+func (up *Side) awsUserAgent() auth.ClientOption {
+	return auth.WithUserAgent("ecr-mirror", up.build.Version)
 }
 
 // Close abandons the downloads still running, then stops the tokens.
