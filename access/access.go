@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ecr-mirror/ecr-mirror/registry"
@@ -28,10 +30,21 @@ type Config struct {
 	Rules []Rule
 }
 
-// Policy enforces a Config on registry API requests.
+// Policy enforces a Config on registry API requests. Update swaps in
+// another Config while requests go on; each request is judged by one
+// Config, the one in place when it arrived.
 type Policy struct {
+	log *slog.Logger
+	// throttle outlives Updates: an address blocked after failed logins
+	// stays blocked whatever the new configuration.
+	throttle *throttle
+	cur      atomic.Pointer[state]
+	updateMu sync.Mutex // one Update at a time
+}
+
+// state is one Config in force, with its htpasswd file loaded.
+type state struct {
 	cfg   Config
-	log   *slog.Logger
 	users *htpasswd // nil: no authentication
 }
 
@@ -40,74 +53,120 @@ func New(cfg Config, log *slog.Logger) (*Policy, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &Policy{cfg: cfg, log: log}
+	p := &Policy{log: log, throttle: newThrottle(time.Now)}
+	st, err := p.build(cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	p.cur.Store(st)
+	return p, nil
+}
+
+// Update validates cfg and puts it in force for the requests that follow,
+// as New would have built it; on an error the Config in force stays. An
+// htpasswd file of the same path is kept as loaded (it reloads itself
+// when it changes), with the logins it has verified and refused; the
+// login throttle (failure counts, blocked addresses) is kept whatever
+// changes.
+func (p *Policy) Update(cfg Config) error {
+	p.updateMu.Lock()
+	defer p.updateMu.Unlock()
+	st, err := p.build(cfg, p.cur.Load())
+	if err != nil {
+		return err
+	}
+	p.cur.Store(st)
+	return nil
+}
+
+// build checks cfg and loads its htpasswd file, reusing prev's when it
+// names the same one.
+func (p *Policy) build(cfg Config, prev *state) (*state, error) {
+	if err := validate(cfg); err != nil {
+		return nil, err
+	}
+	st := &state{cfg: cfg}
+	if cfg.HtpasswdFile == "" {
+		return st, nil
+	}
+	if prev != nil && prev.users != nil && prev.users.path == cfg.HtpasswdFile {
+		st.users = prev.users
+	} else {
+		var err error
+		if st.users, err = newHtpasswd(cfg.HtpasswdFile, p.log, p.throttle); err != nil {
+			return nil, err
+		}
+	}
+	for i, r := range cfg.Rules {
+		for _, u := range r.Users {
+			if !st.users.has(u) {
+				// Not fatal: the user may be added to the file later.
+				p.log.Warn("access rule names a user the htpasswd file does not hold", "rule", i+1, "user", u)
+			}
+		}
+	}
+	return st, nil
+}
+
+// validate checks what New and Update are given.
+func validate(cfg Config) error {
 	for i, n := range cfg.AllowNetworks {
 		if !n.IsValid() {
-			return nil, fmt.Errorf("allowed network %d is not a valid CIDR", i+1)
+			return fmt.Errorf("allowed network %d is not a valid CIDR", i+1)
 		}
 	}
 	for i, r := range cfg.Rules {
 		if r.Level != Pull && r.Level != Push {
-			return nil, fmt.Errorf("access rule %d (%s): level must be pull or push", i+1, r)
+			return fmt.Errorf("access rule %d (%s): level must be pull or push", i+1, r)
 		}
 		if !r.Everyone && len(r.Users) == 0 && len(r.Networks) == 0 {
-			return nil, fmt.Errorf("access rule %d (%s): names no subject", i+1, r)
+			return fmt.Errorf("access rule %d (%s): names no subject", i+1, r)
 		}
 		if len(r.Repositories) == 0 {
-			return nil, fmt.Errorf("access rule %d (%s): names no repository", i+1, r)
+			return fmt.Errorf("access rule %d (%s): names no repository", i+1, r)
 		}
 		if len(r.Users) > 0 && cfg.HtpasswdFile == "" {
-			return nil, fmt.Errorf("access rule %d (%s) names users, but there is no htpasswd file to authenticate them", i+1, r)
+			return fmt.Errorf("access rule %d (%s) names users, but there is no htpasswd file to authenticate them", i+1, r)
 		}
 	}
-	if cfg.HtpasswdFile != "" {
-		var err error
-		if p.users, err = newHtpasswd(cfg.HtpasswdFile, log); err != nil {
-			return nil, err
-		}
-		for i, r := range cfg.Rules {
-			for _, u := range r.Users {
-				if !p.users.has(u) {
-					// Not fatal: the user may be added to the file later.
-					log.Warn("access rule names a user the htpasswd file does not hold", "rule", i+1, "user", u)
-				}
-			}
-		}
-	}
-	return p, nil
+	return nil
 }
 
-// Enabled reports whether the policy restricts anything. When it does not,
-// Wrap returns its handler unchanged; the caller should warn at startup that
-// access control is off.
+// Enabled reports whether the policy now restricts anything. When it
+// does not, the caller should warn that access control is off.
 func (p *Policy) Enabled() bool {
-	return p.users != nil || len(p.cfg.AllowNetworks) > 0 || len(p.cfg.Rules) > 0
+	return p.cur.Load().enabled()
+}
+
+func (st *state) enabled() bool {
+	return st.users != nil || len(st.cfg.AllowNetworks) > 0 || len(st.cfg.Rules) > 0
 }
 
 // Summary describes the policy for the startup log, without secrets, e.g.
 // "htpasswd /etc/ecr-mirror/htpasswd: 3 users (bcrypt); networks:
 // 10.0.0.0/8; rules: pull:*:*; push:ci-bot:team".
 func (p *Policy) Summary() string {
-	if !p.Enabled() {
+	st := p.cur.Load()
+	if !st.enabled() {
 		return "off: every client may pull (and push, when push is on)"
 	}
 	var parts []string
-	if p.users != nil {
-		parts = append(parts, fmt.Sprintf("htpasswd %s: %d users (bcrypt)", p.cfg.HtpasswdFile, p.users.count()))
+	if st.users != nil {
+		parts = append(parts, fmt.Sprintf("htpasswd %s: %d users (bcrypt)", st.cfg.HtpasswdFile, st.users.count()))
 	} else {
 		parts = append(parts, "authentication off")
 	}
-	if len(p.cfg.AllowNetworks) > 0 {
-		nets := make([]string, len(p.cfg.AllowNetworks))
-		for i, n := range p.cfg.AllowNetworks {
+	if len(st.cfg.AllowNetworks) > 0 {
+		nets := make([]string, len(st.cfg.AllowNetworks))
+		for i, n := range st.cfg.AllowNetworks {
 			nets[i] = n.String()
 		}
 		parts = append(parts, "networks: "+strings.Join(nets, ", "))
 	} else {
 		parts = append(parts, "networks: all")
 	}
-	switch rules := p.cfg.Rules; {
-	case len(rules) == 0 && p.users != nil:
+	switch rules := st.cfg.Rules; {
+	case len(rules) == 0 && st.users != nil:
 		parts = append(parts, "rules: none (every authenticated user may pull and push)")
 	case len(rules) == 0:
 		parts = append(parts, "rules: none (every allowed client may pull and push)")
@@ -134,17 +193,19 @@ func User(ctx context.Context) string {
 	return u
 }
 
-// Wrap returns next behind the policy. Every request, whatever its path,
+// Wrap returns next behind the policy (as Update changes it). Every
+// request, whatever its path,
 // must come from AllowNetworks; /v2/ requests must also pass the login and
 // the rules, while others (probes, metrics) need no login. Requests let
 // through carry their user (see User) and no longer carry the
 // Authorization header.
 func (p *Policy) Wrap(next http.Handler) http.Handler {
-	if !p.Enabled() {
-		return next
-	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p.serve(next, w, r)
+		if st := p.cur.Load(); st.enabled() {
+			p.serve(st, next, w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 
@@ -156,9 +217,9 @@ const (
 	msgNet    = "access denied: the mirror does not serve this client's network"
 )
 
-func (p *Policy) serve(next http.Handler, w http.ResponseWriter, r *http.Request) {
+func (p *Policy) serve(st *state, next http.Handler, w http.ResponseWriter, r *http.Request) {
 	addr := clientAddr(r.RemoteAddr)
-	if len(p.cfg.AllowNetworks) > 0 && !inNetworks(addr, p.cfg.AllowNetworks) {
+	if len(st.cfg.AllowNetworks) > 0 && !inNetworks(addr, st.cfg.AllowNetworks) {
 		p.deny(w, r, slog.LevelWarn, "", "client network not allowed", registry.Errorf(registry.CodeDenied, msgNet))
 		return
 	}
@@ -168,7 +229,7 @@ func (p *Policy) serve(next http.Handler, w http.ResponseWriter, r *http.Request
 		return
 	}
 	var user string
-	if p.users != nil {
+	if st.users != nil {
 		u, pw, ok := r.BasicAuth()
 		if !ok {
 			// Every login starts with an anonymous request that gets this
@@ -176,12 +237,12 @@ func (p *Policy) serve(next http.Handler, w http.ResponseWriter, r *http.Request
 			p.deny(w, r, slog.LevelDebug, "", "no credentials", unauthorized(msgLogin))
 			return
 		}
-		if !p.login(w, r, addr, u, pw) {
+		if !p.login(st.users, w, r, addr, u, pw) {
 			return
 		}
 		user = u
 	}
-	if len(p.cfg.Rules) > 0 && route.Kind != registry.KindBase {
+	if len(st.cfg.Rules) > 0 && route.Kind != registry.KindBase {
 		if perr != nil {
 			// A path the registry would refuse anyway names nothing the
 			// rules could grant.
@@ -193,7 +254,7 @@ func (p *Policy) serve(next http.Handler, w http.ResponseWriter, r *http.Request
 		if route.Kind == registry.KindUpload || r.Method != http.MethodGet && r.Method != http.MethodHead {
 			want = Push
 		}
-		if !p.allowed(user, addr, route.Name, want) {
+		if !st.allowed(user, addr, route.Name, want) {
 			what := fmt.Sprintf("repository %q", route.Name)
 			if route.Name == "" {
 				what = "the catalog"
@@ -203,7 +264,7 @@ func (p *Policy) serve(next http.Handler, w http.ResponseWriter, r *http.Request
 			return
 		}
 		if route.Kind == registry.KindUpload && r.Method == http.MethodPost {
-			vetted, e := p.vetMount(r, user, addr)
+			vetted, e := p.vetMount(st, r, user, addr)
 			if e != nil {
 				w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 				registry.WriteError(w, r, e)
@@ -225,14 +286,14 @@ func (p *Policy) serve(next http.Handler, w http.ResponseWriter, r *http.Request
 // logged why. A storm of wrong logins is refused (429 with Retry-After)
 // without running bcrypt, see htpasswd.check; it is logged at warn once per
 // address blocked and at debug per request, so that it cannot flood the log.
-func (p *Policy) login(w http.ResponseWriter, r *http.Request, addr netip.Addr, user, pw string) bool {
-	v, retry := p.users.check(user, pw, addr, true)
+func (p *Policy) login(users *htpasswd, w http.ResponseWriter, r *http.Request, addr netip.Addr, user, pw string) bool {
+	v, retry := users.check(user, pw, addr, true)
 	switch v {
 	case verdictOK:
 		return true
 	case verdictWrong, verdictKnown:
 		reason := "wrong password"
-		if !p.users.has(user) {
+		if !users.has(user) {
 			reason = "unknown user"
 		}
 		level := slog.LevelWarn
@@ -242,7 +303,7 @@ func (p *Policy) login(w http.ResponseWriter, r *http.Request, addr netip.Addr, 
 		}
 		p.deny(w, r, level, user, reason, unauthorized(msgBadPw))
 		if v == verdictWrong {
-			if left, blocked := p.users.throttle.blocked(addr); blocked {
+			if left, blocked := users.throttle.blocked(addr); blocked {
 				p.log.LogAttrs(r.Context(), slog.LevelWarn, "too many failed logins: address blocked",
 					slog.String("client", r.RemoteAddr), slog.Duration("for", left.Round(time.Second)))
 			}
@@ -268,9 +329,9 @@ func tooManyLogins(retry time.Duration, msg string) *registry.Error {
 
 // allowed reports whether some rule grants user at addr level on the
 // repository name ("" for all of them).
-func (p *Policy) allowed(user string, addr netip.Addr, name string, level Level) bool {
-	for i := range p.cfg.Rules {
-		r := &p.cfg.Rules[i]
+func (st *state) allowed(user string, addr netip.Addr, name string, level Level) bool {
+	for i := range st.cfg.Rules {
+		r := &st.cfg.Rules[i]
 		if r.Level >= level && r.matches(user, addr) && r.covers(name) {
 			return true
 		}

@@ -93,8 +93,8 @@ func newFixture(t testing.TB, users map[string]string, cfg Config) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.users != nil {
-		p.users.compare = func(hash, pw []byte) error {
+	if p.users() != nil {
+		p.users().compare = func(hash, pw []byte) error {
 			f.calls.Add(1)
 			return bcrypt.CompareHashAndPassword(hash, pw)
 		}
@@ -499,10 +499,10 @@ func TestHtpasswdBcryptVariants(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, u := range []string{"a", "b", "y"} {
-		if !p.users.verify(u, "pw") {
+		if !p.users().verify(u, "pw") {
 			t.Errorf("user %s ($2%s$) does not verify", u, u)
 		}
-		if p.users.verify(u, "px") {
+		if p.users().verify(u, "px") {
 			t.Errorf("user %s verifies a wrong password", u)
 		}
 	}
@@ -517,8 +517,8 @@ func TestHtpasswdReload(t *testing.T) {
 	replaceFile(t, f.file, htpasswdLines(t, map[string]string{"alice": "a-pw", "bob": "b-pw"}))
 	check(t, f.do(bob), 401, "UNAUTHORIZED")
 
-	f.policy.users.reloadEvery = 0
-	f.policy.users.nextCheck.Store(0)
+	f.policy.users().reloadEvery = 0
+	f.policy.users().nextCheck.Store(0)
 	check(t, f.do(bob), 418, "")
 	if !strings.Contains(f.logs.String(), "htpasswd file reloaded") {
 		t.Errorf("no reload log line:\n%s", f.logs)
@@ -626,7 +626,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 		Rules:         rules,
 		AllowNetworks: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")},
 	})
-	f.policy.users.reloadEvery = 0 // log reloads too
+	f.policy.users().reloadEvery = 0 // log reloads too
 	for _, q := range []req{
 		{method: "GET", path: "/v2/"},
 		{method: "GET", path: "/v2/team/app/manifests/latest", user: "alice", pw: secret},
@@ -685,9 +685,14 @@ func TestSummary(t *testing.T) {
 	if off.Enabled() || !strings.HasPrefix(off.Summary(), "off") {
 		t.Errorf("zero Config: Enabled %v, Summary %q", off.Enabled(), off.Summary())
 	}
-	next := http.NotFoundHandler()
-	if fmt.Sprintf("%p", off.Wrap(next)) != fmt.Sprintf("%p", next) {
-		t.Error("a disabled policy wraps its handler")
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodGet, "/v2/team/app/manifests/v1", nil)
+	req.Header.Set("Authorization", "Basic eDp5")
+	off.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Auth", r.Header.Get("Authorization"))
+	})).ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK || rec.Header().Get("X-Auth") != "Basic eDp5" {
+		t.Errorf("a disabled policy changed the request: %d, Authorization %q", rec.Code, rec.Header().Get("X-Auth"))
 	}
 
 	rules, _ := ParseRules("pull:*:*;push:ci-bot:team/,infra/")
@@ -712,7 +717,7 @@ func TestSummary(t *testing.T) {
 func TestReloadUnderLoad(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, map[string]string{"alice": "a-pw"}, Config{})
-	f.policy.users.reloadEvery = 0
+	f.policy.users().reloadEvery = 0
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for range 8 {
@@ -738,3 +743,6 @@ func TestReloadUnderLoad(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// users is the htpasswd file of the Config in force.
+func (p *Policy) users() *htpasswd { return p.cur.Load().users }

@@ -23,6 +23,14 @@
 // mirror also serves them on its metrics listener, which is not held to
 // AllowNetworks.)
 //
+// # Changing the configuration
+//
+// Policy.Update puts another Config in force while requests go on (the
+// server does so when its config file changes); each request is judged by
+// the Config in force when it arrived. An htpasswd file of the same path
+// is kept as loaded, and the login throttle (failure counts and blocked
+// addresses, see Login storms) survives every Update.
+//
 // # Levels
 //
 // GET and HEAD requests need pull. Every other method, and anything under

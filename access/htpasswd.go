@@ -99,7 +99,7 @@ func bcryptSlots() int {
 	return max(1, runtime.GOMAXPROCS(0)/2)
 }
 
-func newHtpasswd(path string, log *slog.Logger) (*htpasswd, error) {
+func newHtpasswd(path string, log *slog.Logger, th *throttle) (*htpasswd, error) {
 	u, err := loadHtpasswd(path)
 	if err != nil {
 		return nil, err
@@ -118,7 +118,7 @@ func newHtpasswd(path string, log *slog.Logger) (*htpasswd, error) {
 	h.refused, _ = lru.New[[sha256.Size]byte, struct{}](failedEntries)
 	h.slots = make(chan struct{}, bcryptSlots())
 	h.maxWaiting, h.slotWait = maxSlotWaiters, maxSlotWait
-	h.throttle = newThrottle(time.Now)
+	h.throttle = th
 	// The dummy hash costs what the file's entries cost.
 	cost := bcrypt.DefaultCost
 	for _, hash := range u.hashes {

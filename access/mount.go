@@ -38,7 +38,7 @@ const (
 // encoding (a key written %6Dount, pairs after a ";"). A from that is not a
 // valid repository name, or a repeated mount or from, is an error for the
 // client (400).
-func (p *Policy) vetMount(r *http.Request, user string, addr netip.Addr) (*http.Request, *registry.Error) {
+func (p *Policy) vetMount(st *state, r *http.Request, user string, addr netip.Addr) (*http.Request, *registry.Error) {
 	q, _ := url.ParseQuery(r.URL.RawQuery) // unparseable pairs are left out, here and upstream
 	mounts, froms := q[paramMount], q[paramFrom]
 	if len(mounts) > 1 {
@@ -57,7 +57,7 @@ func (p *Policy) vetMount(r *http.Request, user string, addr netip.Addr) (*http.
 			}
 			return nil, e
 		}
-		if !p.allowed(user, addr, froms[0], Pull) {
+		if !st.allowed(user, addr, froms[0], Pull) {
 			reason = "no rule grants pull of the mount source"
 		}
 	case len(mounts) == 1:

@@ -40,11 +40,11 @@ func TestBcryptSlotsBoundConcurrency(t *testing.T) {
 	check(t, f.do(req{method: "GET", path: "/v2/", user: "alice", pw: "a-pw"}), 418, "") // alice logs in
 
 	const slots, storm = 2, 10
-	f.policy.users.slots = make(chan struct{}, slots)
-	f.policy.users.maxWaiting = 0 // no queue: refused at once (TestLoginsWaitInTurn)
+	f.policy.users().slots = make(chan struct{}, slots)
+	f.policy.users().maxWaiting = 0 // no queue: refused at once (TestLoginsWaitInTurn)
 	var active, most, runs atomic.Int64
 	release := make(chan struct{})
-	f.policy.users.compare = func(hash, pw []byte) error {
+	f.policy.users().compare = func(hash, pw []byte) error {
 		runs.Add(1)
 		n := active.Add(1)
 		defer active.Add(-1)
@@ -107,7 +107,7 @@ func TestLoginsWaitInTurn(t *testing.T) {
 	t.Parallel()
 	users := map[string]string{"alice": "a-pw", "bob": "b-pw", "carol": "c-pw", "dave": "d-pw"}
 	f := newFixture(t, users, Config{})
-	h := f.policy.users
+	h := f.policy.users()
 	h.slots = make(chan struct{}, 1)
 	h.maxWaiting = 2
 	h.slotWait = time.Hour // released below, never timed out
@@ -163,7 +163,7 @@ func TestFailingAddressBacksOff(t *testing.T) {
 	clock.advance(time.Hour)
 	th := newThrottle(clock.now)
 	th.limit, th.window, th.backoff = 3, time.Minute, 2*time.Minute
-	f.policy.users.throttle = th
+	f.policy.users().throttle = th
 	const attacker = "203.0.113.5:1"
 	check(t, f.do(req{method: "GET", path: "/v2/", user: "alice", pw: "a-pw", remote: attacker}), 418, "")
 

@@ -8,6 +8,8 @@
 // does not load, as when a renewal has written the new certificate but not
 // yet its key, leaves the previous one in service: the warning is logged
 // once, and the pair is retried on later checks until it loads.
+// SetFiles moves the Reloader to another pair of files (a changed config
+// file), once they load.
 //
 // Use it with an http.Server, which then also offers HTTP/2:
 //
@@ -40,14 +42,14 @@ const maxPEMSize = 1 << 20
 
 // Reloader serves the current certificate of a pair of PEM files.
 type Reloader struct {
-	certFile, keyFile string
+	certFile, keyFile string // under mu once New returned (SetFiles)
 	log               *slog.Logger
 	checkEvery        time.Duration
 
 	current   atomic.Pointer[pair]
 	nextCheck atomic.Int64 // unix nanoseconds
 	mu        sync.Mutex   // one reload at a time
-	// Under mu: the versions of the files whose load failed, once warned.
+	// Under mu: certFile and keyFile once New returned; the versions of the files whose load failed, once warned.
 	failed versions
 	warned bool
 }
@@ -113,6 +115,24 @@ func (r *Reloader) TLSConfig() *tls.Config {
 func (r *Reloader) Certificate() *x509.Certificate {
 	r.maybeReload()
 	return r.current.Load().cert.Leaf
+}
+
+// SetFiles serves the pair of other files from now on, once they load;
+// when they do not, the error names the file at fault and the current
+// pair stays (and is still watched).
+func (r *Reloader) SetFiles(certFile, keyFile string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	next := &Reloader{certFile: certFile, keyFile: keyFile}
+	p, err := next.load()
+	if err != nil {
+		return err
+	}
+	r.certFile, r.keyFile = certFile, keyFile
+	r.failed, r.warned = versions{}, false
+	r.current.Store(p)
+	r.log.Info("TLS certificate files changed", append([]any{"cert_file", certFile, "key_file", keyFile}, certAttrs(p.cert.Leaf)...)...)
+	return nil
 }
 
 // maybeReload loads the files again when they have changed, at most once

@@ -365,3 +365,33 @@ func TestRenewalUnderLoad(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// SetFiles serves another pair of files from the next handshake; a pair
+// that does not load is refused, naming its file, and the current one
+// stays in service.
+func TestSetFilesSwitchesPair(t *testing.T) {
+	t.Parallel()
+	ca := tlstest.NewCA(t)
+	certFile, keyFile := ca.IssueFiles(t, t.TempDir(), "localhost", "127.0.0.1")
+	r, logs := newReloader(t, certFile, keyFile, false)
+	url := serve(t, r)
+	first := peer(t, url, ca)
+
+	otherDir := t.TempDir()
+	otherCert, otherKey := ca.IssueFiles(t, otherDir, "mirror.test", "127.0.0.1")
+	if err := r.SetFiles(certFile, filepath.Join(otherDir, "missing.key")); err == nil || !strings.Contains(err.Error(), "TLS private key file") {
+		t.Fatalf("SetFiles with a missing key: %v", err)
+	}
+	if got := peer(t, url, ca); !got.Equal(first) {
+		t.Fatal("a refused SetFiles changed the served certificate")
+	}
+	if err := r.SetFiles(otherCert, otherKey); err != nil {
+		t.Fatal(err)
+	}
+	if got := peer(t, url, ca); !slices.Equal(got.DNSNames, []string{"mirror.test"}) {
+		t.Fatalf("served %v after SetFiles, want mirror.test", got.DNSNames)
+	}
+	if !strings.Contains(logs.String(), "TLS certificate files changed") {
+		t.Fatalf("log lacks the change:\n%s", logs)
+	}
+}

@@ -155,7 +155,7 @@ func envOr(getenv func(string) string, env string) string {
 	if v := strings.TrimSpace(getenv(env)); v != "" {
 		return v
 	}
-	return settings.Default(env)
+	return settings.FileOrDefault(getenv, env)
 }
 
 // storeOptions are the options of a stopped mirror's store; the error is

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/settings"
 )
 
 // Exit statuses of the subcommands.
@@ -28,6 +30,7 @@ func commands() []command {
 		{name: "export", summary: "write images from a running mirror to an OCI archive (a seed bundle)", run: runExport},
 		{name: "import", summary: "verify an OCI archive and admit it to the cache, with its tags", run: runImport},
 		{name: "cache", summary: "the cache: ls, verify, pin, unpin, purge", run: runCache},
+		{name: "config", summary: "config check [FILE]: check the settings and print them as a config file", run: runConfig},
 		{name: "healthcheck", summary: "ask the mirror configured here whether it is alive (a container HEALTHCHECK)", run: runHealthcheck},
 		{name: "version", summary: "print the version, commit and Go release (also --version)", run: runVersion},
 	}
@@ -41,6 +44,8 @@ func serverArgs(args []string) ([]string, bool) {
 		return args, true
 	}
 	switch a := args[0]; {
+	case a == "serve" && len(args) > 1 && isHelp(args[1]):
+		return nil, false // the settings' help, on stdout
 	case a == "serve":
 		return args[1:], true
 	case isHelp(a), isVersionFlag(a):
@@ -65,6 +70,10 @@ func runCLI(ctx context.Context, args []string, getenv func(string) string, stdo
 		printCommands(stdout)
 		return exitOK
 	}
+	if args[0] == "serve" { // "serve --help", "help serve"
+		settings.Usage(stdout)
+		return exitOK
+	}
 	if isVersionFlag(args[0]) {
 		args = append([]string{"version"}, args[1:]...)
 	}
@@ -85,6 +94,8 @@ func printCommands(w io.Writer) {
 		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, "  help        show this list\n\nRun \"ecr-mirror COMMAND --help\" for a command's flags and an example.\n")
+	fmt.Fprint(w, "The server's settings (flags, environment variables or CONFIG_FILE keys) are\n"+
+		"listed by \"ecr-mirror serve --help\", and in README.md under Settings.\n")
 }
 
 // parseFlags parses args with fs, allowing flags after positional

@@ -36,6 +36,7 @@ func TestServerArgs(t *testing.T) {
 		{name: "serve", args: []string{"serve"}, serve: true, want: []string{}},
 		{name: "serve flags", args: []string{"serve", "-listen-addr", ":1"}, serve: true, want: []string{"-listen-addr", ":1"}},
 		{name: "flags then serve", args: []string{"-listen-addr", ":1", "serve"}, serve: true, want: []string{"-listen-addr", ":1", "serve"}},
+		{name: "serve help", args: []string{"serve", "--help"}},
 		{name: "help", args: []string{"help"}},
 		{name: "-h", args: []string{"-h"}},
 		{name: "warm", args: []string{"warm", "a:b"}},

@@ -3,7 +3,8 @@
 // Run with no arguments (or "serve") it serves the registry API; see
 // README.md for its settings. "ecr-mirror help" lists the other commands
 // (cli.go): warm, export, import, cache (ls, verify, pin, unpin, purge),
-// healthcheck and version.
+// healthcheck, version and config check (configcmd.go), which prints the
+// configuration in effect.
 //
 // Where the server's concerns live:
 //
@@ -12,6 +13,9 @@
 //     row and parser; settings.Parse reads them all and reports every bad
 //     one before anything is built. The README table is generated from
 //     that list: go generate ./cmd/ecr-mirror.
+//   - reload.go: a running server's CONFIG_FILE watcher (settings.Watcher)
+//     and what it applies without a restart: access.Policy.Update and
+//     tlsreload.Reloader.SetFiles.
 //   - main.go: run, which wires the store, the proxies, the handlers and
 //     the listeners by hand; the metrics, /healthz, /readyz and ECR's
 //     reachability come from package observe, the client limits

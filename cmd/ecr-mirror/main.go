@@ -81,10 +81,13 @@ func run(ctx context.Context, cfg *settings.Config, log *slog.Logger, ready func
 	if err != nil {
 		return fmt.Errorf("client access control: %w", err)
 	}
-	tlsConfig, err := loadTLS(cfg, log)
+	certs, tlsConfig, err := loadTLS(cfg, log)
 	if err != nil {
 		return err
 	}
+	// Before anything listens: a SIGHUP must never find the default
+	// action, which ends the process.
+	defer watchConfig(ctx, &reloader{cfg: cfg, policy: policy, certs: certs, log: log})()
 	store, err := cache.Open(cache.Options{Dir: cfg.CacheDir, MaxSize: cfg.CacheMaxSize, Logger: log.With("component", "cache")})
 	if err != nil {
 		return fmt.Errorf("opening cache in %s: %w", cfg.CacheDir, err)
@@ -130,17 +133,17 @@ func run(ctx context.Context, cfg *settings.Config, log *slog.Logger, ready func
 	return servergroup.Serve(ctx, append([]servergroup.Server{adminSrv}, servers...), cfg.ShutdownGrace, log)
 }
 
-// loadTLS is the registry listeners' TLS configuration, reloaded as the
-// files are renewed; nil: plain HTTP.
-func loadTLS(cfg *settings.Config, log *slog.Logger) (*tls.Config, error) {
+// loadTLS is the registry listeners' certificates, reloaded as the
+// files are renewed, and their TLS configuration; nil: plain HTTP.
+func loadTLS(cfg *settings.Config, log *slog.Logger) (*tlsreload.Reloader, *tls.Config, error) {
 	if cfg.TLSCertificate == "" {
-		return nil, nil
+		return nil, nil, nil
 	}
 	certs, err := tlsreload.New(cfg.TLSCertificate, cfg.TLSPrivateKey, log.With("component", "tls"))
 	if err != nil {
-		return nil, fmt.Errorf("TLS_CERTIFICATE/TLS_PRIVATE_KEY: %w", err)
+		return nil, nil, fmt.Errorf("TLS_CERTIFICATE/TLS_PRIVATE_KEY: %w", err)
 	}
-	return certs.TLSConfig(), nil
+	return certs, certs.TLSConfig(), nil
 }
 
 // newAdminServer builds the admin socket's server: the cache commands

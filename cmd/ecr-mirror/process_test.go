@@ -60,6 +60,7 @@ type process struct {
 	cmd  *exec.Cmd
 	addr string     // where it listens
 	done chan error // Wait's result
+	logs testkit.SyncBuffer
 }
 
 // startProcess runs the binary against fake with a cache in dir and
@@ -83,6 +84,7 @@ func startProcess(t *testing.T, bin string, fake *fakeecr.Server, dir string, ex
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
+			p.logs.Write(append(sc.Bytes(), '\n'))
 			var rec struct{ Msg, Addr, Serves string }
 			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "listening" && strings.HasPrefix(rec.Serves, "registry API") {
 				select {

@@ -1,9 +1,7 @@
 package settings
 
 import (
-	"cmp"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,10 +20,12 @@ import (
 )
 
 // Config is the whole server configuration. Every setting comes from a
-// flag, else from its environment variable, else from its default:
+// flag, else from its environment variable, else from the config file,
+// else from its default:
 // settings() in settings.go binds each field to its flag, variable,
 // default, help and parser, so the comments here name only the variable.
 type Config struct {
+	ConfigFile  string     // CONFIG_FILE; "": none
 	Upstream    *url.URL   // UPSTREAM's first entry: the default upstream's URL
 	Upstreams   []Upstream // UPSTREAM, the default first
 	Region      string     // AWS_REGION; unset, the first ecr upstream's
@@ -74,6 +74,8 @@ type Config struct {
 	// SeparateTagLookups turns off the merging of concurrent tag
 	// lookups. Not a setting: the baseline of the tag benchmark.
 	SeparateTagLookups bool
+
+	source *source // nil for a Config not made by Parse
 }
 
 // StaleAlways is STALE_IF_ERROR=always.
@@ -85,65 +87,167 @@ type NamespaceListener struct {
 	Namespace string
 }
 
-// Parse reads flags from args and settings from getenv, and checks
-// every value. Errors name the setting and the bad value; every bad
-// setting is reported, not just the first.
+// Parse reads flags from args, settings from getenv and from the config
+// file that CONFIG_FILE (or -config-file) names, and checks every value:
+// a flag wins over its variable, a variable over the file, the file over
+// the default. Errors name the setting where the user wrote it (the flag
+// as typed, the variable, or the file, line and key) and the bad value;
+// every bad setting is reported, not just the first. Deprecated flag
+// names are warned of on usageOut, where -h writes the help.
 func Parse(args []string, getenv func(string) string, usageOut io.Writer) (*Config, error) {
-	var cfg Config
-	all := settings(&cfg)
-	fs := flag.NewFlagSet("ecr-mirror", flag.ContinueOnError)
-	fs.SetOutput(usageOut)
-	for _, s := range all {
-		fs.StringVar(&s.value, s.flag, "", fmt.Sprintf("%s [$%s]", s.help, s.env))
-	}
-	fs.Usage = func() {
-		fmt.Fprintf(usageOut, "Usage: ecr-mirror [flags]\n\nA caching pull-through mirror for AWS ECR. Each flag can also be set by its environment variable.\n\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	cfg := &Config{}
+	all := settings(cfg)
+	if err := parseFlags(all, args, usageOut); err != nil {
 		return nil, err
 	}
-	if fs.NArg() > 0 && fs.Arg(0) != "serve" || fs.NArg() > 1 {
-		return nil, fmt.Errorf("unexpected arguments %q: ecr-mirror takes only flags", fs.Args())
-	}
 	var errs []error
+	file := &configFile{}
+	if path := configFilePath(all, getenv); path != "" {
+		var ferrs []error
+		file, ferrs = readConfigFile(path, all)
+		errs = append(errs, ferrs...)
+	}
 	for _, s := range all {
-		if err := s.parse(s.resolve(getenv)); err != nil {
-			errs = append(errs, named(s.env, err)...)
+		s.value = s.resolve(getenv, file)
+		if err := s.parse(s.value); err != nil {
+			errs = append(errs, named(s.from.String(), err)...)
 		}
 	}
+	errs = append(errs, checkOverridden(all, file)...)
 	if err := cfg.checkTogether(); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	return &cfg, nil
+	cfg.source = &source{args: args, getenv: getenv, all: all}
+	return cfg, nil
 }
 
-// resolve is the setting's value: its flag, else its variable (or the
-// fallback variable), else its default.
-func (s *setting) resolve(getenv func(string) string) string {
-	v := s.value
-	for _, env := range []string{s.env, s.fallbackEnv} {
-		if v == "" && env != "" {
-			v = strings.TrimSpace(getenv(env))
+// configFilePath is CONFIG_FILE's value: its flag, else its variable.
+func configFilePath(all []*setting, getenv func(string) string) string {
+	for _, s := range all {
+		if s.env == configFileEnv {
+			return s.resolve(getenv, &configFile{})
 		}
 	}
-	return cmp.Or(v, s.def)
+	return ""
 }
 
-// named prefixes err, or each error joined in it, with the setting env.
-func named(env string, err error) []error {
+// checkOverridden checks the file's values that a flag or variable
+// overrides, so that a file is never let through with a bad value that
+// would stop the mirror once the override is gone. Each is parsed after
+// the settings listed before it, with the values they have.
+func checkOverridden(all []*setting, file *configFile) []error {
+	var errs []error
+	for i, s := range all {
+		fv, ok := file.values[s.env]
+		if !ok || fv.value == "" || s.from.kind == fromFile {
+			continue
+		}
+		scratch := settings(&Config{})
+		for j := range i {
+			_ = scratch[j].parse(all[j].value) // reported by Parse
+		}
+		if err := scratch[i].parse(fv.value); err != nil {
+			at := origin{kind: fromFile, name: s.fileKey(), path: file.path, line: fv.line}
+			errs = append(errs, named(at.String(), err)...)
+		}
+	}
+	return errs
+}
+
+// source is how a Config was read, to read it again (Reload) and to
+// write it out (WriteFile).
+type source struct {
+	args   []string
+	getenv func(string) string
+	all    []*setting // with their values and origins
+}
+
+// origin is where a setting's value came from.
+type origin struct {
+	kind originKind
+	name string // the flag as typed, the variable, or the file's key
+	path string // the config file
+	line int    // in the config file
+}
+
+type originKind int
+
+const (
+	fromDefault originKind = iota
+	fromFlag
+	fromEnv
+	fromFile
+)
+
+// String names the origin as errors do: -cache-max-size,
+// CACHE_MAX_SIZE, or config.yaml:12: cache_max_size.
+func (o origin) String() string {
+	switch o.kind {
+	case fromFlag:
+		return "-" + o.name
+	case fromFile:
+		return fmt.Sprintf("%s:%d: %s", o.path, o.line, o.name)
+	}
+	return o.name
+}
+
+// resolve is the setting's value, trimmed, and records where it came
+// from: its flag, else its variable (or the fallback variable), else the
+// file, else its default.
+func (s *setting) resolve(getenv func(string) string, file *configFile) string {
+	if f := s.flagValue; f != nil && f.typed != "" {
+		if v := strings.TrimSpace(f.value); v != "" {
+			s.from = origin{kind: fromFlag, name: f.typed}
+			return v
+		}
+	}
+	for _, env := range []string{s.env, s.fallbackEnv} {
+		if env == "" {
+			continue
+		}
+		if v := strings.TrimSpace(getenv(env)); v != "" {
+			s.from = origin{kind: fromEnv, name: env}
+			return v
+		}
+	}
+	if fv, ok := file.values[s.env]; ok && fv.value != "" {
+		s.from = origin{kind: fromFile, name: s.fileKey(), path: file.path, line: fv.line}
+		return fv.value
+	}
+	s.from = origin{kind: fromDefault, name: s.env}
+	return s.def
+}
+
+// named prefixes err, or each error joined in it, with where the
+// setting was written.
+func named(where string, err error) []error {
 	all := []error{err}
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		all = j.Unwrap()
 	}
 	out := make([]error, len(all))
 	for i, e := range all {
-		out[i] = fmt.Errorf("%s: %w", env, e)
+		out[i] = fmt.Errorf("%s: %w", where, e)
 	}
 	return out
+}
+
+// FileOrDefault is the setting of env as the server would take it
+// when its variable is unset: from the config file CONFIG_FILE names (as
+// getenv gives it), else its default. A config file that cannot be read
+// gives the default: "ecr-mirror config check" is where it is checked.
+func FileOrDefault(getenv func(string) string, env string) string {
+	all := settings(&Config{})
+	if path := strings.TrimSpace(getenv(configFileEnv)); path != "" {
+		file, _ := readConfigFile(path, all)
+		if fv, ok := file.values[env]; ok && fv.value != "" {
+			return fv.value
+		}
+	}
+	return Default(env)
 }
 
 // Default is the server's default for the setting of env.
@@ -272,12 +376,12 @@ func ParseUpstream(raw string) (*url.URL, error) {
 		return nil, fmt.Errorf("%q is not a URL: %v", raw, err)
 	}
 	switch {
+	case u.User != nil: // first, so that no error below quotes them
+		return nil, fmt.Errorf("must not carry credentials: the mirror gets them from AWS")
 	case u.Scheme != "https" && u.Scheme != "http":
 		return nil, fmt.Errorf("%q: scheme must be https (or http for local use)", raw)
 	case u.Host == "" || u.Hostname() == "":
 		return nil, fmt.Errorf("%q has no host", raw)
-	case u.User != nil:
-		return nil, fmt.Errorf("must not carry credentials: the mirror gets them from AWS")
 	case u.RawQuery != "" || u.Fragment != "":
 		return nil, fmt.Errorf("%q must not have a query or fragment", raw)
 	case strings.Trim(u.Path, "/") != "":

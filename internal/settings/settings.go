@@ -17,53 +17,89 @@ import (
 
 //go:generate go test -count=1 -run TestREADMESettingsTableMatchesSettings . -args -update-readme
 
-// setting is one configuration value bound to its config field: its flag
-// and variable, its default, its help for -h and its row in README.md,
-// and the parser that checks a value and stores it in the field.
+// setting is one configuration value bound to its config field: its
+// variable (which also names its flag and its config-file key), its
+// default, its help for -h and its row in README.md, and the parser that
+// checks a value and stores it in the field.
 type setting struct {
-	flag, env string
-	// fallbackEnv is read when env is unset, before the default.
+	env string
+	// fallbackEnv is read when env is unset, before the file and the default.
 	fallbackEnv string
-	def         string // the default, as a user would write it; "": none
-	help        string // the -h text
+	// aliases are deprecated flag names still accepted, with a warning.
+	aliases []string
+	arg     string // what the flag takes, for -h: SIZE, DURATION, argBool...
+	shape   shape  // how the config file may write it
+	// reload marks a setting a running server applies when its config
+	// file changes; every other one needs a restart.
+	reload bool
+	// secret marks a value "config check" must not print.
+	secret bool
+	def    string // the default, as a user would write it; "": none
+	help   string // the -h text
 	// docDefault and doc are README.md's default and meaning columns
 	// (Markdown); docDefault "" shows def, or "(none)".
 	docDefault, doc string
-	// parse checks v (the flag, else the variable, else def, trimmed)
-	// and stores it. It runs in list order, so it may read the fields
-	// of settings listed before it.
+	// parse checks v (the flag, else the variable, else the file's
+	// value, else def, trimmed) and stores it. It runs in list order, so
+	// it may read the fields of settings listed before it.
 	parse func(v string) error
-	value string // the flag's value, "" when not given
+
+	flagValue *flagValue // the flag as given on the command line
+	value     string     // the value resolved by Parse
+	from      origin     // where value came from
+}
+
+// argBool is the arg of a true/false setting: its flag may stand alone.
+const argBool = "BOOL"
+
+// flagName is the setting's flag: its variable in lower case with dashes.
+func (s *setting) flagName() string {
+	return strings.ToLower(strings.ReplaceAll(s.env, "_", "-"))
+}
+
+// fileKey is the setting's key in a config file: its variable in lower case.
+func (s *setting) fileKey() string {
+	return strings.ToLower(s.env)
 }
 
 // settings lists every setting, bound to the fields of c, in the order
 // the usage text and README.md show them. A setting's parser may read
 // the fields of settings listed before it.
 func settings(c *Config) []*setting {
-	return slices.Concat(upstreamSettings(c), serverSettings(c), namespaceSettings(c),
+	return slices.Concat(fileSettings(c), upstreamSettings(c), serverSettings(c), namespaceSettings(c),
 		opsSettings(c), securitySettings(c), limitSettings(c))
+}
+
+// fileSettings is the config file the other settings may come from.
+func fileSettings(c *Config) []*setting {
+	return []*setting{
+		{env: configFileEnv, arg: "FILE",
+			help:       "YAML file of settings, keyed by their variables in lower case (upstream, cache_max_size, ...); flags and variables override it",
+			docDefault: "(none)", doc: "a YAML file of the other settings, keyed by their variables in lower case (see \"Config file\"); flags and variables override it; a change to it is applied to `ACCESS_RULES`, `ALLOW_NETWORKS`, `HTPASSWD_FILE` and the TLS files without a restart",
+			parse: bindText(&c.ConfigFile)},
+	}
 }
 
 // upstreamSettings are the settings of the registry mirrored and how to reach its token API.
 func upstreamSettings(c *Config) []*setting {
 	return []*setting{
-		{flag: "upstream", env: "UPSTREAM",
+		{env: "UPSTREAM", arg: "[KIND:]URL,...", shape: list,
 			help:       "registries to pull from, [KIND:]URL separated by commas, the first the default; KIND ecr, ecr-public or oci, e.g. https://123456789012.dkr.ecr.eu-west-1.amazonaws.com (required)",
 			docDefault: "(required)", doc: "the registries mirrored, `[KIND:]URL` separated by commas, the first the default (see \"Several upstreams\"); one ECR registry: `https://123456789012.dkr.ecr.eu-west-1.amazonaws.com`; `http://` is accepted for local use",
 			parse: c.parseUpstream},
-		{flag: "region", env: "AWS_REGION", fallbackEnv: "AWS_DEFAULT_REGION",
+		{env: "AWS_REGION", arg: "REGION", aliases: []string{"region"}, fallbackEnv: "AWS_DEFAULT_REGION",
 			help:       "AWS region of the ECR upstreams whose host names none (default: read from each UPSTREAM host)",
 			docDefault: "read from each `UPSTREAM` host", doc: "region for the ECR token API of `ecr` upstreams whose host names none (`AWS_DEFAULT_REGION` also works)",
 			parse: c.parseRegion},
-		{flag: "ecr-endpoint", env: "AWS_ENDPOINT_URL_ECR",
+		{env: "AWS_ENDPOINT_URL_ECR", arg: "URL", aliases: []string{"ecr-endpoint"},
 			help:       "ECR API endpoint for GetAuthorizationToken (default: the AWS SDK's, from the region)",
 			docDefault: "the SDK's", doc: "another endpoint for the ECR token API (the AWS SDK's own setting; tests point it at the fake)",
 			parse: bindHTTPURL(&c.ECREndpoint)},
-		{flag: "ecr-public-endpoint", env: "AWS_ENDPOINT_URL_ECR_PUBLIC",
+		{env: "AWS_ENDPOINT_URL_ECR_PUBLIC", arg: "URL", aliases: []string{"ecr-public-endpoint"},
 			help:       "ECR Public API endpoint for its GetAuthorizationToken (default: the AWS SDK's, us-east-1)",
 			docDefault: "the SDK's", doc: "another endpoint for ECR Public's token API, used by `ecr-public` upstreams (the AWS SDK's own setting)",
 			parse: bindHTTPURL(&c.ECRPublicEndpoint)},
-		{flag: "upstream-docker-config", env: "UPSTREAM_DOCKER_CONFIG",
+		{env: "UPSTREAM_DOCKER_CONFIG", arg: "FILE",
 			help:       "Docker config.json with the logins of the oci upstreams (auths, credHelpers, credsStore); unset: anonymous",
 			docDefault: "(none: anonymous)", doc: "a Docker `config.json` whose `auths`, `credHelpers` and `credsStore` give the logins of `oci` upstreams (helpers must be on `PATH`); each login goes to its own registry and token realm only",
 			parse: bindText(&c.UpstreamDockerConfig)},
@@ -73,25 +109,25 @@ func upstreamSettings(c *Config) []*setting {
 // serverSettings are the settings of where the mirror listens and keeps its cache, how it logs, and whether it passes pushes on.
 func serverSettings(c *Config) []*setting {
 	return []*setting{
-		{flag: "listen-addr", env: "LISTEN_ADDR", def: ":5000",
+		{env: "LISTEN_ADDR", arg: "ADDR", def: ":5000",
 			help:  "address to serve the registry API on",
 			doc:   "where the registry API is served (plain HTTP)",
 			parse: bindAddr(&c.ListenAddr, true)},
-		{flag: "cache-dir", env: "CACHE_DIR", def: "/var/lib/ecr-mirror",
+		{env: "CACHE_DIR", arg: "DIR", def: "/var/lib/ecr-mirror",
 			help:  "directory of the content store and its index",
 			doc:   "the store: `blobs/`, `tmp/` and the Badger index `index/`",
 			parse: bindNonEmpty(&c.CacheDir)},
-		{flag: "cache-max-size", env: "CACHE_MAX_SIZE", def: "75g",
+		{env: "CACHE_MAX_SIZE", arg: "SIZE", def: "75g",
 			help:  "cache budget: bytes, or a number with k/m/g/t or KiB/MiB/GiB/TiB (powers of 1024)",
 			doc:   "byte budget: a number of bytes, or with `k`/`m`/`g`/`t` or `KiB`/`MiB`/`GiB`/`TiB` (powers of 1024); decimals (`1.5g`) are rounded down to whole bytes, and a value under one byte is refused",
 			parse: bindSize(&c.CacheMaxSize, true)},
-		{flag: "log-level", env: "LOG_LEVEL", def: "info",
+		{env: "LOG_LEVEL", arg: "LEVEL", def: "info",
 			help: "debug, info, warn or error", doc: "`debug`, `info`, `warn` or `error`",
 			parse: bindLogLevel(&c.LogLevel)},
-		{flag: "log-format", env: "LOG_FORMAT", def: "text",
+		{env: "LOG_FORMAT", arg: "FORMAT", def: "text",
 			help: "text or json", doc: "`text` or `json`",
 			parse: bindLogFormat(&c.LogFormat)},
-		{flag: "push", env: "PUSH", def: "false",
+		{env: "PUSH", arg: argBool, def: "false",
 			help:  "pass pushes (blob uploads, manifest PUTs) through to ECR with the mirror's credentials",
 			doc:   "pass pushes (blob uploads, manifest PUTs) through to ECR with the mirror's credentials",
 			parse: bindBool(&c.Push)},
@@ -101,19 +137,19 @@ func serverSettings(c *Config) []*setting {
 // namespaceSettings are the settings of the registries behind ECR pull-through caches, and the proxies in front.
 func namespaceSettings(c *Config) []*setting {
 	return []*setting{
-		{flag: "pull-throughs", env: "PULL_THROUGHS",
+		{env: "PULL_THROUGHS", arg: "REGISTRY=PREFIX,...", shape: pairs,
 			help:  "registry=ECR prefix pairs for ECR pull-through-cache rules, e.g. docker.io=docker-hub,ghcr.io=github",
 			doc:   "upstream registries and the ECR pull-through-cache prefixes that hold them, e.g. `docker.io=docker-hub,public.ecr.aws=ecr-public,registry.k8s.io=k8s,ghcr.io=github,quay.io=quay`",
 			parse: func(v string) (err error) { c.PullThroughs, err = parsePullThroughs(v); return err }},
-		{flag: "default-namespace", env: "DEFAULT_NAMESPACE",
+		{env: "DEFAULT_NAMESPACE", arg: "REGISTRY",
 			help:       "registry of requests on LISTEN_ADDR that name none (containerd's ?ns=), e.g. docker.io for Docker's registry-mirrors (default: the ECR registry itself)",
 			docDefault: "(none: ECR repositories by name)", doc: "the registry that requests on `LISTEN_ADDR` naming none belong to, e.g. `docker.io` for the Docker daemon's `registry-mirrors`",
 			parse: c.parseDefaultNamespace},
-		{flag: "namespace-listeners", env: "NAMESPACE_LISTENERS",
+		{env: "NAMESPACE_LISTENERS", arg: "ADDR=REGISTRY,...", shape: pairs,
 			help:  "extra addr=registry listeners, one per pull-through cache, e.g. :5001=docker.io,:5002=ghcr.io",
 			doc:   "extra listeners, one per registry, for clients that cannot name it: `:5001=docker.io,:5002=ghcr.io`",
 			parse: c.parseNamespaceListeners},
-		{flag: "trusted-proxies", env: "TRUSTED_PROXIES",
+		{env: "TRUSTED_PROXIES", arg: "CIDR,...", shape: list,
 			help:  "CIDRs or IPs of proxies whose X-Forwarded-Host/-Proto are honoured",
 			doc:   "CIDRs or IPs of load balancers whose `X-Forwarded-Host`/`X-Forwarded-Proto` are honoured when the mirror builds URLs",
 			parse: bindPrefixes(&c.TrustedProxies)},
@@ -123,15 +159,15 @@ func namespaceSettings(c *Config) []*setting {
 // opsSettings are the settings of the operator's ports and shutdown.
 func opsSettings(c *Config) []*setting {
 	return []*setting{
-		{flag: "metrics-addr", env: "METRICS_ADDR",
+		{env: "METRICS_ADDR", arg: "ADDR",
 			help:       "serve /metrics on this address instead of LISTEN_ADDR",
 			docDefault: "(none: `/metrics` on `LISTEN_ADDR`)", doc: "serve Prometheus metrics, and the probes too, on an address of their own, outside `ALLOW_NETWORKS`: firewall it for Prometheus and the kubelet",
 			parse: bindAddr(&c.MetricsAddr, false)},
-		{flag: "pprof-addr", env: "PPROF_ADDR",
+		{env: "PPROF_ADDR", arg: "ADDR",
 			help:       "serve Go's pprof profiles on this address (off by default; keep it private)",
 			docDefault: "(none: off)", doc: "serve Go's pprof profiles here; keep it private",
 			parse: bindAddr(&c.PprofAddr, false)},
-		{flag: "shutdown-grace", env: "SHUTDOWN_GRACE", def: "30s",
+		{env: "SHUTDOWN_GRACE", arg: "DURATION", def: "30s",
 			help:  "how long in-flight requests get to finish on SIGTERM",
 			doc:   "on SIGTERM/SIGINT, how long in-flight client streams get to finish (the admin socket's requests too: it closes after the registry listeners); a second signal exits at once",
 			parse: bindDuration(&c.ShutdownGrace, "%q is not a duration such as 30s or 2m")},
@@ -141,23 +177,23 @@ func opsSettings(c *Config) []*setting {
 // securitySettings are the settings of HTTPS and client access control.
 func securitySettings(c *Config) []*setting {
 	return []*setting{
-		{flag: "tls-certificate", env: "TLS_CERTIFICATE",
+		{env: "TLS_CERTIFICATE", arg: "FILE", reload: true,
 			help:       "PEM certificate (chain) file; with TLS_PRIVATE_KEY turns HTTPS on; renewed files are picked up without a restart",
 			docDefault: "(none: plain HTTP)", doc: "PEM certificate (chain) file; with `TLS_PRIVATE_KEY`, HTTPS (TLS 1.2+, HTTP/2) on the registry listeners; a renewed pair on disk is picked up within a second, without a restart",
 			parse: bindText(&c.TLSCertificate)},
-		{flag: "tls-private-key", env: "TLS_PRIVATE_KEY",
+		{env: "TLS_PRIVATE_KEY", arg: "FILE", reload: true,
 			help:       "PEM private key file of TLS_CERTIFICATE",
 			docDefault: "(none: plain HTTP)", doc: "PEM private key file of `TLS_CERTIFICATE`: set both, or neither",
 			parse: bindText(&c.TLSPrivateKey)},
-		{flag: "htpasswd-file", env: "HTPASSWD_FILE",
+		{env: "HTPASSWD_FILE", arg: "FILE", reload: true,
 			help:  "htpasswd file (bcrypt entries only): clients must log in with one of its users",
 			doc:   "htpasswd file, bcrypt entries only (`htpasswd -B`); clients log in with Basic auth (`docker login`); re-read when it changes; wrong-login storms are throttled (see \"Operate it\")",
 			parse: bindText(&c.Access.HtpasswdFile)},
-		{flag: "allow-networks", env: "ALLOW_NETWORKS",
+		{env: "ALLOW_NETWORKS", arg: "CIDR,...", shape: list, reload: true,
 			help:       "CIDRs or IPs of the clients allowed to use the mirror (default: any)",
 			docDefault: "(any)", doc: "CIDRs or IPs of the clients that may use the mirror; others get 403 `DENIED` on every path of the registry listeners, `/metrics`, `/healthz` and `/readyz` included (not on `METRICS_ADDR`)",
 			parse: bindPrefixes(&c.Access.AllowNetworks)},
-		{flag: "access-rules", env: "ACCESS_RULES",
+		{env: "ACCESS_RULES", arg: "RULES", shape: rules, reload: true,
 			help:       "who may pull or push which repositories, e.g. 'pull:*:*; push:ci-bot:team/'",
 			docDefault: "(everyone past the checks above may pull and push)", doc: "who may pull or push which repositories: `level:subjects:prefixes` rules separated by `;`, e.g. `pull:*:*; push:ci-bot,release:team/,infra/; pull:10.0.0.0/8:docker-hub/` (subjects are htpasswd users, CIDRs or `*`; prefixes match whole path components of the name the client used; a cross-repository mount also needs pull on its `from`)",
 			parse: func(v string) (err error) { c.Access.Rules, err = access.ParseRules(v); return err }},
@@ -167,39 +203,39 @@ func securitySettings(c *Config) []*setting {
 // limitSettings are the settings of how the mirror copes with a slow or unreachable ECR and with slow clients.
 func limitSettings(c *Config) []*setting {
 	return []*setting{
-		{flag: "stale-if-error", env: "STALE_IF_ERROR", def: "0",
+		{env: "STALE_IF_ERROR", arg: "DURATION", def: "0",
 			help:       "serve a tag's (or a referrers list's) last answer, up to this old (e.g. 72h, or always), when ECR cannot be reached (0: never)",
 			docDefault: "`0` (never)", doc: "for edge sites: serve a tag's (or a referrers list's) last answer, up to this old (`72h`, or `always`), when ECR cannot be reached (see \"Running at an edge site\")",
 			parse: bindStaleIfError(&c.StaleIfError)},
-		{flag: "upstream-tag-timeout", env: "UPSTREAM_TAG_TIMEOUT", def: proxy.DefaultTagTimeout.String(),
+		{env: "UPSTREAM_TAG_TIMEOUT", arg: "DURATION", def: proxy.DefaultTagTimeout.String(),
 			help:  "how long a tag or referrers lookup waits for ECR before the stale answer (or an error) is given",
 			doc:   "how long a tag or referrers lookup waits for ECR before the stale answer (or an error) is given",
 			parse: bindPositiveDuration(&c.TagTimeout)},
-		{flag: "tag-freshness", env: "TAG_FRESHNESS", def: "0",
+		{env: "TAG_FRESHNESS", arg: "DURATION", def: "0",
 			help:       "answer a tag from its last answer, without asking ECR, while that is younger than this (0: ask ECR every time)",
 			docDefault: "`0` (ask every time)", doc: "answer a tag from the cache, without asking ECR, while its last answer is younger than this (e.g. `30s`): a tag moved in ECR is then seen up to this late (see \"Tag lookups\")",
 			parse: bindDuration(&c.TagFreshness, "%q is not a duration such as 30s or 0")},
-		{flag: "upstream-stall-timeout", env: "UPSTREAM_STALL_TIMEOUT", def: proxy.DefaultStallTimeout.String(),
+		{env: "UPSTREAM_STALL_TIMEOUT", arg: "DURATION", def: proxy.DefaultStallTimeout.String(),
 			help:  "an upstream body that sends nothing this long is resumed (or abandoned)",
 			doc:   "an upstream body that sends nothing this long is abandoned (resumed, with `UPSTREAM_RETRIES`)",
 			parse: bindPositiveDuration(&c.StallTimeout)},
-		{flag: "upstream-retries", env: "UPSTREAM_RETRIES", def: "5",
+		{env: "UPSTREAM_RETRIES", arg: "COUNT", def: "5",
 			help:  "how often a download cut short is resumed where it stopped",
 			doc:   "how often a download cut short is resumed where it stopped",
 			parse: bindCount(&c.Retries, "%q is not a count")},
-		{flag: "upstream-max-rate", env: "UPSTREAM_MAX_RATE",
+		{env: "UPSTREAM_MAX_RATE", arg: "SIZE",
 			help:       "cap on upstream bytes per second, all downloads together, in the CACHE_MAX_SIZE syntax (20m = 20 MiB/s); default unlimited",
 			docDefault: "(unlimited)", doc: "cap on upstream bytes per second, all downloads together, in the `CACHE_MAX_SIZE` syntax (`20m` = 20 MiB/s)",
 			parse: bindSize(&c.MaxRate, false)},
-		{flag: "max-downloads", env: "MAX_DOWNLOADS", def: "64",
+		{env: "MAX_DOWNLOADS", arg: "COUNT", def: "64",
 			help:  "concurrent upstream downloads; past it misses get 429 TOOMANYREQUESTS (0: no cap)",
 			doc:   "concurrent upstream downloads; past it a miss gets 429 `TOOMANYREQUESTS` with `Retry-After` (0: no cap)",
 			parse: bindCount(&c.MaxDownloads, "%q is not a count (0 for no cap)")},
-		{flag: "client-stall-timeout", env: "CLIENT_STALL_TIMEOUT", def: "60s",
+		{env: "CLIENT_STALL_TIMEOUT", arg: "DURATION", def: "60s",
 			help:  "a client that takes no response bytes this long is disconnected (a slow but reading client never is)",
 			doc:   "a client that takes no response bytes this long is disconnected (see \"Slow and stuck clients\"); a slow client that keeps reading is never cut",
 			parse: bindPositiveDuration(&c.ClientStallTimeout)},
-		{flag: "max-client-connections", env: "MAX_CLIENT_CONNECTIONS", def: "auto",
+		{env: "MAX_CLIENT_CONNECTIONS", arg: "COUNT", def: "auto",
 			help:  "open client connections at most; past it new ones get 503 (auto: what the open-file limit allows)",
 			doc:   "client connections open at once on the registry listeners; past it a new connection gets 503 `UNAVAILABLE` with `Retry-After: 1` and is closed. `auto`: what the open-file limit allows, (`ulimit -n` − 512) / 2",
 			parse: bindMaxClientConnections(&c.MaxClientConnections)},
@@ -237,7 +273,14 @@ func bindHTTPURL(dst *string) func(string) error {
 		if v == "" {
 			return nil
 		}
-		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		u, err := url.Parse(v)
+		if err == nil && u.User != nil {
+			// Kept out, and not quoted, so that no setting holds a
+			// secret that "config check" or a log line could show.
+			*dst = ""
+			return errors.New("must not carry credentials: the AWS SDK signs its requests")
+		}
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("%q is not an http(s) URL", v)
 		}
 		return nil

@@ -93,26 +93,35 @@ func TestBadListItemsAreEachNamed(t *testing.T) {
 }
 
 // A setting's value is its flag, else its variable, else the fallback
-// variable, else its default.
+// variable, else the config file, else its default; its origin says which.
 func TestSettingResolveOrder(t *testing.T) {
 	t.Parallel()
+	file := &configFile{path: "c.yaml", values: map[string]fileValue{"AWS_REGION": {value: "file", line: 3}}}
 	tests := []struct {
-		name string
-		flag string
-		env  map[string]string
-		want string
+		name     string
+		flag     string
+		env      map[string]string
+		file     *configFile
+		want     string
+		wantFrom string
 	}{
-		{name: "flag wins", flag: "f", env: map[string]string{"AWS_REGION": "e", "AWS_DEFAULT_REGION": "fb"}, want: "f"},
-		{name: "variable", env: map[string]string{"AWS_REGION": " e ", "AWS_DEFAULT_REGION": "fb"}, want: "e"},
-		{name: "fallback variable", env: map[string]string{"AWS_REGION": "  ", "AWS_DEFAULT_REGION": "fb"}, want: "fb"},
-		{name: "default", env: map[string]string{}, want: "def"},
+		{name: "flag wins", flag: "f", env: map[string]string{"AWS_REGION": "e", "AWS_DEFAULT_REGION": "fb"}, file: file, want: "f", wantFrom: "-region"},
+		{name: "variable", env: map[string]string{"AWS_REGION": " e ", "AWS_DEFAULT_REGION": "fb"}, file: file, want: "e", wantFrom: "AWS_REGION"},
+		{name: "fallback variable", env: map[string]string{"AWS_REGION": "  ", "AWS_DEFAULT_REGION": "fb"}, file: file, want: "fb", wantFrom: "AWS_DEFAULT_REGION"},
+		{name: "file", env: map[string]string{}, file: file, want: "file", wantFrom: "c.yaml:3: aws_region"},
+		{name: "default", env: map[string]string{}, file: &configFile{}, want: "def", wantFrom: "AWS_REGION"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			s := &setting{env: "AWS_REGION", fallbackEnv: "AWS_DEFAULT_REGION", def: "def", value: tt.flag}
-			if got := s.resolve(func(k string) string { return tt.env[k] }); got != tt.want {
-				t.Fatalf("resolve = %q, want %q", got, tt.want)
+			s := &setting{env: "AWS_REGION", fallbackEnv: "AWS_DEFAULT_REGION", def: "def"}
+			s.flagValue = &flagValue{s: s, value: tt.flag}
+			if tt.flag != "" {
+				s.flagValue.typed = "region"
+			}
+			got := s.resolve(func(k string) string { return tt.env[k] }, tt.file)
+			if got != tt.want || s.from.String() != tt.wantFrom {
+				t.Fatalf("resolve = %q from %q, want %q from %q", got, s.from, tt.want, tt.wantFrom)
 			}
 		})
 	}

@@ -81,13 +81,20 @@ func TestSettingsAreComplete(t *testing.T) {
 	flags, envs := map[string]bool{}, map[string]bool{}
 	for _, s := range settings(&Config{}) {
 		t.Run(s.env, func(t *testing.T) {
-			if s.flag == "" || s.env == "" || s.help == "" || s.doc == "" || s.parse == nil {
+			if s.env == "" || s.arg == "" || s.help == "" || s.doc == "" || s.parse == nil {
 				t.Fatalf("incomplete: %+v", *s)
 			}
-			if flags[s.flag] || envs[s.env] {
-				t.Fatalf("flag -%s or variable %s listed twice", s.flag, s.env)
+			names := append([]string{s.flagName()}, s.aliases...)
+			for _, f := range names {
+				if flags[f] {
+					t.Fatalf("flag -%s listed twice", f)
+				}
+				flags[f] = true
 			}
-			flags[s.flag], envs[s.env] = true, true
+			if envs[s.env] {
+				t.Fatalf("variable %s listed twice", s.env)
+			}
+			envs[s.env] = true
 			if s.def == "" {
 				return
 			}
@@ -95,5 +102,34 @@ func TestSettingsAreComplete(t *testing.T) {
 				t.Fatalf("default %q: %v", s.def, err)
 			}
 		})
+	}
+}
+
+// README.md's Settings section says what the help does: where the
+// settings are listed, how flags and file keys are named, and the
+// deprecated flag names still accepted.
+func TestREADMESettingsTextMatchesHelp(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	section, _, _ := strings.Cut(string(readme)[strings.Index(string(readme), "## Settings"):], tableStart)
+	want := []string{"`ecr-mirror serve --help`", "`-push`"}
+	for _, s := range settings(&Config{}) {
+		for _, a := range s.aliases {
+			want = append(want, "`-"+a+"`")
+		}
+		switch s.env {
+		case "CACHE_MAX_SIZE":
+			want = append(want, "`-"+s.flagName()+"`", "(`"+s.fileKey()+"`)")
+		case "AWS_REGION":
+			want = append(want, "`-"+s.flagName()+"`")
+		}
+	}
+	for _, w := range want {
+		if !strings.Contains(section, w) {
+			t.Errorf("README.md's Settings section does not say %s", w)
+		}
 	}
 }

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+
+	"github.com/ecr-mirror/ecr-mirror/access"
+	"github.com/ecr-mirror/ecr-mirror/internal/settings"
+	"github.com/ecr-mirror/ecr-mirror/tlsreload"
+)
+
+// reloader applies a changed config file to the running server: client
+// access control and the TLS files. Every other setting needs a restart,
+// as settings.Watcher logs.
+type reloader struct {
+	cfg    *settings.Config // in force
+	policy *access.Policy
+	certs  *tlsreload.Reloader // nil: plain HTTP
+	log    *slog.Logger
+}
+
+// watchConfig re-reads cfg's config file when it changes or on SIGHUP,
+// until ctx is done or the returned function, which waits for the
+// watcher to end, is called. Without a config file SIGHUP is logged and
+// ignored rather than ending the process.
+func watchConfig(ctx context.Context, r *reloader) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	var wg sync.WaitGroup
+	if r.cfg.ConfigFile == "" {
+		wg.Go(func() { ignoreHangups(ctx, hup, r.log) })
+	} else {
+		w := settings.NewWatcher(r.cfg, r.apply, r.log.With("component", "config"))
+		wg.Go(func() { w.Run(ctx, settings.DefaultCheckEvery, hup) })
+	}
+	return func() {
+		cancel()
+		wg.Wait()
+		signal.Stop(hup)
+	}
+}
+
+// ignoreHangups logs each SIGHUP, which has no config file to re-read.
+func ignoreHangups(ctx context.Context, hup <-chan os.Signal, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			log.Warn("SIGHUP ignored: there is no CONFIG_FILE to re-read; HTPASSWD_FILE and the TLS files are re-read when they change")
+		}
+	}
+}
+
+// apply puts next's reloadable settings in force: all of them, or,
+// when one is refused, none.
+func (r *reloader) apply(next *settings.Config) error {
+	old := r.cfg
+	tlsChanged := r.certs != nil && next.TLSCertificate != "" &&
+		(next.TLSCertificate != old.TLSCertificate || next.TLSPrivateKey != old.TLSPrivateKey)
+	if (old.TLSCertificate == "") != (next.TLSCertificate == "") && (r.certs == nil) != (next.TLSCertificate == "") {
+		// The listeners serve plain HTTP or TLS from the start. Told once
+		// per change, and not when the file comes back to what runs.
+		r.log.Warn("config file turns TLS on or off: that needs a restart", "setting", "TLS_CERTIFICATE")
+	}
+	if tlsChanged {
+		if err := r.certs.SetFiles(next.TLSCertificate, next.TLSPrivateKey); err != nil {
+			return fmt.Errorf("TLS_CERTIFICATE/TLS_PRIVATE_KEY: %w", err)
+		}
+	}
+	if err := r.policy.Update(next.Access); err != nil {
+		if tlsChanged {
+			_ = r.certs.SetFiles(old.TLSCertificate, old.TLSPrivateKey) // loaded before
+		}
+		return fmt.Errorf("client access control: %w", err)
+	}
+	r.cfg = next
+	r.log.Info("client access control in force", "access", r.policy.Summary())
+	return nil
+}
