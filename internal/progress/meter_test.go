@@ -10,29 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
-
-// fakeClock is a clock the test moves.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // phase is a stretch of time in which streams each count chunk bytes
 // every tick.
@@ -62,7 +44,7 @@ func TestMeterRateIsOfAllStreamsOverTheWindow(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			clk := newFakeClock()
+			clk := clockwork.NewFakeClockAt(time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC))
 			m := newMeter(clk.Now())
 			for _, ph := range tt.phases {
 				for range ph.ticks {
@@ -91,7 +73,7 @@ func lastFrame(out string, n int) []string {
 // stream (which the bars once showed, 17.4 MiB/s for a 59.6 MiB/s image).
 func TestImageBarShowsTheRateOfAllItsStreams(t *testing.T) {
 	t.Parallel()
-	clk := newFakeClock()
+	clk := clockwork.NewFakeClockAt(time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC))
 	refresh := make(chan any)
 	var out testkit.SyncBuffer
 	p := New(context.Background(), &out, Bars, "warm", WithClock(clk.Now), WithManualRefresh(refresh))
@@ -151,7 +133,7 @@ func (r *chanReader) Read(b []byte) (int, error) {
 // it failed; the images that went on keep their bars.
 func TestFailedBarIsReplacedByALine(t *testing.T) {
 	t.Parallel()
-	clk := newFakeClock()
+	clk := clockwork.NewFakeClockAt(time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC))
 	refresh := make(chan any)
 	var out testkit.SyncBuffer
 	p := New(context.Background(), &out, Bars, "warm", WithClock(clk.Now), WithManualRefresh(refresh))
