@@ -36,8 +36,9 @@
 //     config through authn.DefaultKeychain).
 //     The cache commands reach a running mirror, or a stopped one's
 //     store, with admin.Open, and run their operations on admin.Cache.
-//   - healthcheck.go: the container's HEALTHCHECK, /healthz asked where
-//     the same settings say the server listens; versioncmd.go: the
+//   - healthcheck.go: the container's HEALTHCHECK, its flags and exit
+//     codes; internal/healthcheck asks /healthz where the same settings
+//     say the server listens. versioncmd.go: the
 //     build from internal/buildinfo, which also names it in
 //     ecr_mirror_build_info, the startup log and the upstream User-Agent.
 package main
