@@ -31,9 +31,10 @@
 //   - warm.go, export.go, cachecmd.go: the image commands' flags and
 //     output; the images themselves are read with internal/imageclient,
 //     and progress bars and lines come from internal/progress. login.go:
-//     how warm and export log in to a mirror with HTPASSWD_FILE
-//     (--username/--password-stdin, a URL's userinfo, else the Docker
-//     config through authn.DefaultKeychain).
+//     the flags with which warm and export log in to a mirror with
+//     HTPASSWD_FILE (--username/--password-stdin, a URL's userinfo, else
+//     the Docker config through authn.DefaultKeychain), resolved by
+//     imageclient.LoginRequest.
 //     The cache commands reach a running mirror, or a stopped one's
 //     store, with admin.Open, and run their operations on admin.Cache.
 //   - healthcheck.go: the container's HEALTHCHECK, its flags and exit

@@ -167,19 +167,19 @@ func (pf *pullFlags) parse(fs *flag.FlagSet, args []string, cmd string, stderr i
 // nil with the exit status when there is none to be had (the line saying
 // why is printed).
 func (pf *pullFlags) client(ctx context.Context, cmd string, stdin io.Reader, stderr io.Writer) (*imageclient.Client, int) {
-	mirror, login, err := pf.login(pf.mirror, stdin, stderr, cmd)
+	ml, err := pf.login(pf.mirror, stdin, stderr, cmd)
 	if err != nil {
 		fmt.Fprintf(stderr, "ecr-mirror %s: %v\n", cmd, err)
 		return nil, exitUsage
 	}
-	c, err := imageclient.Dial(mirror, pf.insecure, imageclient.Options{Concurrency: pf.concurrency, Platforms: settings.SplitList(pf.platform),
-		WithReferrers: pf.withReferrers, ReferrerType: pf.referrerType, Namespace: pf.namespace, Login: login, Keychain: authn.DefaultKeychain})
+	c, err := imageclient.Dial(ml.URL, pf.insecure, imageclient.Options{Concurrency: pf.concurrency, Platforms: settings.SplitList(pf.platform),
+		WithReferrers: pf.withReferrers, ReferrerType: pf.referrerType, Namespace: pf.namespace, Login: ml.Login, Keychain: authn.DefaultKeychain})
 	if err != nil {
 		fmt.Fprintf(stderr, "ecr-mirror %s: --mirror/--concurrency: %v\n", cmd, err)
 		return nil, exitUsage
 	}
 	if err := c.Ping(ctx); err != nil {
-		fmt.Fprintf(stderr, "ecr-mirror %s: %s\n", cmd, loginHint(err, mirror, c.Host()))
+		fmt.Fprintf(stderr, "ecr-mirror %s: %s\n", cmd, imageclient.LoginHint(err, ml.URL, c.Host()))
 		return nil, exitFail
 	}
 	return c, exitOK

@@ -13,6 +13,10 @@
 //     (authn.DefaultKeychain: the Docker config), looked up only when the
 //     registry asks, sent as Basic credentials to its host alone;
 //     [LoginError] when it is missing or refused.
+//   - loginrequest.go: [LoginRequest.Resolve], the login a command was
+//     given (--username with the password on stdin, or the --mirror
+//     URL's userinfo) split from the mirror's URL, and [LoginHint], the
+//     line saying how to log in when a mirror asks.
 //   - dial.go: [Dial], a client of a mirror's URL over a transport of its
 //     own; [PullWhole], the pull behind "cache pin" (with referrers for
 //     "cache pin --with-referrers"); [ReadImageList], the
