@@ -29,7 +29,8 @@
 //     per server and one that shuts them down (the admin socket last)
 //     within SHUTDOWN_GRACE.
 //   - warm.go, export.go, cachecmd.go: the image commands' flags and
-//     output; the images themselves are read with internal/imageclient,
+//     output; the images themselves are read with internal/imageclient
+//     (Client.Warm, Client.Export),
 //     and progress bars and lines come from internal/progress. login.go:
 //     the flags with which warm and export log in to a mirror with
 //     HTPASSWD_FILE (--username/--password-stdin, a URL's userinfo, else

@@ -76,7 +76,7 @@ func runWarmWith(ctx context.Context, args []string, stdin io.Reader, stdout, st
 			failed = append(failed, r.String())
 			continue
 		}
-		t.Finish(nil, imageSummary(img))
+		t.Finish(nil, img.Summary())
 	}
 	prog.Wait()
 	if len(failed) > 0 {
@@ -84,15 +84,6 @@ func runWarmWith(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		return exitFail
 	}
 	return exitOK
-}
-
-// imageSummary is the line a command prints for an image it read.
-func imageSummary(img *imageclient.Image) string {
-	s := fmt.Sprintf("%d manifests, %d blobs", len(img.Manifests), len(img.Blobs))
-	if n := len(img.ReferrerRoots()); n > 0 {
-		s += fmt.Sprintf(", %d referrers", n)
-	}
-	return s
 }
 
 // pullFlags are the flags of the commands that read images through a

@@ -32,6 +32,9 @@
 //     referrers, each an index.json entry naming no image) to an OCI
 //     layout archive, and [OCIForm], which rewrites Docker schema2
 //     manifests to OCI ones as the layout wants them.
+//   - export.go: [Client.Export], "ecr-mirror export": images written to
+//     an archive file complete or not at all, one [Task] of progress per
+//     image, and the [ExportSummary] of what was written.
 //
 // Descriptors and media types are those of package oci, the one set the
 // project shares.
