@@ -13,9 +13,9 @@
 //     row and parser; settings.Parse reads them all and reports every bad
 //     one before anything is built. The README table is generated from
 //     that list: go generate ./cmd/ecr-mirror.
-//   - reload.go: a running server's CONFIG_FILE watcher (settings.Watcher)
-//     and what it applies without a restart: access.Policy.Update and
-//     tlsreload.Reloader.SetFiles.
+//   - internal/configreload: a running server's CONFIG_FILE watcher
+//     (settings.Watcher) and what it applies without a restart:
+//     access.Policy.Update and tlsreload.Reloader.SetFiles.
 //   - main.go: run, which wires the store, the proxies, the handlers and
 //     the listeners by hand; the metrics, /healthz, /readyz and ECR's
 //     reachability come from package observe, the client limits

@@ -22,6 +22,7 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/clientconn"
 	"github.com/ecr-mirror/ecr-mirror/internal/buildinfo"
+	"github.com/ecr-mirror/ecr-mirror/internal/configreload"
 	"github.com/ecr-mirror/ecr-mirror/internal/servergroup"
 	"github.com/ecr-mirror/ecr-mirror/internal/settings"
 	"github.com/ecr-mirror/ecr-mirror/internal/upstreams"
@@ -87,7 +88,7 @@ func run(ctx context.Context, cfg *settings.Config, log *slog.Logger, ready func
 	}
 	// Before anything listens: a SIGHUP must never find the default
 	// action, which ends the process.
-	defer watchConfig(ctx, &reloader{cfg: cfg, policy: policy, certs: certs, log: log})()
+	defer configreload.Watch(ctx, cfg, policy, certs, log)()
 	store, err := cache.Open(cache.Options{Dir: cfg.CacheDir, MaxSize: cfg.CacheMaxSize, Logger: log.With("component", "cache")})
 	if err != nil {
 		return fmt.Errorf("opening cache in %s: %w", cfg.CacheDir, err)

@@ -28,7 +28,8 @@
 //     a config file (ecr-mirror config check), secret settings left out.
 //   - reload.go: Config.Reload and Changed, and Watcher, which re-reads a
 //     running server's config file and hands the settings marked reload
-//     to the server, logging the others as needing a restart.
+//     to the server (internal/configreload applies them), logging the
+//     others as needing a restart.
 //
 // README.md's settings table is generated from the list (go generate
 // ./cmd/ecr-mirror or ./internal/settings) and
