@@ -25,9 +25,9 @@
 //     for registry.WithUpstreams), with the credentials of its kind: one
 //     ECR token source per region, ECR Public's token, the logins of
 //     UPSTREAM_DOCKER_CONFIG.
-//   - internal/servergroup: the lifecycle, an errgroup with one goroutine
-//     per server and one that shuts them down (the admin socket last)
-//     within SHUTDOWN_GRACE.
+//   - internal/servergroup: the lifecycle, the TCP listeners opened, an
+//     errgroup with one goroutine per server and one that shuts them down
+//     (the admin socket last) within SHUTDOWN_GRACE.
 //   - warm.go, export.go, cachecmd.go: the image commands' flags and
 //     output; the images themselves are read with internal/imageclient
 //     (Client.Warm, Client.Export),

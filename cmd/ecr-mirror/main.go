@@ -65,15 +65,6 @@ func main() {
 	}
 }
 
-// listener is one address the mirror serves and what it serves there.
-type listener struct {
-	setting string // the setting that asked for it, for errors
-	addr    string
-	handler http.Handler
-	what    string      // for the log
-	tls     *tls.Config // nil: plain HTTP
-}
-
 // run serves until ctx is done. ready, when set, is called with the
 // registry listeners' addresses once requests are accepted: LISTEN_ADDR's
 // first, then NAMESPACE_LISTENERS' in order.
@@ -115,14 +106,14 @@ func run(ctx context.Context, cfg *settings.Config, log *slog.Logger, ready func
 	defer clients.Stop()
 	up.Metrics.WatchClients(clients.Budget, clients.Watchdog)
 	h := &handlers{cfg: cfg, store: store, up: up, policy: policy, namespaces: namespaces, log: log}
-	listeners, apiListeners := h.listeners(tlsConfig)
-	servers, addrs, err := listenAll(listeners, apiListeners, clients, log)
+	listeners := h.listeners(tlsConfig)
+	servers, addrs, err := servergroup.Listen(listeners, clients, log)
 	if err != nil {
 		return err
 	}
 	log.Info("listening", "addr", adminSrv.Listener.Addr().String(), "serves", "admin socket: cache commands")
 	for i, l := range listeners {
-		log.Info("listening", "addr", servers[i].Listener.Addr().String(), "serves", l.what, "tls", l.tls != nil)
+		log.Info("listening", "addr", servers[i].Listener.Addr().String(), "serves", l.What, "tls", l.TLS != nil)
 	}
 	logServing(cfg, log, store, namespaces, clients.Budget, tlsConfig != nil, policy)
 	if ready != nil {
@@ -174,25 +165,24 @@ type handlers struct {
 }
 
 // listeners are the TCP listeners cfg asks for, the registry API's
-// first: LISTEN_ADDR, then NAMESPACE_LISTENERS; apiListeners counts them.
-func (h *handlers) listeners(tlsConfig *tls.Config) (all []listener, apiListeners int) {
+// first (Limited): LISTEN_ADDR, then NAMESPACE_LISTENERS.
+func (h *handlers) listeners(tlsConfig *tls.Config) []servergroup.Listener {
 	cfg := h.cfg
 	probe := observe.NewProbes(cfg.CacheDir, h.store, h.up.Tokens, h.up.Reach, cfg.StaleIfError > 0)
 	metrics := h.up.Metrics.Handler(h.log)
-	all = []listener{{setting: "LISTEN_ADDR", addr: cfg.ListenAddr, handler: h.front(cfg.DefaultNamespace, probe, metrics), tls: tlsConfig,
-		what: "registry API: " + cmp.Or(cfg.DefaultNamespace, "ECR repositories by name")}}
+	all := []servergroup.Listener{{Setting: "LISTEN_ADDR", Addr: cfg.ListenAddr, Handler: h.front(cfg.DefaultNamespace, probe, metrics), TLS: tlsConfig,
+		What: "registry API: " + cmp.Or(cfg.DefaultNamespace, "ECR repositories by name"), Limited: true}}
 	for _, nl := range cfg.NamespaceListeners {
-		all = append(all, listener{setting: "NAMESPACE_LISTENERS", addr: nl.Addr, handler: h.front(nl.Namespace, probe, metrics), tls: tlsConfig,
-			what: "registry API: " + nl.Namespace})
+		all = append(all, servergroup.Listener{Setting: "NAMESPACE_LISTENERS", Addr: nl.Addr, Handler: h.front(nl.Namespace, probe, metrics), TLS: tlsConfig,
+			What: "registry API: " + nl.Namespace, Limited: true})
 	}
-	apiListeners = len(all)
 	if cfg.MetricsAddr != "" {
-		all = append(all, listener{setting: "METRICS_ADDR", addr: cfg.MetricsAddr, handler: observe.OpsHandler(probe, metrics), what: "metrics and probes"})
+		all = append(all, servergroup.Listener{Setting: "METRICS_ADDR", Addr: cfg.MetricsAddr, Handler: observe.OpsHandler(probe, metrics), What: "metrics and probes"})
 	}
 	if cfg.PprofAddr != "" {
-		all = append(all, listener{setting: "PPROF_ADDR", addr: cfg.PprofAddr, handler: observe.PprofHandler(), what: "pprof"})
+		all = append(all, servergroup.Listener{Setting: "PPROF_ADDR", Addr: cfg.PprofAddr, Handler: observe.PprofHandler(), What: "pprof"})
 	}
-	return all, apiListeners
+	return all
 }
 
 // front is the registry API of one listener, whose requests that name
@@ -217,35 +207,6 @@ func (h *handlers) front(defaultNS string, probe, metrics http.Handler) http.Han
 			api.ServeHTTP(w, r)
 		}
 	}))
-}
-
-// listenAll opens every listener and builds its server, the first
-// apiListeners counted against the client budget; addrs are theirs. On
-// an error it closes what it opened.
-func listenAll(listeners []listener, apiListeners int, clients *clientconn.Limits, log *slog.Logger) (servers []servergroup.Server, addrs []net.Addr, err error) {
-	for i, l := range listeners {
-		ln, err := net.Listen("tcp", l.addr)
-		if err != nil {
-			for _, s := range servers {
-				s.Listener.Close()
-			}
-			return nil, nil, fmt.Errorf("%s %s: %w", l.setting, l.addr, err)
-		}
-		if i < apiListeners {
-			ln = clients.Listener(ln, l.tls)
-			addrs = append(addrs, ln.Addr())
-		}
-		srv := &http.Server{
-			Handler:           clients.Handler(l.handler),
-			TLSConfig:         l.tls,
-			ReadHeaderTimeout: 30 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			MaxHeaderBytes:    64 << 10,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		}
-		servers = append(servers, servergroup.Server{Name: l.setting + " " + ln.Addr().String(), HTTP: srv, Listener: ln, TLS: l.tls != nil})
-	}
-	return servers, addrs, nil
 }
 
 // logServing logs what the mirror serves with, and warns of what is off.
