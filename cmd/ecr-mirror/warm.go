@@ -63,21 +63,7 @@ func runWarmWith(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		return code
 	}
 	prog := progress.New(ctx, stderr, progress.Choose(stderr, *quiet), "warm")
-	var failed []string
-	for _, r := range refs {
-		if ctx.Err() != nil {
-			failed = append(failed, r.String())
-			continue
-		}
-		t := prog.Task(r.String(), 0)
-		img, err := c.Warm(ctx, r, t)
-		if err != nil {
-			t.Finish(err, "")
-			failed = append(failed, r.String())
-			continue
-		}
-		t.Finish(nil, img.Summary())
-	}
+	failed := c.WarmAll(ctx, refs, func(name string) imageclient.Task { return prog.Task(name, 0) })
 	prog.Wait()
 	if len(failed) > 0 {
 		fmt.Fprintf(stderr, "ecr-mirror warm: %d of %d images failed: %s\n", len(failed), len(refs), strings.Join(failed, " "))
@@ -131,20 +117,9 @@ func (pf *pullFlags) parse(fs *flag.FlagSet, args []string, cmd string, stderr i
 	if pf.referrerType != "" && !pf.withReferrers {
 		return fail(errors.New("--referrers-type needs --with-referrers"))
 	}
-	var refs []registry.Reference
-	for _, img := range images {
-		r, err := registry.ParseReference(img)
-		if err != nil {
-			return fail(fmt.Errorf("image %q: %w", img, err))
-		}
-		refs = append(refs, r)
-	}
-	for _, f := range pf.files {
-		more, err := imageclient.ReadImageList(f)
-		if err != nil {
-			return fail(err)
-		}
-		refs = append(refs, more...)
+	refs, err := imageclient.ParseImages(images, pf.files)
+	if err != nil {
+		return fail(err)
 	}
 	if len(refs) == 0 {
 		fmt.Fprintf(stderr, "ecr-mirror %s: no image given\n\n", cmd)

@@ -19,15 +19,15 @@
 //     line saying how to log in when a mirror asks.
 //   - dial.go: [Dial], a client of a mirror's URL over a transport of its
 //     own; [PullWhole], the pull behind "cache pin" (with referrers for
-//     "cache pin --with-referrers"); [ReadImageList], the
-//     commands' -f files.
+//     "cache pin --with-referrers"); [ParseImages] and [ReadImageList],
+//     the images of the commands' arguments and -f files.
 //   - image.go: [Image], the walk from a tag or digest through indexes to
 //     the blobs of the wanted platforms ([Client.Resolve]).
 //   - referrers.go: [Client.Referrers], an image's referrers list (every
 //     page, an artifactType filter), and the walk that adds referrers,
 //     and theirs to a bounded depth, to an [Image] (Options.WithReferrers).
 //   - warm.go: [Client.Warm], which reads every blob, several at once, and
-//     the [Progress] it reports to.
+//     the [Progress] it reports to; [Client.WarmAll], "ecr-mirror warm".
 //   - layout.go: [Client.WriteImage], which adds an image (and its
 //     referrers, each an index.json entry naming no image) to an OCI
 //     layout archive, and [OCIForm], which rewrites Docker schema2

@@ -62,10 +62,7 @@ func (c *Client) Export(ctx context.Context, path string, refs []registry.Refere
 
 // exportImage adds one image to the archive, as a task of its own.
 func (c *Client) exportImage(ctx context.Context, aw *ocilayout.Writer, r registry.Reference, task func(string) Task) (*ExportedImage, error) {
-	var t Task = finishless{}
-	if task != nil {
-		t = task(r.String())
-	}
+	t := startTask(task, r.String())
 	w, err := c.WriteImage(ctx, aw, r, t)
 	if err != nil {
 		t.Finish(err, "")
@@ -79,6 +76,15 @@ func (c *Client) exportImage(ctx context.Context, aw *ocilayout.Writer, r regist
 		out.SourceDigest = img.Top.Digest
 	}
 	return out, nil
+}
+
+// startTask is task's Task for the image name; when task is nil, one
+// that reports nothing.
+func startTask(task func(name string) Task, name string) Task {
+	if task == nil {
+		return finishless{}
+	}
+	return task(name)
 }
 
 // finishless is the Task of a nil task function.
