@@ -15,7 +15,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/ecr-mirror/ecr-mirror/access"
 	"github.com/ecr-mirror/ecr-mirror/admin"
@@ -142,15 +141,12 @@ func loadTLS(cfg *settings.Config, log *slog.Logger) (*tlsreload.Reloader, *tls.
 // on this running mirror, and the registry API for the pulls of "cache
 // pin". It is shut down after the registry listeners.
 func newAdminServer(cfg *settings.Config, store *cache.Store, up *upstreams.Side, namespaces *registry.Namespaces, log *slog.Logger) (servergroup.Server, error) {
-	ln, err := admin.Listen(cfg.CacheDir)
+	api := registry.NewHandler(up.Default, log.With("component", "admin"),
+		registry.WithNamespaces(namespaces, ""), registry.WithUpstreams(up.Others), registry.WithObserver(up.Metrics.ObserveRequest))
+	srv, ln, err := admin.NewServer(cfg.CacheDir, store, cfg.Upstreams[0].Host, api, log.With("component", "admin"))
 	if err != nil {
 		return servergroup.Server{}, err
 	}
-	api := registry.NewHandler(up.Default, log.With("component", "admin"),
-		registry.WithNamespaces(namespaces, ""), registry.WithUpstreams(up.Others), registry.WithObserver(up.Metrics.ObserveRequest))
-	svc := admin.NewService(store, admin.PullThroughSocket(cfg.CacheDir), cfg.Upstreams[0].Host)
-	srv := &http.Server{Handler: admin.NewHandler(svc, api, log.With("component", "admin")),
-		ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	return servergroup.Server{Name: "admin socket " + filepath.Join(cfg.CacheDir, admin.SocketName), HTTP: srv, Listener: ln, Late: true}, nil
 }
 
@@ -197,16 +193,10 @@ func (h *handlers) front(defaultNS string, probe, metrics http.Handler) http.Han
 		registry.WithUpstreams(h.up.Others),
 		registry.WithTrustedProxies(h.cfg.TrustedProxies),
 		registry.WithObserver(h.up.Metrics.ObserveRequest))
-	return h.policy.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case r.URL.Path == "/healthz" || r.URL.Path == "/readyz":
-			probe.ServeHTTP(w, r)
-		case r.URL.Path == "/metrics" && h.cfg.MetricsAddr == "":
-			metrics.ServeHTTP(w, r)
-		default:
-			api.ServeHTTP(w, r)
-		}
-	}))
+	if h.cfg.MetricsAddr != "" {
+		metrics = nil // served on METRICS_ADDR only
+	}
+	return h.policy.Wrap(observe.BesideAPI(api, probe, metrics))
 }
 
 // logServing logs what the mirror serves with, and warns of what is off.
