@@ -4,7 +4,8 @@
 // README.md for its settings. "ecr-mirror help" lists the other commands
 // (cli.go): warm, export, import, cache (ls, verify, pin, unpin, purge),
 // healthcheck, version and config check (configcmd.go), which prints the
-// configuration in effect.
+// configuration in effect. Each command's --help text is a file in help/,
+// embedded (help.go).
 //
 // Where the server's concerns live:
 //

@@ -12,31 +12,6 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/internal/progress"
 )
 
-const exportUsage = `Usage: ecr-mirror export [flags] -o FILE.tar IMAGE... [-f FILE]
-
-Writes the images, read through a running mirror (from its cache, misses
-fetched from ECR), to an OCI image-layout archive: "skopeo copy
-oci-archive:FILE.tar:REPO:TAG ..." reads it, "docker load -i FILE.tar" loads
-it, and "ecr-mirror import FILE.tar" fills another mirror's cache with it.
-Each image is named in the archive as the mirror names it
-(org.opencontainers.image.ref.name: repo:tag) and with the mirror's host
-(io.containerd.image.name: host/repo:tag). An index is kept whole unless
---platform picks one of its platforms. Every digest is verified; the file
-appears only once complete.
-
---with-referrers also writes each image's referrers (signatures, SBOMs,
-attestations, and theirs; --referrers-type TYPE keeps the image's referrers of
-that artifactType only), each with an index.json entry of its own that names
-no image, as oras lays referrers out; import admits them with the image.
-
-` + loginUsage + `
-Example:
-  ecr-mirror export --mirror http://mirror.internal:5000 -o site-b.tar team/app:v1.4 base/debian:12
-  # at the site: ecr-mirror import site-b.tar
-
-Flags:
-`
-
 // runExport is "ecr-mirror export".
 func runExport(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	return runExportWith(ctx, args, os.Stdin, stdout, stderr)
@@ -47,7 +22,7 @@ func runExport(ctx context.Context, args []string, getenv func(string) string, s
 func runExportWith(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("export", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, exportUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(stderr, usage("export")); fs.PrintDefaults() }
 	var pf pullFlags
 	pf.register(fs)
 	out := fs.String("o", "", "the archive to write (required)")

@@ -9,15 +9,6 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/internal/imageclient"
 )
 
-// loginUsage is the part of warm's and export's help on logging in.
-const loginUsage = `A mirror with HTPASSWD_FILE asks for a login. It is taken, when the mirror
-asks, from the Docker config as docker and crane find it (DOCKER_CONFIG, else
-~/.docker/config.json: its "auths", "credHelpers" and "credsStore"), so
-"docker login mirror.internal:5000" is enough; or give --username NAME with
---password-stdin (one line read from stdin). A password in the --mirror URL
-works but is visible in process lists and shell history.
-`
-
 // loginFlags are the flags that log the image commands in to a mirror.
 type loginFlags struct {
 	username      string

@@ -17,30 +17,6 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
-const warmUsage = `Usage: ecr-mirror warm [flags] IMAGE... [-f FILE]
-
-Pulls every manifest and blob of each IMAGE through a running mirror, several
-blobs at once, verifying every digest, so that the mirror's cache holds the
-whole image. IMAGE is repo:tag or repo@sha256:<hex> as the mirror names it
-(a repository without a tag means :latest). An index brings every platform's
-image unless --platform narrows it. Exits non-zero naming each image that
-failed.
-
-With --with-referrers it also pulls each image's referrers (the OCI 1.1
-referrers API: cosign signatures, SBOMs, attestations) and the referrers of
-those, so that a verifier finds them in the cache; --referrers-type TYPE keeps
-the image's referrers of that artifactType only.
-
-` + loginUsage + `
-Example:
-  ecr-mirror warm --mirror http://mirror.internal:5000 team/app:v1.4 base/debian@sha256:0123...
-  ecr-mirror warm --platform linux/amd64,linux/arm64 -f images.txt
-  ecr-mirror warm --with-referrers team/app:v1.4
-  ecr-mirror warm --mirror https://mirror.internal:5000 --username ci --password-stdin team/app:v1.4 <ci-password.txt
-
-Flags:
-`
-
 // runWarm is "ecr-mirror warm".
 func runWarm(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	return runWarmWith(ctx, args, os.Stdin, stdout, stderr)
@@ -50,7 +26,7 @@ func runWarm(ctx context.Context, args []string, getenv func(string) string, std
 func runWarmWith(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("warm", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, warmUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(stderr, usage("warm")); fs.PrintDefaults() }
 	var pf pullFlags
 	pf.register(fs)
 	quiet := fs.Bool("quiet", false, "no progress; only failures and the summary")
