@@ -208,18 +208,9 @@ func verifyFlags(fs *flag.FlagSet) cacheWork {
 	repair := fs.Bool("repair", false, "remove the bad entries")
 	return cacheWork{readOnly: func() bool { return !*repair }, run: func(ctx context.Context, c admin.Cache, _ []string, o cmdOutput) int {
 		prog := progress.New(ctx, o.stderr, progress.Choose(o.stderr, o.quiet || o.json), o.name)
-		var t *progress.Task
-		var last int64
-		rep, err := c.Verify(ctx, *repair, func(done, total int64) {
-			if t == nil {
-				t = prog.Task("rehashing the cache", total)
-			}
-			t.Add(done - last)
-			last = done
-		})
-		if t != nil {
-			t.Finish(err, "")
-		}
+		rehash := prog.Counter("rehashing the cache")
+		rep, err := c.Verify(ctx, *repair, rehash.Report)
+		rehash.Finish(err)
 		prog.Wait()
 		if err != nil {
 			return o.failf("%v", err)
