@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -50,7 +49,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "ecr-mirror: invalid configuration:\n%v\n", err)
 		os.Exit(2)
 	}
-	log := newLogger(cfg, os.Stderr)
+	log := cfg.Logger(os.Stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() {
 		// After the first signal, the default action is back: a second
@@ -213,13 +212,4 @@ func logServing(cfg *settings.Config, log *slog.Logger, store *cache.Store, name
 	if !policy.Enabled() {
 		log.Warn("client access control is off: anyone who can reach the mirror pulls with its ECR credentials; set HTPASSWD_FILE, ALLOW_NETWORKS or ACCESS_RULES")
 	}
-}
-
-// newLogger builds the process logger.
-func newLogger(cfg *settings.Config, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
-	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
 }

@@ -19,6 +19,8 @@
 //     reports every bad setting; Default and FileOrDefault give the cache
 //     commands a setting's default, or its value in the config file; the value parsers (ParseUpstream, ParseSize,
 //     ParseAge, SplitList) they share.
+//   - logger.go: Config.Logger, the process logger of LOG_LEVEL and
+//     LOG_FORMAT.
 //   - flags.go: the flags, typed (a true/false flag stands alone), with
 //     their deprecated aliases, and Usage, the server's help, generated
 //     from the list.
