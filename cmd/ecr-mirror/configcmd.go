@@ -27,15 +27,7 @@ func runConfig(_ context.Context, args []string, getenv func(string) string, std
 		return exitOK
 	}
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		file := args[0]
-		args = args[1:]
-		env := getenv
-		getenv = func(k string) string {
-			if k == "CONFIG_FILE" {
-				return file
-			}
-			return env(k)
-		}
+		getenv, args = settings.WithConfigFile(getenv, args[0]), args[1:]
 	}
 	cfg, err := settings.Parse(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {

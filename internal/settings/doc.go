@@ -25,7 +25,8 @@
 //     their deprecated aliases, and Usage, the server's help, generated
 //     from the list.
 //   - file.go: the YAML config file, read with line numbers: scalars as
-//     in the variables, lists as sequences, key=value lists as mappings.
+//     in the variables, lists as sequences, key=value lists as mappings;
+//     WithConfigFile, for "config check FILE".
 //   - render.go: Config.WriteFile, the configuration in effect written as
 //     a config file (ecr-mirror config check), secret settings left out.
 //   - reload.go: Config.Reload and Changed, and Watcher, which re-reads a
