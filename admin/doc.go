@@ -8,7 +8,8 @@
 // store, implement Cache alike, with the same results and errors.
 //
 // Where each concern lives: service.go, the operations on a store
-// (import.go, archives); server.go, the socket and its handler;
+// (import.go, archives); server.go, the socket, its handler and
+// NewServer, which a running mirror serves them with;
 // client.go, the operations through the socket; open.go, Open, which
 // picks one of the two for a command (waiting out a mirror that starts or
 // stops), and OpenStore, which opens a stopped mirror's store.

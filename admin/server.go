@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/ecr-mirror/ecr-mirror/cache"
 )
 
 // SocketName is the admin socket's file name inside CACHE_DIR.
@@ -99,6 +101,21 @@ func (l *socketListener) Close() error {
 		err = errors.Join(err, rerr)
 	}
 	return err
+}
+
+// NewServer is a running mirror's admin socket in dir (Listen) and its
+// server: the cache commands on store, pulling what "cache pin" lacks
+// through api, the registry API it serves beside them (NewHandler);
+// registry is the host imports belong to (NewService).
+func NewServer(dir string, store *cache.Store, registry string, api http.Handler, log *slog.Logger) (*http.Server, net.Listener, error) {
+	ln, err := Listen(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	svc := NewService(store, PullThroughSocket(dir), registry)
+	srv := &http.Server{Handler: NewHandler(svc, api, log), ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	return srv, ln, nil
 }
 
 // NewHandler serves svc's operations, and api (the registry API, which

@@ -3,7 +3,9 @@ package admin
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -137,5 +139,44 @@ func TestOperationErrorsCrossTheSocket(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: %v, want an error containing %q", tt.name, err, tt.want)
 		}
+	}
+}
+
+// NewServer serves the cache commands on the socket in dir, and the
+// registry API it is given under /v2/.
+func TestNewServerServesTheCommandsAndTheAPI(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	store, err := cache.Open(cache.Options{Dir: dir, MaxSize: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("api " + r.URL.Path)) })
+	srv, ln, err := NewServer(dir, store, "", api, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close(); ln.Close() })
+	c, err := Dial(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.List(context.Background()); err != nil {
+		t.Fatalf("cache ls over the socket: %v", err)
+	}
+	viaSocket := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(dir, SocketName))
+	}}}
+	resp, err := viaSocket.Get("http://ecr-mirror/v2/team/app/manifests/v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if string(body) != "api /v2/team/app/manifests/v1" {
+		t.Fatalf("GET /v2/... over the socket: %q, want the API's answer", body)
 	}
 }

@@ -14,7 +14,9 @@
 //     upstream (a registry request; for ECR also its region's token
 //     fetch) succeeded.
 //   - handlers.go: OpsHandler, the operator's port (METRICS_ADDR: probes
-//     and metrics), and PprofHandler, Go's profiles (PPROF_ADDR).
+//     and metrics), BesideAPI, the probes (and metrics without a port of
+//     their own) on a registry listener, and PprofHandler, Go's profiles
+//     (PPROF_ADDR).
 //
 // Series whose label values are known at start (served bytes by source,
 // cache requests by outcome) exist at 0 from then, so the rules and the

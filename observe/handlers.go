@@ -21,6 +21,22 @@ func OpsHandler(probe, metrics http.Handler) http.Handler {
 	})
 }
 
+// BesideAPI serves a registry listener: the probes (/healthz, /readyz)
+// and, unless metrics is nil (they have a port of their own), /metrics,
+// beside the registry API api, which gets every other path.
+func BesideAPI(api, probe, metrics http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/healthz" || r.URL.Path == "/readyz":
+			probe.ServeHTTP(w, r)
+		case r.URL.Path == "/metrics" && metrics != nil:
+			metrics.ServeHTTP(w, r)
+		default:
+			api.ServeHTTP(w, r)
+		}
+	})
+}
+
 // PprofHandler serves Go's profiles, on a listener of their own.
 func PprofHandler() http.Handler {
 	mux := http.NewServeMux()

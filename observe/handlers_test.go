@@ -55,3 +55,30 @@ func TestPprofHandlerServesProfiles(t *testing.T) {
 		t.Errorf("GET /metrics on the pprof port: %d, want 404", rec.Code)
 	}
 }
+
+// A registry listener serves the probes, and the metrics unless they
+// have a port of their own, beside the API, which gets the rest.
+func TestBesideAPIRoutes(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name    string
+		metrics http.Handler
+		path    string
+		want    string
+	}{
+		{name: "healthz", path: "/healthz", want: "probes"},
+		{name: "readyz", path: "/readyz", want: "probes"},
+		{name: "metrics here", metrics: named("metrics"), path: "/metrics", want: "metrics"},
+		{name: "metrics elsewhere", path: "/metrics", want: "api"},
+		{name: "the API", metrics: named("metrics"), path: "/v2/team/app/manifests/v1", want: "api"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			rec := httptest.NewRecorder()
+			BesideAPI(named("api"), named("probes"), tt.metrics).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, tt.path, nil))
+			if rec.Body.String() != tt.want {
+				t.Errorf("GET %s served by %q, want %q", tt.path, rec.Body, tt.want)
+			}
+		})
+	}
+}

@@ -18,22 +18,6 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/internal/settings"
 )
 
-const cacheUsage = `Usage: ecr-mirror cache SUBCOMMAND [flags]
-
-Works on the mirror's CACHE_DIR both ways: on a running mirror through its
-admin socket (CACHE_DIR/admin.sock, reachable by the mirror's user only), and
-directly on a stopped mirror's CACHE_DIR.
-
-Subcommands:
-  ls       list repositories and tags, manifests, blobs and pins, with totals
-  verify   rehash every stored entry; --repair removes the bad ones
-  pin      keep an image whole in the cache, never evicted
-  unpin    let a pinned image be evicted again
-  purge    remove an image, a digest, what was not used for a while, or all
-
-Run "ecr-mirror cache SUBCOMMAND --help" for its flags and an example.
-`
-
 // cacheSub is a subcommand of "ecr-mirror cache".
 type cacheSub struct {
 	usage string
@@ -72,27 +56,27 @@ func (o cmdOutput) failf(format string, args ...any) int {
 
 func cacheSubs() map[string]cacheSub {
 	return map[string]cacheSub{
-		"ls":     {usage: cacheLsUsage, flags: lsFlags},
-		"verify": {usage: cacheVerifyUsage, flags: verifyFlags},
-		"pin":    {usage: cachePinUsage, flags: pinFlags(true), args: 1},
-		"unpin":  {usage: cacheUnpinUsage, flags: pinFlags(false), args: 1},
-		"purge":  {usage: cachePurgeUsage, flags: purgeFlags, args: -1},
+		"ls":     {usage: usage("cache-ls"), flags: lsFlags},
+		"verify": {usage: usage("cache-verify"), flags: verifyFlags},
+		"pin":    {usage: usage("cache-pin"), flags: pinFlags(true), args: 1},
+		"unpin":  {usage: usage("cache-unpin"), flags: pinFlags(false), args: 1},
+		"purge":  {usage: usage("cache-purge"), flags: purgeFlags, args: -1},
 	}
 }
 
 // runCache is "ecr-mirror cache".
 func runCache(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, cacheUsage)
+		fmt.Fprint(stderr, usage("cache"))
 		return exitUsage
 	}
 	if isHelp(args[0]) {
-		fmt.Fprint(stdout, cacheUsage)
+		fmt.Fprint(stdout, usage("cache"))
 		return exitOK
 	}
 	sub, ok := cacheSubs()[args[0]]
 	if !ok {
-		fmt.Fprintf(stderr, "ecr-mirror cache: unknown subcommand %q\n\n%s", args[0], cacheUsage)
+		fmt.Fprintf(stderr, "ecr-mirror cache: unknown subcommand %q\n\n%s", args[0], usage("cache"))
 		return exitUsage
 	}
 	return runOnCache(ctx, "cache "+args[0], sub, args[1:], getenv, stdout, stderr)
@@ -176,23 +160,6 @@ func (sf *storeFlags) storeOptions(stderr io.Writer, create bool) (admin.StoreOp
 	return opts, nil
 }
 
-const cacheLsUsage = `Usage: ecr-mirror cache ls [--cache-dir DIR] [--json]
-
-Lists the repositories and tags the mirror has seen, with their upstream
-registry (the manifest each names, and when the upstream or an import last
-said so), the referrers lists recorded (subject, repository, filter, how many
-referrers), the pinned images, and every stored
-manifest and blob (kind, size, last access, pinned), then the totals against
-CACHE_MAX_SIZE. On a stopped mirror the cache is opened read-only: nothing in
-it changes, whatever --cache-max-size says (only the mirror's start evicts
-down to its budget and drops leftovers of a crash).
-
-Example:
-  ecr-mirror cache ls --json | jq '.totals'
-
-Flags:
-`
-
 func lsFlags(fs *flag.FlagSet) cacheWork {
 	return cacheWork{readOnly: func() bool { return true }, run: func(ctx context.Context, c admin.Cache, _ []string, o cmdOutput) int {
 		l, err := c.List(ctx)
@@ -237,35 +204,13 @@ func lsFlags(fs *flag.FlagSet) cacheWork {
 	}}
 }
 
-const cacheVerifyUsage = `Usage: ecr-mirror cache verify [--cache-dir DIR] [--repair] [--json] [--quiet]
-
-Rehashes every stored entry and prints each bad digest; exits non-zero if any
-is bad. Without --repair nothing in the cache changes (a stopped mirror's
-cache is opened read-only). With --repair the bad entries are removed (the
-mirror fetches them again when asked); the exit status is still non-zero.
-
-Example:
-  ecr-mirror cache verify --cache-dir /var/lib/ecr-mirror --repair
-
-Flags:
-`
-
 func verifyFlags(fs *flag.FlagSet) cacheWork {
 	repair := fs.Bool("repair", false, "remove the bad entries")
 	return cacheWork{readOnly: func() bool { return !*repair }, run: func(ctx context.Context, c admin.Cache, _ []string, o cmdOutput) int {
 		prog := progress.New(ctx, o.stderr, progress.Choose(o.stderr, o.quiet || o.json), o.name)
-		var t *progress.Task
-		var last int64
-		rep, err := c.Verify(ctx, *repair, func(done, total int64) {
-			if t == nil {
-				t = prog.Task("rehashing the cache", total)
-			}
-			t.Add(done - last)
-			last = done
-		})
-		if t != nil {
-			t.Finish(err, "")
-		}
+		rehash := prog.Counter("rehashing the cache")
+		rep, err := c.Verify(ctx, *repair, rehash.Report)
+		rehash.Finish(err)
 		prog.Wait()
 		if err != nil {
 			return o.failf("%v", err)
@@ -294,41 +239,6 @@ func verifyFlags(fs *flag.FlagSet) cacheWork {
 	}}
 }
 
-const cachePinUsage = `Usage: ecr-mirror cache pin [--cache-dir DIR] [--json] [--with-referrers] IMAGE
-
-Pins IMAGE (repo:tag or repo@sha256:<hex>): the image, an index with every
-platform's manifest and every blob, stays in the cache and is never evicted.
-A running mirror first pulls what the cache lacks (revalidating the tag); on a
-stopped mirror the image must already be whole and a tag is resolved from the
-cache's records. Pinned bytes count against CACHE_MAX_SIZE: a pin that cannot
-fit is refused. Pins survive restarts.
-
---with-referrers (a running mirror only) also pulls the image's referrers
-(signatures, SBOMs, attestations, and theirs) and pins each under the name
-"referrer of IMAGE"; unpinning IMAGE unpins them.
-
-pin talks to the mirror through its admin socket (or opens a stopped
-mirror's CACHE_DIR), never through its registry API: it needs no login, even
-with HTPASSWD_FILE; being allowed to use CACHE_DIR is the permission.
-
-Example:
-  ecr-mirror cache pin team/base:2026.11
-  ecr-mirror cache pin --with-referrers team/app:v1.4
-
-Flags:
-`
-
-const cacheUnpinUsage = `Usage: ecr-mirror cache unpin [--cache-dir DIR] [--json] IMAGE
-
-Unpins IMAGE (the name it was pinned by, or repo@sha256:<hex>): it is evicted
-again like any other image when room is needed.
-
-Example:
-  ecr-mirror cache unpin team/base:2026.11
-
-Flags:
-`
-
 func pinFlags(pin bool) func(*flag.FlagSet) cacheWork {
 	return func(fs *flag.FlagSet) cacheWork {
 		var opts admin.PinOptions
@@ -356,23 +266,6 @@ func pinFlags(pin bool) func(*flag.FlagSet) cacheWork {
 		}}
 	}
 }
-
-const cachePurgeUsage = `Usage: ecr-mirror cache purge [--cache-dir DIR] [--json] IMAGE | DIGEST | --older-than AGE | --all
-
-Removes content from the cache, safely while the mirror serves: a client
-already reading a removed file reads it whole. IMAGE (repo:tag, resolved from
-the cache's records, or repo@sha256:<hex>) or DIGEST (sha256:<hex>) removes
-that image and the content no other stored image shares; --older-than AGE
-(e.g. 30d, 12h) removes every image not used for that long; --all removes every
-image. Pinned images are never purged (unpin them first). Tag records whose
-manifest is gone are forgotten.
-
-Example:
-  ecr-mirror cache purge --older-than 30d
-  ecr-mirror cache purge team/app:v1.3
-
-Flags:
-`
 
 func purgeFlags(fs *flag.FlagSet) cacheWork {
 	var age time.Duration
@@ -421,30 +314,9 @@ func btoi(b bool) int {
 	return 0
 }
 
-const importUsage = `Usage: ecr-mirror import [--cache-dir DIR] [--json] [--quiet] FILE.tar
-
-Verifies every manifest and blob of an OCI image-layout archive (from
-"ecr-mirror export", "skopeo copy ... oci-archive:FILE.tar" or "docker save")
-against its digest and admits them to the cache, on a running mirror (through
-its admin socket) or a stopped one. Each image named repo:tag in the archive
-(io.containerd.image.name, else org.opencontainers.image.ref.name) gets a tag
-record dated now, so that a mirror with STALE_IF_ERROR serves it by tag while
-ECR cannot be reached; by digest it is served in any case. An image's
-referrers in the archive (signatures, SBOMs: "export --with-referrers") are
-served by digest under its repository too, and its referrers lists are
-recorded as if ECR had just answered them. A tampered or incomplete archive is
-refused, naming the bad digest, and admits nothing.
-
-Example:
-  ecr-mirror export -o site-b.tar team/app:v1.4     # where ECR is reachable
-  ecr-mirror import --cache-dir /var/lib/ecr-mirror site-b.tar   # at the site
-
-Flags:
-`
-
 // runImport is "ecr-mirror import".
 func runImport(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	return runOnCache(ctx, "import", cacheSub{usage: importUsage, flags: importFlags, args: 1, create: true}, args, getenv, stdout, stderr)
+	return runOnCache(ctx, "import", cacheSub{usage: usage("import"), flags: importFlags, args: 1, create: true}, args, getenv, stdout, stderr)
 }
 
 func importFlags(fs *flag.FlagSet) cacheWork {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ecr-mirror/ecr-mirror/admin"
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/imageclient"
 	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
@@ -59,7 +60,7 @@ func (s *seededFake) all() []digest.Digest {
 
 // exportBundle exports both images through a mirror of s and returns the
 // archive's path and what export says it wrote.
-func exportBundle(t *testing.T, s *seededFake) (string, exportSummary) {
+func exportBundle(t *testing.T, s *seededFake) (string, imageclient.ExportSummary) {
 	t.Helper()
 	m := startMirror(t, s.fake, mirrorOpts{})
 	out := filepath.Join(t.TempDir(), "bundle.tar")
@@ -67,7 +68,7 @@ func exportBundle(t *testing.T, s *seededFake) (string, exportSummary) {
 	if code != exitOK {
 		t.Fatalf("export: exit %d\n%s", code, errOut)
 	}
-	var sum exportSummary
+	var sum imageclient.ExportSummary
 	// Both are Docker-typed in ECR (the index's children are), so both
 	// are archived rewritten to OCI types, ECR's manifests beside.
 	if err := json.Unmarshal([]byte(stdout), &sum); err != nil || len(sum.Images) != 2 ||

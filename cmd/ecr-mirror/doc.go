@@ -4,7 +4,8 @@
 // README.md for its settings. "ecr-mirror help" lists the other commands
 // (cli.go): warm, export, import, cache (ls, verify, pin, unpin, purge),
 // healthcheck, version and config check (configcmd.go), which prints the
-// configuration in effect.
+// configuration in effect. Each command's --help text is a file in help/,
+// embedded (help.go).
 //
 // Where the server's concerns live:
 //
@@ -13,9 +14,9 @@
 //     row and parser; settings.Parse reads them all and reports every bad
 //     one before anything is built. The README table is generated from
 //     that list: go generate ./cmd/ecr-mirror.
-//   - reload.go: a running server's CONFIG_FILE watcher (settings.Watcher)
-//     and what it applies without a restart: access.Policy.Update and
-//     tlsreload.Reloader.SetFiles.
+//   - internal/configreload: a running server's CONFIG_FILE watcher
+//     (settings.Watcher) and what it applies without a restart:
+//     access.Policy.Update and tlsreload.Reloader.SetFiles.
 //   - main.go: run, which wires the store, the proxies, the handlers and
 //     the listeners by hand; the metrics, /healthz, /readyz and ECR's
 //     reachability come from package observe, the client limits
@@ -25,19 +26,22 @@
 //     for registry.WithUpstreams), with the credentials of its kind: one
 //     ECR token source per region, ECR Public's token, the logins of
 //     UPSTREAM_DOCKER_CONFIG.
-//   - internal/servergroup: the lifecycle, an errgroup with one goroutine
-//     per server and one that shuts them down (the admin socket last)
-//     within SHUTDOWN_GRACE.
+//   - internal/servergroup: the lifecycle, the TCP listeners opened, an
+//     errgroup with one goroutine per server and one that shuts them down
+//     (the admin socket last) within SHUTDOWN_GRACE.
 //   - warm.go, export.go, cachecmd.go: the image commands' flags and
-//     output; the images themselves are read with internal/imageclient,
+//     output; the images themselves are read with internal/imageclient
+//     (Client.Warm, Client.Export),
 //     and progress bars and lines come from internal/progress. login.go:
-//     how warm and export log in to a mirror with HTPASSWD_FILE
-//     (--username/--password-stdin, a URL's userinfo, else the Docker
-//     config through authn.DefaultKeychain).
+//     the flags with which warm and export log in to a mirror with
+//     HTPASSWD_FILE (--username/--password-stdin, a URL's userinfo, else
+//     the Docker config through authn.DefaultKeychain), resolved by
+//     imageclient.LoginRequest.
 //     The cache commands reach a running mirror, or a stopped one's
 //     store, with admin.Open, and run their operations on admin.Cache.
-//   - healthcheck.go: the container's HEALTHCHECK, /healthz asked where
-//     the same settings say the server listens; versioncmd.go: the
+//   - healthcheck.go: the container's HEALTHCHECK, its flags and exit
+//     codes; internal/healthcheck asks /healthz where the same settings
+//     say the server listens. versioncmd.go: the
 //     build from internal/buildinfo, which also names it in
 //     ecr_mirror_build_info, the startup log and the upstream User-Agent.
 package main

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
-	"github.com/ecr-mirror/ecr-mirror/internal/settings"
 	"github.com/ecr-mirror/ecr-mirror/tlsreload/tlstest"
 )
 
@@ -26,8 +25,8 @@ func healthEnv(fake *fakeecr.Server, m *mirror, more map[string]string) map[stri
 // a timeout no loaded machine reaches, so that only the answer decides.
 var slowOK = []string{"-timeout", "2m"}
 
-// healthcheck runs "ecr-mirror healthcheck" with slowOK, then args.
-func healthcheck(t *testing.T, env map[string]string, args ...string) (code int, stdout, stderr string) {
+// checkHealth runs "ecr-mirror healthcheck" with slowOK, then args.
+func checkHealth(t *testing.T, env map[string]string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	return cli(t, env, append(append([]string{"healthcheck"}, slowOK...), args...)...)
 }
@@ -49,17 +48,17 @@ func TestHealthcheckPassesWhileTheMirrorRunsAndFailsOnceStopped(t *testing.T) {
 	fake := fakeecr.Start(t, fakeecr.Options{})
 	m := startMirror(t, fake, mirrorOpts{})
 	env := healthEnv(fake, m, nil)
-	code, out, errOut := healthcheck(t, env)
+	code, out, errOut := checkHealth(t, env)
 	if code != exitOK || !strings.Contains(out, "http://"+m.Host+"/healthz answered 200") {
 		t.Fatalf("healthcheck of a running mirror: exit %d\n%s%s", code, out, errOut)
 	}
 	// Server flags after "--", as the server would take them.
 	delete(env, "LISTEN_ADDR")
-	if code, out, errOut := healthcheck(t, env, "--", "-listen-addr", m.Host); code != exitOK {
+	if code, out, errOut := checkHealth(t, env, "--", "-listen-addr", m.Host); code != exitOK {
 		t.Fatalf("healthcheck -- -listen-addr %s: exit %d\n%s%s", m.Host, code, out, errOut)
 	}
 	m.Stop()
-	code, _, errOut = healthcheck(t, healthEnv(fake, m, nil))
+	code, _, errOut = checkHealth(t, healthEnv(fake, m, nil))
 	if code != exitFail || !strings.Contains(errOut, "no answer from http://"+m.Host+"/healthz (LISTEN_ADDR)") || strings.Count(errOut, "\n") != 1 {
 		t.Fatalf("healthcheck of a stopped mirror: exit %d %q, want %d and one line saying it got no answer", code, errOut, exitFail)
 	}
@@ -76,12 +75,12 @@ func TestHealthcheckOverTLSTrustsTheConfiguredCertificate(t *testing.T) {
 	certFile, keyFile := tlstest.NewCA(t).IssueFiles(t, dir, "mirror.example.com")
 	tlsEnv := map[string]string{"TLS_CERTIFICATE": certFile, "TLS_PRIVATE_KEY": keyFile}
 	m := startMirror(t, fake, mirrorOpts{env: tlsEnv})
-	code, out, errOut := healthcheck(t, healthEnv(fake, m, tlsEnv))
+	code, out, errOut := checkHealth(t, healthEnv(fake, m, tlsEnv))
 	if code != exitOK || !strings.Contains(out, "https://"+m.Host+"/healthz answered 200") {
 		t.Fatalf("healthcheck over TLS: exit %d\n%s%s", code, out, errOut)
 	}
 	otherCert, otherKey := tlstest.NewCA(t).IssueFiles(t, t.TempDir(), "mirror.example.com")
-	code, _, errOut = healthcheck(t, healthEnv(fake, m, map[string]string{"TLS_CERTIFICATE": otherCert, "TLS_PRIVATE_KEY": otherKey}))
+	code, _, errOut = checkHealth(t, healthEnv(fake, m, map[string]string{"TLS_CERTIFICATE": otherCert, "TLS_PRIVATE_KEY": otherKey}))
 	if code != exitFail || !strings.Contains(errOut, "not the one in TLS_CERTIFICATE "+otherCert) {
 		t.Fatalf("healthcheck trusting another certificate: exit %d %q, want %d naming TLS_CERTIFICATE", code, errOut, exitFail)
 	}
@@ -95,7 +94,7 @@ func TestHealthcheckUnderAllowNetworksWithoutLoopback(t *testing.T) {
 	fake := fakeecr.Start(t, fakeecr.Options{})
 	deny := map[string]string{"ALLOW_NETWORKS": "10.0.0.0/8"}
 	m := startMirror(t, fake, mirrorOpts{env: deny})
-	code, _, errOut := healthcheck(t, healthEnv(fake, m, deny))
+	code, _, errOut := checkHealth(t, healthEnv(fake, m, deny))
 	if code != exitFail || !strings.Contains(errOut, "answered 403 Forbidden: DENIED") || !strings.Contains(errOut, "ALLOW_NETWORKS leaves out loopback") ||
 		strings.Count(errOut, "\n") != 1 {
 		t.Fatalf("healthcheck from outside ALLOW_NETWORKS: exit %d %q, want %d and 403 DENIED", code, errOut, exitFail)
@@ -103,7 +102,7 @@ func TestHealthcheckUnderAllowNetworksWithoutLoopback(t *testing.T) {
 	withOps := map[string]string{"ALLOW_NETWORKS": "10.0.0.0/8", "METRICS_ADDR": "127.0.0.1:0"}
 	m = startMirror(t, fake, mirrorOpts{env: withOps})
 	withOps["METRICS_ADDR"] = opsAddr(t, m)
-	code, out, errOut := healthcheck(t, healthEnv(fake, m, withOps))
+	code, out, errOut := checkHealth(t, healthEnv(fake, m, withOps))
 	if code != exitOK || !strings.Contains(out, "http://"+withOps["METRICS_ADDR"]+"/healthz") {
 		t.Fatalf("healthcheck on METRICS_ADDR: exit %d\n%s%s", code, out, errOut)
 	}
@@ -148,48 +147,6 @@ func TestHealthcheckRejectsBadInput(t *testing.T) {
 			code, _, errOut := cli(t, tt.env, append([]string{"healthcheck"}, tt.args...)...)
 			if code != exitFail || !strings.Contains(errOut, tt.want) {
 				t.Fatalf("exit %d %q, want %d and a message with %q", code, errOut, exitFail, tt.want)
-			}
-		})
-	}
-}
-
-// The check asks the address the server listens on: a wildcard host
-// on 127.0.0.1, METRICS_ADDR first, https with TLS.
-func TestHealthTargetFollowsTheListeners(t *testing.T) {
-	t.Parallel()
-	certFile, keyFile := tlstest.NewCA(t).IssueFiles(t, t.TempDir(), "mirror.example.com")
-	for _, tt := range []struct {
-		name   string
-		env    map[string]string
-		want   string
-		denied bool // a 403 is explained by ALLOW_NETWORKS
-	}{
-		{name: "default", env: map[string]string{}, want: "http://127.0.0.1:5000/healthz"},
-		{name: "ALLOW_NETWORKS without loopback", env: map[string]string{"ALLOW_NETWORKS": "10.0.0.0/8"}, want: "http://127.0.0.1:5000/healthz", denied: true},
-		{name: "ALLOW_NETWORKS with loopback", env: map[string]string{"ALLOW_NETWORKS": "10.0.0.0/8,127.0.0.1"}, want: "http://127.0.0.1:5000/healthz"},
-		{name: "ALLOW_NETWORKS without ::1", env: map[string]string{"ALLOW_NETWORKS": "127.0.0.1", "LISTEN_ADDR": "[::1]:5000"}, want: "http://[::1]:5000/healthz", denied: true},
-		{name: "ALLOW_NETWORKS beside METRICS_ADDR", env: map[string]string{"ALLOW_NETWORKS": "10.0.0.0/8", "METRICS_ADDR": ":9090"}, want: "http://127.0.0.1:9090/healthz"},
-		{name: "IPv4 wildcard", env: map[string]string{"LISTEN_ADDR": "0.0.0.0:6000"}, want: "http://127.0.0.1:6000/healthz"},
-		{name: "IPv6 wildcard", env: map[string]string{"LISTEN_ADDR": "[::]:6000"}, want: "http://127.0.0.1:6000/healthz"},
-		{name: "IPv6 loopback", env: map[string]string{"LISTEN_ADDR": "[::1]:6000"}, want: "http://[::1]:6000/healthz"},
-		{name: "one address", env: map[string]string{"LISTEN_ADDR": "10.1.2.3:6000"}, want: "http://10.1.2.3:6000/healthz"},
-		{name: "TLS", env: map[string]string{"TLS_CERTIFICATE": certFile, "TLS_PRIVATE_KEY": keyFile}, want: "https://127.0.0.1:5000/healthz"},
-		{name: "METRICS_ADDR, plain even with TLS", env: map[string]string{"METRICS_ADDR": ":9090", "TLS_CERTIFICATE": certFile, "TLS_PRIVATE_KEY": keyFile},
-			want: "http://127.0.0.1:9090/healthz"},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			env := map[string]string{"UPSTREAM": "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com"}
-			for k, v := range tt.env {
-				env[k] = v
-			}
-			cfg, err := settings.Parse(nil, func(k string) string { return env[k] }, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			p, err := healthTarget(cfg)
-			if err != nil || p.url != tt.want || (p.tls != nil) != strings.HasPrefix(tt.want, "https") || (p.denied != "") != tt.denied {
-				t.Fatalf("got %q (TLS %v, denied hint %q) %v, want %q (denied hint: %v)", p.url, p.tls != nil, p.denied, err, tt.want, tt.denied)
 			}
 		})
 	}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,13 +14,13 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/ecr-mirror/ecr-mirror/access"
 	"github.com/ecr-mirror/ecr-mirror/admin"
 	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/clientconn"
 	"github.com/ecr-mirror/ecr-mirror/internal/buildinfo"
+	"github.com/ecr-mirror/ecr-mirror/internal/configreload"
 	"github.com/ecr-mirror/ecr-mirror/internal/servergroup"
 	"github.com/ecr-mirror/ecr-mirror/internal/settings"
 	"github.com/ecr-mirror/ecr-mirror/internal/upstreams"
@@ -50,7 +49,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "ecr-mirror: invalid configuration:\n%v\n", err)
 		os.Exit(2)
 	}
-	log := newLogger(cfg, os.Stderr)
+	log := cfg.Logger(os.Stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() {
 		// After the first signal, the default action is back: a second
@@ -62,15 +61,6 @@ func main() {
 		log.Error("ecr-mirror stopped", "error", err)
 		os.Exit(1)
 	}
-}
-
-// listener is one address the mirror serves and what it serves there.
-type listener struct {
-	setting string // the setting that asked for it, for errors
-	addr    string
-	handler http.Handler
-	what    string      // for the log
-	tls     *tls.Config // nil: plain HTTP
 }
 
 // run serves until ctx is done. ready, when set, is called with the
@@ -87,7 +77,7 @@ func run(ctx context.Context, cfg *settings.Config, log *slog.Logger, ready func
 	}
 	// Before anything listens: a SIGHUP must never find the default
 	// action, which ends the process.
-	defer watchConfig(ctx, &reloader{cfg: cfg, policy: policy, certs: certs, log: log})()
+	defer configreload.Watch(ctx, cfg, policy, certs, log)()
 	store, err := cache.Open(cache.Options{Dir: cfg.CacheDir, MaxSize: cfg.CacheMaxSize, Logger: log.With("component", "cache")})
 	if err != nil {
 		return fmt.Errorf("opening cache in %s: %w", cfg.CacheDir, err)
@@ -114,14 +104,14 @@ func run(ctx context.Context, cfg *settings.Config, log *slog.Logger, ready func
 	defer clients.Stop()
 	up.Metrics.WatchClients(clients.Budget, clients.Watchdog)
 	h := &handlers{cfg: cfg, store: store, up: up, policy: policy, namespaces: namespaces, log: log}
-	listeners, apiListeners := h.listeners(tlsConfig)
-	servers, addrs, err := listenAll(listeners, apiListeners, clients, log)
+	listeners := h.listeners(tlsConfig)
+	servers, addrs, err := servergroup.Listen(listeners, clients, log)
 	if err != nil {
 		return err
 	}
 	log.Info("listening", "addr", adminSrv.Listener.Addr().String(), "serves", "admin socket: cache commands")
 	for i, l := range listeners {
-		log.Info("listening", "addr", servers[i].Listener.Addr().String(), "serves", l.what, "tls", l.tls != nil)
+		log.Info("listening", "addr", servers[i].Listener.Addr().String(), "serves", l.What, "tls", l.TLS != nil)
 	}
 	logServing(cfg, log, store, namespaces, clients.Budget, tlsConfig != nil, policy)
 	if ready != nil {
@@ -150,15 +140,12 @@ func loadTLS(cfg *settings.Config, log *slog.Logger) (*tlsreload.Reloader, *tls.
 // on this running mirror, and the registry API for the pulls of "cache
 // pin". It is shut down after the registry listeners.
 func newAdminServer(cfg *settings.Config, store *cache.Store, up *upstreams.Side, namespaces *registry.Namespaces, log *slog.Logger) (servergroup.Server, error) {
-	ln, err := admin.Listen(cfg.CacheDir)
+	api := registry.NewHandler(up.Default, log.With("component", "admin"),
+		registry.WithNamespaces(namespaces, ""), registry.WithUpstreams(up.Others), registry.WithObserver(up.Metrics.ObserveRequest))
+	srv, ln, err := admin.NewServer(cfg.CacheDir, store, cfg.Upstreams[0].Host, api, log.With("component", "admin"))
 	if err != nil {
 		return servergroup.Server{}, err
 	}
-	api := registry.NewHandler(up.Default, log.With("component", "admin"),
-		registry.WithNamespaces(namespaces, ""), registry.WithUpstreams(up.Others), registry.WithObserver(up.Metrics.ObserveRequest))
-	svc := admin.NewService(store, admin.PullThroughSocket(cfg.CacheDir), cfg.Upstreams[0].Host)
-	srv := &http.Server{Handler: admin.NewHandler(svc, api, log.With("component", "admin")),
-		ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	return servergroup.Server{Name: "admin socket " + filepath.Join(cfg.CacheDir, admin.SocketName), HTTP: srv, Listener: ln, Late: true}, nil
 }
 
@@ -173,25 +160,24 @@ type handlers struct {
 }
 
 // listeners are the TCP listeners cfg asks for, the registry API's
-// first: LISTEN_ADDR, then NAMESPACE_LISTENERS; apiListeners counts them.
-func (h *handlers) listeners(tlsConfig *tls.Config) (all []listener, apiListeners int) {
+// first (Limited): LISTEN_ADDR, then NAMESPACE_LISTENERS.
+func (h *handlers) listeners(tlsConfig *tls.Config) []servergroup.Listener {
 	cfg := h.cfg
 	probe := observe.NewProbes(cfg.CacheDir, h.store, h.up.Tokens, h.up.Reach, cfg.StaleIfError > 0)
 	metrics := h.up.Metrics.Handler(h.log)
-	all = []listener{{setting: "LISTEN_ADDR", addr: cfg.ListenAddr, handler: h.front(cfg.DefaultNamespace, probe, metrics), tls: tlsConfig,
-		what: "registry API: " + cmp.Or(cfg.DefaultNamespace, "ECR repositories by name")}}
+	all := []servergroup.Listener{{Setting: "LISTEN_ADDR", Addr: cfg.ListenAddr, Handler: h.front(cfg.DefaultNamespace, probe, metrics), TLS: tlsConfig,
+		What: "registry API: " + cmp.Or(cfg.DefaultNamespace, "ECR repositories by name"), Limited: true}}
 	for _, nl := range cfg.NamespaceListeners {
-		all = append(all, listener{setting: "NAMESPACE_LISTENERS", addr: nl.Addr, handler: h.front(nl.Namespace, probe, metrics), tls: tlsConfig,
-			what: "registry API: " + nl.Namespace})
+		all = append(all, servergroup.Listener{Setting: "NAMESPACE_LISTENERS", Addr: nl.Addr, Handler: h.front(nl.Namespace, probe, metrics), TLS: tlsConfig,
+			What: "registry API: " + nl.Namespace, Limited: true})
 	}
-	apiListeners = len(all)
 	if cfg.MetricsAddr != "" {
-		all = append(all, listener{setting: "METRICS_ADDR", addr: cfg.MetricsAddr, handler: observe.OpsHandler(probe, metrics), what: "metrics and probes"})
+		all = append(all, servergroup.Listener{Setting: "METRICS_ADDR", Addr: cfg.MetricsAddr, Handler: observe.OpsHandler(probe, metrics), What: "metrics and probes"})
 	}
 	if cfg.PprofAddr != "" {
-		all = append(all, listener{setting: "PPROF_ADDR", addr: cfg.PprofAddr, handler: observe.PprofHandler(), what: "pprof"})
+		all = append(all, servergroup.Listener{Setting: "PPROF_ADDR", Addr: cfg.PprofAddr, Handler: observe.PprofHandler(), What: "pprof"})
 	}
-	return all, apiListeners
+	return all
 }
 
 // front is the registry API of one listener, whose requests that name
@@ -206,45 +192,10 @@ func (h *handlers) front(defaultNS string, probe, metrics http.Handler) http.Han
 		registry.WithUpstreams(h.up.Others),
 		registry.WithTrustedProxies(h.cfg.TrustedProxies),
 		registry.WithObserver(h.up.Metrics.ObserveRequest))
-	return h.policy.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case r.URL.Path == "/healthz" || r.URL.Path == "/readyz":
-			probe.ServeHTTP(w, r)
-		case r.URL.Path == "/metrics" && h.cfg.MetricsAddr == "":
-			metrics.ServeHTTP(w, r)
-		default:
-			api.ServeHTTP(w, r)
-		}
-	}))
-}
-
-// listenAll opens every listener and builds its server, the first
-// apiListeners counted against the client budget; addrs are theirs. On
-// an error it closes what it opened.
-func listenAll(listeners []listener, apiListeners int, clients *clientconn.Limits, log *slog.Logger) (servers []servergroup.Server, addrs []net.Addr, err error) {
-	for i, l := range listeners {
-		ln, err := net.Listen("tcp", l.addr)
-		if err != nil {
-			for _, s := range servers {
-				s.Listener.Close()
-			}
-			return nil, nil, fmt.Errorf("%s %s: %w", l.setting, l.addr, err)
-		}
-		if i < apiListeners {
-			ln = clients.Listener(ln, l.tls)
-			addrs = append(addrs, ln.Addr())
-		}
-		srv := &http.Server{
-			Handler:           clients.Handler(l.handler),
-			TLSConfig:         l.tls,
-			ReadHeaderTimeout: 30 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			MaxHeaderBytes:    64 << 10,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		}
-		servers = append(servers, servergroup.Server{Name: l.setting + " " + ln.Addr().String(), HTTP: srv, Listener: ln, TLS: l.tls != nil})
+	if h.cfg.MetricsAddr != "" {
+		metrics = nil // served on METRICS_ADDR only
 	}
-	return servers, addrs, nil
+	return h.policy.Wrap(observe.BesideAPI(api, probe, metrics))
 }
 
 // logServing logs what the mirror serves with, and warns of what is off.
@@ -261,13 +212,4 @@ func logServing(cfg *settings.Config, log *slog.Logger, store *cache.Store, name
 	if !policy.Enabled() {
 		log.Warn("client access control is off: anyone who can reach the mirror pulls with its ECR credentials; set HTPASSWD_FILE, ALLOW_NETWORKS or ACCESS_RULES")
 	}
-}
-
-// newLogger builds the process logger.
-func newLogger(cfg *settings.Config, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
-	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ecr-mirror/ecr-mirror/admin"
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/imageclient"
 	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 	"github.com/ecr-mirror/ecr-mirror/internal/ocilayout"
 	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
@@ -269,7 +270,7 @@ func exportSigned(t *testing.T, s *signedFake) string {
 	if code != exitOK {
 		t.Fatalf("export: exit %d\n%s", code, errOut)
 	}
-	var sum exportSummary
+	var sum imageclient.ExportSummary
 	if err := json.Unmarshal([]byte(stdout), &sum); err != nil || len(sum.Images) != 1 ||
 		!slices.Equal(sortedCopy(sum.Images[0].Referrers), digestsOf(s.sig, s.sbom, s.sbomSig)) {
 		t.Fatalf("export --json: %v\n%s", err, stdout)

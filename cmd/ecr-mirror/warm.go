@@ -17,30 +17,6 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
-const warmUsage = `Usage: ecr-mirror warm [flags] IMAGE... [-f FILE]
-
-Pulls every manifest and blob of each IMAGE through a running mirror, several
-blobs at once, verifying every digest, so that the mirror's cache holds the
-whole image. IMAGE is repo:tag or repo@sha256:<hex> as the mirror names it
-(a repository without a tag means :latest). An index brings every platform's
-image unless --platform narrows it. Exits non-zero naming each image that
-failed.
-
-With --with-referrers it also pulls each image's referrers (the OCI 1.1
-referrers API: cosign signatures, SBOMs, attestations) and the referrers of
-those, so that a verifier finds them in the cache; --referrers-type TYPE keeps
-the image's referrers of that artifactType only.
-
-` + loginUsage + `
-Example:
-  ecr-mirror warm --mirror http://mirror.internal:5000 team/app:v1.4 base/debian@sha256:0123...
-  ecr-mirror warm --platform linux/amd64,linux/arm64 -f images.txt
-  ecr-mirror warm --with-referrers team/app:v1.4
-  ecr-mirror warm --mirror https://mirror.internal:5000 --username ci --password-stdin team/app:v1.4 <ci-password.txt
-
-Flags:
-`
-
 // runWarm is "ecr-mirror warm".
 func runWarm(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	return runWarmWith(ctx, args, os.Stdin, stdout, stderr)
@@ -50,7 +26,7 @@ func runWarm(ctx context.Context, args []string, getenv func(string) string, std
 func runWarmWith(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("warm", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, warmUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(stderr, usage("warm")); fs.PrintDefaults() }
 	var pf pullFlags
 	pf.register(fs)
 	quiet := fs.Bool("quiet", false, "no progress; only failures and the summary")
@@ -63,36 +39,13 @@ func runWarmWith(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		return code
 	}
 	prog := progress.New(ctx, stderr, progress.Choose(stderr, *quiet), "warm")
-	var failed []string
-	for _, r := range refs {
-		if ctx.Err() != nil {
-			failed = append(failed, r.String())
-			continue
-		}
-		t := prog.Task(r.String(), 0)
-		img, err := c.Warm(ctx, r, t)
-		if err != nil {
-			t.Finish(err, "")
-			failed = append(failed, r.String())
-			continue
-		}
-		t.Finish(nil, imageSummary(img))
-	}
+	failed := c.WarmAll(ctx, refs, func(name string) imageclient.Task { return prog.Task(name, 0) })
 	prog.Wait()
 	if len(failed) > 0 {
 		fmt.Fprintf(stderr, "ecr-mirror warm: %d of %d images failed: %s\n", len(failed), len(refs), strings.Join(failed, " "))
 		return exitFail
 	}
 	return exitOK
-}
-
-// imageSummary is the line a command prints for an image it read.
-func imageSummary(img *imageclient.Image) string {
-	s := fmt.Sprintf("%d manifests, %d blobs", len(img.Manifests), len(img.Blobs))
-	if n := len(img.ReferrerRoots()); n > 0 {
-		s += fmt.Sprintf(", %d referrers", n)
-	}
-	return s
 }
 
 // pullFlags are the flags of the commands that read images through a
@@ -140,20 +93,9 @@ func (pf *pullFlags) parse(fs *flag.FlagSet, args []string, cmd string, stderr i
 	if pf.referrerType != "" && !pf.withReferrers {
 		return fail(errors.New("--referrers-type needs --with-referrers"))
 	}
-	var refs []registry.Reference
-	for _, img := range images {
-		r, err := registry.ParseReference(img)
-		if err != nil {
-			return fail(fmt.Errorf("image %q: %w", img, err))
-		}
-		refs = append(refs, r)
-	}
-	for _, f := range pf.files {
-		more, err := imageclient.ReadImageList(f)
-		if err != nil {
-			return fail(err)
-		}
-		refs = append(refs, more...)
+	refs, err := imageclient.ParseImages(images, pf.files)
+	if err != nil {
+		return fail(err)
 	}
 	if len(refs) == 0 {
 		fmt.Fprintf(stderr, "ecr-mirror %s: no image given\n\n", cmd)
@@ -167,19 +109,19 @@ func (pf *pullFlags) parse(fs *flag.FlagSet, args []string, cmd string, stderr i
 // nil with the exit status when there is none to be had (the line saying
 // why is printed).
 func (pf *pullFlags) client(ctx context.Context, cmd string, stdin io.Reader, stderr io.Writer) (*imageclient.Client, int) {
-	mirror, login, err := pf.login(pf.mirror, stdin, stderr, cmd)
+	ml, err := pf.login(pf.mirror, stdin, stderr, cmd)
 	if err != nil {
 		fmt.Fprintf(stderr, "ecr-mirror %s: %v\n", cmd, err)
 		return nil, exitUsage
 	}
-	c, err := imageclient.Dial(mirror, pf.insecure, imageclient.Options{Concurrency: pf.concurrency, Platforms: settings.SplitList(pf.platform),
-		WithReferrers: pf.withReferrers, ReferrerType: pf.referrerType, Namespace: pf.namespace, Login: login, Keychain: authn.DefaultKeychain})
+	c, err := imageclient.Dial(ml.URL, pf.insecure, imageclient.Options{Concurrency: pf.concurrency, Platforms: settings.SplitList(pf.platform),
+		WithReferrers: pf.withReferrers, ReferrerType: pf.referrerType, Namespace: pf.namespace, Login: ml.Login, Keychain: authn.DefaultKeychain})
 	if err != nil {
 		fmt.Fprintf(stderr, "ecr-mirror %s: --mirror/--concurrency: %v\n", cmd, err)
 		return nil, exitUsage
 	}
 	if err := c.Ping(ctx); err != nil {
-		fmt.Fprintf(stderr, "ecr-mirror %s: %s\n", cmd, loginHint(err, mirror, c.Host()))
+		fmt.Fprintf(stderr, "ecr-mirror %s: %s\n", cmd, imageclient.LoginHint(err, ml.URL, c.Host()))
 		return nil, exitFail
 	}
 	return c, exitOK

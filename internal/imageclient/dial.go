@@ -44,6 +44,28 @@ func PullWhole(ctx context.Context, client *http.Client, ref registry.Reference,
 	return c.Warm(ctx, ref, nil)
 }
 
+// ParseImages parses the images named on a command line, then those
+// the files list (ReadImageList), in order; the error names the image or
+// file at fault.
+func ParseImages(images, files []string) ([]registry.Reference, error) {
+	var refs []registry.Reference
+	for _, img := range images {
+		r, err := registry.ParseReference(img)
+		if err != nil {
+			return nil, fmt.Errorf("image %q: %w", img, err)
+		}
+		refs = append(refs, r)
+	}
+	for _, f := range files {
+		more, err := ReadImageList(f)
+		if err != nil {
+			return nil, err
+		}
+		refs = append(refs, more...)
+	}
+	return refs, nil
+}
+
 // ReadImageList reads images from a file, one a line; blank lines and
 // text after # are ignored. Each must parse as a reference; the error of
 // one that does not names it.

@@ -133,3 +133,41 @@ func TestReadImageList(t *testing.T) {
 		t.Fatal("a missing file read without error")
 	}
 }
+
+// ParseImages takes the command line's images first, then the files',
+// and names the image or file at fault.
+func TestParseImages(t *testing.T) {
+	t.Parallel()
+	list := filepath.Join(t.TempDir(), "images.txt")
+	if err := os.WriteFile(list, []byte("team/b:v2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name          string
+		images, files []string
+		want, wantErr string
+	}{
+		{name: "arguments then files", images: []string{"team/a", "team/c:v3"}, files: []string{list}, want: "team/a:latest team/c:v3 team/b:v2"},
+		{name: "none", want: ""},
+		{name: "bad image", images: []string{"team/a", "Bad/Name"}, wantErr: `image "Bad/Name"`},
+		{name: "missing file", files: []string{list + ".gone"}, wantErr: list + ".gone"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			refs, err := ParseImages(tt.images, tt.files)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("ParseImages = %v, want an error with %q", err, tt.wantErr)
+				}
+				return
+			}
+			var got []string
+			for _, r := range refs {
+				got = append(got, r.String())
+			}
+			if err != nil || strings.Join(got, " ") != tt.want {
+				t.Fatalf("ParseImages = %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+}

@@ -39,6 +39,27 @@ func orDiscard(p Progress) Progress {
 	return p
 }
 
+// WarmAll warms each of refs in turn (Warm), each a [Task] of task's
+// when set, and returns those that failed; once ctx is done, the rest
+// fail without being tried.
+func (c *Client) WarmAll(ctx context.Context, refs []registry.Reference, task func(name string) Task) (failed []string) {
+	for _, r := range refs {
+		if ctx.Err() != nil {
+			failed = append(failed, r.String())
+			continue
+		}
+		t := startTask(task, r.String())
+		img, err := c.Warm(ctx, r, t)
+		if err != nil {
+			t.Finish(err, "")
+			failed = append(failed, r.String())
+			continue
+		}
+		t.Finish(nil, img.Summary())
+	}
+	return failed
+}
+
 // Warm reads r whole (with Options.WithReferrers, its referrers too),
 // several blobs at once, verifying each, so that a mirror serving the
 // registry API caches it; it returns the image.

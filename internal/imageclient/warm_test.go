@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/oci"
+	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
 func TestWarmReadsEveryBlobOnceAndCountsItsBytes(t *testing.T) {
@@ -87,5 +88,31 @@ func TestWarmRefusesBlobsThatDoNotMatchTheirManifest(t *testing.T) {
 				t.Fatalf("Warm = %v; want an error naming %s and containing %q", err, bad.Digest, tt.wantErr)
 			}
 		})
+	}
+}
+
+// WarmAll warms every image, finishing each one's task with its summary
+// or its error, and names those that failed; once the context is done
+// it tries no more.
+func TestWarmAllNamesTheImagesThatFailed(t *testing.T) {
+	t.Parallel()
+	reg := newRegistry(t)
+	reg.image("team/app", "v1", oci.MediaTypeImageManifest, 10)
+	reg.image("team/tool", "v1", oci.MediaTypeImageManifest, 20)
+	c := reg.client(Options{})
+	refs := []registry.Reference{mustParse(t, "team/app:v1"), mustParse(t, "team/gone:v1"), mustParse(t, "team/tool:v1")}
+	tasks := &recordedTasks{finished: map[string]string{}}
+	failed := c.WarmAll(context.Background(), refs, tasks.task)
+	if strings.Join(failed, " ") != "team/gone:v1" {
+		t.Fatalf("failed %q, want team/gone:v1", failed)
+	}
+	if tasks.finished["team/tool:v1"] != "1 manifests, 2 blobs" || !strings.HasPrefix(tasks.finished["team/gone:v1"], "error: ") {
+		t.Fatalf("tasks finished as %q", tasks.finished)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	before := reg.getsOf(manifestPath("team/app", "v1"))
+	if failed := c.WarmAll(ctx, refs[:1], nil); len(failed) != 1 || reg.getsOf(manifestPath("team/app", "v1")) != before {
+		t.Fatalf("WarmAll after the context ended: failed %q, manifest read again: %v", failed, reg.getsOf(manifestPath("team/app", "v1")) != before)
 	}
 }

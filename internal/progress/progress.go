@@ -1,6 +1,7 @@
 // Package progress is how the image and cache commands report long work:
 // bars with rate and ETA on a terminal, log lines elsewhere, or only
-// failures when quiet. HumanBytes formats sizes for their output.
+// failures when quiet. HumanBytes formats sizes for their output. A
+// Counter is a task fed by a done-of-total callback.
 //
 // Rates (meter.go) are of all the bytes of a task, whatever number of
 // streams read them, and of all tasks for the total, over the last 10 s,
@@ -273,4 +274,34 @@ func HumanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// Counter is a task fed by a callback that reports done of total bytes
+// so far, whose total is known only then ("cache verify" rehashing the
+// cache): the task starts at the first report. Reports come from one
+// goroutine at a time.
+type Counter struct {
+	p    *Progress
+	name string
+	t    *Task
+	last int64
+}
+
+// Counter is a task by name that starts when Report is first called.
+func (p *Progress) Counter(name string) *Counter { return &Counter{p: p, name: name} }
+
+// Report counts done of total bytes.
+func (c *Counter) Report(done, total int64) {
+	if c.t == nil {
+		c.t = c.p.Task(c.name, total)
+	}
+	c.t.Add(done - c.last)
+	c.last = done
+}
+
+// Finish ends the task, if a report started it.
+func (c *Counter) Finish(err error) {
+	if c.t != nil {
+		c.t.Finish(err, "")
+	}
 }

@@ -125,3 +125,22 @@ func TestFormatRate(t *testing.T) {
 		})
 	}
 }
+
+// A Counter's task starts at the first report, with its total, and
+// counts what each report adds; one never reported shows nothing.
+func TestCounterStartsAtTheFirstReport(t *testing.T) {
+	t.Parallel()
+	var out testkit.SyncBuffer
+	p := New(context.Background(), &out, Lines, "cache verify")
+	idle := p.Counter("idle")
+	idle.Finish(nil)
+	c := p.Counter("rehashing the cache")
+	for _, done := range []int64{0, 1 << 20, 3 << 20} {
+		c.Report(done, 3<<20)
+	}
+	c.Finish(nil)
+	p.Wait()
+	if got := out.String(); !strings.Contains(got, "rehashing the cache: 3.0 MiB in") || strings.Contains(got, "idle") {
+		t.Fatalf("output:\n%s\nwant the task's 3.0 MiB and nothing of the idle one", got)
+	}
+}

@@ -1,6 +1,8 @@
-// Package servergroup serves several HTTP servers as one: each in a
-// goroutine of an errgroup, all shut down together when the context is
-// done or one of them fails, those marked late after the others.
+// Package servergroup serves several HTTP servers as one: [Listen] opens
+// their TCP listeners (the registry API's counted against the client
+// limits), and [Serve] serves each in a goroutine of an errgroup, all
+// shut down together when the context is done or one of them fails,
+// those marked late after the others.
 package servergroup
 
 import (

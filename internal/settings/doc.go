@@ -19,16 +19,20 @@
 //     reports every bad setting; Default and FileOrDefault give the cache
 //     commands a setting's default, or its value in the config file; the value parsers (ParseUpstream, ParseSize,
 //     ParseAge, SplitList) they share.
+//   - logger.go: Config.Logger, the process logger of LOG_LEVEL and
+//     LOG_FORMAT.
 //   - flags.go: the flags, typed (a true/false flag stands alone), with
 //     their deprecated aliases, and Usage, the server's help, generated
 //     from the list.
 //   - file.go: the YAML config file, read with line numbers: scalars as
-//     in the variables, lists as sequences, key=value lists as mappings.
+//     in the variables, lists as sequences, key=value lists as mappings;
+//     WithConfigFile, for "config check FILE".
 //   - render.go: Config.WriteFile, the configuration in effect written as
 //     a config file (ecr-mirror config check), secret settings left out.
 //   - reload.go: Config.Reload and Changed, and Watcher, which re-reads a
 //     running server's config file and hands the settings marked reload
-//     to the server, logging the others as needing a restart.
+//     to the server (internal/configreload applies them), logging the
+//     others as needing a restart.
 //
 // README.md's settings table is generated from the list (go generate
 // ./cmd/ecr-mirror or ./internal/settings) and

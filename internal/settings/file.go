@@ -171,3 +171,14 @@ func readLimited(path string) ([]byte, error) {
 	}
 	return data, nil
 }
+
+// WithConfigFile is getenv with CONFIG_FILE set to path ("config check
+// FILE" checks that file whatever the environment names).
+func WithConfigFile(getenv func(string) string, path string) func(string) string {
+	return func(env string) string {
+		if env == configFileEnv {
+			return path
+		}
+		return getenv(env)
+	}
+}

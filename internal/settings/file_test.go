@@ -391,3 +391,17 @@ func TestFileOrDefault(t *testing.T) {
 		})
 	}
 }
+
+// WithConfigFile names the file given, and leaves every other variable
+// as it was.
+func TestWithConfigFile(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"CONFIG_FILE": "/etc/ecr-mirror/old.yaml", "UPSTREAM": "https://example.com"}
+	getenv := WithConfigFile(func(k string) string { return env[k] }, "new.yaml")
+	if got := getenv("CONFIG_FILE"); got != "new.yaml" {
+		t.Errorf("CONFIG_FILE = %q, want new.yaml", got)
+	}
+	if got := getenv("UPSTREAM"); got != "https://example.com" {
+		t.Errorf("UPSTREAM = %q, want the environment's", got)
+	}
+}
