@@ -115,7 +115,10 @@ func writeFlagHelp(w io.Writer, s *setting) {
 	if s.fallbackEnv != "" {
 		vars += " (or $" + s.fallbackEnv + ")"
 	}
-	line := fmt.Sprintf("        %s, file key %s", vars, s.fileKey())
+	line := "        " + vars
+	if s.env != configFileEnv { // the file cannot name itself
+		line += ", file key " + s.fileKey()
+	}
 	switch {
 	case s.def != "":
 		line += ", default " + strconv.Quote(s.def)

@@ -23,7 +23,12 @@ func TestUsageListsEverySetting(t *testing.T) {
 			t.Errorf("help has no entry for -%s", s.flagName())
 			continue
 		}
-		want := []string{"$" + s.env, "file key " + s.fileKey(), firstWords(s.help)}
+		want := []string{"$" + s.env, firstWords(s.help)}
+		if s.env != configFileEnv {
+			want = append(want, "file key "+s.fileKey())
+		} else if strings.Contains(entry, "file key") {
+			t.Errorf("help entry of -%s names a file key, but a config file cannot name another:\n%s", s.flagName(), entry)
+		}
 		if s.def != "" {
 			want = append(want, "default "+strconv.Quote(s.def))
 		}
