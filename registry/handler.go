@@ -242,6 +242,9 @@ func (h *Handler) serve(w *recorder, r *http.Request, route *Route, outcome *str
 			if req.Range, err = ParseRange(r.Header.Get("Range")); err != nil {
 				return err
 			}
+			if !ifRangeHolds(r.Header.Get("If-Range"), route.Dgst) {
+				req.Range = nil // the whole blob, hit or miss
+			}
 		}
 		c, err := b.Blob(ctx, req)
 		if err != nil {

@@ -1,0 +1,134 @@
+// Tests of the properties a peer-to-peer engine in front of the mirror
+// relies on (README "Behind a P2P engine"): spegel, which answers what the
+// nodes hold and a 404 for the rest so that containerd moves on to the
+// mirror, and Dragonfly's dfdaemon, which reads blobs from the mirror in
+// Range pieces and keys its tasks by blob URL.
+
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
+)
+
+// rangeCase is one Range request on a blob of blobSize bytes and what the
+// mirror must answer: status, the body as a slice of the blob ([from,to)),
+// and the Content-Range (empty: none).
+type rangeCase struct {
+	name     string
+	hdr      http.Header
+	status   int
+	from, to int64
+	crange   string
+}
+
+// blobSize is the size of the blobs the range tests read: several
+// Dragonfly-sized pieces would be too slow to hash here, a few 64 KiB ones
+// are not.
+const blobSize = 256 << 10
+
+// rangeCases are the Range requests P2P engines and clients send: dfdaemon
+// learns a blob's size with bytes=0-0 and reads it in pieces bytes=a-b,
+// containerd resumes and splits with bytes=a-, others ask for a suffix.
+// Several ranges get the whole blob (RFC 9110 lets a server ignore Range),
+// and If-Range applies the range only when it names the blob's ETag.
+func rangeCases(dgst digest.Digest) []rangeCase {
+	etag := `"` + dgst.String() + `"`
+	n := int64(blobSize)
+	return []rangeCase{
+		{name: "first byte (dfdaemon's size probe)", hdr: rng("bytes=0-0"), status: 206, from: 0, to: 1, crange: fmt.Sprintf("bytes 0-0/%d", n)},
+		{name: "a piece", hdr: rng("bytes=65536-131071"), status: 206, from: 65536, to: 131072, crange: fmt.Sprintf("bytes 65536-131071/%d", n)},
+		{name: "last piece, end past the size", hdr: rng(fmt.Sprintf("bytes=%d-%d", n-100, n+1000)), status: 206, from: n - 100, to: n, crange: fmt.Sprintf("bytes %d-%d/%d", n-100, n-1, n)},
+		{name: "open-ended (containerd's resume and chunks)", hdr: rng("bytes=1000-"), status: 206, from: 1000, to: n, crange: fmt.Sprintf("bytes 1000-%d/%d", n-1, n)},
+		{name: "suffix", hdr: rng("bytes=-100"), status: 206, from: n - 100, to: n, crange: fmt.Sprintf("bytes %d-%d/%d", n-100, n-1, n)},
+		{name: "several ranges: the whole blob", hdr: rng("bytes=0-9,20-29"), status: 200, from: 0, to: n},
+		{name: "If-Range with the blob's ETag", hdr: http.Header{"Range": {"bytes=10-19"}, "If-Range": {etag}}, status: 206, from: 10, to: 20, crange: fmt.Sprintf("bytes 10-19/%d", n)},
+		{name: "If-Range with another ETag: the whole blob", hdr: http.Header{"Range": {"bytes=10-19"}, "If-Range": {`"sha256:0000"`}}, status: 200, from: 0, to: n},
+		{name: "If-Range with a date: the whole blob", hdr: http.Header{"Range": {"bytes=10-19"}, "If-Range": {"Sat, 05 Dec 2026 10:00:00 GMT"}}, status: 200, from: 0, to: n},
+		{name: "start past the end", hdr: rng(fmt.Sprintf("bytes=%d-", n)), status: 416, crange: fmt.Sprintf("bytes */%d", n)},
+	}
+}
+
+func rng(v string) http.Header { return http.Header{"Range": {v}} }
+
+// check sends c to url and checks the answer against data, the whole blob.
+func (c rangeCase) check(t *testing.T, url string, data []byte) {
+	t.Helper()
+	resp, body, err := get(t, http.MethodGet, url, c.hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != c.status {
+		t.Fatalf("status %d, want %d: %.200s", resp.StatusCode, c.status, body)
+	}
+	if got := resp.Header.Get("Content-Range"); got != c.crange {
+		t.Errorf("Content-Range %q, want %q", got, c.crange)
+	}
+	if c.status == http.StatusRequestedRangeNotSatisfiable {
+		if !bytes.Contains(body, []byte("RANGE_INVALID")) {
+			t.Errorf("416 body %q, want an OCI RANGE_INVALID error", body)
+		}
+		return
+	}
+	if want := data[c.from:c.to]; !bytes.Equal(body, want) {
+		t.Errorf("body is %d bytes (digest %s), want bytes %d-%d of the blob", len(body), digest.FromBytes(body), c.from, c.to-1)
+	}
+	if resp.ContentLength != c.to-c.from {
+		t.Errorf("Content-Length %d, want %d", resp.ContentLength, c.to-c.from)
+	}
+}
+
+// Range GETs on a cached blob are answered from the cache with the exact
+// bytes, and upstream is not asked at all.
+func TestP2PRangeGetsOnCachedBlobAreServedFromTheCache(t *testing.T) {
+	t.Parallel()
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	data := testkit.RandomBytes(161, blobSize)
+	dgst := fake.PutBlob("team/app", data)
+	m := startMirror(t, fake, mirrorOpts{})
+	if err := fetchBlob(t, m, "team/app", dgst); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Until(t, "the blob in the cache", func() bool { return m.stored(dgst) })
+	before := fake.Counters()
+	url := m.URL + "/v2/team/app/blobs/" + dgst.String()
+	for _, c := range rangeCases(dgst) {
+		t.Run(c.name, func(t *testing.T) { c.check(t, url, data) })
+	}
+	after := fake.Counters()
+	if after.BlobGet != before.BlobGet || after.BlobHead != before.BlobHead ||
+		after.S3Get[dgst] != before.S3Get[dgst] || after.S3RangeGet[dgst] != before.S3RangeGet[dgst] {
+		t.Errorf("ranges on a cached blob reached upstream: blob GETs %d -> %d, HEADs %d -> %d, S3 GETs %d -> %d, S3 range GETs %d -> %d",
+			before.BlobGet, after.BlobGet, before.BlobHead, after.BlobHead,
+			before.S3Get[dgst], after.S3Get[dgst], before.S3RangeGet[dgst], after.S3RangeGet[dgst])
+	}
+}
+
+// The same Range requests on a blob the mirror does not hold yet get the
+// same answers; each starts the one download of the whole blob into the
+// cache, so a P2P engine's pieces never cost more than one blob from ECR.
+func TestP2PRangeGetsOnMissGetTheSameAnswers(t *testing.T) {
+	t.Parallel()
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	m := startMirror(t, fake, mirrorOpts{})
+	for i := range len(rangeCases("")) {
+		data := testkit.RandomBytes(uint64(170+i), blobSize)
+		dgst := fake.PutBlob("team/app", data)
+		c := rangeCases(dgst)[i]
+		t.Run(c.name, func(t *testing.T) {
+			c.check(t, m.URL+"/v2/team/app/blobs/"+dgst.String(), data)
+			testwait.Until(t, "the whole blob in the cache", func() bool { return m.stored(dgst) })
+			if n := fake.Counters().S3Get[dgst]; n != 1 {
+				t.Errorf("the whole blob was downloaded %d times, want once", n)
+			}
+		})
+	}
+}
