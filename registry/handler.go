@@ -251,6 +251,9 @@ func (h *Handler) serve(w *recorder, r *http.Request, route *Route, outcome *str
 			return err
 		}
 		*outcome = c.Outcome
+		// Ranges are served hit or miss: say so on every blob answer, so
+		// that the headers of a blob URL do not depend on the cache.
+		w.Header().Set("Accept-Ranges", "bytes")
 		return h.writeContent(w, r, req, c)
 	case KindManifest:
 		req.Accept = parseAccept(r.Header.Values("Accept"))

@@ -9,7 +9,9 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net/http"
+	"slices"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -128,6 +130,94 @@ func TestP2PRangeGetsOnMissGetTheSameAnswers(t *testing.T) {
 			testwait.Until(t, "the whole blob in the cache", func() bool { return m.stored(dgst) })
 			if n := fake.Counters().S3Get[dgst]; n != 1 {
 				t.Errorf("the whole blob was downloaded %d times, want once", n)
+			}
+		})
+	}
+}
+
+// stableHeaders are the headers a P2P engine keeps with a blob it caches
+// under its URL and hands to every node: they must not depend on whether
+// the mirror had the blob.
+var stableHeaders = []string{"Content-Length", "Content-Type", "Docker-Content-Digest", "ETag", "Accept-Ranges"}
+
+// answer is what one request for a blob URL got, as a P2P engine sees it
+// (redirects not followed).
+type answer struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// noRedirects GETs or HEADs u without following redirects.
+func noRedirects(t *testing.T, method, u string) answer {
+	t.Helper()
+	req, err := http.NewRequest(method, u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading the body: %v", method, u, err)
+	}
+	return answer{resp.StatusCode, resp.Header, body}
+}
+
+// A blob URL is answered with the same status, bytes and headers whether
+// the mirror downloads the blob (miss) or has it (hit), for HEAD and GET,
+// and never with a redirect: ECR's 307 to a presigned S3 URL, which
+// changes with every request and expires, stays between the mirror and
+// ECR. A P2P engine keys the blob by the URL it asked and serves the
+// first answer's headers to every node.
+func TestP2PBlobURLsAreStable(t *testing.T) {
+	t.Parallel()
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	m := startMirror(t, fake, mirrorOpts{env: map[string]string{"PULL_THROUGHS": "docker.io=docker-hub"}})
+	for i, tt := range []struct{ name, url string }{
+		{"ECR repository", m.URL + "/v2/docker-hub/library/app/blobs/%s"},
+		{"ns=docker.io", m.URL + "/v2/library/app/blobs/%s?ns=docker.io"},
+	} {
+		data := testkit.RandomBytes(uint64(190+i), blobSize)
+		dgst := fake.PutBlob("docker-hub/library/app", data)
+		t.Run(tt.name, func(t *testing.T) {
+			url := fmt.Sprintf(tt.url, dgst)
+			headMiss := noRedirects(t, http.MethodHead, url)
+			miss := noRedirects(t, http.MethodGet, url)
+			testwait.Until(t, "the blob in the cache", func() bool { return m.stored(dgst) })
+			headHit := noRedirects(t, http.MethodHead, url)
+			hit := noRedirects(t, http.MethodGet, url)
+			for _, a := range []struct {
+				name string
+				answer
+			}{{"HEAD (miss)", headMiss}, {"GET (miss)", miss}, {"HEAD (hit)", headHit}, {"GET (hit)", hit}} {
+				if a.status != http.StatusOK {
+					t.Errorf("%s: status %d (Location %q), want 200", a.name, a.status, a.header.Get("Location"))
+				}
+				if loc := a.header.Get("Location"); loc != "" {
+					t.Errorf("%s: Location %q: a P2P engine would key the blob by a URL that expires", a.name, loc)
+				}
+				if got := a.header.Get("Docker-Content-Digest"); got != dgst.String() {
+					t.Errorf("%s: Docker-Content-Digest %q, want %s", a.name, got, dgst)
+				}
+				if got := a.header.Get("ETag"); got != `"`+dgst.String()+`"` {
+					t.Errorf("%s: ETag %q, want the quoted digest", a.name, got)
+				}
+				for _, h := range stableHeaders {
+					if got, want := a.header.Values(h), hit.header.Values(h); !slices.Equal(got, want) {
+						t.Errorf("%s: %s %q, but a GET on a hit has %q", a.name, h, got, want)
+					}
+				}
+			}
+			if !bytes.Equal(miss.body, data) || !bytes.Equal(hit.body, data) {
+				t.Errorf("GET bodies are %d bytes (miss) and %d (hit), want the blob's %d", len(miss.body), len(hit.body), len(data))
+			}
+			if n := fake.Counters().S3Get[dgst]; n != 1 {
+				t.Errorf("ECR served the blob %d times, want once", n)
 			}
 		})
 	}
