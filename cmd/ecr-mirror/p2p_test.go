@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -218,6 +219,123 @@ func TestP2PBlobURLsAreStable(t *testing.T) {
 			}
 			if n := fake.Counters().S3Get[dgst]; n != 1 {
 				t.Errorf("ECR served the blob %d times, want once", n)
+			}
+		})
+	}
+}
+
+// ecrPaths lists the registry paths the fake ECR was asked, as "METHOD
+// path".
+func ecrPaths(fake *fakeecr.Server) []string {
+	var out []string
+	for _, r := range fake.Counters().Requests {
+		if r.Endpoint == fakeecr.EndpointRegistry && strings.HasPrefix(r.Path, "/v2/") && r.Path != "/v2/" {
+			out = append(out, r.Method+" "+r.Path)
+		}
+	}
+	return out
+}
+
+// ns= chooses the upstream repository of blobs and manifests alike, by
+// tag and by digest, on a miss and on a hit: a P2P engine passes
+// containerd's query on unchanged (dfdaemon even reads the registry from
+// it), and the same path in another namespace is other content.
+func TestP2PNamespaceIsHonouredForBlobsAndManifests(t *testing.T) {
+	t.Parallel()
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	img := newRawImage(200, nil)
+	putRawImage(fake, "docker-hub/library/app", "v1", img)
+	decoy := newRawImage(201, nil) // a mirror that ignored ns would serve it
+	putRawImage(fake, "library/app", "v1", decoy)
+	m := startMirror(t, fake, mirrorOpts{env: map[string]string{"PULL_THROUGHS": "docker.io=docker-hub"}})
+	base := m.URL + "/v2/library/app/"
+	accept := http.Header{"Accept": {"application/vnd.oci.image.manifest.v1+json"}}
+	for _, round := range []string{"miss", "hit"} {
+		for _, tt := range []struct {
+			name, path string
+			want       []byte
+		}{
+			{"manifest by tag", "manifests/v1", img.Manifest},
+			{"manifest by digest", "manifests/" + img.Dgst.String(), img.Manifest},
+			{"config blob", "blobs/" + img.ConfigDgst.String(), img.Config},
+			{"layer blob", "blobs/" + img.LayerDgst.String(), img.Layer},
+		} {
+			t.Run(round+"/"+tt.name, func(t *testing.T) {
+				resp, body, err := get(t, http.MethodGet, base+tt.path+"?ns=docker.io", accept)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if resp.StatusCode != http.StatusOK || !bytes.Equal(body, tt.want) {
+					t.Fatalf("status %d, %d bytes (digest %s); want 200 with %s", resp.StatusCode, len(body), digest.FromBytes(body), digest.FromBytes(tt.want))
+				}
+			})
+		}
+		for _, dgst := range []digest.Digest{img.ConfigDgst, img.LayerDgst} {
+			testwait.Until(t, "the blobs in the cache", func() bool { return m.stored(dgst) })
+		}
+	}
+	// The decoy's content by digest, asked in docker.io's namespace: ECR's
+	// docker-hub/library/app does not have it.
+	for _, tt := range []struct{ path, code string }{
+		{"blobs/" + decoy.LayerDgst.String(), "BLOB_UNKNOWN"},
+		{"manifests/" + decoy.Dgst.String(), "MANIFEST_UNKNOWN"},
+	} {
+		resp, body, err := get(t, http.MethodGet, base+tt.path+"?ns=docker.io", accept)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusNotFound || !bytes.Contains(body, []byte(tt.code)) {
+			t.Errorf("%s?ns=docker.io (only in library/app): %d %s; want 404 %s", tt.path, resp.StatusCode, body, tt.code)
+		}
+	}
+	for _, p := range ecrPaths(fake) {
+		if !strings.HasPrefix(p[strings.Index(p, " ")+1:], "/v2/docker-hub/library/app/") {
+			t.Errorf("ECR was asked %s: ns=docker.io names docker-hub/library/app only", p)
+		}
+	}
+}
+
+// Content that is not there gets a 404 with the OCI code that says what
+// is missing, after one question to ECR and never a 5xx: containerd tries
+// the next host (and then the registry itself) on a 404, while a 5xx on a
+// blob or manifest fails the pull on containerd 1.x. A P2P engine in
+// front passes the 404 on the same way.
+func TestP2PContentNotThereIs404(t *testing.T) {
+	t.Parallel()
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	img := newRawImage(210, nil)
+	putRawImage(fake, "docker-hub/library/app", "v1", img)
+	m := startMirror(t, fake, mirrorOpts{env: map[string]string{"PULL_THROUGHS": "docker.io=docker-hub"}})
+	unknown := digest.FromString("nowhere upstream")
+	for _, tt := range []struct {
+		name, method, path string
+		hdr                http.Header
+		code               string // "" for HEAD: no body
+		ecrAsked           int    // registry requests the answer may cost
+	}{
+		{"blob GET", http.MethodGet, "/v2/library/app/blobs/" + unknown.String() + "?ns=docker.io", nil, "BLOB_UNKNOWN", 1},
+		{"blob Range GET", http.MethodGet, "/v2/library/app/blobs/" + unknown.String() + "?ns=docker.io", rng("bytes=0-0"), "BLOB_UNKNOWN", 1},
+		{"blob HEAD", http.MethodHead, "/v2/library/app/blobs/" + unknown.String() + "?ns=docker.io", nil, "", 1},
+		{"manifest by digest", http.MethodGet, "/v2/library/app/manifests/" + unknown.String() + "?ns=docker.io", nil, "MANIFEST_UNKNOWN", 1},
+		{"manifest HEAD by digest", http.MethodHead, "/v2/library/app/manifests/" + unknown.String() + "?ns=docker.io", nil, "", 1},
+		{"unknown tag", http.MethodGet, "/v2/library/app/manifests/v9?ns=docker.io", nil, "MANIFEST_UNKNOWN", 2},
+		{"unknown tag HEAD", http.MethodHead, "/v2/library/app/manifests/v9?ns=docker.io", nil, "", 1},
+		{"unknown repository", http.MethodGet, "/v2/library/nothing/manifests/v1?ns=docker.io", nil, "NAME_UNKNOWN", 2},
+		{"unknown repository's blob", http.MethodGet, "/v2/library/nothing/blobs/" + img.LayerDgst.String() + "?ns=docker.io", nil, "NAME_UNKNOWN", 1},
+		{"unmapped registry", http.MethodGet, "/v2/library/app/manifests/v1?ns=quay.io", nil, "NAME_UNKNOWN", 0},
+		{"unmapped registry's blob", http.MethodGet, "/v2/library/app/blobs/" + img.LayerDgst.String() + "?ns=quay.io", nil, "NAME_UNKNOWN", 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(ecrPaths(fake))
+			resp, body, err := get(t, tt.method, m.URL+tt.path, tt.hdr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != http.StatusNotFound || !bytes.Contains(body, []byte(tt.code)) {
+				t.Errorf("%s %s: %d %s; want 404 %s", tt.method, tt.path, resp.StatusCode, body, tt.code)
+			}
+			if asked := len(ecrPaths(fake)) - before; asked > tt.ecrAsked {
+				t.Errorf("%s %s asked ECR %d times, want at most %d (no retries on a 404)", tt.method, tt.path, asked, tt.ecrAsked)
 			}
 		})
 	}
