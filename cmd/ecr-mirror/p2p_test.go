@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -339,4 +340,53 @@ func TestP2PContentNotThereIs404(t *testing.T) {
 			}
 		})
 	}
+}
+
+// dfdaemon's back-to-source on a blob the mirror does not hold: the size
+// probe, then pieces, four at a time. Every piece gets its exact bytes,
+// and ECR serves the blob once: the probe, the first Range, starts the
+// one download of the whole blob (and may itself be answered by a ranged
+// request to ECR); later pieces follow that download. The ratio of ECR
+// bytes to the blob's size is logged (README "Behind a P2P engine").
+func TestP2PDragonflyPiecesOnMissCostOneDownload(t *testing.T) {
+	t.Parallel()
+	const size, piece = 8 << 20, 1 << 20
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	data := testkit.RandomBytes(220, size)
+	dgst := fake.PutBlob("team/app", data)
+	m := startMirror(t, fake, mirrorOpts{})
+	readPieces(t, m.URL+"/v2/team/app/blobs/"+dgst.String(), data, piece)
+	testwait.Until(t, "the whole blob in the cache", func() bool { return m.stored(dgst) })
+	c := fake.Counters()
+	sent := c.S3BlobBytes[dgst]
+	t.Logf("ECR bytes / blob size = %.3f (%d whole downloads, %d ranged)", float64(sent)/size, c.S3Get[dgst], c.S3RangeGet[dgst])
+	if c.S3Get[dgst] != 1 || c.S3RangeGet[dgst] > 1 {
+		t.Errorf("ECR served %d whole downloads and %d ranged ones, want 1 and at most the probe's", c.S3Get[dgst], c.S3RangeGet[dgst])
+	}
+	if sent > size+1 {
+		t.Errorf("ECR sent %d bytes for a %d-byte blob, more than the blob and the one-byte probe", sent, size)
+	}
+}
+
+// readPieces reads the blob at url as dfdaemon does from its source: a
+// bytes=0-0 probe, then pieces of the given length, four at a time, each
+// checked against data.
+func readPieces(t *testing.T, url string, data []byte, piece int64) {
+	t.Helper()
+	size := int64(len(data))
+	probe := rangeCase{hdr: rng("bytes=0-0"), status: 206, from: 0, to: 1, crange: fmt.Sprintf("bytes 0-0/%d", size)}
+	probe.check(t, url, data)
+	sem := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	for off := int64(0); off < size; off += piece {
+		end := min(off+piece, size)
+		c := rangeCase{hdr: rng(fmt.Sprintf("bytes=%d-%d", off, end-1)), status: 206, from: off, to: end,
+			crange: fmt.Sprintf("bytes %d-%d/%d", off, end-1, size)}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			c.check(t, url, data)
+		})
+	}
+	wg.Wait()
 }
