@@ -5,7 +5,11 @@
 // It parses and validates every request (repository names, tags, digests,
 // Range headers), dispatches it to a Backend, and writes the answer: content
 // with the right Content-Type, Content-Length, Docker-Content-Digest, ETag and
-// Range handling, or an OCI error body. A read of a manifest reference that
+// Range handling, or an OCI error body. A blob URL answers with the same
+// headers whether the backend had the blob or fetched it (Accept-Ranges
+// included), and a Range under an If-Range other than the blob's ETag is
+// dropped before the backend sees it, so hit and miss agree; P2P engines
+// in front of the mirror rely on both (README "Behind a P2P engine"). A read of a manifest reference that
 // is neither a tag nor a digest is 404 MANIFEST_UNKNOWN, as the spec's
 // conformance suite expects. It knows nothing about where content comes
 // from; package proxy implements Backend.

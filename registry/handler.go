@@ -242,12 +242,18 @@ func (h *Handler) serve(w *recorder, r *http.Request, route *Route, outcome *str
 			if req.Range, err = ParseRange(r.Header.Get("Range")); err != nil {
 				return err
 			}
+			if !ifRangeHolds(r.Header.Get("If-Range"), route.Dgst) {
+				req.Range = nil // the whole blob, hit or miss
+			}
 		}
 		c, err := b.Blob(ctx, req)
 		if err != nil {
 			return err
 		}
 		*outcome = c.Outcome
+		// Ranges are served hit or miss: say so on every blob answer, so
+		// that the headers of a blob URL do not depend on the cache.
+		w.Header().Set("Accept-Ranges", "bytes")
 		return h.writeContent(w, r, req, c)
 	case KindManifest:
 		req.Accept = parseAccept(r.Header.Values("Accept"))

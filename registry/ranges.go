@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // ByteRange is a single HTTP byte range as a client asked for it, before
@@ -65,6 +67,15 @@ func parseOffset(s string) (int64, error) {
 		return 0, fmt.Errorf("not a byte offset: %q", s)
 	}
 	return strconv.ParseInt(s, 10, 64)
+}
+
+// ifRangeHolds reports whether a Range may be applied under the If-Range
+// header value: with none, or with the blob's own strong ETag. A date or
+// another ETag names some other representation, so the whole blob is sent
+// (RFC 9110 13.1.5); the mirror keeps no modification dates.
+func ifRangeHolds(ifRange string, dgst digest.Digest) bool {
+	ifRange = strings.TrimSpace(ifRange)
+	return ifRange == "" || ifRange == `"`+dgst.String()+`"`
 }
 
 // Resolve applies the range to content of size bytes and returns the first
