@@ -41,6 +41,8 @@ type Config struct {
 	LogLevel             slog.Level        // LOG_LEVEL
 	LogFormat            string            // LOG_FORMAT: text or json
 	Push                 bool              // PUSH
+	SharedStore          string            // SHARED_STORE, s3://BUCKET[/PREFIX]; "": off
+	SharedStorePathStyle bool              // SHARED_STORE_PATH_STYLE
 	PullThroughs         map[string]string // PULL_THROUGHS: registry host to ECR prefix
 	DefaultNamespace     string            // DEFAULT_NAMESPACE; "": the ECR registry itself
 	// NamespaceListeners are extra listen addresses, each serving one
