@@ -3,6 +3,7 @@ package settings
 import (
 	"errors"
 	"fmt"
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"io"
 	"log/slog"
 	"math/big"
@@ -76,6 +77,9 @@ type Config struct {
 	// SeparateTagLookups turns off the merging of concurrent tag
 	// lookups. Not a setting: the baseline of the tag benchmark.
 	SeparateTagLookups bool
+	// SharedStoreAWS reaches SHARED_STORE's bucket; nil: the AWS SDK's
+	// default chain. Not a setting: tests point it at their S3 server.
+	SharedStoreAWS *aws.Config
 
 	source *source // nil for a Config not made by Parse
 }

@@ -45,9 +45,11 @@ type Side struct {
 	Proxies []*proxy.Proxy // every upstream's, the default first
 	Metrics *observe.Metrics
 	// shared holds MAX_DOWNLOADS and UPSTREAM_MAX_RATE for all upstreams together.
-	shared     *proxy.Shared
-	stopTokens context.CancelFunc
-	build      buildinfo.Info // for the User-Agent sent upstream
+	shared *proxy.Shared
+	// sharedBlobs is SHARED_STORE's tier, given to every proxy; nil: off.
+	sharedBlobs proxy.SharedBlobs
+	stopTokens  context.CancelFunc
+	build       buildinfo.Info // for the User-Agent sent upstream
 }
 
 // Start starts refreshing the ECR tokens of every region an ecr
@@ -63,6 +65,10 @@ func Start(ctx context.Context, cfg *settings.Config, store *cache.Store, log *s
 		return nil, err // it names UPSTREAM_DOCKER_CONFIG and the file
 	}
 	creds := &upstreamCredentials{regions: map[string]*auth.Source{}, logins: logins}
+	if up.sharedBlobs, err = up.sharedStore(ctx, cfg); err != nil {
+		stopTokens()
+		return nil, err
+	}
 	for i, u := range cfg.Upstreams {
 		wrap, err := up.credentials(tokenCtx, cfg, u, creds, log)
 		if err == nil {
@@ -152,6 +158,7 @@ func (up *Side) addProxy(cfg *settings.Config, u settings.Upstream, main bool, s
 		StallClock:      cfg.StallClock,
 		Retries:         cfg.Retries,
 		ObserveUpstream: func(ev proxy.UpstreamEvent) { up.Reach.ObserveUpstream(ev); up.Metrics.ObserveUpstream(ev) },
+		SharedStore:     up.sharedBlobs,
 	})
 	if err != nil {
 		return fmt.Errorf("UPSTREAM %s: %w", u.URL, err)

@@ -1,0 +1,206 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
+)
+
+// sharedImage puts a cold three-layer image in a fake ECR and returns its
+// manifest digest and the digests of its config and layers.
+func sharedImage(t *testing.T) (*fakeecr.Server, digest.Digest, []digest.Digest) {
+	t.Helper()
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	img, err := random.Image(96<<10, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest, blobs := putImage(t, fake, "team/app", "v1", img)
+	return fake, manifest, blobs
+}
+
+// metric reads one series of m's metrics.
+func metric(t *testing.T, m *mirror, series string) float64 {
+	t.Helper()
+	return scrape(t, m.URL+"/metrics")[series]
+}
+
+const sharedPutOK = `ecr_mirror_shared_store_requests_total{op="put",outcome="ok"}`
+
+// A replica with an empty disk pulls what another replica downloaded
+// from the shared tier: ECR sees one download per blob for the two, the
+// tier one write per digest, and the second replica keeps and verifies
+// every digest locally.
+func TestReplicasDownloadEachBlobFromECROnceThroughTheSharedTier(t *testing.T) {
+	t.Parallel()
+	fake, manifest, blobs := sharedImage(t)
+	tier := startSharedTier(t)
+	a := startMirror(t, fake, tier.opts())
+	if _, err := pullImage(t, a, "team/app:v1"); err != nil {
+		t.Fatalf("cold pull through replica A: %v", err)
+	}
+	if got := fake.Counters().BlobGet; got != int64(len(blobs)) {
+		t.Fatalf("ECR served %d blob GETs for %d blobs", got, len(blobs))
+	}
+	want := []string{tier.key(manifest)}
+	for _, b := range blobs {
+		want = append(want, tier.key(b))
+	}
+	slices.Sort(want)
+	testwait.Until(t, "A to write the image to the shared tier", func() bool { return slices.Equal(tier.keys(t), want) })
+	if n := metric(t, a, sharedPutOK); n != float64(len(want)) {
+		t.Errorf("A wrote %v objects, want one per digest: %d", n, len(want))
+	}
+
+	before := fake.Counters()
+	b := startMirror(t, fake, tier.opts())
+	if _, err := pullImage(t, b, "team/app:v1"); err != nil {
+		t.Fatalf("pull through replica B: %v", err)
+	}
+	after := fake.Counters()
+	if after.BlobGet != before.BlobGet || after.ManifestGetByDigest != before.ManifestGetByDigest {
+		t.Errorf("B's pull sent ECR %d blob GETs and %d manifest GETs by digest, want 0: the shared tier has them",
+			after.BlobGet-before.BlobGet, after.ManifestGetByDigest-before.ManifestGetByDigest)
+	}
+	for _, d := range blobs {
+		testwait.Until(t, "B to commit "+d.String()+" to its local tier", func() bool { return b.stored(d) })
+		if err := fetchBlob(t, b, "team/app", d); err != nil {
+			t.Errorf("B serving %s again: %v", d, err)
+		}
+	}
+	if n := metric(t, b, `ecr_mirror_served_bytes_total{source="shared"}`); n <= 0 {
+		t.Errorf("B counted %v bytes served from the shared tier", n)
+	}
+	if n := metric(t, b, sharedPutOK); n != 0 {
+		t.Errorf("B wrote %v objects back, want 0: they came from the tier", n)
+	}
+}
+
+// A shared-tier object whose bytes do not match its digest is never
+// served whole: it is detected, deleted, and the digest is downloaded
+// from ECR again, verified, and written back.
+func TestCorruptSharedObjectIsDroppedAndRefetchedFromECR(t *testing.T) {
+	t.Parallel()
+	fake, _, blobs := sharedImage(t)
+	tier := startSharedTier(t)
+	a := startMirror(t, fake, tier.opts())
+	layer := blobs[0]
+	if err := fetchBlob(t, a, "team/app", layer); err != nil {
+		t.Fatal(err)
+	}
+	key := tier.key(layer)
+	testwait.Until(t, "A to write the layer to the shared tier", func() bool { return slices.Contains(tier.keys(t), key) })
+	good := readObject(t, tier, key)
+	bad := bytes.Clone(good)
+	bad[len(bad)/2] ^= 0xff
+	putObject(t, tier, key, bad)
+
+	b := startMirror(t, fake, tier.opts())
+	before := fake.Counters().BlobGet
+	if err := fetchBlob(t, b, "team/app", layer); err == nil {
+		t.Fatal("B served the corrupt object whole and verified: the test did not corrupt it")
+	}
+	testwait.Until(t, "B to delete the corrupt object", func() bool {
+		return !slices.Contains(tier.keys(t), key) || bytes.Equal(readObject(t, tier, key), good)
+	})
+	if b.stored(layer) {
+		t.Fatal("B kept the corrupt bytes")
+	}
+	if err := fetchBlob(t, b, "team/app", layer); err != nil {
+		t.Fatalf("B after dropping the corrupt object: %v", err)
+	}
+	if got := fake.Counters().BlobGet - before; got != 1 {
+		t.Errorf("ECR served %d GETs of the layer, want 1", got)
+	}
+	testwait.Until(t, "B to write the verified layer back", func() bool {
+		return slices.Contains(tier.keys(t), key) && bytes.Equal(readObject(t, tier, key), good)
+	})
+}
+
+// With the shared tier down, pulls go on through ECR and nothing fails.
+func TestSharedTierDownDegradesToECR(t *testing.T) {
+	t.Parallel()
+	fake, _, blobs := sharedImage(t)
+	tier := startSharedTier(t)
+	m := startMirror(t, fake, tier.opts())
+	tier.srv.Stop()
+	if _, err := pullImage(t, m, "team/app:v1"); err != nil {
+		t.Fatalf("pull with the shared tier down: %v", err)
+	}
+	if got := fake.Counters().BlobGet; got != int64(len(blobs)) {
+		t.Errorf("ECR served %d blob GETs for %d blobs", got, len(blobs))
+	}
+	if n := metric(t, m, `ecr_mirror_shared_store_requests_total{op="get",outcome="error"}`); n < float64(len(blobs)) {
+		t.Errorf("counted %v failed shared reads, want at least %d", n, len(blobs))
+	}
+	testwait.Until(t, "the failed shared writes to be counted", func() bool {
+		return metric(t, m, `ecr_mirror_shared_store_requests_total{op="head",outcome="error"}`) >= float64(len(blobs))
+	})
+}
+
+// Replicas that download the same digests at once write each to the
+// tier once: the conditional create lets one write, the others find it.
+func TestConcurrentReplicasWriteEachDigestOnce(t *testing.T) {
+	t.Parallel()
+	fake, _, blobs := sharedImage(t)
+	tier := startSharedTier(t)
+	replicas := []*mirror{startMirror(t, fake, tier.opts()), startMirror(t, fake, tier.opts()), startMirror(t, fake, tier.opts())}
+	var wg sync.WaitGroup
+	for _, m := range replicas {
+		wg.Go(func() {
+			if _, err := pullImage(t, m, "team/app:v1"); err != nil {
+				t.Errorf("pull: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	want := len(blobs) + 1
+	testwait.Until(t, "every digest in the tier", func() bool { return len(tier.keys(t)) == want })
+	// Each replica writes what it downloaded; wait until none is left.
+	for _, m := range replicas {
+		testwait.Until(t, "the replica's writes to settle", func() bool {
+			s := scrape(t, m.URL+"/metrics")
+			return s[`ecr_mirror_shared_store_requests_total{op="head",outcome="ok"}`]+s[`ecr_mirror_shared_store_requests_total{op="head",outcome="not_found"}`] >=
+				s[`ecr_mirror_shared_store_requests_total{op="put",outcome="ok"}`]+s[`ecr_mirror_shared_store_requests_total{op="put",outcome="exists"}`]
+		})
+	}
+	var written float64
+	for _, m := range replicas {
+		written += metric(t, m, sharedPutOK)
+	}
+	if written != float64(want) {
+		t.Errorf("replicas wrote %v objects for %d digests", written, want)
+	}
+}
+
+func readObject(t *testing.T, tier *sharedTier, key string) []byte {
+	t.Helper()
+	out, err := tier.srv.Client().GetObject(context.Background(), &s3.GetObjectInput{Bucket: &tier.bucket, Key: &key})
+	if err != nil {
+		return nil
+	}
+	defer out.Body.Close()
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(out.Body); err != nil {
+		t.Fatalf("reading s3://%s/%s: %v", tier.bucket, key, err)
+	}
+	return buf.Bytes()
+}
+
+func putObject(t *testing.T, tier *sharedTier, key string, data []byte) {
+	t.Helper()
+	if _, err := tier.srv.Client().PutObject(context.Background(), &s3.PutObjectInput{Bucket: &tier.bucket, Key: &key,
+		Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data)))}); err != nil {
+		t.Fatalf("writing s3://%s/%s: %v", tier.bucket, key, err)
+	}
+}
