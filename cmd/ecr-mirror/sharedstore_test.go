@@ -204,3 +204,39 @@ func putObject(t *testing.T, tier *sharedTier, key string, data []byte) {
 		t.Fatalf("writing s3://%s/%s: %v", tier.bucket, key, err)
 	}
 }
+
+// The shared tier holds content by digest for every repository, but a
+// replica serves it under a repository only once ECR says the repository
+// holds it (one HEAD, no body), as for local content.
+func TestSharedTierServesARepositoryOnlyWhatECRSaysItHolds(t *testing.T) {
+	t.Parallel()
+	fake, _, blobs := sharedImage(t)
+	tier := startSharedTier(t)
+	a := startMirror(t, fake, tier.opts())
+	layer := blobs[0]
+	if err := fetchBlob(t, a, "team/app", layer); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Until(t, "A to write the layer to the shared tier", func() bool { return slices.Contains(tier.keys(t), tier.key(layer)) })
+
+	b := startMirror(t, fake, tier.opts())
+	before := fake.Counters()
+	resp, body, err := get(t, "GET", b.URL+"/v2/team/other/blobs/"+layer.String(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 404 || !bytes.Contains(body, []byte("BLOB_UNKNOWN")) {
+		t.Fatalf("a repository ECR does not hold the layer in got %d %s, want 404 BLOB_UNKNOWN", resp.StatusCode, body)
+	}
+	if b.stored(layer) {
+		t.Error("B kept the layer for a repository ECR refused")
+	}
+	if err := fetchBlob(t, b, "team/app", layer); err != nil {
+		t.Fatalf("the repository that holds it: %v", err)
+	}
+	after := fake.Counters()
+	if after.BlobGet != before.BlobGet || after.BlobHead-before.BlobHead != 2 {
+		t.Errorf("ECR saw %d blob GETs and %d HEADs, want 0 and 2 (one confirmation per repository)",
+			after.BlobGet-before.BlobGet, after.BlobHead-before.BlobHead)
+	}
+}
