@@ -226,7 +226,7 @@ func TestSharedTierServesARepositoryOnlyWhatECRSaysItHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 	if resp.StatusCode != 404 || !bytes.Contains(body, []byte("BLOB_UNKNOWN")) {
-		t.Fatalf("a repository ECR does not hold the layer in got %d %s, want 404 BLOB_UNKNOWN", resp.StatusCode, body)
+		t.Fatalf("a repository ECR does not hold the layer in got %d %.200q, want 404 BLOB_UNKNOWN", resp.StatusCode, body)
 	}
 	if b.stored(layer) {
 		t.Error("B kept the layer for a repository ECR refused")
