@@ -240,3 +240,31 @@ func TestSharedTierServesARepositoryOnlyWhatECRSaysItHolds(t *testing.T) {
 			after.BlobGet-before.BlobGet, after.BlobHead-before.BlobHead)
 	}
 }
+
+// Clients asking a replica for the same digest at once share one read of
+// the shared tier, as they share one ECR download.
+func TestConcurrentClientsShareOneSharedTierRead(t *testing.T) {
+	t.Parallel()
+	fake, _, blobs := sharedImage(t)
+	tier := startSharedTier(t)
+	a := startMirror(t, fake, tier.opts())
+	layer := blobs[0]
+	if err := fetchBlob(t, a, "team/app", layer); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Until(t, "A to write the layer to the shared tier", func() bool { return slices.Contains(tier.keys(t), tier.key(layer)) })
+
+	b := startMirror(t, fake, tier.opts())
+	before := fake.Counters().BlobGet
+	for i, err := range startFetches(t, b, "team/app", layer, 8)() {
+		if err != nil {
+			t.Errorf("client %d: %v", i, err)
+		}
+	}
+	if n := metric(t, b, `ecr_mirror_shared_store_requests_total{op="get",outcome="ok"}`); n != 1 {
+		t.Errorf("8 concurrent clients made %v shared-tier reads, want 1", n)
+	}
+	if got := fake.Counters().BlobGet - before; got != 0 {
+		t.Errorf("ECR served %d GETs of the layer, want 0", got)
+	}
+}
