@@ -3,7 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -13,6 +20,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/settings"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
@@ -267,4 +275,67 @@ func TestConcurrentClientsShareOneSharedTierRead(t *testing.T) {
 	if got := fake.Counters().BlobGet - before; got != 0 {
 		t.Errorf("ECR served %d GETs of the layer, want 0", got)
 	}
+}
+
+// A shared-tier read cut short goes on from ECR where it stopped (a Range
+// GET): the client gets the whole blob, verified.
+func TestSharedTierReadCutShortGoesOnFromECR(t *testing.T) {
+	t.Parallel()
+	fake, _, blobs := sharedImage(t)
+	tier := startSharedTier(t)
+	a := startMirror(t, fake, tier.opts())
+	layer := blobs[0]
+	if err := fetchBlob(t, a, "team/app", layer); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Until(t, "A to write the layer to the shared tier", func() bool { return slices.Contains(tier.keys(t), tier.key(layer)) })
+
+	// B reaches the bucket through a proxy that cuts every object body
+	// after its first half.
+	target, err := url.Parse(tier.srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.ErrorLog = log.New(io.Discard, "", 0)
+	rp.ModifyResponse = func(resp *http.Response) error {
+		if resp.Request.Method == http.MethodGet && resp.StatusCode == http.StatusOK && resp.ContentLength > 1 {
+			resp.Body = &cutBody{ReadCloser: resp.Body, left: resp.ContentLength / 2}
+		}
+		return nil
+	}
+	cutter := httptest.NewServer(rp)
+	t.Cleanup(cutter.Close)
+	opts := tier.opts()
+	cut := tier.srv.AWS()
+	cut.BaseEndpoint = aws.String(cutter.URL)
+	opts.edit = func(c *settings.Config) { c.SharedStoreAWS = &cut }
+	b := startMirror(t, fake, opts)
+
+	before := fake.Counters().BlobGet
+	if err := fetchBlob(t, b, "team/app", layer); err != nil {
+		t.Fatalf("B with its shared read cut short: %v", err)
+	}
+	if got := fake.Counters().BlobGet - before; got != 1 {
+		t.Errorf("ECR served %d GETs of the layer, want 1 (the rest, by Range)", got)
+	}
+	testwait.Until(t, "B to commit the layer", func() bool { return b.stored(layer) })
+	if !strings.Contains(b.Logs.String(), "shared store read cut short") {
+		t.Error("B's shared read was not cut: the test tested nothing")
+	}
+}
+
+// cutBody fails a body after left bytes, as a dropped connection would.
+type cutBody struct {
+	io.ReadCloser
+	left int64
+}
+
+func (c *cutBody) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		return 0, io.ErrUnexpectedEOF
+	}
+	n, err := c.ReadCloser.Read(p[:min(int64(len(p)), c.left)])
+	c.left -= int64(n)
+	return n, err
 }
