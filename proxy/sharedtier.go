@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -190,5 +191,14 @@ func (p *Proxy) putShared(dgst digest.Digest) error {
 		return fmt.Errorf("opening %s in the local store: %w", dgst, err)
 	}
 	defer f.Close()
-	return p.shared.blobs.Put(p.bg, dgst, info.Size, info.MediaType, f)
+	ctx, cancel := context.WithTimeout(p.bg, sharedWriteTimeout(info.Size))
+	defer cancel()
+	return p.shared.blobs.Put(ctx, dgst, info.Size, info.MediaType, f)
+}
+
+// sharedWriteTimeout bounds a background write of size bytes: a minute,
+// plus a second per MiB, so that a store that hangs cannot hold the
+// write slots for good.
+func sharedWriteTimeout(size int64) time.Duration {
+	return time.Minute + time.Duration(size>>20)*time.Second
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -13,13 +14,16 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/jonboulle/clockwork"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/s3test"
 	"github.com/ecr-mirror/ecr-mirror/internal/settings"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
@@ -338,4 +342,68 @@ func (c *cutBody) Read(p []byte) (int, error) {
 	n, err := c.ReadCloser.Read(p[:min(int64(len(p)), c.left)])
 	c.left -= int64(n)
 	return n, err
+}
+
+// A shared tier that accepts connections and never answers holds a miss
+// only until UPSTREAM_STALL_TIMEOUT: the download then goes to ECR.
+func TestHungSharedTierFallsBackToECRAfterTheStallTimeout(t *testing.T) {
+	t.Parallel()
+	fake, _, blobs := sharedImage(t)
+	hole := blackHole(t)
+	clk := clockwork.NewFakeClock()
+	opts := mirrorOpts{env: map[string]string{"SHARED_STORE": "s3://tier/mirror", "SHARED_STORE_PATH_STYLE": "true", "UPSTREAM_STALL_TIMEOUT": "30s"},
+		stallClock: clk}
+	cfgAWS := s3test.AWSConfig(hole)
+	opts.edit = func(c *settings.Config) { c.SharedStoreAWS = &cfgAWS }
+	m := startMirror(t, fake, opts)
+	layer := blobs[0]
+	done := make(chan error, 1)
+	go func() { done <- fetchBlob(t, m, "team/app", layer) }()
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.HangGuard)
+	defer cancel()
+	if err := clk.BlockUntilContext(ctx, 1); err != nil {
+		t.Fatalf("the miss never waited on the shared tier: %v", err)
+	}
+	if fake.Counters().BlobGet != 0 {
+		t.Fatal("ECR was asked before the shared tier gave up")
+	}
+	clk.Advance(30 * time.Second)
+	if err := <-done; err != nil {
+		t.Fatalf("pull with the shared tier hung: %v", err)
+	}
+	if got := fake.Counters().BlobGet; got != 1 {
+		t.Errorf("ECR served %d GETs of the layer, want 1", got)
+	}
+}
+
+// blackHole is the URL of a listener that accepts connections and never
+// answers.
+func blackHole(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return "http://" + ln.Addr().String()
 }

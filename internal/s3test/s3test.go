@@ -103,10 +103,14 @@ func (s *Server) Stop() {
 
 // AWS is an AWS configuration that reaches the server with its root
 // credentials (address it path-style).
-func (s *Server) AWS() aws.Config {
+func (s *Server) AWS() aws.Config { return AWSConfig(s.URL) }
+
+// AWSConfig is an AWS configuration that reaches endpoint with the
+// servers' root credentials, without retries.
+func AWSConfig(endpoint string) aws.Config {
 	return aws.Config{
 		Region:       Region,
-		BaseEndpoint: aws.String(s.URL),
+		BaseEndpoint: aws.String(endpoint),
 		Credentials:  credentials.NewStaticCredentialsProvider(AccessKey, SecretKey, ""),
 		Retryer:      func() aws.Retryer { return aws.NopRetryer{} },
 	}
