@@ -92,7 +92,9 @@ func (p *Proxy) fillShared(fl *flight, t target, started *bool) (done bool, err 
 // sharedMediaType is the media type of fl's content from the shared tier,
 // once the repository is known to hold it: linked, or confirmed upstream.
 func (p *Proxy) sharedMediaType(fl *flight, t target, stored string) (string, error) {
-	if !p.linked(fl.name, fl.dgst) {
+	// A manifest must be served as the manifest type upstream declares,
+	// so an object stored without one is confirmed too, as in fromStore.
+	if !p.linked(fl.name, fl.dgst) || t.kind == kindManifest && !cache.IsManifestType(stored) {
 		mt, err := p.confirm(p.bg, &registry.Request{Name: fl.name, Dgst: fl.dgst}, t.kind)
 		if err != nil {
 			return "", err

@@ -96,6 +96,19 @@ func TestReplicasDownloadEachBlobFromECROnceThroughTheSharedTier(t *testing.T) {
 	if n := metric(t, b, sharedPutOK); n != 0 {
 		t.Errorf("B wrote %v objects back, want 0: they came from the tier", n)
 	}
+
+	// By digest, the manifest comes from the tier too, served as the
+	// type ECR declares (one HEAD confirms the repository holds it).
+	before = fake.Counters()
+	c := startMirror(t, fake, tier.opts())
+	if _, err := pullImage(t, c, "team/app@"+manifest.String()); err != nil {
+		t.Fatalf("pull by digest through replica C: %v", err)
+	}
+	after = fake.Counters()
+	if after.BlobGet != before.BlobGet || after.ManifestGetByDigest != before.ManifestGetByDigest || after.ManifestGetByTag != before.ManifestGetByTag {
+		t.Errorf("C's pull by digest sent ECR %d blob GETs and %d manifest GETs, want 0",
+			after.BlobGet-before.BlobGet, after.ManifestGetByDigest-before.ManifestGetByDigest+after.ManifestGetByTag-before.ManifestGetByTag)
+	}
 }
 
 // A shared-tier object whose bytes do not match its digest is never

@@ -3,8 +3,9 @@
 // token source per region, ECR Public's token, the logins of
 // UPSTREAM_DOCKER_CONFIG for oci registries), one proxy per upstream over
 // the one store with its own transport and redirect policy, the backend
-// the registry handler routes each to, and the metrics and reachability
-// that watch them. Every request upstream, the AWS SDK's token calls
+// the registry handler routes each to, the shared blob tier of
+// SHARED_STORE that every proxy reads before its upstream (sharedstore.go),
+// and the metrics and reachability that watch them. Every request upstream, the AWS SDK's token calls
 // included, names the mirror's build in its User-Agent
 // (ecr-mirror/<version>, from internal/buildinfo).
 package upstreams
