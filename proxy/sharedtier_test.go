@@ -35,7 +35,9 @@ func TestSharedTierNeverFailsAPull(t *testing.T) {
 		{name: "absent: ECR, then written", setup: func(*memShared) {}, wantOK: true, blobGets: 1, writes: 1, tierHolds: true},
 		{name: "held: from the tier, after ECR confirms the repository", setup: func(m *memShared) { m.objects[dgst] = data },
 			wantOK: true, blobHeads: 1, hits: 1, tierHolds: true},
-		{name: "unreachable: ECR", setup: func(m *memShared) { m.openErr, m.putErr = errors.New("dial tcp: refused"), errors.New("dial tcp: refused") },
+		{name: "unreachable: ECR", setup: func(m *memShared) {
+			m.openErr, m.putErr = errors.New("dial tcp: refused"), errors.New("dial tcp: refused")
+		},
 			wantOK: true, blobGets: 1, fails: 1},
 		{name: "refuses writes: ECR, failure counted", setup: func(m *memShared) { m.putErr = errors.New("403 AccessDenied") },
 			wantOK: true, blobGets: 1, fails: 1},
