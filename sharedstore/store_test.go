@@ -172,6 +172,7 @@ func TestParseURL(t *testing.T) {
 		{in: "https://b/p", err: "want s3://"},
 		{in: "s3:///p", err: "want s3://"},
 		{in: "s3://k:s@b/p", err: "want s3://"},
+		{in: "https://key:hunter2@b/p", err: "key:xxxxx@b"}, // the password is never echoed
 		{in: "s3://b/p?x=1", err: "want s3://"},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
