@@ -158,7 +158,7 @@ func TestParseConfig(t *testing.T) {
 		},
 		{name: "shared store not s3, password not echoed", env: map[string]string{"UPSTREAM": ecr, "SHARED_STORE": "https://key:hunter2@bucket/p", "SHARED_STORE_PATH_STYLE": "yes"},
 			wantErr: []string{"SHARED_STORE: ", "want s3://BUCKET[/PREFIX]", `SHARED_STORE_PATH_STYLE: "yes" is not true or false`},
-			check: func(*testing.T, *Config) {}},
+			check:   func(*testing.T, *Config) {}},
 		{name: "shared store", env: map[string]string{"UPSTREAM": ecr, "SHARED_STORE": "s3://bucket/mirrors/a", "SHARED_STORE_PATH_STYLE": "true"},
 			check: func(t *testing.T, c *Config) {
 				if c.SharedStore != "s3://bucket/mirrors/a" || !c.SharedStorePathStyle {
