@@ -108,6 +108,8 @@ func (m *Metrics) readStats(store *cache.Store, px proxies, tokens sources, reac
 		counter("downloads_total", "Upstream downloads started (one per uncached digest, however many clients asked).", ps(func(s *proxy.Stats) int64 { return s.Downloads.Load() })),
 		counter("download_failures_total", "Upstream downloads that failed; nothing of them was kept.", ps(func(s *proxy.Stats) int64 { return s.DownloadFailures.Load() })),
 		counter("downloads_refused_total", "Misses refused with 429 because MAX_DOWNLOADS were running.", ps(func(s *proxy.Stats) int64 { return s.Refused.Load() })),
+		counter("shared_store_corrupt_total", "Shared-tier objects that did not match their digest when read (each deleted, the digest downloaded from upstream again).", ps(func(s *proxy.Stats) int64 { return s.SharedCorrupt.Load() })),
+		counter("shared_store_write_failures_total", "Background writes to the shared tier that failed or were skipped (too many waiting); no pull failed for them.", ps(func(s *proxy.Stats) int64 { return s.SharedWriteFailures.Load() })),
 		counter("digest_mismatches_total", "Downloads whose bytes did not match their digest (or declared size).", func() int64 {
 			cs := store.Stats()
 			return cs.DigestMismatches + cs.SizeMismatches + ps(func(s *proxy.Stats) int64 { return s.DigestMismatches.Load() })()

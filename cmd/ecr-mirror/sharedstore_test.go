@@ -141,6 +141,9 @@ func TestCorruptSharedObjectIsDroppedAndRefetchedFromECR(t *testing.T) {
 	if b.stored(layer) {
 		t.Fatal("B kept the corrupt bytes")
 	}
+	if n := metric(t, b, "ecr_mirror_shared_store_corrupt_total"); n != 1 {
+		t.Errorf("counted %v corrupt objects, want 1", n)
+	}
 	if err := fetchBlob(t, b, "team/app", layer); err != nil {
 		t.Fatalf("B after dropping the corrupt object: %v", err)
 	}
@@ -169,7 +172,8 @@ func TestSharedTierDownDegradesToECR(t *testing.T) {
 		t.Errorf("counted %v failed shared reads, want at least %d", n, len(blobs))
 	}
 	testwait.Until(t, "the failed shared writes to be counted", func() bool {
-		return metric(t, m, `ecr_mirror_shared_store_requests_total{op="head",outcome="error"}`) >= float64(len(blobs))
+		return metric(t, m, `ecr_mirror_shared_store_requests_total{op="head",outcome="error"}`) >= float64(len(blobs)) &&
+			metric(t, m, "ecr_mirror_shared_store_write_failures_total") >= float64(len(blobs))
 	})
 }
 
