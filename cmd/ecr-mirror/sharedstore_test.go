@@ -424,3 +424,41 @@ func blackHole(t *testing.T) string {
 	})
 	return "http://" + ln.Addr().String()
 }
+
+// The binary reaches the bucket through the AWS SDK's own settings
+// (AWS_ENDPOINT_URL_S3 and the access keys), in a region of its own
+// (SHARED_STORE_REGION; AWS_REGION is ECR's): a second process with an
+// empty cache pulls a blob the first one downloaded without asking ECR
+// for its body, and neither logs the secret key.
+func TestProcessesShareTheBucketThroughTheSDKSettings(t *testing.T) {
+	t.Parallel()
+	fake, _, blobs := sharedImage(t)
+	tier := startSharedTier(t)
+	bin := mirrorBinary(t)
+	env := []string{"SHARED_STORE=s3://" + tier.bucket + "/" + tier.prefix, "SHARED_STORE_PATH_STYLE=true", "SHARED_STORE_REGION=" + s3test.Region, "LOG_LEVEL=debug",
+		"AWS_ENDPOINT_URL_S3=" + tier.srv.URL, "AWS_ACCESS_KEY_ID=" + s3test.AccessKey, "AWS_SECRET_ACCESS_KEY=" + s3test.SecretKey}
+	layer := blobs[0]
+	first := startProcess(t, bin, fake, t.TempDir(), env...)
+	if err := fetchBlob(t, &mirror{URL: "http://" + first.addr}, "team/app", layer); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Until(t, "the first process to write the layer to the bucket", func() bool {
+		if strings.Contains(first.logs.String(), "shared store write failed") {
+			t.Fatalf("the first process could not write to the bucket:\n%s", first.logs.String())
+		}
+		return slices.Contains(tier.keys(t), tier.key(layer))
+	})
+	second := startProcess(t, bin, fake, t.TempDir(), env...)
+	before := fake.Counters().BlobGet
+	if err := fetchBlob(t, &mirror{URL: "http://" + second.addr}, "team/app", layer); err != nil {
+		t.Fatal(err)
+	}
+	if got := fake.Counters().BlobGet - before; got != 0 {
+		t.Errorf("the second process sent ECR %d GETs of the layer, want 0", got)
+	}
+	for _, p := range []*process{first, second} {
+		if strings.Contains(p.logs.String(), s3test.SecretKey) {
+			t.Error("a process logged the S3 secret key")
+		}
+	}
+}

@@ -44,6 +44,7 @@ type Config struct {
 	Push                 bool              // PUSH
 	SharedStore          string            // SHARED_STORE, s3://BUCKET[/PREFIX]; "": off
 	SharedStorePathStyle bool              // SHARED_STORE_PATH_STYLE
+	SharedStoreRegion    string            // SHARED_STORE_REGION; "": the AWS SDK's
 	PullThroughs         map[string]string // PULL_THROUGHS: registry host to ECR prefix
 	DefaultNamespace     string            // DEFAULT_NAMESPACE; "": the ECR registry itself
 	// NamespaceListeners are extra listen addresses, each serving one

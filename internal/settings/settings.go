@@ -140,6 +140,10 @@ func serverSettings(c *Config) []*setting {
 			help:  "address SHARED_STORE's bucket in the URL path (IP endpoints and most on-premises stores need it)",
 			doc:   "address the `SHARED_STORE` bucket in the URL path rather than the host name (IP endpoints, MinIO, Ceph RGW, versitygw)",
 			parse: bindBool(&c.SharedStorePathStyle)},
+		{env: "SHARED_STORE_REGION", arg: "REGION",
+			help:       "region of SHARED_STORE's bucket (default: the AWS SDK's, AWS_REGION, else us-east-1)",
+			docDefault: "the SDK's", doc: "the region of the `SHARED_STORE` bucket, when it is not the AWS SDK's (`AWS_REGION`, which also names the ECR region); with neither, `us-east-1`",
+			parse: bindText(&c.SharedStoreRegion)},
 	}
 }
 

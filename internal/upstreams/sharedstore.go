@@ -1,6 +1,7 @@
 package upstreams
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 
@@ -13,7 +14,8 @@ import (
 )
 
 // sharedStoreRegion is the region asked of an S3-compatible store when
-// the AWS settings name none: most such stores ignore it.
+// neither SHARED_STORE_REGION nor the AWS settings name one: most such
+// stores ignore it.
 const sharedStoreRegion = "us-east-1"
 
 // sharedStore builds SHARED_STORE's blob tier, reached with the AWS SDK's
@@ -33,9 +35,7 @@ func (up *Side) sharedStore(ctx context.Context, cfg *settings.Config) (proxy.Sh
 	} else if awsCfg, err = config.LoadDefaultConfig(ctx, up.awsUserAgent()); err != nil {
 		return nil, fmt.Errorf("SHARED_STORE: loading the AWS configuration: %w", err)
 	}
-	if awsCfg.Region == "" {
-		awsCfg.Region = sharedStoreRegion
-	}
+	awsCfg.Region = cmp.Or(cfg.SharedStoreRegion, awsCfg.Region, sharedStoreRegion)
 	st, err := sharedstore.New(sharedstore.Options{Bucket: bucket, Prefix: prefix, PathStyle: cfg.SharedStorePathStyle, AWS: awsCfg,
 		Observe: func(op, outcome string) {
 			if up.Metrics != nil { // set once every proxy is built
