@@ -281,6 +281,13 @@ func (m *memShared) Delete(_ context.Context, dgst digest.Digest) error {
 	return nil
 }
 
+// opened is how many times Open was called.
+func (m *memShared) opened() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.opens
+}
+
 // object returns the tier's bytes for dgst (nil: none).
 func (m *memShared) object(dgst digest.Digest) []byte {
 	m.mu.Lock()

@@ -38,12 +38,24 @@ const (
 	sharedBacklog = 1024
 )
 
+// sharedCoolOff is how long misses go straight to upstream after a read
+// of the shared tier failed (not a missing object): a tier that is down
+// then costs one failed attempt, not one per miss.
+const sharedCoolOff = 10 * time.Second
+
 // sharedTier is a proxy's use of the shared blob tier.
 type sharedTier struct {
-	blobs   SharedBlobs
-	slots   chan struct{} // one per write running
-	waiting atomic.Int64  // writes started or waiting
+	blobs     SharedBlobs
+	slots     chan struct{} // one per write running
+	waiting   atomic.Int64  // writes started or waiting
+	skipUntil atomic.Int64  // Unix nanoseconds: reads skip the tier until then
 }
+
+// readable reports whether reads may try the tier at now.
+func (s *sharedTier) readable(now time.Time) bool { return now.UnixNano() >= s.skipUntil.Load() }
+
+// failed starts a cool-off at now.
+func (s *sharedTier) failed(now time.Time) { s.skipUntil.Store(now.Add(sharedCoolOff).UnixNano()) }
 
 func newSharedTier(blobs SharedBlobs) *sharedTier {
 	return &sharedTier{blobs: blobs, slots: make(chan struct{}, sharedWriters)}
@@ -54,17 +66,22 @@ func newSharedTier(blobs SharedBlobs) *sharedTier {
 // follow and that verifies the digest at commit. A repository not linked
 // to the digest is confirmed upstream first, as for a local hit
 // (links.go). done false: the tier has no object for the digest, or
-// cannot be reached: download from upstream. It sets *started once
+// cannot be reached (then it is not asked again for sharedCoolOff):
+// download from upstream. It sets *started once
 // fl.ready is closed.
 func (p *Proxy) fillShared(fl *flight, t target, started *bool) (done bool, err error) {
+	if !p.shared.readable(p.clock.Now()) {
+		return false, nil
+	}
 	ctx, cancel := context.WithCancelCause(p.bg)
 	stall := newStallWatch(p.stallClock, p.stallTimeout, cancel)
 	obj, err := p.shared.blobs.Open(ctx, fl.dgst)
 	if err != nil {
 		stall.stop()
 		cancel(nil)
-		if !errors.Is(err, sharedstore.ErrNotFound) {
-			p.log.Warn("shared store unreadable; downloading from upstream", "digest", fl.dgst, "error", err)
+		if !errors.Is(err, sharedstore.ErrNotFound) && p.bg.Err() == nil {
+			p.shared.failed(p.clock.Now())
+			p.log.Warn("shared store unreadable; downloading from upstream, and skipping the store for a while", "digest", fl.dgst, "cool_off", sharedCoolOff, "error", err)
 		}
 		return false, nil
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
@@ -85,5 +86,39 @@ func TestSharedTierNeverFailsAPull(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// After a failed read the tier is skipped for sharedCoolOff, then asked
+// again.
+func TestSharedTierIsSkippedForACoolOffAfterAFailure(t *testing.T) {
+	t.Parallel()
+	tier := newMemShared()
+	tier.openErr = errors.New("dial tcp: refused")
+	clk := clockwork.NewFakeClock()
+	e := newEnv(t, envOptions{sharedStore: tier, tagClock: clk})
+	var dgsts []digest.Digest
+	for i := range 3 {
+		data := testkit.RandomBytes(uint64(50+i), 10_000)
+		dgsts = append(dgsts, e.fake.PutBlob("team/app", data))
+	}
+	get := func(dgst digest.Digest) {
+		t.Helper()
+		if resp, _ := e.mustDo(t, http.MethodGet, "/v2/team/app/blobs/"+dgst.String(), nil); resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d", dgst, resp.StatusCode)
+		}
+	}
+	get(dgsts[0])
+	get(dgsts[1])
+	if n := tier.opened(); n != 1 {
+		t.Fatalf("the tier was asked %d times, want 1: the failure starts a cool-off", n)
+	}
+	clk.Advance(sharedCoolOff)
+	tier.mu.Lock()
+	tier.openErr = nil
+	tier.mu.Unlock()
+	get(dgsts[2])
+	if n := tier.opened(); n != 2 {
+		t.Errorf("after the cool-off the tier was asked %d times in all, want 2", n)
 	}
 }

@@ -168,8 +168,9 @@ func TestSharedTierDownDegradesToECR(t *testing.T) {
 	if got := fake.Counters().BlobGet; got != int64(len(blobs)) {
 		t.Errorf("ECR served %d blob GETs for %d blobs", got, len(blobs))
 	}
-	if n := metric(t, m, `ecr_mirror_shared_store_requests_total{op="get",outcome="error"}`); n < float64(len(blobs)) {
-		t.Errorf("counted %v failed shared reads, want at least %d", n, len(blobs))
+	// The first failed read turns the others away for a while.
+	if n := metric(t, m, `ecr_mirror_shared_store_requests_total{op="get",outcome="error"}`); n < 1 || n >= float64(len(blobs)) {
+		t.Errorf("counted %v failed shared reads for %d misses, want at least 1 and fewer than the misses", n, len(blobs))
 	}
 	testwait.Until(t, "the failed shared writes to be counted", func() bool {
 		return metric(t, m, `ecr_mirror_shared_store_requests_total{op="head",outcome="error"}`) >= float64(len(blobs)) &&
