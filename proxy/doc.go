@@ -50,7 +50,8 @@
 // With a shared blob tier (Options.SharedStore, sharedtier.go), a local
 // miss reads the tier before upstream, in the same flight and through the
 // same cache.Writer, so the digest is verified before anything is kept;
-// an object that does not match is deleted from the tier. A repository
+// an object that does not match is deleted from the tier and the digest
+// downloaded again from upstream (refetch). A repository
 // not linked to the digest is confirmed upstream first, as for local
 // content. What is downloaded from upstream is written to the tier after
 // commit, in the background, a bounded number at once.

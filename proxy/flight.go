@@ -120,6 +120,9 @@ func (p *Proxy) download(fl *flight, t target) {
 	if err != nil {
 		p.stats.DownloadFailures.Add(1) // the store counts digest mismatches
 		p.log.Warn("download failed; nothing was cached", "digest", fl.dgst, "path", t.path(), "error", err)
+		if errors.Is(err, errSharedCorrupt) {
+			p.refetch(fl, t)
+		}
 		return
 	}
 	if t.kind == kindManifest {
@@ -144,7 +147,7 @@ func (p *Proxy) fill(fl *flight, t target) (err error) {
 			close(fl.ready)
 		}
 	}()
-	if p.shared != nil {
+	if p.shared != nil && !t.upstreamOnly {
 		if done, err := p.fillShared(fl, t, &started); done {
 			return err
 		}

@@ -234,6 +234,7 @@ type memShared struct {
 	objects  map[digest.Digest][]byte
 	openErr  error // returned by Open when set
 	putErr   error // returned by Put when set
+	delErr   error // returned by Delete when set (nothing deleted)
 	opens    int
 	puts     int
 	deletes  []digest.Digest
@@ -277,6 +278,9 @@ func (m *memShared) Delete(_ context.Context, dgst digest.Digest) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.deletes = append(m.deletes, dgst)
+	if m.delErr != nil {
+		return m.delErr
+	}
 	delete(m.objects, dgst)
 	return nil
 }

@@ -128,8 +128,8 @@ func (p *Proxy) sharedMediaType(fl *flight, t target, stored string) (string, er
 // copyShared copies a shared object's body into w and commits it. A body
 // cut short goes on from upstream where it stopped (resume.go); content
 // that does not match its digest is deleted from the tier: the flight
-// fails (no client gets it whole) and the next request downloads it
-// from upstream.
+// fails (no client gets it whole) and the download starts again from
+// upstream (refetch).
 func (p *Proxy) copyShared(w *cache.Writer, a *attempt, t target) error {
 	buf := p.bufs.Get().(*[]byte)
 	_, err := io.CopyBuffer(w, struct{ io.Reader }{a.body}, *buf)
@@ -149,7 +149,7 @@ func (p *Proxy) copyShared(w *cache.Writer, a *attempt, t target) error {
 	}
 	if errors.Is(err, cache.ErrDigestMismatch) || errors.Is(err, cache.ErrSizeMismatch) {
 		p.dropShared(w.Digest(), err)
-		return err
+		return fmt.Errorf("%w: %w", errSharedCorrupt, err)
 	}
 	if err != nil {
 		w.Abort(err)
@@ -157,6 +157,20 @@ func (p *Proxy) copyShared(w *cache.Writer, a *attempt, t target) error {
 	}
 	p.stats.SharedHits.Add(1)
 	return nil
+}
+
+// errSharedCorrupt says a flight's shared-tier object did not match its
+// digest: the download starts again from upstream (refetch).
+var errSharedCorrupt = errors.New("the shared store's object does not match its digest")
+
+// refetch starts fl's download again, from upstream now that the corrupt
+// object is gone, so that the store holds the digest whether or not the
+// client that got the cut body retries; a retry joins it.
+func (p *Proxy) refetch(fl *flight, t target) {
+	t.upstreamOnly = true // whether or not the delete worked
+	if _, _, err := p.startFlightLocked(fl.dgst, t); err != nil && !errors.Is(err, errStored) {
+		p.log.Warn("downloading again after a corrupt shared object failed to start", "digest", fl.dgst, "error", err)
+	}
 }
 
 // dropShared deletes a shared object that did not match its digest.

@@ -42,8 +42,11 @@ func TestSharedTierNeverFailsAPull(t *testing.T) {
 			wantOK: true, blobGets: 1, fails: 1},
 		{name: "refuses writes: ECR, failure counted", setup: func(m *memShared) { m.putErr = errors.New("403 AccessDenied") },
 			wantOK: true, blobGets: 1, fails: 1},
-		{name: "corrupt: never served whole, deleted", setup: func(m *memShared) { m.objects[dgst] = corrupt },
-			wantOK: false, blobHeads: 1, deleted: true},
+		{name: "corrupt: never served whole, deleted, downloaded again and written", setup: func(m *memShared) { m.objects[dgst] = corrupt },
+			wantOK: false, blobHeads: 1, blobGets: 1, writes: 1, deleted: true, tierHolds: true},
+		{name: "corrupt and not deletable: downloaded again once, from ECR", setup: func(m *memShared) {
+			m.objects[dgst], m.delErr = corrupt, errors.New("403 AccessDenied")
+		}, wantOK: false, blobHeads: 1, blobGets: 1, writes: 1, deleted: true, tierHolds: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -60,11 +63,11 @@ func TestSharedTierNeverFailsAPull(t *testing.T) {
 			if !tt.wantOK && err == nil && bytes.Equal(body, corrupt) {
 				t.Fatal("the corrupt object was served whole")
 			}
+			e.proxy.Wait() // background writes and downloads included
 			c := e.fake.Counters()
 			if c.BlobGet != tt.blobGets || c.BlobHead != tt.blobHeads {
 				t.Errorf("ECR saw %d blob GETs and %d HEADs, want %d and %d", c.BlobGet, c.BlobHead, tt.blobGets, tt.blobHeads)
 			}
-			e.proxy.Wait() // background writes included
 			s := e.proxy.Stats()
 			if s.SharedHits.Load() != tt.hits || s.SharedWrites.Load() != tt.writes || s.SharedWriteFailures.Load() != tt.fails {
 				t.Errorf("shared hits %d, writes %d, write failures %d; want %d, %d, %d",
@@ -76,7 +79,7 @@ func TestSharedTierNeverFailsAPull(t *testing.T) {
 			if got := bytes.Equal(tier.object(dgst), data); got != tt.tierHolds {
 				t.Errorf("tier holds the right bytes: %v, want %v", got, tt.tierHolds)
 			}
-			if !tt.wantOK { // the retry: from ECR, verified, written back
+			if !tt.wantOK { // the retry: stored by the download that started again
 				if resp, body := e.mustDo(t, http.MethodGet, "/v2/team/app/blobs/"+dgst.String(), nil); resp.StatusCode != http.StatusOK || !bytes.Equal(body, data) {
 					t.Fatalf("retry: %d, %d bytes", resp.StatusCode, len(body))
 				}

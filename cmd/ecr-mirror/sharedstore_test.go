@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -113,7 +114,8 @@ func TestReplicasDownloadEachBlobFromECROnceThroughTheSharedTier(t *testing.T) {
 
 // A shared-tier object whose bytes do not match its digest is never
 // served whole: it is detected, deleted, and the digest is downloaded
-// from ECR again, verified, and written back.
+// from ECR again at once, verified, and written back; the client's retry
+// gets it.
 func TestCorruptSharedObjectIsDroppedAndRefetchedFromECR(t *testing.T) {
 	t.Parallel()
 	fake, _, blobs := sharedImage(t)
@@ -138,8 +140,10 @@ func TestCorruptSharedObjectIsDroppedAndRefetchedFromECR(t *testing.T) {
 	testwait.Until(t, "B to delete the corrupt object", func() bool {
 		return !slices.Contains(tier.keys(t), key) || bytes.Equal(readObject(t, tier, key), good)
 	})
-	if b.stored(layer) {
-		t.Fatal("B kept the corrupt bytes")
+	// The download starts again from ECR at once: B keeps the right bytes.
+	testwait.Until(t, "B to download the layer again", func() bool { return b.stored(layer) })
+	if kept, err := os.ReadFile(b.blobPath(layer)); err != nil || !bytes.Equal(kept, good) {
+		t.Fatalf("B keeps %d bytes (%v), not the layer's", len(kept), err)
 	}
 	if n := metric(t, b, "ecr_mirror_shared_store_corrupt_total"); n != 1 {
 		t.Errorf("counted %v corrupt objects, want 1", n)
