@@ -16,6 +16,7 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/internal/buildinfo"
 	"github.com/ecr-mirror/ecr-mirror/proxy"
 	"github.com/ecr-mirror/ecr-mirror/registry"
+	"github.com/ecr-mirror/ecr-mirror/sharedstore"
 )
 
 // Metrics holds the mirror's Prometheus metrics. Counters the packages
@@ -31,6 +32,7 @@ type Metrics struct {
 	upstream        *prometheus.CounterVec
 	upstreamLatency *prometheus.HistogramVec
 	upstreamErrors  *prometheus.CounterVec
+	sharedStore     *prometheus.CounterVec
 }
 
 const namespace = "ecr_mirror"
@@ -54,7 +56,7 @@ func newMetrics() *Metrics {
 		requestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "http_request_duration_seconds",
 			Help: "Time to answer client requests, body included.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}, []string{"route", "method"}),
 		servedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "served_bytes_total",
-			Help: "Body bytes sent to clients, by source: cache (hits) or upstream (misses streamed while downloading, and ranges passed through)."}, []string{"source"}),
+			Help: "Body bytes sent to clients, by source: cache (hits), shared (local misses streamed from the shared blob tier) or upstream (misses streamed while downloading, and ranges passed through)."}, []string{"source"}),
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "cache_requests_total",
 			Help: "Blob and manifest requests by outcome: hit, miss, coalesced (joined a download under way), revalidated (tag checked upstream, body from cache), joined (tag checked by another request's lookup, body from cache), fresh (tag answered from a record younger than TAG_FRESHNESS), stale (tag answered from cache while ECR was unreachable), upstream."}, []string{"outcome"}),
 		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "upstream_requests_total",
@@ -63,8 +65,10 @@ func newMetrics() *Metrics {
 			Help: "Time until an upstream's response headers.", Buckets: prometheus.ExponentialBuckets(0.005, 3, 10)}, []string{"upstream", "kind"}),
 		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "upstream_errors_total",
 			Help: "Requests to upstream registries that failed, by upstream host, kind and reason: timeout, unreachable, credentials, canceled, throttled (429), denied (401/403), server (5xx)."}, []string{"upstream", "kind", "reason"}),
+		sharedStore: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "shared_store_requests_total",
+			Help: "Requests to the shared blob tier (SHARED_STORE), by op (get, head, put, delete) and outcome (ok, not_found, exists: another replica wrote it first, error)."}, []string{"op", "outcome"}),
 	}
-	m.reg.MustRegister(m.requests, m.requestDuration, m.servedBytes, m.outcomes, m.upstream, m.upstreamLatency, m.upstreamErrors)
+	m.reg.MustRegister(m.requests, m.requestDuration, m.servedBytes, m.outcomes, m.upstream, m.upstreamLatency, m.upstreamErrors, m.sharedStore)
 	m.initSeries()
 	return m
 }
@@ -74,13 +78,19 @@ func newMetrics() *Metrics {
 // until its first event, and a rule or dashboard over a series that does
 // not exist yet shows nothing (and absent() fires) instead of 0.
 func (m *Metrics) initSeries() {
-	for _, s := range []string{"cache", "upstream"} {
+	for _, s := range []string{"cache", "shared", "upstream"} {
 		m.servedBytes.WithLabelValues(s)
 	}
 	for _, o := range []string{proxy.OutcomeHit, proxy.OutcomeMiss, proxy.OutcomeCoalesced, proxy.OutcomeRevalidated,
-		proxy.OutcomeJoined, proxy.OutcomeFresh, proxy.OutcomeStale, proxy.OutcomeUpstream} {
+		proxy.OutcomeJoined, proxy.OutcomeFresh, proxy.OutcomeStale, proxy.OutcomeUpstream, proxy.OutcomeShared} {
 		m.outcomes.WithLabelValues(o)
 	}
+	for _, op := range []string{sharedstore.OpGet, sharedstore.OpHead, sharedstore.OpPut, sharedstore.OpDelete} {
+		for _, o := range []string{sharedstore.OutcomeOK, sharedstore.OutcomeNotFound, sharedstore.OutcomeError} {
+			m.sharedStore.WithLabelValues(op, o)
+		}
+	}
+	m.sharedStore.WithLabelValues(sharedstore.OpPut, sharedstore.OutcomeExists)
 }
 
 // readStats registers the counters the packages keep themselves, read at
@@ -98,6 +108,8 @@ func (m *Metrics) readStats(store *cache.Store, px proxies, tokens sources, reac
 		counter("downloads_total", "Upstream downloads started (one per uncached digest, however many clients asked).", ps(func(s *proxy.Stats) int64 { return s.Downloads.Load() })),
 		counter("download_failures_total", "Upstream downloads that failed; nothing of them was kept.", ps(func(s *proxy.Stats) int64 { return s.DownloadFailures.Load() })),
 		counter("downloads_refused_total", "Misses refused with 429 because MAX_DOWNLOADS were running.", ps(func(s *proxy.Stats) int64 { return s.Refused.Load() })),
+		counter("shared_store_corrupt_total", "Shared-tier objects that did not match their digest when read (each deleted, the digest downloaded from upstream again).", ps(func(s *proxy.Stats) int64 { return s.SharedCorrupt.Load() })),
+		counter("shared_store_write_failures_total", "Background writes to the shared tier that failed or were skipped (too many waiting); no pull failed for them.", ps(func(s *proxy.Stats) int64 { return s.SharedWriteFailures.Load() })),
 		counter("digest_mismatches_total", "Downloads whose bytes did not match their digest (or declared size).", func() int64 {
 			cs := store.Stats()
 			return cs.DigestMismatches + cs.SizeMismatches + ps(func(s *proxy.Stats) int64 { return s.DigestMismatches.Load() })()
@@ -203,8 +215,15 @@ func (m *Metrics) ObserveRequest(ri registry.RequestInfo) {
 	switch ri.Outcome {
 	case proxy.OutcomeHit, proxy.OutcomeRevalidated, proxy.OutcomeJoined, proxy.OutcomeFresh, proxy.OutcomeStale:
 		source = "cache"
+	case proxy.OutcomeShared:
+		source = "shared"
 	}
 	m.servedBytes.WithLabelValues(source).Add(float64(ri.Bytes))
+}
+
+// ObserveSharedStore records one request to the shared blob tier.
+func (m *Metrics) ObserveSharedStore(op, outcome string) {
+	m.sharedStore.WithLabelValues(op, outcome).Inc()
 }
 
 // ObserveUpstream records one request to ECR.

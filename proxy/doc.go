@@ -47,6 +47,14 @@
 // main upstream (Options.MainUpstream). Proxies given one Shared share
 // the download cap, the token bucket and the downloads in flight, so a
 // digest asked for through two upstreams is downloaded once.
+// With a shared blob tier (Options.SharedStore, sharedtier.go), a local
+// miss reads the tier before upstream, in the same flight and through the
+// same cache.Writer, so the digest is verified before anything is kept;
+// an object that does not match is deleted from the tier and the digest
+// downloaded again from upstream (refetch). A repository
+// not linked to the digest is confirmed upstream first, as for local
+// content. What is downloaded from upstream is written to the tier after
+// commit, in the background, a bounded number at once.
 // The proxy reaches its store only through the Store interface
 // (store.go: Blobs, Links, Tags), which *cache.Store implements.
 // Upload sessions' staging files and the tee that copies a body as

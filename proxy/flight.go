@@ -26,9 +26,10 @@ type flight struct {
 	ready chan struct{} // closed once w is set or err is final
 	done  chan struct{} // closed once the flight has left the proxy's map
 	// Set before ready is closed:
-	err       error
-	w         *cache.Writer
-	mediaType string
+	err        error
+	w          *cache.Writer
+	mediaType  string
+	fromShared bool // filled from the shared tier, not upstream
 }
 
 // failed reports whether the download has failed for good: a new request
@@ -108,7 +109,6 @@ func (p *Proxy) startFlightLocked(dgst digest.Digest, t target) (fl *flight, joi
 func (p *Proxy) download(fl *flight, t target) {
 	defer p.inflight.Done()
 	start := time.Now()
-	p.stats.Downloads.Add(1)
 	err := p.fill(fl, t)
 	p.mu.Lock()
 	if p.flights[fl.dgst] == fl { // a failed flight may have been replaced
@@ -120,17 +120,24 @@ func (p *Proxy) download(fl *flight, t target) {
 	if err != nil {
 		p.stats.DownloadFailures.Add(1) // the store counts digest mismatches
 		p.log.Warn("download failed; nothing was cached", "digest", fl.dgst, "path", t.path(), "error", err)
+		if errors.Is(err, errSharedCorrupt) {
+			p.refetch(fl, t)
+		}
 		return
 	}
 	if t.kind == kindManifest {
 		// Stored now, so what it references is known: link that too.
 		p.link(fl.name, fl.dgst)
 	}
+	if !fl.fromShared {
+		p.writeShared(fl.dgst)
+	}
 	p.log.Debug("download complete", "digest", fl.dgst, "path", t.path(), "bytes", fl.w.Written(), "duration", time.Since(start))
 }
 
 // fill runs the download and settles the flight: every follower sees the
-// bytes, or the error. A blob whose upstream body stops short is resumed
+// bytes, or the error. The shared tier, if any, is read before upstream
+// (sharedtier.go). A blob whose upstream body stops short is resumed
 // where it stopped (resume.go), into the same writer.
 func (p *Proxy) fill(fl *flight, t target) (err error) {
 	started := false
@@ -140,6 +147,12 @@ func (p *Proxy) fill(fl *flight, t target) (err error) {
 			close(fl.ready)
 		}
 	}()
+	if p.shared != nil && !t.upstreamOnly {
+		if done, err := p.fillShared(fl, t, &started); done {
+			return err
+		}
+	}
+	p.stats.Downloads.Add(1)
 	ctx, cancel := context.WithCancelCause(p.bg)
 	resp, err := p.up.do(ctx, http.MethodGet, t.path(), t.accept, t.kind, http.StatusOK)
 	if err != nil {

@@ -1,15 +1,21 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/ecr-mirror/ecr-mirror/registry"
+	"github.com/ecr-mirror/ecr-mirror/sharedstore"
 )
 
 func TestNextQuery(t *testing.T) {
@@ -219,4 +225,76 @@ func TestTransportError(t *testing.T) {
 	if err := transportError(http.MethodGet, "x", canceled); !errors.Is(err, context.Canceled) {
 		t.Errorf("transportError(canceled) = %v, want it to wrap context.Canceled", err)
 	}
+}
+
+// memShared is an in-memory shared blob tier whose reads and writes can
+// be made to fail.
+type memShared struct {
+	mu       sync.Mutex
+	objects  map[digest.Digest][]byte
+	openErr  error // returned by Open when set
+	putErr   error // returned by Put when set
+	delErr   error // returned by Delete when set (nothing deleted)
+	opens    int
+	puts     int
+	deletes  []digest.Digest
+	putTypes map[digest.Digest]string
+}
+
+func newMemShared() *memShared {
+	return &memShared{objects: map[digest.Digest][]byte{}, putTypes: map[digest.Digest]string{}}
+}
+
+func (m *memShared) Open(_ context.Context, dgst digest.Digest) (*sharedstore.Object, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.opens++
+	if m.openErr != nil {
+		return nil, m.openErr
+	}
+	b, ok := m.objects[dgst]
+	if !ok {
+		return nil, fmt.Errorf("s3://mem/%s: %w", dgst, sharedstore.ErrNotFound)
+	}
+	return &sharedstore.Object{Body: io.NopCloser(bytes.NewReader(b)), Size: int64(len(b)), MediaType: m.putTypes[dgst]}, nil
+}
+
+func (m *memShared) Put(_ context.Context, dgst digest.Digest, size int64, mediaType string, r io.ReaderAt) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.puts++
+	if m.putErr != nil {
+		return m.putErr
+	}
+	b := make([]byte, size)
+	if _, err := r.ReadAt(b, 0); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	m.objects[dgst], m.putTypes[dgst] = b, mediaType
+	return nil
+}
+
+func (m *memShared) Delete(_ context.Context, dgst digest.Digest) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.deletes = append(m.deletes, dgst)
+	if m.delErr != nil {
+		return m.delErr
+	}
+	delete(m.objects, dgst)
+	return nil
+}
+
+// opened is how many times Open was called.
+func (m *memShared) opened() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.opens
+}
+
+// object returns the tier's bytes for dgst (nil: none).
+func (m *memShared) object(dgst digest.Digest) []byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.objects[dgst]
 }

@@ -41,6 +41,9 @@ const (
 	OutcomeCoalesced   = "coalesced"
 	OutcomeRevalidated = "revalidated"
 	OutcomeUpstream    = "upstream"
+	// OutcomeShared: a local miss streamed from the shared blob tier
+	// (Options.SharedStore) rather than upstream.
+	OutcomeShared = "shared"
 )
 
 // Options configure a Proxy.
@@ -99,6 +102,10 @@ type Options struct {
 	// MaxRate caps upstream body bytes per second, all downloads
 	// together; 0: unlimited. Ignored when Shared is set.
 	MaxRate int64
+	// SharedStore, if set, is the blob tier several replicas share: a
+	// local miss reads it before upstream, and content downloaded from
+	// upstream is written to it after commit (sharedtier.go).
+	SharedStore SharedBlobs
 }
 
 // DefaultTagTimeout is how long a tag lookup waits for ECR.
@@ -134,6 +141,7 @@ type Proxy struct {
 	// proxy's own, or shared with the other upstreams' (Options.Shared).
 	mu      *sync.Mutex
 	flights map[digest.Digest]*flight
+	shared  *sharedTier // nil: no shared blob tier
 
 	uploadTable *uploadTable // push sessions being staged
 
@@ -181,6 +189,12 @@ type Stats struct {
 	// ReferrersFallbacks those answered from the tag schema because
 	// upstream has no referrers API.
 	StaleReferrers, ReferrersFallbacks atomic.Int64
+	// SharedHits counts local misses filled from the shared tier;
+	// SharedCorrupt those whose object did not match its digest (it was
+	// deleted). SharedWrites counts content written to the shared tier
+	// after a download, SharedWriteFailures the writes that failed or
+	// were skipped because too many were waiting.
+	SharedHits, SharedCorrupt, SharedWrites, SharedWriteFailures atomic.Int64
 }
 
 var _ registry.Backend = (*Proxy)(nil)
@@ -239,6 +253,9 @@ func New(opts Options) (*Proxy, error) {
 	p.resume = newResumePolicy(opts.Retries)
 	p.limit = newRateLimit(opts.MaxRate, &p.stats)
 	p.slots = &downloadSlots{max: int64(opts.MaxDownloads)}
+	if opts.SharedStore != nil {
+		p.shared = newSharedTier(opts.SharedStore)
+	}
 	if sh := opts.Shared; sh != nil {
 		p.limit, p.slots, p.maxDownloads = sh.rateLimit(&p.stats), sh.downloads, int(sh.downloads.max)
 		p.mu, p.flights = &sh.mu, sh.flights
@@ -455,6 +472,9 @@ func (p *Proxy) fromFlight(ctx context.Context, req *registry.Request, t target)
 			p.stats.Coalesced.Add(1)
 		} else {
 			p.stats.Misses.Add(1)
+		}
+		if fl.fromShared {
+			c.Outcome = OutcomeShared
 		}
 		var start int64
 		length := size

@@ -82,6 +82,8 @@ type envOptions struct {
 	// upstreamAuth, when set, replaces the ECR token transport around the
 	// upstream client's base (another registry's auth, say).
 	upstreamAuth func(fake *fakeecr.Server, host string, rt http.RoundTripper) http.RoundTripper
+	// sharedStore, when set, is the shared blob tier (memShared, say).
+	sharedStore SharedBlobs
 }
 
 func newEnv(t *testing.T, o envOptions) *testEnv {
@@ -150,7 +152,7 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	}
 	p, err := New(Options{Upstream: upURL, MainUpstream: !o.notMain, Client: client, Store: ps, Logger: log, ManifestLimit: o.manifestLimit,
 		Retries: o.edge.retries, StallTimeout: o.edge.stall, StallClock: stallClock, MaxRate: o.edge.maxRate, Shared: o.shared,
-		StaleIfError: o.staleIfError, TagFreshness: o.tagFreshness})
+		StaleIfError: o.staleIfError, TagFreshness: o.tagFreshness, SharedStore: o.sharedStore})
 	if err != nil {
 		t.Fatal(err)
 	}

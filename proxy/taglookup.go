@@ -208,8 +208,11 @@ func (p *Proxy) getTag(ctx context.Context, t target) (tagAnswer, error) {
 		return tagAnswer{}, registry.Errorf(registry.CodeUnavailable, "upstream manifest %s has digest %s but upstream says %s", t.path(), got, h).WithStatus(http.StatusBadGateway)
 	}
 	mt := mediaType(resp, kindManifest)
+	_, statErr := p.store.Stat(got)
 	if err := p.store.Put(got, mt, body); err != nil {
 		p.log.Warn("caching manifest failed", "name", t.repo, "tag", t.ref, "digest", got, "error", err)
+	} else if errors.Is(statErr, cache.ErrNotFound) {
+		p.writeShared(got) // new here: the shared tier may lack it too
 	}
 	p.link(t.repo, got)
 	stale := staleFromUpstream(resp)

@@ -29,6 +29,9 @@ type target struct {
 	ref    string      // a digest, or a manifest's tag
 	kind   kind        // kindBlob or kindManifest
 	accept http.Header // Accept to send; nil: none (blobs)
+	// upstreamOnly skips the shared tier: the download after a corrupt
+	// shared object (refetch) must not read it again.
+	upstreamOnly bool
 }
 
 // blobTarget is repo's blob dgst.

@@ -25,6 +25,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/s3test"
 	"github.com/ecr-mirror/ecr-mirror/internal/settings"
 	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
@@ -474,4 +475,37 @@ func (m *mirror) listener(i int) *mirror {
 	on := *m
 	on.URL, on.Host = "http://"+m.Extra[i], m.Extra[i]
 	return &on
+}
+
+// sharedTier is a versitygw bucket replicas share as SHARED_STORE.
+type sharedTier struct {
+	srv            *s3test.Server
+	bucket, prefix string
+}
+
+// startSharedTier starts versitygw with one bucket for SHARED_STORE.
+func startSharedTier(t testing.TB) *sharedTier {
+	t.Helper()
+	srv := s3test.Start(t)
+	srv.CreateBucket(t, "tier")
+	return &sharedTier{srv: srv, bucket: "tier", prefix: "mirror"}
+}
+
+// opts is a mirror's options with its own CACHE_DIR over the tier.
+func (s *sharedTier) opts() mirrorOpts {
+	aws := s.srv.AWS()
+	return mirrorOpts{
+		env:  map[string]string{"SHARED_STORE": "s3://" + s.bucket + "/" + s.prefix, "SHARED_STORE_PATH_STYLE": "true"},
+		edit: func(c *settings.Config) { c.SharedStoreAWS = &aws },
+	}
+}
+
+// keys are the objects in the tier, by digest.
+func (s *sharedTier) keys(t testing.TB) []string {
+	return s.srv.Keys(t, s.bucket, s.prefix+"/blobs/")
+}
+
+// key is the object key of dgst.
+func (s *sharedTier) key(dgst digest.Digest) string {
+	return s.prefix + "/blobs/sha256/" + dgst.Encoded()
 }

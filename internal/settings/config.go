@@ -3,6 +3,7 @@ package settings
 import (
 	"errors"
 	"fmt"
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"io"
 	"log/slog"
 	"math/big"
@@ -41,6 +42,9 @@ type Config struct {
 	LogLevel             slog.Level        // LOG_LEVEL
 	LogFormat            string            // LOG_FORMAT: text or json
 	Push                 bool              // PUSH
+	SharedStore          string            // SHARED_STORE, s3://BUCKET[/PREFIX]; "": off
+	SharedStorePathStyle bool              // SHARED_STORE_PATH_STYLE
+	SharedStoreRegion    string            // SHARED_STORE_REGION; "": the AWS SDK's
 	PullThroughs         map[string]string // PULL_THROUGHS: registry host to ECR prefix
 	DefaultNamespace     string            // DEFAULT_NAMESPACE; "": the ECR registry itself
 	// NamespaceListeners are extra listen addresses, each serving one
@@ -74,6 +78,9 @@ type Config struct {
 	// SeparateTagLookups turns off the merging of concurrent tag
 	// lookups. Not a setting: the baseline of the tag benchmark.
 	SeparateTagLookups bool
+	// SharedStoreAWS reaches SHARED_STORE's bucket; nil: the AWS SDK's
+	// default chain. Not a setting: tests point it at their S3 server.
+	SharedStoreAWS *aws.Config
 
 	source *source // nil for a Config not made by Parse
 }

@@ -156,6 +156,15 @@ func TestParseConfig(t *testing.T) {
 				}
 			},
 		},
+		{name: "shared store not s3, password not echoed", env: map[string]string{"UPSTREAM": ecr, "SHARED_STORE": "https://key:hunter2@bucket/p", "SHARED_STORE_PATH_STYLE": "yes"},
+			wantErr: []string{"SHARED_STORE: ", "want s3://BUCKET[/PREFIX]", `SHARED_STORE_PATH_STYLE: "yes" is not true or false`},
+			check:   func(*testing.T, *Config) {}},
+		{name: "shared store", env: map[string]string{"UPSTREAM": ecr, "SHARED_STORE": "s3://bucket/mirrors/a", "SHARED_STORE_PATH_STYLE": "true"},
+			check: func(t *testing.T, c *Config) {
+				if c.SharedStore != "s3://bucket/mirrors/a" || !c.SharedStorePathStyle {
+					t.Errorf("SharedStore %q, path style %v", c.SharedStore, c.SharedStorePathStyle)
+				}
+			}},
 		{name: "client stall timeout zero", env: map[string]string{"UPSTREAM": ecr, "CLIENT_STALL_TIMEOUT": "0"}, wantErr: []string{`CLIENT_STALL_TIMEOUT: "0"`}},
 		{name: "client stall timeout bad", env: map[string]string{"UPSTREAM": ecr, "CLIENT_STALL_TIMEOUT": "soon"}, wantErr: []string{`CLIENT_STALL_TIMEOUT: "soon"`}},
 		{name: "client connections zero", env: map[string]string{"UPSTREAM": ecr, "MAX_CLIENT_CONNECTIONS": "0"}, wantErr: []string{`MAX_CLIENT_CONNECTIONS: "0"`}},

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ecr-mirror/ecr-mirror/access"
 	"github.com/ecr-mirror/ecr-mirror/proxy"
+	"github.com/ecr-mirror/ecr-mirror/sharedstore"
 )
 
 //go:generate go test -count=1 -run TestREADMESettingsTableMatchesSettings . -args -update-readme
@@ -131,6 +132,31 @@ func serverSettings(c *Config) []*setting {
 			help:  "pass pushes (blob uploads, manifest PUTs) through to ECR with the mirror's credentials",
 			doc:   "pass pushes (blob uploads, manifest PUTs) through to ECR with the mirror's credentials",
 			parse: bindBool(&c.Push)},
+		{env: "SHARED_STORE", arg: "URL",
+			help:       "s3://BUCKET[/PREFIX] of a blob tier shared by several replicas, read before ECR and written after each download (credentials and endpoint from the AWS SDK: AWS_ENDPOINT_URL_S3, profile, IRSA); unset: off",
+			docDefault: "(off)", doc: "`s3://BUCKET[/PREFIX]`: an S3-compatible bucket several replicas share for content by digest, read on a local miss before ECR and written once after each download (see \"Shared blob tier (several replicas)\"); credentials and endpoint from the AWS SDK (`AWS_ENDPOINT_URL_S3`, profile, IRSA)",
+			parse: bindSharedStore(&c.SharedStore)},
+		{env: "SHARED_STORE_PATH_STYLE", arg: argBool, def: "false",
+			help:  "address SHARED_STORE's bucket in the URL path (IP endpoints and most on-premises stores need it)",
+			doc:   "address the `SHARED_STORE` bucket in the URL path rather than the host name (IP endpoints, MinIO, Ceph RGW, versitygw)",
+			parse: bindBool(&c.SharedStorePathStyle)},
+		{env: "SHARED_STORE_REGION", arg: "REGION",
+			help:       "region of SHARED_STORE's bucket (default: the AWS SDK's, AWS_REGION, else us-east-1)",
+			docDefault: "the SDK's", doc: "the region of the `SHARED_STORE` bucket, when it is not the AWS SDK's (`AWS_REGION`, which also names the ECR region); with neither, `us-east-1`",
+			parse: bindText(&c.SharedStoreRegion)},
+	}
+}
+
+// bindSharedStore binds an s3://BUCKET[/PREFIX] URL, or "" (off).
+func bindSharedStore(dst *string) func(string) error {
+	return func(v string) error {
+		if v != "" {
+			if _, _, err := sharedstore.ParseURL(v); err != nil {
+				return err
+			}
+		}
+		*dst = v
+		return nil
 	}
 }
 

@@ -3,8 +3,9 @@
 // token source per region, ECR Public's token, the logins of
 // UPSTREAM_DOCKER_CONFIG for oci registries), one proxy per upstream over
 // the one store with its own transport and redirect policy, the backend
-// the registry handler routes each to, and the metrics and reachability
-// that watch them. Every request upstream, the AWS SDK's token calls
+// the registry handler routes each to, the shared blob tier of
+// SHARED_STORE that every proxy reads before its upstream (sharedstore.go),
+// and the metrics and reachability that watch them. Every request upstream, the AWS SDK's token calls
 // included, names the mirror's build in its User-Agent
 // (ecr-mirror/<version>, from internal/buildinfo).
 package upstreams
@@ -45,9 +46,11 @@ type Side struct {
 	Proxies []*proxy.Proxy // every upstream's, the default first
 	Metrics *observe.Metrics
 	// shared holds MAX_DOWNLOADS and UPSTREAM_MAX_RATE for all upstreams together.
-	shared     *proxy.Shared
-	stopTokens context.CancelFunc
-	build      buildinfo.Info // for the User-Agent sent upstream
+	shared *proxy.Shared
+	// sharedBlobs is SHARED_STORE's tier, given to every proxy; nil: off.
+	sharedBlobs proxy.SharedBlobs
+	stopTokens  context.CancelFunc
+	build       buildinfo.Info // for the User-Agent sent upstream
 }
 
 // Start starts refreshing the ECR tokens of every region an ecr
@@ -63,6 +66,10 @@ func Start(ctx context.Context, cfg *settings.Config, store *cache.Store, log *s
 		return nil, err // it names UPSTREAM_DOCKER_CONFIG and the file
 	}
 	creds := &upstreamCredentials{regions: map[string]*auth.Source{}, logins: logins}
+	if up.sharedBlobs, err = up.sharedStore(ctx, cfg); err != nil {
+		stopTokens()
+		return nil, err
+	}
 	for i, u := range cfg.Upstreams {
 		wrap, err := up.credentials(tokenCtx, cfg, u, creds, log)
 		if err == nil {
@@ -152,6 +159,7 @@ func (up *Side) addProxy(cfg *settings.Config, u settings.Upstream, main bool, s
 		StallClock:      cfg.StallClock,
 		Retries:         cfg.Retries,
 		ObserveUpstream: func(ev proxy.UpstreamEvent) { up.Reach.ObserveUpstream(ev); up.Metrics.ObserveUpstream(ev) },
+		SharedStore:     up.sharedBlobs,
 	})
 	if err != nil {
 		return fmt.Errorf("UPSTREAM %s: %w", u.URL, err)

@@ -1,0 +1,22 @@
+// Package sharedstore is the shared blob tier: content by digest kept in
+// an S3-compatible bucket (AWS S3, Ceph RGW, MinIO, versitygw...) that
+// several mirror replicas read and write, so that a digest one replica
+// downloaded from ECR is read from the bucket by the others.
+//
+// Objects are named by digest under an optional prefix:
+//
+//	<prefix>/blobs/sha256/<hex>
+//
+// An object is written once, from content already verified and committed
+// to a replica's local store: a conditional create (If-None-Match: *), so
+// that two replicas writing the same digest never both write it (the
+// second gets 412, which is success: the content is there), multipart
+// above a part size, each part read from the local file as it is sent,
+// never the whole blob in memory. Readers verify what they read (the
+// proxy tees it through a cache.Writer, which checks the digest) and
+// delete an object that does not match.
+//
+// The store knows neither HTTP clients nor the local cache: the proxy
+// reaches it through a small interface (proxy.SharedBlobs). Errors name
+// the bucket and key, never credentials.
+package sharedstore
