@@ -70,7 +70,11 @@ func TestReplicasDownloadEachBlobFromECROnceThroughTheSharedTier(t *testing.T) {
 		want = append(want, tier.key(b))
 	}
 	slices.Sort(want)
-	testwait.Until(t, "A to write the image to the shared tier", func() bool { return slices.Equal(tier.keys(t), want) })
+	// An object is listed as soon as the bucket has it, a moment before
+	// A counts its write: wait for both.
+	testwait.Until(t, "A to write the image to the shared tier", func() bool {
+		return slices.Equal(tier.keys(t), want) && metric(t, a, sharedPutOK) >= float64(len(want))
+	})
 	if n := metric(t, a, sharedPutOK); n != float64(len(want)) {
 		t.Errorf("A wrote %v objects, want one per digest: %d", n, len(want))
 	}
@@ -200,18 +204,16 @@ func TestConcurrentReplicasWriteEachDigestOnce(t *testing.T) {
 	wg.Wait()
 	want := len(blobs) + 1
 	testwait.Until(t, "every digest in the tier", func() bool { return len(tier.keys(t)) == want })
-	// Each replica writes what it downloaded; wait until none is left.
-	for _, m := range replicas {
-		testwait.Until(t, "the replica's writes to settle", func() bool {
-			s := scrape(t, m.URL+"/metrics")
-			return s[`ecr_mirror_shared_store_requests_total{op="head",outcome="ok"}`]+s[`ecr_mirror_shared_store_requests_total{op="head",outcome="not_found"}`] >=
-				s[`ecr_mirror_shared_store_requests_total{op="put",outcome="ok"}`]+s[`ecr_mirror_shared_store_requests_total{op="put",outcome="exists"}`]
-		})
-	}
+	// Each object is written by one conditional create; a replica counts
+	// its write a moment after the bucket lists the object.
 	var written float64
-	for _, m := range replicas {
-		written += metric(t, m, sharedPutOK)
-	}
+	testwait.Until(t, "the replicas to count their writes", func() bool {
+		written = 0
+		for _, m := range replicas {
+			written += metric(t, m, sharedPutOK)
+		}
+		return written >= float64(want)
+	})
 	if written != float64(want) {
 		t.Errorf("replicas wrote %v objects for %d digests", written, want)
 	}
