@@ -42,6 +42,25 @@ func sharedImage(t *testing.T) (*fakeecr.Server, digest.Digest, []digest.Digest)
 	return fake, manifest, blobs
 }
 
+// layerInSharedTier puts a cold image in a fake ECR and has a first
+// replica pull one of its layers, which it writes to a new shared tier;
+// it returns the fake, the tier and the layer's digest, for a second
+// replica to read.
+func layerInSharedTier(t *testing.T) (*fakeecr.Server, *sharedTier, digest.Digest) {
+	t.Helper()
+	fake, _, blobs := sharedImage(t)
+	tier := startSharedTier(t)
+	a := startMirror(t, fake, tier.opts())
+	layer := blobs[0]
+	if err := fetchBlob(t, a, "team/app", layer); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Until(t, "the first replica to write the layer to the shared tier", func() bool {
+		return slices.Contains(tier.keys(t), tier.key(layer))
+	})
+	return fake, tier, layer
+}
+
 // metric reads one series of m's metrics.
 func metric(t *testing.T, m *mirror, series string) float64 {
 	t.Helper()
@@ -122,15 +141,8 @@ func TestReplicasDownloadEachBlobFromECROnceThroughTheSharedTier(t *testing.T) {
 // gets it.
 func TestCorruptSharedObjectIsDroppedAndRefetchedFromECR(t *testing.T) {
 	t.Parallel()
-	fake, _, blobs := sharedImage(t)
-	tier := startSharedTier(t)
-	a := startMirror(t, fake, tier.opts())
-	layer := blobs[0]
-	if err := fetchBlob(t, a, "team/app", layer); err != nil {
-		t.Fatal(err)
-	}
+	fake, tier, layer := layerInSharedTier(t)
 	key := tier.key(layer)
-	testwait.Until(t, "A to write the layer to the shared tier", func() bool { return slices.Contains(tier.keys(t), key) })
 	good := readObject(t, tier, key)
 	bad := bytes.Clone(good)
 	bad[len(bad)/2] ^= 0xff
@@ -246,14 +258,7 @@ func putObject(t *testing.T, tier *sharedTier, key string, data []byte) {
 // holds it (one HEAD, no body), as for local content.
 func TestSharedTierServesARepositoryOnlyWhatECRSaysItHolds(t *testing.T) {
 	t.Parallel()
-	fake, _, blobs := sharedImage(t)
-	tier := startSharedTier(t)
-	a := startMirror(t, fake, tier.opts())
-	layer := blobs[0]
-	if err := fetchBlob(t, a, "team/app", layer); err != nil {
-		t.Fatal(err)
-	}
-	testwait.Until(t, "A to write the layer to the shared tier", func() bool { return slices.Contains(tier.keys(t), tier.key(layer)) })
+	fake, tier, layer := layerInSharedTier(t)
 
 	b := startMirror(t, fake, tier.opts())
 	before := fake.Counters()
@@ -281,14 +286,7 @@ func TestSharedTierServesARepositoryOnlyWhatECRSaysItHolds(t *testing.T) {
 // the shared tier, as they share one ECR download.
 func TestConcurrentClientsShareOneSharedTierRead(t *testing.T) {
 	t.Parallel()
-	fake, _, blobs := sharedImage(t)
-	tier := startSharedTier(t)
-	a := startMirror(t, fake, tier.opts())
-	layer := blobs[0]
-	if err := fetchBlob(t, a, "team/app", layer); err != nil {
-		t.Fatal(err)
-	}
-	testwait.Until(t, "A to write the layer to the shared tier", func() bool { return slices.Contains(tier.keys(t), tier.key(layer)) })
+	fake, tier, layer := layerInSharedTier(t)
 
 	b := startMirror(t, fake, tier.opts())
 	before := fake.Counters().BlobGet
@@ -309,14 +307,7 @@ func TestConcurrentClientsShareOneSharedTierRead(t *testing.T) {
 // GET): the client gets the whole blob, verified.
 func TestSharedTierReadCutShortGoesOnFromECR(t *testing.T) {
 	t.Parallel()
-	fake, _, blobs := sharedImage(t)
-	tier := startSharedTier(t)
-	a := startMirror(t, fake, tier.opts())
-	layer := blobs[0]
-	if err := fetchBlob(t, a, "team/app", layer); err != nil {
-		t.Fatal(err)
-	}
-	testwait.Until(t, "A to write the layer to the shared tier", func() bool { return slices.Contains(tier.keys(t), tier.key(layer)) })
+	fake, tier, layer := layerInSharedTier(t)
 
 	// B reaches the bucket through a proxy that cuts every object body
 	// after its first half.
