@@ -174,15 +174,7 @@ func TestContainerdPullsOverTLSWithLogin(t *testing.T) {
 		})
 	}
 
-	if got := ctrd.imageDigest(t, ref); got != manifest {
-		t.Errorf("%s is %s in containerd, want %s", ref, got, manifest)
-	}
-	stored := ctrd.content(t)
-	for _, d := range append([]digest.Digest{manifest}, blobs...) {
-		if !slices.Contains(stored, d) {
-			t.Errorf("containerd's content store lacks %s", d)
-		}
-	}
+	checkFetched(t, ctrd, ref, manifest, blobs)
 	logs := lm.Logs.String()
 	for _, secret := range []string{lm.password, strings.TrimPrefix(good, "Basic ")} {
 		if strings.Contains(logs, secret) {

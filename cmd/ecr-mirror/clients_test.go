@@ -886,3 +886,17 @@ func TestContainerdPullsFromTwoECRHosts(t *testing.T) {
 		t.Error("the second ECR registry got no request with the region's token")
 	}
 }
+
+// checkFetched checks that containerd has ref as manifest, with every blob.
+func checkFetched(t *testing.T, ctrd *containerd, ref string, manifest digest.Digest, blobs []digest.Digest) {
+	t.Helper()
+	if got := ctrd.imageDigest(t, ref); got != manifest {
+		t.Errorf("%s is %s in containerd, want %s", ref, got, manifest)
+	}
+	stored := ctrd.content(t)
+	for _, d := range append([]digest.Digest{manifest}, blobs...) {
+		if !slices.Contains(stored, d) {
+			t.Errorf("containerd's content store lacks %s", d)
+		}
+	}
+}

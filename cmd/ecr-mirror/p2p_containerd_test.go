@@ -122,20 +122,6 @@ func blobPaths(repo string, blobs []digest.Digest) []string {
 	return out
 }
 
-// checkFetched checks that containerd has ref as manifest, with every blob.
-func checkFetched(t *testing.T, ctrd *containerd, ref string, manifest digest.Digest, blobs []digest.Digest) {
-	t.Helper()
-	if got := ctrd.imageDigest(t, ref); got != manifest {
-		t.Errorf("%s is %s in containerd, want %s", ref, got, manifest)
-	}
-	stored := ctrd.content(t)
-	for _, d := range append([]digest.Digest{manifest}, blobs...) {
-		if !slices.Contains(stored, d) {
-			t.Errorf("containerd's content store lacks %s", d)
-		}
-	}
-}
-
 // containerd with a spegel that is down (connection refused) listed first
 // and the mirror second: every request fails on spegel and is sent again
 // to the mirror (containerd 1.6.20 as Debian 12 ships it tries the next
