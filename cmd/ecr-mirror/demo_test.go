@@ -4,7 +4,6 @@ package main
 
 import (
 	"encoding/json"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -149,23 +148,8 @@ func (d *demo) pullSample(t *testing.T, want string) {
 	if dgst, err := img.Digest(); err != nil || dgst.String() != want {
 		t.Errorf("sample/hello:latest is %v (%v), want %s", dgst, err, want)
 	}
-	if _, err := img.RawConfigFile(); err != nil {
-		t.Fatal(err)
-	}
-	layers, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range layers {
-		rc, err := l.Compressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = io.Copy(io.Discard, rc)
-		rc.Close()
-		if err != nil {
-			t.Fatalf("reading a layer through the demo: %v", err)
-		}
+	if err := readWhole(img); err != nil {
+		t.Fatalf("reading the image through the demo: %v", err)
 	}
 }
 

@@ -304,27 +304,36 @@ func pullImage(t testing.TB, m *mirror, ref string) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := img.RawConfigFile(); err != nil {
+	if err := readWhole(img); err != nil {
 		return nil, err
+	}
+	return img, nil
+}
+
+// readWhole reads an image's config and every layer to its end, through
+// ggcr, which verifies each digest.
+func readWhole(img v1.Image) error {
+	if _, err := img.RawConfigFile(); err != nil {
+		return fmt.Errorf("config: %w", err)
 	}
 	layers, err := img.Layers()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for _, l := range layers {
 		rc, err := l.Compressed()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		_, err = io.Copy(io.Discard, rc)
 		if cerr := rc.Close(); err == nil {
 			err = cerr
 		}
 		if err != nil {
-			return nil, err
+			return fmt.Errorf("layer: %w", err)
 		}
 	}
-	return img, nil
+	return nil
 }
 
 // putImage stores a ggcr image in the fake under repo:tag and returns the

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"io"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -82,25 +81,8 @@ func readImage(t testing.TB, img v1.Image, want digest.Digest) {
 	if d.String() != want.String() {
 		t.Fatalf("image digest %s, want %s", d, want)
 	}
-	if _, err := img.RawConfigFile(); err != nil {
-		t.Fatalf("config of %s: %v", want, err)
-	}
-	layers, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range layers {
-		rc, err := l.Compressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = io.Copy(io.Discard, rc)
-		if cerr := rc.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			t.Fatalf("layer of %s: %v", want, err)
-		}
+	if err := readWhole(img); err != nil {
+		t.Fatalf("reading %s: %v", want, err)
 	}
 }
 
