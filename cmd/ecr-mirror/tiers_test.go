@@ -113,22 +113,7 @@ func TestTiersServeStaleAcrossTheChain(t *testing.T) {
 	putRawImage(fake, "team/app", "v1", img)
 	regional, edge := startTiers(t, fake)
 
-	pull := func(stage string, stale bool) {
-		t.Helper()
-		resp, body := getManifest(t, edge.URL, "team/app/manifests/v1")
-		if resp.StatusCode != http.StatusOK || digest.FromBytes(body) != img.Dgst {
-			t.Fatalf("%s: GET team/app:v1 at the edge: %d %s", stage, resp.StatusCode, body)
-		}
-		if got := resp.Header.Get("Warning"); strings.HasPrefix(got, "110 ") != stale {
-			t.Fatalf("%s: Warning %q at the edge, want a stale one: %v", stage, got, stale)
-		}
-		for _, d := range []digest.Digest{img.ConfigDgst, img.LayerDgst} {
-			if err := fetchBlob(t, edge, "team/app", d); err != nil {
-				t.Fatalf("%s: blob %s at the edge: %v", stage, d, err)
-			}
-		}
-	}
-	pull("online", false)
+	pullAtEdge(t, edge, img, "online", false)
 	testwait.Until(t, "the image stored at both tiers", func() bool {
 		for _, d := range []digest.Digest{img.Dgst, img.ConfigDgst, img.LayerDgst} {
 			if !edge.stored(d) || !regional.stored(d) {
@@ -139,12 +124,12 @@ func TestTiersServeStaleAcrossTheChain(t *testing.T) {
 	})
 
 	fake.SetDown(true)
-	pull("ECR down", true)
+	pullAtEdge(t, edge, img, "ECR down", true)
 	if !strings.Contains(regional.Logs.String(), "serving a stale tag") {
 		t.Errorf("the regional mirror did not answer from its record:\n%s", regional.Logs)
 	}
 	regional.Stop()
-	pull("ECR and the regional mirror down", true)
+	pullAtEdge(t, edge, img, "ECR and the regional mirror down", true)
 	if !strings.Contains(edge.Logs.String(), "serving a stale tag") {
 		t.Errorf("the edge did not answer from its record:\n%s", edge.Logs)
 	}
@@ -193,23 +178,31 @@ func TestTiersWithTheRegionalMirrorAProcess(t *testing.T) {
 				t.Fatal("the regional mirror did not exit on SIGTERM")
 			}
 		}
-		resp, body := getManifest(t, edge.URL, "team/app/manifests/v1")
-		if resp.StatusCode != http.StatusOK || digest.FromBytes(body) != img.Dgst {
-			t.Fatalf("round %d: GET team/app:v1 at the edge: %d %s", round, resp.StatusCode, body)
-		}
-		if got := resp.Header.Get("Warning"); strings.HasPrefix(got, "110 ") != stale {
-			t.Fatalf("round %d: Warning %q, want a stale one: %v", round, got, stale)
-		}
-		for _, d := range []digest.Digest{img.ConfigDgst, img.LayerDgst} {
-			if err := fetchBlob(t, edge, "team/app", d); err != nil {
-				t.Fatalf("round %d: blob %s at the edge: %v", round, d, err)
-			}
-		}
+		pullAtEdge(t, edge, img, fmt.Sprint("round ", round), stale)
 		if round == 0 {
 			testwait.Until(t, "the image stored at the edge", func() bool { return edge.stored(img.ConfigDgst) && edge.stored(img.LayerDgst) })
 		}
 	}
 	if c := fake.Counters(); c.BlobGet != 2 || c.S3Get[img.LayerDgst] != 1 {
 		t.Errorf("ECR saw %d blob GETs and %d downloads of the layer, want 2 and 1", c.BlobGet, c.S3Get[img.LayerDgst])
+	}
+}
+
+// pullAtEdge pulls team/app:v1 (img) through the edge mirror: the
+// manifest by tag, with a stale answer's Warning exactly when stale is
+// set, and both blobs, verified; stage names the step in failures.
+func pullAtEdge(t *testing.T, edge *mirror, img rawImage, stage string, stale bool) {
+	t.Helper()
+	resp, body := getManifest(t, edge.URL, "team/app/manifests/v1")
+	if resp.StatusCode != http.StatusOK || digest.FromBytes(body) != img.Dgst {
+		t.Fatalf("%s: GET team/app:v1 at the edge: %d %s", stage, resp.StatusCode, body)
+	}
+	if got := resp.Header.Get("Warning"); strings.HasPrefix(got, "110 ") != stale {
+		t.Fatalf("%s: Warning %q at the edge, want a stale one: %v", stage, got, stale)
+	}
+	for _, d := range []digest.Digest{img.ConfigDgst, img.LayerDgst} {
+		if err := fetchBlob(t, edge, "team/app", d); err != nil {
+			t.Fatalf("%s: blob %s at the edge: %v", stage, d, err)
+		}
 	}
 }
