@@ -30,6 +30,10 @@ type flight struct {
 	w          *cache.Writer
 	mediaType  string
 	fromShared bool // filled from the shared tier, not upstream
+	fromPeer   bool // filled from the digest's owner among the peers
+	// resumedUpstream: a peer's body was cut and upstream gave the rest
+	// (set and read by the download's goroutine only).
+	resumedUpstream bool
 }
 
 // failed reports whether the download has failed for good: a new request
@@ -120,7 +124,7 @@ func (p *Proxy) download(fl *flight, t target) {
 	if err != nil {
 		p.stats.DownloadFailures.Add(1) // the store counts digest mismatches
 		p.log.Warn("download failed; nothing was cached", "digest", fl.dgst, "path", t.path(), "error", err)
-		if errors.Is(err, errSharedCorrupt) {
+		if errors.Is(err, errSharedCorrupt) || errors.Is(err, errPeerCorrupt) {
 			p.refetch(fl, t)
 		}
 		return
@@ -129,16 +133,18 @@ func (p *Proxy) download(fl *flight, t target) {
 		// Stored now, so what it references is known: link that too.
 		p.link(fl.name, fl.dgst)
 	}
-	if !fl.fromShared {
-		p.writeShared(fl.dgst)
+	if !fl.fromShared && (!fl.fromPeer || fl.resumedUpstream) {
+		p.writeShared(fl.dgst) // a peer's content is the owner's to write
 	}
 	p.log.Debug("download complete", "digest", fl.dgst, "path", t.path(), "bytes", fl.w.Written(), "duration", time.Since(start))
 }
 
 // fill runs the download and settles the flight: every follower sees the
 // bytes, or the error. The shared tier, if any, is read before upstream
-// (sharedtier.go). A blob whose upstream body stops short is resumed
-// where it stopped (resume.go), into the same writer.
+// (sharedtier.go), then the digest's owner among the peers (peertier.go)
+// and, if the owner failed, the shared tier again (it may have written
+// the digest meanwhile). A blob whose upstream body stops short is
+// resumed where it stopped (resume.go), into the same writer.
 func (p *Proxy) fill(fl *flight, t target) (err error) {
 	started := false
 	defer func() {
@@ -147,10 +153,8 @@ func (p *Proxy) fill(fl *flight, t target) (err error) {
 			close(fl.ready)
 		}
 	}()
-	if p.shared != nil && !t.upstreamOnly {
-		if done, err := p.fillShared(fl, t, &started); done {
-			return err
-		}
+	if done, err := p.fillTiers(fl, t, &started); done {
+		return err
 	}
 	p.stats.Downloads.Add(1)
 	ctx, cancel := context.WithCancelCause(p.bg)
@@ -178,6 +182,27 @@ func (p *Proxy) fill(fl *flight, t target) (err error) {
 	fl.w, fl.mediaType, started = w, mediaType(resp, t.kind), true
 	close(fl.ready)
 	return p.copyResuming(w, a, t)
+}
+
+// fillTiers fills fl from the shared tier or a peer, when either has the
+// digest: done false, download it from upstream.
+func (p *Proxy) fillTiers(fl *flight, t target, started *bool) (done bool, err error) {
+	if t.upstreamOnly {
+		return false, nil
+	}
+	if p.shared != nil {
+		if done, err := p.fillShared(fl, t, started); done {
+			return true, err
+		}
+	}
+	if p.peers == nil || t.noPeers {
+		return false, nil
+	}
+	asked, done, err := p.fillPeer(fl, t, started)
+	if done || !asked || p.shared == nil {
+		return done, err
+	}
+	return p.fillShared(fl, t, started)
 }
 
 // errStalled says an upstream body sent nothing for too long.

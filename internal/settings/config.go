@@ -45,6 +45,10 @@ type Config struct {
 	SharedStore          string            // SHARED_STORE, s3://BUCKET[/PREFIX]; "": off
 	SharedStorePathStyle bool              // SHARED_STORE_PATH_STYLE
 	SharedStoreRegion    string            // SHARED_STORE_REGION; "": the AWS SDK's
+	// Peers is PEERS (dns:HOST:PORT or HOST:PORT,...); "": no peers.
+	// PeerAddr is PEER_ADDR, PeerSecret PEER_SECRET (never logged).
+	Peers, PeerAddr, PeerSecret string
+	PeerRefresh, PeerTimeout    time.Duration // PEER_REFRESH, PEER_TIMEOUT
 	PullThroughs         map[string]string // PULL_THROUGHS: registry host to ECR prefix
 	DefaultNamespace     string            // DEFAULT_NAMESPACE; "": the ECR registry itself
 	// NamespaceListeners are extra listen addresses, each serving one
