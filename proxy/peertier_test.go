@@ -41,12 +41,12 @@ func TestPeerTierNeverFailsAPull(t *testing.T) {
 		{name: "this replica owns it: ECR, written to the shared tier",
 			setup: func(m *memPeers) { m.err = ErrNoPeer }, wantOK: true, blobGets: 1, sharedWrites: 1},
 		{name: "owner unreachable: ECR, written to the shared tier",
-			setup: func(m *memPeers) { m.err = errors.New("dial tcp 10.0.0.2:5001: connection refused") },
+			setup:  func(m *memPeers) { m.err = errors.New("dial tcp 10.0.0.2:5001: connection refused") },
 			wantOK: true, blobGets: 1, sharedWrites: 1, peerFailed: 1},
 		{name: "owner answers 404: ECR",
 			setup: func(*memPeers) {}, wantOK: true, blobGets: 1, sharedWrites: 1, peerFailed: 1},
 		{name: "owner cut mid-body: the rest from ECR by Range, written to the shared tier",
-			setup: func(m *memPeers) { m.content[dgst], m.cutAt = data, len(data)/3 },
+			setup:  func(m *memPeers) { m.content[dgst], m.cutAt = data, len(data)/3 },
 			wantOK: true, blobGets: 1, rangeGets: 1, sharedWrites: 1},
 		{name: "owner sends wrong bytes: never served whole, downloaded again from ECR",
 			setup: func(m *memPeers) { m.content[dgst] = corrupt }, wantOK: false, blobGets: 1, sharedWrites: 1},
@@ -179,4 +179,3 @@ func readVerified(c *registry.Content, want []byte) error {
 	}
 	return nil
 }
-

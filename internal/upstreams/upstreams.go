@@ -55,8 +55,8 @@ type Side struct {
 	Members    *peers.Members
 	peerClient *peers.Client
 	peerSigner *peers.Signer
-	stopTokens  context.CancelFunc
-	build       buildinfo.Info // for the User-Agent sent upstream
+	stopTokens context.CancelFunc
+	build      buildinfo.Info // for the User-Agent sent upstream
 }
 
 // Start starts refreshing the ECR tokens of every region an ecr
