@@ -36,21 +36,17 @@ type Config struct {
 	// UpstreamDockerConfig is UPSTREAM_DOCKER_CONFIG: the logins of the
 	// oci upstreams; "": anonymous.
 	UpstreamDockerConfig string
-	ListenAddr           string     // LISTEN_ADDR
-	CacheDir             string     // CACHE_DIR
-	CacheMaxSize         int64      // CACHE_MAX_SIZE, bytes
-	LogLevel             slog.Level // LOG_LEVEL
-	LogFormat            string     // LOG_FORMAT: text or json
-	Push                 bool       // PUSH
-	SharedStore          string     // SHARED_STORE, s3://BUCKET[/PREFIX]; "": off
-	SharedStorePathStyle bool       // SHARED_STORE_PATH_STYLE
-	SharedStoreRegion    string     // SHARED_STORE_REGION; "": the AWS SDK's
-	// Peers is PEERS (dns:HOST:PORT or HOST:PORT,...); "": no peers.
-	// PeerAddr is PEER_ADDR, PeerSecret PEER_SECRET (never logged).
-	Peers, PeerAddr, PeerSecret string
-	PeerRefresh, PeerTimeout    time.Duration     // PEER_REFRESH, PEER_TIMEOUT
-	PullThroughs                map[string]string // PULL_THROUGHS: registry host to ECR prefix
-	DefaultNamespace            string            // DEFAULT_NAMESPACE; "": the ECR registry itself
+	ListenAddr           string            // LISTEN_ADDR
+	CacheDir             string            // CACHE_DIR
+	CacheMaxSize         int64             // CACHE_MAX_SIZE, bytes
+	LogLevel             slog.Level        // LOG_LEVEL
+	LogFormat            string            // LOG_FORMAT: text or json
+	Push                 bool              // PUSH
+	SharedStore          string            // SHARED_STORE, s3://BUCKET[/PREFIX]; "": off
+	SharedStorePathStyle bool              // SHARED_STORE_PATH_STYLE
+	SharedStoreRegion    string            // SHARED_STORE_REGION; "": the AWS SDK's
+	PullThroughs         map[string]string // PULL_THROUGHS: registry host to ECR prefix
+	DefaultNamespace     string            // DEFAULT_NAMESPACE; "": the ECR registry itself
 	// NamespaceListeners are extra listen addresses, each serving one
 	// registry's images to clients that name none (NAMESPACE_LISTENERS).
 	NamespaceListeners []NamespaceListener
@@ -85,6 +81,12 @@ type Config struct {
 	// SharedStoreAWS reaches SHARED_STORE's bucket; nil: the AWS SDK's
 	// default chain. Not a setting: tests point it at their S3 server.
 	SharedStoreAWS *aws.Config
+
+	// Peers is PEERS (dns:HOST:PORT or HOST:PORT,...); "": no peers.
+	// PeerAddr is PEER_ADDR, PeerSecret PEER_SECRET (never logged),
+	// PeerRefresh PEER_REFRESH and PeerTimeout PEER_TIMEOUT.
+	Peers, PeerAddr, PeerSecret string
+	PeerRefresh, PeerTimeout    time.Duration
 
 	source *source // nil for a Config not made by Parse
 }
