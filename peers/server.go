@@ -1,7 +1,6 @@
 package peers
 
 import (
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -117,6 +116,10 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, c *registry.Conte
 	if r.Method == http.MethodHead {
 		return
 	}
+	// The headers go out now, not with the first 4 KiB: the asking
+	// replica waits PEER_TIMEOUT for them, while this download may
+	// still wait on ECR for its first bytes.
+	_ = http.NewResponseController(w).Flush()
 	if n, err := io.Copy(w, c.Body); err != nil {
 		// Abort the response: the peer sees a cut body, never a short
 		// one that looks whole.
@@ -124,6 +127,3 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, c *registry.Conte
 		panic(http.ErrAbortHandler)
 	}
 }
-
-// String names the server for logs.
-func (s *Server) String() string { return fmt.Sprintf("peer API for %d upstreams", len(s.backends)) }

@@ -55,6 +55,9 @@ func WithPeerRequest(ctx context.Context) context.Context {
 	return context.WithValue(ctx, peerRequestKey{}, true)
 }
 
+// IsPeerRequest reports whether ctx is marked as a peer's request.
+func IsPeerRequest(ctx context.Context) bool { return isPeerRequest(ctx) }
+
 func isPeerRequest(ctx context.Context) bool {
 	v, _ := ctx.Value(peerRequestKey{}).(bool)
 	return v
