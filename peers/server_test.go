@@ -128,7 +128,9 @@ func TestServerAnswersOnlySignedRequests(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer resp.Body.Close()
-			var body struct{ Errors []struct{ Code registry.Code } }
+			var body struct {
+				Errors []struct{ Code registry.Code }
+			}
 			if resp.StatusCode != tt.status || json.NewDecoder(resp.Body).Decode(&body) != nil || len(body.Errors) != 1 || body.Errors[0].Code != tt.code {
 				t.Fatalf("%s %s: %d %+v, want %d %s", tt.method, tt.path, resp.StatusCode, body, tt.status, tt.code)
 			}
@@ -251,4 +253,3 @@ func TestClientAsksTheOwner(t *testing.T) {
 		t.Errorf("the owner served %d requests, then %d", n, after)
 	}
 }
-

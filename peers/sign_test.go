@@ -22,7 +22,10 @@ func TestSignatures(t *testing.T) {
 		ok     bool
 	}{
 		{name: "signed", ok: true},
-		{name: "a little behind", mutate: func(_ *http.Request, clk *clockwork.FakeClock) *Signer { clk.Advance(SignatureWindow - time.Second); return nil }, ok: true},
+		{name: "a little behind", mutate: func(_ *http.Request, clk *clockwork.FakeClock) *Signer {
+			clk.Advance(SignatureWindow - time.Second)
+			return nil
+		}, ok: true},
 		{name: "too old", mutate: func(_ *http.Request, clk *clockwork.FakeClock) *Signer {
 			clk.Advance(SignatureWindow + time.Second)
 			return nil
