@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 	"github.com/ecr-mirror/ecr-mirror/peers"
 	"github.com/ecr-mirror/ecr-mirror/proxy"
@@ -298,3 +300,81 @@ func TestReplicaWithoutReachablePeersIsDegradedAndPullsThroughECR(t *testing.T) 
 	}
 }
 
+
+// startClusterProcesses runs n mirror processes over fake, each with
+// its own CACHE_DIR, PEERS naming them all.
+func startClusterProcesses(t *testing.T, fake *fakeecr.Server, n int) (procs []*process, mirrors []*mirror, peerAddrs []string) {
+	t.Helper()
+	bin := mirrorBinary(t)
+	peerAddrs = freeAddrs(t, n)
+	for i := range n {
+		var extra []string
+		for k, v := range peerEnv(peerAddrs, i) {
+			extra = append(extra, k+"="+v)
+		}
+		dir := t.TempDir()
+		p := startProcess(t, bin, fake, dir, extra...)
+		procs = append(procs, p)
+		mirrors = append(mirrors, &mirror{Dir: dir, URL: "http://" + p.addr, Host: p.addr})
+	}
+	return procs, mirrors, peerAddrs
+}
+
+// kill -9 the owner of a blob while the other replicas' clients stream
+// it from the owner: every one of those clients completes with verified
+// bytes, the rest coming from ECR by Range where the owner stopped.
+func TestOwnerKilledMidDownloadCostsNoPull(t *testing.T) {
+	t.Parallel()
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	const size, after = 8 << 20, 1 << 20
+	layer := fake.PutBlob("team/app", testkit.RandomBytes(91, size))
+	procs, mirrors, addrs := startClusterProcesses(t, fake, 3)
+	owner := slices.Index(addrs, peers.Owner(addrs, layer))
+	// The owner's download from ECR gets a first MiB, then waits.
+	hold := make(chan struct{})
+	fake.SetFault(layer, fakeecr.Fault{Mode: fakeecr.FaultStall, Times: 1, After: after, Hold: hold})
+	var waits []func() []error
+	var survivors []*mirror
+	for i, m := range mirrors {
+		if i != owner {
+			survivors = append(survivors, m)
+			waits = append(waits, startFetches(t, m, "team/app", layer, 4))
+		}
+	}
+	for _, m := range survivors {
+		testwait.Until(t, "a replica to stream the first bytes from the owner", func() bool {
+			names := m.tempFiles(t)
+			if len(names) != 1 {
+				return false
+			}
+			info, err := os.Stat(filepath.Join(m.Dir, "tmp", names[0]))
+			return err == nil && info.Size() >= after/2
+		})
+	}
+	if n := fake.Counters().BlobGet; n != 1 {
+		t.Fatalf("ECR saw %d blob GETs before the kill, want the owner's only", n)
+	}
+	if err := procs[owner].cmd.Process.Kill(); err != nil { // SIGKILL
+		t.Fatal(err)
+	}
+	<-procs[owner].done
+	procs[owner].done <- nil // for the cleanup
+	close(hold)
+	for i, wait := range waits {
+		for j, err := range wait() {
+			if err != nil {
+				t.Errorf("client %d of surviving replica %d: %v", j, i, err)
+			}
+		}
+	}
+	c := fake.Counters()
+	if c.S3RangeGet[layer] < 1 {
+		t.Errorf("no replica resumed from ECR by Range (%d ranged GETs)", c.S3RangeGet[layer])
+	}
+	t.Logf("owner killed after %d of %d bytes: ECR served %d GETs, %d ranged, %d blob bytes in all", after, size, c.BlobGet, c.S3RangeGet[layer], c.S3BlobBytes[layer])
+	for _, m := range survivors {
+		if err := fetchBlob(t, m, "team/app", layer); err != nil {
+			t.Errorf("again from a surviving replica: %v", err)
+		}
+	}
+}
