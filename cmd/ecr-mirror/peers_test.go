@@ -300,7 +300,6 @@ func TestReplicaWithoutReachablePeersIsDegradedAndPullsThroughECR(t *testing.T) 
 	}
 }
 
-
 // startClusterProcesses runs n mirror processes over fake, each with
 // its own CACHE_DIR, PEERS naming them all.
 func startClusterProcesses(t *testing.T, fake *fakeecr.Server, n int) (procs []*process, mirrors []*mirror, peerAddrs []string) {
