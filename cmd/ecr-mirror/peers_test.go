@@ -377,3 +377,33 @@ func TestOwnerKilledMidDownloadCostsNoPull(t *testing.T) {
 		}
 	}
 }
+
+// An owner slow to answer (its ECR request held) is given PEER_TIMEOUT:
+// then the asking replica downloads from ECR itself and its client
+// completes while the owner still waits.
+func TestSlowOwnerIsPassedByAfterPeerTimeout(t *testing.T) {
+	t.Parallel()
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	layer := fake.PutBlob("team/app", testkit.RandomBytes(92, 300_000))
+	addrs := freeAddrs(t, 2)
+	var ms []*mirror
+	for i := range addrs {
+		env := peerEnv(addrs, i)
+		env["PEER_TIMEOUT"] = "1s" // fires whenever it does: nothing waits on it but the fallback
+		ms = append(ms, startMirror(t, fake, mirrorOpts{env: env}))
+	}
+	owner := slices.Index(addrs, peers.Owner(addrs, layer))
+	asker := ms[1-owner]
+	hold := make(chan struct{})
+	defer close(hold)
+	fake.SetFault(layer, fakeecr.Fault{Mode: fakeecr.FaultDelay, Times: 1, Hold: hold})
+	if err := fetchBlob(t, asker, "team/app", layer); err != nil {
+		t.Fatalf("pull while the owner is held: %v", err)
+	}
+	if n := metric(t, asker, `ecr_mirror_peer_requests_total{outcome="unreachable"}`); n != 1 {
+		t.Errorf("counted %v owners that did not answer, want 1", n)
+	}
+	if n := fake.Counters().BlobGet; n != 2 {
+		t.Errorf("ECR saw %d blob GETs, want 2: the held owner's and the asker's own", n)
+	}
+}
