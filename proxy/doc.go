@@ -55,6 +55,16 @@
 // not linked to the digest is confirmed upstream first, as for local
 // content. What is downloaded from upstream is written to the tier after
 // commit, in the background, a bounded number at once.
+// With peers (Options.Peers, peertier.go), a miss the shared tier lacks
+// is asked of the digest's owner among the replicas next, in the same
+// flight and writer; what the owner sends is linked (its proxy confirmed
+// the repository) and not written to the shared tier (the owner does
+// that). An owner that fails is passed by: the shared tier again, then
+// upstream; a body cut short goes on from upstream by Range. A request
+// marked WithPeerRequest (the owner's side) never asks a peer itself, so
+// peers cannot loop. With a shared tier or peers, a GET by tag whose
+// manifest is not stored fetches it by the digest the HEAD named, through
+// a flight (taglookup.go byDigest), so the cluster downloads it once.
 // The proxy reaches its store only through the Store interface
 // (store.go: Blobs, Links, Tags), which *cache.Store implements.
 // Upload sessions' staging files and the tee that copies a body as
