@@ -305,8 +305,9 @@ type memPeers struct {
 	mu        sync.Mutex
 	content   map[digest.Digest][]byte
 	mediaType string
-	err       error // returned by Fetch when set
-	cutAt     int   // > 0: the body fails after this many bytes
+	err       error  // returned by Fetch when set
+	cutAt     int    // > 0: the body fails after this many bytes
+	fetched   func() // when set, called on each Fetch (the owner acting meanwhile)
 	asked     []PeerRequest
 }
 
@@ -316,6 +317,9 @@ func (m *memPeers) Fetch(_ context.Context, req PeerRequest) (*PeerContent, erro
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.asked = append(m.asked, req)
+	if m.fetched != nil {
+		m.fetched()
+	}
 	if m.err != nil {
 		return nil, m.err
 	}

@@ -28,7 +28,7 @@ func TestPeerTierNeverFailsAPull(t *testing.T) {
 	corrupt[5000] ^= 1
 	tests := []struct {
 		name   string
-		setup  func(*memPeers)
+		setup  func(*memPeers, *memShared)
 		wantOK bool // the first GET gets the blob whole and right
 		// ECR blob GETs and ranged S3 GETs for the first GET; the
 		// shared tier's writes; the proxy's peer counters.
@@ -37,25 +37,30 @@ func TestPeerTierNeverFailsAPull(t *testing.T) {
 		peerHits, peerFailed int64
 	}{
 		{name: "owner serves: no ECR request, nothing written to the shared tier",
-			setup: func(m *memPeers) { m.content[dgst] = data }, wantOK: true, peerHits: 1},
+			setup: func(m *memPeers, _ *memShared) { m.content[dgst] = data }, wantOK: true, peerHits: 1},
 		{name: "this replica owns it: ECR, written to the shared tier",
-			setup: func(m *memPeers) { m.err = ErrNoPeer }, wantOK: true, blobGets: 1, sharedWrites: 1},
+			setup: func(m *memPeers, _ *memShared) { m.err = ErrNoPeer }, wantOK: true, blobGets: 1, sharedWrites: 1},
 		{name: "owner unreachable: ECR, written to the shared tier",
-			setup:  func(m *memPeers) { m.err = errors.New("dial tcp 10.0.0.2:5001: connection refused") },
+			setup:  func(m *memPeers, _ *memShared) { m.err = errors.New("dial tcp 10.0.0.2:5001: connection refused") },
 			wantOK: true, blobGets: 1, sharedWrites: 1, peerFailed: 1},
 		{name: "owner answers 404: ECR",
-			setup: func(*memPeers) {}, wantOK: true, blobGets: 1, sharedWrites: 1, peerFailed: 1},
+			setup: func(*memPeers, *memShared) {}, wantOK: true, blobGets: 1, sharedWrites: 1, peerFailed: 1},
 		{name: "owner cut mid-body: the rest from ECR by Range, written to the shared tier",
-			setup:  func(m *memPeers) { m.content[dgst], m.cutAt = data, len(data)/3 },
+			setup:  func(m *memPeers, _ *memShared) { m.content[dgst], m.cutAt = data, len(data)/3 },
 			wantOK: true, blobGets: 1, rangeGets: 1, sharedWrites: 1},
+		{name: "owner fails after writing the shared tier: read from the tier again",
+			setup: func(m *memPeers, s *memShared) {
+				m.err = errors.New("peer answered 503")
+				m.fetched = func() { s.mu.Lock(); s.objects[dgst] = data; s.mu.Unlock() }
+			}, wantOK: true, peerFailed: 1},
 		{name: "owner sends wrong bytes: never served whole, downloaded again from ECR",
-			setup: func(m *memPeers) { m.content[dgst] = corrupt }, wantOK: false, blobGets: 1, sharedWrites: 1},
+			setup: func(m *memPeers, _ *memShared) { m.content[dgst] = corrupt }, wantOK: false, blobGets: 1, sharedWrites: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			peers, tier := newMemPeers(), newMemShared()
-			tt.setup(peers)
+			tt.setup(peers, tier)
 			e := newEnv(t, envOptions{sharedStore: tier, peers: peers, edge: edgeOptions{retries: 2}})
 			e.fake.PutBlob("team/app", data)
 			resp, body, err := e.do(t, t.Context(), http.MethodGet, "/v2/team/app/blobs/"+dgst.String(), nil)
