@@ -46,6 +46,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		registry.WriteError(w, r, registry.Errorf(registry.CodeUnauthorized, "peer requests must be signed with PEER_SECRET"))
 		return
 	}
+	if s.signer.fromSelf(r) {
+		// This replica took another member for itself: its own download
+		// would wait on this request.
+		s.log.Warn("a peer request came from this replica itself; is PEER_ADDR's port the one PEERS names?", "path", r.URL.Path)
+		registry.WriteError(w, r, registry.Errorf(registry.CodeUnavailable, "asked itself: this replica is not the member it asked").WithStatus(http.StatusLoopDetected))
+		return
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		registry.WriteError(w, r, registry.Errorf(registry.CodeUnsupported, "the peer API takes GET and HEAD, not %s", r.Method))
 		return

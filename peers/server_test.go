@@ -253,3 +253,28 @@ func TestClientAsksTheOwner(t *testing.T) {
 		t.Errorf("the owner served %d requests, then %d", n, after)
 	}
 }
+
+// A replica that takes another member for itself and asks itself is
+// answered 508 at once, not left waiting on its own download.
+func TestServerRefusesItsOwnRequests(t *testing.T) {
+	t.Parallel()
+	data := testkit.RandomBytes(2, 1000)
+	dgst := digest.FromBytes(data)
+	b := &stubBackend{repo: "team/app", content: map[digest.Digest][]byte{dgst: data}}
+	signer := NewSigner(testSecret, nil)
+	srv := httptest.NewServer(NewServer(signer, map[string]registry.Backend{testRegistry: b}, nil))
+	t.Cleanup(srv.Close)
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+Path(proxy.PeerRequest{Registry: testRegistry, Repo: "team/app", Dgst: dgst}), nil)
+	signer.Sign(req)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusLoopDetected {
+		t.Errorf("status %d, want 508", resp.StatusCode)
+	}
+	if n, _ := b.calls(); n != 0 {
+		t.Errorf("the request reached the proxy %d times", n)
+	}
+}

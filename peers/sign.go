@@ -2,6 +2,7 @@ package peers
 
 import (
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -17,6 +18,10 @@ import (
 const (
 	headerTime      = "X-Ecr-Mirror-Peer-Time"
 	headerSignature = "X-Ecr-Mirror-Peer-Signature"
+	// headerInstance names the process that sent a request, so that a
+	// replica that does not find itself among PEERS and asks itself is
+	// told at once (Server), not left waiting on its own download.
+	headerInstance = "X-Ecr-Mirror-Peer-Instance"
 )
 
 // SignatureWindow is how far a request's time may be from the
@@ -28,8 +33,9 @@ const MinSecretLength = 16
 
 // Signer signs peer requests and checks their signatures.
 type Signer struct {
-	secret []byte
-	clock  clockwork.Clock
+	secret   []byte
+	clock    clockwork.Clock
+	instance string // random, one per process
 }
 
 // NewSigner signs with secret; clock nil: the real clock.
@@ -37,14 +43,18 @@ func NewSigner(secret string, clock clockwork.Clock) *Signer {
 	if clock == nil {
 		clock = clockwork.NewRealClock()
 	}
-	return &Signer{secret: []byte(secret), clock: clock}
+	return &Signer{secret: []byte(secret), clock: clock, instance: rand.Text()}
 }
+
+// fromSelf reports whether r was signed by this Signer's process.
+func (s *Signer) fromSelf(r *http.Request) bool { return r.Header.Get(headerInstance) == s.instance }
 
 // Sign adds the time and the signature to r.
 func (s *Signer) Sign(r *http.Request) {
 	ts := strconv.FormatInt(s.clock.Now().Unix(), 10)
 	r.Header.Set(headerTime, ts)
 	r.Header.Set(headerSignature, s.mac(r.Method, r.URL.RequestURI(), ts))
+	r.Header.Set(headerInstance, s.instance)
 }
 
 // Verify checks r's signature and that its time is within the window.
