@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -34,6 +35,10 @@ type flight struct {
 	// resumedUpstream: a peer's body was cut and upstream gave the rest
 	// (set and read by the download's goroutine only).
 	resumedUpstream bool
+	// askingPeer is true while the download waits on a peer's answer: a
+	// peer's request does not join it (startFlight), or two replicas
+	// that each take the other for the owner would wait on each other.
+	askingPeer atomic.Bool
 }
 
 // failed reports whether the download has failed for good: a new request
@@ -72,6 +77,9 @@ func (p *Proxy) flight(dgst digest.Digest) *flight {
 // follow it, mayJoin) or the digest is already stored (errStored).
 func (p *Proxy) startFlight(ctx context.Context, req *registry.Request, t target) (fl *flight, joined bool, err error) {
 	fl, joined, err = p.startFlightLocked(req.Dgst, t)
+	if joined && t.noPeers && fl.askingPeer.Load() {
+		return nil, false, registry.Errorf(registry.CodeUnavailable, "this replica is asking another peer for %s", req.Dgst)
+	}
 	if joined {
 		if err := p.mayJoin(ctx, req, fl, t.kind); err != nil {
 			return nil, false, err

@@ -305,15 +305,23 @@ type memPeers struct {
 	mu        sync.Mutex
 	content   map[digest.Digest][]byte
 	mediaType string
-	err       error  // returned by Fetch when set
-	cutAt     int    // > 0: the body fails after this many bytes
-	fetched   func() // when set, called on each Fetch (the owner acting meanwhile)
+	err       error         // returned by Fetch when set
+	cutAt     int           // > 0: the body fails after this many bytes
+	fetched   func()        // when set, called on each Fetch (the owner acting meanwhile)
+	block     chan struct{} // when set, Fetch waits until it is closed
 	asked     []PeerRequest
 }
 
 func newMemPeers() *memPeers { return &memPeers{content: map[digest.Digest][]byte{}} }
 
-func (m *memPeers) Fetch(_ context.Context, req PeerRequest) (*PeerContent, error) {
+func (m *memPeers) Fetch(ctx context.Context, req PeerRequest) (*PeerContent, error) {
+	if m.block != nil {
+		select {
+		case <-m.block:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.asked = append(m.asked, req)

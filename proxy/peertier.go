@@ -77,7 +77,9 @@ var errPeerCorrupt = errors.New("the peer's content does not match its digest")
 // is closed.
 func (p *Proxy) fillPeer(fl *flight, t target, started *bool) (asked, done bool, err error) {
 	ctx, cancel := context.WithCancelCause(p.bg)
+	fl.askingPeer.Store(true)
 	pc, err := p.peers.Fetch(ctx, PeerRequest{Registry: p.host, Repo: t.repo, Manifest: t.kind == kindManifest, Dgst: fl.dgst})
+	fl.askingPeer.Store(false)
 	if err != nil {
 		cancel(nil)
 		if errors.Is(err, ErrNoPeer) {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net/http"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/internal/oci"
 	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
 
@@ -183,4 +185,41 @@ func readVerified(c *registry.Content, want []byte) error {
 		return errors.New("wrong bytes")
 	}
 	return nil
+}
+
+// A peer's request does not join a download that is itself waiting on a
+// peer: two replicas that each take the other for the digest's owner
+// (members changing) would wait on each other. It is refused at once,
+// and the asking replica goes to the shared tier or ECR.
+func TestPeerRequestDoesNotJoinADownloadAskingAPeer(t *testing.T) {
+	t.Parallel()
+	peers := newMemPeers()
+	peers.block = make(chan struct{})
+	e := newEnv(t, envOptions{peers: peers})
+	data := testkit.RandomBytes(80, 20_000)
+	dgst := e.fake.PutBlob("team/app", data)
+	peers.content[dgst] = data
+	done := make(chan error, 1)
+	go func() {
+		_, body, err := e.do(t, t.Context(), http.MethodGet, "/v2/team/app/blobs/"+dgst.String(), nil)
+		if err == nil && !bytes.Equal(body, data) {
+			err = errors.New("wrong bytes")
+		}
+		done <- err
+	}()
+	testwait.Until(t, "the client's download to ask the peer", func() bool {
+		fl := e.proxy.flight(dgst)
+		return fl != nil && fl.askingPeer.Load()
+	})
+	ctx, cancel := context.WithTimeout(WithPeerRequest(t.Context()), testwait.HangGuard)
+	defer cancel()
+	_, err := e.proxy.Blob(ctx, &registry.Request{Name: "team/app", Dgst: dgst})
+	var rerr *registry.Error
+	if !errors.As(err, &rerr) || rerr.Code != registry.CodeUnavailable {
+		t.Fatalf("a peer's request while the download asks a peer: %v, want 503 at once", err)
+	}
+	close(peers.block)
+	if err := <-done; err != nil {
+		t.Fatalf("the client's pull: %v", err)
+	}
 }
