@@ -61,8 +61,9 @@
 // the repository) and not written to the shared tier (the owner does
 // that). An owner that fails is passed by: the shared tier again, then
 // upstream; a body cut short goes on from upstream by Range. A request
-// marked WithPeerRequest (the owner's side) never asks a peer itself, so
-// peers cannot loop. With a shared tier or peers, a GET by tag whose
+// marked WithPeerRequest (the owner's side) never asks a peer itself, nor
+// joins a download that is asking one, so peers cannot loop or wait on
+// each other. With a shared tier or peers, a GET by tag whose
 // manifest is not stored fetches it by the digest the HEAD named, through
 // a flight (taglookup.go byDigest), so the cluster downloads it once.
 // The proxy reaches its store only through the Store interface
