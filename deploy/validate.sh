@@ -12,7 +12,8 @@
 #     The Helm chart (deploy/helm/ecr-mirror): helm lint --strict, and
 #     kubeconform of `helm template` with the default values and each value
 #     set in its ci/ directory; bad values (misspelt, of the wrong form, a
-#     cache budget over the volume, a grace past SIGKILL) must be refused. ServiceMonitor and PrometheusRule (monitoring.coreos.com/v1)
+#     cache budget over the volume, a grace past SIGKILL, replicas without
+#     a bucket or a peer secret) must be refused. ServiceMonitor and PrometheusRule (monitoring.coreos.com/v1)
 #     are CRDs no Kubernetes document holds: deploy/validate writes minimal
 #     strict schemas for them (monitoring.go), which also check
 #     deploy/monitoring/alerts.yaml.
@@ -116,6 +117,17 @@ refuse "/serviceAccount/irsaRoleArn" --set serviceAccount.irsaRoleArn=role/ecr-m
 refuse "/tls/certificate" --set tls.enabled=true
 refuse "leaves under 5% of persistence.size" --set config.cache_max_size=98g
 refuse "must be above config.shutdown_grace" --set config.shutdown_grace=60s
+# Replicas: a bucket and a peer secret are required, the secret never in
+# config, and a budget that would block every node drain is refused.
+refuse "at '/sharedStore/url': minLength" --set replicas=3 --set peers.existingSecret=peers
+refuse "at '/peers/existingSecret': minLength" --set replicas=3 --set sharedStore.url=s3://bucket/prefix
+refuse "at '/peers/secret': minLength: got 5, want 16" --set peers.secret=short
+refuse "at '/sharedStore/url': 'https://bucket' does not match" --set sharedStore.url=https://bucket
+refuse "at '/sharedStore/endpoint'" --set sharedStore.endpoint=minio:9000
+refuse "/config/peer_secret" --set config.peer_secret=0123456789abcdef0123
+refuse "/config/shared_store" --set config.shared_store=s3://bucket
+refuse "minAvailable 3 with 3 replicas blocks every voluntary eviction" --set replicas=3 \
+  --set sharedStore.url=s3://bucket --set peers.existingSecret=peers --set podDisruptionBudget.minAvailable=3
 
 for version in $KUBERNETES_VERSIONS; do
   step "Kubernetes $version: schemas"
