@@ -9,6 +9,8 @@
 #     `kustomize build deploy/kubernetes` renders, for each Kubernetes
 #     version in KUBERNETES_VERSIONS. Strict: unknown fields, wrong types,
 #     missing required fields and unknown kinds/apiVersions all fail.
+#     The replicated overlay deploy/kubernetes-replicated: its files and
+#     what `kustomize build` renders, the same way.
 #     The Helm chart (deploy/helm/ecr-mirror): helm lint --strict, and
 #     kubeconform of `helm template` with the default values and each value
 #     set in its ci/ directory; bad values (misspelt, of the wrong form, a
@@ -18,10 +20,12 @@
 #     strict schemas for them (monitoring.go), which also check
 #     deploy/monitoring/alerts.yaml.
 #  2. Cross-object checks no schema can make (deploy/validate, `lint`), on
-#     the kustomize manifests and on each chart render: labels, namespaces,
-#     the kustomization's resource list, selectors and ports, SHUTDOWN_GRACE
-#     vs terminationGracePeriodSeconds, CACHE_MAX_SIZE vs the cache volume,
-#     TLS/htpasswd mounts and probe schemes, read from the config file
+#     the kustomize manifests, the replicated overlay's render and each
+#     chart render: labels, namespaces, the kustomization's resource
+#     list, selectors and ports, SHUTDOWN_GRACE vs
+#     terminationGracePeriodSeconds, CACHE_MAX_SIZE vs the cache volume,
+#     TLS/htpasswd mounts and probe schemes, the replicas' bucket, headless
+#     Service, peer port and secret, read from the config file
 #     (CONFIG_FILE) as the mirror reads it; and `ecr-mirror config check`
 #     on each render's config file.
 #     deploy/monitoring/alerts.yaml (and the chart's PrometheusRule): every
@@ -46,6 +50,9 @@ HELM_VERSION=v4.3.2        # the first build takes minutes
 # newest release (go list -m -versions k8s.io/kubernetes).
 KUBERNETES_VERSIONS=${KUBERNETES_VERSIONS:-1.32.13 1.37.2}
 MANIFESTS=deploy/kubernetes
+# The replicated variant: an overlay of $MANIFESTS (beside it, since a
+# kustomize base may not contain its overlay).
+REPLICATED=deploy/kubernetes-replicated
 CHART=deploy/helm/ecr-mirror
 UNIT=deploy/systemd/ecr-mirror.service
 
@@ -85,6 +92,9 @@ echo "kubeconform $KUBECONFORM_VERSION, kustomize $KUSTOMIZE_VERSION, helm $HELM
 step "kustomize build $MANIFESTS"
 "$kustomize" build "$MANIFESTS" >"$work/rendered.yaml"
 grep -E '^kind: ' "$work/rendered.yaml" | sed 's/^kind: /  /'
+step "kustomize build $REPLICATED"
+"$kustomize" build "$REPLICATED" >"$work/replicated.yaml"
+grep -E '^kind: ' "$work/replicated.yaml" | sed 's/^kind: /  /' | sort | uniq -c
 
 # Helm keeps no state of ours: its cache and config go to the work dir.
 export HELM_CACHE_HOME="$work/helm/cache" HELM_CONFIG_HOME="$work/helm/config" HELM_DATA_HOME="$work/helm/data"
@@ -157,9 +167,9 @@ for version in $KUBERNETES_VERSIONS; do
   fi
   echo "canary PrometheusRule with an unknown field: refused, as it must be"
   step "Kubernetes $version: every file in $MANIFESTS"
-  "${kc[@]}" -verbose -skip Kustomization "$MANIFESTS"
+  "${kc[@]}" -verbose -skip Kustomization "$MANIFESTS" "$REPLICATED"
   step "Kubernetes $version: kustomize build output"
-  "${kc[@]}" "$work/rendered.yaml"
+  "${kc[@]}" "$work/rendered.yaml" "$work/replicated.yaml"
   step "Kubernetes $version: $CHART renders and deploy/monitoring/alerts.yaml"
   "${kc[@]}" -verbose "$work/charts" deploy/monitoring/alerts.yaml
 done
@@ -189,6 +199,7 @@ step "alerting rules and dashboard: PromQL, for, severity, annotations, panels"
 
 step "cross-object checks"
 "$work/validate" lint -dir "$MANIFESTS"
+"$work/validate" lint -rendered "$work/replicated.yaml"
 for rendered in "$work"/charts/*.yaml; do
   "$work/validate" lint -rendered "$rendered"
 done
