@@ -34,7 +34,11 @@
 #     annotations (deploy/validate, `rules`); every query of
 #     deploy/monitoring/grafana-dashboard.json parses, every panel is placed
 #     (`dashboard`).
-#  3. systemd unit: systemd-analyze verify and security (when available).
+#  3. deploy/aws (deploy/validate's tests): the IAM policy allows every AWS
+#     call in the mirror's code (found in its source) and the registry API
+#     calls, on the bucket's prefix and ECR repositories only; the bucket
+#     lifecycle aborts incomplete multipart uploads and expires nothing.
+#  4. systemd unit: systemd-analyze verify and security (when available).
 #
 # Exits non-zero on the first failing check. Usage: deploy/validate.sh
 # (DEPLOY_TOOLS_ONLY=1: build the tools, check nothing).
