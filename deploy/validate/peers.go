@@ -12,16 +12,13 @@ const defaultPeerAddr = ":5001"
 // peerPort is the container port name of the peer listener.
 const peerPort = "peer"
 
-// peers checks the replicated shape: replicas above 1 share a bucket;
-// PEERS names a headless Service that selects the pods and exposes the
-// peer port, which is PEER_ADDR's; PEER_SECRET comes from a Secret,
-// never a ConfigMap or a literal; a NetworkPolicy opens the peer port to
-// the pods themselves only. secretsShown: the Secret must be among the
+// peers checks how the replicas find and trust each other: PEERS names
+// a headless Service that selects the pods and exposes the peer port,
+// which is PEER_ADDR's; PEER_SECRET comes from a Secret, never a
+// ConfigMap or a literal; a NetworkPolicy opens the peer port to the
+// pods themselves only. secretsShown: the Secret must be among the
 // objects.
 func (l *linter) peers(w *workload, secretsShown bool) {
-	if n, _ := get(w.sts.m, "spec", "replicas").(float64); n > 1 && w.settings["SHARED_STORE"] == "" {
-		l.fail("%s: %v replicas but no SHARED_STORE: each would download every digest from ECR", w.sts, n)
-	}
 	peers := w.settings["PEERS"]
 	if peers == "" {
 		l.noPeers(w)

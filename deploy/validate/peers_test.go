@@ -8,8 +8,8 @@ import (
 )
 
 // replicatedChart is renderedChart with three replicas: a bucket, the
-// headless Service PEERS names, the peer port, the secret from a Secret
-// and a NetworkPolicy.
+// headless Service PEERS names, the peer port, the secret from a Secret,
+// a PodDisruptionBudget and a NetworkPolicy.
 func replicatedChart(t *testing.T) string {
 	t.Helper()
 	doc := renderedChart
@@ -50,6 +50,17 @@ metadata:
 data:
   peer-secret: bm90LWEtcmVhbC1zZWNyZXQ=
 ---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: m
+  namespace: ns
+  labels: {app.kubernetes.io/name: ecr-mirror}
+spec:
+  maxUnavailable: 1
+  selector:
+    matchLabels: {app.kubernetes.io/name: ecr-mirror}
+---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata:
@@ -69,8 +80,9 @@ spec:
 `
 }
 
-// The lint finds replicas that could not find, trust or reach each
-// other, and a peer secret that would leak into a ConfigMap.
+// The lint finds replicas without a bucket or a sensible disruption
+// budget, replicas that could not find, trust or reach each other, and
+// a peer secret that would leak into a ConfigMap.
 func TestLintPeers(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -81,6 +93,12 @@ func TestLintPeers(t *testing.T) {
 		{name: "as rendered"},
 		{name: "static peer list", old: `dns:m-peers.ns.svc.cluster.local:5001`, new: `m-0:5001,m-1:5001`},
 		{name: "no bucket", old: "    shared_store: s3://bucket/prefix\n", new: "", want: "3 replicas but no SHARED_STORE"},
+		{name: "no budget", old: "kind: PodDisruptionBudget", new: "kind: ResourceQuota", want: "3 replicas and no PodDisruptionBudget"},
+		{name: "budget of other pods", old: "  maxUnavailable: 1\n  selector:\n    matchLabels: {app.kubernetes.io/name: ecr-mirror}", new: "  maxUnavailable: 1\n  selector:\n    matchLabels: {app.kubernetes.io/name: other}", want: "does not select the pods"},
+		{name: "budget blocks every eviction", old: "  maxUnavailable: 1\n", new: "  maxUnavailable: 0\n", want: "maxUnavailable 0 blocks every voluntary eviction"},
+		{name: "budget blocks every eviction by percent", old: "  maxUnavailable: 1\n", new: "  maxUnavailable: 0%\n", want: "maxUnavailable 0% blocks"},
+		{name: "budget keeps all three", old: "  maxUnavailable: 1\n", new: "  minAvailable: 3\n", want: "minAvailable 3 with 3 replicas"},
+		{name: "budget keeps two of three", old: "  maxUnavailable: 1\n", new: "  minAvailable: 2\n"},
 		{name: "PEERS names another Service", old: "dns:m-peers.ns", new: "dns:m.ns", want: "not headless"},
 		{name: "PEERS names no Service", old: "dns:m-peers.ns", new: "dns:gone.ns", want: "names Service gone, which is not among the objects"},
 		{name: "PEERS in another namespace", old: "dns:m-peers.ns", new: "dns:m-peers.other", want: "in namespace other, the pods are in ns"},

@@ -45,6 +45,7 @@ func (l *linter) workload(objs []object, secretsShown bool) {
 	l.secretMounts(w)
 	l.probes(w)
 	l.podSecurity(w)
+	l.replicas(w)
 	l.peers(w, secretsShown)
 }
 
