@@ -140,6 +140,7 @@ refuse "at '/sharedStore/url': 'https://bucket' does not match" --set sharedStor
 refuse "at '/sharedStore/endpoint'" --set sharedStore.endpoint=minio:9000
 refuse "/config/peer_secret" --set config.peer_secret=0123456789abcdef0123
 refuse "/config/shared_store" --set config.shared_store=s3://bucket
+refuse "at '/env/0': 'not' failed" --set 'env[0].name=PEER_SECRET' --set 'env[0].value=0123456789abcdef0123'
 refuse "minAvailable 3 with 3 replicas blocks every voluntary eviction" --set replicas=3 \
   --set sharedStore.url=s3://bucket --set peers.existingSecret=peers --set podDisruptionBudget.minAvailable=3
 
