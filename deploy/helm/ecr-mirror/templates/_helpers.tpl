@@ -62,9 +62,11 @@ peers.enabled. */}}
 {{- if and (gt (int .Values.replicas) 1) .Values.peers.enabled }}true{{ end }}
 {{- end }}
 
-{{/* The headless Service the replicas find each other by (PEERS). */}}
+{{/* The headless Service the replicas find each other by (PEERS): the
+full name cut to leave room for -peers within a DNS label's 63
+characters. */}}
 {{- define "ecr-mirror.peersService" -}}
-{{- printf "%s-peers" (include "ecr-mirror.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- printf "%s-peers" (include "ecr-mirror.fullname" . | trunc 57 | trimSuffix "-") }}
 {{- end }}
 
 {{- define "ecr-mirror.peersSecret" -}}
