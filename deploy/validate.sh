@@ -138,6 +138,7 @@ refuse "at '/peers/existingSecret': minLength" --set replicas=3 --set sharedStor
 refuse "at '/peers/secret': minLength: got 5, want 16" --set peers.secret=short
 refuse "at '/sharedStore/url': 'https://bucket' does not match" --set sharedStore.url=https://bucket
 refuse "at '/sharedStore/endpoint'" --set sharedStore.endpoint=minio:9000
+refuse "at '/sharedStore/url': minLength: got 0, want 1" --set sharedStore.maxSize=2t
 refuse "/config/peer_secret" --set config.peer_secret=0123456789abcdef0123
 refuse "/config/shared_store" --set config.shared_store=s3://bucket
 refuse "at '/env/0': 'not' failed" --set 'env[0].name=PEER_SECRET' --set 'env[0].value=0123456789abcdef0123'
