@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -324,8 +327,10 @@ func (p *Proxy) sharedReferrersRecord(ctx context.Context, k cache.ReferrersKey)
 
 // sharedManifest serves dgst, the manifest a shared tag record names,
 // the normal way: from the local store, else from the shared tier's
-// object (verified as every fill is), else upstream. The record is ECR's
-// answer for the repository, so dgst is linked to it locally first.
+// object, else upstream. The record is ECR's answer for the repository,
+// so dgst is linked to it locally first. A manifest fetched is read
+// whole and verified before any of it is served: a stale answer is
+// given whole or not at all.
 func (p *Proxy) sharedManifest(ctx context.Context, req *registry.Request, dgst digest.Digest) (*registry.Content, error) {
 	p.linkFrom(req.Name, dgst, false)
 	if c, ok, err := p.stored(dgst, req.Head); ok || err != nil {
@@ -336,9 +341,17 @@ func (p *Proxy) sharedManifest(ctx context.Context, req *registry.Request, dgst 
 	if err != nil {
 		return nil, err
 	}
-	if req.Head {
-		c.Body.Close()
-		c.Body = nil
+	body, err := io.ReadAll(io.LimitReader(c.Body, p.manifestLimit+1))
+	c.Body.Close()
+	if err == nil && digest.FromBytes(body) != dgst {
+		err = fmt.Errorf("manifest of %d bytes does not match %s", len(body), dgst)
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.Size, c.Body = int64(len(body)), nil
+	if !req.Head {
+		c.Body = bytesBody{bytes.NewReader(body)}
 	}
 	return c, nil
 }

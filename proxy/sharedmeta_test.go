@@ -1,0 +1,123 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/sharedstore"
+)
+
+var acceptOCI = http.Header{"Accept": {ociManifest}}
+
+// A tag asked again and again writes its record to the tier once per
+// sharedRecordInterval, dated when ECR answered, and at once when ECR
+// names another manifest; the links the lookup made go with it.
+func TestTagRecordsReachTheSharedTierOncePerIntervalUnlessTheyChange(t *testing.T) {
+	t.Parallel()
+	tier := newMemMeta()
+	clk := clockwork.NewFakeClock()
+	e := newEnv(t, envOptions{sharedStore: tier, tagClock: clk})
+	first := e.fake.PutManifest("team/app", "v1", ociManifest, testManifest(1))
+	get := func() {
+		t.Helper()
+		if resp, body := e.mustDo(t, http.MethodGet, "/v2/team/app/manifests/v1", acceptOCI); resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET team/app:v1: %d %s", resp.StatusCode, body)
+		}
+		e.proxy.Wait() // the background writes
+	}
+	get() // a HEAD and a GET upstream, each recording the tag
+	get()
+	if n := tier.tagPutCount(); n != 1 {
+		t.Fatalf("%d tag record writes for one answer, want 1", n)
+	}
+	clk.Advance(sharedRecordInterval - time.Nanosecond)
+	get()
+	if n := tier.tagPutCount(); n != 1 {
+		t.Fatalf("%d tag record writes within the interval, want 1", n)
+	}
+	clk.Advance(time.Nanosecond)
+	get()
+	if n, rec := tier.tagPutCount(), tier.onlyTag(t); n != 2 || rec.Digest != first || !rec.Checked.Equal(clk.Now()) {
+		t.Fatalf("after the interval: %d writes, record %+v; want 2, %s checked %v", n, rec, first, clk.Now())
+	}
+	second := e.fake.PutManifest("team/app", "v1", ociManifest, testManifest(2))
+	get()
+	if n, rec := tier.tagPutCount(), tier.onlyTag(t); n != 3 || rec.Digest != second {
+		t.Fatalf("after the tag moved: %d writes, record %+v; want 3, %s", n, rec, second)
+	}
+	for _, d := range []digest.Digest{first, second} {
+		if ok, _ := tier.Linked(t.Context(), e.proxy.sharedRepo("team/app"), d); !ok {
+			t.Errorf("the tier does not link %s to team/app", d)
+		}
+	}
+	if n := e.proxy.Stats().SharedWriteFailures.Load(); n != 0 {
+		t.Errorf("%d failed writes", n)
+	}
+}
+
+// With ECR down and no local record, the tier's record answers the tag
+// under the same rule as a local one: up to StaleIfError old, its
+// manifest read from the tier's object and verified. A record too old,
+// dated in the future, malformed, or naming a manifest the tier lacks
+// or holds corrupt, answers nothing.
+func TestSharedTagRecordAnswersOnlyUnderStaleIfError(t *testing.T) {
+	t.Parallel()
+	raw := testManifest(7)
+	dgst := digest.FromBytes(raw)
+	for _, tc := range []struct {
+		name   string
+		age    time.Duration
+		object []byte
+		getErr error
+		want   bool
+	}{
+		{name: "young enough", age: 30 * time.Minute, object: raw, want: true},
+		{name: "too old", age: 2 * time.Hour, object: raw},
+		{name: "from the future", age: -time.Hour, object: raw},
+		{name: "malformed", age: time.Minute, object: raw, getErr: sharedstore.ErrMalformed},
+		{name: "manifest not in the tier", age: time.Minute},
+		{name: "manifest corrupt in the tier", age: time.Minute, object: bytes.Replace(raw, []byte("schemaVersion"), []byte("schemaVersioN"), 1)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tier := newMemMeta()
+			clk := clockwork.NewFakeClock()
+			e := newEnv(t, envOptions{sharedStore: tier, tagClock: clk, staleIfError: time.Hour})
+			if tc.object != nil {
+				tier.objects[dgst], tier.putTypes[dgst] = tc.object, ociManifest
+			}
+			tier.getTagErr = tc.getErr
+			tier.setTag(e.proxy.host, ociManifest, sharedstore.TagRecord{Digest: dgst, MediaType: ociManifest, Size: int64(len(raw)), Checked: clk.Now().Add(-tc.age)})
+			e.fake.SetDown(true)
+			resp, body := e.mustDo(t, http.MethodGet, "/v2/team/app/manifests/v1", acceptOCI)
+			got := resp.StatusCode == http.StatusOK
+			if got != tc.want {
+				t.Fatalf("answered %d %.200s, want an answer: %v", resp.StatusCode, body, tc.want)
+			}
+			if !got {
+				if errors.Is(tc.getErr, sharedstore.ErrMalformed) && !strings.Contains(e.logs.String(), "ignoring a malformed record") {
+					t.Error("no log line about the malformed record")
+				}
+				return
+			}
+			if !bytes.Equal(body, raw) || resp.Header.Get("Warning") == "" || resp.Header.Get("Docker-Content-Digest") != dgst.String() {
+				t.Fatalf("stale answer %q with headers %v, want the manifest with a Warning", body, resp.Header)
+			}
+			// Kept locally: served again with the tier gone.
+			e.proxy.Wait()
+			tier.mu.Lock()
+			tier.getTagErr, tier.objects = errors.New("unreachable"), map[digest.Digest][]byte{}
+			tier.mu.Unlock()
+			if resp, _ := e.mustDo(t, http.MethodGet, "/v2/team/app/manifests/v1", acceptOCI); resp.StatusCode != http.StatusOK {
+				t.Errorf("again from the local record: %d", resp.StatusCode)
+			}
+		})
+	}
+}
