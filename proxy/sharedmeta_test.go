@@ -121,3 +121,33 @@ func TestSharedTagRecordAnswersOnlyUnderStaleIfError(t *testing.T) {
 		})
 	}
 }
+
+// Referrers answers reach the tier as tag answers do, and with ECR down
+// the tier's record of a list this replica never recorded is served
+// stale; one whose body is not an index is ignored.
+func TestReferrersRecordsAreSharedAndServedStaleFromTheTier(t *testing.T) {
+	t.Parallel()
+	tier := newMemMeta()
+	e := newEnv(t, envOptions{sharedStore: tier, staleIfError: time.Hour})
+	e.proxy.tagTimeout = time.Hour // no answer is late on a busy machine
+	img := putSignedImage(e.fake, "team/app", 91, false)
+	all := e.wantReferrers(t, referrersPath("team/app", img.manifest, ""), false, false, img.sig.Digest, img.sbom.Digest)
+	e.proxy.Wait()
+	repo := e.proxy.sharedRepo("team/app")
+	got, err := tier.GetReferrers(t.Context(), sharedstore.ReferrersKey{Repo: repo, Subject: img.manifest})
+	if err != nil || !bytes.Equal(got.Body, all) {
+		t.Fatalf("the tier's record: %+v, %v; want the list served", got, err)
+	}
+
+	other, bad := digest.FromString("another replica's subject"), digest.FromString("a bad record's subject")
+	tier.PutReferrers(t.Context(), sharedstore.ReferrersKey{Repo: repo, Subject: other}, sharedstore.ReferrersRecord{Body: all, Checked: time.Now()})
+	tier.PutReferrers(t.Context(), sharedstore.ReferrersKey{Repo: repo, Subject: bad}, sharedstore.ReferrersRecord{Body: []byte(`"not an index"`), Checked: time.Now()})
+	e.fake.SetDown(true)
+	e.wantReferrers(t, referrersPath("team/app", other, ""), false, true, img.sig.Digest, img.sbom.Digest)
+	if resp, body := e.mustDo(t, http.MethodGet, referrersPath("team/app", bad, ""), nil); resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("a malformed shared record: %d %s, want 502", resp.StatusCode, body)
+	}
+	if !strings.Contains(e.logs.String(), "ignoring a malformed record") {
+		t.Error("no log line about the malformed record")
+	}
+}
