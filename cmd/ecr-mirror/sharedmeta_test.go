@@ -54,6 +54,7 @@ func imageInSharedTier(t *testing.T) (*fakeecr.Server, *sharedTier, digest.Diges
 		}
 		return len(tier.metaKeys(t, "tags")) == 1
 	})
+	t.Logf("replica A: %v metadata writes (links and tag record) for %d digests", metric(t, a, `ecr_mirror_shared_store_requests_total{op="meta_put",outcome="ok"}`), len(all))
 	return fake, tier, manifest, blobs
 }
 
@@ -110,10 +111,14 @@ func TestFreshReplicaServesWhatTheClusterHasSeenWithECRDown(t *testing.T) {
 	if after.Dropped == before.Dropped {
 		t.Error("the replicas never asked ECR: the test did not take it down")
 	}
-	for _, m := range []*mirror{byTag, byDigest, alone} {
-		if n := metric(t, m, `ecr_mirror_shared_store_requests_total{op="meta_get",outcome="ok"}`); n < 1 {
-			t.Errorf("a replica read %v metadata objects from the tier", n)
+	for i, m := range []*mirror{byTag, byDigest, alone} {
+		reads := metric(t, m, `ecr_mirror_shared_store_requests_total{op="meta_get",outcome="ok"}`)
+		if reads < 1 {
+			t.Errorf("a replica read %v metadata objects from the tier", reads)
 		}
+		t.Logf("offline replica %d: %v metadata reads, %v blob reads, %v metadata writes", i, reads,
+			metric(t, m, `ecr_mirror_shared_store_requests_total{op="get",outcome="ok"}`),
+			metric(t, m, `ecr_mirror_shared_store_requests_total{op="meta_put",outcome="ok"}`))
 	}
 }
 
