@@ -11,6 +11,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/sharedstore"
 )
 
@@ -73,12 +74,16 @@ func TestSharedTagRecordAnswersOnlyUnderStaleIfError(t *testing.T) {
 	dgst := digest.FromBytes(raw)
 	for _, tc := range []struct {
 		name   string
+		head   bool
 		age    time.Duration
+		local  time.Duration // >0: a local record this old, its manifest not stored
 		object []byte
 		getErr error
 		want   bool
 	}{
 		{name: "young enough", age: 30 * time.Minute, object: raw, want: true},
+		{name: "young enough, HEAD", head: true, age: 30 * time.Minute, object: raw, want: true},
+		{name: "the local record too old", age: 30 * time.Minute, local: 2 * time.Hour, object: raw, want: true},
 		{name: "too old", age: 2 * time.Hour, object: raw},
 		{name: "from the future", age: -time.Hour, object: raw},
 		{name: "malformed", age: time.Minute, object: raw, getErr: sharedstore.ErrMalformed},
@@ -95,8 +100,18 @@ func TestSharedTagRecordAnswersOnlyUnderStaleIfError(t *testing.T) {
 			}
 			tier.getTagErr = tc.getErr
 			tier.setTag(e.proxy.host, ociManifest, sharedstore.TagRecord{Digest: dgst, MediaType: ociManifest, Size: int64(len(raw)), Checked: clk.Now().Add(-tc.age)})
+			if tc.local > 0 {
+				err := e.store.PutTag(e.proxy.repo("team/app"), "v1", ociManifest, cache.TagRecord{Digest: digest.FromString("older"), Checked: clk.Now().Add(-tc.local)})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
 			e.fake.SetDown(true)
-			resp, body := e.mustDo(t, http.MethodGet, "/v2/team/app/manifests/v1", acceptOCI)
+			method := http.MethodGet
+			if tc.head {
+				method = http.MethodHead
+			}
+			resp, body := e.mustDo(t, method, "/v2/team/app/manifests/v1", acceptOCI)
 			got := resp.StatusCode == http.StatusOK
 			if got != tc.want {
 				t.Fatalf("answered %d %.200s, want an answer: %v", resp.StatusCode, body, tc.want)
@@ -107,7 +122,11 @@ func TestSharedTagRecordAnswersOnlyUnderStaleIfError(t *testing.T) {
 				}
 				return
 			}
-			if !bytes.Equal(body, raw) || resp.Header.Get("Warning") == "" || resp.Header.Get("Docker-Content-Digest") != dgst.String() {
+			if tc.head {
+				body = raw // no body to a HEAD
+			}
+			if !bytes.Equal(body, raw) || resp.Header.Get("Warning") == "" || resp.Header.Get("Docker-Content-Digest") != dgst.String() ||
+				resp.ContentLength != int64(len(raw)) {
 				t.Fatalf("stale answer %q with headers %v, want the manifest with a Warning", body, resp.Header)
 			}
 			// Kept locally: served again with the tier gone.
