@@ -54,7 +54,13 @@
 // downloaded again from upstream (refetch). A repository
 // not linked to the digest is confirmed upstream first, as for local
 // content. What is downloaded from upstream is written to the tier after
-// commit, in the background, a bounded number at once.
+// commit, in the background, a bounded number at once. When the tier
+// also implements SharedMeta (sharedmeta.go), new links, tag records and
+// referrers records go there too (the same answer at most once per
+// sharedRecordInterval), and are read only when ECR cannot answer: a
+// link there confirms a repository whose HEAD got no answer, and a
+// record there is a stale answer under StaleIfError, so a replica with
+// an empty store serves offline what the cluster has seen.
 // The proxy reaches its store only through the Store interface
 // (store.go: Blobs, Links, Tags), which *cache.Store implements.
 // Upload sessions' staging files and the tee that copies a body as
