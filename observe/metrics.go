@@ -68,7 +68,7 @@ func newMetrics() *Metrics {
 		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "upstream_errors_total",
 			Help: "Requests to upstream registries that failed, by upstream host, kind and reason: timeout, unreachable, credentials, canceled, throttled (429), denied (401/403), server (5xx)."}, []string{"upstream", "kind", "reason"}),
 		sharedStore: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "shared_store_requests_total",
-			Help: "Requests to the shared blob tier (SHARED_STORE), by op (get, head, put, delete) and outcome (ok, not_found, exists: another replica wrote it first, error)."}, []string{"op", "outcome"}),
+			Help: "Requests to the shared blob tier (SHARED_STORE), by op (get, head, put, delete on blobs; meta_get, meta_put on links, tag and referrers records) and outcome (ok, not_found, exists: another replica wrote it first, error)."}, []string{"op", "outcome"}),
 		peers: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "peer_requests_total",
 			Help: "Requests to the owner of a digest among the replicas (PEERS), by outcome: ok, not_found, denied (401/403), error (another status), unreachable (no connection or no answer within PEER_TIMEOUT; the owner is skipped for a while), cut (the body stopped short: the rest came from ECR)."}, []string{"outcome"}),
 	}
@@ -89,7 +89,7 @@ func (m *Metrics) initSeries() {
 		proxy.OutcomeJoined, proxy.OutcomeFresh, proxy.OutcomeStale, proxy.OutcomeUpstream, proxy.OutcomeShared, proxy.OutcomePeer} {
 		m.outcomes.WithLabelValues(o)
 	}
-	for _, op := range []string{sharedstore.OpGet, sharedstore.OpHead, sharedstore.OpPut, sharedstore.OpDelete} {
+	for _, op := range []string{sharedstore.OpGet, sharedstore.OpHead, sharedstore.OpPut, sharedstore.OpDelete, sharedstore.OpMetaGet, sharedstore.OpMetaPut} {
 		for _, o := range []string{sharedstore.OutcomeOK, sharedstore.OutcomeNotFound, sharedstore.OutcomeError} {
 			m.sharedStore.WithLabelValues(op, o)
 		}

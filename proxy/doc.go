@@ -54,7 +54,13 @@
 // downloaded again from upstream (refetch). A repository
 // not linked to the digest is confirmed upstream first, as for local
 // content. What is downloaded from upstream is written to the tier after
-// commit, in the background, a bounded number at once.
+// commit, in the background, a bounded number at once. When the tier
+// also implements SharedMeta (sharedmeta.go), new links, tag records and
+// referrers records go there too (the same answer at most once per
+// sharedRecordInterval), and are read only when ECR cannot answer: a
+// link there confirms a repository whose HEAD got no answer, and a
+// record there is a stale answer under StaleIfError, so a replica with
+// an empty store serves offline what the cluster has seen.
 // With peers (Options.Peers, peertier.go), a miss the shared tier lacks
 // is asked of the digest's owner among the replicas next, in the same
 // flight and writer; what the owner sends is linked (its proxy confirmed

@@ -200,6 +200,10 @@ type Stats struct {
 	// after a download, SharedWriteFailures the writes that failed or
 	// were skipped because too many were waiting.
 	SharedHits, SharedCorrupt, SharedWrites, SharedWriteFailures atomic.Int64
+	// SharedMetaWrites counts links, tag and referrers records written
+	// to the shared tier (sharedmeta.go); failures count in
+	// SharedWriteFailures.
+	SharedMetaWrites atomic.Int64
 	// PeerHits counts local misses filled from the digest's owner among
 	// the peers; PeerFailures the owners asked that did not serve (the
 	// digest came from the shared tier or upstream).
