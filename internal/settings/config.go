@@ -82,6 +82,12 @@ type Config struct {
 	// default chain. Not a setting: tests point it at their S3 server.
 	SharedStoreAWS *aws.Config
 
+	// Peers is PEERS (dns:HOST:PORT or HOST:PORT,...); "": no peers.
+	// PeerAddr is PEER_ADDR, PeerSecret PEER_SECRET (never logged),
+	// PeerRefresh PEER_REFRESH and PeerTimeout PEER_TIMEOUT.
+	Peers, PeerAddr, PeerSecret string
+	PeerRefresh, PeerTimeout    time.Duration
+
 	source *source // nil for a Config not made by Parse
 }
 

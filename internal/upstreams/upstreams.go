@@ -5,6 +5,7 @@
 // the one store with its own transport and redirect policy, the backend
 // the registry handler routes each to, the shared blob tier of
 // SHARED_STORE that every proxy reads before its upstream (sharedstore.go),
+// the peers of PEERS that every proxy asks next (peers.go),
 // and the metrics and reachability that watch them. Every request upstream, the AWS SDK's token calls
 // included, names the mirror's build in its User-Agent
 // (ecr-mirror/<version>, from internal/buildinfo).
@@ -25,6 +26,7 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/internal/buildinfo"
 	"github.com/ecr-mirror/ecr-mirror/internal/settings"
 	"github.com/ecr-mirror/ecr-mirror/observe"
+	"github.com/ecr-mirror/ecr-mirror/peers"
 	"github.com/ecr-mirror/ecr-mirror/proxy"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 )
@@ -49,8 +51,12 @@ type Side struct {
 	shared *proxy.Shared
 	// sharedBlobs is SHARED_STORE's tier, given to every proxy; nil: off.
 	sharedBlobs proxy.SharedBlobs
-	stopTokens  context.CancelFunc
-	build       buildinfo.Info // for the User-Agent sent upstream
+	// Members are PEERS' replicas (peers.go); nil: no peers.
+	Members    *peers.Members
+	peerClient *peers.Client
+	peerSigner *peers.Signer
+	stopTokens context.CancelFunc
+	build      buildinfo.Info // for the User-Agent sent upstream
 }
 
 // Start starts refreshing the ECR tokens of every region an ecr
@@ -67,6 +73,10 @@ func Start(ctx context.Context, cfg *settings.Config, store *cache.Store, log *s
 	}
 	creds := &upstreamCredentials{regions: map[string]*auth.Source{}, logins: logins}
 	if up.sharedBlobs, err = up.sharedStore(ctx, cfg); err != nil {
+		stopTokens()
+		return nil, err
+	}
+	if err := up.startPeers(tokenCtx, cfg, log); err != nil {
 		stopTokens()
 		return nil, err
 	}
@@ -160,6 +170,7 @@ func (up *Side) addProxy(cfg *settings.Config, u settings.Upstream, main bool, s
 		Retries:         cfg.Retries,
 		ObserveUpstream: func(ev proxy.UpstreamEvent) { up.Reach.ObserveUpstream(ev); up.Metrics.ObserveUpstream(ev) },
 		SharedStore:     up.sharedBlobs,
+		Peers:           up.peersOption(),
 	})
 	if err != nil {
 		return fmt.Errorf("UPSTREAM %s: %w", u.URL, err)
