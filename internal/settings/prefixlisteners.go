@@ -1,0 +1,50 @@
+package settings
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/ecr-mirror/ecr-mirror/registry"
+)
+
+// PrefixListener is one PULL_THROUGHS entry in aws-ecr-http-proxy's
+// PREFIX:PORT form: a listener on Addr (":PORT") whose repositories are
+// those under Prefix/ in the default upstream (an ECR registry).
+type PrefixListener struct {
+	Addr   string
+	Prefix string
+}
+
+// seedPrefixTokens are the prefix names of aws-ecr-http-proxy's
+// PULL_THROUGHS that do not name the ECR prefix itself.
+var seedPrefixTokens = map[string]string{
+	// Docker's official images on ECR Public, for the Docker daemon's
+	// registry-mirrors: library/alpine is ecr-public/docker/library/alpine.
+	"ecr-public-docker": "ecr-public/docker",
+}
+
+// addPrefixListener reads one PULL_THROUGHS entry that is not
+// registry=prefix: it must be prefix:port.
+func (c *Config) addPrefixListener(entry string) error {
+	prefix, port, ok := strings.Cut(entry, ":")
+	prefix = strings.Trim(strings.TrimSpace(prefix), "/")
+	n, err := strconv.Atoi(strings.TrimSpace(port))
+	if !ok || prefix == "" || err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q is neither registry=prefix (e.g. docker.io=docker-hub) nor prefix:port (e.g. docker-hub:5001)", entry)
+	}
+	if p, ok := seedPrefixTokens[prefix]; ok {
+		prefix = p
+	}
+	if err := registry.ValidateName(prefix); err != nil {
+		return fmt.Errorf("%q: prefix %q is not a valid ECR repository prefix: %v", entry, prefix, err)
+	}
+	addr := ":" + strconv.Itoa(n)
+	for _, pl := range c.PrefixListeners {
+		if pl.Addr == addr && n != 0 {
+			return fmt.Errorf("%q: port %d is already the listener of prefix %s", entry, n, pl.Prefix)
+		}
+	}
+	c.PrefixListeners = append(c.PrefixListeners, PrefixListener{Addr: addr, Prefix: prefix})
+	return nil
+}
