@@ -1,0 +1,124 @@
+package main
+
+import (
+	"crypto/tls"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/registry"
+	"github.com/ecr-mirror/ecr-mirror/tlsreload/tlstest"
+)
+
+// loopback is a listener address on every interface (PULL_THROUGHS'
+// prefix:port listens so) as a client on this machine reaches it.
+func loopback(t *testing.T, addr string) string {
+	t.Helper()
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return net.JoinHostPort("127.0.0.1", port)
+}
+
+// aws-ecr-http-proxy's PULL_THROUGHS=<prefix>:<port> opens a listener
+// whose repositories are those under <prefix>/ in ECR: the client pulls
+// library/app and the mirror asks ECR for docker-hub/library/app. The
+// content is the one the ECR name serves on LISTEN_ADDR, downloaded once.
+func TestPrefixListenerServesPullThroughRepository(t *testing.T) {
+	t.Parallel()
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	img, _ := random.Image(32<<10, 2)
+	manifest, blobs := putImage(t, fake, "docker-hub/library/app", "v1", img)
+	m := startMirror(t, fake, mirrorOpts{env: map[string]string{"PULL_THROUGHS": "docker.io=docker-hub,docker-hub:0"}})
+	if len(m.Extra) != 1 {
+		t.Fatalf("want one prefix listener, got %v", m.Extra)
+	}
+	hub := m.listener(0)
+	hub.Host = loopback(t, hub.Host)
+	hub.URL = "http://" + hub.Host
+	got, err := pullImage(t, hub, "library/app:v1")
+	if err != nil {
+		t.Fatalf("pull library/app:v1 from the docker-hub:PORT listener: %v", err)
+	}
+	if d, _ := got.Digest(); d.String() != manifest.String() {
+		t.Fatalf("digest %s, want %s", d, manifest)
+	}
+	var sawPrefixed bool
+	for _, r := range fake.Counters().Requests {
+		if strings.HasPrefix(r.Path, "/v2/library/") {
+			t.Errorf("upstream was asked for the unprefixed name: %s %s", r.Method, r.Path)
+		}
+		sawPrefixed = sawPrefixed || strings.HasPrefix(r.Path, "/v2/docker-hub/library/app/")
+	}
+	if !sawPrefixed {
+		t.Error("upstream never saw docker-hub/library/app")
+	}
+	if _, err := pullImage(t, m, "docker-hub/library/app:v1"); err != nil {
+		t.Fatalf("pull by the ECR name on LISTEN_ADDR: %v", err)
+	}
+	for _, b := range blobs {
+		if n := fake.Counters().S3Get[b]; n != 1 {
+			t.Errorf("blob %s downloaded %d times through two listeners, want 1", b, n)
+		}
+	}
+	// A request that names its registry is resolved as on any listener.
+	for ns, want := range map[string]int{"docker.io": 200, "quay.io": 404} {
+		resp, body, err := get(t, "GET", hub.URL+"/v2/library/app/manifests/v1?ns="+ns, http.Header{"Accept": {"application/vnd.docker.distribution.manifest.v2+json"}})
+		if err != nil || resp.StatusCode != want {
+			code, _, _ := registry.ParseErrorBody(body)
+			t.Errorf("ns=%s: %v %v %s, want %d", ns, err, resp.StatusCode, code, want)
+		}
+	}
+}
+
+// A deployment written for the seed proxies serves a pull as it is:
+// aws_ecr_proxy's LISTEN_HOST and LISTEN_PORT, aws-ecr-http-proxy's
+// ENABLE_SSL with its REGISTRY_HTTP_TLS_* files, ecr_reverse_proxy's
+// REGION, and upper-case LOG_LEVEL; each is logged once, naming ours.
+func TestSeedSettingsServeAPull(t *testing.T) {
+	t.Parallel()
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	img, _ := random.Image(32<<10, 2)
+	manifest, _ := putImage(t, fake, "team/app", "v1", img)
+	ca := tlstest.NewCA(t)
+	certFile, keyFile := ca.IssueFiles(t, t.TempDir(), "localhost", "127.0.0.1")
+	m := startMirror(t, fake, mirrorOpts{env: map[string]string{
+		"LISTEN_ADDR": "", "AWS_REGION": "", "LOG_LEVEL": "DEBUG",
+		"LISTEN_HOST": "127.0.0.1", "LISTEN_PORT": "0",
+		"ENABLE_SSL": "true", "REGISTRY_HTTP_TLS_CERTIFICATE": certFile, "REGISTRY_HTTP_TLS_KEY": keyFile,
+		"REGION": "eu-west-1", "RESOLVER": "169.254.169.253",
+	}})
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: ca.Pool()}
+	ref, err := name.ParseReference(m.Host + "/team/app:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := remote.Image(ref, remote.WithTransport(tr))
+	if err != nil {
+		t.Fatalf("pull over TLS from LISTEN_HOST:LISTEN_PORT: %v", err)
+	}
+	if d, _ := got.Digest(); d.String() != manifest.String() {
+		t.Fatalf("digest %s, want %s", d, manifest)
+	}
+	if err := readWhole(got); err != nil {
+		t.Fatal(err)
+	}
+	logs := m.Logs.String()
+	for _, want := range []string{`variable="LISTEN_HOST, LISTEN_PORT"`, "variable=REGISTRY_HTTP_TLS_CERTIFICATE", "variable=REGISTRY_HTTP_TLS_KEY",
+		"variable=REGION", "variable=ENABLE_SSL", "variable=RESOLVER"} {
+		if n := strings.Count(logs, want+" "); n != 1 {
+			t.Errorf("%s logged %d times, want once", want, n)
+		}
+	}
+	if !strings.Contains(logs, "setting=LISTEN_ADDR") || !strings.Contains(logs, "setting=TLS_CERTIFICATE") {
+		t.Errorf("the log does not name the settings the seed variables give:\n%s", logs)
+	}
+}
