@@ -64,7 +64,7 @@ var aliases = []envAlias{
 	{vars: []string{"CACHE_KEY"}, seed: seedNginx,
 		note: "not needed: content is cached by digest, and each tag's answer is kept per repository and media types"},
 	{vars: []string{"CACHE_INACTIVE_TIME"}, seed: seedNginx,
-		note: "not used: content stays until CACHE_MAX_SIZE evicts the least recently used images (ecr-mirror cache prune removes older ones on demand)"},
+		note: "not used: content stays until CACHE_MAX_SIZE evicts the least recently used images (ecr-mirror cache purge --older-than 30d drops images unused that long, on demand)"},
 	{vars: []string{"BEHIND_SSL_PROXY"}, seed: seedNginx,
 		note: "not needed: behind a TLS load balancer, list it in TRUSTED_PROXIES and its X-Forwarded-Proto/-Host shape the URLs the mirror hands out"},
 }

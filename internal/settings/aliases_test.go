@@ -56,7 +56,9 @@ func TestSeedVariablesGiveOurSettings(t *testing.T) {
 		{"DISABLE_PROXY_HEADERS true over the file's TRUSTED_PROXIES", map[string]string{"DISABLE_PROXY_HEADERS": "true"}, "trusted_proxies: [10.0.0.0/8]\n",
 			func(c *Config) bool { return len(c.TrustedProxies) == 0 }},
 		{"DISABLE_PROXY_HEADERS false keeps TRUSTED_PROXIES", map[string]string{"DISABLE_PROXY_HEADERS": "false", "TRUSTED_PROXIES": "10.0.0.0/8"}, "",
-			func(c *Config) bool { return slices.Equal(c.TrustedProxies, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}) }},
+			func(c *Config) bool {
+				return slices.Equal(c.TrustedProxies, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
+			}},
 		{"PULL_THROUGH_MIRROR", map[string]string{"PULL_THROUGH_MIRROR": "docker-hub:5001,kubernetes:5002"}, "",
 			func(c *Config) bool {
 				return slices.Equal(c.PrefixListeners, []PrefixListener{{":5001", "docker-hub"}, {":5002", "kubernetes"}})
