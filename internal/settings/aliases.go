@@ -116,7 +116,7 @@ func resolveAliases(getenv func(string) string) (map[string]*aliasValue, []alias
 			values[a.setting] = &aliasValue{value: v, from: from, same: a.same}
 		case !values[a.setting].agrees(v):
 			prev := values[a.setting]
-			errs = append(errs, fmt.Errorf("%s and %s both set %s, to %q and %q: set one of them", prev.from.name, from.name, a.setting, prev.value, v))
+			errs = append(errs, fmt.Errorf("%s and %s both set %s, to %s and %s: set one of them", prev.from.name, from.name, a.setting, shown(prev.value), shown(v)))
 		}
 	}
 	return values, uses, errs
@@ -148,8 +148,17 @@ func (s *setting) conflict() error {
 	if a == nil || (s.from.kind != fromFlag && s.from.kind != fromEnv) || a.agrees(s.value) {
 		return nil
 	}
-	return fmt.Errorf("%s and %s disagree (%q and %q): set one of them (%s is %s's name for it)",
-		s.from, a.from.name, s.value, a.value, a.from.name, s.env)
+	return fmt.Errorf("%s and %s disagree (%s and %s): set one of them (%s is %s's name for it)",
+		s.from, a.from.name, shown(s.value), shown(a.value), a.from.name, s.env)
+}
+
+// shown is v quoted for an error, unless it may hold credentials (a URL
+// with user info), which no message repeats.
+func shown(v string) string {
+	if strings.Contains(v, "@") {
+		return "(a value with credentials, not shown)"
+	}
+	return strconv.Quote(v)
 }
 
 // checkAliases runs the aliases' checks against the parsed Config.

@@ -51,6 +51,14 @@ func TestSeedVariablesGiveOurSettings(t *testing.T) {
 			}},
 		{"ECR_REGISTRY and the same UPSTREAM", map[string]string{"ECR_REGISTRY": "123456789012.dkr.ecr.eu-west-1.amazonaws.com", "UPSTREAM": seedECR + "/"}, "",
 			func(c *Config) bool { return c.Upstream.String() == seedECR }},
+		{"UPSTREAM as aws-ecr-http-proxy wrote it, with a port", map[string]string{"UPSTREAM": "https://123456789012.dkr.ecr.eu-central-1.amazonaws.com:443"}, "",
+			func(c *Config) bool {
+				return c.Upstream.Host == "123456789012.dkr.ecr.eu-central-1.amazonaws.com:443" && c.Region == "eu-central-1"
+			}},
+		{"UPSTREAM with a trailing slash", map[string]string{"UPSTREAM": "https://123456789012.dkr.ecr.eu-central-1.amazonaws.com/"}, "",
+			func(c *Config) bool {
+				return c.Upstream.String() == "https://123456789012.dkr.ecr.eu-central-1.amazonaws.com"
+			}},
 		{"REGION", map[string]string{"REGION": "us-west-2"}, "", func(c *Config) bool { return c.Region == "us-west-2" }},
 		{"REGION and AWS_REGION alike", map[string]string{"REGION": "US-WEST-2", "AWS_REGION": "us-west-2"}, "", func(c *Config) bool { return c.Region == "us-west-2" }},
 		{"DISABLE_PROXY_HEADERS true over the file's TRUSTED_PROXIES", map[string]string{"DISABLE_PROXY_HEADERS": "true"}, "trusted_proxies: [10.0.0.0/8]\n",
@@ -107,6 +115,8 @@ func TestSeedVariableConflictsNameBoth(t *testing.T) {
 		{"PORT and LISTEN_PORT", nil, map[string]string{"PORT": "8080", "LISTEN_PORT": "9000"}, []string{"PORT", "LISTEN_PORT", "LISTEN_ADDR"}},
 		{"UPSTREAM and ECR_REGISTRY", nil, map[string]string{"UPSTREAM": seedECR, "ECR_REGISTRY": "210987654321.dkr.ecr.us-east-2.amazonaws.com"},
 			[]string{"UPSTREAM", "ECR_REGISTRY"}},
+		{"credentials never quoted", nil, map[string]string{"UPSTREAM": "https://user:hunter2@a.dkr.ecr.eu-west-1.amazonaws.com", "ECR_REGISTRY": "b.dkr.ecr.eu-west-1.amazonaws.com"},
+			[]string{"UPSTREAM", "ECR_REGISTRY", "not shown"}},
 		{"AWS_REGION and REGION", nil, map[string]string{"AWS_REGION": "eu-west-1", "REGION": "us-east-1"}, []string{"AWS_REGION", "REGION"}},
 		{"AWS_DEFAULT_REGION and REGION", nil, map[string]string{"AWS_DEFAULT_REGION": "eu-west-1", "REGION": "us-east-1"}, []string{"AWS_DEFAULT_REGION", "REGION"}},
 		{"TLS_CERTIFICATE and REGISTRY_HTTP_TLS_CERTIFICATE", nil, map[string]string{"ENABLE_SSL": "true", "TLS_CERTIFICATE": "/a.pem", "TLS_PRIVATE_KEY": "/k.pem",
@@ -128,6 +138,8 @@ func TestSeedVariableConflictsNameBoth(t *testing.T) {
 		{"PULL_THROUGHS bad port", nil, map[string]string{"PULL_THROUGHS": "docker-hub:http"}, []string{"PULL_THROUGHS", `"docker-hub:http"`}},
 		{"PULL_THROUGHS bad prefix", nil, map[string]string{"PULL_THROUGHS": "Docker_Hub!:5001"}, []string{"PULL_THROUGHS", "not a valid ECR repository prefix"}},
 		{"PULL_THROUGHS port twice", nil, map[string]string{"PULL_THROUGHS": "docker-hub:5001,quay:5001"}, []string{"PULL_THROUGHS", "port 5001"}},
+		{"PULL_THROUGHS on LISTEN_ADDR's default port", nil, map[string]string{"PULL_THROUGHS": "ecr-public:5000"}, []string{"PULL_THROUGHS", "ecr-public:5000", "LISTEN_ADDR :5000"}},
+		{"PULL_THROUGHS on PORT", nil, map[string]string{"PULL_THROUGHS": "quay:8080", "PORT": "8080"}, []string{"PULL_THROUGHS", "quay:8080", "LISTEN_ADDR"}},
 		{"LOG_LEVEL unknown", nil, map[string]string{"LOG_LEVEL": "LOUD"}, []string{"LOG_LEVEL", `"LOUD"`}},
 	}
 	for _, tt := range tests {
@@ -136,6 +148,9 @@ func TestSeedVariableConflictsNameBoth(t *testing.T) {
 			_, err := parseWith(t, "", tt.args, withECR(tt.env))
 			if err == nil {
 				t.Fatal("no error")
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("error %q shows a password", err)
 			}
 			for _, w := range tt.want {
 				if !strings.Contains(err.Error(), w) {

@@ -1,7 +1,9 @@
 package settings
 
 import (
+	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 
@@ -47,4 +49,24 @@ func (c *Config) addPrefixListener(entry string) error {
 	}
 	c.PrefixListeners = append(c.PrefixListeners, PrefixListener{Addr: addr, Prefix: prefix})
 	return nil
+}
+
+// checkPrefixPorts reports a prefix:port listener whose port another
+// registry listener takes (aws-ecr-http-proxy's PULL_THROUGHS=x:5000
+// with no PORT meets LISTEN_ADDR's default :5000), naming both settings.
+func (c *Config) checkPrefixPorts() error {
+	others := []struct{ setting, addr string }{{"LISTEN_ADDR", c.ListenAddr}}
+	for _, nl := range c.NamespaceListeners {
+		others = append(others, struct{ setting, addr string }{"NAMESPACE_LISTENERS", nl.Addr})
+	}
+	var errs []error
+	for _, pl := range c.PrefixListeners {
+		for _, o := range others {
+			if _, port, err := net.SplitHostPort(o.addr); err == nil && port != "0" && ":"+port == pl.Addr {
+				errs = append(errs, fmt.Errorf("PULL_THROUGHS: %s%s and %s %s take the same port: move one of them (LISTEN_ADDR, or PORT, defaults to :5000)",
+					pl.Prefix, pl.Addr, o.setting, o.addr))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -275,7 +275,7 @@ func (c *Config) checkTogether() error {
 	if (c.TLSCertificate == "") != (c.TLSPrivateKey == "") {
 		return errors.New("TLS_CERTIFICATE: TLS_CERTIFICATE and TLS_PRIVATE_KEY go together: set both, or neither for plain HTTP")
 	}
-	return c.checkUpstreamsApart()
+	return errors.Join(c.checkUpstreamsApart(), c.checkPrefixPorts())
 }
 
 // bindText binds a setting any string is valid for.
