@@ -82,6 +82,7 @@ type handlerOptions struct {
 	namespaces *Namespaces // registry host → upstream and repository
 	defaultNS  string      // the registry of requests that name none
 	prefix     string      // else, the ECR prefix of requests that name none
+	library    string      // and that of their library/ names; "": prefix
 	upstreams  map[string]Backend
 	trusted    []netip.Prefix
 	observe    func(RequestInfo)
@@ -122,10 +123,13 @@ func WithNamespaces(n *Namespaces, defaultNS string) HandlerOption {
 // WithRepositoryPrefix makes requests that name no registry (no ?ns=)
 // repositories under prefix/ of the default upstream, whatever their
 // name: the listener of one ECR pull-through-cache rule, as PULL_THROUGHS'
-// prefix:port form opens. A request that names its registry is resolved
-// by the namespaces as on any listener.
-func WithRepositoryPrefix(prefix string) HandlerOption {
-	return func(o *handlerOptions) { o.prefix = prefix }
+// prefix:port form opens. Names under library/ (Docker's official images)
+// go under library/ of libraryPrefix instead, when it is not "": ECR
+// Public keeps them under docker/ (ecr-public/docker/library/alpine). A
+// request that names its registry is resolved by the namespaces as on
+// any listener.
+func WithRepositoryPrefix(prefix, libraryPrefix string) HandlerOption {
+	return func(o *handlerOptions) { o.prefix, o.library = prefix, libraryPrefix }
 }
 
 // WithUpstreams serves the requests Namespaces.Resolve sends to another
@@ -285,7 +289,11 @@ func (h *Handler) resolve(r *http.Request, route Route) (Target, Backend, error)
 	}
 	ns := r.URL.Query().Get("ns")
 	if ns == "" && h.opts.prefix != "" {
-		t, err := UnderPrefix(h.opts.prefix, route.Name)
+		prefix := h.opts.prefix
+		if h.opts.library != "" && strings.HasPrefix(route.Name, "library/") {
+			prefix = h.opts.library
+		}
+		t, err := UnderPrefix(prefix, route.Name)
 		return t, h.backend, err
 	}
 	if ns == "" {

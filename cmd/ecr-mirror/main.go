@@ -176,7 +176,7 @@ func (h *handlers) listeners(tlsConfig *tls.Config) []servergroup.Listener {
 			What: "registry API: " + nl.Namespace, Limited: true})
 	}
 	for _, pl := range cfg.PrefixListeners {
-		all = append(all, servergroup.Listener{Setting: "PULL_THROUGHS", Addr: pl.Addr, Handler: h.front("", probe, metrics, registry.WithRepositoryPrefix(pl.Prefix)), TLS: tlsConfig,
+		all = append(all, servergroup.Listener{Setting: "PULL_THROUGHS", Addr: pl.Addr, Handler: h.front("", probe, metrics, registry.WithRepositoryPrefix(pl.Prefix, pl.LibraryPrefix)), TLS: tlsConfig,
 			What: "registry API: ECR repositories under " + pl.Prefix + "/", Limited: true})
 	}
 	if cfg.MetricsAddr != "" {

@@ -71,9 +71,12 @@ func TestPrefixListenerServesPullThroughRepository(t *testing.T) {
 	// A request that names its registry is resolved as on any listener.
 	for ns, want := range map[string]int{"docker.io": 200, "quay.io": 404} {
 		resp, body, err := get(t, "GET", hub.URL+"/v2/library/app/manifests/v1?ns="+ns, http.Header{"Accept": {"application/vnd.docker.distribution.manifest.v2+json"}})
-		if err != nil || resp.StatusCode != want {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != want {
 			code, _, _ := registry.ParseErrorBody(body)
-			t.Errorf("ns=%s: %v %v %s, want %d", ns, err, resp.StatusCode, code, want)
+			t.Errorf("ns=%s: %d %s, want %d", ns, resp.StatusCode, code, want)
 		}
 	}
 }
@@ -120,5 +123,40 @@ func TestSeedSettingsServeAPull(t *testing.T) {
 	}
 	if !strings.Contains(logs, "setting=LISTEN_ADDR") || !strings.Contains(logs, "setting=TLS_CERTIFICATE") {
 		t.Errorf("the log does not name the settings the seed variables give:\n%s", logs)
+	}
+}
+
+// aws-ecr-http-proxy's ecr-public:<port> serves Docker's official images
+// (library/...) from ECR Public's docker/ (ECR's
+// ecr-public/docker/library/alpine), other names from under ecr-public/;
+// its ecr-public-docker:<port> serves every name from ecr-public/docker/.
+func TestECRPublicPrefixListenerFindsOfficialImagesUnderDocker(t *testing.T) {
+	t.Parallel()
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	img, _ := random.Image(1024, 1)
+	alpine, _ := putImage(t, fake, "ecr-public/docker/library/alpine", "3", img)
+	other, _ := random.Image(1024, 1)
+	tool, _ := putImage(t, fake, "ecr-public/acme/tool", "1", other)
+	m := startMirror(t, fake, mirrorOpts{env: map[string]string{"PULL_THROUGHS": "ecr-public:0,ecr-public-docker:0"}})
+	if len(m.Extra) != 2 {
+		t.Fatalf("want two prefix listeners, got %v", m.Extra)
+	}
+	public, docker := "http://"+loopback(t, m.Extra[0]), "http://"+loopback(t, m.Extra[1])
+	for _, tt := range []struct {
+		url  string
+		want string
+	}{
+		{public + "/v2/library/alpine/manifests/3", alpine.String()},
+		{public + "/v2/acme/tool/manifests/1", tool.String()},
+		{docker + "/v2/library/alpine/manifests/3", alpine.String()},
+	} {
+		resp, body, err := get(t, "GET", tt.url, http.Header{"Accept": {"application/vnd.docker.distribution.manifest.v2+json"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 200 || resp.Header.Get("Docker-Content-Digest") != tt.want {
+			code, msg, _ := registry.ParseErrorBody(body)
+			t.Errorf("GET %s: %d %s %s, want %s", tt.url, resp.StatusCode, code, msg, tt.want)
+		}
 	}
 }

@@ -69,12 +69,12 @@ func TestSeedVariablesGiveOurSettings(t *testing.T) {
 			}},
 		{"PULL_THROUGH_MIRROR", map[string]string{"PULL_THROUGH_MIRROR": "docker-hub:5001,kubernetes:5002"}, "",
 			func(c *Config) bool {
-				return slices.Equal(c.PrefixListeners, []PrefixListener{{":5001", "docker-hub"}, {":5002", "kubernetes"}})
+				return slices.Equal(c.PrefixListeners, []PrefixListener{{":5001", "docker-hub", ""}, {":5002", "kubernetes", ""}})
 			}},
 		{"PULL_THROUGHS, both forms", map[string]string{"PULL_THROUGHS": "docker.io=docker-hub, ecr-public:5002, ecr-public-docker:5003"}, "",
 			func(c *Config) bool {
 				return c.PullThroughs["docker.io"] == "docker-hub" && len(c.PullThroughs) == 1 &&
-					slices.Equal(c.PrefixListeners, []PrefixListener{{":5002", "ecr-public"}, {":5003", "ecr-public/docker"}})
+					slices.Equal(c.PrefixListeners, []PrefixListener{{":5002", "ecr-public", "ecr-public/docker"}, {":5003", "ecr-public/docker", ""}})
 			}},
 		{"LOG_LEVEL upper case", map[string]string{"LOG_LEVEL": "DEBUG"}, "", func(c *Config) bool { return c.LogLevel == slog.LevelDebug }},
 		{"LOG_LEVEL WARNING", map[string]string{"LOG_LEVEL": "WARNING"}, "", func(c *Config) bool { return c.LogLevel == slog.LevelWarn }},

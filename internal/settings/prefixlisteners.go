@@ -12,10 +12,12 @@ import (
 
 // PrefixListener is one PULL_THROUGHS entry in aws-ecr-http-proxy's
 // PREFIX:PORT form: a listener on Addr (":PORT") whose repositories are
-// those under Prefix/ in the default upstream (an ECR registry).
+// those under Prefix/ in the default upstream (an ECR registry), those
+// named library/... under LibraryPrefix/ when it is set.
 type PrefixListener struct {
-	Addr   string
-	Prefix string
+	Addr          string
+	Prefix        string
+	LibraryPrefix string
 }
 
 // seedPrefixTokens are the prefix names of aws-ecr-http-proxy's
@@ -25,6 +27,11 @@ var seedPrefixTokens = map[string]string{
 	// registry-mirrors: library/alpine is ecr-public/docker/library/alpine.
 	"ecr-public-docker": "ecr-public/docker",
 }
+
+// seedLibraryPrefixes are where aws-ecr-http-proxy's prefixes keep
+// Docker's official images (library/...), when not under the prefix
+// itself: ECR Public has them under docker/.
+var seedLibraryPrefixes = map[string]string{"ecr-public": "ecr-public/docker"}
 
 // addPrefixListener reads one PULL_THROUGHS entry that is not
 // registry=prefix: it must be prefix:port.
@@ -47,7 +54,7 @@ func (c *Config) addPrefixListener(entry string) error {
 			return fmt.Errorf("%q: port %d is already the listener of prefix %s", entry, n, pl.Prefix)
 		}
 	}
-	c.PrefixListeners = append(c.PrefixListeners, PrefixListener{Addr: addr, Prefix: prefix})
+	c.PrefixListeners = append(c.PrefixListeners, PrefixListener{Addr: addr, Prefix: prefix, LibraryPrefix: seedLibraryPrefixes[prefix]})
 	return nil
 }
 
