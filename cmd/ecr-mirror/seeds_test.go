@@ -160,3 +160,29 @@ func TestECRPublicPrefixListenerFindsOfficialImagesUnderDocker(t *testing.T) {
 		}
 	}
 }
+
+// "config check" shows the values seed variables gave under our names,
+// each with the variable it came from; a seed variable that disagrees
+// with ours is refused naming both.
+func TestConfigCheckShowsSeedVariables(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"ECR_REGISTRY": "123456789012.dkr.ecr.eu-west-1.amazonaws.com", "PORT": "8080", "PULL_THROUGH_MIRROR": "docker-hub:5001"}
+	code, out, errOut := cli(t, env, "config", "check")
+	if code != exitOK {
+		t.Fatalf("config check: exit %d\n%s", code, errOut)
+	}
+	for _, want := range []string{
+		"# from $ECR_REGISTRY, read as UPSTREAM\nupstream:\n  - 123456789012.dkr.ecr.eu-west-1.amazonaws.com\n",
+		"# from $PORT, read as LISTEN_ADDR\nlisten_addr: :8080\n",
+		"# from $PULL_THROUGH_MIRROR, read as PULL_THROUGHS\npull_throughs: docker-hub:5001\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	env["LISTEN_ADDR"] = ":5000"
+	code, _, errOut = cli(t, env, "config", "check")
+	if code != exitFail || !strings.Contains(errOut, `LISTEN_ADDR and PORT disagree (":5000" and ":8080")`) {
+		t.Fatalf("PORT against LISTEN_ADDR: exit %d, stderr:\n%s", code, errOut)
+	}
+}
