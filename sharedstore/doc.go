@@ -5,7 +5,10 @@
 //
 // Objects are named by digest under an optional prefix:
 //
-//	<prefix>/blobs/sha256/<hex>
+//	<prefix>/blobs/sha256/<hex>   content, written once (put.go)
+//	<prefix>/used/<hex>           empty: a replica served manifest <hex>
+//	                              (its LastModified is the last use)
+//	<prefix>/pins/<hex>           {"names":[...]}: image <hex> is pinned
 //
 // An object is written once, from content already verified and committed
 // to a replica's local store: a conditional create (If-None-Match: *), so
@@ -15,6 +18,16 @@
 // never the whole blob in memory. Readers verify what they read (the
 // proxy tees it through a cache.Writer, which checks the digest) and
 // delete an object that does not match.
+//
+// The bucket's size is bounded by a sweep (sweep.go, its policy in the
+// pure function plan of policy.go): when the blobs exceed the bound, it
+// deletes the blobs no manifest references, oldest first, then whole
+// images least recently used first (the newest of their manifests'
+// used/ records and objects), never a pinned image nor an object younger
+// than a grace period. It reads each manifest once (manifests.go) and
+// remembers what it references: digests never change. Replicas record
+// use through Usage (usage.go), at most once per manifest per interval,
+// in the background. Records are in records.go.
 //
 // The store knows neither HTTP clients nor the local cache: the proxy
 // reaches it through a small interface (proxy.SharedBlobs). Errors name

@@ -1,0 +1,250 @@
+package sharedstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/jonboulle/clockwork"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/oci"
+	"github.com/ecr-mirror/ecr-mirror/internal/s3test"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
+)
+
+// testImage is an image written to the bucket: its manifest, config and
+// layers, each layer of layerSize random bytes unless given.
+type testImage struct {
+	manifest digest.Digest
+	blobs    []digest.Digest // config, then layers
+	size     int64           // every object's bytes
+}
+
+// putImage writes an image with a config and the given layers (new
+// random ones for nil entries) to s, the manifest as mediaType.
+func putImage(t *testing.T, s *Store, seed uint64, mediaType string, layers ...[]byte) testImage {
+	t.Helper()
+	ctx := context.Background()
+	var im testImage
+	put := func(data []byte, mt string) oci.Descriptor {
+		dgst := digest.FromBytes(data)
+		if err := s.Put(ctx, dgst, int64(len(data)), mt, bytes.NewReader(data)); err != nil {
+			t.Fatal(err)
+		}
+		im.size += int64(len(data))
+		return oci.Descriptor{MediaType: mt, Digest: dgst, Size: int64(len(data))}
+	}
+	config := put(testkit.RandomBytes(seed, 512), oci.MediaTypeImageConfig)
+	im.blobs = append(im.blobs, config.Digest)
+	doc := map[string]any{"schemaVersion": 2, "mediaType": oci.MediaTypeImageManifest, "config": config}
+	var descs []oci.Descriptor
+	for i, l := range layers {
+		if l == nil {
+			l = testkit.RandomBytes(seed*100+uint64(i), 64<<10)
+		}
+		desc := put(l, oci.MediaTypeImageLayerGzip)
+		descs = append(descs, desc)
+		im.blobs = append(im.blobs, desc.Digest)
+	}
+	doc["layers"] = descs
+	b, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im.manifest = put(b, mediaType).Digest
+	return im
+}
+
+// held reports which of ds the bucket holds.
+func held(t *testing.T, s *Store, ds ...digest.Digest) []bool {
+	t.Helper()
+	var out []bool
+	for _, d := range ds {
+		has, err := s.Has(context.Background(), d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, has)
+	}
+	return out
+}
+
+// lastModified is the LastModified of key, by the server's clock.
+func lastModified(t *testing.T, srv *s3test.Server, key string) time.Time {
+	t.Helper()
+	out, err := srv.Client().HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String("tier"), Key: &key})
+	if err != nil {
+		t.Fatalf("HEAD %s: %v", key, err)
+	}
+	return aws.ToTime(out.LastModified)
+}
+
+// afterSecondOf waits until the bucket's next write is stamped later than
+// key's LastModified (S3 stamps whole seconds).
+func afterSecondOf(t *testing.T, srv *s3test.Server, key string) {
+	t.Helper()
+	lm := lastModified(t, srv, key)
+	// A second, and a little more: file systems stamp files from a
+	// clock that lags the one time.Now reads by up to a tick.
+	testwait.Until(t, "the clock to pass "+key+"'s LastModified by a second", func() bool {
+		return time.Now().After(lm.Add(time.Second + 100*time.Millisecond))
+	})
+}
+
+// Against a real S3 server: the sweep lists the bucket, reads each
+// manifest (typed, or sniffed behind a generic type), takes each image's
+// last use from its used/ record and keeps pinned images whole: over a
+// bound that fits two images of three, it deletes the least recently
+// used unpinned image's own blobs and its record, and nothing else.
+func TestSweepDeletesTheLeastRecentlyUsedUnpinnedImageFromTheBucket(t *testing.T) {
+	t.Parallel()
+	s, srv, obs := newStore(t)
+	ctx := context.Background()
+	shared := testkit.RandomBytes(99, 64<<10)
+	pinned := putImage(t, s, 1, oci.MediaTypeImageManifest, nil)
+	older := putImage(t, s, 2, "application/octet-stream", shared, nil) // sniffed
+	newer := putImage(t, s, 3, oci.MediaTypeImageManifest, shared, nil)
+	if err := s.PutPin(ctx, pinned.manifest, []string{"team/app:v1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkUsed(ctx, older.manifest); err != nil {
+		t.Fatal(err)
+	}
+	afterSecondOf(t, srv, s.recordKey(dirUsed, older.manifest))
+	if err := s.MarkUsed(ctx, newer.manifest); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := lastModified(t, srv, s.recordKey(dirUsed, older.manifest)), lastModified(t, srv, s.recordKey(dirUsed, newer.manifest)); !b.After(a) {
+		t.Fatalf("the bucket stamped the newer use %v, not after the older %v: the test cannot order them", b, a)
+	}
+	for _, k := range []string{"mirror/used/" + older.manifest.Encoded(), "mirror/used/" + newer.manifest.Encoded(), "mirror/pins/" + pinned.manifest.Encoded()} {
+		if keys := srv.Keys(t, "tier", k); len(keys) != 1 {
+			t.Fatalf("bucket has %v, want the record %s", keys, k)
+		}
+	}
+
+	total := pinned.size + older.size + newer.size - int64(len(shared))
+	unshared := older.size - int64(len(shared))
+	// Now is an hour on: nothing is in its grace period any more.
+	clk := clockwork.NewFakeClockAt(time.Now().Add(time.Hour))
+	w, err := s.NewSweeper(SweepOptions{MaxSize: total - unshared, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := w.Sweep(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Bytes != total || p.Freed != unshared || p.Images != 1 {
+		t.Errorf("sweep of %d bytes freed %d in %d images, want %d bytes, %d freed, 1 image", p.Bytes, p.Freed, p.Images, total, unshared)
+	}
+	sharedDigest := digest.FromBytes(shared)
+	gone := append([]digest.Digest{older.manifest}, slices.DeleteFunc(slices.Clone(older.blobs), func(d digest.Digest) bool { return d == sharedDigest })...)
+	for i, h := range held(t, s, gone...) {
+		if h {
+			t.Errorf("the least recently used image's %s is still there", gone[i])
+		}
+	}
+	kept := append(append([]digest.Digest{pinned.manifest, newer.manifest, sharedDigest}, pinned.blobs...), newer.blobs...)
+	for i, h := range held(t, s, kept...) {
+		if !h {
+			t.Errorf("%s was swept: pinned, newer or shared", kept[i])
+		}
+	}
+	if keys := srv.Keys(t, "tier", "mirror/used/"); !slices.Equal(keys, []string{"mirror/used/" + newer.manifest.Encoded()}) {
+		t.Errorf("used records left %v, want only the newer image's", keys)
+	}
+	if st := w.Stats(); st.Bytes != total-unshared || st.SweptBytes != unshared || st.Sweeps != 1 {
+		t.Errorf("stats %+v, want %d bytes left, %d swept, 1 sweep", st, total-unshared, unshared)
+	}
+
+	// A second sweep reads no manifest again, and deletes nothing.
+	gets := obs.get(OpGet, OutcomeOK)
+	if p, err = w.Sweep(ctx); err != nil || len(p.Delete) != 0 {
+		t.Fatalf("second sweep deleted %d (%v), want 0", len(p.Delete), err)
+	}
+	if n := obs.get(OpGet, OutcomeOK) - gets; n != 0 {
+		t.Errorf("second sweep read %d objects, want 0: digests do not change", n)
+	}
+
+	// Unpinned, the pinned image is the least recently used.
+	if err := s.DeletePin(ctx, pinned.manifest); err != nil {
+		t.Fatal(err)
+	}
+	w.opts.MaxSize = newer.size
+	if _, err = w.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, h := range held(t, s, append([]digest.Digest{pinned.manifest}, pinned.blobs...)...) {
+		if h {
+			t.Errorf("unpinned image's object %d is still there", i)
+		}
+	}
+}
+
+// Nothing younger than the grace period is swept: a download being
+// written, or an image whose manifest has not landed yet.
+func TestSweepLeavesObjectsInTheirGracePeriod(t *testing.T) {
+	t.Parallel()
+	s, _, _ := newStore(t)
+	im := putImage(t, s, 5, oci.MediaTypeImageManifest, nil)
+	orphan := testkit.RandomBytes(6, 1000)
+	if err := s.Put(context.Background(), digest.FromBytes(orphan), 1000, "", bytes.NewReader(orphan)); err != nil {
+		t.Fatal(err)
+	}
+	w, err := s.NewSweeper(SweepOptions{MaxSize: 1, Clock: clockwork.NewFakeClockAt(time.Now())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := w.Sweep(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Delete) != 0 {
+		t.Errorf("swept %d young objects", len(p.Delete))
+	}
+	for i, h := range held(t, s, append(im.blobs, im.manifest, digest.FromBytes(orphan))...) {
+		if !h {
+			t.Errorf("object %d was swept", i)
+		}
+	}
+}
+
+// A replica rewrites a manifest's used/ record at most once per interval,
+// whatever it serves in between.
+func TestUsageRecordsAreThrottledPerInterval(t *testing.T) {
+	t.Parallel()
+	s, _, obs := newStore(t)
+	clk := clockwork.NewFakeClock()
+	ctx, cancel := context.WithCancel(context.Background())
+	u := s.NewUsage(ctx, UsageOptions{Interval: time.Minute, Clock: clk})
+	t.Cleanup(func() { cancel(); u.Wait() })
+	a, b := digest.FromString("a"), digest.FromString("b")
+	puts := func(want int) {
+		t.Helper()
+		testwait.Until(t, "the records to be written", func() bool { return obs.get(OpPut, OutcomeOK) >= want })
+	}
+	for range 5 {
+		u.Record(a)
+	}
+	u.Record(b)
+	puts(2)
+	clk.Advance(59 * time.Second)
+	u.Record(a)
+	clk.Advance(time.Second)
+	u.Record(a)
+	puts(3)
+	// Every write queued was written: nothing else is waiting, so the
+	// counts are final.
+	testwait.Until(t, "the queue to drain", func() bool { return len(u.queue) == 0 })
+	if n := obs.get(OpPut, OutcomeOK); n != 3 {
+		t.Errorf("%d record writes, want 3 (a twice, a minute apart; b once)", n)
+	}
+}
