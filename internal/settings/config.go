@@ -82,6 +82,14 @@ type Config struct {
 	// default chain. Not a setting: tests point it at their S3 server.
 	SharedStoreAWS *aws.Config
 
+	// SharedStoreMaxSize is SHARED_STORE_MAX_SIZE, bytes; 0: unbounded.
+	SharedStoreMaxSize int64
+	// SharedStoreSweepInterval is SHARED_STORE_SWEEP_INTERVAL.
+	SharedStoreSweepInterval time.Duration
+	// SharedStoreClock times the shared tier's sweeps and use records;
+	// nil: the real clock. Not a setting: tests sweep when they choose.
+	SharedStoreClock clockwork.Clock
+
 	source *source // nil for a Config not made by Parse
 }
 

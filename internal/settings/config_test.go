@@ -165,6 +165,22 @@ func TestParseConfig(t *testing.T) {
 					t.Errorf("SharedStore %q, path style %v", c.SharedStore, c.SharedStorePathStyle)
 				}
 			}},
+		{name: "shared store bound", env: map[string]string{"UPSTREAM": ecr, "SHARED_STORE": "s3://bucket", "SHARED_STORE_MAX_SIZE": "2t", "SHARED_STORE_SWEEP_INTERVAL": "1m"},
+			check: func(t *testing.T, c *Config) {
+				if c.SharedStoreMaxSize != 2<<40 || c.SharedStoreSweepInterval != time.Minute {
+					t.Errorf("SharedStoreMaxSize %d, interval %v", c.SharedStoreMaxSize, c.SharedStoreSweepInterval)
+				}
+			}},
+		{name: "shared store unbounded", env: map[string]string{"UPSTREAM": ecr, "SHARED_STORE": "s3://bucket", "SHARED_STORE_MAX_SIZE": "0"},
+			check: func(t *testing.T, c *Config) {
+				if c.SharedStoreMaxSize != 0 || c.SharedStoreSweepInterval != 5*time.Minute {
+					t.Errorf("SharedStoreMaxSize %d, interval %v; want 0 and 5m", c.SharedStoreMaxSize, c.SharedStoreSweepInterval)
+				}
+			}},
+		{name: "shared store bound bad", env: map[string]string{"UPSTREAM": ecr, "SHARED_STORE": "s3://bucket", "SHARED_STORE_MAX_SIZE": "lots", "SHARED_STORE_SWEEP_INTERVAL": "0"},
+			wantErr: []string{`SHARED_STORE_MAX_SIZE: "lots" is not a size`, `SHARED_STORE_SWEEP_INTERVAL: "0"`}},
+		{name: "shared store bound without a shared store", env: map[string]string{"UPSTREAM": ecr, "SHARED_STORE_MAX_SIZE": "1g"},
+			wantErr: []string{`SHARED_STORE_MAX_SIZE: "1g" bounds the shared tier, which is off: set SHARED_STORE too`}},
 		{name: "client stall timeout zero", env: map[string]string{"UPSTREAM": ecr, "CLIENT_STALL_TIMEOUT": "0"}, wantErr: []string{`CLIENT_STALL_TIMEOUT: "0"`}},
 		{name: "client stall timeout bad", env: map[string]string{"UPSTREAM": ecr, "CLIENT_STALL_TIMEOUT": "soon"}, wantErr: []string{`CLIENT_STALL_TIMEOUT: "soon"`}},
 		{name: "client connections zero", env: map[string]string{"UPSTREAM": ecr, "MAX_CLIENT_CONNECTIONS": "0"}, wantErr: []string{`MAX_CLIENT_CONNECTIONS: "0"`}},
