@@ -54,7 +54,9 @@
 // downloaded again from upstream (refetch). A repository
 // not linked to the digest is confirmed upstream first, as for local
 // content. What is downloaded from upstream is written to the tier after
-// commit, in the background, a bounded number at once.
+// commit, in the background, a bounded number at once. Each manifest
+// answered is told to Options.UsedManifest, which records its use in the
+// tier for the sweep that keeps the tier under its bound.
 // The proxy reaches its store only through the Store interface
 // (store.go: Blobs, Links, Tags), which *cache.Store implements.
 // Upload sessions' staging files and the tee that copies a body as
