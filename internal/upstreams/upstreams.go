@@ -27,6 +27,7 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/observe"
 	"github.com/ecr-mirror/ecr-mirror/proxy"
 	"github.com/ecr-mirror/ecr-mirror/registry"
+	"github.com/ecr-mirror/ecr-mirror/sharedstore"
 )
 
 // Side is the mirror's side towards its upstreams: ECR tokens (one
@@ -48,7 +49,9 @@ type Side struct {
 	// shared holds MAX_DOWNLOADS and UPSTREAM_MAX_RATE for all upstreams together.
 	shared *proxy.Shared
 	// sharedBlobs is SHARED_STORE's tier, given to every proxy; nil: off.
-	sharedBlobs proxy.SharedBlobs
+	sharedBlobs *sharedstore.Store
+	// bound keeps it under SHARED_STORE_MAX_SIZE; nil: unbounded.
+	bound *sharedBound
 	stopTokens  context.CancelFunc
 	build       buildinfo.Info // for the User-Agent sent upstream
 }
@@ -70,6 +73,13 @@ func Start(ctx context.Context, cfg *settings.Config, store *cache.Store, log *s
 		stopTokens()
 		return nil, err
 	}
+	if up.bound, err = startSharedBound(up.sharedBlobs, cfg, log.With("component", "sharedstore")); err != nil {
+		stopTokens()
+		return nil, err
+	}
+	if up.sharedBlobs != nil {
+		syncPins(up.sharedBlobs, store, log.With("component", "sharedstore"))
+	}
 	for i, u := range cfg.Upstreams {
 		wrap, err := up.credentials(tokenCtx, cfg, u, creds, log)
 		if err == nil {
@@ -82,6 +92,9 @@ func Start(ctx context.Context, cfg *settings.Config, store *cache.Store, log *s
 	}
 	up.Metrics = observe.NewMetrics(store, up.Proxies, up.Tokens, up.Reach) // before anything is served
 	up.Metrics.RegisterBuildInfo(up.build)
+	if up.bound != nil {
+		up.Metrics.WatchSharedSweeps(up.bound.sweeper.Stats)
+	}
 	return up, nil
 }
 
@@ -159,7 +172,8 @@ func (up *Side) addProxy(cfg *settings.Config, u settings.Upstream, main bool, s
 		StallClock:      cfg.StallClock,
 		Retries:         cfg.Retries,
 		ObserveUpstream: func(ev proxy.UpstreamEvent) { up.Reach.ObserveUpstream(ev); up.Metrics.ObserveUpstream(ev) },
-		SharedStore:     up.sharedBlobs,
+		SharedStore:     up.sharedTier(),
+		UsedManifest:    up.bound.recorder(),
 	})
 	if err != nil {
 		return fmt.Errorf("UPSTREAM %s: %w", u.URL, err)
@@ -187,6 +201,7 @@ func (up *Side) Close() {
 	for _, px := range up.Proxies {
 		px.Close()
 	}
+	up.bound.close()
 	up.stopTokens()
 }
 

@@ -1,0 +1,207 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/jonboulle/clockwork"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/settings"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
+)
+
+// imageBytes is the bytes of img's manifest, config and layers.
+func imageBytes(t *testing.T, img v1.Image) int64 {
+	t.Helper()
+	raw, err := img.RawManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := img.RawConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := int64(len(raw) + len(cfg))
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range layers {
+		size, err := l.Size()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += size
+	}
+	return n
+}
+
+// waitInTier waits until the tier holds every digest of ds.
+func waitInTier(t *testing.T, tier *sharedTier, what string, ds ...digest.Digest) {
+	t.Helper()
+	testwait.Until(t, what+" in the shared tier", func() bool {
+		keys := tier.keys(t)
+		for _, d := range ds {
+			if !slices.Contains(keys, tier.key(d)) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// usedKey is the key of the use record of manifest m.
+func (s *sharedTier) usedKey(m digest.Digest) string { return s.prefix + "/used/" + m.Encoded() }
+
+// A replica with SHARED_STORE_MAX_SIZE records the use of each manifest
+// it serves and sweeps the bucket down to the bound: of three images
+// where only two fit, the least recently used unpinned one goes (its own
+// blobs; a layer it shares with a kept image stays), the pinned one and
+// the most recently used one stay whole. A replica then pulling the
+// swept image gets it whole and verified: what the tier lost from ECR,
+// the shared layer from the tier.
+func TestSharedTierSweepDropsTheLeastRecentlyUsedUnpinnedImage(t *testing.T) {
+	t.Parallel()
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	img1, err := random.Image(64<<10, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers1, err := img1.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base2, err := random.Image(64<<10, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img2, err := mutate.AppendLayers(base2, layers1[0]) // shares image 1's first layer
+	if err != nil {
+		t.Fatal(err)
+	}
+	img3, err := random.Image(64<<10, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m1, b1 := putImage(t, fake, "team/app", "v1", img1)
+	m2, b2 := putImage(t, fake, "team/app", "v2", img2)
+	m3, b3 := putImage(t, fake, "team/app", "v3", img3)
+	shared := b1[0]
+	if !slices.Contains(b2, shared) {
+		t.Fatalf("image 2's blobs %v lack image 1's first layer %s", b2, shared)
+	}
+	sharedSize, err := layers1[0].Size()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1, s2, s3 := imageBytes(t, img1), imageBytes(t, img2), imageBytes(t, img3)
+	bound := s2 + s3 // over it by image 1's own blobs
+
+	tier := startSharedTier(t)
+	// The sweeps' clock is an hour ahead: nothing is in its grace
+	// period, and a sweep runs when the test advances it.
+	clk := clockwork.NewFakeClockAt(time.Now().Add(time.Hour))
+	opts := tier.opts()
+	opts.env["SHARED_STORE_MAX_SIZE"] = strconv.FormatInt(bound, 10)
+	awsEdit := opts.edit
+	opts.edit = func(c *settings.Config) { awsEdit(c); c.SharedStoreClock = clk }
+	a := startMirror(t, fake, opts)
+
+	if _, err := pullImage(t, a, "team/app:v3"); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errOut := cli(t, map[string]string{"CACHE_DIR": a.Dir}, "cache", "pin", "team/app:v3"); code != exitOK {
+		t.Fatalf("pin: exit %d\n%s", code, errOut)
+	}
+	if pins := tier.records(t, "pins"); !slices.Equal(pins, []string{tier.prefix + "/pins/" + m3.Encoded()}) {
+		t.Fatalf("the bucket's pins are %v, want image 3's", pins)
+	}
+	if _, err := pullImage(t, a, "team/app:v1"); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Until(t, "image 1's use to be recorded", func() bool { return slices.Contains(tier.records(t, "used"), tier.usedKey(m1)) })
+	// S3 stamps whole seconds, from a file system clock that may lag by
+	// a tick: image 2's use must be stamped later than image 1's.
+	used1 := tier.lastModified(t, tier.usedKey(m1))
+	testwait.Until(t, "the clock to pass image 1's use by a second", func() bool { return time.Now().After(used1.Add(1100 * time.Millisecond)) })
+	if _, err := pullImage(t, a, "team/app:v2"); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Until(t, "image 2's use to be recorded", func() bool { return slices.Contains(tier.records(t, "used"), tier.usedKey(m2)) })
+	if used2 := tier.lastModified(t, tier.usedKey(m2)); !used2.After(used1) {
+		t.Fatalf("image 2's use stamped %v, not after image 1's %v", used2, used1)
+	}
+	all := [][]digest.Digest{append([]digest.Digest{m1}, b1...), append([]digest.Digest{m2}, b2...), append([]digest.Digest{m3}, b3...)}
+	for i, ds := range all {
+		waitInTier(t, tier, fmt.Sprintf("image %d", i+1), ds...)
+	}
+
+	sweep(t, a, clk)
+	for i, ds := range all[1:] {
+		for _, d := range ds {
+			if !slices.Contains(tier.keys(t), tier.key(d)) {
+				t.Errorf("image %d's %s was swept", i+2, d)
+			}
+		}
+	}
+	for _, d := range all[0] {
+		if in := slices.Contains(tier.keys(t), tier.key(d)); in != (d == shared) {
+			t.Errorf("image 1's %s in the tier after the sweep: %v, want %v (only the layer image 2 shares stays)", d, in, d == shared)
+		}
+	}
+	if slices.Contains(tier.records(t, "used"), tier.usedKey(m1)) {
+		t.Error("image 1's use record outlived the image")
+	}
+	if got, want := metric(t, a, "ecr_mirror_shared_store_swept_bytes_total"), float64(s1-sharedSize); got != want {
+		t.Errorf("swept_bytes_total %v, want image 1's own %v", got, want)
+	}
+	if got, want := metric(t, a, "ecr_mirror_shared_store_bytes"), float64(s2+s3); got != want {
+		t.Errorf("shared_store_bytes %v, want %v", got, want)
+	}
+	if !strings.Contains(a.Logs.String(), "shared store swept") {
+		t.Error("the sweep logged no summary")
+	}
+
+	// A replica with an empty disk pulls the swept image: the tier lost
+	// its manifest, config and own layer (from ECR now), not the layer
+	// image 2 shares.
+	b := startMirror(t, fake, tier.opts())
+	before := fake.Counters()
+	if _, err := pullImage(t, b, "team/app:v1"); err != nil {
+		t.Fatalf("pulling the swept image: %v", err)
+	}
+	after := fake.Counters()
+	if got := after.BlobGet - before.BlobGet; got != int64(len(b1)-1) {
+		t.Errorf("ECR served %d blob GETs for the swept image, want %d (all but the shared layer)", got, len(b1)-1)
+	}
+}
+
+// sweep runs one sweep of m's shared tier: it advances the sweeps' clock
+// by SHARED_STORE_SWEEP_INTERVAL once the sweeper waits on it, then waits
+// for the sweep to be counted.
+func sweep(t *testing.T, m *mirror, clk *clockwork.FakeClock) {
+	t.Helper()
+	before := metric(t, m, "ecr_mirror_shared_store_sweeps_total")
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.HangGuard)
+	defer cancel()
+	if err := clk.BlockUntilContext(ctx, 1); err != nil {
+		t.Fatalf("the sweeper never waited for its interval: %v", err)
+	}
+	clk.Advance(5 * time.Minute)
+	testwait.Until(t, "a sweep", func() bool {
+		if metric(t, m, "ecr_mirror_shared_store_sweep_failures_total") > 0 {
+			t.Fatalf("the sweep failed:\n%s", m.Logs.String())
+		}
+		return metric(t, m, "ecr_mirror_shared_store_sweeps_total") > before
+	})
+}
