@@ -62,18 +62,19 @@ func putImage(t *testing.T, s *Store, seed uint64, mediaType string, layers ...[
 	return im
 }
 
-// held reports which of ds the bucket holds.
-func held(t *testing.T, s *Store, ds ...digest.Digest) []bool {
+// expectHeld fails t for each of ds the bucket holds (want false) or
+// lacks (want true), saying what it is.
+func expectHeld(t *testing.T, s *Store, want bool, what string, ds ...digest.Digest) {
 	t.Helper()
-	var out []bool
 	for _, d := range ds {
 		has, err := s.Has(context.Background(), d)
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, has)
+		if has != want {
+			t.Errorf("%s %s: in the bucket %v, want %v", what, d, has, want)
+		}
 	}
-	return out
 }
 
 // lastModified is the LastModified of key, by the server's clock.
@@ -147,17 +148,8 @@ func TestSweepDeletesTheLeastRecentlyUsedUnpinnedImageFromTheBucket(t *testing.T
 	}
 	sharedDigest := digest.FromBytes(shared)
 	gone := append([]digest.Digest{older.manifest}, slices.DeleteFunc(slices.Clone(older.blobs), func(d digest.Digest) bool { return d == sharedDigest })...)
-	for i, h := range held(t, s, gone...) {
-		if h {
-			t.Errorf("the least recently used image's %s is still there", gone[i])
-		}
-	}
-	kept := append(append([]digest.Digest{pinned.manifest, newer.manifest, sharedDigest}, pinned.blobs...), newer.blobs...)
-	for i, h := range held(t, s, kept...) {
-		if !h {
-			t.Errorf("%s was swept: pinned, newer or shared", kept[i])
-		}
-	}
+	expectHeld(t, s, false, "the least recently used image's", gone...)
+	expectHeld(t, s, true, "the pinned, newer or shared", append(append([]digest.Digest{pinned.manifest, newer.manifest, sharedDigest}, pinned.blobs...), newer.blobs...)...)
 	if keys := srv.Keys(t, "tier", "mirror/used/"); !slices.Equal(keys, []string{"mirror/used/" + newer.manifest.Encoded()}) {
 		t.Errorf("used records left %v, want only the newer image's", keys)
 	}
@@ -182,11 +174,7 @@ func TestSweepDeletesTheLeastRecentlyUsedUnpinnedImageFromTheBucket(t *testing.T
 	if _, err = w.Sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for i, h := range held(t, s, append([]digest.Digest{pinned.manifest}, pinned.blobs...)...) {
-		if h {
-			t.Errorf("unpinned image's object %d is still there", i)
-		}
-	}
+	expectHeld(t, s, false, "the unpinned image's", append([]digest.Digest{pinned.manifest}, pinned.blobs...)...)
 }
 
 // Nothing younger than the grace period is swept: a download being
@@ -210,11 +198,7 @@ func TestSweepLeavesObjectsInTheirGracePeriod(t *testing.T) {
 	if len(p.Delete) != 0 {
 		t.Errorf("swept %d young objects", len(p.Delete))
 	}
-	for i, h := range held(t, s, append(im.blobs, im.manifest, digest.FromBytes(orphan))...) {
-		if !h {
-			t.Errorf("object %d was swept", i)
-		}
-	}
+	expectHeld(t, s, true, "young", append(im.blobs, im.manifest, digest.FromBytes(orphan))...)
 }
 
 // A replica rewrites a manifest's used/ record at most once per interval,

@@ -63,6 +63,54 @@ func waitInTier(t *testing.T, tier *sharedTier, what string, ds ...digest.Digest
 // usedKey is the key of the use record of manifest m.
 func (s *sharedTier) usedKey(m digest.Digest) string { return s.prefix + "/used/" + m.Encoded() }
 
+// boundImages are three images in a fake ECR, the second sharing the
+// first one's first layer: manifests, blobs (layers, then config) and
+// sizes (manifest, config and layers).
+type boundImages struct {
+	manifests  [3]digest.Digest
+	blobs      [3][]digest.Digest
+	sizes      [3]int64
+	shared     digest.Digest // image 1's first layer, in image 2 too
+	sharedSize int64
+}
+
+// all are image i's manifest and blobs.
+func (b *boundImages) all(i int) []digest.Digest {
+	return append([]digest.Digest{b.manifests[i]}, b.blobs[i]...)
+}
+
+// putBoundImages puts team/app:v1, v2 and v3 in fake.
+func putBoundImages(t *testing.T, fake *fakeecr.Server) *boundImages {
+	t.Helper()
+	var imgs [3]v1.Image
+	var err error
+	for i := range imgs {
+		if imgs[i], err = random.Image(64<<10, 2-int64(i%2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	layers1, err := imgs[0].Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if imgs[1], err = mutate.AppendLayers(imgs[1], layers1[0]); err != nil { // 1 layer of its own, 1 of image 1's
+		t.Fatal(err)
+	}
+	b := &boundImages{}
+	for i, img := range imgs {
+		b.manifests[i], b.blobs[i] = putImage(t, fake, "team/app", fmt.Sprintf("v%d", i+1), img)
+		b.sizes[i] = imageBytes(t, img)
+	}
+	b.shared = b.blobs[0][0]
+	if !slices.Contains(b.blobs[1], b.shared) {
+		t.Fatalf("image 2's blobs %v lack image 1's first layer %s", b.blobs[1], b.shared)
+	}
+	if b.sharedSize, err = layers1[0].Size(); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // A replica with SHARED_STORE_MAX_SIZE records the use of each manifest
 // it serves and sweeps the bucket down to the bound: of three images
 // where only two fit, the least recently used unpinned one goes (its own
@@ -73,59 +121,49 @@ func (s *sharedTier) usedKey(m digest.Digest) string { return s.prefix + "/used/
 func TestSharedTierSweepDropsTheLeastRecentlyUsedUnpinnedImage(t *testing.T) {
 	t.Parallel()
 	fake := fakeecr.Start(t, fakeecr.Options{})
-	img1, err := random.Image(64<<10, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	layers1, err := img1.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	base2, err := random.Image(64<<10, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img2, err := mutate.AppendLayers(base2, layers1[0]) // shares image 1's first layer
-	if err != nil {
-		t.Fatal(err)
-	}
-	img3, err := random.Image(64<<10, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m1, b1 := putImage(t, fake, "team/app", "v1", img1)
-	m2, b2 := putImage(t, fake, "team/app", "v2", img2)
-	m3, b3 := putImage(t, fake, "team/app", "v3", img3)
-	shared := b1[0]
-	if !slices.Contains(b2, shared) {
-		t.Fatalf("image 2's blobs %v lack image 1's first layer %s", b2, shared)
-	}
-	sharedSize, err := layers1[0].Size()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s1, s2, s3 := imageBytes(t, img1), imageBytes(t, img2), imageBytes(t, img3)
-	bound := s2 + s3 // over it by image 1's own blobs
-
+	imgs := putBoundImages(t, fake)
 	tier := startSharedTier(t)
 	// The sweeps' clock is an hour ahead: nothing is in its grace
 	// period, and a sweep runs when the test advances it.
 	clk := clockwork.NewFakeClockAt(time.Now().Add(time.Hour))
 	opts := tier.opts()
-	opts.env["SHARED_STORE_MAX_SIZE"] = strconv.FormatInt(bound, 10)
+	opts.env["SHARED_STORE_MAX_SIZE"] = strconv.FormatInt(imgs.sizes[1]+imgs.sizes[2], 10) // over it by image 1's own blobs
 	awsEdit := opts.edit
 	opts.edit = func(c *settings.Config) { awsEdit(c); c.SharedStoreClock = clk }
 	a := startMirror(t, fake, opts)
+	pinUseThenUse(t, a, tier, imgs)
 
+	sweep(t, a, clk)
+	checkSwept(t, a, tier, imgs)
+
+	// A replica with an empty disk pulls the swept image: the tier lost
+	// its manifest, config and own layer (from ECR now), not the layer
+	// image 2 shares.
+	b := startMirror(t, fake, tier.opts())
+	before := fake.Counters()
+	if _, err := pullImage(t, b, "team/app:v1"); err != nil {
+		t.Fatalf("pulling the swept image: %v", err)
+	}
+	if got, want := fake.Counters().BlobGet-before.BlobGet, int64(len(imgs.blobs[0])-1); got != want {
+		t.Errorf("ECR served %d blob GETs for the swept image, want %d (all but the shared layer)", got, want)
+	}
+}
+
+// pinUseThenUse has a pull and pin image 3 (its pin must reach the
+// bucket), then pull image 1, then image 2 at least a second later by
+// the bucket's clock, and waits for every image in the tier.
+func pinUseThenUse(t *testing.T, a *mirror, tier *sharedTier, imgs *boundImages) {
+	t.Helper()
 	if _, err := pullImage(t, a, "team/app:v3"); err != nil {
 		t.Fatal(err)
 	}
 	if code, _, errOut := cli(t, map[string]string{"CACHE_DIR": a.Dir}, "cache", "pin", "team/app:v3"); code != exitOK {
 		t.Fatalf("pin: exit %d\n%s", code, errOut)
 	}
-	if pins := tier.records(t, "pins"); !slices.Equal(pins, []string{tier.prefix + "/pins/" + m3.Encoded()}) {
+	if pins := tier.records(t, "pins"); !slices.Equal(pins, []string{tier.prefix + "/pins/" + imgs.manifests[2].Encoded()}) {
 		t.Fatalf("the bucket's pins are %v, want image 3's", pins)
 	}
+	m1, m2 := imgs.manifests[0], imgs.manifests[1]
 	if _, err := pullImage(t, a, "team/app:v1"); err != nil {
 		t.Fatal(err)
 	}
@@ -141,48 +179,39 @@ func TestSharedTierSweepDropsTheLeastRecentlyUsedUnpinnedImage(t *testing.T) {
 	if used2 := tier.lastModified(t, tier.usedKey(m2)); !used2.After(used1) {
 		t.Fatalf("image 2's use stamped %v, not after image 1's %v", used2, used1)
 	}
-	all := [][]digest.Digest{append([]digest.Digest{m1}, b1...), append([]digest.Digest{m2}, b2...), append([]digest.Digest{m3}, b3...)}
-	for i, ds := range all {
-		waitInTier(t, tier, fmt.Sprintf("image %d", i+1), ds...)
+	for i := range 3 {
+		waitInTier(t, tier, fmt.Sprintf("image %d", i+1), imgs.all(i)...)
 	}
+}
 
-	sweep(t, a, clk)
-	for i, ds := range all[1:] {
-		for _, d := range ds {
-			if !slices.Contains(tier.keys(t), tier.key(d)) {
-				t.Errorf("image %d's %s was swept", i+2, d)
+// checkSwept checks that a's sweep left images 2 and 3 whole, image 1's
+// shared layer alone of its objects, and counted and logged it.
+func checkSwept(t *testing.T, a *mirror, tier *sharedTier, imgs *boundImages) {
+	t.Helper()
+	keys := tier.keys(t)
+	for i := 1; i < 3; i++ {
+		for _, d := range imgs.all(i) {
+			if !slices.Contains(keys, tier.key(d)) {
+				t.Errorf("image %d's %s was swept", i+1, d)
 			}
 		}
 	}
-	for _, d := range all[0] {
-		if in := slices.Contains(tier.keys(t), tier.key(d)); in != (d == shared) {
-			t.Errorf("image 1's %s in the tier after the sweep: %v, want %v (only the layer image 2 shares stays)", d, in, d == shared)
+	for _, d := range imgs.all(0) {
+		if in := slices.Contains(keys, tier.key(d)); in != (d == imgs.shared) {
+			t.Errorf("image 1's %s in the tier after the sweep: %v, want %v (only the layer image 2 shares stays)", d, in, d == imgs.shared)
 		}
 	}
-	if slices.Contains(tier.records(t, "used"), tier.usedKey(m1)) {
+	if slices.Contains(tier.records(t, "used"), tier.usedKey(imgs.manifests[0])) {
 		t.Error("image 1's use record outlived the image")
 	}
-	if got, want := metric(t, a, "ecr_mirror_shared_store_swept_bytes_total"), float64(s1-sharedSize); got != want {
+	if got, want := metric(t, a, "ecr_mirror_shared_store_swept_bytes_total"), float64(imgs.sizes[0]-imgs.sharedSize); got != want {
 		t.Errorf("swept_bytes_total %v, want image 1's own %v", got, want)
 	}
-	if got, want := metric(t, a, "ecr_mirror_shared_store_bytes"), float64(s2+s3); got != want {
+	if got, want := metric(t, a, "ecr_mirror_shared_store_bytes"), float64(imgs.sizes[1]+imgs.sizes[2]); got != want {
 		t.Errorf("shared_store_bytes %v, want %v", got, want)
 	}
 	if !strings.Contains(a.Logs.String(), "shared store swept") {
 		t.Error("the sweep logged no summary")
-	}
-
-	// A replica with an empty disk pulls the swept image: the tier lost
-	// its manifest, config and own layer (from ECR now), not the layer
-	// image 2 shares.
-	b := startMirror(t, fake, tier.opts())
-	before := fake.Counters()
-	if _, err := pullImage(t, b, "team/app:v1"); err != nil {
-		t.Fatalf("pulling the swept image: %v", err)
-	}
-	after := fake.Counters()
-	if got := after.BlobGet - before.BlobGet; got != int64(len(b1)-1) {
-		t.Errorf("ECR served %d blob GETs for the swept image, want %d (all but the shared layer)", got, len(b1)-1)
 	}
 }
 
