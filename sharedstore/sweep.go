@@ -124,7 +124,8 @@ func (w *Sweeper) Sweep(ctx context.Context) (Plan, error) {
 	return p, nil
 }
 
-// inventory lists the bucket and reads the manifests among its blobs.
+// inventory lists the bucket and, when its blobs exceed the bound, reads
+// the manifests among them.
 func (w *Sweeper) inventory(ctx context.Context) (Inventory, error) {
 	blobs, err := w.st.list(ctx, dirBlobs)
 	if err != nil {
@@ -150,6 +151,13 @@ func (w *Sweeper) inventory(ctx context.Context) (Inventory, error) {
 		if _, ok := blobs[d]; !ok {
 			delete(w.known, d) // gone: forget it
 		}
+	}
+	var total int64
+	for _, o := range blobs {
+		total += o.Size
+	}
+	if total <= w.opts.MaxSize {
+		return inv, nil // under the bound: what the blobs reference does not matter
 	}
 	for d, o := range blobs {
 		m, ok := w.known[d]
