@@ -151,3 +151,43 @@ func TestSweepPlan(t *testing.T) {
 		})
 	}
 }
+
+func TestParseManifest(t *testing.T) {
+	t.Parallel()
+	a, b := d("a"), d("b")
+	for _, tc := range []struct {
+		name string
+		doc  string
+		is   bool
+		refs []digest.Digest
+	}{
+		{name: "OCI manifest", is: true, refs: sortedDigests(a, b),
+			doc: `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"` + a.String() + `"},"layers":[{"digest":"` + b.String() + `"}]}`},
+		{name: "no mediaType but a config", is: true, refs: []digest.Digest{a},
+			doc: `{"schemaVersion":2,"config":{"digest":"` + a.String() + `"},"layers":[]}`},
+		{name: "index", is: true, refs: sortedDigests(a, b),
+			doc: `{"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"digest":"` + a.String() + `"},{"digest":"` + b.String() + `"}]}`},
+		{name: "Docker manifest list", is: true, refs: []digest.Digest{a},
+			doc: `{"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[{"digest":"` + a.String() + `"}]}`},
+		{name: "a referrer's subject is not a reference", is: true, refs: []digest.Digest{a},
+			doc: `{"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"` + a.String() + `"},"layers":[],"subject":{"digest":"` + b.String() + `"}}`},
+		{name: "bad digests skipped", is: true,
+			doc: `{"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"sha256:nothex"},"layers":[{"digest":"md5:x"}]}`},
+		{name: "an image config is not a manifest", doc: `{"architecture":"amd64","os":"linux","rootfs":{"type":"layers"}}`},
+		{name: "another mediaType", doc: `{"mediaType":"application/vnd.example+json","config":{"digest":"` + a.String() + `"}}`},
+		{name: "not JSON", doc: `{"mediaType":`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			m := parseManifest([]byte(tc.doc))
+			if m.is != tc.is || !slices.Equal(m.refs, tc.refs) {
+				t.Errorf("parseManifest = %v %v, want %v %v", m.is, m.refs, tc.is, tc.refs)
+			}
+		})
+	}
+}
+
+func sortedDigests(ds ...digest.Digest) []digest.Digest {
+	slices.Sort(ds)
+	return ds
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -227,4 +228,43 @@ func TestUsageRecordsAreThrottledPerInterval(t *testing.T) {
 	if n := obs.get(OpPut, OutcomeOK); n != 3 {
 		t.Errorf("%d record writes, want 3 (a twice, a minute apart; b once)", n)
 	}
+}
+
+// Run sweeps once per interval, and only while elected says this replica
+// sweeps.
+func TestRunSweepsEachIntervalWhenElected(t *testing.T) {
+	t.Parallel()
+	s, _, _ := newStore(t)
+	clk := clockwork.NewFakeClock()
+	w, err := s.NewSweeper(SweepOptions{MaxSize: 1 << 30, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var elected atomic.Bool
+	asked := make(chan struct{}, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.Run(ctx, time.Minute, func() bool { e := elected.Load(); asked <- struct{}{}; return e })
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	tick := func() {
+		t.Helper()
+		wctx, wcancel := context.WithTimeout(ctx, testwait.HangGuard)
+		defer wcancel()
+		if err := clk.BlockUntilContext(wctx, 1); err != nil {
+			t.Fatalf("Run never waited for its interval: %v", err)
+		}
+		clk.Advance(time.Minute)
+		<-asked
+	}
+	tick()
+	tick()
+	if n := w.Stats().Sweeps; n != 0 {
+		t.Fatalf("%d sweeps while not elected", n)
+	}
+	elected.Store(true)
+	tick()
+	testwait.Until(t, "the elected sweep", func() bool { return w.Stats().Sweeps == 1 })
 }
