@@ -4,7 +4,9 @@
 // UPSTREAM_DOCKER_CONFIG for oci registries), one proxy per upstream over
 // the one store with its own transport and redirect policy, the backend
 // the registry handler routes each to, the shared blob tier of
-// SHARED_STORE that every proxy reads before its upstream (sharedstore.go),
+// SHARED_STORE that every proxy reads before its upstream, kept under
+// SHARED_STORE_MAX_SIZE by the uses the proxies record and a sweep
+// (sharedstore.go: ElectSweeper says which replica sweeps),
 // and the metrics and reachability that watch them. Every request upstream, the AWS SDK's token calls
 // included, names the mirror's build in its User-Agent
 // (ecr-mirror/<version>, from internal/buildinfo).
@@ -50,10 +52,11 @@ type Side struct {
 	shared *proxy.Shared
 	// sharedBlobs is SHARED_STORE's tier, given to every proxy; nil: off.
 	sharedBlobs *sharedstore.Store
-	// bound keeps it under SHARED_STORE_MAX_SIZE; nil: unbounded.
-	bound *sharedBound
 	stopTokens  context.CancelFunc
 	build       buildinfo.Info // for the User-Agent sent upstream
+
+	// bound keeps sharedBlobs under SHARED_STORE_MAX_SIZE; nil: unbounded.
+	bound *sharedBound
 }
 
 // Start starts refreshing the ECR tokens of every region an ecr
