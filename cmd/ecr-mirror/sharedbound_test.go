@@ -234,3 +234,21 @@ func sweep(t *testing.T, m *mirror, clk *clockwork.FakeClock) {
 		return metric(t, m, "ecr_mirror_shared_store_sweeps_total") > before
 	})
 }
+
+// Pins made before the mirror had SHARED_STORE (or while it was
+// stopped) reach the bucket when it starts with it.
+func TestLocalPinsReachTheBucketAtStart(t *testing.T) {
+	t.Parallel()
+	fake, manifest, _ := sharedImage(t)
+	a := startMirror(t, fake, mirrorOpts{})
+	if code, _, errOut := cli(t, map[string]string{"CACHE_DIR": a.Dir}, "cache", "pin", "team/app:v1"); code != exitOK {
+		t.Fatalf("pin: exit %d\n%s", code, errOut)
+	}
+	a.Stop()
+	tier := startSharedTier(t)
+	opts := tier.opts()
+	opts.dir = a.Dir
+	startMirror(t, fake, opts)
+	want := tier.prefix + "/pins/" + manifest.Encoded()
+	testwait.Until(t, "the pin in the bucket", func() bool { return slices.Contains(tier.records(t, "pins"), want) })
+}
