@@ -24,10 +24,11 @@ const maxManifestSize = 4 << 20
 const sniffLen = 64
 
 // manifest is what the sweep learned of an object: whether it is a
-// manifest or index, and what it references.
+// manifest or index, and what it references (sorted), of which blobs are
+// a manifest's config and layers: never manifests themselves.
 type manifest struct {
-	is   bool
-	refs []digest.Digest
+	is          bool
+	refs, blobs []digest.Digest
 }
 
 // readManifest reads the object of dgst, size bytes, far enough to know
@@ -127,22 +128,25 @@ func parseManifest(b []byte) manifest {
 		return manifest{}
 	}
 	m := manifest{is: true}
-	add := func(d digest.Digest) {
+	add := func(to *[]digest.Digest, d digest.Digest) {
 		if d.Validate() == nil && d.Algorithm() == digest.SHA256 {
-			m.refs = append(m.refs, d)
+			*to = append(*to, d)
 		}
 	}
 	if doc.Config != nil {
-		add(doc.Config.Digest)
+		add(&m.blobs, doc.Config.Digest)
 	}
 	for _, l := range doc.Layers {
-		add(l.Digest)
+		add(&m.blobs, l.Digest)
 	}
+	m.refs = slices.Clone(m.blobs)
 	for _, c := range doc.Manifests {
-		add(c.Digest)
+		add(&m.refs, c.Digest)
 	}
 	slices.Sort(m.refs)
 	m.refs = slices.Compact(m.refs)
+	slices.Sort(m.blobs)
+	m.blobs = slices.Compact(m.blobs)
 	return m
 }
 

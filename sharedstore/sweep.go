@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jonboulle/clockwork"
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
 )
 
 // DefaultGrace is how old an object must be before a sweep may delete
@@ -159,38 +161,108 @@ func (w *Sweeper) inventory(ctx context.Context) (Inventory, error) {
 	if total <= w.opts.MaxSize {
 		return inv, nil // under the bound: what the blobs reference does not matter
 	}
-	for d, o := range blobs {
-		m, ok := w.known[d]
-		if !ok {
-			if m, err = w.st.readManifest(ctx, d, o.Size); err != nil {
-				return Inventory{}, err
-			}
-			w.known[d] = m
-		}
-		if m.is {
+	if err := w.learn(ctx, blobs, inv); err != nil {
+		return Inventory{}, err
+	}
+	for d := range blobs {
+		if m := w.known[d]; m.is {
 			inv.Refs[d] = m.refs
 		}
 	}
 	return inv, nil
 }
 
-// apply deletes what p says and returns the bytes freed. It goes on past
-// a failed delete and returns every failure.
-func (w *Sweeper) apply(ctx context.Context, p Plan, inv Inventory) (int64, error) {
-	var freed int64
-	var errs []error
-	for _, d := range p.Delete {
-		if err := w.st.Delete(ctx, d); err != nil {
-			errs = append(errs, err)
+// sweepReaders is how many objects a sweep reads at once.
+const sweepReaders = 8
+
+// learn reads the blobs the sweeper does not know yet: first those with
+// a use record or a pin, manifests most likely, then the rest, but for
+// what a known manifest names as its config or a layer, which is no
+// manifest: most of an image is never read.
+func (w *Sweeper) learn(ctx context.Context, blobs map[digest.Digest]Listed, inv Inventory) error {
+	var likely, rest []digest.Digest
+	for d := range blobs {
+		if _, ok := w.known[d]; ok {
 			continue
 		}
-		delete(w.known, d)
-		freed += inv.Blobs[d].Size
+		if _, used := inv.Used[d]; used || inv.Pins[d] {
+			likely = append(likely, d)
+		} else {
+			rest = append(rest, d)
+		}
+	}
+	if err := w.read(ctx, likely, blobs); err != nil {
+		return err
+	}
+	layers := make(map[digest.Digest]bool)
+	for _, m := range w.known {
+		for _, b := range m.blobs {
+			layers[b] = true
+		}
+	}
+	rest = slices.DeleteFunc(rest, func(d digest.Digest) bool {
+		if layers[d] {
+			w.known[d] = manifest{}
+		}
+		return layers[d]
+	})
+	return w.read(ctx, rest, blobs)
+}
+
+// read reads ds, sweepReaders at once, into w.known.
+func (w *Sweeper) read(ctx context.Context, ds []digest.Digest, blobs map[digest.Digest]Listed) error {
+	var mu sync.Mutex
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(sweepReaders)
+	for _, d := range ds {
+		g.Go(func() error {
+			m, err := w.st.readManifest(ctx, d, blobs[d].Size)
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			w.known[d] = m
+			mu.Unlock()
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// apply deletes what p says, sweepReaders at once, and returns the
+// bytes freed. It goes on past a failed delete and returns every failure.
+func (w *Sweeper) apply(ctx context.Context, p Plan, inv Inventory) (int64, error) {
+	var mu sync.Mutex
+	var freed int64
+	var errs []error
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, sweepReaders)
+	run := func(del func() error, done func()) {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			err := del()
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+			} else if done != nil {
+				done()
+			}
+		})
+	}
+	for _, d := range p.Delete {
+		run(func() error { return w.st.Delete(ctx, d) }, func() { delete(w.known, d); freed += inv.Blobs[d].Size })
 	}
 	for _, d := range p.Records {
-		if err := w.st.deleteKey(ctx, w.st.recordKey(dirUsed, d)); err != nil {
-			errs = append(errs, err)
-		}
+		run(func() error { return w.st.deleteKey(ctx, w.st.recordKey(dirUsed, d)) }, nil)
+	}
+	wg.Wait()
+	if n := len(errs); n > maxErrors {
+		errs = append(errs[:maxErrors], fmt.Errorf("and %d more failed deletes", n-maxErrors))
 	}
 	return freed, errors.Join(errs...)
 }
+
+// maxErrors is how many failed deletes a sweep's error names.
+const maxErrors = 5

@@ -140,9 +140,15 @@ func TestSweepDeletesTheLeastRecentlyUsedUnpinnedImageFromTheBucket(t *testing.T
 	if err != nil {
 		t.Fatal(err)
 	}
+	gets := obs.get(OpGet, OutcomeOK)
 	p, err := w.Sweep(ctx)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The manifests are read, found by their records; their configs and
+	// layers are not.
+	if n := obs.get(OpGet, OutcomeOK) - gets; n != 3 {
+		t.Errorf("the sweep read %d objects, want the 3 manifests", n)
 	}
 	if p.Bytes != total || p.Freed != unshared || p.Images != 1 {
 		t.Errorf("sweep of %d bytes freed %d in %d images, want %d bytes, %d freed, 1 image", p.Bytes, p.Freed, p.Images, total, unshared)
@@ -164,7 +170,7 @@ func TestSweepDeletesTheLeastRecentlyUsedUnpinnedImageFromTheBucket(t *testing.T
 		t.Fatal(err)
 	}
 	w.opts.MaxSize = newer.size
-	gets := obs.get(OpGet, OutcomeOK)
+	gets = obs.get(OpGet, OutcomeOK)
 	if _, err = w.Sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
