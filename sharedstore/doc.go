@@ -24,8 +24,10 @@
 // deletes the blobs no manifest references, oldest first, then whole
 // images least recently used first (the newest of their manifests'
 // used/ records and objects), never a pinned image nor an object younger
-// than a grace period. It reads each manifest once (manifests.go) and
-// remembers what it references: digests never change. Replicas record
+// than a grace period. It reads each manifest once (manifests.go), those
+// with use records or pins first, and remembers what it references:
+// digests never change, and what a known manifest names as its config or
+// a layer is never read. Replicas record
 // use through Usage (usage.go), at most once per manifest per interval,
 // in the background. Records are in records.go.
 //
