@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -67,6 +68,7 @@ type sharedBound struct {
 	// elected says whether this replica sweeps now; unset: it does.
 	elected atomic.Pointer[func() bool]
 	stop    context.CancelFunc
+	sweeps  sync.WaitGroup
 }
 
 // startSharedBound starts recording uses and sweeping every
@@ -82,9 +84,11 @@ func startSharedBound(st *sharedstore.Store, cfg *settings.Config, log *slog.Log
 	ctx, stop := context.WithCancel(context.Background())
 	b := &sharedBound{sweeper: sw, stop: stop,
 		usage: st.NewUsage(ctx, sharedstore.UsageOptions{Clock: cfg.SharedStoreClock, Logger: log})}
-	go sw.Run(ctx, cfg.SharedStoreSweepInterval, func() bool {
-		f := b.elected.Load()
-		return f == nil || (*f)()
+	b.sweeps.Go(func() {
+		sw.Run(ctx, cfg.SharedStoreSweepInterval, func() bool {
+			f := b.elected.Load()
+			return f == nil || (*f)()
+		})
 	})
 	return b, nil
 }
@@ -97,10 +101,11 @@ func (b *sharedBound) recorder() func(digest.Digest) {
 	return b.usage.Record
 }
 
-// close stops the sweeps and the use records.
+// close stops the sweeps and the use records, and waits for them.
 func (b *sharedBound) close() {
 	if b != nil {
 		b.stop()
+		b.sweeps.Wait()
 		b.usage.Wait()
 	}
 }
