@@ -120,10 +120,24 @@ func (w *Sweeper) Sweep(ctx context.Context) (Plan, error) {
 		return p, err
 	}
 	w.sweeps.Add(1)
-	w.log.Info("shared store swept", "bytes_before", p.Bytes, "bytes_after", p.Bytes-freed, "max_bytes", w.opts.MaxSize,
-		"deleted", len(p.Delete), "freed_bytes", freed, "images", p.Images, "orphans", p.Orphans, "records", len(p.Records),
-		"pins", len(inv.Pins), "duration", w.clock.Since(start))
+	w.logSummary(p, freed, len(inv.Pins), w.clock.Since(start))
 	return p, nil
+}
+
+// logSummary logs a sweep's summary: at info level when it deleted
+// something, as a warning when the bucket stays over the bound (pinned
+// and recent content exceed it), else at debug level.
+func (w *Sweeper) logSummary(p Plan, freed int64, pins int, took time.Duration) {
+	level, msg := slog.LevelDebug, "shared store swept"
+	switch {
+	case p.Bytes-freed > w.opts.MaxSize:
+		level, msg = slog.LevelWarn, "shared store swept, still over its bound: pinned content and content younger than the grace period exceed it"
+	case len(p.Delete) > 0:
+		level = slog.LevelInfo
+	}
+	w.log.Log(context.Background(), level, msg, "bytes_before", p.Bytes, "bytes_after", p.Bytes-freed, "max_bytes", w.opts.MaxSize,
+		"deleted", len(p.Delete), "freed_bytes", freed, "images", p.Images, "orphans", p.Orphans, "records", len(p.Records),
+		"pins", pins, "grace", w.opts.Grace, "duration", took)
 }
 
 // inventory lists the bucket and, when its blobs exceed the bound, reads

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -190,7 +192,8 @@ func TestSweepLeavesObjectsInTheirGracePeriod(t *testing.T) {
 	if err := s.Put(context.Background(), digest.FromBytes(orphan), 1000, "", bytes.NewReader(orphan)); err != nil {
 		t.Fatal(err)
 	}
-	w, err := s.NewSweeper(SweepOptions{MaxSize: 1, Clock: clockwork.NewFakeClockAt(time.Now())})
+	logs := new(testkit.SyncBuffer)
+	w, err := s.NewSweeper(SweepOptions{MaxSize: 1, Clock: clockwork.NewFakeClockAt(time.Now()), Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,6 +205,9 @@ func TestSweepLeavesObjectsInTheirGracePeriod(t *testing.T) {
 		t.Errorf("swept %d young objects", len(p.Delete))
 	}
 	expectHeld(t, s, true, "young", append(im.blobs, im.manifest, digest.FromBytes(orphan))...)
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "still over its bound") {
+		t.Errorf("a sweep that could not get under the bound did not warn: %s", logs.String())
+	}
 }
 
 // A replica rewrites a manifest's used/ record at most once per interval,
