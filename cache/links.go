@@ -176,16 +176,24 @@ func (l *linkSet) count() int {
 // point to (eviction, Delete, Purge), and at Open when they point to
 // content neither stored nor referenced by a stored manifest.
 func (s *Store) Link(repo Repo, dgst digest.Digest) error {
+	_, err := s.LinkNew(repo, dgst)
+	return err
+}
+
+// LinkNew links dgst to repo as Link does and returns the digests it
+// linked that were not linked to repo before (dgst, and what it
+// references): what a replica tells the others (a shared tier).
+func (s *Store) LinkNew(repo Repo, dgst digest.Digest) ([]digest.Digest, error) {
 	if err := checkDigest(dgst); err != nil {
-		return err
+		return nil, err
 	}
 	if err := repo.validate(); err != nil {
-		return fmt.Errorf("cache: link %s: %w", dgst, err)
+		return nil, fmt.Errorf("cache: link %s: %w", dgst, err)
 	}
 	s.mu.Lock()
 	if err := s.changeErrLocked(); err != nil {
 		s.mu.Unlock()
-		return fmt.Errorf("cache: link %s to %s: %w", dgst, repo, err)
+		return nil, fmt.Errorf("cache: link %s to %s: %w", dgst, repo, err)
 	}
 	ds := []digest.Digest{dgst}
 	if s.g.has(dgst) {
@@ -195,32 +203,34 @@ func (s *Store) Link(repo Repo, dgst digest.Digest) error {
 	s.ops.Add(1)
 	s.mu.Unlock()
 	defer s.ops.Done()
-	if err := s.links.write(s.db, repo, ds); err != nil {
-		return fmt.Errorf("cache: link %s to %s: %w", dgst, repo, err)
+	added, err := s.links.write(s.db, repo, ds)
+	if err != nil {
+		return nil, fmt.Errorf("cache: link %s to %s: %w", dgst, repo, err)
 	}
-	return nil
+	return added, nil
 }
 
-// write links ds to r, in memory and durably on disk.
-func (l *linkSet) write(db *badger.DB, r Repo, ds []digest.Digest) error {
+// write links ds to r, in memory and durably on disk, and returns those
+// of ds that were not linked before.
+func (l *linkSet) write(db *badger.DB, r Repo, ds []digest.Digest) ([]digest.Digest, error) {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	todo := l.missing(r, ds)
 	if len(todo) == 0 {
-		return nil
+		return nil, nil
 	}
 	wb := db.NewWriteBatch()
 	for _, d := range todo {
 		if err := wb.Set(linkKey(d, r), nil); err != nil {
 			wb.Cancel()
-			return err
+			return nil, err
 		}
 	}
 	if err := wb.Flush(); err != nil {
-		return err
+		return nil, err
 	}
 	l.add(r, todo...)
-	return nil
+	return todo, nil
 }
 
 // Linked reports whether upstream is known to hold dgst in repo (Link).

@@ -52,6 +52,35 @@ func TestLinkTakesTheImage(t *testing.T) {
 	assertLinked(t, s, Repo{Name: "team-b/app"}, false, index)
 }
 
+// LinkNew says which links a call added: the image's the first time,
+// only those not there yet after, none when nothing is new.
+func TestLinkNewReturnsOnlyTheLinksItAdded(t *testing.T) {
+	t.Parallel()
+	s := openStore(t, t.TempDir(), 1<<30)
+	index, manifest, config, layer := linkTestImage(2)
+	pull(t, s, index)
+	r := Repo{Registry: "ecr.example", Name: "team/app"}
+	if added, err := s.LinkNew(r, layer.dgst); err != nil || len(added) != 1 || added[0] != layer.dgst {
+		t.Fatalf("LinkNew(layer) = %v, %v; want [layer]", added, err)
+	}
+	added, err := s.LinkNew(r, index.dgst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[digest.Digest]bool{index.dgst: true, manifest.dgst: true, config.dgst: true}
+	if len(added) != len(want) {
+		t.Fatalf("LinkNew(index) added %v, want the index, manifest and config (the layer was linked)", added)
+	}
+	for _, d := range added {
+		if !want[d] {
+			t.Errorf("LinkNew(index) added %s, not new", d)
+		}
+	}
+	if added, err := s.LinkNew(r, index.dgst); err != nil || len(added) != 0 {
+		t.Errorf("LinkNew again = %v, %v; want nothing new", added, err)
+	}
+}
+
 // Links are durable, and dropped with their content: at eviction, at
 // Delete and Purge, and at Open for content neither stored nor
 // referenced by a stored manifest.

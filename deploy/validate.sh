@@ -9,18 +9,23 @@
 #     `kustomize build deploy/kubernetes` renders, for each Kubernetes
 #     version in KUBERNETES_VERSIONS. Strict: unknown fields, wrong types,
 #     missing required fields and unknown kinds/apiVersions all fail.
+#     The replicated overlay deploy/kubernetes-replicated: its files and
+#     what `kustomize build` renders, the same way.
 #     The Helm chart (deploy/helm/ecr-mirror): helm lint --strict, and
 #     kubeconform of `helm template` with the default values and each value
 #     set in its ci/ directory; bad values (misspelt, of the wrong form, a
-#     cache budget over the volume, a grace past SIGKILL) must be refused. ServiceMonitor and PrometheusRule (monitoring.coreos.com/v1)
+#     cache budget over the volume, a grace past SIGKILL, replicas without
+#     a bucket or a peer secret) must be refused. ServiceMonitor and PrometheusRule (monitoring.coreos.com/v1)
 #     are CRDs no Kubernetes document holds: deploy/validate writes minimal
 #     strict schemas for them (monitoring.go), which also check
 #     deploy/monitoring/alerts.yaml.
 #  2. Cross-object checks no schema can make (deploy/validate, `lint`), on
-#     the kustomize manifests and on each chart render: labels, namespaces,
-#     the kustomization's resource list, selectors and ports, SHUTDOWN_GRACE
-#     vs terminationGracePeriodSeconds, CACHE_MAX_SIZE vs the cache volume,
-#     TLS/htpasswd mounts and probe schemes, read from the config file
+#     the kustomize manifests, the replicated overlay's render and each
+#     chart render: labels, namespaces, the kustomization's resource
+#     list, selectors and ports, SHUTDOWN_GRACE vs
+#     terminationGracePeriodSeconds, CACHE_MAX_SIZE vs the cache volume,
+#     TLS/htpasswd mounts and probe schemes, the replicas' bucket, headless
+#     Service, peer port and secret, read from the config file
 #     (CONFIG_FILE) as the mirror reads it; and `ecr-mirror config check`
 #     on each render's config file.
 #     deploy/monitoring/alerts.yaml (and the chart's PrometheusRule): every
@@ -29,7 +34,11 @@
 #     annotations (deploy/validate, `rules`); every query of
 #     deploy/monitoring/grafana-dashboard.json parses, every panel is placed
 #     (`dashboard`).
-#  3. systemd unit: systemd-analyze verify and security (when available).
+#  3. deploy/aws (deploy/validate's tests): the IAM policy allows every AWS
+#     call in the mirror's code (found in its source) and the registry API
+#     calls, on the bucket's prefix and ECR repositories only; the bucket
+#     lifecycle aborts incomplete multipart uploads and expires nothing.
+#  4. systemd unit: systemd-analyze verify and security (when available).
 #
 # Exits non-zero on the first failing check. Usage: deploy/validate.sh
 # (DEPLOY_TOOLS_ONLY=1: build the tools, check nothing).
@@ -45,6 +54,9 @@ HELM_VERSION=v4.3.2        # the first build takes minutes
 # newest release (go list -m -versions k8s.io/kubernetes).
 KUBERNETES_VERSIONS=${KUBERNETES_VERSIONS:-1.32.13 1.37.2}
 MANIFESTS=deploy/kubernetes
+# The replicated variant: an overlay of $MANIFESTS (beside it, since a
+# kustomize base may not contain its overlay).
+REPLICATED=deploy/kubernetes-replicated
 CHART=deploy/helm/ecr-mirror
 UNIT=deploy/systemd/ecr-mirror.service
 
@@ -84,6 +96,9 @@ echo "kubeconform $KUBECONFORM_VERSION, kustomize $KUSTOMIZE_VERSION, helm $HELM
 step "kustomize build $MANIFESTS"
 "$kustomize" build "$MANIFESTS" >"$work/rendered.yaml"
 grep -E '^kind: ' "$work/rendered.yaml" | sed 's/^kind: /  /'
+step "kustomize build $REPLICATED"
+"$kustomize" build "$REPLICATED" >"$work/replicated.yaml"
+grep -E '^kind: ' "$work/replicated.yaml" | sed 's/^kind: /  /' | sort | uniq -c
 
 # Helm keeps no state of ours: its cache and config go to the work dir.
 export HELM_CACHE_HOME="$work/helm/cache" HELM_CONFIG_HOME="$work/helm/config" HELM_DATA_HOME="$work/helm/data"
@@ -116,6 +131,19 @@ refuse "/serviceAccount/irsaRoleArn" --set serviceAccount.irsaRoleArn=role/ecr-m
 refuse "/tls/certificate" --set tls.enabled=true
 refuse "leaves under 5% of persistence.size" --set config.cache_max_size=98g
 refuse "must be above config.shutdown_grace" --set config.shutdown_grace=60s
+# Replicas: a bucket and a peer secret are required, the secret never in
+# config, and a budget that would block every node drain is refused.
+refuse "at '/sharedStore/url': minLength" --set replicas=3 --set peers.existingSecret=peers
+refuse "at '/peers/existingSecret': minLength" --set replicas=3 --set sharedStore.url=s3://bucket/prefix
+refuse "at '/peers/secret': minLength: got 5, want 16" --set peers.secret=short
+refuse "at '/sharedStore/url': 'https://bucket' does not match" --set sharedStore.url=https://bucket
+refuse "at '/sharedStore/endpoint'" --set sharedStore.endpoint=minio:9000
+refuse "at '/sharedStore/url': minLength: got 0, want 1" --set sharedStore.maxSize=2t
+refuse "/config/peer_secret" --set config.peer_secret=0123456789abcdef0123
+refuse "/config/shared_store" --set config.shared_store=s3://bucket
+refuse "at '/env/0': 'not' failed" --set 'env[0].name=PEER_SECRET' --set 'env[0].value=0123456789abcdef0123'
+refuse "minAvailable 3 with 3 replicas blocks every voluntary eviction" --set replicas=3 \
+  --set sharedStore.url=s3://bucket --set peers.existingSecret=peers --set podDisruptionBudget.minAvailable=3
 
 for version in $KUBERNETES_VERSIONS; do
   step "Kubernetes $version: schemas"
@@ -145,9 +173,9 @@ for version in $KUBERNETES_VERSIONS; do
   fi
   echo "canary PrometheusRule with an unknown field: refused, as it must be"
   step "Kubernetes $version: every file in $MANIFESTS"
-  "${kc[@]}" -verbose -skip Kustomization "$MANIFESTS"
+  "${kc[@]}" -verbose -skip Kustomization "$MANIFESTS" "$REPLICATED"
   step "Kubernetes $version: kustomize build output"
-  "${kc[@]}" "$work/rendered.yaml"
+  "${kc[@]}" "$work/rendered.yaml" "$work/replicated.yaml"
   step "Kubernetes $version: $CHART renders and deploy/monitoring/alerts.yaml"
   "${kc[@]}" -verbose "$work/charts" deploy/monitoring/alerts.yaml
 done
@@ -177,6 +205,7 @@ step "alerting rules and dashboard: PromQL, for, severity, annotations, panels"
 
 step "cross-object checks"
 "$work/validate" lint -dir "$MANIFESTS"
+"$work/validate" lint -rendered "$work/replicated.yaml"
 for rendered in "$work"/charts/*.yaml; do
   "$work/validate" lint -rendered "$rendered"
 done

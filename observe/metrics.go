@@ -66,7 +66,7 @@ func newMetrics() *Metrics {
 		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "upstream_errors_total",
 			Help: "Requests to upstream registries that failed, by upstream host, kind and reason: timeout, unreachable, credentials, canceled, throttled (429), denied (401/403), server (5xx)."}, []string{"upstream", "kind", "reason"}),
 		sharedStore: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "shared_store_requests_total",
-			Help: "Requests to the shared blob tier (SHARED_STORE), by op (get, head, put, delete, list: a page of a sweep's listing) and outcome (ok, not_found, exists: another replica wrote it first, error)."}, []string{"op", "outcome"}),
+			Help: "Requests to the shared blob tier (SHARED_STORE), by op (get, head, put, delete on blobs; meta_get, meta_put on links, tag, referrers, use and pin records; list: a page of a sweep's listing) and outcome (ok, not_found, exists: another replica wrote it first, error)."}, []string{"op", "outcome"}),
 	}
 	m.reg.MustRegister(m.requests, m.requestDuration, m.servedBytes, m.outcomes, m.upstream, m.upstreamLatency, m.upstreamErrors, m.sharedStore)
 	m.initSeries()
@@ -85,7 +85,7 @@ func (m *Metrics) initSeries() {
 		proxy.OutcomeJoined, proxy.OutcomeFresh, proxy.OutcomeStale, proxy.OutcomeUpstream, proxy.OutcomeShared} {
 		m.outcomes.WithLabelValues(o)
 	}
-	for _, op := range []string{sharedstore.OpGet, sharedstore.OpHead, sharedstore.OpPut, sharedstore.OpDelete, sharedstore.OpList} {
+	for _, op := range []string{sharedstore.OpGet, sharedstore.OpHead, sharedstore.OpPut, sharedstore.OpDelete, sharedstore.OpMetaGet, sharedstore.OpMetaPut, sharedstore.OpList} {
 		for _, o := range []string{sharedstore.OutcomeOK, sharedstore.OutcomeNotFound, sharedstore.OutcomeError} {
 			m.sharedStore.WithLabelValues(op, o)
 		}

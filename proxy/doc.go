@@ -54,9 +54,15 @@
 // downloaded again from upstream (refetch). A repository
 // not linked to the digest is confirmed upstream first, as for local
 // content. What is downloaded from upstream is written to the tier after
-// commit, in the background, a bounded number at once. Each manifest
-// answered is told to Options.UsedManifest, which records its use in the
-// tier for the sweep that keeps the tier under its bound.
+// commit, in the background, a bounded number at once. When the tier
+// also implements SharedMeta (sharedmeta.go), new links, tag records and
+// referrers records go there too (the same answer at most once per
+// sharedRecordInterval), and are read only when ECR cannot answer: a
+// link there confirms a repository whose HEAD got no answer, and a
+// record there is a stale answer under StaleIfError, so a replica with
+// an empty store serves offline what the cluster has seen.
+// Each manifest answered is told to Options.UsedManifest, which records
+// its use in the tier for the sweep that keeps the tier under its bound.
 // The proxy reaches its store only through the Store interface
 // (store.go: Blobs, Links, Tags), which *cache.Store implements.
 // Upload sessions' staging files and the tee that copies a body as

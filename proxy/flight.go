@@ -126,8 +126,9 @@ func (p *Proxy) download(fl *flight, t target) {
 		return
 	}
 	if t.kind == kindManifest {
-		// Stored now, so what it references is known: link that too.
-		p.link(fl.name, fl.dgst)
+		// Stored now, so what it references is known: link that too
+		// (and tell the shared tier, unless it came from there).
+		p.linkFrom(fl.name, fl.dgst, !fl.fromShared)
 	}
 	if !fl.fromShared {
 		p.writeShared(fl.dgst)

@@ -298,3 +298,103 @@ func (m *memShared) object(dgst digest.Digest) []byte {
 	defer m.mu.Unlock()
 	return m.objects[dgst]
 }
+
+// memMeta is a shared tier in memory that shares metadata too
+// (SharedMeta): links, tag records and referrers records.
+type memMeta struct {
+	*memShared
+	links     map[string]bool // registry/name@digest
+	tags      map[string]sharedstore.TagRecord
+	referrers map[string]sharedstore.ReferrersRecord
+	tagPuts   int
+	getTagErr error // returned by GetTag when set
+}
+
+func newMemMeta() *memMeta {
+	return &memMeta{memShared: newMemShared(), links: map[string]bool{}, tags: map[string]sharedstore.TagRecord{},
+		referrers: map[string]sharedstore.ReferrersRecord{}}
+}
+
+func memTagKey(repo sharedstore.Repo, tag, accept string) string {
+	return repo.Registry + "/" + repo.Name + ":" + tag + " " + accept
+}
+
+func (m *memMeta) PutLink(_ context.Context, repo sharedstore.Repo, dgst digest.Digest) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.links[repo.Registry+"/"+repo.Name+"@"+dgst.String()] = true
+	return nil
+}
+
+func (m *memMeta) Linked(_ context.Context, repo sharedstore.Repo, dgst digest.Digest) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.links[repo.Registry+"/"+repo.Name+"@"+dgst.String()], nil
+}
+
+func (m *memMeta) PutTag(_ context.Context, repo sharedstore.Repo, tag, accept string, rec sharedstore.TagRecord) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.tagPuts++
+	m.tags[memTagKey(repo, tag, accept)] = rec
+	return nil
+}
+
+func (m *memMeta) GetTag(_ context.Context, repo sharedstore.Repo, tag, accept string) (sharedstore.TagRecord, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.getTagErr != nil {
+		return sharedstore.TagRecord{}, m.getTagErr
+	}
+	rec, ok := m.tags[memTagKey(repo, tag, accept)]
+	if !ok {
+		return rec, fmt.Errorf("%s:%s: %w", repo.Name, tag, sharedstore.ErrNotFound)
+	}
+	return rec, nil
+}
+
+func (m *memMeta) PutReferrers(_ context.Context, k sharedstore.ReferrersKey, rec sharedstore.ReferrersRecord) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.referrers[fmt.Sprint(k)] = rec
+	return nil
+}
+
+func (m *memMeta) GetReferrers(_ context.Context, k sharedstore.ReferrersKey) (sharedstore.ReferrersRecord, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rec, ok := m.referrers[fmt.Sprint(k)]
+	if !ok {
+		return rec, fmt.Errorf("%v: %w", k, sharedstore.ErrNotFound)
+	}
+	return rec, nil
+}
+
+// tagPutCount is how many tag records were written.
+func (m *memMeta) tagPutCount() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.tagPuts
+}
+
+// onlyTag is the one tag record the tier holds.
+func (m *memMeta) onlyTag(t *testing.T) sharedstore.TagRecord {
+	t.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.tags) != 1 {
+		t.Fatalf("the tier holds %d tag records, want 1", len(m.tags))
+	}
+	for _, rec := range m.tags {
+		return rec
+	}
+	return sharedstore.TagRecord{}
+}
+
+// setTag puts rec as the only tag record of the main test repository's
+// team/app:v1, for accept, under host.
+func (m *memMeta) setTag(host, accept string, rec sharedstore.TagRecord) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.tags[memTagKey(sharedstore.Repo{Registry: host, Name: "team/app"}, "v1", accept)] = rec
+}

@@ -35,12 +35,25 @@ func (p *Proxy) linked(name string, dgst digest.Digest) bool {
 	return p.store.Linked(p.repo(name), dgst) || p.main && p.store.Linked(cache.Repo{Name: name}, dgst)
 }
 
-// link records that upstream holds dgst in repository name. A failure
+// link records that upstream holds dgst in repository name, and shares
+// the links that are new with the shared tier (sharedmeta.go). A failure
 // costs a HEAD later, so it is logged.
-func (p *Proxy) link(name string, dgst digest.Digest) {
-	if err := p.store.Link(p.repo(name), dgst); err != nil {
+func (p *Proxy) link(name string, dgst digest.Digest) { p.linkFrom(name, dgst, true) }
+
+// linkFrom links dgst to repository name; share says the links that
+// are new go to the shared tier too (not those read from it).
+func (p *Proxy) linkFrom(name string, dgst digest.Digest, share bool) {
+	var added []digest.Digest
+	var err error
+	if lr, ok := p.store.(linkReporter); ok && share && p.meta() != nil {
+		added, err = lr.LinkNew(p.repo(name), dgst)
+	} else {
+		err = p.store.Link(p.repo(name), dgst)
+	}
+	if err != nil {
 		p.log.Warn("recording a link failed", "repository", name, "digest", dgst, "error", err)
 	}
+	p.shareLinks(name, added)
 }
 
 // retype records a manifest media type upstream declared for dgst, when
@@ -58,8 +71,10 @@ func (p *Proxy) retype(dgst digest.Digest, mediaType string) {
 // req.Dgst as a blob or a manifest (k), and links it when it does.
 // For a manifest it returns the media type upstream declared. Upstream's
 // refusal (404 BLOB_UNKNOWN or MANIFEST_UNKNOWN, 403 DENIED) is the
-// client's answer; so is the failure to ask (502, 504): nothing the
-// repository is not known to hold is served.
+// client's answer; so is the failure to ask (502, 504), unless the
+// shared tier links the content to the repository (a replica recorded
+// ECR's answer there): nothing the repository is not known to hold is
+// served.
 func (p *Proxy) confirm(ctx context.Context, req *registry.Request, k kind) (string, error) {
 	p.stats.Confirmations.Add(1)
 	t := blobTarget(req.Name, req.Dgst)
@@ -67,6 +82,9 @@ func (p *Proxy) confirm(ctx context.Context, req *registry.Request, k kind) (str
 		t = manifestTarget(req.Name, req.Dgst.String(), confirmAccept(req.Accept))
 	}
 	c, err := p.head(ctx, t)
+	if err != nil && p.sharedConfirms(ctx, req.Name, req.Dgst, err) {
+		return "", nil
+	}
 	if err != nil {
 		p.stats.Unconfirmed.Add(1)
 		return "", err

@@ -201,6 +201,10 @@ type Stats struct {
 	// after a download, SharedWriteFailures the writes that failed or
 	// were skipped because too many were waiting.
 	SharedHits, SharedCorrupt, SharedWrites, SharedWriteFailures atomic.Int64
+	// SharedMetaWrites counts links, tag and referrers records written
+	// to the shared tier (sharedmeta.go); failures count in
+	// SharedWriteFailures.
+	SharedMetaWrites atomic.Int64
 }
 
 var _ registry.Backend = (*Proxy)(nil)

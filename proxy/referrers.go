@@ -224,8 +224,8 @@ func (p *Proxy) linkReferrers(name string, idx *referrersIndex) {
 	}
 }
 
-// recordReferrers records an answer for staleReferrers. One over the
-// record bounds is served, not recorded.
+// recordReferrers records an answer for staleReferrers, in the store and
+// the shared tier. One over the record bounds is served, not recorded.
 func (p *Proxy) recordReferrers(key cache.ReferrersKey, a *referrersAnswer) {
 	rec := cache.ReferrersRecord{Body: a.Body, FiltersApplied: a.FiltersApplied, NextQuery: a.NextQuery,
 		Fallback: a.fallback, Checked: p.clock.Now()}
@@ -235,7 +235,9 @@ func (p *Proxy) recordReferrers(key cache.ReferrersKey, a *referrersAnswer) {
 			level = slog.LevelDebug
 		}
 		p.log.Log(context.Background(), level, "recording referrers failed", "repository", key.Repo.Name, "subject", key.Subject, "error", err)
+		return
 	}
+	p.shareReferrers(key, rec)
 }
 
 // staleReferrers answers a referrers request that failed with err
@@ -246,10 +248,17 @@ func (p *Proxy) staleReferrers(ctx context.Context, key cache.ReferrersKey, why 
 		return nil, err
 	}
 	rec, gerr := p.recordedReferrers(key)
-	if gerr != nil {
-		if !errors.Is(gerr, cache.ErrNotFound) {
-			p.log.Warn("reading referrers record failed", "repository", key.Repo.Name, "subject", key.Subject, "error", gerr)
+	if gerr != nil && !errors.Is(gerr, cache.ErrNotFound) {
+		p.log.Warn("reading referrers record failed", "repository", key.Repo.Name, "subject", key.Subject, "error", gerr)
+	}
+	if gerr != nil || p.clock.Since(rec.Checked) > p.staleIfError {
+		// None here, or too old: a replica may have written a newer one
+		// to the shared tier.
+		if shared, ok := p.sharedReferrersRecord(ctx, key); ok {
+			rec, gerr = shared, nil
 		}
+	}
+	if gerr != nil {
 		return nil, err
 	}
 	age := max(p.clock.Since(rec.Checked), 0)

@@ -49,6 +49,7 @@ type sharedTier struct {
 	slots     chan struct{} // one per write running
 	waiting   atomic.Int64  // writes started or waiting
 	skipUntil atomic.Int64  // Unix nanoseconds: reads skip the tier until then
+	meta      *metaTier     // links and records (sharedmeta.go); nil: blobs only
 }
 
 // readable reports whether reads may try the tier at now.
@@ -58,7 +59,7 @@ func (s *sharedTier) readable(now time.Time) bool { return now.UnixNano() >= s.s
 func (s *sharedTier) failed(now time.Time) { s.skipUntil.Store(now.Add(sharedCoolOff).UnixNano()) }
 
 func newSharedTier(blobs SharedBlobs) *sharedTier {
-	return &sharedTier{blobs: blobs, slots: make(chan struct{}, sharedWriters)}
+	return &sharedTier{blobs: blobs, slots: make(chan struct{}, sharedWriters), meta: newMetaTier(blobs)}
 }
 
 // fillShared fills fl from the shared tier, when it holds the digest,

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -90,22 +91,37 @@ func answerWhy(status int) string {
 }
 
 // recordTag notes a successful revalidation of t's tag, for staleAnswer
-// and freshAnswer.
+// and freshAnswer, in the store and the shared tier.
 func (p *Proxy) recordTag(t target, dgst digest.Digest, mediaType string, size int64) {
 	rec := cache.TagRecord{Digest: dgst, MediaType: mediaType, Size: max(size, 0), Checked: p.clock.Now()}
 	if err := p.store.PutTag(p.repo(t.repo), t.ref, t.accept.Get("Accept"), rec); err != nil {
 		p.log.Warn("recording tag failed", "repository", t.repo, "tag", t.ref, "error", err)
 	}
+	p.shareTag(t, t.accept.Get("Accept"), rec)
 }
 
 // staleAnswer answers a tag lookup that failed with err because ECR could
 // not answer (why), from the tag's last recorded answer for the same
 // Accept: when Options.StaleIfError allows its age and the store still
-// holds its manifest. Otherwise the client gets err.
+// holds its manifest; else from the shared tier's record, its manifest
+// read from the store or the tier (staleFromShared). Otherwise the
+// client gets err.
 func (p *Proxy) staleAnswer(ctx context.Context, req *registry.Request, accept http.Header, why string, err error) (*registry.Content, error) {
 	if why == "" || p.staleIfError <= 0 || ctx.Err() != nil {
 		return nil, err
 	}
+	if c, ok := p.staleFromStore(req, accept, why, err); ok {
+		return c, nil
+	}
+	if c, ok := p.staleFromShared(ctx, req, accept, why, err); ok {
+		return c, nil
+	}
+	return nil, err
+}
+
+// staleFromStore answers from the store's tag record, as staleAnswer
+// says.
+func (p *Proxy) staleFromStore(req *registry.Request, accept http.Header, why string, err error) (*registry.Content, bool) {
 	rec, gerr := p.tagRecord(req.Name, req.Tag, accept.Get("Accept"))
 	if errors.Is(gerr, cache.ErrNotFound) {
 		// An import records tags for any Accept: usable when the client
@@ -118,27 +134,61 @@ func (p *Proxy) staleAnswer(ctx context.Context, req *registry.Request, accept h
 		if !errors.Is(gerr, cache.ErrNotFound) {
 			p.log.Warn("reading tag record failed", "repository", req.Name, "tag", req.Tag, "error", gerr)
 		}
-		return nil, err
+		return nil, false
 	}
-	age := max(p.clock.Since(rec.Checked), 0)
-	if age > p.staleIfError {
-		p.log.Debug("tag record too old to serve stale", "repository", req.Name, "tag", req.Tag, "age", age)
-		return nil, err
+	if !p.staleAge(req, rec, "") {
+		return nil, false
 	}
 	// The record is upstream's own answer for this repository.
 	c, ok, serr := p.stored(rec.Digest, req.Head)
 	if !ok || serr != nil {
 		p.log.Debug("manifest of tag record not in the store", "repository", req.Name, "tag", req.Tag, "digest", rec.Digest, "error", serr)
-		return nil, err
+		return nil, false
 	}
+	return p.servedStale(c, req, rec, why, err, ""), true
+}
+
+// staleFromShared answers from the shared tier's tag record (a replica
+// wrote ECR's answer there), under the same rules: its age, then its
+// manifest from the store or the tier's object. The record is kept
+// locally too.
+func (p *Proxy) staleFromShared(ctx context.Context, req *registry.Request, accept http.Header, why string, err error) (*registry.Content, bool) {
+	rec, ok := p.sharedTagRecord(ctx, req.Name, req.Tag, accept.Get("Accept"))
+	if !ok || !p.staleAge(req, rec, "shared") {
+		return nil, false
+	}
+	c, merr := p.sharedManifest(ctx, req, rec.Digest)
+	if merr != nil {
+		p.log.Debug("manifest of shared tag record unavailable", "repository", req.Name, "tag", req.Tag, "digest", rec.Digest, "error", merr)
+		return nil, false
+	}
+	if perr := p.store.PutTag(p.repo(req.Name), req.Tag, accept.Get("Accept"), rec); perr != nil {
+		p.log.Warn("recording tag failed", "repository", req.Name, "tag", req.Tag, "error", perr)
+	}
+	return p.servedStale(c, req, rec, why, err, "shared"), true
+}
+
+// staleAge tells whether Options.StaleIfError allows rec's age.
+func (p *Proxy) staleAge(req *registry.Request, rec cache.TagRecord, from string) bool {
+	age := max(p.clock.Since(rec.Checked), 0)
+	if age > p.staleIfError {
+		p.log.Debug("tag record too old to serve stale", "repository", req.Name, "tag", req.Tag, "age", age, "from", from)
+		return false
+	}
+	return true
+}
+
+// servedStale makes c, rec's manifest, a stale answer, and counts and
+// logs it.
+func (p *Proxy) servedStale(c *registry.Content, req *registry.Request, rec cache.TagRecord, why string, err error, from string) *registry.Content {
 	if rec.MediaType != "" {
 		c.MediaType = rec.MediaType
 	}
 	c.Outcome, c.Warning = OutcomeStale, staleWarning
 	p.stats.Stale.Add(1)
-	p.log.Warn("upstream cannot answer: serving a stale tag", "repository", req.Name, "tag", req.Tag,
-		"digest", rec.Digest, "age", age.Round(time.Millisecond), "reason", why, "error", err)
-	return c, nil
+	p.log.Warn("upstream cannot answer: serving a stale tag", "repository", req.Name, "tag", req.Tag, "digest", rec.Digest,
+		"age", max(p.clock.Since(rec.Checked), 0).Round(time.Millisecond), "record", cmp.Or(from, "local"), "reason", why, "error", err)
+	return c
 }
 
 // tagRecord returns this upstream's record of name:tag asked with

@@ -19,6 +19,23 @@
 // proxy tees it through a cache.Writer, which checks the digest) and
 // delete an object that does not match.
 //
+// Beside the blobs, the metadata a replica needs to serve offline
+// (meta.go), small objects under the same prefix:
+//
+//	<prefix>/links/<registry>/<repo>/sha256/<hex>      empty: ECR holds the digest in repo
+//	<prefix>/tags/<registry>/<repo>/<tag>/<hex>        JSON tag record; hex: sha256 of the normalised Accept
+//	<prefix>/referrers/<registry>/<repo>/sha256/<subject hex>/<hex>
+//	                                                   JSON referrers record; hex: sha256 of filter and page
+//
+// Every name in a key is validated first (registry host, the
+// distribution spec's repository and tag grammar: no "..", no leading
+// "/"), so no input names a key outside its place. Links are written
+// once (conditional create); tag and referrers records are replaced by
+// the newest answer. What is read back is untrusted: read up to a bound,
+// decoded strictly (no unknown field, nothing after the record),
+// validated, and otherwise refused with ErrMalformed. The proxy reads
+// them only when ECR cannot answer (proxy/sharedmeta.go).
+//
 // The bucket's size is bounded by a sweep (sweep.go, its policy in the
 // pure function plan of policy.go): when the blobs exceed the bound, it
 // deletes the blobs no manifest references, oldest first, then whole

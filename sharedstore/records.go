@@ -3,7 +3,6 @@ package sharedstore
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -41,7 +40,13 @@ func (s *Store) under(name string) string {
 // bucket's clock rather than a replica's, is the image's last use for
 // the sweep (Sweeper).
 func (s *Store) MarkUsed(ctx context.Context, dgst digest.Digest) error {
-	return s.putRecord(ctx, dirUsed, dgst, nil)
+	if err := checkDigest(dgst); err != nil {
+		return err
+	}
+	key := s.recordKey(dirUsed, dgst)
+	_, err := s.client.PutObject(ctx, &s3.PutObjectInput{Bucket: &s.bucket, Key: &key,
+		Body: bytes.NewReader(nil), ContentLength: aws.Int64(0)})
+	return s.putDone(key, err)
 }
 
 // pinRecord is the body of a pins/<hex> object.
@@ -52,31 +57,18 @@ type pinRecord struct {
 // PutPin records in the bucket that the image dgst is pinned, under
 // names: the sweep never deletes it or what it references.
 func (s *Store) PutPin(ctx context.Context, dgst digest.Digest, names []string) error {
-	body, err := json.Marshal(pinRecord{Names: names})
-	if err != nil {
-		return fmt.Errorf("shared store: encoding the pin of %s: %w", dgst, err)
+	if err := checkDigest(dgst); err != nil {
+		return err
 	}
-	return s.putRecord(ctx, dirPins, dgst, body)
+	return s.putJSON(ctx, s.recordKey(dirPins, dgst), pinRecord{Names: names})
 }
 
 // DeletePin removes the bucket's pin of dgst (no error when there is none).
 func (s *Store) DeletePin(ctx context.Context, dgst digest.Digest) error {
+	if err := checkDigest(dgst); err != nil {
+		return err
+	}
 	return s.deleteKey(ctx, s.recordKey(dirPins, dgst))
-}
-
-// putRecord writes body as dgst's record in dir.
-func (s *Store) putRecord(ctx context.Context, dir string, dgst digest.Digest, body []byte) error {
-	if err := dgst.Validate(); err != nil {
-		return fmt.Errorf("shared store: %w", err)
-	}
-	key := s.recordKey(dir, dgst)
-	_, err := s.client.PutObject(ctx, &s3.PutObjectInput{Bucket: &s.bucket, Key: &key,
-		Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body))), ContentType: aws.String("application/json")})
-	if err != nil {
-		return s.failed(OpPut, key, err)
-	}
-	s.observe(OpPut, OutcomeOK)
-	return nil
 }
 
 // deleteKey removes the object key (no error when there is none).

@@ -222,7 +222,7 @@ func TestUsageRecordsAreThrottledPerInterval(t *testing.T) {
 	a, b := digest.FromString("a"), digest.FromString("b")
 	puts := func(want int) {
 		t.Helper()
-		testwait.Until(t, "the records to be written", func() bool { return obs.get(OpPut, OutcomeOK) >= want })
+		testwait.Until(t, "the records to be written", func() bool { return obs.get(OpMetaPut, OutcomeOK) >= want })
 	}
 	for range 5 {
 		u.Record(a)
@@ -237,7 +237,7 @@ func TestUsageRecordsAreThrottledPerInterval(t *testing.T) {
 	// Every write queued was written: nothing else is waiting, so the
 	// counts are final.
 	testwait.Until(t, "the queue to drain", func() bool { return len(u.queue) == 0 })
-	if n := obs.get(OpPut, OutcomeOK); n != 3 {
+	if n := obs.get(OpMetaPut, OutcomeOK); n != 3 {
 		t.Errorf("%d record writes, want 3 (a twice, a minute apart; b once)", n)
 	}
 }

@@ -22,7 +22,14 @@ package main
 //   - the startup probe is /healthz (not waiting for ECR), readiness
 //     /readyz, liveness /healthz;
 //   - the container runs as Pod Security "restricted" demands, with a
-//     read-only root filesystem.
+//     read-only root filesystem;
+//   - replicas (replicas.go): more than one share a bucket (SHARED_STORE)
+//     and have a PodDisruptionBudget; no budget blocks every eviction;
+//   - peers (peers.go): PEERS=dns:HOST:PORT names a headless Service
+//     that selects the pods and exposes PORT on the container port
+//     "peer", which is PEER_ADDR's; PEER_SECRET comes from a Secret's
+//     key, never a ConfigMap or a literal; a NetworkPolicy opens the peer
+//     port to the pods only; no peer port without PEERS.
 
 import (
 	"flag"

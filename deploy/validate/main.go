@@ -6,6 +6,10 @@
 //	validate rules FILE...                # PromQL and the fields of alerting rules
 //	validate dashboard FILE...            # a Grafana dashboard's queries and panels
 //
+// Its tests also check deploy/aws (aws_test.go): the IAM policy allows
+// every AWS call the mirror's code makes and no more than its prefix and
+// ECR reads, the bucket lifecycle only aborts stale multipart uploads.
+//
 // It is its own module so that the mirror's go.mod stays untouched.
 package main
 

@@ -21,10 +21,13 @@ type workload struct {
 	volumes   map[string]map[string]any // pod volumes by name
 	byKind    map[string][]object
 	settings  map[string]string // variable name -> value
+	// inConfigMaps: the settings given by the config file or envFrom
+	// ConfigMaps (env may override them).
+	inConfigMaps map[string]bool
 }
 
-// workload checks the StatefulSet against the ConfigMaps, Services and
-// Secrets it uses. secretsShown: every Secret mounted must be among the
+// workload checks the StatefulSet against the ConfigMaps, Services,
+// Secrets and NetworkPolicies it uses. secretsShown: every Secret mounted must be among the
 // objects (the kustomize manifests' example; a chart may mount existing
 // ones).
 func (l *linter) workload(objs []object, secretsShown bool) {
@@ -42,6 +45,8 @@ func (l *linter) workload(objs []object, secretsShown bool) {
 	l.secretMounts(w)
 	l.probes(w)
 	l.podSecurity(w)
+	l.replicas(w)
+	l.peers(w, secretsShown)
 }
 
 // findWorkload finds the one StatefulSet with its one container, and
@@ -115,6 +120,10 @@ func (l *linter) settings(w *workload) map[string]string {
 		for k, v := range data {
 			settings[k] = fmt.Sprint(v)
 		}
+	}
+	w.inConfigMaps = map[string]bool{}
+	for k := range settings {
+		w.inConfigMaps[k] = true
 	}
 	for k, v := range env {
 		settings[k] = v

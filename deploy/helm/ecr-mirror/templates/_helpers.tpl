@@ -56,6 +56,23 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (printf "%s-htpasswd" (include "ecr-mirror.fullname" .)) .Values.htpasswd.existingSecret }}
 {{- end }}
 
+{{/* "true" when the replicas ask each other (peers): more than one, and
+peers.enabled. */}}
+{{- define "ecr-mirror.peers" -}}
+{{- if and (gt (int .Values.replicas) 1) .Values.peers.enabled }}true{{ end }}
+{{- end }}
+
+{{/* The headless Service the replicas find each other by (PEERS): the
+full name cut to leave room for -peers within a DNS label's 63
+characters. */}}
+{{- define "ecr-mirror.peersService" -}}
+{{- printf "%s-peers" (include "ecr-mirror.fullname" . | trunc 57 | trimSuffix "-") }}
+{{- end }}
+
+{{- define "ecr-mirror.peersSecret" -}}
+{{- default (printf "%s-peers" (include "ecr-mirror.fullname" .)) .Values.peers.existingSecret }}
+{{- end }}
+
 {{/* Where the chart mounts what it configures. */}}
 {{- define "ecr-mirror.cacheDir" -}}/var/lib/ecr-mirror{{- end }}
 {{- define "ecr-mirror.configDir" -}}/etc/ecr-mirror/config{{- end }}
@@ -73,6 +90,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.tls.enabled }}
 {{- $_ = set $cfg "tls_certificate" (printf "%s/tls.crt" (include "ecr-mirror.tlsDir" .)) }}
 {{- $_ = set $cfg "tls_private_key" (printf "%s/tls.key" (include "ecr-mirror.tlsDir" .)) }}
+{{- end }}
+{{- with .Values.sharedStore.url }}
+{{- $_ = set $cfg "shared_store" . }}
+{{- if $.Values.sharedStore.pathStyle }}
+{{- $_ = set $cfg "shared_store_path_style" true }}
+{{- end }}
+{{- with $.Values.sharedStore.region }}
+{{- $_ = set $cfg "shared_store_region" . }}
+{{- end }}
 {{- end }}
 {{- if .Values.htpasswd.enabled }}
 {{- $_ = set $cfg "htpasswd_file" (printf "%s/htpasswd" (include "ecr-mirror.authDir" .)) }}
