@@ -67,13 +67,15 @@ type sharedBound struct {
 	sweeper *sharedstore.Sweeper
 	// elected says whether this replica sweeps now; unset: it does.
 	elected atomic.Pointer[func() bool]
+	ctx     context.Context // done when close is called
 	stop    context.CancelFunc
 	sweeps  sync.WaitGroup
 }
 
-// startSharedBound starts recording uses and sweeping every
-// SHARED_STORE_SWEEP_INTERVAL; nil without SHARED_STORE_MAX_SIZE.
-func startSharedBound(st *sharedstore.Store, cfg *settings.Config, log *slog.Logger) (*sharedBound, error) {
+// newSharedBound builds the use records and the sweeper of
+// SHARED_STORE_MAX_SIZE; nil without it. Use records are written as
+// proxies report uses; sweeps start with startSharedUpkeep.
+func newSharedBound(st *sharedstore.Store, cfg *settings.Config, log *slog.Logger) (*sharedBound, error) {
 	if st == nil || cfg.SharedStoreMaxSize <= 0 {
 		return nil, nil
 	}
@@ -82,15 +84,29 @@ func startSharedBound(st *sharedstore.Store, cfg *settings.Config, log *slog.Log
 		return nil, fmt.Errorf("SHARED_STORE_MAX_SIZE: %w", err)
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	b := &sharedBound{sweeper: sw, stop: stop,
-		usage: st.NewUsage(ctx, sharedstore.UsageOptions{Clock: cfg.SharedStoreClock, Logger: log})}
+	return &sharedBound{sweeper: sw, stop: stop, ctx: ctx,
+		usage: st.NewUsage(ctx, sharedstore.UsageOptions{Clock: cfg.SharedStoreClock, Logger: log})}, nil
+}
+
+// startSharedUpkeep starts, once up.Metrics counts the shared tier's
+// requests, the sweeps every SHARED_STORE_SWEEP_INTERVAL and the writing
+// of store's pins to the bucket.
+func (up *Side) startSharedUpkeep(cfg *settings.Config, store *cache.Store, log *slog.Logger) {
+	if up.sharedBlobs == nil {
+		return
+	}
+	syncPins(up.sharedBlobs, store, log)
+	b := up.bound
+	if b == nil {
+		return
+	}
+	up.Metrics.WatchSharedSweeps(b.sweeper.Stats)
 	b.sweeps.Go(func() {
-		sw.Run(ctx, cfg.SharedStoreSweepInterval, func() bool {
+		b.sweeper.Run(b.ctx, cfg.SharedStoreSweepInterval, func() bool {
 			f := b.elected.Load()
 			return f == nil || (*f)()
 		})
 	})
-	return b, nil
 }
 
 // recorder is the proxies' UsedManifest; nil without a bound.

@@ -76,12 +76,9 @@ func Start(ctx context.Context, cfg *settings.Config, store *cache.Store, log *s
 		stopTokens()
 		return nil, err
 	}
-	if up.bound, err = startSharedBound(up.sharedBlobs, cfg, log.With("component", "sharedstore")); err != nil {
+	if up.bound, err = newSharedBound(up.sharedBlobs, cfg, log.With("component", "sharedstore")); err != nil {
 		stopTokens()
 		return nil, err
-	}
-	if up.sharedBlobs != nil {
-		syncPins(up.sharedBlobs, store, log.With("component", "sharedstore"))
 	}
 	for i, u := range cfg.Upstreams {
 		wrap, err := up.credentials(tokenCtx, cfg, u, creds, log)
@@ -95,9 +92,7 @@ func Start(ctx context.Context, cfg *settings.Config, store *cache.Store, log *s
 	}
 	up.Metrics = observe.NewMetrics(store, up.Proxies, up.Tokens, up.Reach) // before anything is served
 	up.Metrics.RegisterBuildInfo(up.build)
-	if up.bound != nil {
-		up.Metrics.WatchSharedSweeps(up.bound.sweeper.Stats)
-	}
+	up.startSharedUpkeep(cfg, store, log.With("component", "sharedstore"))
 	return up, nil
 }
 
