@@ -9,7 +9,10 @@
 //     naming the running build's version, commit and Go release.
 //   - probes.go: Probes, /healthz (alive) and /readyz (cache writable,
 //     index open, ECR reachable with a valid token for every region an
-//     ECR upstream is in, or degraded with STALE_IF_ERROR).
+//     ECR upstream is in, or degraded with STALE_IF_ERROR); with
+//     WatchSharedStore and WatchPeers, a line for the shared tier and
+//     one for PEERS, whose failure makes the mirror degraded, never
+//     unready.
 //   - reach.go: Reachability, whether the last attempt to reach each
 //     upstream (a registry request; for ECR also its region's token
 //     fetch) succeeded.
@@ -19,7 +22,7 @@
 //     (PPROF_ADDR).
 //
 // Series whose label values are known at start (served bytes by source,
-// cache requests by outcome) exist at 0 from then, so the rules and the
+// cache requests by outcome, peer requests by outcome) exist at 0 from then, so the rules and the
 // dashboard in deploy/monitoring have something to evaluate.
 //
 // cmd/ecr-mirror builds them and mounts their handlers.

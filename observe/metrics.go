@@ -14,6 +14,7 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/clientconn"
 	"github.com/ecr-mirror/ecr-mirror/internal/buildinfo"
+	"github.com/ecr-mirror/ecr-mirror/peers"
 	"github.com/ecr-mirror/ecr-mirror/proxy"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 	"github.com/ecr-mirror/ecr-mirror/sharedstore"
@@ -33,6 +34,7 @@ type Metrics struct {
 	upstreamLatency *prometheus.HistogramVec
 	upstreamErrors  *prometheus.CounterVec
 	sharedStore     *prometheus.CounterVec
+	peers           *prometheus.CounterVec
 }
 
 const namespace = "ecr_mirror"
@@ -56,9 +58,9 @@ func newMetrics() *Metrics {
 		requestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "http_request_duration_seconds",
 			Help: "Time to answer client requests, body included.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}, []string{"route", "method"}),
 		servedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "served_bytes_total",
-			Help: "Body bytes sent to clients, by source: cache (hits), shared (local misses streamed from the shared blob tier) or upstream (misses streamed while downloading, and ranges passed through)."}, []string{"source"}),
+			Help: "Body bytes sent to clients, by source: cache (hits), shared (local misses streamed from the shared blob tier) peer (local misses streamed from the digest's owner among the replicas) or upstream (misses streamed while downloading, and ranges passed through)."}, []string{"source"}),
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "cache_requests_total",
-			Help: "Blob and manifest requests by outcome: hit, miss, coalesced (joined a download under way), revalidated (tag checked upstream, body from cache), joined (tag checked by another request's lookup, body from cache), fresh (tag answered from a record younger than TAG_FRESHNESS), stale (tag answered from cache while ECR was unreachable), upstream."}, []string{"outcome"}),
+			Help: "Blob and manifest requests by outcome: hit, miss, coalesced (joined a download under way), revalidated (tag checked upstream, body from cache), joined (tag checked by another request's lookup, body from cache), fresh (tag answered from a record younger than TAG_FRESHNESS), stale (tag answered from cache while ECR was unreachable), upstream, shared (local miss streamed from the shared blob tier), peer (local miss streamed from the digest's owner among the replicas)."}, []string{"outcome"}),
 		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "upstream_requests_total",
 			Help: "Requests to upstream registries that got an answer, by upstream host, kind, method and status."}, []string{"upstream", "kind", "method", "code"}),
 		upstreamLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "upstream_request_duration_seconds",
@@ -67,8 +69,10 @@ func newMetrics() *Metrics {
 			Help: "Requests to upstream registries that failed, by upstream host, kind and reason: timeout, unreachable, credentials, canceled, throttled (429), denied (401/403), server (5xx)."}, []string{"upstream", "kind", "reason"}),
 		sharedStore: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "shared_store_requests_total",
 			Help: "Requests to the shared blob tier (SHARED_STORE), by op (get, head, put, delete on blobs; meta_get, meta_put on links, tag, referrers, use and pin records; list: a page of a sweep's listing) and outcome (ok, not_found, exists: another replica wrote it first, error)."}, []string{"op", "outcome"}),
+		peers: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "peer_requests_total",
+			Help: "Requests to the owner of a digest among the replicas (PEERS), by outcome: ok, not_found, denied (401/403), error (another status), unreachable (no connection or no answer within PEER_TIMEOUT; the owner is skipped for a while), cut (the body stopped short: the rest came from ECR)."}, []string{"outcome"}),
 	}
-	m.reg.MustRegister(m.requests, m.requestDuration, m.servedBytes, m.outcomes, m.upstream, m.upstreamLatency, m.upstreamErrors, m.sharedStore)
+	m.reg.MustRegister(m.requests, m.requestDuration, m.servedBytes, m.outcomes, m.upstream, m.upstreamLatency, m.upstreamErrors, m.sharedStore, m.peers)
 	m.initSeries()
 	return m
 }
@@ -78,11 +82,11 @@ func newMetrics() *Metrics {
 // until its first event, and a rule or dashboard over a series that does
 // not exist yet shows nothing (and absent() fires) instead of 0.
 func (m *Metrics) initSeries() {
-	for _, s := range []string{"cache", "shared", "upstream"} {
+	for _, s := range []string{"cache", "shared", "peer", "upstream"} {
 		m.servedBytes.WithLabelValues(s)
 	}
 	for _, o := range []string{proxy.OutcomeHit, proxy.OutcomeMiss, proxy.OutcomeCoalesced, proxy.OutcomeRevalidated,
-		proxy.OutcomeJoined, proxy.OutcomeFresh, proxy.OutcomeStale, proxy.OutcomeUpstream, proxy.OutcomeShared} {
+		proxy.OutcomeJoined, proxy.OutcomeFresh, proxy.OutcomeStale, proxy.OutcomeUpstream, proxy.OutcomeShared, proxy.OutcomePeer} {
 		m.outcomes.WithLabelValues(o)
 	}
 	for _, op := range []string{sharedstore.OpGet, sharedstore.OpHead, sharedstore.OpPut, sharedstore.OpDelete, sharedstore.OpMetaGet, sharedstore.OpMetaPut, sharedstore.OpList} {
@@ -91,6 +95,9 @@ func (m *Metrics) initSeries() {
 		}
 	}
 	m.sharedStore.WithLabelValues(sharedstore.OpPut, sharedstore.OutcomeExists)
+	for _, o := range peers.Outcomes {
+		m.peers.WithLabelValues(o)
+	}
 }
 
 // readStats registers the counters the packages keep themselves, read at
@@ -232,6 +239,8 @@ func (m *Metrics) ObserveRequest(ri registry.RequestInfo) {
 		source = "cache"
 	case proxy.OutcomeShared:
 		source = "shared"
+	case proxy.OutcomePeer:
+		source = "peer"
 	}
 	m.servedBytes.WithLabelValues(source).Add(float64(ri.Bytes))
 }
@@ -239,6 +248,11 @@ func (m *Metrics) ObserveRequest(ri registry.RequestInfo) {
 // ObserveSharedStore records one request to the shared blob tier.
 func (m *Metrics) ObserveSharedStore(op, outcome string) {
 	m.sharedStore.WithLabelValues(op, outcome).Inc()
+}
+
+// ObservePeer records one request to a digest's owner among the peers.
+func (m *Metrics) ObservePeer(outcome string) {
+	m.peers.WithLabelValues(outcome).Inc()
 }
 
 // ObserveUpstream records one request to ECR.

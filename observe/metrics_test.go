@@ -84,6 +84,8 @@ func TestObserveRequestCountsServedBytesBySource(t *testing.T) {
 		{proxy.OutcomeFresh, "cache"},
 		{proxy.OutcomeMiss, "upstream"},
 		{proxy.OutcomeCoalesced, "upstream"},
+		{proxy.OutcomeShared, "shared"},
+		{proxy.OutcomePeer, "peer"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.outcome, func(t *testing.T) {

@@ -18,7 +18,8 @@ import (
 // Probes answers /healthz (the process is alive) and /readyz (it can
 // serve: cache directory writable, index open, and ECR reachable with a
 // valid token, or, with STALE_IF_ERROR, content in the cache to serve
-// without ECR). Neither needs client credentials: they are for the
+// without ECR). A shared tier that fails or peers missing make it
+// degraded (the first line says so), never unready. Neither needs client credentials: they are for the
 // orchestrator.
 type Probes struct {
 	cacheDir string
@@ -28,6 +29,51 @@ type Probes struct {
 	// staleIfError: the mirror serves cached content while ECR cannot be
 	// reached (STALE_IF_ERROR), so it is ready then, degraded.
 	staleIfError bool
+	// peers, when set, says how many PEERS members are known and
+	// whether this replica is one (WatchPeers); sharedReachable whether
+	// the shared tier answers (WatchSharedStore).
+	peers           func() (members int, self bool, err error)
+	sharedReachable func() bool
+}
+
+// WatchPeers adds a /readyz line for PEERS: status says how many members
+// are known, whether this replica is among them, and why the last DNS
+// resolution failed (nil: it worked). No member, or this replica not
+// among them, makes the mirror degraded, never unready: pulls go on
+// through the shared tier and ECR.
+func (p *Probes) WatchPeers(status func() (members int, self bool, err error)) { p.peers = status }
+
+// WatchSharedStore adds a /readyz line for the shared tier: reachable
+// false (a read failed a moment ago) makes the mirror degraded, never
+// unready: misses go to ECR meanwhile.
+func (p *Probes) WatchSharedStore(reachable func() bool) { p.sharedReachable = reachable }
+
+// tiers reports the shared tier and the peers, and names those failing.
+func (p *Probes) tiers() (lines, failing []string) {
+	if p.sharedReachable != nil {
+		if p.sharedReachable() {
+			lines = append(lines, "shared store: ok")
+		} else {
+			failing = append(failing, "shared store")
+			lines = append(lines, "shared store: FAILING: a read failed; misses go to peers and ECR for a while")
+		}
+	}
+	if p.peers == nil {
+		return lines, failing
+	}
+	n, self, err := p.peers()
+	line := fmt.Sprintf("peers: %d members, this replica among them", n)
+	if !self {
+		line = fmt.Sprintf("peers: %d members, this replica NOT among them (no member has PEER_ADDR's port at one of this host's addresses)", n)
+	}
+	if err != nil {
+		line += fmt.Sprintf("; the last resolution failed: %v", err)
+	}
+	if n == 0 || !self {
+		failing = append(failing, "peers")
+		line = strings.Replace(line, "peers: ", "peers: FAILING: ", 1)
+	}
+	return append(lines, line), failing
 }
 
 // NewProbes checks the cache in cacheDir and store, the tokens from
@@ -91,9 +137,16 @@ func (p *Probes) check() (lines []string, ready bool) {
 	} else {
 		lines = append(lines, "ECR reachable: ok")
 	}
+	tierLines, tierFailing := p.tiers()
+	lines = append(lines, tierLines...)
 	if !p.staleIfError || len(failing) == 0 {
+		if ready && len(tierFailing) > 0 {
+			status := fmt.Sprintf("degraded: pulls go on through ECR; failing: %s", strings.Join(tierFailing, ", "))
+			lines = append([]string{status}, lines...)
+		}
 		return lines, ready
 	}
+	failing = append(failing, tierFailing...)
 	if p.store.Stats().Entries == 0 {
 		report("cached content", errors.New("the cache holds nothing to serve while ECR cannot be reached"))
 		return lines, ready

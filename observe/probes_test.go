@@ -135,3 +135,53 @@ func TestReadyzWantsEveryRegionsToken(t *testing.T) {
 		})
 	}
 }
+
+// A shared tier that just failed, or peers missing, make the mirror
+// degraded (first line) but never unready; both well add their ok lines.
+func TestReadyzReportsSharedTierAndPeers(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		shared     bool // reachable
+		members    int
+		self       bool
+		resolveErr error
+		staleIfErr bool
+		want       []string
+		first      string // the body's first line starts so
+	}{
+		{name: "all well", shared: true, members: 3, self: true,
+			want: []string{"shared store: ok", "peers: 3 members, this replica among them"}, first: "cache directory writable: ok"},
+		{name: "shared tier down", members: 3, self: true,
+			want: []string{"shared store: FAILING"}, first: "degraded: pulls go on through ECR; failing: shared store"},
+		{name: "no member", shared: true, resolveErr: errors.New("lookup headless: no such host"),
+			want: []string{"peers: FAILING: 0 members", "the last resolution failed: lookup headless"}, first: "degraded: pulls go on through ECR; failing: peers"},
+		{name: "not among them", shared: true, members: 2,
+			want: []string{"peers: FAILING: 2 members, this replica NOT among them"}, first: "degraded: pulls go on through ECR; failing: peers"},
+		{name: "failed resolution, members kept", shared: true, members: 3, self: true, resolveErr: errors.New("timeout"),
+			want: []string{"peers: 3 members, this replica among them; the last resolution failed: timeout"}, first: "cache directory writable: ok"},
+		{name: "stale and tiers failing", members: 3, self: true, staleIfErr: true,
+			first: "degraded: serving cached content without ECR (STALE_IF_ERROR); failing: ECR token, ECR reachable, shared store"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			p := newProbes(t, !tt.staleIfErr, !tt.staleIfErr, true, tt.staleIfErr)
+			p.WatchSharedStore(func() bool { return tt.shared })
+			p.WatchPeers(func() (int, bool, error) { return tt.members, tt.self, tt.resolveErr })
+			rec := httptest.NewRecorder()
+			p.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+			if rec.Code != http.StatusOK {
+				t.Errorf("status %d, want 200:\n%s", rec.Code, rec.Body)
+			}
+			if !strings.HasPrefix(rec.Body.String(), tt.first) {
+				t.Errorf("first line is not %q:\n%s", tt.first, rec.Body)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(rec.Body.String(), w) {
+					t.Errorf("body lacks %q:\n%s", w, rec.Body)
+				}
+			}
+		})
+	}
+}

@@ -61,6 +61,17 @@
 // link there confirms a repository whose HEAD got no answer, and a
 // record there is a stale answer under StaleIfError, so a replica with
 // an empty store serves offline what the cluster has seen.
+// With peers (Options.Peers, peertier.go), a miss the shared tier lacks
+// is asked of the digest's owner among the replicas next, in the same
+// flight and writer; what the owner sends is linked (its proxy confirmed
+// the repository) and not written to the shared tier (the owner does
+// that). An owner that fails is passed by: the shared tier again, then
+// upstream; a body cut short goes on from upstream by Range. A request
+// marked WithPeerRequest (the owner's side) never asks a peer itself, nor
+// joins a download that is asking one, so peers cannot loop or wait on
+// each other. With a shared tier or peers, a GET by tag whose
+// manifest is not stored fetches it by the digest the HEAD named, through
+// a flight (taglookup.go byDigest), so the cluster downloads it once.
 // Each manifest answered is told to Options.UsedManifest, which records
 // its use in the tier for the sweep that keeps the tier under its bound.
 // The proxy reaches its store only through the Store interface

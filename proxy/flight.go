@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -30,6 +31,14 @@ type flight struct {
 	w          *cache.Writer
 	mediaType  string
 	fromShared bool // filled from the shared tier, not upstream
+	fromPeer   bool // filled from the digest's owner among the peers
+	// resumedUpstream: a peer's body was cut and upstream gave the rest
+	// (set and read by the download's goroutine only).
+	resumedUpstream bool
+	// askingPeer is true while the download waits on a peer's answer: a
+	// peer's request does not join it (startFlight), or two replicas
+	// that each take the other for the owner would wait on each other.
+	askingPeer atomic.Bool
 }
 
 // failed reports whether the download has failed for good: a new request
@@ -68,6 +77,9 @@ func (p *Proxy) flight(dgst digest.Digest) *flight {
 // follow it, mayJoin) or the digest is already stored (errStored).
 func (p *Proxy) startFlight(ctx context.Context, req *registry.Request, t target) (fl *flight, joined bool, err error) {
 	fl, joined, err = p.startFlightLocked(req.Dgst, t)
+	if joined && t.noPeers && fl.askingPeer.Load() {
+		return nil, false, registry.Errorf(registry.CodeUnavailable, "this replica is asking another peer for %s", req.Dgst)
+	}
 	if joined {
 		if err := p.mayJoin(ctx, req, fl, t.kind); err != nil {
 			return nil, false, err
@@ -120,7 +132,7 @@ func (p *Proxy) download(fl *flight, t target) {
 	if err != nil {
 		p.stats.DownloadFailures.Add(1) // the store counts digest mismatches
 		p.log.Warn("download failed; nothing was cached", "digest", fl.dgst, "path", t.path(), "error", err)
-		if errors.Is(err, errSharedCorrupt) {
+		if errors.Is(err, errSharedCorrupt) || errors.Is(err, errPeerCorrupt) {
 			p.refetch(fl, t)
 		}
 		return
@@ -130,16 +142,18 @@ func (p *Proxy) download(fl *flight, t target) {
 		// (and tell the shared tier, unless it came from there).
 		p.linkFrom(fl.name, fl.dgst, !fl.fromShared)
 	}
-	if !fl.fromShared {
-		p.writeShared(fl.dgst)
+	if !fl.fromShared && (!fl.fromPeer || fl.resumedUpstream) {
+		p.writeShared(fl.dgst) // a peer's content is the owner's to write
 	}
 	p.log.Debug("download complete", "digest", fl.dgst, "path", t.path(), "bytes", fl.w.Written(), "duration", time.Since(start))
 }
 
 // fill runs the download and settles the flight: every follower sees the
 // bytes, or the error. The shared tier, if any, is read before upstream
-// (sharedtier.go). A blob whose upstream body stops short is resumed
-// where it stopped (resume.go), into the same writer.
+// (sharedtier.go), then the digest's owner among the peers (peertier.go)
+// and, if the owner failed, the shared tier again (it may have written
+// the digest meanwhile). A blob whose upstream body stops short is
+// resumed where it stopped (resume.go), into the same writer.
 func (p *Proxy) fill(fl *flight, t target) (err error) {
 	started := false
 	defer func() {
@@ -148,10 +162,8 @@ func (p *Proxy) fill(fl *flight, t target) (err error) {
 			close(fl.ready)
 		}
 	}()
-	if p.shared != nil && !t.upstreamOnly {
-		if done, err := p.fillShared(fl, t, &started); done {
-			return err
-		}
+	if done, err := p.fillTiers(fl, t, &started); done {
+		return err
 	}
 	p.stats.Downloads.Add(1)
 	ctx, cancel := context.WithCancelCause(p.bg)
@@ -179,6 +191,27 @@ func (p *Proxy) fill(fl *flight, t target) (err error) {
 	fl.w, fl.mediaType, started = w, mediaType(resp, t.kind), true
 	close(fl.ready)
 	return p.copyResuming(w, a, t)
+}
+
+// fillTiers fills fl from the shared tier or a peer, when either has the
+// digest: done false, download it from upstream.
+func (p *Proxy) fillTiers(fl *flight, t target, started *bool) (done bool, err error) {
+	if t.upstreamOnly {
+		return false, nil
+	}
+	if p.shared != nil {
+		if done, err := p.fillShared(fl, t, started); done {
+			return true, err
+		}
+	}
+	if p.peers == nil || t.noPeers {
+		return false, nil
+	}
+	asked, done, err := p.fillPeer(fl, t, started)
+	if done || !asked || p.shared == nil {
+		return done, err
+	}
+	return p.fillShared(fl, t, started)
 }
 
 // errStalled says an upstream body sent nothing for too long.

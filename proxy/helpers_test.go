@@ -398,3 +398,57 @@ func (m *memMeta) setTag(host, accept string, rec sharedstore.TagRecord) {
 	defer m.mu.Unlock()
 	m.tags[memTagKey(sharedstore.Repo{Registry: host, Name: "team/app"}, "v1", accept)] = rec
 }
+
+// memPeers stands for the other replicas: the owner's answers by digest,
+// which can be made to fail, to be cut short or to be wrong.
+type memPeers struct {
+	mu        sync.Mutex
+	content   map[digest.Digest][]byte
+	mediaType string
+	err       error         // returned by Fetch when set
+	cutAt     int           // > 0: the body fails after this many bytes
+	fetched   func()        // when set, called on each Fetch (the owner acting meanwhile)
+	block     chan struct{} // when set, Fetch waits until it is closed
+	asked     []PeerRequest
+}
+
+func newMemPeers() *memPeers { return &memPeers{content: map[digest.Digest][]byte{}} }
+
+func (m *memPeers) Fetch(ctx context.Context, req PeerRequest) (*PeerContent, error) {
+	if m.block != nil {
+		select {
+		case <-m.block:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.asked = append(m.asked, req)
+	if m.fetched != nil {
+		m.fetched()
+	}
+	if m.err != nil {
+		return nil, m.err
+	}
+	b, ok := m.content[req.Dgst]
+	if !ok {
+		return nil, fmt.Errorf("peer answered 404 for %s", req.Dgst)
+	}
+	var body io.Reader = bytes.NewReader(b)
+	if m.cutAt > 0 {
+		body = io.MultiReader(bytes.NewReader(b[:m.cutAt]), errReader{errors.New("connection reset by peer")})
+	}
+	return &PeerContent{Body: io.NopCloser(body), Size: int64(len(b)), MediaType: m.mediaType}, nil
+}
+
+// requests returns what the peers were asked.
+func (m *memPeers) requests() []PeerRequest {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]PeerRequest(nil), m.asked...)
+}
+
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }

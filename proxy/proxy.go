@@ -106,6 +106,10 @@ type Options struct {
 	// local miss reads it before upstream, and content downloaded from
 	// upstream is written to it after commit (sharedtier.go).
 	SharedStore SharedBlobs
+	// Peers, if set, are the other replicas: a local miss that the
+	// shared tier lacks is asked of the digest's owner before upstream
+	// (peertier.go).
+	Peers Peers
 	// UsedManifest, if set, is told of each manifest answered, by tag or
 	// digest (the shared tier's use records, for its least recently used
 	// order). It must not block.
@@ -146,6 +150,7 @@ type Proxy struct {
 	mu      *sync.Mutex
 	flights map[digest.Digest]*flight
 	shared  *sharedTier // nil: no shared blob tier
+	peers   Peers       // nil: no peers
 	// usedManifest is Options.UsedManifest; nil: not told.
 	usedManifest func(digest.Digest)
 
@@ -205,6 +210,10 @@ type Stats struct {
 	// to the shared tier (sharedmeta.go); failures count in
 	// SharedWriteFailures.
 	SharedMetaWrites atomic.Int64
+	// PeerHits counts local misses filled from the digest's owner among
+	// the peers; PeerFailures the owners asked that did not serve (the
+	// digest came from the shared tier or upstream).
+	PeerHits, PeerFailures atomic.Int64
 }
 
 var _ registry.Backend = (*Proxy)(nil)
@@ -266,6 +275,7 @@ func New(opts Options) (*Proxy, error) {
 	if opts.SharedStore != nil {
 		p.shared = newSharedTier(opts.SharedStore)
 	}
+	p.peers = opts.Peers
 	p.usedManifest = opts.UsedManifest
 	if sh := opts.Shared; sh != nil {
 		p.limit, p.slots, p.maxDownloads = sh.rateLimit(&p.stats), sh.downloads, int(sh.downloads.max)
@@ -298,6 +308,15 @@ func (p *Proxy) InFlight() int {
 	return n
 }
 
+// Host is the upstream's registry host, as CanonicalRegistry names it.
+func (p *Proxy) Host() string { return p.host }
+
+// SharedStoreReachable reports false while reads skip the shared tier
+// after one failed (sharedCoolOff); true without a shared tier.
+func (p *Proxy) SharedStoreReachable() bool {
+	return p.shared == nil || p.shared.readable(p.clock.Now())
+}
+
 // Stats returns the proxy's counters.
 func (p *Proxy) Stats() *Stats { return &p.stats }
 
@@ -307,6 +326,7 @@ func (p *Proxy) Blob(ctx context.Context, req *registry.Request) (*registry.Cont
 		return c, err
 	}
 	t := blobTarget(req.Name, req.Dgst)
+	t.noPeers = isPeerRequest(ctx)
 	if req.Head {
 		if fl := p.flight(req.Dgst); fl != nil {
 			if err := p.mayJoin(ctx, req, fl, kindBlob); err != nil {
@@ -344,6 +364,7 @@ func (p *Proxy) manifest(ctx context.Context, req *registry.Request) (*registry.
 		return c, err
 	}
 	t := manifestTarget(req.Name, req.Dgst.String(), acceptHeader(req.Accept))
+	t.noPeers = isPeerRequest(ctx)
 	if req.Head {
 		return p.head(ctx, t)
 	}
@@ -496,6 +517,8 @@ func (p *Proxy) fromFlight(ctx context.Context, req *registry.Request, t target)
 		}
 		if fl.fromShared {
 			c.Outcome = OutcomeShared
+		} else if fl.fromPeer {
+			c.Outcome = OutcomePeer
 		}
 		var start int64
 		length := size

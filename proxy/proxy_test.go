@@ -84,6 +84,8 @@ type envOptions struct {
 	upstreamAuth func(fake *fakeecr.Server, host string, rt http.RoundTripper) http.RoundTripper
 	// sharedStore, when set, is the shared blob tier (memShared, say).
 	sharedStore SharedBlobs
+	// peers, when set, are the other replicas (memPeers, say).
+	peers Peers
 	// usedManifest is Options.UsedManifest.
 	usedManifest func(digest.Digest)
 }
@@ -154,7 +156,7 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	}
 	p, err := New(Options{Upstream: upURL, MainUpstream: !o.notMain, Client: client, Store: ps, Logger: log, ManifestLimit: o.manifestLimit,
 		Retries: o.edge.retries, StallTimeout: o.edge.stall, StallClock: stallClock, MaxRate: o.edge.maxRate, Shared: o.shared,
-		StaleIfError: o.staleIfError, TagFreshness: o.tagFreshness, SharedStore: o.sharedStore, UsedManifest: o.usedManifest})
+		StaleIfError: o.staleIfError, TagFreshness: o.tagFreshness, SharedStore: o.sharedStore, Peers: o.peers, UsedManifest: o.usedManifest})
 	if err != nil {
 		t.Fatal(err)
 	}

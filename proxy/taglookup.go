@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -133,7 +134,10 @@ func (p *Proxy) manifestByTag(ctx context.Context, req *registry.Request) (*regi
 // manifestBodyByTag answers a tag whose manifest the store does not hold
 // (or whose digest ECR did not name) with the manifest fetched by tag:
 // requests that get there together share the GET (p.tags, key.get); one
-// that comes after it finds the manifest stored. Once ECR has named the
+// that comes after it finds the manifest stored. With a shared tier or
+// peers, a manifest whose digest the HEAD named is fetched by that digest
+// through a flight (shared tier, then its owner, then ECR: byDigest), so
+// that the cluster downloads it from ECR once. Once ECR has named the
 // tag's digest (known), an older answer is known to be outdated: a
 // failure then is never masked.
 func (p *Proxy) manifestBodyByTag(ctx context.Context, req *registry.Request, t target, key tagKey, head tagAnswer, known bool) (*registry.Content, error) {
@@ -142,6 +146,9 @@ func (p *Proxy) manifestBodyByTag(ctx context.Context, req *registry.Request, t 
 		if head.usable() {
 			if body, ok := p.storedManifest(head.dgst); ok {
 				return tagAnswer{dgst: head.dgst, mediaType: head.mediaType, size: int64(len(body)), body: body, stored: true, stale: head.stale}, nil
+			}
+			if a, ok := p.byDigest(ctx, req, head); ok {
+				return a, nil
 			}
 		}
 		if !head.deadline.IsZero() {
@@ -291,4 +298,34 @@ func sharedError(err error) error {
 		return &cp
 	}
 	return err
+}
+
+// byDigest fetches the manifest head named by its digest through a
+// flight, when a shared tier or peers may hold it; ok false: fetch it by
+// tag. The HEAD asked with the client's Accept, so the digest it named
+// is the manifest the client would get by tag, and a manifest by digest
+// is never converted.
+func (p *Proxy) byDigest(ctx context.Context, req *registry.Request, head tagAnswer) (tagAnswer, bool) {
+	if p.shared == nil && p.peers == nil {
+		return tagAnswer{}, false
+	}
+	if !head.deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, head.deadline)
+		defer cancel()
+	}
+	byDgst := &registry.Request{Name: req.Name, Dgst: head.dgst, Accept: req.Accept}
+	t := manifestTarget(req.Name, head.dgst.String(), acceptHeader(req.Accept))
+	c, err := p.fromFlight(ctx, byDgst, t)
+	if err != nil {
+		p.log.Warn("fetching a tag's manifest by digest failed; fetching it by tag", "name", req.Name, "tag", req.Tag, "digest", head.dgst, "error", err)
+		return tagAnswer{}, false
+	}
+	defer c.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(c.Body, p.manifestLimit+1))
+	if err != nil || int64(len(body)) > p.manifestLimit || digest.FromBytes(body) != head.dgst {
+		p.log.Warn("reading a tag's manifest by digest failed; fetching it by tag", "name", req.Name, "tag", req.Tag, "digest", head.dgst, "bytes", len(body), "error", err)
+		return tagAnswer{}, false
+	}
+	return tagAnswer{dgst: head.dgst, mediaType: cmp.Or(head.mediaType, c.MediaType), size: int64(len(body)), body: body, stale: head.stale}, true
 }

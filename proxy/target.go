@@ -32,6 +32,9 @@ type target struct {
 	// upstreamOnly skips the shared tier: the download after a corrupt
 	// shared object (refetch) must not read it again.
 	upstreamOnly bool
+	// noPeers skips the peers: a peer's request (WithPeerRequest) is
+	// answered from here, never passed on to another peer.
+	noPeers bool
 }
 
 // blobTarget is repo's blob dgst.

@@ -25,7 +25,9 @@
 //     over the one store (the default first; the others' backends by host
 //     for registry.WithUpstreams), with the credentials of its kind: one
 //     ECR token source per region, ECR Public's token, the logins of
-//     UPSTREAM_DOCKER_CONFIG.
+//     UPSTREAM_DOCKER_CONFIG; the shared tier and the peers (PEERS) every
+//     proxy asks, whose peer API main.go serves on PEER_ADDR, outside the
+//     client access policy (package peers signs and checks each request).
 //   - internal/servergroup: the lifecycle, the TCP listeners opened, an
 //     errgroup with one goroutine per server and one that shuts them down
 //     (the admin socket last) within SHUTDOWN_GRACE.

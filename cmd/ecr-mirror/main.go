@@ -164,6 +164,7 @@ type handlers struct {
 func (h *handlers) listeners(tlsConfig *tls.Config) []servergroup.Listener {
 	cfg := h.cfg
 	probe := observe.NewProbes(cfg.CacheDir, h.store, h.up.Tokens, h.up.Reach, cfg.StaleIfError > 0)
+	h.watchTiers(probe)
 	metrics := h.up.Metrics.Handler(h.log)
 	all := []servergroup.Listener{{Setting: "LISTEN_ADDR", Addr: cfg.ListenAddr, Handler: h.front(cfg.DefaultNamespace, probe, metrics), TLS: tlsConfig,
 		What: "registry API: " + cmp.Or(cfg.DefaultNamespace, "ECR repositories by name"), Limited: true}}
@@ -174,10 +175,32 @@ func (h *handlers) listeners(tlsConfig *tls.Config) []servergroup.Listener {
 	if cfg.MetricsAddr != "" {
 		all = append(all, servergroup.Listener{Setting: "METRICS_ADDR", Addr: cfg.MetricsAddr, Handler: observe.OpsHandler(probe, metrics), What: "metrics and probes"})
 	}
+	if srv := h.up.PeerServer(h.log); srv != nil {
+		// Outside the client access policy: only replicas hold
+		// PEER_SECRET, and the proxy still checks the repository.
+		all = append(all, servergroup.Listener{Setting: "PEER_ADDR", Addr: cfg.PeerAddr, Handler: srv, What: "peer API (PEERS)"})
+	}
 	if cfg.PprofAddr != "" {
 		all = append(all, servergroup.Listener{Setting: "PPROF_ADDR", Addr: cfg.PprofAddr, Handler: observe.PprofHandler(), What: "pprof"})
 	}
 	return all
+}
+
+// watchTiers adds the shared tier and the peers to the probes.
+func (h *handlers) watchTiers(probe *observe.Probes) {
+	if h.cfg.SharedStore != "" {
+		probe.WatchSharedStore(func() bool {
+			for _, px := range h.up.Proxies {
+				if !px.SharedStoreReachable() {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	if h.up.Members != nil {
+		probe.WatchPeers(h.up.Members.Status)
+	}
 }
 
 // front is the registry API of one listener, whose requests that name

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -251,4 +252,54 @@ func TestLocalPinsReachTheBucketAtStart(t *testing.T) {
 	startMirror(t, fake, opts)
 	want := tier.prefix + "/pins/" + manifest.Encoded()
 	testwait.Until(t, "the pin in the bucket", func() bool { return slices.Contains(tier.records(t, "pins"), want) })
+}
+
+// With peers, one replica sweeps: the owner of a fixed key by the
+// members' rendezvous hashing. Three replicas, each with the bound, are
+// each given a sweep interval: one sweeps, the others pass, and the
+// bucket is swept.
+func TestOnlyOneReplicaOfThePeersSweeps(t *testing.T) {
+	t.Parallel()
+	fake, manifest, blobs := sharedImage(t)
+	tier := startSharedTier(t)
+	addrs := freeAddrs(t, 3)
+	var mirrors []*mirror
+	var clocks []*clockwork.FakeClock
+	for i := range addrs {
+		clk := clockwork.NewFakeClockAt(time.Now().Add(time.Hour))
+		o := tier.opts()
+		maps.Copy(o.env, peerEnv(addrs, i))
+		o.env["SHARED_STORE_MAX_SIZE"] = "1"
+		awsEdit := o.edit
+		o.edit = func(c *settings.Config) { awsEdit(c); c.SharedStoreClock = clk }
+		mirrors, clocks = append(mirrors, startMirror(t, fake, o)), append(clocks, clk)
+	}
+	if _, err := pullImage(t, mirrors[0], "team/app:v1"); err != nil {
+		t.Fatal(err)
+	}
+	waitInTier(t, tier, "the image", append([]digest.Digest{manifest}, blobs...)...)
+	ctx, cancel := context.WithTimeout(context.Background(), testwait.HangGuard)
+	defer cancel()
+	for i, clk := range clocks {
+		if err := clk.BlockUntilContext(ctx, 1); err != nil {
+			t.Fatalf("replica %d's sweeper never waited: %v", i, err)
+		}
+		clk.Advance(5 * time.Minute)
+		// Back to waiting: the interval's turn is over, swept or passed.
+		if err := clk.BlockUntilContext(ctx, 1); err != nil {
+			t.Fatalf("replica %d's sweeper never came back: %v", i, err)
+		}
+	}
+	var swept []int
+	for i, m := range mirrors {
+		if metric(t, m, "ecr_mirror_shared_store_sweeps_total") > 0 {
+			swept = append(swept, i)
+		}
+	}
+	if len(swept) != 1 {
+		t.Fatalf("replicas %v swept, want exactly one", swept)
+	}
+	if keys := tier.keys(t); len(keys) != 0 {
+		t.Errorf("the bucket holds %v after a sweep to 1 byte", keys)
+	}
 }

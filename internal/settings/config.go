@@ -90,6 +90,12 @@ type Config struct {
 	// nil: the real clock. Not a setting: tests sweep when they choose.
 	SharedStoreClock clockwork.Clock
 
+	// Peers is PEERS (dns:HOST:PORT or HOST:PORT,...); "": no peers.
+	// PeerAddr is PEER_ADDR, PeerSecret PEER_SECRET (never logged),
+	// PeerRefresh PEER_REFRESH and PeerTimeout PEER_TIMEOUT.
+	Peers, PeerAddr, PeerSecret string
+	PeerRefresh, PeerTimeout    time.Duration
+
 	source *source // nil for a Config not made by Parse
 }
 

@@ -67,7 +67,7 @@ func (s *setting) fileKey() string {
 // the usage text and README.md show them. A setting's parser may read
 // the fields of settings listed before it.
 func settings(c *Config) []*setting {
-	return slices.Concat(fileSettings(c), upstreamSettings(c), serverSettings(c), namespaceSettings(c),
+	return slices.Concat(fileSettings(c), upstreamSettings(c), serverSettings(c), peerSettings(c), namespaceSettings(c),
 		opsSettings(c), securitySettings(c), limitSettings(c))
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -65,8 +64,6 @@ func (up *Side) sharedStore(ctx context.Context, cfg *settings.Config) (*shareds
 type sharedBound struct {
 	usage   *sharedstore.Usage
 	sweeper *sharedstore.Sweeper
-	// elected says whether this replica sweeps now; unset: it does.
-	elected atomic.Pointer[func() bool]
 	ctx     context.Context // done when close is called
 	stop    context.CancelFunc
 	sweeps  sync.WaitGroup
@@ -101,12 +98,28 @@ func (up *Side) startSharedUpkeep(cfg *settings.Config, store *cache.Store, log 
 		return
 	}
 	up.Metrics.WatchSharedSweeps(b.sweeper.Stats)
-	b.sweeps.Go(func() {
-		b.sweeper.Run(b.ctx, cfg.SharedStoreSweepInterval, func() bool {
-			f := b.elected.Load()
-			return f == nil || (*f)()
-		})
-	})
+	b.sweeps.Go(func() { b.sweeper.Run(b.ctx, cfg.SharedStoreSweepInterval, up.sweeps) })
+}
+
+// sweepKey names the key whose owner among the peers sweeps the shared
+// tier.
+const sweepKey = "ecr-mirror: the replica that sweeps the shared store"
+
+// sweeps says whether this replica sweeps the shared tier now: with
+// peers, when it owns sweepKey by their rendezvous hashing, so that one
+// replica sweeps while the members agree; without peers, or while this
+// replica is not among the members it resolved (it cannot tell who
+// sweeps), it does. Sweeps by several replicas are safe: deletes are
+// idempotent and a race costs a download.
+func (up *Side) sweeps() bool {
+	if up.Members == nil {
+		return true
+	}
+	if _, self, _ := up.Members.Status(); !self {
+		return true
+	}
+	_, owns := up.Members.Owner(digest.FromString(sweepKey))
+	return owns
 }
 
 // recorder is the proxies' UsedManifest; nil without a bound.
@@ -123,17 +136,6 @@ func (b *sharedBound) close() {
 		b.stop()
 		b.sweeps.Wait()
 		b.usage.Wait()
-	}
-}
-
-// ElectSweeper sets what says whether this replica sweeps the shared
-// tier now (the peers' rendezvous owner of a fixed key, say); until it
-// is set, every replica with SHARED_STORE_MAX_SIZE sweeps, which is safe:
-// deletes are idempotent and a race costs a download. No-op without
-// SHARED_STORE_MAX_SIZE.
-func (up *Side) ElectSweeper(f func() bool) {
-	if up.bound != nil {
-		up.bound.elected.Store(&f)
 	}
 }
 

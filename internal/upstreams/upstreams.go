@@ -6,7 +6,8 @@
 // the registry handler routes each to, the shared blob tier of
 // SHARED_STORE that every proxy reads before its upstream, kept under
 // SHARED_STORE_MAX_SIZE by the uses the proxies record and a sweep
-// (sharedstore.go: ElectSweeper says which replica sweeps),
+// (sharedstore.go: one replica sweeps, by the peers' rendezvous when
+// there are peers), the peers of PEERS that every proxy asks next (peers.go),
 // and the metrics and reachability that watch them. Every request upstream, the AWS SDK's token calls
 // included, names the mirror's build in its User-Agent
 // (ecr-mirror/<version>, from internal/buildinfo).
@@ -27,6 +28,7 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/internal/buildinfo"
 	"github.com/ecr-mirror/ecr-mirror/internal/settings"
 	"github.com/ecr-mirror/ecr-mirror/observe"
+	"github.com/ecr-mirror/ecr-mirror/peers"
 	"github.com/ecr-mirror/ecr-mirror/proxy"
 	"github.com/ecr-mirror/ecr-mirror/registry"
 	"github.com/ecr-mirror/ecr-mirror/sharedstore"
@@ -52,8 +54,12 @@ type Side struct {
 	shared *proxy.Shared
 	// sharedBlobs is SHARED_STORE's tier, given to every proxy; nil: off.
 	sharedBlobs *sharedstore.Store
-	stopTokens  context.CancelFunc
-	build       buildinfo.Info // for the User-Agent sent upstream
+	// Members are PEERS' replicas (peers.go); nil: no peers.
+	Members    *peers.Members
+	peerClient *peers.Client
+	peerSigner *peers.Signer
+	stopTokens context.CancelFunc
+	build      buildinfo.Info // for the User-Agent sent upstream
 
 	// bound keeps sharedBlobs under SHARED_STORE_MAX_SIZE; nil: unbounded.
 	bound *sharedBound
@@ -77,6 +83,10 @@ func Start(ctx context.Context, cfg *settings.Config, store *cache.Store, log *s
 		return nil, err
 	}
 	if up.bound, err = newSharedBound(up.sharedBlobs, cfg, log.With("component", "sharedstore")); err != nil {
+		stopTokens()
+		return nil, err
+	}
+	if err := up.startPeers(tokenCtx, cfg, log); err != nil {
 		stopTokens()
 		return nil, err
 	}
@@ -172,6 +182,7 @@ func (up *Side) addProxy(cfg *settings.Config, u settings.Upstream, main bool, s
 		ObserveUpstream: func(ev proxy.UpstreamEvent) { up.Reach.ObserveUpstream(ev); up.Metrics.ObserveUpstream(ev) },
 		SharedStore:     up.sharedTier(),
 		UsedManifest:    up.bound.recorder(),
+		Peers:           up.peersOption(),
 	})
 	if err != nil {
 		return fmt.Errorf("UPSTREAM %s: %w", u.URL, err)
