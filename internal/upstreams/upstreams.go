@@ -87,6 +87,7 @@ func Start(ctx context.Context, cfg *settings.Config, store *cache.Store, log *s
 		return nil, err
 	}
 	if err := up.startPeers(tokenCtx, cfg, log); err != nil {
+		up.bound.close()
 		stopTokens()
 		return nil, err
 	}
