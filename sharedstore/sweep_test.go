@@ -4,7 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"log"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -279,4 +285,47 @@ func TestRunSweepsEachIntervalWhenElected(t *testing.T) {
 	elected.Store(true)
 	tick()
 	testwait.Until(t, "the elected sweep", func() bool { return w.Stats().Sweeps == 1 })
+}
+
+// A sweep that cannot read a manifest (or list the bucket) deletes
+// nothing: without every manifest, any layer could look unreferenced.
+// The failure is counted.
+func TestSweepThatCannotReadDeletesNothing(t *testing.T) {
+	t.Parallel()
+	s, srv, _ := newStore(t)
+	im := putImage(t, s, 7, oci.MediaTypeImageManifest, nil, nil)
+	target, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Object GETs fail; listings (GETs of the bucket) and deletes pass.
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.ErrorLog = log.New(io.Discard, "", 0)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && !r.URL.Query().Has("list-type") {
+			http.Error(w, "<Error><Code>InternalError</Code></Error>", http.StatusInternalServerError)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	failing, err := New(Options{Bucket: "tier", Prefix: "mirror", PathStyle: true, AWS: s3test.AWSConfig(front.URL)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := failing.NewSweeper(SweepOptions{MaxSize: 1, Clock: clockwork.NewFakeClockAt(time.Now().Add(time.Hour))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Sweep(context.Background()); err == nil {
+		t.Fatal("a sweep whose reads all fail succeeded")
+	}
+	expectHeld(t, s, true, "after a failed sweep, the image's", append(im.blobs, im.manifest)...)
+	srv.Stop()
+	if _, err := w.Sweep(context.Background()); err == nil {
+		t.Fatal("a sweep of a bucket that is down succeeded")
+	}
+	if st := w.Stats(); st.Failures != 2 || st.Sweeps != 0 || st.SweptBytes != 0 {
+		t.Errorf("stats %+v, want 2 failures and nothing swept", st)
+	}
 }
