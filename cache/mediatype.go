@@ -38,7 +38,7 @@ func typeRank(mediaType string) int {
 	switch {
 	case IsManifestType(mediaType):
 		return 2
-	case isGenericType(mediaType):
+	case oci.IsGenericType(mediaType):
 		return 0
 	}
 	return 1

@@ -56,32 +56,13 @@ func manifestKind(mediaType string) refKind {
 	return kindOpaque
 }
 
-// isGenericType reports whether a stored media type says nothing about
-// the content, so that a manifest may hide behind it (upstream sent no or
-// a generic Content-Type). Such content is a manifest only if its JSON
-// mediaType field names one.
-func isGenericType(mediaType string) bool {
-	if mediaType == "" {
-		return true
-	}
-	mt, _, err := mime.ParseMediaType(mediaType)
-	if err != nil {
-		return false
-	}
-	switch mt {
-	case "application/octet-stream", "binary/octet-stream", "application/json", "text/plain":
-		return true
-	}
-	return false
-}
-
 // mayBeManifest reports whether an entry of this media type and size
 // must be read to know whether it references anything. Every such entry
 // is classified once, at commit (or, for entries stored by an older
 // version, at the first Open that finds no ref/ record for it), and the
 // result is persisted as its ref/ record.
 func mayBeManifest(mediaType string, size int64) bool {
-	return size > 0 && size <= maxManifestSize && (manifestKind(mediaType) != kindOpaque || isGenericType(mediaType))
+	return size > 0 && size <= maxManifestSize && (manifestKind(mediaType) != kindOpaque || oci.IsGenericType(mediaType))
 }
 
 // sniffLen is how much of a generically typed entry is read to decide

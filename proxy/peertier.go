@@ -114,40 +114,14 @@ func (p *Proxy) fillPeer(fl *flight, t target, started *bool) (asked, done bool,
 	return true, true, p.copyPeer(fl, w, a, t)
 }
 
-// copyPeer copies a peer's body into w and commits it. A body cut short
-// (the owner stopped or died) goes on from upstream where it stopped
-// (resume.go), into the same writer; content that does not match its
-// digest fails the flight (no client gets it whole) and is downloaded
-// again from upstream (refetch).
+// copyPeer copies a peer's body into w and commits it (copyTier): a body
+// cut short (the owner stopped or died) goes on from upstream; content
+// that does not match its digest is downloaded again from upstream.
 func (p *Proxy) copyPeer(fl *flight, w *cache.Writer, a *attempt, t target) error {
-	buf := p.bufs.Get().(*[]byte)
-	_, err := io.CopyBuffer(w, struct{ io.Reader }{a.body}, *buf)
-	p.bufs.Put(buf)
-	if cause := context.Cause(a.ctx); err != nil && errors.Is(cause, errStalled) {
-		err = cause
-	}
-	a.close()
-	if err == nil {
-		_, err = w.Commit()
-	} else if !errors.Is(err, cache.ErrSizeMismatch) && p.bg.Err() == nil {
-		p.log.Warn("peer body cut short; going on from upstream", "digest", w.Digest(), "offset", w.Written(), "error", err)
-		fl.resumedUpstream = true
-		resumes := 0
-		next, rerr := p.resumeDownload(w, t, &resumes, transportError(http.MethodGet, t.path(), err))
-		if rerr != nil {
-			w.Abort(rerr)
-			return rerr
-		}
-		return p.copyResuming(w, next, t)
-	}
-	if errors.Is(err, cache.ErrDigestMismatch) || errors.Is(err, cache.ErrSizeMismatch) {
-		p.log.Warn("a peer's content does not match its digest; downloading it from upstream", "digest", w.Digest(), "error", err)
-		return fmt.Errorf("%w: %w", errPeerCorrupt, err)
-	}
-	if err != nil {
-		w.Abort(err)
-		return err
-	}
-	p.stats.PeerHits.Add(1)
-	return nil
+	return p.copyTier(w, a, t, tierSource{what: "peer body", hits: &p.stats.PeerHits,
+		resumed: func() { fl.resumedUpstream = true },
+		corrupt: func(err error) error {
+			p.log.Warn("a peer's content does not match its digest; downloading it from upstream", "digest", w.Digest(), "error", err)
+			return fmt.Errorf("%w: %w", errPeerCorrupt, err)
+		}})
 }

@@ -126,20 +126,50 @@ func (p *Proxy) sharedMediaType(fl *flight, t target, stored string) (string, er
 	return stored, nil
 }
 
-// copyShared copies a shared object's body into w and commits it. A body
-// cut short goes on from upstream where it stopped (resume.go); content
-// that does not match its digest is deleted from the tier: the flight
-// fails (no client gets it whole) and the download starts again from
-// upstream (refetch).
+// copyShared copies a shared object's body into w and commits it
+// (copyTier): a body cut short goes on from upstream; content that does
+// not match its digest is deleted from the tier and downloaded again from
+// upstream.
 func (p *Proxy) copyShared(w *cache.Writer, a *attempt, t target) error {
+	return p.copyTier(w, a, t, tierSource{what: "shared store read", hits: &p.stats.SharedHits,
+		corrupt: func(err error) error {
+			p.dropShared(w.Digest(), err)
+			return fmt.Errorf("%w: %w", errSharedCorrupt, err)
+		}})
+}
+
+// tierSource is where copyTier's bytes come from: another replica's tier
+// rather than upstream.
+type tierSource struct {
+	what    string        // names the body in logs: "shared store read"
+	hits    *atomic.Int64 // counts the flights it filled whole
+	resumed func()        // told when the rest comes from upstream; nil: nothing
+	// corrupt is the flight's error for content that does not match its
+	// digest (after whatever the tier does about it).
+	corrupt func(error) error
+}
+
+// copyTier copies a's body from src into w and commits it. A body cut
+// short goes on from upstream where it stopped (resume.go), into the same
+// writer, so the clients following see one body; content that does not
+// match its digest fails the flight (no client gets it whole) with
+// src.corrupt's error, and the download starts again from upstream
+// (refetch).
+func (p *Proxy) copyTier(w *cache.Writer, a *attempt, t target, src tierSource) error {
 	buf := p.bufs.Get().(*[]byte)
 	_, err := io.CopyBuffer(w, struct{ io.Reader }{a.body}, *buf)
 	p.bufs.Put(buf)
+	if cause := context.Cause(a.ctx); err != nil && errors.Is(cause, errStalled) {
+		err = cause
+	}
 	a.close()
 	if err == nil {
 		_, err = w.Commit()
 	} else if !errors.Is(err, cache.ErrSizeMismatch) && p.bg.Err() == nil {
-		p.log.Warn("shared store read cut short; going on from upstream", "digest", w.Digest(), "offset", w.Written(), "error", err)
+		p.log.Warn(src.what+" cut short; going on from upstream", "digest", w.Digest(), "offset", w.Written(), "error", err)
+		if src.resumed != nil {
+			src.resumed()
+		}
 		resumes := 0
 		next, rerr := p.resumeDownload(w, t, &resumes, transportError(http.MethodGet, t.path(), err))
 		if rerr != nil {
@@ -149,14 +179,13 @@ func (p *Proxy) copyShared(w *cache.Writer, a *attempt, t target) error {
 		return p.copyResuming(w, next, t)
 	}
 	if errors.Is(err, cache.ErrDigestMismatch) || errors.Is(err, cache.ErrSizeMismatch) {
-		p.dropShared(w.Digest(), err)
-		return fmt.Errorf("%w: %w", errSharedCorrupt, err)
+		return src.corrupt(err)
 	}
 	if err != nil {
 		w.Abort(err)
 		return err
 	}
-	p.stats.SharedHits.Add(1)
+	src.hits.Add(1)
 	return nil
 }
 

@@ -49,7 +49,7 @@ func (s *Store) readManifest(ctx context.Context, dgst digest.Digest, size int64
 	}
 	defer obj.Body.Close()
 	typed := isManifestType(obj.MediaType)
-	if !typed && !isGeneric(obj.MediaType) {
+	if !typed && !oci.IsGenericType(obj.MediaType) {
 		return manifest{}, nil // a layer or a config
 	}
 	r := peekReader{r: io.LimitReader(obj.Body, maxManifestSize+1)}
@@ -159,23 +159,6 @@ func isManifestType(mediaType string) bool {
 	switch mt {
 	case oci.MediaTypeImageManifest, oci.MediaTypeImageIndex, oci.MediaTypeDockerManifest, oci.MediaTypeDockerManifestList,
 		oci.MediaTypeArtifactManifest:
-		return true
-	}
-	return false
-}
-
-// isGeneric reports whether a stored type says nothing of the content,
-// so that a manifest may hide behind it.
-func isGeneric(mediaType string) bool {
-	if mediaType == "" {
-		return true
-	}
-	mt, _, err := mime.ParseMediaType(mediaType)
-	if err != nil {
-		return false
-	}
-	switch mt {
-	case "application/octet-stream", "binary/octet-stream", "application/json", "text/plain":
 		return true
 	}
 	return false

@@ -6,6 +6,7 @@
 package oci
 
 import (
+	"mime"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
@@ -73,4 +74,23 @@ func Distributable(d Descriptor) bool {
 	return len(d.URLs) == 0 &&
 		!strings.Contains(d.MediaType, "nondistributable") &&
 		!strings.Contains(d.MediaType, "foreign")
+}
+
+// IsGenericType reports whether a media type says nothing about the
+// content ("", application/octet-stream, application/json...): a
+// manifest may hide behind it, served by a registry that sent no or a
+// generic Content-Type, and only its JSON mediaType field tells.
+func IsGenericType(mediaType string) bool {
+	if mediaType == "" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(mediaType)
+	if err != nil {
+		return false
+	}
+	switch mt {
+	case "application/octet-stream", "binary/octet-stream", "application/json", "text/plain":
+		return true
+	}
+	return false
 }

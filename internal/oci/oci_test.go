@@ -59,3 +59,21 @@ func TestManifestTypesIsACopy(t *testing.T) {
 		t.Error("ManifestTypes shares its slice between callers")
 	}
 }
+
+func TestIsGenericType(t *testing.T) {
+	t.Parallel()
+	for mediaType, want := range map[string]bool{
+		"":                                true,
+		"application/octet-stream":        true,
+		"binary/octet-stream":             true,
+		"application/json; charset=utf-8": true,
+		"text/plain":                      true,
+		MediaTypeImageManifest:            false,
+		MediaTypeImageLayerGzip:           false,
+		"not a media type;;":              false,
+	} {
+		if got := IsGenericType(mediaType); got != want {
+			t.Errorf("IsGenericType(%q) = %v, want %v", mediaType, got, want)
+		}
+	}
+}
