@@ -378,4 +378,3 @@ func TestForwardProxyCAIsKeptAcrossRestarts(t *testing.T) {
 		t.Error("a restart generated another CA")
 	}
 }
-
