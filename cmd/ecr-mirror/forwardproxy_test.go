@@ -378,3 +378,36 @@ func TestForwardProxyCAIsKeptAcrossRestarts(t *testing.T) {
 		t.Error("a restart generated another CA")
 	}
 }
+
+// skopeo with HTTPS_PROXY set to the forward proxy and the mirror's CA
+// in its certificate directory (TLS verified) copies an image by its
+// ECR name, bit for bit; a second copy downloads no blob from ECR.
+func TestForwardProxySkopeo(t *testing.T) {
+	t.Parallel()
+	sk := newSkopeo(t)
+	p := startProxied(t, proxyOpts{})
+	manifest, blobs := putImage(t, p.fake, "team/app", "v1", ociImage(t, linuxAMD64, 2))
+	certs := t.TempDir()
+	if err := os.WriteFile(filepath.Join(certs, "ca.crt"), p.caPEM(t), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sk.env = append(sk.env, "HTTPS_PROXY=http://"+p.proxy, "https_proxy=http://"+p.proxy, "NO_PROXY=", "no_proxy=")
+	src := "docker://" + ecrName + "/team/app:v1"
+	want := append([]digest.Digest{manifest}, blobs...)
+	for i := range 2 {
+		out := t.TempDir()
+		if err := sk.copy(t, src, "oci:"+out+":v1", "--src-tls-verify=true", "--src-cert-dir", certs); err != nil {
+			t.Fatalf("copy %d through the forward proxy: %v\n%s", i+1, err, p.Logs)
+		}
+		got, refs := readOCILayout(t, out)
+		if refs["v1"] != manifest || !sameDigests(got, want) {
+			t.Errorf("copy %d: index.json %v, blobs %v; want v1 -> %s, blobs %v", i+1, refs, got, manifest, want)
+		}
+		if i == 0 {
+			waitStored(t, p.mirror, want...)
+		}
+		if n := p.fake.Counters().BlobGet; n != int64(len(blobs)) {
+			t.Errorf("after copy %d: ECR saw %d blob GETs, want %d (one per blob, the first time)", i+1, n, len(blobs))
+		}
+	}
+}
