@@ -411,3 +411,33 @@ func TestForwardProxySkopeo(t *testing.T) {
 		}
 	}
 }
+
+// containerd (ctr, which resolves and fetches itself; the daemon's CRI
+// pulls honour the same variables) with HTTPS_PROXY set to the forward
+// proxy and the mirror's CA as SSL_CERT_FILE pulls an image by its ECR
+// name, with no hosts.toml: the requests keep the image's own path.
+func TestForwardProxyContainerd(t *testing.T) {
+	t.Parallel()
+	ctrd := startContainerd(t)
+	p := startProxied(t, proxyOpts{})
+	manifest, blobs := putImage(t, p.fake, "team/app", "v1", ociImage(t, linuxAMD64, 2))
+	ctrd.env = append(ctrd.env, "HTTPS_PROXY=http://"+p.proxy, "https_proxy=http://"+p.proxy, "NO_PROXY=", "no_proxy=",
+		"SSL_CERT_FILE="+p.caFile(t))
+	ref := ecrName + "/team/app:v1"
+	sent, err := ctrd.fetch(t, t.TempDir(), ref)
+	if err != nil {
+		t.Fatalf("fetching %s through the forward proxy: %v\nmirror log:\n%s", ref, err, p.Logs)
+	}
+	for _, req := range sent {
+		if !strings.Contains(req, " /v2/team/app/") || strings.Contains(req, "ns=") {
+			t.Errorf("containerd sent %q: want the image's own path, no ns", req)
+		}
+	}
+	if len(sent) == 0 {
+		t.Error("ctr dumped no request")
+	}
+	checkFetched(t, ctrd, ref, manifest, blobs)
+	if n := p.fake.Counters().BlobGet; n != int64(len(blobs)) {
+		t.Errorf("ECR saw %d blob GETs, want %d", n, len(blobs))
+	}
+}
