@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/forwardproxy"
 	"github.com/ecr-mirror/ecr-mirror/internal/servergroup"
@@ -58,10 +60,7 @@ func (h *handlers) forwardProxyListener(probe http.Handler) (servergroup.Listene
 		return servergroup.Listener{}, fmt.Errorf("FORWARD_PROXY_ADDR: %w", err)
 	}
 	h.fwd = px
-	hosts := make([]string, 0, len(regs))
-	for host := range regs {
-		hosts = append(hosts, host)
-	}
+	hosts := slices.Sorted(maps.Keys(regs))
 	return servergroup.Listener{Setting: "FORWARD_PROXY_ADDR", Addr: fp.Addr, Handler: px,
 		What: fmt.Sprintf("forward proxy: registries %v from the cache, other hosts: %s", hosts, fp.Others), Limited: true}, nil
 }

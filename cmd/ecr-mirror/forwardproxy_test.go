@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -439,5 +440,48 @@ func TestForwardProxyContainerd(t *testing.T) {
 	checkFetched(t, ctrd, ref, manifest, blobs)
 	if n := p.fake.Counters().BlobGet; n != int64(len(blobs)) {
 		t.Errorf("ECR saw %d blob GETs, want %d", n, len(blobs))
+	}
+}
+
+// A FORWARD_PROXY_CA_DIR holding half a CA stops the start with an
+// error naming the setting and the directory.
+func TestForwardProxyRefusesHalfACA(t *testing.T) {
+	t.Parallel()
+	fake := fakeecr.Start(t, fakeecr.Options{})
+	caDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(caDir, "ca.crt"), tlstest.NewCA(t).CertPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := mirrorConfig(t, fake, mirrorOpts{env: map[string]string{"FORWARD_PROXY_ADDR": "127.0.0.1:0", "FORWARD_PROXY_CA_DIR": caDir}})
+	err := run(context.Background(), cfg, slog.New(slog.DiscardHandler), func([]net.Addr) { t.Error("the mirror started") })
+	if err == nil || !strings.Contains(err.Error(), "FORWARD_PROXY_CA_DIR "+caDir) || !strings.Contains(err.Error(), "ca.key") {
+		t.Errorf("run: %v, want an error naming FORWARD_PROXY_CA_DIR, the directory and the missing key", err)
+	}
+}
+
+// Stopping the mirror closes the forward proxy's intercepted connections
+// and tunnels too: the server that handed them over does not track them.
+func TestForwardProxyShutdownClosesTunnels(t *testing.T) {
+	t.Parallel()
+	p := startProxied(t, proxyOpts{env: map[string]string{"FORWARD_PROXY_OTHERS": "tunnel"}})
+	intercepted, resp := p.connect(t, ecrName+":443")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT %s: %s", ecrName, resp.Status)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(p.caPEM(t))
+	tc := tls.Client(intercepted, &tls.Config{ServerName: ecrName, RootCAs: pool})
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	tunnel, resp := p.connect(t, outsideName+":443")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT %s: %s", outsideName, resp.Status)
+	}
+	p.Stop()
+	for name, c := range map[string]net.Conn{"intercepted": tc, "tunnel": tunnel} {
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Errorf("the %s connection is still open after the mirror stopped", name)
+		}
 	}
 }
