@@ -265,6 +265,15 @@ func TestForwardProxyCurl(t *testing.T) {
 	if got := digest.FromBytes(fetch("/v2/team/app/blobs/" + string(img.LayerDgst))); got != img.LayerDgst {
 		t.Errorf("layer through curl: %s, want %s", got, img.LayerDgst)
 	}
+	// A plain http:// request for the host is served by the mirror too.
+	out, _, err := runTool(t, nil, curl, "-sS", "--fail", "--proxy", "http://"+p.proxy,
+		"http://"+ecrName+"/v2/team/app/blobs/"+string(img.LayerDgst))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := digest.FromBytes([]byte(out)); got != img.LayerDgst {
+		t.Errorf("layer through curl over http://: %s, want %s", got, img.LayerDgst)
+	}
 	// Without the mirror's CA, curl refuses the certificate.
 	if _, _, err := runTool(t, nil, curl, "-sS", "--fail", "--proxy", "http://"+p.proxy, "https://"+ecrName+"/v2/"); err == nil {
 		t.Error("curl trusted the intercepted host without the mirror's CA")
@@ -483,5 +492,46 @@ func TestForwardProxyShutdownClosesTunnels(t *testing.T) {
 		if _, err := c.Read(make([]byte, 1)); err == nil {
 			t.Errorf("the %s connection is still open after the mirror stopped", name)
 		}
+	}
+}
+
+// Docker Hub, a FORWARD_PROXY_REGISTRIES entry mapped by PULL_THROUGHS,
+// is intercepted under its API hosts and served from the ECR
+// pull-through-cache prefix, official images under library/.
+func TestForwardProxyServesDockerHubFromItsECRPrefix(t *testing.T) {
+	t.Parallel()
+	p := startProxied(t, proxyOpts{env: map[string]string{
+		"PULL_THROUGHS":            "docker.io=docker-hub",
+		"FORWARD_PROXY_REGISTRIES": "docker.io",
+	}})
+	_, blobs := putImage(t, p.fake, "docker-hub/library/alpine", "3", ociImage(t, linuxAMD64, 1))
+	// go-containerregistry names Docker Hub index.docker.io.
+	ref, err := name.ParseReference("alpine:3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(ref, remote.WithTransport(p.transport(t, "", "")))
+	if err == nil {
+		err = readWhole(img)
+	}
+	if err != nil {
+		t.Fatalf("pulling alpine:3 through the forward proxy: %v\n%s", err, p.Logs)
+	}
+	if got := requestsFor(p.fake.Counters().Requests, "docker-hub/library/alpine"); len(got) == 0 {
+		t.Error("ECR saw no request for docker-hub/library/alpine")
+	}
+	if n := p.fake.Counters().BlobGet; n != int64(len(blobs)) {
+		t.Errorf("ECR saw %d blob GETs, want %d", n, len(blobs))
+	}
+	// registry-1.docker.io, which the Docker daemon and containerd use,
+	// gets a certificate for that name.
+	conn, resp := p.connect(t, "registry-1.docker.io:443")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT registry-1.docker.io: %s", resp.Status)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(p.caPEM(t))
+	if err := tls.Client(conn, &tls.Config{ServerName: "registry-1.docker.io", RootCAs: pool}).Handshake(); err != nil {
+		t.Errorf("TLS for registry-1.docker.io: %v", err)
 	}
 }
