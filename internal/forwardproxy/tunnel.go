@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // established is the answer to a CONNECT the proxy takes.
@@ -45,7 +46,11 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, addr string) {
 		return
 	}
 	defer p.tunnels.removeConn(client)
-	p.tunnels.addConn(upstream)
+	if !p.tunnels.addConn(upstream) {
+		client.Close()
+		upstream.Close()
+		return
+	}
 	defer p.tunnels.removeConn(upstream)
 	done := make(chan struct{})
 	go func() {
@@ -76,6 +81,9 @@ func hijack(w http.ResponseWriter) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The server's header deadline may still be set: a tunnel lives as
+	// long as its two ends (an intercepted one by its own server's).
+	_ = conn.SetDeadline(time.Time{})
 	if _, err := io.WriteString(conn, established); err != nil {
 		conn.Close()
 		return nil, err
