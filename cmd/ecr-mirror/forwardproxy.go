@@ -54,6 +54,7 @@ func (h *handlers) forwardProxyListener(probe http.Handler) (servergroup.Listene
 		Gate:       forwardproxy.GateOf(h.policy.Wrap),
 		Dial:       h.cfg.UpstreamDial,
 		WrapTunnel: h.clients.Handler,
+		Observe:    h.up.Metrics.ObserveForwardProxy,
 		Logger:     h.log.With("component", "forward-proxy"),
 	})
 	if err != nil {

@@ -199,6 +199,9 @@ func TestForwardProxyServesTheECRHostFromTheCache(t *testing.T) {
 	if got := p.fake.Counters().BlobGet; got != first {
 		t.Errorf("second pull: ECR saw %d more blob GETs, want none", got-first)
 	}
+	if n := metric(t, p.mirror, `ecr_mirror_forward_proxy_requests_total{outcome="intercepted"}`); n < 2 {
+		t.Errorf("intercepted CONNECTs counted: %v, want one per connection of the two pulls", n)
+	}
 }
 
 // The certificate a client gets for the ECR host is for that host only,
@@ -297,6 +300,9 @@ func TestForwardProxyOtherHosts(t *testing.T) {
 		if n := p.outsideHits.Load(); n != 0 {
 			t.Errorf("the outside server saw %d requests", n)
 		}
+		if n := metric(t, p.mirror, `ecr_mirror_forward_proxy_requests_total{outcome="denied"}`); n != 1 {
+			t.Errorf("denied requests counted: %v, want 1", n)
+		}
 	})
 	t.Run("tunnel", func(t *testing.T) {
 		t.Parallel()
@@ -322,6 +328,9 @@ func TestForwardProxyOtherHosts(t *testing.T) {
 		body, _ := io.ReadAll(resp2.Body)
 		if string(body) != "the outside server\n" {
 			t.Errorf("through the tunnel: %q", body)
+		}
+		if n := metric(t, p.mirror, `ecr_mirror_forward_proxy_requests_total{outcome="tunnelled"}`); n != 1 {
+			t.Errorf("tunnelled requests counted: %v, want 1", n)
 		}
 	})
 }

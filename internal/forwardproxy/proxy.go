@@ -111,8 +111,27 @@ type Options struct {
 	// WrapTunnel wraps the handler of each intercepted tunnel (the
 	// client watchdog); nil: none.
 	WrapTunnel func(http.Handler) http.Handler
-	Logger     *slog.Logger
+	// Observe counts each request to the proxy by its outcome (one of
+	// Outcomes); nil: none.
+	Observe func(outcome string)
+	Logger  *slog.Logger
 }
+
+// Outcomes of requests to the proxy, for Options.Observe.
+const (
+	OutcomeIntercepted = "intercepted" // CONNECT to a registry host, served by the mirror
+	OutcomeHTTP        = "http"        // http:// request for a registry host, served by the mirror
+	OutcomeTunnelled   = "tunnelled"   // CONNECT to another host, passed through
+	OutcomeForwarded   = "forwarded"   // http:// request for another host, passed on
+	OutcomeDenied      = "denied"      // another host, FORWARD_PROXY_OTHERS=deny
+	OutcomeRefused     = "refused"     // the client: no login, a wrong one, or its network
+	OutcomeInvalid     = "invalid"     // a malformed request
+	OutcomeFailed      = "failed"      // another host that could not, or may not, be reached
+)
+
+// Outcomes lists every outcome.
+var Outcomes = []string{OutcomeIntercepted, OutcomeHTTP, OutcomeTunnelled, OutcomeForwarded,
+	OutcomeDenied, OutcomeRefused, OutcomeInvalid, OutcomeFailed}
 
 // Proxy is the forward proxy's handler: CONNECT and absolute-form
 // requests, see the package documentation.
@@ -138,6 +157,9 @@ func New(opts Options) (*Proxy, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Observe == nil {
+		opts.Observe = func(string) {}
 	}
 	p := &Proxy{opts: opts}
 	p.forward = newForwarder(opts.Dial, opts.Logger)
@@ -214,6 +236,7 @@ func (p *Proxy) admit(w http.ResponseWriter, r *http.Request) bool {
 			status = http.StatusForbidden
 		}
 	}
+	p.opts.Observe(OutcomeRefused)
 	p.opts.Logger.Debug("forward proxy: client refused", "client", r.RemoteAddr, "status", status)
 	refuse(w, status, msg)
 	return false
@@ -224,11 +247,13 @@ func (p *Proxy) admit(w http.ResponseWriter, r *http.Request) bool {
 func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 	host, port, err := splitAuthority(r.Host)
 	if err != nil {
+		p.opts.Observe(OutcomeInvalid)
 		refuse(w, http.StatusBadRequest, fmt.Sprintf("CONNECT %q: %v", truncate(r.Host), err))
 		return
 	}
 	if reg, ok := p.registry(host); ok {
 		if port != "443" && port != reg.Port {
+			p.opts.Observe(OutcomeInvalid)
 			refuse(w, http.StatusBadRequest, fmt.Sprintf("CONNECT %s: registry host %s is intercepted on port 443 only", truncate(r.Host), host))
 			return
 		}
@@ -246,24 +271,29 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 // registry host's from the mirror, any other's forwarded or refused.
 func (p *Proxy) serveAbsolute(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Host == "" {
+		p.opts.Observe(OutcomeInvalid)
 		refuse(w, http.StatusBadRequest, fmt.Sprintf("request for %q names no host", truncate(r.URL.String())))
 		return
 	}
 	if !strings.EqualFold(r.URL.Scheme, "http") {
+		p.opts.Observe(OutcomeInvalid)
 		refuse(w, http.StatusBadRequest, fmt.Sprintf("scheme %q: the proxy forwards http:// requests; use CONNECT for https", truncate(r.URL.Scheme)))
 		return
 	}
 	host, port := r.URL.Hostname(), r.URL.Port()
 	if err := checkHost(host); err != nil {
+		p.opts.Observe(OutcomeInvalid)
 		refuse(w, http.StatusBadRequest, fmt.Sprintf("request for %q: %v", truncate(r.URL.Host), err))
 		return
 	}
 	if reg, ok := p.registry(host); ok {
 		if port != "" && port != "80" && port != reg.Port {
+			p.opts.Observe(OutcomeInvalid)
 			refuse(w, http.StatusBadRequest, fmt.Sprintf("http://%s: registry host %s is intercepted on port 80 only", truncate(r.URL.Host), host))
 			return
 		}
 		p.opts.Logger.Debug("forward proxy: serving", "host", host, "client", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
+		p.opts.Observe(OutcomeHTTP)
 		reg.Handler.ServeHTTP(w, forRegistry(r, r.Header.Get("Proxy-Authorization")))
 		return
 	}
@@ -271,6 +301,7 @@ func (p *Proxy) serveAbsolute(w http.ResponseWriter, r *http.Request) {
 		p.refuseOther(w, r, host)
 		return
 	}
+	p.opts.Observe(OutcomeForwarded)
 	p.forward.ServeHTTP(w, r)
 }
 
@@ -283,6 +314,7 @@ func (p *Proxy) registry(host string) (Registry, bool) {
 // refuseOther answers a request for a host not intercepted, with
 // FORWARD_PROXY_OTHERS=deny.
 func (p *Proxy) refuseOther(w http.ResponseWriter, r *http.Request, host string) {
+	p.opts.Observe(OutcomeDenied)
 	p.opts.Logger.Info("forward proxy: refused a host that is not a registry", "host", truncate(host), "client", r.RemoteAddr)
 	refuse(w, http.StatusForbidden, fmt.Sprintf("%s is not a registry this mirror serves, and FORWARD_PROXY_OTHERS=deny refuses every other host; add it to NO_PROXY, or set FORWARD_PROXY_OTHERS=tunnel", truncate(host)))
 }
@@ -320,6 +352,7 @@ func (p *Proxy) intercept(w http.ResponseWriter, r *http.Request, host string, r
 		p.opts.Logger.Warn("forward proxy: cannot take over the connection", "client", r.RemoteAddr, "error", err)
 		return
 	}
+	p.opts.Observe(OutcomeIntercepted)
 	p.opts.Logger.Debug("forward proxy: intercepting", "host", host, "client", r.RemoteAddr)
 	proxyAuth := r.Header.Get("Proxy-Authorization")
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -25,6 +25,7 @@ const established = "HTTP/1.1 200 Connection established\r\n\r\n"
 func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, addr string) {
 	upstream, err := p.opts.Dial(r.Context(), "tcp", addr)
 	if err != nil {
+		p.opts.Observe(OutcomeFailed)
 		p.opts.Logger.Info("forward proxy: tunnel refused or failed", "addr", truncate(addr), "client", r.RemoteAddr, "error", err)
 		status := http.StatusBadGateway
 		if errors.As(err, new(*refusedError)) {
@@ -39,6 +40,7 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, addr string) {
 		p.opts.Logger.Warn("forward proxy: cannot take over the connection", "client", r.RemoteAddr, "error", err)
 		return
 	}
+	p.opts.Observe(OutcomeTunnelled)
 	p.opts.Logger.Debug("forward proxy: tunnelling", "addr", truncate(addr), "client", r.RemoteAddr)
 	if !p.tunnels.addConn(client) {
 		client.Close()
