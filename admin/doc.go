@@ -26,4 +26,9 @@
 // Import links an image's referrers in the archive to its repository and
 // records their referrers lists (cache.ReferrersRecord), whole and per
 // artifactType, as if upstream had just answered them.
+//
+// With a shared blob tier (NewServer's SharedPins), a running mirror's pin
+// and unpin also write and remove the image's pin in the bucket
+// (pins/<hex>), which the tier's sweep never deletes; a stopped mirror's
+// pins reach the bucket when it starts.
 package admin

@@ -106,13 +106,15 @@ func (l *socketListener) Close() error {
 // NewServer is a running mirror's admin socket in dir (Listen) and its
 // server: the cache commands on store, pulling what "cache pin" lacks
 // through api, the registry API it serves beside them (NewHandler);
-// registry is the host imports belong to (NewService).
-func NewServer(dir string, store *cache.Store, registry string, api http.Handler, log *slog.Logger) (*http.Server, net.Listener, error) {
+// registry is the host imports belong to (NewService). Pins and unpins
+// reach shared too, the shared tier's pins, unless it is nil.
+func NewServer(dir string, store *cache.Store, registry string, api http.Handler, shared SharedPins, log *slog.Logger) (*http.Server, net.Listener, error) {
 	ln, err := Listen(dir)
 	if err != nil {
 		return nil, nil, err
 	}
 	svc := NewService(store, PullThroughSocket(dir), registry)
+	svc.shared = shared
 	srv := &http.Server{Handler: NewHandler(svc, api, log), ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	return srv, ln, nil

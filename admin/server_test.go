@@ -153,7 +153,7 @@ func TestNewServerServesTheCommandsAndTheAPI(t *testing.T) {
 	}
 	t.Cleanup(func() { store.Close() })
 	api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("api " + r.URL.Path)) })
-	srv, ln, err := NewServer(dir, store, "", api, slog.New(slog.DiscardHandler))
+	srv, ln, err := NewServer(dir, store, "", api, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

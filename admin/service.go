@@ -56,6 +56,16 @@ type Service struct {
 	fetch    Fetcher
 	registry string // the upstream imported images belong to
 	now      func() time.Time
+	shared   SharedPins // nil: no shared tier
+}
+
+// SharedPins are the pins of the shared blob tier (SHARED_STORE), which
+// its sweep never deletes; *sharedstore.Store implements it.
+type SharedPins interface {
+	// PutPin records that the image dgst is pinned, under names.
+	PutPin(ctx context.Context, dgst digest.Digest, names []string) error
+	// DeletePin removes the pin of dgst.
+	DeletePin(ctx context.Context, dgst digest.Digest) error
 }
 
 // NewService returns a Service on store. fetch, when set (the running
@@ -313,7 +323,44 @@ func (s *Service) Pin(ctx context.Context, image string, opts PinOptions) (*PinR
 	}
 	rep.Bytes = s.pinnedBytes(rep.Digest)
 	rep.Referrers = f.Referrers
+	if err := s.sharePins(ctx, append([]digest.Digest{rep.Digest}, f.Referrers...)); err != nil {
+		return rep, fmt.Errorf("pin %s: pinned in this mirror's cache, but not in the shared store (pin again): %w", ref, err)
+	}
 	return rep, nil
+}
+
+// sharePins writes the pins of dgsts, with their names, to the shared
+// tier, if there is one.
+func (s *Service) sharePins(ctx context.Context, dgsts []digest.Digest) error {
+	if s.shared == nil {
+		return nil
+	}
+	pins, err := s.store.Pins()
+	if err != nil {
+		return err
+	}
+	for _, d := range dgsts {
+		var names []string
+		if i := slices.IndexFunc(pins, func(p cache.PinInfo) bool { return p.Digest == d }); i >= 0 {
+			names = pins[i].Names
+		}
+		if err := s.shared.PutPin(ctx, d, names); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// unsharePins removes the shared tier's pins of dgsts, if there is one.
+func (s *Service) unsharePins(ctx context.Context, dgsts []digest.Digest) error {
+	if s.shared == nil {
+		return nil
+	}
+	var errs []error
+	for _, d := range dgsts {
+		errs = append(errs, s.shared.DeletePin(ctx, d))
+	}
+	return errors.Join(errs...)
 }
 
 // pinImage pins the image f names as name, then each of its referrers
@@ -407,6 +454,9 @@ func (s *Service) Unpin(ctx context.Context, image string) (*PinReport, error) {
 	}
 	if rep.Referrers, err = s.unpinOrphanReferrers(); err != nil {
 		return rep, fmt.Errorf("unpin %s: its referrers: %w", ref, err)
+	}
+	if err := s.unsharePins(ctx, append([]digest.Digest{dgst}, rep.Referrers...)); err != nil {
+		return rep, fmt.Errorf("unpin %s: unpinned in this mirror's cache, but still pinned in the shared store (unpin again): %w", ref, err)
 	}
 	return rep, nil
 }

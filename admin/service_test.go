@@ -2,8 +2,10 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,5 +107,71 @@ func TestTagsAreListedAndPurgedPerUpstream(t *testing.T) {
 	}
 	if _, err := store.Stat(records[0].dgst); err != nil {
 		t.Fatalf("the main upstream's manifest went too: %v", err)
+	}
+}
+
+// memPins is a shared tier's pins in memory; fail, when set, fails every
+// call.
+type memPins struct {
+	pins map[digest.Digest][]string
+	fail error
+}
+
+func (m *memPins) PutPin(_ context.Context, dgst digest.Digest, names []string) error {
+	if m.fail != nil {
+		return m.fail
+	}
+	m.pins[dgst] = names
+	return nil
+}
+
+func (m *memPins) DeletePin(_ context.Context, dgst digest.Digest) error {
+	if m.fail != nil {
+		return m.fail
+	}
+	delete(m.pins, dgst)
+	return nil
+}
+
+// With a shared tier, pin writes the image's pin there with its names,
+// unpin removes it, and a failure there is an error that says the local
+// pin holds.
+func TestPinsReachTheSharedTier(t *testing.T) {
+	t.Parallel()
+	store, err := cache.Open(cache.Options{Dir: t.TempDir(), MaxSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	img := putManifestImage(t, store, 1)
+	shared := &memPins{pins: map[digest.Digest][]string{}}
+	svc := NewService(store, nil, "")
+	svc.shared = shared
+	ctx := context.Background()
+	image := "team/app@" + img.String()
+	if _, err := svc.Pin(ctx, image, PinOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if names, ok := shared.pins[img]; !ok || !slices.Equal(names, []string{image}) {
+		t.Fatalf("shared pins %v, want %s named %s", shared.pins, img, image)
+	}
+	if _, err := svc.Unpin(ctx, image); err != nil {
+		t.Fatal(err)
+	}
+	if len(shared.pins) != 0 {
+		t.Fatalf("shared pins %v after unpin, want none", shared.pins)
+	}
+
+	shared.fail = errors.New("bucket unreachable")
+	_, err = svc.Pin(ctx, image, PinOptions{})
+	if err == nil || !strings.Contains(err.Error(), "pinned in this mirror's cache, but not in the shared store") {
+		t.Fatalf("pin with the shared tier failing: %v", err)
+	}
+	if pins, _ := store.Pins(); len(pins) != 1 {
+		t.Errorf("the local pin did not hold: %v", pins)
+	}
+	_, err = svc.Unpin(ctx, image)
+	if err == nil || !strings.Contains(err.Error(), "still pinned in the shared store") {
+		t.Fatalf("unpin with the shared tier failing: %v", err)
 	}
 }

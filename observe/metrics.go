@@ -70,7 +70,7 @@ func newMetrics() *Metrics {
 		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "upstream_errors_total",
 			Help: "Requests to upstream registries that failed, by upstream host, kind and reason: timeout, unreachable, credentials, canceled, throttled (429), denied (401/403), server (5xx)."}, []string{"upstream", "kind", "reason"}),
 		sharedStore: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "shared_store_requests_total",
-			Help: "Requests to the shared blob tier (SHARED_STORE), by op (get, head, put, delete on blobs; meta_get, meta_put on links, tag and referrers records) and outcome (ok, not_found, exists: another replica wrote it first, error)."}, []string{"op", "outcome"}),
+			Help: "Requests to the shared blob tier (SHARED_STORE), by op (get, head, put, delete on blobs; meta_get, meta_put on links, tag, referrers, use and pin records; list: a page of a sweep's listing) and outcome (ok, not_found, exists: another replica wrote it first, error)."}, []string{"op", "outcome"}),
 		peers: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "peer_requests_total",
 			Help: "Requests to the owner of a digest among the replicas (PEERS), by outcome: ok, not_found, denied (401/403), error (another status), unreachable (no connection or no answer within PEER_TIMEOUT; the owner is skipped for a while), cut (the body stopped short: the rest came from ECR)."}, []string{"outcome"}),
 		forwardProxy: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "forward_proxy_requests_total",
@@ -93,7 +93,7 @@ func (m *Metrics) initSeries() {
 		proxy.OutcomeJoined, proxy.OutcomeFresh, proxy.OutcomeStale, proxy.OutcomeUpstream, proxy.OutcomeShared, proxy.OutcomePeer} {
 		m.outcomes.WithLabelValues(o)
 	}
-	for _, op := range []string{sharedstore.OpGet, sharedstore.OpHead, sharedstore.OpPut, sharedstore.OpDelete, sharedstore.OpMetaGet, sharedstore.OpMetaPut} {
+	for _, op := range []string{sharedstore.OpGet, sharedstore.OpHead, sharedstore.OpPut, sharedstore.OpDelete, sharedstore.OpMetaGet, sharedstore.OpMetaPut, sharedstore.OpList} {
 		for _, o := range []string{sharedstore.OutcomeOK, sharedstore.OutcomeNotFound, sharedstore.OutcomeError} {
 			m.sharedStore.WithLabelValues(op, o)
 		}
@@ -186,6 +186,21 @@ func (m *Metrics) WatchClients(b *clientconn.Budget, wd *clientconn.Watchdog) {
 			Help: "Connections answered 503 because MAX_CLIENT_CONNECTIONS were open."}, func() float64 { return float64(b.Refused()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: "client_stalls_total",
 			Help: "Responses cut because their client took no bytes for CLIENT_STALL_TIMEOUT."}, func() float64 { return float64(wd.Cuts()) }),
+	)
+}
+
+// WatchSharedSweeps registers the metrics of the shared tier's sweeps
+// (SHARED_STORE_MAX_SIZE), read from stats at scrape time.
+func (m *Metrics) WatchSharedSweeps(stats func() sharedstore.SweepStats) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: "shared_store_bytes",
+			Help: "Bytes of content in the shared tier after this replica's last sweep (0 before its first)."}, func() float64 { return float64(stats().Bytes) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: "shared_store_swept_bytes_total",
+			Help: "Bytes this replica's sweeps deleted from the shared tier to keep it under SHARED_STORE_MAX_SIZE."}, func() float64 { return float64(stats().SweptBytes) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: "shared_store_sweeps_total",
+			Help: "Sweeps of the shared tier this replica ran to the end."}, func() float64 { return float64(stats().Sweeps) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: "shared_store_sweep_failures_total",
+			Help: "Sweeps of the shared tier that failed (a listing or read failed: nothing deleted; or some deletes failed)."}, func() float64 { return float64(stats().Failures) }),
 	)
 }
 

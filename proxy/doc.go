@@ -72,6 +72,8 @@
 // each other. With a shared tier or peers, a GET by tag whose
 // manifest is not stored fetches it by the digest the HEAD named, through
 // a flight (taglookup.go byDigest), so the cluster downloads it once.
+// Each manifest answered is told to Options.UsedManifest, which records
+// its use in the tier for the sweep that keeps the tier under its bound.
 // The proxy reaches its store only through the Store interface
 // (store.go: Blobs, Links, Tags), which *cache.Store implements.
 // Upload sessions' staging files and the tee that copies a body as

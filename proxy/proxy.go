@@ -110,6 +110,10 @@ type Options struct {
 	// shared tier lacks is asked of the digest's owner before upstream
 	// (peertier.go).
 	Peers Peers
+	// UsedManifest, if set, is told of each manifest answered, by tag or
+	// digest (the shared tier's use records, for its least recently used
+	// order). It must not block.
+	UsedManifest func(digest.Digest)
 }
 
 // DefaultTagTimeout is how long a tag lookup waits for ECR.
@@ -147,6 +151,8 @@ type Proxy struct {
 	flights map[digest.Digest]*flight
 	shared  *sharedTier // nil: no shared blob tier
 	peers   Peers       // nil: no peers
+	// usedManifest is Options.UsedManifest; nil: not told.
+	usedManifest func(digest.Digest)
 
 	uploadTable *uploadTable // push sessions being staged
 
@@ -270,6 +276,7 @@ func New(opts Options) (*Proxy, error) {
 		p.shared = newSharedTier(opts.SharedStore)
 	}
 	p.peers = opts.Peers
+	p.usedManifest = opts.UsedManifest
 	if sh := opts.Shared; sh != nil {
 		p.limit, p.slots, p.maxDownloads = sh.rateLimit(&p.stats), sh.downloads, int(sh.downloads.max)
 		p.mu, p.flights = &sh.mu, sh.flights
@@ -338,8 +345,18 @@ func (p *Proxy) Blob(ctx context.Context, req *registry.Request) (*registry.Cont
 	return p.fromFlight(ctx, req, t)
 }
 
-// Manifest answers a manifest GET or HEAD, by digest or by tag.
+// Manifest answers a manifest GET or HEAD, by digest or by tag, and
+// tells Options.UsedManifest of the digest answered.
 func (p *Proxy) Manifest(ctx context.Context, req *registry.Request) (*registry.Content, error) {
+	c, err := p.manifest(ctx, req)
+	if err == nil && c != nil && p.usedManifest != nil {
+		p.usedManifest(c.Dgst)
+	}
+	return c, err
+}
+
+// manifest answers a manifest GET or HEAD.
+func (p *Proxy) manifest(ctx context.Context, req *registry.Request) (*registry.Content, error) {
 	if req.Tag != "" {
 		return p.manifestByTag(ctx, req)
 	}

@@ -86,6 +86,8 @@ type envOptions struct {
 	sharedStore SharedBlobs
 	// peers, when set, are the other replicas (memPeers, say).
 	peers Peers
+	// usedManifest is Options.UsedManifest.
+	usedManifest func(digest.Digest)
 }
 
 func newEnv(t *testing.T, o envOptions) *testEnv {
@@ -154,7 +156,7 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	}
 	p, err := New(Options{Upstream: upURL, MainUpstream: !o.notMain, Client: client, Store: ps, Logger: log, ManifestLimit: o.manifestLimit,
 		Retries: o.edge.retries, StallTimeout: o.edge.stall, StallClock: stallClock, MaxRate: o.edge.maxRate, Shared: o.shared,
-		StaleIfError: o.staleIfError, TagFreshness: o.tagFreshness, SharedStore: o.sharedStore, Peers: o.peers})
+		StaleIfError: o.staleIfError, TagFreshness: o.tagFreshness, SharedStore: o.sharedStore, Peers: o.peers, UsedManifest: o.usedManifest})
 	if err != nil {
 		t.Fatal(err)
 	}

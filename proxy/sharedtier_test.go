@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"net/http"
+	"slices"
+	"sync"
 	"testing"
 
 	"github.com/jonboulle/clockwork"
@@ -123,5 +125,35 @@ func TestSharedTierIsSkippedForACoolOffAfterAFailure(t *testing.T) {
 	get(dgsts[2])
 	if n := tier.opened(); n != 2 {
 		t.Errorf("after the cool-off the tier was asked %d times in all, want 2", n)
+	}
+}
+
+// Every manifest answered, by tag or digest, from upstream or the store,
+// GET or HEAD, is told to Options.UsedManifest (the shared tier's use
+// records); a manifest not answered is not.
+func TestManifestsAnsweredAreToldAsUsed(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var used []digest.Digest
+	e := newEnv(t, envOptions{usedManifest: func(d digest.Digest) {
+		mu.Lock()
+		defer mu.Unlock()
+		used = append(used, d)
+	}})
+	manifest := e.fake.PutManifest("team/app", "v1", ociManifest, testManifest(3))
+	for _, tc := range []struct{ method, ref string }{
+		{http.MethodGet, "v1"},                                 // by tag, downloaded
+		{http.MethodGet, manifest.String()},                    // by digest, stored
+		{http.MethodHead, "v1"},                                // by tag, HEAD
+		{http.MethodHead, manifest.String()},                   // by digest, HEAD
+		{http.MethodGet, "missing"},                            // not answered
+		{http.MethodGet, digest.FromString("absent").String()}, // not answered
+	} {
+		e.mustDo(t, tc.method, "/v2/team/app/manifests/"+tc.ref, nil)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []digest.Digest{manifest, manifest, manifest, manifest}; !slices.Equal(used, want) {
+		t.Errorf("told of %v, want the manifest four times", used)
 	}
 }

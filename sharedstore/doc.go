@@ -5,7 +5,10 @@
 //
 // Objects are named by digest under an optional prefix:
 //
-//	<prefix>/blobs/sha256/<hex>
+//	<prefix>/blobs/sha256/<hex>   content, written once (put.go)
+//	<prefix>/used/<hex>           empty: a replica served manifest <hex>
+//	                              (its LastModified is the last use)
+//	<prefix>/pins/<hex>           {"names":[...]}: image <hex> is pinned
 //
 // An object is written once, from content already verified and committed
 // to a replica's local store: a conditional create (If-None-Match: *), so
@@ -32,6 +35,18 @@
 // decoded strictly (no unknown field, nothing after the record),
 // validated, and otherwise refused with ErrMalformed. The proxy reads
 // them only when ECR cannot answer (proxy/sharedmeta.go).
+//
+// The bucket's size is bounded by a sweep (sweep.go, its policy in the
+// pure function plan of policy.go): when the blobs exceed the bound, it
+// deletes the blobs no manifest references, oldest first, then whole
+// images least recently used first (the newest of their manifests'
+// used/ records and objects), never a pinned image nor an object younger
+// than a grace period. It reads each manifest once (manifests.go), those
+// with use records or pins first, and remembers what it references:
+// digests never change, and what a known manifest names as its config or
+// a layer is never read. Replicas record
+// use through Usage (usage.go), at most once per manifest per interval,
+// in the background. Records are in records.go.
 //
 // The store knows neither HTTP clients nor the local cache: the proxy
 // reaches it through a small interface (proxy.SharedBlobs). Errors name

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -517,4 +519,19 @@ func (s *sharedTier) keys(t testing.TB) []string {
 // key is the object key of dgst.
 func (s *sharedTier) key(dgst digest.Digest) string {
 	return s.prefix + "/blobs/sha256/" + dgst.Encoded()
+}
+
+// records are the tier's records in dir (used/ or pins/), by key.
+func (s *sharedTier) records(t testing.TB, dir string) []string {
+	return s.srv.Keys(t, s.bucket, s.prefix+"/"+dir+"/")
+}
+
+// lastModified is key's LastModified, by the bucket's clock.
+func (s *sharedTier) lastModified(t testing.TB, key string) time.Time {
+	t.Helper()
+	out, err := s.srv.Client().HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: &s.bucket, Key: &key})
+	if err != nil {
+		t.Fatalf("HEAD s3://%s/%s: %v", s.bucket, key, err)
+	}
+	return aws.ToTime(out.LastModified)
 }

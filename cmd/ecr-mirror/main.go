@@ -150,7 +150,7 @@ func loadTLS(cfg *settings.Config, log *slog.Logger) (*tlsreload.Reloader, *tls.
 func newAdminServer(cfg *settings.Config, store *cache.Store, up *upstreams.Side, namespaces *registry.Namespaces, log *slog.Logger) (servergroup.Server, error) {
 	api := registry.NewHandler(up.Default, log.With("component", "admin"),
 		registry.WithNamespaces(namespaces, ""), registry.WithUpstreams(up.Others), registry.WithObserver(up.Metrics.ObserveRequest))
-	srv, ln, err := admin.NewServer(cfg.CacheDir, store, cfg.Upstreams[0].Host, api, log.With("component", "admin"))
+	srv, ln, err := admin.NewServer(cfg.CacheDir, store, cfg.Upstreams[0].Host, api, up.SharedPins(), log.With("component", "admin"))
 	if err != nil {
 		return servergroup.Server{}, err
 	}

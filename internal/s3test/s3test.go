@@ -15,11 +15,15 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
@@ -57,9 +61,36 @@ func Start(t testing.TB) *Server {
 			t.Fatalf("versitygw is not installed (not on PATH, VERSITYGW unset): %s", Install)
 		}
 	}
+	// A port found free may be taken by another test's server before
+	// this one binds it: the probe, a bucket only this server's
+	// directory has, tells this server's answers from another's, and a
+	// server that could not bind exits, so another port is tried.
+	root := t.TempDir()
+	probe := fmt.Sprintf("probe-%d", time.Now().UnixNano())
+	if err := os.Mkdir(filepath.Join(root, probe), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for attempt := 1; ; attempt++ {
+		s := &Server{done: make(chan struct{}), log: new(testkit.SyncBuffer)}
+		if s.start(t, bin, root, probe) {
+			if err := os.Remove(filepath.Join(root, probe)); err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		if attempt == 5 {
+			t.Fatalf("versitygw exited %d times, last: %s", attempt, s.log.String())
+		}
+	}
+}
+
+// start runs the server over root on a free port and waits until it
+// answers with probe among its buckets (true), or exits (false).
+func (s *Server) start(t testing.TB, bin, root, probe string) bool {
+	t.Helper()
 	addr := freePort(t)
-	s := &Server{URL: "http://" + addr, done: make(chan struct{}), log: new(testkit.SyncBuffer)}
-	s.cmd = exec.Command(bin, "--port", addr, "--access", AccessKey, "--secret", SecretKey, "--region", Region, "--quiet", "posix", t.TempDir())
+	s.URL = "http://" + addr
+	s.cmd = exec.Command(bin, "--port", addr, "--access", AccessKey, "--secret", SecretKey, "--region", Region, "--quiet", "posix", root)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", bin, err)
@@ -67,16 +98,18 @@ func Start(t testing.TB) *Server {
 	go func() { _ = s.cmd.Wait(); close(s.done) }()
 	t.Cleanup(s.Stop)
 	c := s.Client()
+	exited := false
 	testwait.Until(t, "versitygw to answer on "+addr, func() bool {
 		select {
 		case <-s.done:
-			t.Fatalf("versitygw exited: %s", s.log.String())
+			exited = true
+			return true
 		default:
 		}
-		_, err := c.ListBuckets(context.Background(), &s3.ListBucketsInput{})
-		return err == nil
+		out, err := c.ListBuckets(context.Background(), &s3.ListBucketsInput{})
+		return err == nil && slices.ContainsFunc(out.Buckets, func(b types.Bucket) bool { return aws.ToString(b.Name) == probe })
 	})
-	return s
+	return !exited
 }
 
 // freePort returns a loopback address no one listened on a moment ago.

@@ -92,6 +92,14 @@ type Config struct {
 	UpstreamDial    func(ctx context.Context, network, addr string) (net.Conn, error)
 	UpstreamRootCAs *x509.CertPool
 
+	// SharedStoreMaxSize is SHARED_STORE_MAX_SIZE, bytes; 0: unbounded.
+	SharedStoreMaxSize int64
+	// SharedStoreSweepInterval is SHARED_STORE_SWEEP_INTERVAL.
+	SharedStoreSweepInterval time.Duration
+	// SharedStoreClock times the shared tier's sweeps and use records;
+	// nil: the real clock. Not a setting: tests sweep when they choose.
+	SharedStoreClock clockwork.Clock
+
 	// Peers is PEERS (dns:HOST:PORT or HOST:PORT,...); "": no peers.
 	// PeerAddr is PEER_ADDR, PeerSecret PEER_SECRET (never logged),
 	// PeerRefresh PEER_REFRESH and PeerTimeout PEER_TIMEOUT.

@@ -3,6 +3,7 @@ package settings
 import (
 	"fmt"
 	"io"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -200,6 +201,51 @@ func TestParseConfig(t *testing.T) {
 				t.Fatal(err)
 			}
 			tt.check(t, cfg)
+		})
+	}
+}
+
+// SHARED_STORE_MAX_SIZE takes CACHE_MAX_SIZE's units, 0 or unset for
+// unbounded, and needs SHARED_STORE; SHARED_STORE_SWEEP_INTERVAL is a
+// positive duration.
+func TestSharedStoreBoundSettings(t *testing.T) {
+	t.Parallel()
+	const ecr = "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+	for _, tc := range []struct {
+		name     string
+		env      map[string]string
+		max      int64
+		interval time.Duration
+		wantErr  []string
+	}{
+		{name: "bound", env: map[string]string{"SHARED_STORE": "s3://bucket", "SHARED_STORE_MAX_SIZE": "2t", "SHARED_STORE_SWEEP_INTERVAL": "1m"},
+			max: 2 << 40, interval: time.Minute},
+		{name: "unbounded", env: map[string]string{"SHARED_STORE": "s3://bucket", "SHARED_STORE_MAX_SIZE": "0"}, interval: 5 * time.Minute},
+		{name: "unset", env: map[string]string{"SHARED_STORE": "s3://bucket"}, interval: 5 * time.Minute},
+		{name: "bad values named", env: map[string]string{"SHARED_STORE": "s3://bucket", "SHARED_STORE_MAX_SIZE": "lots", "SHARED_STORE_SWEEP_INTERVAL": "0"},
+			wantErr: []string{`SHARED_STORE_MAX_SIZE: "lots" is not a size`, `SHARED_STORE_SWEEP_INTERVAL: "0"`}},
+		{name: "no shared store", env: map[string]string{"SHARED_STORE_MAX_SIZE": "1g"},
+			wantErr: []string{`SHARED_STORE_MAX_SIZE: "1g" bounds the shared tier, which is off: set SHARED_STORE too`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			env := map[string]string{"UPSTREAM": ecr}
+			maps.Copy(env, tc.env)
+			c, err := Parse(nil, func(k string) string { return env[k] }, io.Discard)
+			for _, want := range tc.wantErr {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("error %v, want one saying %s", err, want)
+				}
+			}
+			if tc.wantErr != nil {
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.SharedStoreMaxSize != tc.max || c.SharedStoreSweepInterval != tc.interval {
+				t.Errorf("max %d, interval %v; want %d, %v", c.SharedStoreMaxSize, c.SharedStoreSweepInterval, tc.max, tc.interval)
+			}
 		})
 	}
 }

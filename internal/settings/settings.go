@@ -144,7 +144,31 @@ func serverSettings(c *Config) []*setting {
 			help:       "region of SHARED_STORE's bucket (default: the AWS SDK's, AWS_REGION, else us-east-1)",
 			docDefault: "the SDK's", doc: "the region of the `SHARED_STORE` bucket, when it is not the AWS SDK's (`AWS_REGION`, which also names the ECR region); with neither, `us-east-1`",
 			parse: bindText(&c.SharedStoreRegion)},
+		{env: "SHARED_STORE_MAX_SIZE", arg: "SIZE",
+			help:       "bound on SHARED_STORE's bytes, kept by a sweep that deletes whole images least recently used first, never pinned ones (same units as CACHE_MAX_SIZE); unset or 0: unbounded",
+			docDefault: "(unbounded)", doc: "bound on the `SHARED_STORE` bucket's content, same units as `CACHE_MAX_SIZE`: a sweep deletes whole images, least recently used first, never pinned ones nor objects younger than 10 minutes (see \"The shared tier's bound\"); set it on every replica; unset or `0`: unbounded",
+			parse: c.parseSharedStoreMaxSize},
+		{env: "SHARED_STORE_SWEEP_INTERVAL", arg: "DURATION", def: "5m",
+			help:  "how often the shared tier is swept down to SHARED_STORE_MAX_SIZE",
+			doc:   "how often a replica sweeps the `SHARED_STORE` bucket down to `SHARED_STORE_MAX_SIZE`",
+			parse: bindPositiveDuration(&c.SharedStoreSweepInterval)},
 	}
+}
+
+// parseSharedStoreMaxSize binds SHARED_STORE_MAX_SIZE, which needs
+// SHARED_STORE.
+func (c *Config) parseSharedStoreMaxSize(v string) error {
+	if v == "" || v == "0" {
+		c.SharedStoreMaxSize = 0
+		return nil
+	}
+	if err := bindSize(&c.SharedStoreMaxSize, true)(v); err != nil {
+		return err
+	}
+	if c.SharedStore == "" {
+		return fmt.Errorf("%q bounds the shared tier, which is off: set SHARED_STORE too", v)
+	}
+	return nil
 }
 
 // bindSharedStore binds an s3://BUCKET[/PREFIX] URL, or "" (off).

@@ -4,8 +4,10 @@
 // UPSTREAM_DOCKER_CONFIG for oci registries), one proxy per upstream over
 // the one store with its own transport and redirect policy, the backend
 // the registry handler routes each to, the shared blob tier of
-// SHARED_STORE that every proxy reads before its upstream (sharedstore.go),
-// the peers of PEERS that every proxy asks next (peers.go),
+// SHARED_STORE that every proxy reads before its upstream, kept under
+// SHARED_STORE_MAX_SIZE by the uses the proxies record and a sweep
+// (sharedstore.go: one replica sweeps, by the peers' rendezvous when
+// there are peers), the peers of PEERS that every proxy asks next (peers.go),
 // and the metrics and reachability that watch them. Every request upstream, the AWS SDK's token calls
 // included, names the mirror's build in its User-Agent
 // (ecr-mirror/<version>, from internal/buildinfo).
@@ -30,6 +32,7 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/peers"
 	"github.com/ecr-mirror/ecr-mirror/proxy"
 	"github.com/ecr-mirror/ecr-mirror/registry"
+	"github.com/ecr-mirror/ecr-mirror/sharedstore"
 )
 
 // Side is the mirror's side towards its upstreams: ECR tokens (one
@@ -51,13 +54,16 @@ type Side struct {
 	// shared holds MAX_DOWNLOADS and UPSTREAM_MAX_RATE for all upstreams together.
 	shared *proxy.Shared
 	// sharedBlobs is SHARED_STORE's tier, given to every proxy; nil: off.
-	sharedBlobs proxy.SharedBlobs
+	sharedBlobs *sharedstore.Store
 	// Members are PEERS' replicas (peers.go); nil: no peers.
 	Members    *peers.Members
 	peerClient *peers.Client
 	peerSigner *peers.Signer
 	stopTokens context.CancelFunc
 	build      buildinfo.Info // for the User-Agent sent upstream
+
+	// bound keeps sharedBlobs under SHARED_STORE_MAX_SIZE; nil: unbounded.
+	bound *sharedBound
 }
 
 // Start starts refreshing the ECR tokens of every region an ecr
@@ -77,7 +83,12 @@ func Start(ctx context.Context, cfg *settings.Config, store *cache.Store, log *s
 		stopTokens()
 		return nil, err
 	}
+	if up.bound, err = newSharedBound(up.sharedBlobs, cfg, log.With("component", "sharedstore")); err != nil {
+		stopTokens()
+		return nil, err
+	}
 	if err := up.startPeers(tokenCtx, cfg, log); err != nil {
+		up.bound.close()
 		stopTokens()
 		return nil, err
 	}
@@ -93,6 +104,7 @@ func Start(ctx context.Context, cfg *settings.Config, store *cache.Store, log *s
 	}
 	up.Metrics = observe.NewMetrics(store, up.Proxies, up.Tokens, up.Reach) // before anything is served
 	up.Metrics.RegisterBuildInfo(up.build)
+	up.startSharedUpkeep(cfg, store, log.With("component", "sharedstore"))
 	return up, nil
 }
 
@@ -176,7 +188,8 @@ func (up *Side) addProxy(cfg *settings.Config, u settings.Upstream, main bool, s
 		StallClock:      cfg.StallClock,
 		Retries:         cfg.Retries,
 		ObserveUpstream: func(ev proxy.UpstreamEvent) { up.Reach.ObserveUpstream(ev); up.Metrics.ObserveUpstream(ev) },
-		SharedStore:     up.sharedBlobs,
+		SharedStore:     up.sharedTier(),
+		UsedManifest:    up.bound.recorder(),
 		Peers:           up.peersOption(),
 	})
 	if err != nil {
@@ -205,6 +218,7 @@ func (up *Side) Close() {
 	for _, px := range up.Proxies {
 		px.Close()
 	}
+	up.bound.close()
 	up.stopTokens()
 }
 
