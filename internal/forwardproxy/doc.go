@@ -29,8 +29,9 @@
 //     (the default) answers 403 naming the host and the setting; tunnel
 //     copies a CONNECT's bytes both ways untouched and forwards http://
 //     requests (hop-by-hop headers, Proxy-Authorization among them,
-//     dropped). Neither ever connects to a loopback, link-local (the cloud
-//     metadata service), unspecified or multicast address.
+//     dropped). Neither ever connects to a loopback, link-local or
+//     fd00:ec2::/32 (the cloud metadata service), unspecified or
+//     multicast address.
 //
 // Clients are admitted by a Gate before anything else: the mirror's is
 // GateOf(access.Policy.Wrap), which asks the access policy about a /v2/

@@ -198,7 +198,7 @@ func TestTunnelGuardsLocalDestinations(t *testing.T) {
 	e := newEnv(t, func(o *Options) { o.Others = OthersTunnel })
 	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "local") }))
 	t.Cleanup(target.Close)
-	for _, addr := range []string{target.Listener.Addr().String(), "169.254.169.254:80", "[::1]:443", "0.0.0.0:80"} {
+	for _, addr := range []string{target.Listener.Addr().String(), "169.254.169.254:80", "[fd00:ec2::254]:80", "[::1]:443", "0.0.0.0:80"} {
 		_, _, resp := e.raw(t, "CONNECT "+addr+" HTTP/1.1\r\nHost: "+addr+"\r\n\r\n", true)
 		if got := body(t, resp); resp.StatusCode != http.StatusForbidden || !strings.Contains(got, "refused") {
 			t.Errorf("CONNECT %s: %s %q, want 403 refused", addr, resp.Status, got)

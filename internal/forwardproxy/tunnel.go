@@ -223,9 +223,9 @@ func (e *refusedError) Error() string {
 }
 
 // guardedDial dials through d, but only to public and private
-// addresses: never loopback (the mirror's own ports), link-local (the
-// cloud metadata service and its credentials), unspecified or multicast
-// ones. Names are resolved here and the address checked is dialled.
+// addresses: never loopback (the mirror's own ports), link-local or
+// fd00:ec2::/32 (the cloud metadata service and its credentials),
+// unspecified or multicast ones. Names are resolved here and the address checked is dialled.
 func guardedDial(d *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		host, port, err := net.SplitHostPort(addr)
@@ -256,9 +256,16 @@ func guardedDial(d *net.Dialer) func(ctx context.Context, network, addr string) 
 	}
 }
 
+// awsLocalIPv6 holds the IPv6 addresses of EC2's instance metadata
+// service and EKS Pod Identity agent (fd00:ec2::254, fd00:ec2::23):
+// unique-local, so no class above covers them.
+var awsLocalIPv6 = netip.MustParsePrefix("fd00:ec2::/32")
+
 // forbidden says why the proxy never connects to a, or "".
 func forbidden(a netip.Addr) string {
 	switch {
+	case awsLocalIPv6.Contains(a):
+		return "the cloud metadata service's IPv6 range"
 	case a.IsLoopback():
 		return "a loopback address"
 	case a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast():
