@@ -544,3 +544,26 @@ func TestForwardProxyServesDockerHubFromItsECRPrefix(t *testing.T) {
 		t.Errorf("TLS for registry-1.docker.io: %v", err)
 	}
 }
+
+// ALLOW_NETWORKS holds on the forward proxy: a client from another
+// network is refused (403) before any host is looked at, a client from
+// an allowed one is served.
+func TestForwardProxyAccessByNetwork(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		networks string
+		status   int
+	}{
+		{"10.0.0.0/8", http.StatusForbidden},
+		{"127.0.0.0/8", http.StatusOK},
+	} {
+		t.Run(tt.networks, func(t *testing.T) {
+			t.Parallel()
+			p := startProxied(t, proxyOpts{env: map[string]string{"ALLOW_NETWORKS": tt.networks}})
+			_, resp := p.connect(t, ecrName+":443")
+			if resp.StatusCode != tt.status {
+				t.Errorf("CONNECT from 127.0.0.1 with ALLOW_NETWORKS=%s: %s, want %d", tt.networks, resp.Status, tt.status)
+			}
+		})
+	}
+}
