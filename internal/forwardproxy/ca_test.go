@@ -124,3 +124,34 @@ func TestLeafCertificates(t *testing.T) {
 		t.Errorf("IP leaf names %v %v", ipLeaf.Leaf.IPAddresses, ipLeaf.Leaf.DNSNames)
 	}
 }
+
+// A CA given in a read-only directory (a mounted Secret, its files
+// symbolic links) is used as it is, nothing written.
+func TestGivenCAInAReadOnlyDirectory(t *testing.T) {
+	t.Parallel()
+	src := t.TempDir()
+	made, _, err := LoadCA(src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, name := range []string{CACertFile, CAKeyFile} {
+		if err := os.Symlink(filepath.Join(src, name), filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(dir, 0o500); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Chmod(dir, 0o700) })
+	ca, created, err := LoadCA(dir, nil)
+	if err != nil || created {
+		t.Fatalf("LoadCA of a given CA: created %v, %v", created, err)
+	}
+	if ca.Fingerprint() != made.Fingerprint() {
+		t.Error("the given CA was not the one used")
+	}
+	if _, err := ca.Leaf("registry.example.test"); err != nil {
+		t.Errorf("issuing from the given CA: %v", err)
+	}
+}
