@@ -17,6 +17,8 @@
 // A mirror may have several upstreams (namespace.go): Namespaces.Resolve
 // says which upstream and repository a request's name and registry (ns=,
 // or the listener's) mean, and the handler sends it to that upstream's
-// Backend (WithUpstreams; the default upstream's is NewHandler's). Only
-// a backend that implements Pusher takes pushes.
+// Backend (WithUpstreams; the default upstream's is NewHandler's). A
+// listener of one ECR pull-through prefix (WithRepositoryPrefix) serves
+// names that come with no registry from under that prefix (UnderPrefix).
+// Only a backend that implements Pusher takes pushes.
 package registry

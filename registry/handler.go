@@ -81,6 +81,8 @@ type handlerOptions struct {
 	push       bool        // pass writes to a backend that implements Pusher
 	namespaces *Namespaces // registry host → upstream and repository
 	defaultNS  string      // the registry of requests that name none
+	prefix     string      // else, the ECR prefix of requests that name none
+	library    string      // and that of their library/ names; "": prefix
 	upstreams  map[string]Backend
 	trusted    []netip.Prefix
 	observe    func(RequestInfo)
@@ -116,6 +118,18 @@ func WithPush(on bool) HandlerOption {
 // Docker Hub for the Docker daemon sets docker.io.
 func WithNamespaces(n *Namespaces, defaultNS string) HandlerOption {
 	return func(o *handlerOptions) { o.namespaces, o.defaultNS = n, defaultNS }
+}
+
+// WithRepositoryPrefix makes requests that name no registry (no ?ns=)
+// repositories under prefix/ of the default upstream, whatever their
+// name: the listener of one ECR pull-through-cache rule, as PULL_THROUGHS'
+// prefix:port form opens. Names under library/ (Docker's official images)
+// go under library/ of libraryPrefix instead, when it is not "": ECR
+// Public keeps them under docker/ (ecr-public/docker/library/alpine). A
+// request that names its registry is resolved by the namespaces as on
+// any listener.
+func WithRepositoryPrefix(prefix, libraryPrefix string) HandlerOption {
+	return func(o *handlerOptions) { o.prefix, o.library = prefix, libraryPrefix }
 }
 
 // WithUpstreams serves the requests Namespaces.Resolve sends to another
@@ -274,6 +288,14 @@ func (h *Handler) resolve(r *http.Request, route Route) (Target, Backend, error)
 		return Target{}, h.backend, nil
 	}
 	ns := r.URL.Query().Get("ns")
+	if ns == "" && h.opts.prefix != "" {
+		prefix := h.opts.prefix
+		if h.opts.library != "" && strings.HasPrefix(route.Name, "library/") {
+			prefix = h.opts.library
+		}
+		t, err := UnderPrefix(prefix, route.Name)
+		return t, h.backend, err
+	}
 	if ns == "" {
 		ns = h.opts.defaultNS
 	}

@@ -116,7 +116,13 @@ func (n *Namespaces) Resolve(name, ns string) (Target, error) {
 		return Target{}, &Error{Status: http.StatusNotFound, Code: CodeNameUnknown,
 			Message: fmt.Sprintf("namespace %q is not configured on this mirror (%s)", truncate(ns), n.configured())}
 	}
-	full := prefix + "/" + dockerHubName(h, name)
+	return UnderPrefix(prefix, dockerHubName(h, name))
+}
+
+// UnderPrefix is the repository of the default upstream that holds name
+// under an ECR pull-through-cache prefix: prefix/name.
+func UnderPrefix(prefix, name string) (Target, error) {
+	full := prefix + "/" + name
 	if err := ValidateName(full); err != nil {
 		return Target{}, err
 	}

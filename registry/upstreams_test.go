@@ -97,3 +97,44 @@ func TestPushesGoOnlyToUpstreamsThatTakeThem(t *testing.T) {
 		t.Fatalf("push to the ECR upstream: %d %s, ECR backend saw %d pushes", resp.StatusCode, body, len(ecr.reqs))
 	}
 }
+
+// On a listener of one ECR prefix (WithRepositoryPrefix), names that come
+// with no registry are repositories under that prefix, library/ ones
+// under the library prefix when there is one; a request naming its
+// registry is resolved as anywhere.
+func TestPrefixListenerNamesAreUnderItsPrefix(t *testing.T) {
+	t.Parallel()
+	ns, err := NewNamespaces(map[string]string{"docker.io": "docker-hub"}, "ecr.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := []byte("layer")
+	dgst := digest.FromBytes(data)
+	blob := "/blobs/" + dgst.String()
+	tests := []struct {
+		name, prefix, library, path, want string
+		status                            int
+	}{
+		{"a name", "quay", "", "/v2/acme/tool" + blob, "quay/acme/tool", 200},
+		{"library/ without a library prefix", "docker-hub", "", "/v2/library/nginx" + blob, "docker-hub/library/nginx", 200},
+		{"library/ with a library prefix", "ecr-public", "ecr-public/docker", "/v2/library/alpine" + blob, "ecr-public/docker/library/alpine", 200},
+		{"other names beside a library prefix", "ecr-public", "ecr-public/docker", "/v2/acme/tool" + blob, "ecr-public/acme/tool", 200},
+		{"ns mapped", "quay", "", "/v2/library/nginx" + blob + "?ns=docker.io", "docker-hub/library/nginx", 200},
+		{"ns unmapped", "quay", "", "/v2/acme/tool" + blob + "?ns=ghcr.io", "", 404},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := &fakeBackend{blobs: map[digest.Digest][]byte{dgst: data}}
+			h := NewHandler(b, nil, WithNamespaces(ns, ""), WithRepositoryPrefix(tt.prefix, tt.library))
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest("GET", tt.path, nil))
+			if rec.Code != tt.status {
+				t.Fatalf("GET %s: %d %s, want %d", tt.path, rec.Code, rec.Body, tt.status)
+			}
+			if tt.status == 200 && (b.lastReq == nil || b.lastReq.Name != tt.want) {
+				t.Fatalf("backend got %+v, want a request for %s", b.lastReq, tt.want)
+			}
+		})
+	}
+}

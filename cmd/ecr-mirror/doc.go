@@ -18,7 +18,9 @@
 //     (settings.Watcher) and what it applies without a restart:
 //     access.Policy.Update and tlsreload.Reloader.SetFiles.
 //   - main.go: run, which wires the store, the proxies, the handlers and
-//     the listeners by hand; the metrics, /healthz, /readyz and ECR's
+//     the listeners by hand (LISTEN_ADDR, NAMESPACE_LISTENERS, then
+//     PULL_THROUGHS' prefix:port ones), and logs the seed proxies'
+//     variables the configuration was read with; the metrics, /healthz, /readyz and ECR's
 //     reachability come from package observe, the client limits
 //     (CLIENT_STALL_TIMEOUT, MAX_CLIENT_CONNECTIONS) from clientconn.
 //   - internal/upstreams: the upstream side, one proxy per UPSTREAM entry

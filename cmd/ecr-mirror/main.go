@@ -66,8 +66,10 @@ func main() {
 
 // run serves until ctx is done. ready, when set, is called with the
 // registry listeners' addresses once requests are accepted: LISTEN_ADDR's
-// first, then NAMESPACE_LISTENERS' in order, then FORWARD_PROXY_ADDR's.
+// first, then NAMESPACE_LISTENERS' in order, then PULL_THROUGHS' prefix:port
+// ones, then FORWARD_PROXY_ADDR's.
 func run(ctx context.Context, cfg *settings.Config, log *slog.Logger, ready func([]net.Addr)) error {
+	cfg.LogAliases(log)
 	policy, err := access.New(cfg.Access, log.With("component", "access"))
 	if err != nil {
 		return fmt.Errorf("client access control: %w", err)
@@ -171,8 +173,8 @@ type handlers struct {
 }
 
 // listeners are the TCP listeners cfg asks for, the registry API's
-// first (Limited): LISTEN_ADDR, then NAMESPACE_LISTENERS, then
-// FORWARD_PROXY_ADDR.
+// first (Limited): LISTEN_ADDR, then NAMESPACE_LISTENERS, then PULL_THROUGHS'
+// prefix:port listeners, then FORWARD_PROXY_ADDR.
 func (h *handlers) listeners(tlsConfig *tls.Config) ([]servergroup.Listener, error) {
 	cfg := h.cfg
 	probe := observe.NewProbes(cfg.CacheDir, h.store, h.up.Tokens, h.up.Reach, cfg.StaleIfError > 0)
@@ -183,6 +185,10 @@ func (h *handlers) listeners(tlsConfig *tls.Config) ([]servergroup.Listener, err
 	for _, nl := range cfg.NamespaceListeners {
 		all = append(all, servergroup.Listener{Setting: "NAMESPACE_LISTENERS", Addr: nl.Addr, Handler: h.front(nl.Namespace, probe, metrics), TLS: tlsConfig,
 			What: "registry API: " + nl.Namespace, Limited: true})
+	}
+	for _, pl := range cfg.PrefixListeners {
+		all = append(all, servergroup.Listener{Setting: "PULL_THROUGHS", Addr: pl.Addr, Handler: h.front("", probe, metrics, registry.WithRepositoryPrefix(pl.Prefix, pl.LibraryPrefix)), TLS: tlsConfig,
+			What: "registry API: ECR repositories under " + pl.Prefix + "/", Limited: true})
 	}
 	if cfg.ForwardProxy.Addr != "" {
 		l, err := h.forwardProxyListener(probe)
@@ -227,13 +233,13 @@ func (h *handlers) watchTiers(probe *observe.Probes) {
 // they have an address of their own) beside it. The policy covers every
 // path there: ALLOW_NETWORKS holds for probes and metrics too, while
 // login and rules are for the API only.
-func (h *handlers) front(defaultNS string, probe, metrics http.Handler) http.Handler {
-	api := registry.NewHandler(h.up.Default, h.log.With("component", "http"),
+func (h *handlers) front(defaultNS string, probe, metrics http.Handler, more ...registry.HandlerOption) http.Handler {
+	api := registry.NewHandler(h.up.Default, h.log.With("component", "http"), append([]registry.HandlerOption{
 		registry.WithPush(h.cfg.Push),
 		registry.WithNamespaces(h.namespaces, defaultNS),
 		registry.WithUpstreams(h.up.Others),
 		registry.WithTrustedProxies(h.cfg.TrustedProxies),
-		registry.WithObserver(h.up.Metrics.ObserveRequest))
+		registry.WithObserver(h.up.Metrics.ObserveRequest)}, more...)...)
 	if h.cfg.MetricsAddr != "" {
 		metrics = nil // served on METRICS_ADDR only
 	}

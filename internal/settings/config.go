@@ -106,7 +106,12 @@ type Config struct {
 	Peers, PeerAddr, PeerSecret string
 	PeerRefresh, PeerTimeout    time.Duration
 
-	source *source // nil for a Config not made by Parse
+	// PrefixListeners are PULL_THROUGHS' prefix:port entries: listeners
+	// whose repositories are those under one ECR prefix.
+	PrefixListeners []PrefixListener
+
+	source    *source    // nil for a Config not made by Parse
+	aliasUses []aliasUse // the seeds' variables read (aliases.go)
 }
 
 // StaleAlways is STALE_IF_ERROR=always.
@@ -131,7 +136,8 @@ func Parse(args []string, getenv func(string) string, usageOut io.Writer) (*Conf
 	if err := parseFlags(all, args, usageOut); err != nil {
 		return nil, err
 	}
-	var errs []error
+	aliased, uses, errs := resolveAliases(getenv)
+	cfg.aliasUses = uses
 	file := &configFile{}
 	if path := configFilePath(all, getenv); path != "" {
 		var ferrs []error
@@ -139,7 +145,12 @@ func Parse(args []string, getenv func(string) string, usageOut io.Writer) (*Conf
 		errs = append(errs, ferrs...)
 	}
 	for _, s := range all {
+		s.alias = aliased[s.env]
 		s.value = s.resolve(getenv, file)
+		if err := s.conflict(); err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		if err := s.parse(s.value); err != nil {
 			errs = append(errs, named(s.from.String(), err)...)
 		}
@@ -148,6 +159,7 @@ func Parse(args []string, getenv func(string) string, usageOut io.Writer) (*Conf
 	if err := cfg.checkTogether(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, checkAliases(getenv, cfg)...)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -202,6 +214,7 @@ type origin struct {
 	name string // the flag as typed, the variable, or the file's key
 	path string // the config file
 	line int    // in the config file
+	of   string // the setting an alias gives a value
 }
 
 type originKind int
@@ -211,6 +224,7 @@ const (
 	fromFlag
 	fromEnv
 	fromFile
+	fromAlias // a variable of a proxy ecr-mirror replaces (aliases.go)
 )
 
 // String names the origin as errors do: -cache-max-size,
@@ -221,13 +235,16 @@ func (o origin) String() string {
 		return "-" + o.name
 	case fromFile:
 		return fmt.Sprintf("%s:%d: %s", o.path, o.line, o.name)
+	case fromAlias:
+		return fmt.Sprintf("%s (read as %s)", o.name, o.of)
 	}
 	return o.name
 }
 
 // resolve is the setting's value, trimmed, and records where it came
-// from: its flag, else its variable (or the fallback variable), else the
-// file, else its default.
+// from: its flag, else its variable (or the fallback variable), else a
+// seed's variable that gives it (aliases.go), else the file, else its
+// default.
 func (s *setting) resolve(getenv func(string) string, file *configFile) string {
 	if f := s.flagValue; f != nil && f.typed != "" {
 		if v := strings.TrimSpace(f.value); v != "" {
@@ -243,6 +260,10 @@ func (s *setting) resolve(getenv func(string) string, file *configFile) string {
 			s.from = origin{kind: fromEnv, name: env}
 			return v
 		}
+	}
+	if s.alias != nil { // a variable too, and may set a value of ""
+		s.from = s.alias.from
+		return s.alias.value
 	}
 	if fv, ok := file.values[s.env]; ok && fv.value != "" {
 		s.from = origin{kind: fromFile, name: s.fileKey(), path: file.path, line: fv.line}
@@ -291,11 +312,16 @@ func Default(env string) string {
 	return ""
 }
 
-// parsePullThroughs reads PULL_THROUGHS, reporting every bad pair.
-func parsePullThroughs(v string) (map[string]string, error) {
+// parsePullThroughs reads PULL_THROUGHS, registry=prefix pairs and
+// prefix:port listeners (prefixlisteners.go), reporting every bad entry.
+func (c *Config) parsePullThroughs(v string) error {
 	pulls := map[string]string{}
 	var errs []error
 	for _, pair := range SplitList(v) {
+		if !strings.Contains(pair, "=") {
+			errs = append(errs, c.addPrefixListener(pair))
+			continue
+		}
 		host, prefix, ok := strings.Cut(pair, "=")
 		host, prefix = registry.CanonicalRegistry(host), strings.Trim(strings.TrimSpace(prefix), "/")
 		if err := checkPullThrough(pulls, pair, host, prefix, ok); err != nil {
@@ -304,7 +330,8 @@ func parsePullThroughs(v string) (map[string]string, error) {
 		}
 		pulls[host] = prefix
 	}
-	return pulls, errors.Join(errs...)
+	c.PullThroughs = pulls
+	return errors.Join(errs...)
 }
 
 // checkPullThrough checks one PULL_THROUGHS pair against those before it.

@@ -119,7 +119,7 @@ func TestParseConfig(t *testing.T) {
 			name: "bad namespaces named",
 			env: map[string]string{"UPSTREAM": ecr, "PULL_THROUGHS": "docker.io,quay.io=Quay,https://x=y", "DEFAULT_NAMESPACE": "ghcr.io",
 				"NAMESPACE_LISTENERS": "5001=docker.io", "TRUSTED_PROXIES": "lb.example", "PUSH": "maybe"},
-			wantErr: []string{`PULL_THROUGHS: "docker.io" is not registry=prefix`, `prefix "Quay"`, "not a URL", `DEFAULT_NAMESPACE: registry "ghcr.io" is not mapped`,
+			wantErr: []string{`PULL_THROUGHS: "docker.io" is neither registry=prefix`, `prefix "Quay"`, "not a URL", `DEFAULT_NAMESPACE: registry "ghcr.io" is not mapped`,
 				"NAMESPACE_LISTENERS", `TRUSTED_PROXIES: "lb.example"`, `PUSH: "maybe"`},
 		},
 		{

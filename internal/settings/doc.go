@@ -19,6 +19,16 @@
 //     reports every bad setting; Default and FileOrDefault give the cache
 //     commands a setting's default, or its value in the config file; the value parsers (ParseUpstream, ParseSize,
 //     ParseAge, SplitList) they share.
+//   - aliases.go: the variables of the proxies ecr-mirror replaces
+//     (aws-ecr-http-proxy's PORT and ENABLE_SSL, aws_ecr_proxy's
+//     LISTEN_HOST/LISTEN_PORT, ecr_reverse_proxy's ECR_REGISTRY, ...),
+//     environment variables only: each gives one of our settings the
+//     value it meant there (after our variable, before the file), or is
+//     accepted and explained; Config.LogAliases logs those used, once
+//     each, and one that disagrees with ours or with another is an error
+//     naming both. docs/migrating.md lists them; a test keeps it true.
+//   - prefixlisteners.go: PULL_THROUGHS' PREFIX:PORT entries, each a
+//     listener for the repositories under one ECR prefix.
 //   - logger.go: Config.Logger, the process logger of LOG_LEVEL and
 //     LOG_FORMAT.
 //   - flags.go: the flags, typed (a true/false flag stands alone), with

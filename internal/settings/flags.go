@@ -96,6 +96,9 @@ Serves a caching pull-through mirror of the UPSTREAM registries. Each
 setting is a flag, an environment variable and a CONFIG_FILE key; a flag
 wins over its variable, a variable over the file, the file over the
 default. "ecr-mirror config check" prints the configuration in effect.
+The variables of aws-ecr-http-proxy, aws_ecr_proxy and ecr_reverse_proxy
+(PORT, LISTEN_HOST, ENABLE_SSL, ECR_REGISTRY, ...) are read as these
+settings: see docs/migrating.md.
 
 `)
 	for _, s := range all {

@@ -52,6 +52,8 @@ func describe(o origin) string {
 		return "flag -" + o.name
 	case fromEnv:
 		return "$" + o.name
+	case fromAlias:
+		return "$" + strings.ReplaceAll(o.name, ", ", ", $") + ", read as " + o.of
 	}
 	return fmt.Sprintf("%s line %d", o.path, o.line)
 }
@@ -70,6 +72,9 @@ func yamlValue(s *setting, v, prefix string) string {
 	case rules:
 		items = splitRules(v)
 	case pairs:
+		if !allPairs(v) {
+			return " " + yamlScalar(v) // PULL_THROUGHS' prefix:port entries
+		}
 		var b strings.Builder
 		for _, item := range SplitList(v) {
 			k, val, _ := strings.Cut(item, "=")
@@ -84,6 +89,16 @@ func yamlValue(s *setting, v, prefix string) string {
 		fmt.Fprintf(&b, "\n%s  - %s", prefix, yamlScalar(item))
 	}
 	return b.String()
+}
+
+// allPairs reports whether every item of v is key=value.
+func allPairs(v string) bool {
+	for _, item := range SplitList(v) {
+		if !strings.Contains(item, "=") {
+			return false
+		}
+	}
+	return true
 }
 
 // splitRules splits ACCESS_RULES into its rules, as access.ParseRules

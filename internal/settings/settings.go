@@ -1,6 +1,7 @@
 package settings
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -45,9 +46,10 @@ type setting struct {
 	// it may read the fields of settings listed before it.
 	parse func(v string) error
 
-	flagValue *flagValue // the flag as given on the command line
-	value     string     // the value resolved by Parse
-	from      origin     // where value came from
+	flagValue *flagValue  // the flag as given on the command line
+	alias     *aliasValue // the value a seed's variable gives it, if set
+	value     string      // the value resolved by Parse
+	from      origin      // where value came from
 }
 
 // argBool is the arg of a true/false setting: its flag may stand alone.
@@ -123,7 +125,7 @@ func serverSettings(c *Config) []*setting {
 			doc:   "byte budget: a number of bytes, or with `k`/`m`/`g`/`t` or `KiB`/`MiB`/`GiB`/`TiB` (powers of 1024); decimals (`1.5g`) are rounded down to whole bytes, and a value under one byte is refused",
 			parse: bindSize(&c.CacheMaxSize, true)},
 		{env: "LOG_LEVEL", arg: "LEVEL", def: "info",
-			help: "debug, info, warn or error", doc: "`debug`, `info`, `warn` or `error`",
+			help: "debug, info, warn or error, in any case (also the seed proxies' trace, warning, critical, fatal)", doc: "`debug`, `info`, `warn` or `error`, in any case; the seed proxies' names are read too: `trace` as `debug`, `warning` as `warn`, `critical`, `fatal` and `panic` as `error`",
 			parse: bindLogLevel(&c.LogLevel)},
 		{env: "LOG_FORMAT", arg: "FORMAT", def: "text",
 			help: "text or json", doc: "`text` or `json`",
@@ -187,10 +189,10 @@ func bindSharedStore(dst *string) func(string) error {
 // namespaceSettings are the settings of the registries behind ECR pull-through caches, and the proxies in front.
 func namespaceSettings(c *Config) []*setting {
 	return []*setting{
-		{env: "PULL_THROUGHS", arg: "REGISTRY=PREFIX,...", shape: pairs,
-			help:  "registry=ECR prefix pairs for ECR pull-through-cache rules, e.g. docker.io=docker-hub,ghcr.io=github",
-			doc:   "upstream registries and the ECR pull-through-cache prefixes that hold them, e.g. `docker.io=docker-hub,public.ecr.aws=ecr-public,registry.k8s.io=k8s,ghcr.io=github,quay.io=quay`",
-			parse: func(v string) (err error) { c.PullThroughs, err = parsePullThroughs(v); return err }},
+		{env: "PULL_THROUGHS", arg: "REGISTRY=PREFIX|PREFIX:PORT,...", shape: pairs,
+			help:  "registry=ECR prefix pairs for ECR pull-through-cache rules, e.g. docker.io=docker-hub,ghcr.io=github; a prefix:port entry (aws-ecr-http-proxy's form) opens a listener on that port for the repositories under prefix/",
+			doc:   "upstream registries and the ECR pull-through-cache prefixes that hold them, e.g. `docker.io=docker-hub,public.ecr.aws=ecr-public,registry.k8s.io=k8s,ghcr.io=github,quay.io=quay`; an entry `PREFIX:PORT` (aws-ecr-http-proxy's form, e.g. `docker-hub:5001`) opens a listener on that port whose repositories are those under `PREFIX/` in ECR (see docs/migrating.md)",
+			parse: c.parsePullThroughs},
 		{env: "DEFAULT_NAMESPACE", arg: "REGISTRY",
 			help:       "registry of requests on LISTEN_ADDR that name none (containerd's ?ns=), e.g. docker.io for Docker's registry-mirrors (default: the ECR registry itself)",
 			docDefault: "(none: ECR repositories by name)", doc: "the registry that requests on `LISTEN_ADDR` naming none belong to, e.g. `docker.io` for the Docker daemon's `registry-mirrors`",
@@ -297,7 +299,7 @@ func (c *Config) checkTogether() error {
 	if (c.TLSCertificate == "") != (c.TLSPrivateKey == "") {
 		return errors.New("TLS_CERTIFICATE: TLS_CERTIFICATE and TLS_PRIVATE_KEY go together: set both, or neither for plain HTTP")
 	}
-	return c.checkUpstreamsApart()
+	return errors.Join(c.checkUpstreamsApart(), c.checkPrefixPorts())
 }
 
 // bindText binds a setting any string is valid for.
@@ -363,10 +365,17 @@ func bindSize(dst *int64, required bool) func(string) error {
 	}
 }
 
-// bindLogLevel binds a slog level name.
+// seedLogLevels are the level names of the proxies ecr-mirror replaces
+// (Python's and zerolog's) that slog does not know, and slog's for them.
+var seedLogLevels = map[string]string{
+	"trace": "debug", "warning": "warn", "critical": "error", "fatal": "error", "panic": "error",
+}
+
+// bindLogLevel binds a slog level name, or a seed's (seedLogLevels).
 func bindLogLevel(dst *slog.Level) func(string) error {
 	return func(v string) error {
-		if err := dst.UnmarshalText([]byte(v)); err != nil {
+		name := cmp.Or(seedLogLevels[strings.ToLower(v)], v)
+		if err := dst.UnmarshalText([]byte(name)); err != nil {
 			return fmt.Errorf("%q is not one of debug, info, warn, error", v)
 		}
 		return nil
