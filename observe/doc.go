@@ -22,7 +22,7 @@
 //     (PPROF_ADDR).
 //
 // Series whose label values are known at start (served bytes by source,
-// cache requests by outcome, peer requests by outcome) exist at 0 from then, so the rules and the
+// cache requests by outcome, peer and forward-proxy requests by outcome) exist at 0 from then, so the rules and the
 // dashboard in deploy/monitoring have something to evaluate.
 //
 // cmd/ecr-mirror builds them and mounts their handlers.

@@ -14,6 +14,7 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/cache"
 	"github.com/ecr-mirror/ecr-mirror/clientconn"
 	"github.com/ecr-mirror/ecr-mirror/internal/buildinfo"
+	"github.com/ecr-mirror/ecr-mirror/internal/forwardproxy"
 	"github.com/ecr-mirror/ecr-mirror/peers"
 	"github.com/ecr-mirror/ecr-mirror/proxy"
 	"github.com/ecr-mirror/ecr-mirror/registry"
@@ -35,6 +36,7 @@ type Metrics struct {
 	upstreamErrors  *prometheus.CounterVec
 	sharedStore     *prometheus.CounterVec
 	peers           *prometheus.CounterVec
+	forwardProxy    *prometheus.CounterVec
 }
 
 const namespace = "ecr_mirror"
@@ -71,8 +73,10 @@ func newMetrics() *Metrics {
 			Help: "Requests to the shared blob tier (SHARED_STORE), by op (get, head, put, delete on blobs; meta_get, meta_put on links, tag, referrers, use and pin records; list: a page of a sweep's listing) and outcome (ok, not_found, exists: another replica wrote it first, error)."}, []string{"op", "outcome"}),
 		peers: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "peer_requests_total",
 			Help: "Requests to the owner of a digest among the replicas (PEERS), by outcome: ok, not_found, denied (401/403), error (another status), unreachable (no connection or no answer within PEER_TIMEOUT; the owner is skipped for a while), cut (the body stopped short: the rest came from ECR)."}, []string{"outcome"}),
+		forwardProxy: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "forward_proxy_requests_total",
+			Help: "Requests to the forward proxy (FORWARD_PROXY_ADDR), by outcome: intercepted (CONNECT to a registry host, served by the mirror), http (http:// request for one), tunnelled or forwarded (another host passed through, FORWARD_PROXY_OTHERS=tunnel), denied (another host, deny), refused (no login, a wrong one, or a network not allowed), invalid (malformed), failed (another host not reached)."}, []string{"outcome"}),
 	}
-	m.reg.MustRegister(m.requests, m.requestDuration, m.servedBytes, m.outcomes, m.upstream, m.upstreamLatency, m.upstreamErrors, m.sharedStore, m.peers)
+	m.reg.MustRegister(m.requests, m.requestDuration, m.servedBytes, m.outcomes, m.upstream, m.upstreamLatency, m.upstreamErrors, m.sharedStore, m.peers, m.forwardProxy)
 	m.initSeries()
 	return m
 }
@@ -97,6 +101,9 @@ func (m *Metrics) initSeries() {
 	m.sharedStore.WithLabelValues(sharedstore.OpPut, sharedstore.OutcomeExists)
 	for _, o := range peers.Outcomes {
 		m.peers.WithLabelValues(o)
+	}
+	for _, o := range forwardproxy.Outcomes {
+		m.forwardProxy.WithLabelValues(o)
 	}
 }
 
@@ -248,6 +255,11 @@ func (m *Metrics) ObserveRequest(ri registry.RequestInfo) {
 // ObserveSharedStore records one request to the shared blob tier.
 func (m *Metrics) ObserveSharedStore(op, outcome string) {
 	m.sharedStore.WithLabelValues(op, outcome).Inc()
+}
+
+// ObserveForwardProxy records one request to the forward proxy.
+func (m *Metrics) ObserveForwardProxy(outcome string) {
+	m.forwardProxy.WithLabelValues(outcome).Inc()
 }
 
 // ObservePeer records one request to a digest's owner among the peers.

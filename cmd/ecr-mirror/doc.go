@@ -30,6 +30,13 @@
 //     UPSTREAM_DOCKER_CONFIG; the shared tier and the peers (PEERS) every
 //     proxy asks, whose peer API main.go serves on PEER_ADDR, outside the
 //     client access policy (package peers signs and checks each request).
+//   - forwardproxy.go: FORWARD_PROXY_ADDR's listener (the forward-proxy
+//     mode, package internal/forwardproxy): the CA loaded or generated at
+//     start, each intercepted host (every UPSTREAM host and
+//     FORWARD_PROXY_REGISTRIES) given the front handler a
+//     NAMESPACE_LISTENERS listener for it would have, the access policy
+//     as its gate, /ca.crt beside the registry API, and its tunnels shut
+//     down with the servers.
 //   - internal/servergroup: the lifecycle, the TCP listeners opened, an
 //     errgroup with one goroutine per server and one that shuts them down
 //     (the admin socket last) within SHUTDOWN_GRACE.

@@ -67,7 +67,9 @@ func (c *clock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
 type mirror struct {
 	URL  string // http://127.0.0.1:port
 	Host string // 127.0.0.1:port
-	// Extra are the NAMESPACE_LISTENERS' addresses (host:port), in order.
+	// Extra are the other registry listeners' addresses (host:port), in
+	// run's order: NAMESPACE_LISTENERS, PULL_THROUGHS prefix:port ones,
+	// then FORWARD_PROXY_ADDR.
 	Extra []string
 	Dir   string
 	Logs  *testkit.SyncBuffer

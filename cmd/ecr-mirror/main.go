@@ -21,6 +21,7 @@ import (
 	"github.com/ecr-mirror/ecr-mirror/clientconn"
 	"github.com/ecr-mirror/ecr-mirror/internal/buildinfo"
 	"github.com/ecr-mirror/ecr-mirror/internal/configreload"
+	"github.com/ecr-mirror/ecr-mirror/internal/forwardproxy"
 	"github.com/ecr-mirror/ecr-mirror/internal/servergroup"
 	"github.com/ecr-mirror/ecr-mirror/internal/settings"
 	"github.com/ecr-mirror/ecr-mirror/internal/upstreams"
@@ -66,7 +67,7 @@ func main() {
 // run serves until ctx is done. ready, when set, is called with the
 // registry listeners' addresses once requests are accepted: LISTEN_ADDR's
 // first, then NAMESPACE_LISTENERS' in order, then PULL_THROUGHS' prefix:port
-// ones.
+// ones, then FORWARD_PROXY_ADDR's.
 func run(ctx context.Context, cfg *settings.Config, log *slog.Logger, ready func([]net.Addr)) error {
 	cfg.LogAliases(log)
 	policy, err := access.New(cfg.Access, log.With("component", "access"))
@@ -105,12 +106,19 @@ func run(ctx context.Context, cfg *settings.Config, log *slog.Logger, ready func
 	}
 	defer clients.Stop()
 	up.Metrics.WatchClients(clients.Budget, clients.Watchdog)
-	h := &handlers{cfg: cfg, store: store, up: up, policy: policy, namespaces: namespaces, log: log}
-	listeners := h.listeners(tlsConfig)
+	h := &handlers{cfg: cfg, store: store, up: up, policy: policy, namespaces: namespaces, clients: clients, log: log}
+	if err := h.loadForwardProxyCA(); err != nil {
+		return err
+	}
+	listeners, err := h.listeners(tlsConfig)
+	if err != nil {
+		return err
+	}
 	servers, addrs, err := servergroup.Listen(listeners, clients, log)
 	if err != nil {
 		return err
 	}
+	defer h.shutdownForwardProxy(listeners, servers)()
 	log.Info("listening", "addr", adminSrv.Listener.Addr().String(), "serves", "admin socket: cache commands")
 	for i, l := range listeners {
 		log.Info("listening", "addr", servers[i].Listener.Addr().String(), "serves", l.What, "tls", l.TLS != nil)
@@ -158,13 +166,16 @@ type handlers struct {
 	up         *upstreams.Side
 	policy     *access.Policy
 	namespaces *registry.Namespaces
+	clients    *clientconn.Limits
+	ca         *forwardproxy.CA    // FORWARD_PROXY_CA_DIR's; nil: no forward proxy
+	fwd        *forwardproxy.Proxy // FORWARD_PROXY_ADDR's (forwardproxy.go)
 	log        *slog.Logger
 }
 
 // listeners are the TCP listeners cfg asks for, the registry API's
 // first (Limited): LISTEN_ADDR, then NAMESPACE_LISTENERS, then PULL_THROUGHS'
-// prefix:port listeners.
-func (h *handlers) listeners(tlsConfig *tls.Config) []servergroup.Listener {
+// prefix:port listeners, then FORWARD_PROXY_ADDR.
+func (h *handlers) listeners(tlsConfig *tls.Config) ([]servergroup.Listener, error) {
 	cfg := h.cfg
 	probe := observe.NewProbes(cfg.CacheDir, h.store, h.up.Tokens, h.up.Reach, cfg.StaleIfError > 0)
 	h.watchTiers(probe)
@@ -179,6 +190,13 @@ func (h *handlers) listeners(tlsConfig *tls.Config) []servergroup.Listener {
 		all = append(all, servergroup.Listener{Setting: "PULL_THROUGHS", Addr: pl.Addr, Handler: h.front("", probe, metrics, registry.WithRepositoryPrefix(pl.Prefix, pl.LibraryPrefix)), TLS: tlsConfig,
 			What: "registry API: ECR repositories under " + pl.Prefix + "/", Limited: true})
 	}
+	if cfg.ForwardProxy.Addr != "" {
+		l, err := h.forwardProxyListener(probe)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, l)
+	}
 	if cfg.MetricsAddr != "" {
 		all = append(all, servergroup.Listener{Setting: "METRICS_ADDR", Addr: cfg.MetricsAddr, Handler: observe.OpsHandler(probe, metrics), What: "metrics and probes"})
 	}
@@ -190,7 +208,7 @@ func (h *handlers) listeners(tlsConfig *tls.Config) []servergroup.Listener {
 	if cfg.PprofAddr != "" {
 		all = append(all, servergroup.Listener{Setting: "PPROF_ADDR", Addr: cfg.PprofAddr, Handler: observe.PprofHandler(), What: "pprof"})
 	}
-	return all
+	return all, nil
 }
 
 // watchTiers adds the shared tier and the peers to the probes.
@@ -225,7 +243,7 @@ func (h *handlers) front(defaultNS string, probe, metrics http.Handler, more ...
 	if h.cfg.MetricsAddr != "" {
 		metrics = nil // served on METRICS_ADDR only
 	}
-	return h.policy.Wrap(observe.BesideAPI(api, probe, metrics))
+	return h.policy.Wrap(h.withCACert(observe.BesideAPI(api, probe, metrics)))
 }
 
 // logServing logs what the mirror serves with, and warns of what is off.

@@ -20,6 +20,13 @@
 // challenge, and GET /token is its token realm (anonymous, or behind
 // Options.BearerLogin), handing out tokens per repository scope (bearer.go).
 //
+// With Options.TLS the registry is also served over TLS on a listener of
+// its own (TLSAddr), so that a test can give the fake a registry's real
+// name and certificate (the mirror dials that name to it); the token API
+// stays on URL. Options.DirectBlobs has blob GETs answered with the blob
+// rather than a redirect to S3, for a mirror whose redirect policy would
+// refuse a loopback S3 behind a public name.
+//
 // Status codes, headers and error bodies copy AWS's; where AWS's behaviour is
 // unconfirmed (blob HEAD), Options chooses. Content lives in memory:
 // PutBlob, PutManifest and LoadOCILayout fill it. Counters tells what the

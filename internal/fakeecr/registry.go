@@ -186,7 +186,8 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, rt route)
 }
 
 // serveBlob serves GET and HEAD of /v2/<name>/blobs/<digest>: GET (and HEAD
-// with Options.BlobHeadRedirect) redirects to a presigned S3 URL.
+// with Options.BlobHeadRedirect) redirects to a presigned S3 URL, unless
+// Options.DirectBlobs has GET answer with the blob.
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, rt route) {
 	if r.Method == http.MethodHead {
 		s.ctr.blobHead.Add(1)
@@ -212,6 +213,14 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, rt route) {
 		return
 	}
 	h := w.Header()
+	if r.Method == http.MethodGet && s.opts.DirectBlobs {
+		h["Content-Type"] = []string{"application/octet-stream"}
+		h["Content-Length"] = []string{b.size}
+		h["Docker-Content-Digest"] = []string{string(dgst)}
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(b.data)
+		return
+	}
 	if r.Method == http.MethodGet || s.opts.BlobHeadRedirect {
 		h["Location"] = []string{s.presign(dgst)}
 		w.WriteHeader(http.StatusTemporaryRedirect)

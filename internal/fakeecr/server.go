@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -80,6 +81,15 @@ type Options struct {
 	// BearerLogin, "user:password", is the Basic login the Bearer token
 	// endpoint demands; "" gives tokens to anonymous requests.
 	BearerLogin string
+	// TLS, when set, opens a third listener (TLSAddr) that serves the
+	// registry over TLS with it, so that a test can give the fake a
+	// registry's real name and certificate. The token API stays on URL.
+	TLS *tls.Config
+	// DirectBlobs answers blob GETs with the blob itself (as registries
+	// other than ECR do) instead of redirecting to S3: for a mirror
+	// that reaches the fake by a public name, whose redirect policy
+	// would refuse a loopback S3.
+	DirectBlobs bool
 	// Now is the clock that decides token and presigned URL expiry; it must be
 	// safe for concurrent use. Nil means time.Now. Tests move it forward to
 	// expire things without sleeping.
@@ -142,6 +152,8 @@ type Server struct {
 	wwwAuth       string // WWW-Authenticate value of 401 answers
 
 	regSrv, s3Srv *http.Server
+	tlsSrv        *http.Server // Options.TLS's; nil without
+	tlsAddr       string
 	wg            sync.WaitGroup
 	closeOnce     sync.Once
 
@@ -212,8 +224,22 @@ func New(opts Options) (*Server, error) {
 	}
 	s.wg.Go(func() { serve(s.regSrv, regLn, o.Logger) })
 	s.wg.Go(func() { serve(s.s3Srv, s3Ln, o.Logger) })
+	if o.TLS != nil {
+		tlsLn, err := tls.Listen("tcp", "127.0.0.1:0", o.TLS)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("fakeecr: TLS listener: %w", err)
+		}
+		s.tlsAddr = tlsLn.Addr().String()
+		s.tlsSrv = &http.Server{Handler: http.HandlerFunc(s.handleRegistry), ReadHeaderTimeout: 30 * time.Second, ErrorLog: errLog}
+		s.wg.Go(func() { serve(s.tlsSrv, tlsLn, o.Logger) })
+	}
 	return s, nil
 }
+
+// TLSAddr is the host:port of the registry's TLS listener (Options.TLS);
+// "" without one.
+func (s *Server) TLSAddr() string { return s.tlsAddr }
 
 func serve(srv *http.Server, ln net.Listener, log *slog.Logger) {
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -227,6 +253,9 @@ func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		_ = s.regSrv.Close()
 		_ = s.s3Srv.Close()
+		if s.tlsSrv != nil {
+			_ = s.tlsSrv.Close()
+		}
 		s.wg.Wait()
 	})
 }

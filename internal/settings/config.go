@@ -1,6 +1,8 @@
 package settings
 
 import (
+	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -81,6 +83,14 @@ type Config struct {
 	// SharedStoreAWS reaches SHARED_STORE's bucket; nil: the AWS SDK's
 	// default chain. Not a setting: tests point it at their S3 server.
 	SharedStoreAWS *aws.Config
+	// ForwardProxy is FORWARD_PROXY_* (forwardproxy.go).
+	ForwardProxy ForwardProxy
+	// UpstreamDial, when set, makes the connections to the upstreams
+	// and the forward proxy's tunnels; UpstreamRootCAs, when set, are
+	// the roots the upstreams' certificates are checked against. Not
+	// settings: tests give a fake ECR a registry's real name.
+	UpstreamDial    func(ctx context.Context, network, addr string) (net.Conn, error)
+	UpstreamRootCAs *x509.CertPool
 
 	// SharedStoreMaxSize is SHARED_STORE_MAX_SIZE, bytes; 0: unbounded.
 	SharedStoreMaxSize int64

@@ -70,7 +70,7 @@ func (s *setting) fileKey() string {
 // the fields of settings listed before it.
 func settings(c *Config) []*setting {
 	return slices.Concat(fileSettings(c), upstreamSettings(c), serverSettings(c), peerSettings(c), namespaceSettings(c),
-		opsSettings(c), securitySettings(c), limitSettings(c))
+		forwardProxySettings(c), opsSettings(c), securitySettings(c), limitSettings(c))
 }
 
 // fileSettings is the config file the other settings may come from.

@@ -15,6 +15,7 @@ package upstreams
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -161,6 +162,12 @@ func (up *Side) addProxy(cfg *settings.Config, u settings.Upstream, main bool, s
 	base.DisableCompression = true // blobs must arrive byte for byte
 	base.MaxIdleConnsPerHost = 64
 	base.ResponseHeaderTimeout = time.Minute
+	if cfg.UpstreamDial != nil { // tests only
+		base.DialContext = cfg.UpstreamDial
+	}
+	if cfg.UpstreamRootCAs != nil { // tests only
+		base.TLSClientConfig = &tls.Config{RootCAs: cfg.UpstreamRootCAs, MinVersion: tls.VersionTLS12}
+	}
 	// Redirects (ECR's to S3) are followed only to where this upstream's
 	// policy allows, checked again on the address dialled; no Referer.
 	// Every request, token realms' and redirects' included, carries the

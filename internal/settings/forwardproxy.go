@@ -1,0 +1,82 @@
+package settings
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"github.com/ecr-mirror/ecr-mirror/registry"
+)
+
+// ForwardProxy is the forward-proxy mode's settings (FORWARD_PROXY_*).
+type ForwardProxy struct {
+	Addr string // FORWARD_PROXY_ADDR; "": off
+	// Registries are FORWARD_PROXY_REGISTRIES' hosts, canonical
+	// (docker.io for Docker Hub's API hosts); every UPSTREAM host is
+	// intercepted besides them.
+	Registries []string
+	CADir      string // FORWARD_PROXY_CA_DIR; default CACHE_DIR/forward-proxy-ca
+	Others     string // FORWARD_PROXY_OTHERS: deny or tunnel
+}
+
+// forwardProxySettings are the settings of the forward-proxy mode. They
+// come after CACHE_DIR, UPSTREAM and PULL_THROUGHS, which they read.
+func forwardProxySettings(c *Config) []*setting {
+	fp := &c.ForwardProxy
+	return []*setting{
+		{env: "FORWARD_PROXY_ADDR", arg: "ADDR",
+			help:       "address of the forward proxy clients use as HTTPS_PROXY/HTTP_PROXY: it serves the registry hosts from the cache (default: off)",
+			docDefault: "(none: off)", doc: "where the forward proxy listens (plain HTTP, `CONNECT`): clients set it as `HTTPS_PROXY`/`HTTP_PROXY` and pull by the registries' own names; every `UPSTREAM` host and `FORWARD_PROXY_REGISTRIES` is served from the cache (see \"Forward-proxy mode\")",
+			parse: bindAddr(&fp.Addr, false)},
+		{env: "FORWARD_PROXY_REGISTRIES", arg: "HOST,...", shape: list,
+			help:       "more registry hosts the forward proxy serves from the cache, each mapped in PULL_THROUGHS or an UPSTREAM, e.g. docker.io,ghcr.io",
+			docDefault: "(none: the `UPSTREAM` hosts only)", doc: "registry hosts the forward proxy serves from the cache besides every `UPSTREAM` host, each mapped in `PULL_THROUGHS` (or an `UPSTREAM`), e.g. `docker.io,ghcr.io`; `docker.io` covers `registry-1.docker.io`",
+			parse: c.parseForwardProxyRegistries},
+		{env: "FORWARD_PROXY_CA_DIR", arg: "DIR",
+			help:       "directory of the forward proxy's CA (ca.crt, ca.key); generated there on first start when absent (default: CACHE_DIR/forward-proxy-ca)",
+			docDefault: "`<CACHE_DIR>/forward-proxy-ca`", doc: "the CA the forward proxy issues registry hosts' certificates from: `ca.crt` and `ca.key` (PEM), or neither and one is generated (ECDSA P-256, key `0600`, directory `0700`); the key never leaves it",
+			parse: c.parseForwardProxyCADir},
+		{env: "FORWARD_PROXY_OTHERS", arg: "deny|tunnel", def: "deny",
+			help:  "what the forward proxy does with hosts that are not registries it serves: deny (403) or tunnel (pass through untouched)",
+			doc:   "hosts that are not registries the mirror serves: `deny` answers 403 naming the host; `tunnel` passes `CONNECT` through untouched and forwards `http://` requests (never to loopback or link-local addresses)",
+			parse: c.parseForwardProxyOthers},
+	}
+}
+
+// parseForwardProxyRegistries binds FORWARD_PROXY_REGISTRIES: hosts
+// PULL_THROUGHS maps, or UPSTREAM entries.
+func (c *Config) parseForwardProxyRegistries(v string) error {
+	var errs []error
+	for _, item := range SplitList(v) {
+		host := registry.CanonicalRegistry(item)
+		if err := c.mapped(host); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		c.ForwardProxy.Registries = append(c.ForwardProxy.Registries, host)
+	}
+	if len(errs) == 0 && len(c.ForwardProxy.Registries) > 0 && c.ForwardProxy.Addr == "" {
+		return errors.New("needs FORWARD_PROXY_ADDR: set it for the forward proxy, or unset this")
+	}
+	return errors.Join(errs...)
+}
+
+// parseForwardProxyCADir binds FORWARD_PROXY_CA_DIR, CACHE_DIR's
+// forward-proxy-ca by default.
+func (c *Config) parseForwardProxyCADir(v string) error {
+	if v == "" {
+		v = filepath.Join(c.CacheDir, "forward-proxy-ca")
+	}
+	c.ForwardProxy.CADir = v
+	return nil
+}
+
+// parseForwardProxyOthers binds FORWARD_PROXY_OTHERS: deny or tunnel.
+func (c *Config) parseForwardProxyOthers(v string) error {
+	switch v {
+	case "deny", "tunnel":
+		c.ForwardProxy.Others = v
+		return nil
+	}
+	return fmt.Errorf("%q is neither deny nor tunnel", v)
+}
