@@ -3,7 +3,6 @@ package settings
 import (
 	"fmt"
 	"io"
-	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -229,19 +228,9 @@ func TestSharedStoreBoundSettings(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			env := map[string]string{"UPSTREAM": ecr}
-			maps.Copy(env, tc.env)
-			c, err := Parse(nil, func(k string) string { return env[k] }, io.Discard)
-			for _, want := range tc.wantErr {
-				if err == nil || !strings.Contains(err.Error(), want) {
-					t.Errorf("error %v, want one saying %s", err, want)
-				}
-			}
-			if tc.wantErr != nil {
+			c, err := parseEnv(map[string]string{"UPSTREAM": ecr}, tc.env)
+			if !parsedAsWanted(t, err, tc.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if c.SharedStoreMaxSize != tc.max || c.SharedStoreSweepInterval != tc.interval {
 				t.Errorf("max %d, interval %v; want %d, %v", c.SharedStoreMaxSize, c.SharedStoreSweepInterval, tc.max, tc.interval)

@@ -1,10 +1,8 @@
 package settings
 
 import (
-	"io"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 )
 
@@ -43,24 +41,9 @@ func TestForwardProxySettings(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			env := map[string]string{"UPSTREAM": ecr, "CACHE_DIR": "/cache"}
-			for k, v := range tt.env {
-				env[k] = v
-			}
-			cfg, err := Parse(nil, func(k string) string { return env[k] }, io.Discard)
-			if len(tt.wantErr) > 0 {
-				if err == nil {
-					t.Fatal("no error")
-				}
-				for _, w := range tt.wantErr {
-					if !strings.Contains(err.Error(), w) {
-						t.Errorf("error %q does not mention %q", err, w)
-					}
-				}
+			cfg, err := parseEnv(map[string]string{"UPSTREAM": ecr, "CACHE_DIR": "/cache"}, tt.env)
+			if !parsedAsWanted(t, err, tt.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			tt.check(t, cfg)
 		})

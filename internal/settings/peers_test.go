@@ -1,7 +1,6 @@
 package settings
 
 import (
-	"io"
 	"strings"
 	"testing"
 	"time"
@@ -50,27 +49,12 @@ func TestPeerSettings(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			env := map[string]string{"UPSTREAM": ecr}
-			for k, v := range tt.env {
-				env[k] = v
+			cfg, err := parseEnv(map[string]string{"UPSTREAM": ecr}, tt.env)
+			if s := tt.env["PEER_SECRET"]; err != nil && s != "" && strings.Contains(err.Error(), s) {
+				t.Errorf("error %q echoes PEER_SECRET", err)
 			}
-			cfg, err := Parse(nil, func(k string) string { return env[k] }, io.Discard)
-			if len(tt.wantErr) > 0 {
-				if err == nil {
-					t.Fatal("no error")
-				}
-				for _, w := range tt.wantErr {
-					if !strings.Contains(err.Error(), w) {
-						t.Errorf("error %q does not mention %q", err, w)
-					}
-				}
-				if s := env["PEER_SECRET"]; s != "" && strings.Contains(err.Error(), s) {
-					t.Errorf("error %q echoes PEER_SECRET", err)
-				}
+			if !parsedAsWanted(t, err, tt.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			tt.check(t, cfg)
 		})
