@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -312,6 +314,31 @@ func pullImage(t testing.TB, m *mirror, ref string) (v1.Image, error) {
 		return nil, err
 	}
 	return img, nil
+}
+
+// pullOverTLS pulls ref from a TLS mirror at host, trusting roots
+// (HTTP/2 allowed), and checks the manifest's digest is want and every
+// blob's (readWhole). It returns the transport, for more requests.
+func pullOverTLS(t *testing.T, host, ref string, roots *x509.CertPool, want digest.Digest) *http.Transport {
+	t.Helper()
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: roots}
+	tr.ForceAttemptHTTP2 = true
+	r, err := name.ParseReference(host + "/" + ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(r, remote.WithTransport(tr))
+	if err != nil {
+		t.Fatalf("pull of %s over TLS: %v", ref, err)
+	}
+	if d, err := img.Digest(); err != nil || d.String() != want.String() {
+		t.Fatalf("digest %s (%v), want %s", d, err, want)
+	}
+	if err := readWhole(img); err != nil {
+		t.Fatalf("pull of %s over TLS: %v", ref, err)
+	}
+	return tr
 }
 
 // readWhole reads an image's config and every layer to its end, through

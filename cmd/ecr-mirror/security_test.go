@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -35,31 +34,7 @@ func TestTLSPull(t *testing.T) {
 	certFile, keyFile := ca.IssueFiles(t, t.TempDir(), "localhost", "127.0.0.1")
 	m := startMirror(t, fake, mirrorOpts{env: map[string]string{"TLS_CERTIFICATE": certFile, "TLS_PRIVATE_KEY": keyFile}})
 
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{RootCAs: ca.Pool()}
-	tr.ForceAttemptHTTP2 = true
-	ref, err := name.ParseReference(m.Host + "/team/app:v1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := remote.Image(ref, remote.WithTransport(tr))
-	if err != nil {
-		t.Fatalf("pull over TLS: %v", err)
-	}
-	if d, _ := got.Digest(); d.String() != manifest.String() {
-		t.Fatalf("digest %s, want %s", d, manifest)
-	}
-	layers, _ := got.Layers()
-	for _, l := range layers {
-		rc, err := l.Compressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := rc.Read(make([]byte, 1)); err != nil {
-			t.Fatal(err)
-		}
-		rc.Close()
-	}
+	tr := pullOverTLS(t, m.Host, "team/app:v1", ca.Pool(), manifest)
 	resp, err := (&http.Client{Transport: tr}).Get("https://" + m.Host + "/v2/")
 	if err != nil {
 		t.Fatal(err)

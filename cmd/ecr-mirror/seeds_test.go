@@ -1,15 +1,12 @@
 package main
 
 import (
-	"crypto/tls"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
 	"github.com/ecr-mirror/ecr-mirror/registry"
@@ -98,22 +95,7 @@ func TestSeedSettingsServeAPull(t *testing.T) {
 		"ENABLE_SSL": "true", "REGISTRY_HTTP_TLS_CERTIFICATE": certFile, "REGISTRY_HTTP_TLS_KEY": keyFile,
 		"REGION": "eu-west-1", "RESOLVER": "169.254.169.253",
 	}})
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{RootCAs: ca.Pool()}
-	ref, err := name.ParseReference(m.Host + "/team/app:v1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := remote.Image(ref, remote.WithTransport(tr))
-	if err != nil {
-		t.Fatalf("pull over TLS from LISTEN_HOST:LISTEN_PORT: %v", err)
-	}
-	if d, _ := got.Digest(); d.String() != manifest.String() {
-		t.Fatalf("digest %s, want %s", d, manifest)
-	}
-	if err := readWhole(got); err != nil {
-		t.Fatal(err)
-	}
+	pullOverTLS(t, m.Host, "team/app:v1", ca.Pool(), manifest)
 	logs := m.Logs.String()
 	for _, want := range []string{`variable="LISTEN_HOST, LISTEN_PORT"`, "variable=REGISTRY_HTTP_TLS_CERTIFICATE", "variable=REGISTRY_HTTP_TLS_KEY",
 		"variable=REGION", "variable=ENABLE_SSL", "variable=RESOLVER"} {
