@@ -15,7 +15,8 @@
 #     kubeconform of `helm template` with the default values and each value
 #     set in its ci/ directory; bad values (misspelt, of the wrong form, a
 #     cache budget over the volume, a grace past SIGKILL, replicas without
-#     a bucket or a peer secret) must be refused. ServiceMonitor and PrometheusRule (monitoring.coreos.com/v1)
+#     a bucket or a peer secret, a replicated forward proxy without a CA
+#     Secret) must be refused. ServiceMonitor and PrometheusRule (monitoring.coreos.com/v1)
 #     are CRDs no Kubernetes document holds: deploy/validate writes minimal
 #     strict schemas for them (monitoring.go), which also check
 #     deploy/monitoring/alerts.yaml.
@@ -144,6 +145,12 @@ refuse "/config/shared_store" --set config.shared_store=s3://bucket
 refuse "at '/env/0': 'not' failed" --set 'env[0].name=PEER_SECRET' --set 'env[0].value=0123456789abcdef0123'
 refuse "minAvailable 3 with 3 replicas blocks every voluntary eviction" --set replicas=3 \
   --set sharedStore.url=s3://bucket --set peers.existingSecret=peers --set podDisruptionBudget.minAvailable=3
+# Forward proxy: every replica must present the same CA (a Secret), the
+# other hosts are denied or tunnelled, and the chart owns its settings.
+refuse "forwardProxy.ca.existingSecret (or forwardProxy.ca.create) is required" --set replicas=2 \
+  --set sharedStore.url=s3://bucket --set peers.existingSecret=peers --set forwardProxy.enabled=true
+refuse "at '/forwardProxy/others'" --set forwardProxy.enabled=true --set forwardProxy.others=allow
+refuse "/config/forward_proxy_addr" --set config.forward_proxy_addr=:3128
 
 for version in $KUBERNETES_VERSIONS; do
   step "Kubernetes $version: schemas"
