@@ -29,8 +29,8 @@
 #     the cache volume, TLS/htpasswd mounts and probe schemes, the
 #     replicas' bucket, headless Service, peer port and secret, the
 #     forward proxy's port, Service, NetworkPolicy and shared CA, read
-#     from the config file (CONFIG_FILE) as the mirror reads it; and `ecr-mirror config check`
-#     on each render's config file.
+#     from the config file (CONFIG_FILE) as the mirror reads it; and
+#     `ecr-mirror config check` on each render's config file.
 #     deploy/monitoring/alerts.yaml (and the chart's PrometheusRule): every
 #     expr parses as PromQL (Prometheus' parser, a small build; promtool
 #     itself is a large one), every alert has for:, a severity and its
@@ -104,15 +104,16 @@ grep -E '^kind: ' "$work/rendered.yaml" | sed 's/^kind: /  /'
 step "kustomize build $REPLICATED"
 "$kustomize" build "$REPLICATED" >"$work/replicated.yaml"
 grep -E '^kind: ' "$work/replicated.yaml" | sed 's/^kind: /  /' | sort | uniq -c
-# A component builds only inside a kustomization: one in the work dir
-# (kustomize wants relative paths) per base.
+# A component builds only inside a kustomization: one in the work dir per
+# base, naming both by relative paths (kustomize refuses absolute ones):
+# up to / from there, then down to this checkout.
 for base in "$MANIFESTS" "$REPLICATED"; do
   name=forward-proxy-$(basename "$base")
   step "kustomize build $base with the component $FORWARD_PROXY"
   mkdir "$work/$name"
-  printf 'resources:\n  - %s\ncomponents:\n  - %s\n' \
-    "$(realpath --relative-to="$work/$name" "$base")" \
-    "$(realpath --relative-to="$work/$name" "$FORWARD_PROXY")" >"$work/$name/kustomization.yaml"
+  up=$(sed 's|/[^/]*|../|g' <<<"$work/$name")${PWD#/}
+  printf 'resources:\n  - %s\ncomponents:\n  - %s\n' "$up/$base" "$up/$FORWARD_PROXY" \
+    >"$work/$name/kustomization.yaml"
   "$kustomize" build "$work/$name" >"$work/$name.yaml"
   grep -qx '  FORWARD_PROXY_ADDR: :3128' "$work/$name.yaml" || die "$name: the component set no FORWARD_PROXY_ADDR"
 done
@@ -243,6 +244,7 @@ step "settings named in the examples are the mirror's (README.md, Settings)"
 names=$({
   sed -n 's/^#\{0,1\}\([A-Z][A-Z0-9_]*\)=.*/\1/p' deploy/systemd/ecr-mirror.env.example
   sed -n 's/^  #\{0,1\} \{0,1\}\([A-Z][A-Z0-9_]*\): .*/\1/p' "$MANIFESTS/configmap.yaml"
+  sed -n 's/^ *\(FORWARD_PROXY_[A-Z0-9_]*\): .*/\1/p' "$FORWARD_PROXY/kustomization.yaml"
   # The chart's config keys (lower case) in its renders and in values.yaml,
   # commented-out examples included.
   for rendered in "$work"/charts/*.yaml; do
