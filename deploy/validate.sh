@@ -168,6 +168,7 @@ refuse "forwardProxy.ca.existingSecret (or forwardProxy.ca.create) is required" 
   --set sharedStore.url=s3://bucket --set peers.existingSecret=peers --set forwardProxy.enabled=true
 refuse "at '/forwardProxy/others'" --set forwardProxy.enabled=true --set forwardProxy.others=allow
 refuse "/config/forward_proxy_addr" --set config.forward_proxy_addr=:3128
+refuse "at '/forwardProxy/registries/0'" --set forwardProxy.enabled=true --set 'forwardProxy.registries[0]=https://docker.io'
 
 for version in $KUBERNETES_VERSIONS; do
   step "Kubernetes $version: schemas"
