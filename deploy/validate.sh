@@ -10,24 +10,27 @@
 #     version in KUBERNETES_VERSIONS. Strict: unknown fields, wrong types,
 #     missing required fields and unknown kinds/apiVersions all fail.
 #     The replicated overlay deploy/kubernetes-replicated: its files and
-#     what `kustomize build` renders, the same way.
+#     what `kustomize build` renders, the same way; the forward-proxy
+#     component deploy/kubernetes-forward-proxy built onto each of the two.
 #     The Helm chart (deploy/helm/ecr-mirror): helm lint --strict, and
 #     kubeconform of `helm template` with the default values and each value
 #     set in its ci/ directory; bad values (misspelt, of the wrong form, a
 #     cache budget over the volume, a grace past SIGKILL, replicas without
-#     a bucket or a peer secret) must be refused. ServiceMonitor and PrometheusRule (monitoring.coreos.com/v1)
+#     a bucket or a peer secret, a replicated forward proxy without a CA
+#     Secret) must be refused. ServiceMonitor and PrometheusRule (monitoring.coreos.com/v1)
 #     are CRDs no Kubernetes document holds: deploy/validate writes minimal
 #     strict schemas for them (monitoring.go), which also check
 #     deploy/monitoring/alerts.yaml.
 #  2. Cross-object checks no schema can make (deploy/validate, `lint`), on
-#     the kustomize manifests, the replicated overlay's render and each
-#     chart render: labels, namespaces, the kustomization's resource
-#     list, selectors and ports, SHUTDOWN_GRACE vs
-#     terminationGracePeriodSeconds, CACHE_MAX_SIZE vs the cache volume,
-#     TLS/htpasswd mounts and probe schemes, the replicas' bucket, headless
-#     Service, peer port and secret, read from the config file
-#     (CONFIG_FILE) as the mirror reads it; and `ecr-mirror config check`
-#     on each render's config file.
+#     the kustomize manifests, the replicated overlay's render, the
+#     forward-proxy component's renders and each chart render: labels,
+#     namespaces, the kustomization's resource list, selectors and ports,
+#     SHUTDOWN_GRACE vs terminationGracePeriodSeconds, CACHE_MAX_SIZE vs
+#     the cache volume, TLS/htpasswd mounts and probe schemes, the
+#     replicas' bucket, headless Service, peer port and secret, the
+#     forward proxy's port, Service, NetworkPolicy and shared CA, read
+#     from the config file (CONFIG_FILE) as the mirror reads it; and
+#     `ecr-mirror config check` on each render's config file.
 #     deploy/monitoring/alerts.yaml (and the chart's PrometheusRule): every
 #     expr parses as PromQL (Prometheus' parser, a small build; promtool
 #     itself is a large one), every alert has for:, a severity and its
@@ -57,6 +60,8 @@ MANIFESTS=deploy/kubernetes
 # The replicated variant: an overlay of $MANIFESTS (beside it, since a
 # kustomize base may not contain its overlay).
 REPLICATED=deploy/kubernetes-replicated
+# The forward-proxy component, built onto each of the two.
+FORWARD_PROXY=deploy/kubernetes-forward-proxy
 CHART=deploy/helm/ecr-mirror
 UNIT=deploy/systemd/ecr-mirror.service
 
@@ -99,6 +104,19 @@ grep -E '^kind: ' "$work/rendered.yaml" | sed 's/^kind: /  /'
 step "kustomize build $REPLICATED"
 "$kustomize" build "$REPLICATED" >"$work/replicated.yaml"
 grep -E '^kind: ' "$work/replicated.yaml" | sed 's/^kind: /  /' | sort | uniq -c
+# A component builds only inside a kustomization: one in the work dir per
+# base, naming both by relative paths (kustomize refuses absolute ones):
+# up to / from there, then down to this checkout.
+for base in "$MANIFESTS" "$REPLICATED"; do
+  name=forward-proxy-$(basename "$base")
+  step "kustomize build $base with the component $FORWARD_PROXY"
+  mkdir "$work/$name"
+  up=$(sed 's|/[^/]*|../|g' <<<"$work/$name")${PWD#/}
+  printf 'resources:\n  - %s\ncomponents:\n  - %s\n' "$up/$base" "$up/$FORWARD_PROXY" \
+    >"$work/$name/kustomization.yaml"
+  "$kustomize" build "$work/$name" >"$work/$name.yaml"
+  grep -qx '  FORWARD_PROXY_ADDR: :3128' "$work/$name.yaml" || die "$name: the component set no FORWARD_PROXY_ADDR"
+done
 
 # Helm keeps no state of ours: its cache and config go to the work dir.
 export HELM_CACHE_HOME="$work/helm/cache" HELM_CONFIG_HOME="$work/helm/config" HELM_DATA_HOME="$work/helm/data"
@@ -144,6 +162,13 @@ refuse "/config/shared_store" --set config.shared_store=s3://bucket
 refuse "at '/env/0': 'not' failed" --set 'env[0].name=PEER_SECRET' --set 'env[0].value=0123456789abcdef0123'
 refuse "minAvailable 3 with 3 replicas blocks every voluntary eviction" --set replicas=3 \
   --set sharedStore.url=s3://bucket --set peers.existingSecret=peers --set podDisruptionBudget.minAvailable=3
+# Forward proxy: every replica must present the same CA (a Secret), the
+# other hosts are denied or tunnelled, and the chart owns its settings.
+refuse "forwardProxy.ca.existingSecret (or forwardProxy.ca.create) is required" --set replicas=2 \
+  --set sharedStore.url=s3://bucket --set peers.existingSecret=peers --set forwardProxy.enabled=true
+refuse "at '/forwardProxy/others'" --set forwardProxy.enabled=true --set forwardProxy.others=allow
+refuse "/config/forward_proxy_addr" --set config.forward_proxy_addr=:3128
+refuse "at '/forwardProxy/registries/0'" --set forwardProxy.enabled=true --set 'forwardProxy.registries[0]=https://docker.io'
 
 for version in $KUBERNETES_VERSIONS; do
   step "Kubernetes $version: schemas"
@@ -175,7 +200,7 @@ for version in $KUBERNETES_VERSIONS; do
   step "Kubernetes $version: every file in $MANIFESTS"
   "${kc[@]}" -verbose -skip Kustomization "$MANIFESTS" "$REPLICATED"
   step "Kubernetes $version: kustomize build output"
-  "${kc[@]}" "$work/rendered.yaml" "$work/replicated.yaml"
+  "${kc[@]}" "$work/rendered.yaml" "$work/replicated.yaml" "$work"/forward-proxy-*.yaml
   step "Kubernetes $version: $CHART renders and deploy/monitoring/alerts.yaml"
   "${kc[@]}" -verbose "$work/charts" deploy/monitoring/alerts.yaml
 done
@@ -206,6 +231,9 @@ step "alerting rules and dashboard: PromQL, for, severity, annotations, panels"
 step "cross-object checks"
 "$work/validate" lint -dir "$MANIFESTS"
 "$work/validate" lint -rendered "$work/replicated.yaml"
+for rendered in "$work"/forward-proxy-*.yaml; do
+  "$work/validate" lint -rendered "$rendered"
+done
 for rendered in "$work"/charts/*.yaml; do
   "$work/validate" lint -rendered "$rendered"
 done
@@ -217,6 +245,7 @@ step "settings named in the examples are the mirror's (README.md, Settings)"
 names=$({
   sed -n 's/^#\{0,1\}\([A-Z][A-Z0-9_]*\)=.*/\1/p' deploy/systemd/ecr-mirror.env.example
   sed -n 's/^  #\{0,1\} \{0,1\}\([A-Z][A-Z0-9_]*\): .*/\1/p' "$MANIFESTS/configmap.yaml"
+  sed -n 's/^ *\(FORWARD_PROXY_[A-Z0-9_]*\): .*/\1/p' "$FORWARD_PROXY/kustomization.yaml"
   # The chart's config keys (lower case) in its renders and in values.yaml,
   # commented-out examples included.
   for rendered in "$work"/charts/*.yaml; do

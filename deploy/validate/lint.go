@@ -30,6 +30,11 @@ package main
 //     "peer", which is PEER_ADDR's; PEER_SECRET comes from a Secret's
 //     key, never a ConfigMap or a literal; a NetworkPolicy opens the peer
 //     port to the pods only; no peer port without PEERS.
+//   - the forward proxy (forwardproxy.go): FORWARD_PROXY_ADDR's port is
+//     the container port "forward-proxy", a Service routes it and every
+//     NetworkPolicy admits it; FORWARD_PROXY_CA_DIR is a read-only Secret
+//     volume with ca.crt and ca.key, required with several replicas; no
+//     proxy port without FORWARD_PROXY_ADDR.
 
 import (
 	"flag"

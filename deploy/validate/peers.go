@@ -183,14 +183,5 @@ func (l *linter) peerNetworkPolicies(w *workload, port float64) {
 // rulePorts reports whether an ingress rule admits the peer port (by
 // name or number; a rule without ports admits every port).
 func rulePorts(rule map[string]any, port float64) bool {
-	ports := list(rule, "ports")
-	if len(ports) == 0 {
-		return true
-	}
-	for _, p := range ports {
-		if v := get(p, "port"); v == peerPort || v == port {
-			return true
-		}
-	}
-	return false
+	return admits(rule, peerPort, port)
 }

@@ -47,6 +47,7 @@ func (l *linter) workload(objs []object, secretsShown bool) {
 	l.podSecurity(w)
 	l.replicas(w)
 	l.peers(w, secretsShown)
+	l.forwardProxy(w)
 }
 
 // findWorkload finds the one StatefulSet with its one container, and

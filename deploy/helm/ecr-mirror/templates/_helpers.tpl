@@ -73,11 +73,22 @@ characters. */}}
 {{- default (printf "%s-peers" (include "ecr-mirror.fullname" .)) .Values.peers.existingSecret }}
 {{- end }}
 
+{{/* The Secret of the forward proxy's CA: the existing one, or the one the
+chart creates; "" when each pod generates its own. */}}
+{{- define "ecr-mirror.forwardProxyCASecret" -}}
+{{- if .Values.forwardProxy.enabled }}
+{{- if .Values.forwardProxy.ca.existingSecret }}{{ .Values.forwardProxy.ca.existingSecret }}
+{{- else if .Values.forwardProxy.ca.create }}{{ printf "%s-forward-proxy-ca" (include "ecr-mirror.fullname" .) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* Where the chart mounts what it configures. */}}
 {{- define "ecr-mirror.cacheDir" -}}/var/lib/ecr-mirror{{- end }}
 {{- define "ecr-mirror.configDir" -}}/etc/ecr-mirror/config{{- end }}
 {{- define "ecr-mirror.tlsDir" -}}/etc/ecr-mirror/tls{{- end }}
 {{- define "ecr-mirror.authDir" -}}/etc/ecr-mirror/auth{{- end }}
+{{- define "ecr-mirror.forwardProxyCADir" -}}/etc/ecr-mirror/forward-proxy-ca{{- end }}
 
 {{/* config.yaml: .Values.config with the settings the chart owns. */}}
 {{- define "ecr-mirror.configFile" -}}
@@ -98,6 +109,16 @@ characters. */}}
 {{- end }}
 {{- with $.Values.sharedStore.region }}
 {{- $_ = set $cfg "shared_store_region" . }}
+{{- end }}
+{{- end }}
+{{- if .Values.forwardProxy.enabled }}
+{{- $_ = set $cfg "forward_proxy_addr" (printf ":%d" (int .Values.forwardProxy.port)) }}
+{{- $_ = set $cfg "forward_proxy_others" .Values.forwardProxy.others }}
+{{- with .Values.forwardProxy.registries }}
+{{- $_ = set $cfg "forward_proxy_registries" . }}
+{{- end }}
+{{- if include "ecr-mirror.forwardProxyCASecret" . }}
+{{- $_ = set $cfg "forward_proxy_ca_dir" (include "ecr-mirror.forwardProxyCADir" .) }}
 {{- end }}
 {{- end }}
 {{- if .Values.htpasswd.enabled }}
