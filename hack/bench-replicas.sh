@@ -193,19 +193,25 @@ make_image() {
   rm -rf "$work/gen"
 }
 
-# wait_http waits until $2 (a URL) answers from namespace $1 with any HTTP
-# status, while process $3 lives; it fails with log $4 otherwise.
-wait_http() {
-  local tries=0
-  until nsrun "$1" curl -s -o /dev/null -m 2 "$2"; do
-    if ! kill -0 "$3" 2>/dev/null || [ $((tries += 1)) -gt 300 ]; then
-      echo "nothing answered at $2; its log:" >&2
-      tail -n 20 "$4" >&2
+# wait_until waits until the command after $1-$3 succeeds, while process
+# $2 lives and for a minute at most; otherwise it says that $1 did not
+# start, shows log $3 and fails.
+wait_until() {
+  local what=$1 pid=$2 log=$3 tries=0
+  shift 3
+  until "$@"; do
+    if ! kill -0 "$pid" 2>/dev/null || [ $((tries += 1)) -gt 600 ]; then
+      echo "$what did not start; its log:" >&2
+      tail -n 20 "$log" >&2
       exit 1
     fi
     sleep 0.1
   done
 }
+
+# answers is true when $2 (a URL) answers from namespace $1, whatever the
+# status.
+answers() { nsrun "$1" curl -s -o /dev/null -m 2 "$2"; }
 
 # start_services starts versitygw over $work/s3 (for the script's whole
 # life) in the services' namespace.
@@ -214,16 +220,17 @@ start_services() {
   ip netns exec "$svc" "$versitygw" --port "$svc_ip:7070" --access "$s3_access" --secret "$s3_secret" \
     --region us-east-1 --quiet posix "$work/s3" >"$work/versitygw.log" 2>&1 &
   service_pids+=($!)
-  wait_http "$svc" "http://$svc_ip:7070/" "$!" "$work/versitygw.log"
+  wait_until versitygw "$!" "$work/versitygw.log" answers "$svc" "http://$svc_ip:7070/"
 }
 
 # start_fake starts a fresh fake ECR serving the layout, logging each
-# request to $1/fakeecr.log.
+# request to $1/fakeecr.log. It listens before it has loaded the layout,
+# and prints the mirror's environment after: that is when it is ready.
 start_fake() {
   ip netns exec "$svc" "$bin/fakeecr" -addr "$svc_ip:5100" -s3-addr "$svc_ip:5101" -layout "$work/layout" \
-    -repo bench/app -tag v1 -v >/dev/null 2>"$1/fakeecr.log" &
+    -repo bench/app -tag v1 -v >"$1/fakeecr.env" 2>"$1/fakeecr.log" &
   pids+=($!)
-  wait_http "$svc" "http://$svc_ip:5100/v2/" "$!" "$1/fakeecr.log"
+  wait_until "the fake ECR" "$!" "$1/fakeecr.log" grep -q '^export AWS_SECRET_ACCESS_KEY=' "$1/fakeecr.env"
 }
 
 # make_bucket creates bucket $1 in versitygw (a signed PUT).
@@ -252,7 +259,7 @@ start_replicas() {
       exec ip netns exec "$pfx-r$i" "$bin/ecr-mirror" serve
     ) >"$dir/r$i/mirror.log" 2>&1 &
     pids+=($!)
-    wait_http "$svc" "http://$ip:5000/readyz" "$!" "$dir/r$i/mirror.log"
+    wait_until "replica $i" "$!" "$dir/r$i/mirror.log" answers "$svc" "http://$ip:5000/readyz"
   done
 }
 
@@ -324,7 +331,7 @@ run() {
   bound[$n]=$(paste <(echo "$before") <(tx_bytes "$n") |
     awk -v r="$rate_bytes" '{ if ($2 - $1 > m) m = $2 - $1 } END { printf "%.1f", m / r }')
   ecr_bytes[$n]=$(ecr_blob_bytes "$dir")
-  served[$n]=$(served_bytes "$n" | awk '$2 > 0 { printf "%s%s %.0f", (n++ ? ", " : ""), $1, $2 / 1048576 }')
+  served[$n]=$(served_bytes "$n" | awk '$2 > 0 { m = $2 / 1048576; printf "%s%s %s", (n++ ? ", " : ""), $1, (m < 1 ? "<1" : sprintf("%.0f", m)) }')
   wall[$n]=$took
   printf '%s: %d replica(s), %d clients: %.2f s\n' "$name" "$n" "$clients" "$took"
   stop
