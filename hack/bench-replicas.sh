@@ -34,8 +34,10 @@
 #   LAYER_MIB [16]      each layer's size in MiB
 #   CLIENT_TIMEOUT [300] seconds a client may take before it counts as failed
 #   BENCH_BIN_DIR       run ecr-mirror and fakeecr from here instead of building
+#   BENCH_LOGS          keep the runs' logs (fake, replicas, versitygw, clients) here
 #   VERSITYGW           versitygw's path (default: on PATH)
-set -euo pipefail
+set -eEuo pipefail
+trap 'echo "bench-replicas.sh: line $LINENO: $BASH_COMMAND failed" >&2' ERR
 # Job control gives each background process a process group of its own:
 # Ctrl-C reaches only this script, which then stops what it started.
 set -m
@@ -116,6 +118,11 @@ cleanup() {
   # Deleting a namespace deletes the veth ends in it, and so their pairs.
   for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
   mountpoint -q "$work/out" && umount "$work/out"
+  if [ -n "${BENCH_LOGS:-}" ]; then
+    mkdir -p "$BENCH_LOGS" &&
+      (cd "$work" && find . -name '*.log' -exec cp --parents {} "$BENCH_LOGS/" \;) &&
+      echo "logs kept in $BENCH_LOGS"
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -290,12 +297,12 @@ pull_all() {
   [ "$failed" -eq 0 ] || { echo "some clients failed: the run does not count" >&2; exit 1; }
 }
 
-# ecr_blob_bytes sums the body bytes of the fake's S3 GETs (where ECR
-# sends blobs) in run directory $1.
-ecr_blob_bytes() {
-  awk '/msg="fakeecr request"/ && / endpoint=s3 / && / method=GET / {
+# ecr_blob_gets prints the number and the body bytes of the fake's S3 GETs
+# (ECR sends blobs from S3) in run directory $1.
+ecr_blob_gets() {
+  awk '/msg="fakeecr request"/ && / endpoint=s3 / && / method=GET / { n++
     for (i = 1; i <= NF; i++) if ($i ~ /^bytes=/) { sub(/^bytes=/, "", $i); s += $i } }
-    END { printf "%d", s }' "$1/fakeecr.log"
+    END { printf "%d %d\n", n, s }' "$1/fakeecr.log"
 }
 
 # served_bytes prints "source bytes" lines: ecr_mirror_served_bytes_total
@@ -330,7 +337,9 @@ run() {
   sent[$n]=$(paste <(echo "$before") <(tx_bytes "$n") | awk '{ printf "%s%.0f", (NR > 1 ? " " : ""), ($2 - $1) / 1048576 }')
   bound[$n]=$(paste <(echo "$before") <(tx_bytes "$n") |
     awk -v r="$rate_bytes" '{ if ($2 - $1 > m) m = $2 - $1 } END { printf "%.1f", m / r }')
-  ecr_bytes[$n]=$(ecr_blob_bytes "$dir")
+  local gets bytes
+  read -r gets bytes < <(ecr_blob_gets "$dir")
+  ecr_gets[$n]=$gets ecr_bytes[$n]=$bytes
   served[$n]=$(served_bytes "$n" | awk '$2 > 0 { m = $2 / 1048576; printf "%s%s %s", (n++ ? ", " : ""), $1, (m < 1 ? "<1" : sprintf("%.0f", m)) }')
   wall[$n]=$took
   printf '%s: %d replica(s), %d clients: %.2f s\n' "$name" "$n" "$clients" "$took"
@@ -356,16 +365,17 @@ mount -t tmpfs -o size=$(((clients * (layers * layer_mib + 1)) + 64))m ecrmb-out
 start_services
 echo "Image: $layers layers of $layer_mib MiB ($image_bytes blob bytes); each replica sends at most $rate; $clients clients."
 
-declare -A ecr_bytes served wall sent bound
+declare -A ecr_gets ecr_bytes served wall sent bound
 run 1 run1
 run "$replicas" run2
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 echo
-printf '%-8s %8s %12s  %-20s %10s  %s\n' replicas "wall (s)" "at RATE (s)" "NIC sent (MiB)" "ECR/image" "served to clients from (MiB)"
+printf '%-8s %8s %12s  %-16s %-16s  %s\n' replicas "wall (s)" "at RATE (s)" "NIC sent (MiB)" "ECR/image" "served to clients from (MiB)"
 for n in 1 "$replicas"; do
-  printf '%-8s %8.2f %12s  %-20s %10s  %s\n' "$n" "${wall[$n]}" "${bound[$n]}" "${sent[$n]}" \
-    "$(ratio "${ecr_bytes[$n]}" "$image_bytes")" "${served[$n]}"
+  printf '%-8s %8.2f %12s  %-16s %-16s  %s\n' "$n" "${wall[$n]}" "${bound[$n]}" "${sent[$n]}" \
+    "$(ratio "${ecr_bytes[$n]}" "$image_bytes") (${ecr_gets[$n]} GETs)" "${served[$n]}"
 done
 echo "wall time, 1 replica / $replicas replicas: $(ratio "${wall[1]}" "${wall[$replicas]}")"
-echo "(at RATE: the busiest NIC's bytes at RATE, a floor on the wall time; ECR/image: blob bytes ECR's S3 sent over the image's)"
+echo "(at RATE: the busiest NIC's bytes at RATE, a floor on the wall time; ECR/image: blob bytes ECR's S3 sent"
+echo " over the image's $((layers + 1)) blobs', and its blob GETs)"
