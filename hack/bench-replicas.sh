@@ -18,10 +18,12 @@
 #
 # Each run gets a fresh fake ECR, fresh caches and a fresh SHARED_STORE
 # bucket (run 1 has one too, so that only the replica count differs). It
-# prints each run's wall time, the ratio, the blob bytes ECR's S3 sent over
-# the image's size (from the fake's request log) and the bytes the
-# replicas served by source (their metrics). Root only; everything it made
-# is removed on exit, Ctrl-C and failure included. Not run by CI.
+# prints each run's wall time and their ratio; the bytes each replica's NIC
+# sent, and the time the busiest needs at RATE (a floor on the wall time);
+# the blob bytes and GETs ECR's S3 served against the image's (from the
+# fake's request log); and where the replicas served bytes from (their
+# metrics). Root only; everything it made is removed on exit, Ctrl-C and
+# failure included. Not run by CI.
 #
 #   sudo ./hack/bench-replicas.sh
 #   sudo RATE=100mbit CLIENTS=12 ./hack/bench-replicas.sh
@@ -117,7 +119,7 @@ cleanup() {
   for pid in "${service_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   # Deleting a namespace deletes the veth ends in it, and so their pairs.
   for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
-  mountpoint -q "$work/out" && umount "$work/out"
+  if mountpoint -q "$work/out"; then umount "$work/out" || umount -l "$work/out"; fi
   if [ -n "${BENCH_LOGS:-}" ]; then
     mkdir -p "$BENCH_LOGS" &&
       (cd "$work" && find . -name '*.log' -exec cp --parents {} "$BENCH_LOGS/" \;) &&
@@ -325,19 +327,19 @@ tx_bytes() {
 # run measures one run with $1 replicas, named $2, and fills the table's
 # row for $1.
 run() {
-  local n=$1 name=$2 dir="$work/$2" before
+  local n=$1 name=$2 dir="$work/$2" before after gets bytes
   mkdir -p "$dir"
   make_bucket "$name"
   start_fake "$dir"
   start_replicas "$dir" "$n" "$name"
   before=$(tx_bytes "$n")
   pull_all "$n" "$dir"
+  after=$(tx_bytes "$n")
   # What each NIC sent during the run (headers included), and the time
   # the busiest one needs at RATE: no run can be faster.
-  sent[$n]=$(paste <(echo "$before") <(tx_bytes "$n") | awk '{ printf "%s%.0f", (NR > 1 ? " " : ""), ($2 - $1) / 1048576 }')
-  bound[$n]=$(paste <(echo "$before") <(tx_bytes "$n") |
+  sent[$n]=$(paste <(echo "$before") <(echo "$after") | awk '{ printf "%s%.0f", (NR > 1 ? " " : ""), ($2 - $1) / 1048576 }')
+  bound[$n]=$(paste <(echo "$before") <(echo "$after") |
     awk -v r="$rate_bytes" '{ if ($2 - $1 > m) m = $2 - $1 } END { printf "%.1f", m / r }')
-  local gets bytes
   read -r gets bytes < <(ecr_blob_gets "$dir")
   ecr_gets[$n]=$gets ecr_bytes[$n]=$bytes
   served[$n]=$(served_bytes "$n" | awk '$2 > 0 { m = $2 / 1048576; printf "%s%s %s", (n++ ? ", " : ""), $1, (m < 1 ? "<1" : sprintf("%.0f", m)) }')
