@@ -44,7 +44,9 @@
 // than a grace period. It reads each manifest once (manifests.go), those
 // with use records or pins first, and remembers what it references:
 // digests never change, and what a known manifest names as its config or
-// a layer is never read. Replicas record
+// a layer is never read. Each of its requests is bounded
+// (SweepOptions.RequestTimeout): a bucket that never answers fails the
+// sweep, which deletes nothing then. Replicas record
 // use through Usage (usage.go), at most once per manifest per interval,
 // in the background. Records are in records.go.
 //
