@@ -233,6 +233,9 @@ type memShared struct {
 	mu       sync.Mutex
 	objects  map[digest.Digest][]byte
 	openErr  error // returned by Open when set
+	// sizeUnknown: Open says -1 for the size, as for an object sent
+	// without Content-Length.
+	sizeUnknown bool
 	putErr   error // returned by Put when set
 	delErr   error // returned by Delete when set (nothing deleted)
 	opens    int
@@ -256,7 +259,11 @@ func (m *memShared) Open(_ context.Context, dgst digest.Digest) (*sharedstore.Ob
 	if !ok {
 		return nil, fmt.Errorf("s3://mem/%s: %w", dgst, sharedstore.ErrNotFound)
 	}
-	return &sharedstore.Object{Body: io.NopCloser(bytes.NewReader(b)), Size: int64(len(b)), MediaType: m.putTypes[dgst]}, nil
+	size := int64(len(b))
+	if m.sizeUnknown {
+		size = -1
+	}
+	return &sharedstore.Object{Body: io.NopCloser(bytes.NewReader(b)), Size: size, MediaType: m.putTypes[dgst]}, nil
 }
 
 func (m *memShared) Put(_ context.Context, dgst digest.Digest, size int64, mediaType string, r io.ReaderAt) error {

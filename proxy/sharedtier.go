@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -88,7 +89,7 @@ func (p *Proxy) fillShared(fl *flight, t target, started *bool) (done bool, err 
 	}
 	stall.r = obj.Body
 	a := &attempt{resp: &http.Response{Body: obj.Body}, ctx: ctx, cancel: cancel, stall: stall, body: stall}
-	if t.kind == kindManifest && obj.Size > p.manifestLimit {
+	if t.kind == kindManifest && (obj.Size > p.manifestLimit || obj.Size < 0 && !p.sizeSharedManifest(obj, a)) {
 		a.close()
 		return false, nil // not a manifest this mirror takes: ask upstream
 	}
@@ -105,6 +106,18 @@ func (p *Proxy) fillShared(fl *flight, t target, started *bool) (done bool, err 
 	fl.w, fl.mediaType, fl.fromShared, *started = w, mt, true, true
 	close(fl.ready)
 	return true, p.copyShared(w, a, t)
+}
+
+// sizeSharedManifest reads a manifest object sent without its size
+// whole, up to the manifest limit, so that it is held to the limit as
+// a declared size is: false when it is over it or its read failed.
+func (p *Proxy) sizeSharedManifest(obj *sharedstore.Object, a *attempt) bool {
+	b, err := io.ReadAll(io.LimitReader(a.body, p.manifestLimit+1))
+	if err != nil || int64(len(b)) > p.manifestLimit {
+		return false
+	}
+	obj.Size, a.body = int64(len(b)), bytes.NewReader(b)
+	return true
 }
 
 // sharedMediaType is the media type of fl's content from the shared tier,
