@@ -230,18 +230,18 @@ func TestTransportError(t *testing.T) {
 // memShared is an in-memory shared blob tier whose reads and writes can
 // be made to fail.
 type memShared struct {
-	mu       sync.Mutex
-	objects  map[digest.Digest][]byte
-	openErr  error // returned by Open when set
+	mu      sync.Mutex
+	objects map[digest.Digest][]byte
+	openErr error // returned by Open when set
 	// sizeUnknown: Open says -1 for the size, as for an object sent
 	// without Content-Length.
 	sizeUnknown bool
-	putErr   error // returned by Put when set
-	delErr   error // returned by Delete when set (nothing deleted)
-	opens    int
-	puts     int
-	deletes  []digest.Digest
-	putTypes map[digest.Digest]string
+	putErr      error // returned by Put when set
+	delErr      error // returned by Delete when set (nothing deleted)
+	opens       int
+	puts        int
+	deletes     []digest.Digest
+	putTypes    map[digest.Digest]string
 }
 
 func newMemShared() *memShared {
