@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/cache"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
 	"github.com/ecr-mirror/ecr-mirror/sharedstore"
 )
 
@@ -168,5 +169,55 @@ func TestReferrersRecordsAreSharedAndServedStaleFromTheTier(t *testing.T) {
 	}
 	if !strings.Contains(e.logs.String(), "ignoring a malformed record") {
 		t.Error("no log line about the malformed record")
+	}
+}
+
+// With ECR down, a HEAD by digest (what containerd sends first for an
+// image pinned by digest) is answered from the shared tier when the
+// tier links the content to the repository, as a GET is; never when it
+// does not.
+func TestHeadByDigestAnsweredFromTheTierWithoutECR(t *testing.T) {
+	t.Parallel()
+	raw := testManifest(9)
+	dgst := digest.FromBytes(raw)
+	layer := testkit.RandomBytes(91, 5000)
+	ldgst := digest.FromBytes(layer)
+	for _, tc := range []struct {
+		name   string
+		path   string
+		dgst   digest.Digest
+		size   int
+		linked bool
+	}{
+		{name: "manifest", path: "/v2/team/app/manifests/" + dgst.String(), dgst: dgst, size: len(raw), linked: true},
+		{name: "blob", path: "/v2/team/app/blobs/" + ldgst.String(), dgst: ldgst, size: len(layer), linked: true},
+		{name: "manifest not linked", path: "/v2/team/app/manifests/" + dgst.String(), dgst: dgst},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tier := newMemMeta()
+			e := newEnv(t, envOptions{sharedStore: tier})
+			tier.objects[dgst], tier.putTypes[dgst] = raw, ociManifest
+			tier.objects[ldgst], tier.putTypes[ldgst] = layer, "application/octet-stream"
+			if tc.linked {
+				if err := tier.PutLink(t.Context(), e.proxy.sharedRepo("team/app"), tc.dgst); err != nil {
+					t.Fatal(err)
+				}
+			}
+			e.fake.SetDown(true)
+			resp, _ := e.mustDo(t, http.MethodHead, tc.path, acceptOCI)
+			if !tc.linked {
+				if resp.StatusCode == http.StatusOK {
+					t.Fatal("a HEAD for content the tier does not link to the repository was answered 200")
+				}
+				return
+			}
+			if resp.StatusCode != http.StatusOK || resp.Header.Get("Docker-Content-Digest") != tc.dgst.String() || resp.ContentLength != int64(tc.size) {
+				t.Fatalf("HEAD: %d, headers %v; want 200, the digest and %d bytes", resp.StatusCode, resp.Header, tc.size)
+			}
+			if tc.dgst == dgst && resp.Header.Get("Content-Type") != ociManifest {
+				t.Errorf("Content-Type %q, want %s", resp.Header.Get("Content-Type"), ociManifest)
+			}
+		})
 	}
 }

@@ -108,6 +108,30 @@ func (p *Proxy) fillShared(fl *flight, t target, started *bool) (done bool, err 
 	return true, p.copyShared(w, a, t)
 }
 
+// headOrTiers answers a HEAD by digest of content the store lacks:
+// upstream's answer, or, when upstream cannot answer (down, 5xx, 429),
+// the shared tier's or the digest's owner's, fetched through a flight as
+// a GET would be (so it is held to the same links and confirmation, and
+// stored for the GET that follows). containerd sends such a HEAD first
+// for an image pinned by digest.
+func (p *Proxy) headOrTiers(ctx context.Context, req *registry.Request, t target) (*registry.Content, error) {
+	c, err := p.head(ctx, t)
+	if err == nil || p.shared == nil && (p.peers == nil || t.noPeers) || !cannotAnswer(err) || ctx.Err() != nil {
+		return c, err
+	}
+	get := &registry.Request{Name: req.Name, Dgst: req.Dgst, Accept: req.Accept}
+	tc, terr := p.fromFlight(ctx, get, t)
+	if terr != nil {
+		p.log.Debug("upstream cannot answer a HEAD, nor can the shared tier or peers", "path", t.path(), "error", terr)
+		return nil, err
+	}
+	if tc.Body != nil {
+		tc.Body.Close() // the download goes on, for the GET that follows
+		tc.Body = nil
+	}
+	return tc, nil
+}
+
 // sizeSharedManifest reads a manifest object sent without its size
 // whole, up to the manifest limit, so that it is held to the limit as
 // a declared size is: false when it is over it or its read failed.
