@@ -248,7 +248,23 @@ func newMemShared() *memShared {
 	return &memShared{objects: map[digest.Digest][]byte{}, putTypes: map[digest.Digest]string{}}
 }
 
-func (m *memShared) Open(_ context.Context, dgst digest.Digest) (*sharedstore.Object, error) {
+// ctxBody is a body that fails once its request's context is done, as
+// an object store's response body does.
+type ctxBody struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (b ctxBody) Read(p []byte) (int, error) {
+	if err := b.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return b.r.Read(p)
+}
+
+func (b ctxBody) Close() error { return nil }
+
+func (m *memShared) Open(ctx context.Context, dgst digest.Digest) (*sharedstore.Object, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.opens++
@@ -263,7 +279,7 @@ func (m *memShared) Open(_ context.Context, dgst digest.Digest) (*sharedstore.Ob
 	if m.sizeUnknown {
 		size = -1
 	}
-	return &sharedstore.Object{Body: io.NopCloser(bytes.NewReader(b)), Size: size, MediaType: m.putTypes[dgst]}, nil
+	return &sharedstore.Object{Body: ctxBody{ctx: ctx, r: bytes.NewReader(b)}, Size: size, MediaType: m.putTypes[dgst]}, nil
 }
 
 func (m *memShared) Put(_ context.Context, dgst digest.Digest, size int64, mediaType string, r io.ReaderAt) error {

@@ -12,7 +12,9 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/cache"
+	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
 	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 	"github.com/ecr-mirror/ecr-mirror/sharedstore"
 )
 
@@ -219,5 +221,49 @@ func TestHeadByDigestAnsweredFromTheTierWithoutECR(t *testing.T) {
 				t.Errorf("Content-Type %q, want %s", resp.Header.Get("Content-Type"), ociManifest)
 			}
 		})
+	}
+}
+
+// A confirmation upstream that takes longer than the stall timeout (ECR
+// blackholed: its HEAD neither answers nor is refused) is not the shared
+// tier's silence: once it fails and the tier's link confirms, the
+// object already opened is read from the tier, not given up on.
+func TestSlowConfirmationDoesNotStallTheTierRead(t *testing.T) {
+	t.Parallel()
+	layer := testkit.RandomBytes(93, 5000)
+	ldgst := digest.FromBytes(layer)
+	tier := newMemMeta()
+	e := newEnv(t, envOptions{sharedStore: tier})
+	tier.objects[ldgst], tier.putTypes[ldgst] = layer, "application/octet-stream"
+	if err := tier.PutLink(t.Context(), e.proxy.sharedRepo("team/app"), ldgst); err != nil {
+		t.Fatal(err)
+	}
+	e.fake.PutBlob("team/app", layer)
+	hold := make(chan struct{})
+	e.fake.SetFault(ldgst, fakeecr.Fault{Mode: fakeecr.FaultStatus, Status: http.StatusServiceUnavailable, Hold: hold})
+	type result struct {
+		status int
+		body   []byte
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, body, err := e.do(t, t.Context(), http.MethodGet, "/v2/team/app/blobs/"+ldgst.String(), nil)
+		r := result{body: body, err: err}
+		if resp != nil {
+			r.status = resp.StatusCode
+		}
+		done <- r
+	}()
+	testwait.Until(t, "the confirming HEAD to reach ECR", func() bool { return e.fake.Counters().BlobHead == 1 })
+	e.fireStall() // the confirmation outlasts the stall timeout
+	close(hold)   // then ECR answers 503: the tier's link confirms
+	r := <-done
+	if r.err != nil || r.status != http.StatusOK || !bytes.Equal(r.body, layer) {
+		t.Fatalf("GET: %d, %d bytes, %v; want 200 and the layer from the tier", r.status, len(r.body), r.err)
+	}
+	e.proxy.Wait()
+	if n := e.proxy.Stats().SharedHits.Load(); n != 1 {
+		t.Errorf("%d shared tier hits, want 1", n)
 	}
 }

@@ -93,7 +93,10 @@ func (p *Proxy) fillShared(fl *flight, t target, started *bool) (done bool, err 
 		a.close()
 		return false, nil // not a manifest this mirror takes: ask upstream
 	}
+	// Confirming upstream is not the tier's silence: the clock waits.
+	stall.pause()
 	mt, err := p.sharedMediaType(fl, t, obj.MediaType)
+	stall.resume()
 	if err != nil {
 		a.close()
 		return true, err
