@@ -31,8 +31,9 @@
 // distribution spec's repository and tag grammar: no "..", no leading
 // "/"), so no input names a key outside its place. Links are written
 // once (conditional create); tag and referrers records are replaced by
-// the newest answer. What is read back is untrusted: read up to a bound,
-// decoded strictly (no unknown field, nothing after the record),
+// a newer answer, never by an older one written late (read first: not
+// atomic, but a write that waited in a queue cannot roll a tag back).
+// What is read back is untrusted: read up to a bound, decoded strictly (no unknown field, nothing after the record),
 // validated, and otherwise refused with ErrMalformed. The proxy reads
 // them only when ECR cannot answer (proxy/sharedmeta.go).
 //
