@@ -33,8 +33,9 @@
 // once (conditional create); tag and referrers records are replaced by
 // a newer answer, never by an older one written late (read first: not
 // atomic, but a write that waited in a queue cannot roll a tag back).
-// What is read back is untrusted: read up to a bound, decoded strictly (no unknown field, nothing after the record),
-// validated, and otherwise refused with ErrMalformed. The proxy reads
+// What is read back is untrusted: read up to a bound, decoded strictly
+// (no unknown field, nothing after the record), validated, and
+// otherwise refused with ErrMalformed. The proxy reads
 // them only when ECR cannot answer (proxy/sharedmeta.go).
 //
 // The bucket's size is bounded by a sweep (sweep.go, its policy in the
