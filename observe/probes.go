@@ -101,7 +101,8 @@ func (p *Probes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // check runs every readiness check and says how each went, and whether
 // the mirror is ready. The cache must be writable and its index open. A
 // valid ECR token is needed too, unless STALE_IF_ERROR is set: then a
-// mirror that cannot reach ECR but holds content is ready, degraded, and
+// mirror that cannot reach ECR but holds content, or reaches a shared
+// tier that does, is ready, degraded, and
 // the first line says so and names the failing checks.
 func (p *Probes) check() (lines []string, ready bool) {
 	ready = true
@@ -147,8 +148,11 @@ func (p *Probes) check() (lines []string, ready bool) {
 		return lines, ready
 	}
 	failing = append(failing, tierFailing...)
-	if p.store.Stats().Entries == 0 {
-		report("cached content", errors.New("the cache holds nothing to serve while ECR cannot be reached"))
+	// A shared tier that answers holds what the cluster has seen: an
+	// empty local cache (a pod started during the outage) serves that.
+	sharedServes := p.sharedReachable != nil && p.sharedReachable()
+	if p.store.Stats().Entries == 0 && !sharedServes {
+		report("cached content", errors.New("the cache holds nothing to serve while ECR cannot be reached, and no shared store answers"))
 		return lines, ready
 	}
 	status := fmt.Sprintf("degraded: serving cached content without ECR (STALE_IF_ERROR); failing: %s", strings.Join(failing, ", "))

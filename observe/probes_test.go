@@ -185,3 +185,38 @@ func TestReadyzReportsSharedTierAndPeers(t *testing.T) {
 		})
 	}
 }
+
+// With STALE_IF_ERROR and ECR down, a replica whose own cache is empty
+// is ready while the shared tier answers: it serves what the cluster
+// has seen from there (a pod started during an ECR outage must not be
+// kept out of its Service). Without a shared tier that answers, it is
+// not ready.
+func TestReadyzEmptyCacheServesFromTheSharedTierWithoutECR(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		watch      bool // a shared tier is configured
+		shared     bool // reachable
+		wantStatus int
+		want       string
+	}{
+		{name: "shared tier answers", watch: true, shared: true, wantStatus: 200,
+			want: "degraded: serving cached content without ECR (STALE_IF_ERROR); failing: ECR token, ECR reachable"},
+		{name: "shared tier down", watch: true, wantStatus: 503, want: "cached content: NOT READY"},
+		{name: "no shared tier", wantStatus: 503, want: "cached content: NOT READY"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			p := newProbes(t, false, false, false, true)
+			if tt.watch {
+				p.WatchSharedStore(func() bool { return tt.shared })
+			}
+			rec := httptest.NewRecorder()
+			p.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+			if rec.Code != tt.wantStatus || !strings.Contains(rec.Body.String(), tt.want) {
+				t.Errorf("status %d, body:\n%s\nwant %d and %q", rec.Code, rec.Body, tt.wantStatus, tt.want)
+			}
+		})
+	}
+}

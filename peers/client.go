@@ -123,7 +123,17 @@ func (c *Client) Fetch(ctx context.Context, req proxy.PeerRequest) (*proxy.PeerC
 	if err != nil {
 		mt = ""
 	}
-	return &proxy.PeerContent{Body: &watchedBody{ReadCloser: resp.Body, size: size, cut: func() { c.observe(OutcomeCut) }}, Size: size, MediaType: mt}, nil
+	cut := func() {
+		c.observe(OutcomeCut)
+		if ctx.Err() != nil {
+			// The asking proxy gave up on a body that stalled (or is
+			// shutting down): an owner that sends nothing is skipped
+			// like one that does not answer. A body the owner cut
+			// itself (its own download failed) is no reason to.
+			c.members.failed(owner)
+		}
+	}
+	return &proxy.PeerContent{Body: &watchedBody{ReadCloser: resp.Body, size: size, cut: cut}, Size: size, MediaType: mt}, nil
 }
 
 func statusOutcome(status int) string {

@@ -11,8 +11,9 @@
 // (highest-random-weight) hashing: every member scores the digest, the
 // highest score owns it, so a member joining or leaving moves only the
 // digests it gains or held. A member that failed to answer (refused,
-// timed out) is skipped for a cool-off: the asking replica goes to the
-// shared tier and ECR itself meanwhile.
+// timed out), or whose body stalled until the asking proxy gave up on
+// it, is skipped for a cool-off (ended when it leaves the members):
+// the asking replica goes to the shared tier and ECR itself meanwhile.
 //
 // Every peer request is signed (sign.go): an HMAC-SHA256 with
 // PEER_SECRET over the method, the path and query and a timestamp,

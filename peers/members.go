@@ -161,6 +161,11 @@ func (m *Members) Refresh(ctx context.Context) {
 	m.mu.Lock()
 	changed := !slices.Equal(m.list, list) || m.self != self
 	m.list, m.self, m.lastErr = list, self, nil
+	for member := range m.failedAt {
+		if !slices.Contains(list, member) {
+			delete(m.failedAt, member) // gone: back, it is asked at once
+		}
+	}
 	m.mu.Unlock()
 	if changed {
 		m.opts.Logger.Info("peers", "members", list, "self", self)

@@ -234,3 +234,31 @@ func TestFailedMemberCoolsOff(t *testing.T) {
 		t.Fatal("the cool-off did not end")
 	}
 }
+
+// A member that leaves the membership forgets its cool-off: when it
+// comes back (its pod ready again) it is asked at once, and the members
+// gone over a long run (pods' addresses change at each restart) are not
+// remembered for good.
+func TestMemberThatLeavesForgetsItsCoolOff(t *testing.T) {
+	t.Parallel()
+	res := &fakeResolver{hosts: map[string][]string{"headless": {"10.0.0.1", "10.0.0.2"}}}
+	m, err := NewMembers(t.Context(), MembersOptions{Spec: Spec{DNSHost: "headless", Port: "5001"}, Addr: ":5001",
+		Resolver: res, Clock: clockwork.NewFakeClock(), LocalIPs: localIPs("10.0.0.2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.failed("10.0.0.1:5001")
+	res.set("headless", []string{"10.0.0.2"}, nil)
+	m.Refresh(t.Context())
+	m.mu.Lock()
+	remembered := len(m.failedAt)
+	m.mu.Unlock()
+	if remembered != 0 {
+		t.Errorf("%d cool-offs remembered for members gone, want 0", remembered)
+	}
+	res.set("headless", []string{"10.0.0.1", "10.0.0.2"}, nil)
+	m.Refresh(t.Context())
+	if m.coolingOff("10.0.0.1:5001") {
+		t.Error("a member that came back is still cooling off")
+	}
+}

@@ -24,10 +24,13 @@ const testRegistry = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
 // stubBackend serves content by digest in one repository and records
 // the requests it got, and whether each was marked as a peer's.
 type stubBackend struct {
-	mu       sync.Mutex
-	repo     string
-	content  map[digest.Digest][]byte
-	cutAt    int // > 0: bodies fail after this many bytes
+	mu      sync.Mutex
+	repo    string
+	content map[digest.Digest][]byte
+	cutAt   int // > 0: bodies fail after this many bytes
+	// hold, when set with cutAt, makes bodies wait on it after cutAt
+	// bytes instead of failing: an owner that sends nothing more.
+	hold     chan struct{}
 	requests []*registry.Request
 	peer     []bool
 }
@@ -44,7 +47,7 @@ func (b *stubBackend) serve(ctx context.Context, req *registry.Request, mediaTyp
 	c := &registry.Content{Dgst: req.Dgst, MediaType: mediaType, Size: int64(len(data)), Outcome: "hit"}
 	var body io.Reader = bytes.NewReader(data)
 	if b.cutAt > 0 {
-		body = io.MultiReader(bytes.NewReader(data[:b.cutAt]), errorReader{})
+		body = io.MultiReader(bytes.NewReader(data[:b.cutAt]), errorReader{hold: b.hold})
 	}
 	if !req.Head {
 		c.Body = io.NopCloser(body)
@@ -52,9 +55,15 @@ func (b *stubBackend) serve(ctx context.Context, req *registry.Request, mediaTyp
 	return c, nil
 }
 
-type errorReader struct{}
+// errorReader fails, once hold (if any) is closed.
+type errorReader struct{ hold chan struct{} }
 
-func (errorReader) Read([]byte) (int, error) { return 0, errors.New("upstream reset") }
+func (r errorReader) Read([]byte) (int, error) {
+	if r.hold != nil {
+		<-r.hold
+	}
+	return 0, errors.New("upstream reset")
+}
 
 func (b *stubBackend) Blob(ctx context.Context, req *registry.Request) (*registry.Content, error) {
 	return b.serve(ctx, req, "application/octet-stream")
@@ -276,5 +285,48 @@ func TestServerRefusesItsOwnRequests(t *testing.T) {
 	}
 	if n, _ := b.calls(); n != 0 {
 		t.Errorf("the request reached the proxy %d times", n)
+	}
+}
+
+// An owner that sends its headers and then nothing more (wedged: its
+// disk or its own download hung) is skipped for the cool-off once the
+// asking replica gives up on the body (its stall timeout cancels the
+// request), as an owner that does not answer is: it costs one stall, not
+// one per miss it owns. A body the owner itself cuts (its upstream
+// failed) does not make it cool off.
+func TestOwnerWhoseBodyStallsCoolsOff(t *testing.T) {
+	t.Parallel()
+	b := &stubBackend{repo: "team/app", content: map[digest.Digest][]byte{}, cutAt: 1000, hold: make(chan struct{})}
+	srv := httptest.NewServer(NewServer(NewSigner(testSecret, nil), map[string]registry.Backend{testRegistry: b}, nil))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(b.hold) }) // before srv.Close: its handlers end
+	owner := srv.Listener.Addr().String()
+	var seen outcomes
+	c := testClient(t, owner, seen.add)
+	data := ownedBy(t, c, owner, false)
+	dgst := digest.FromBytes(data)
+	b.mu.Lock()
+	b.content[dgst] = data
+	b.mu.Unlock()
+	req := proxy.PeerRequest{Registry: testRegistry, Repo: "team/app", Dgst: dgst}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	pc, err := c.Fetch(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(pc.Body, make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	cancel() // the asking proxy's stall timeout
+	if _, err := pc.Body.Read(make([]byte, 10)); err == nil {
+		t.Fatal("a canceled body read on")
+	}
+	pc.Body.Close()
+	if _, err := c.Fetch(t.Context(), req); !errors.Is(err, proxy.ErrNoPeer) {
+		t.Fatalf("asking again an owner whose body stalled: %v, want ErrNoPeer (cooling off)", err)
+	}
+	if got := seen.list(); got != "ok,cut" {
+		t.Errorf("outcomes %s, want ok,cut", got)
 	}
 }

@@ -60,7 +60,8 @@
 // sharedRecordInterval), and are read only when ECR cannot answer: a
 // link there confirms a repository whose HEAD got no answer, and a
 // record there is a stale answer under StaleIfError, so a replica with
-// an empty store serves offline what the cluster has seen.
+// an empty store serves offline what the cluster has seen, a HEAD by
+// digest included (headOrTiers: fetched through a flight, as a GET).
 // With peers (Options.Peers, peertier.go), a miss the shared tier lacks
 // is asked of the digest's owner among the replicas next, in the same
 // flight and writer; what the owner sends is linked (its proxy confirmed

@@ -252,3 +252,9 @@ func (s *stallReader) Read(p []byte) (int, error) {
 
 // stop stops the clock for good.
 func (s *stallReader) stop() { s.timer.Stop() }
+
+// pause stops the clock while the download waits on something else
+// than the body (a confirmation upstream); resume starts it again, from
+// zero.
+func (s *stallReader) pause()  { s.timer.Stop() }
+func (s *stallReader) resume() { s.timer.Reset(s.timeout) }

@@ -230,22 +230,41 @@ func TestTransportError(t *testing.T) {
 // memShared is an in-memory shared blob tier whose reads and writes can
 // be made to fail.
 type memShared struct {
-	mu       sync.Mutex
-	objects  map[digest.Digest][]byte
-	openErr  error // returned by Open when set
-	putErr   error // returned by Put when set
-	delErr   error // returned by Delete when set (nothing deleted)
-	opens    int
-	puts     int
-	deletes  []digest.Digest
-	putTypes map[digest.Digest]string
+	mu      sync.Mutex
+	objects map[digest.Digest][]byte
+	openErr error // returned by Open when set
+	// sizeUnknown: Open says -1 for the size, as for an object sent
+	// without Content-Length.
+	sizeUnknown bool
+	putErr      error // returned by Put when set
+	delErr      error // returned by Delete when set (nothing deleted)
+	opens       int
+	puts        int
+	deletes     []digest.Digest
+	putTypes    map[digest.Digest]string
 }
 
 func newMemShared() *memShared {
 	return &memShared{objects: map[digest.Digest][]byte{}, putTypes: map[digest.Digest]string{}}
 }
 
-func (m *memShared) Open(_ context.Context, dgst digest.Digest) (*sharedstore.Object, error) {
+// ctxBody is a body that fails once its request's context is done, as
+// an object store's response body does.
+type ctxBody struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (b ctxBody) Read(p []byte) (int, error) {
+	if err := b.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return b.r.Read(p)
+}
+
+func (b ctxBody) Close() error { return nil }
+
+func (m *memShared) Open(ctx context.Context, dgst digest.Digest) (*sharedstore.Object, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.opens++
@@ -256,7 +275,11 @@ func (m *memShared) Open(_ context.Context, dgst digest.Digest) (*sharedstore.Ob
 	if !ok {
 		return nil, fmt.Errorf("s3://mem/%s: %w", dgst, sharedstore.ErrNotFound)
 	}
-	return &sharedstore.Object{Body: io.NopCloser(bytes.NewReader(b)), Size: int64(len(b)), MediaType: m.putTypes[dgst]}, nil
+	size := int64(len(b))
+	if m.sizeUnknown {
+		size = -1
+	}
+	return &sharedstore.Object{Body: ctxBody{ctx: ctx, r: bytes.NewReader(b)}, Size: size, MediaType: m.putTypes[dgst]}, nil
 }
 
 func (m *memShared) Put(_ context.Context, dgst digest.Digest, size int64, mediaType string, r io.ReaderAt) error {

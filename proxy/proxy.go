@@ -337,7 +337,7 @@ func (p *Proxy) Blob(ctx context.Context, req *registry.Request) (*registry.Cont
 				return &registry.Content{Dgst: req.Dgst, MediaType: fl.mediaType, Size: fl.w.Size(), Outcome: OutcomeCoalesced}, nil
 			}
 		}
-		return p.head(ctx, t)
+		return p.headOrTiers(ctx, req, t)
 	}
 	if req.Range != nil && p.flight(req.Dgst) == nil {
 		return p.rangeFromUpstream(ctx, req, t)
@@ -366,7 +366,7 @@ func (p *Proxy) manifest(ctx context.Context, req *registry.Request) (*registry.
 	t := manifestTarget(req.Name, req.Dgst.String(), acceptHeader(req.Accept))
 	t.noPeers = isPeerRequest(ctx)
 	if req.Head {
-		return p.head(ctx, t)
+		return p.headOrTiers(ctx, req, t)
 	}
 	return p.fromFlight(ctx, req, t)
 }

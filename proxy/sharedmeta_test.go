@@ -12,6 +12,9 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ecr-mirror/ecr-mirror/cache"
+	"github.com/ecr-mirror/ecr-mirror/internal/fakeecr"
+	"github.com/ecr-mirror/ecr-mirror/internal/testkit"
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 	"github.com/ecr-mirror/ecr-mirror/sharedstore"
 )
 
@@ -168,5 +171,99 @@ func TestReferrersRecordsAreSharedAndServedStaleFromTheTier(t *testing.T) {
 	}
 	if !strings.Contains(e.logs.String(), "ignoring a malformed record") {
 		t.Error("no log line about the malformed record")
+	}
+}
+
+// With ECR down, a HEAD by digest (what containerd sends first for an
+// image pinned by digest) is answered from the shared tier when the
+// tier links the content to the repository, as a GET is; never when it
+// does not.
+func TestHeadByDigestAnsweredFromTheTierWithoutECR(t *testing.T) {
+	t.Parallel()
+	raw := testManifest(9)
+	dgst := digest.FromBytes(raw)
+	layer := testkit.RandomBytes(91, 5000)
+	ldgst := digest.FromBytes(layer)
+	for _, tc := range []struct {
+		name   string
+		path   string
+		dgst   digest.Digest
+		size   int
+		linked bool
+	}{
+		{name: "manifest", path: "/v2/team/app/manifests/" + dgst.String(), dgst: dgst, size: len(raw), linked: true},
+		{name: "blob", path: "/v2/team/app/blobs/" + ldgst.String(), dgst: ldgst, size: len(layer), linked: true},
+		{name: "manifest not linked", path: "/v2/team/app/manifests/" + dgst.String(), dgst: dgst},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tier := newMemMeta()
+			e := newEnv(t, envOptions{sharedStore: tier})
+			tier.objects[dgst], tier.putTypes[dgst] = raw, ociManifest
+			tier.objects[ldgst], tier.putTypes[ldgst] = layer, "application/octet-stream"
+			if tc.linked {
+				if err := tier.PutLink(t.Context(), e.proxy.sharedRepo("team/app"), tc.dgst); err != nil {
+					t.Fatal(err)
+				}
+			}
+			e.fake.SetDown(true)
+			resp, _ := e.mustDo(t, http.MethodHead, tc.path, acceptOCI)
+			if !tc.linked {
+				if resp.StatusCode == http.StatusOK {
+					t.Fatal("a HEAD for content the tier does not link to the repository was answered 200")
+				}
+				return
+			}
+			if resp.StatusCode != http.StatusOK || resp.Header.Get("Docker-Content-Digest") != tc.dgst.String() || resp.ContentLength != int64(tc.size) {
+				t.Fatalf("HEAD: %d, headers %v; want 200, the digest and %d bytes", resp.StatusCode, resp.Header, tc.size)
+			}
+			if tc.dgst == dgst && resp.Header.Get("Content-Type") != ociManifest {
+				t.Errorf("Content-Type %q, want %s", resp.Header.Get("Content-Type"), ociManifest)
+			}
+		})
+	}
+}
+
+// A confirmation upstream that takes longer than the stall timeout (ECR
+// blackholed: its HEAD neither answers nor is refused) is not the shared
+// tier's silence: once it fails and the tier's link confirms, the
+// object already opened is read from the tier, not given up on.
+func TestSlowConfirmationDoesNotStallTheTierRead(t *testing.T) {
+	t.Parallel()
+	layer := testkit.RandomBytes(93, 5000)
+	ldgst := digest.FromBytes(layer)
+	tier := newMemMeta()
+	e := newEnv(t, envOptions{sharedStore: tier})
+	tier.objects[ldgst], tier.putTypes[ldgst] = layer, "application/octet-stream"
+	if err := tier.PutLink(t.Context(), e.proxy.sharedRepo("team/app"), ldgst); err != nil {
+		t.Fatal(err)
+	}
+	e.fake.PutBlob("team/app", layer)
+	hold := make(chan struct{})
+	e.fake.SetFault(ldgst, fakeecr.Fault{Mode: fakeecr.FaultStatus, Status: http.StatusServiceUnavailable, Hold: hold})
+	type result struct {
+		status int
+		body   []byte
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, body, err := e.do(t, t.Context(), http.MethodGet, "/v2/team/app/blobs/"+ldgst.String(), nil)
+		r := result{body: body, err: err}
+		if resp != nil {
+			r.status = resp.StatusCode
+		}
+		done <- r
+	}()
+	testwait.Until(t, "the confirming HEAD to reach ECR", func() bool { return e.fake.Counters().BlobHead == 1 })
+	e.fireStall() // the confirmation outlasts the stall timeout
+	close(hold)   // then ECR answers 503: the tier's link confirms
+	r := <-done
+	if r.err != nil || r.status != http.StatusOK || !bytes.Equal(r.body, layer) {
+		t.Fatalf("GET: %d, %d bytes, %v; want 200 and the layer from the tier", r.status, len(r.body), r.err)
+	}
+	e.proxy.Wait()
+	if n := e.proxy.Stats().SharedHits.Load(); n != 1 {
+		t.Errorf("%d shared tier hits, want 1", n)
 	}
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -88,11 +89,14 @@ func (p *Proxy) fillShared(fl *flight, t target, started *bool) (done bool, err 
 	}
 	stall.r = obj.Body
 	a := &attempt{resp: &http.Response{Body: obj.Body}, ctx: ctx, cancel: cancel, stall: stall, body: stall}
-	if t.kind == kindManifest && obj.Size > p.manifestLimit {
+	if t.kind == kindManifest && (obj.Size > p.manifestLimit || obj.Size < 0 && !p.sizeSharedManifest(obj, a)) {
 		a.close()
 		return false, nil // not a manifest this mirror takes: ask upstream
 	}
+	// Confirming upstream is not the tier's silence: the clock waits.
+	stall.pause()
 	mt, err := p.sharedMediaType(fl, t, obj.MediaType)
+	stall.resume()
 	if err != nil {
 		a.close()
 		return true, err
@@ -105,6 +109,42 @@ func (p *Proxy) fillShared(fl *flight, t target, started *bool) (done bool, err 
 	fl.w, fl.mediaType, fl.fromShared, *started = w, mt, true, true
 	close(fl.ready)
 	return true, p.copyShared(w, a, t)
+}
+
+// headOrTiers answers a HEAD by digest of content the store lacks:
+// upstream's answer, or, when upstream cannot answer (down, 5xx, 429),
+// the shared tier's or the digest's owner's, fetched through a flight as
+// a GET would be (so it is held to the same links and confirmation, and
+// stored for the GET that follows). containerd sends such a HEAD first
+// for an image pinned by digest.
+func (p *Proxy) headOrTiers(ctx context.Context, req *registry.Request, t target) (*registry.Content, error) {
+	c, err := p.head(ctx, t)
+	if err == nil || p.shared == nil && (p.peers == nil || t.noPeers) || !cannotAnswer(err) || ctx.Err() != nil {
+		return c, err
+	}
+	get := &registry.Request{Name: req.Name, Dgst: req.Dgst, Accept: req.Accept}
+	tc, terr := p.fromFlight(ctx, get, t)
+	if terr != nil {
+		p.log.Debug("upstream cannot answer a HEAD, nor can the shared tier or peers", "path", t.path(), "error", terr)
+		return nil, err
+	}
+	if tc.Body != nil {
+		tc.Body.Close() // the download goes on, for the GET that follows
+		tc.Body = nil
+	}
+	return tc, nil
+}
+
+// sizeSharedManifest reads a manifest object sent without its size
+// whole, up to the manifest limit, so that it is held to the limit as
+// a declared size is: false when it is over it or its read failed.
+func (p *Proxy) sizeSharedManifest(obj *sharedstore.Object, a *attempt) bool {
+	b, err := io.ReadAll(io.LimitReader(a.body, p.manifestLimit+1))
+	if err != nil || int64(len(b)) > p.manifestLimit {
+		return false
+	}
+	obj.Size, a.body = int64(len(b)), bytes.NewReader(b)
+	return true
 }
 
 // sharedMediaType is the media type of fl's content from the shared tier,

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"sync"
@@ -155,5 +156,59 @@ func TestManifestsAnsweredAreToldAsUsed(t *testing.T) {
 	defer mu.Unlock()
 	if want := []digest.Digest{manifest, manifest, manifest, manifest}; !slices.Equal(used, want) {
 		t.Errorf("told of %v, want the manifest four times", used)
+	}
+}
+
+// A manifest in the shared tier over Options.ManifestLimit is never
+// stored nor served whole, its size told or not (an object sent without
+// Content-Length): the tier is held to the limit upstream is held to.
+func TestSharedManifestOverLimitRefused(t *testing.T) {
+	t.Parallel()
+	for _, sizeUnknown := range []bool{false, true} {
+		t.Run(fmt.Sprintf("size unknown %v", sizeUnknown), func(t *testing.T) {
+			t.Parallel()
+			tier := newMemShared()
+			tier.sizeUnknown = sizeUnknown
+			e := newEnv(t, envOptions{sharedStore: tier, manifestLimit: 64})
+			raw := testManifest(4)
+			if len(raw) <= 64 {
+				t.Fatalf("test manifest is only %d bytes", len(raw))
+			}
+			dgst := e.fake.PutManifest("team/app", "big", ociManifest, raw)
+			tier.mu.Lock()
+			tier.objects[dgst], tier.putTypes[dgst] = raw, ociManifest
+			tier.mu.Unlock()
+			resp, body, err := e.do(t, t.Context(), http.MethodGet, "/v2/team/app/manifests/"+dgst.String(), nil)
+			if err == nil && resp.StatusCode == http.StatusOK && bytes.Equal(body, raw) {
+				t.Fatalf("a %d byte manifest over the 64 byte limit was served whole from the shared tier", len(raw))
+			}
+			e.proxy.Wait()
+			e.assertNotStored(t, dgst)
+		})
+	}
+}
+
+// A manifest in the shared tier sent without its size, within the
+// limit, is served from the tier whole, ECR asked for no body.
+func TestSharedManifestOfUnknownSizeServedFromTheTier(t *testing.T) {
+	t.Parallel()
+	tier := newMemShared()
+	tier.sizeUnknown = true
+	e := newEnv(t, envOptions{sharedStore: tier})
+	raw := testManifest(4)
+	dgst := e.fake.PutManifest("team/app", "v1", ociManifest, raw)
+	tier.mu.Lock()
+	tier.objects[dgst], tier.putTypes[dgst] = raw, ociManifest
+	tier.mu.Unlock()
+	resp, body := e.mustDo(t, http.MethodGet, "/v2/team/app/manifests/"+dgst.String(), nil)
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, raw) {
+		t.Fatalf("GET: %d, %d bytes; want 200 and the %d byte manifest", resp.StatusCode, len(body), len(raw))
+	}
+	if c := e.fake.Counters(); c.ManifestGetByDigest != 0 || c.ManifestGetByTag != 0 {
+		t.Errorf("ECR saw %d manifest GETs by digest, %d by tag; want none (the tier has it)", c.ManifestGetByDigest, c.ManifestGetByTag)
+	}
+	e.proxy.Wait()
+	if info, err := e.store.Stat(dgst); err != nil || info.Size != int64(len(raw)) {
+		t.Errorf("store.Stat = %+v, %v; want the manifest stored, %d bytes", info, err, len(raw))
 	}
 }

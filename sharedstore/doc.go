@@ -31,9 +31,11 @@
 // distribution spec's repository and tag grammar: no "..", no leading
 // "/"), so no input names a key outside its place. Links are written
 // once (conditional create); tag and referrers records are replaced by
-// the newest answer. What is read back is untrusted: read up to a bound,
-// decoded strictly (no unknown field, nothing after the record),
-// validated, and otherwise refused with ErrMalformed. The proxy reads
+// a newer answer, never by an older one written late (read first: not
+// atomic, but a write that waited in a queue cannot roll a tag back).
+// What is read back is untrusted: read up to a bound, decoded strictly
+// (no unknown field, nothing after the record), validated, and
+// otherwise refused with ErrMalformed. The proxy reads
 // them only when ECR cannot answer (proxy/sharedmeta.go).
 //
 // The bucket's size is bounded by a sweep (sweep.go, its policy in the
@@ -44,7 +46,9 @@
 // than a grace period. It reads each manifest once (manifests.go), those
 // with use records or pins first, and remembers what it references:
 // digests never change, and what a known manifest names as its config or
-// a layer is never read. Replicas record
+// a layer is never read. Each of its requests is bounded
+// (SweepOptions.RequestTimeout): a bucket that never answers fails the
+// sweep, which deletes nothing then. Replicas record
 // use through Usage (usage.go), at most once per manifest per interval,
 // in the background. Records are in records.go.
 //

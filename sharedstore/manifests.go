@@ -109,6 +109,10 @@ type manifestDoc struct {
 	Layers []struct {
 		Digest digest.Digest `json:"digest"`
 	} `json:"layers"`
+	// Blobs are an OCI artifact manifest's (its layers, by another name).
+	Blobs []struct {
+		Digest digest.Digest `json:"digest"`
+	} `json:"blobs"`
 	Manifests []struct {
 		Digest digest.Digest `json:"digest"`
 	} `json:"manifests"`
@@ -137,6 +141,9 @@ func parseManifest(b []byte) manifest {
 		add(&m.blobs, doc.Config.Digest)
 	}
 	for _, l := range doc.Layers {
+		add(&m.blobs, l.Digest)
+	}
+	for _, l := range doc.Blobs {
 		add(&m.blobs, l.Digest)
 	}
 	m.refs = slices.Clone(m.blobs)

@@ -195,7 +195,7 @@ func (s *Store) Linked(ctx context.Context, repo Repo, dgst digest.Digest) (bool
 }
 
 // PutTag writes rec as the record of repo:tag asked with accept
-// (TagKey), replacing the one there.
+// (TagKey), replacing the one there unless that one is newer.
 func (s *Store) PutTag(ctx context.Context, repo Repo, tag, accept string, rec TagRecord) error {
 	key, err := s.TagKey(repo, tag, accept)
 	if err != nil {
@@ -204,7 +204,19 @@ func (s *Store) PutTag(ctx context.Context, repo Repo, tag, accept string, rec T
 	if err := rec.validate(); err != nil {
 		return fmt.Errorf("shared store put s3://%s/%s: %w", s.bucket, key, err)
 	}
+	if cur, err := s.GetTag(ctx, repo, tag, accept); err == nil && cur.Checked.After(rec.Checked) {
+		return s.keptNewer(key)
+	}
 	return s.putJSON(ctx, key, rec)
+}
+
+// keptNewer leaves key's record, newer than the one to write (another
+// replica's later answer, written first): an answer written late never
+// replaces it. Not atomic: two writes at the same moment may still land
+// in either order.
+func (s *Store) keptNewer(key string) error {
+	s.observe(OpMetaPut, OutcomeExists)
+	return nil
 }
 
 // GetTag reads the record of repo:tag asked with accept: ErrNotFound
@@ -236,7 +248,8 @@ func (r TagRecord) validate() error {
 	return nil
 }
 
-// PutReferrers writes rec as k's record, replacing the one there.
+// PutReferrers writes rec as k's record, replacing the one there unless
+// that one is newer.
 func (s *Store) PutReferrers(ctx context.Context, k ReferrersKey, rec ReferrersRecord) error {
 	key, err := s.ReferrersKey(k)
 	if err != nil {
@@ -244,6 +257,9 @@ func (s *Store) PutReferrers(ctx context.Context, k ReferrersKey, rec ReferrersR
 	}
 	if err := rec.validate(); err != nil {
 		return fmt.Errorf("shared store put s3://%s/%s: %w", s.bucket, key, err)
+	}
+	if cur, err := s.GetReferrers(ctx, k); err == nil && cur.Checked.After(rec.Checked) {
+		return s.keptNewer(key)
 	}
 	return s.putJSON(ctx, key, rec)
 }

@@ -206,3 +206,41 @@ func TestMalformedReferrersRecordsAreRefused(t *testing.T) {
 		})
 	}
 }
+
+// A record written late (a replica's answer that waited in its queue)
+// never replaces a newer one another replica wrote first: with ECR down,
+// replicas serve the tag's newest known answer, not the one before it.
+func TestAnOlderRecordNeverReplacesANewerOne(t *testing.T) {
+	s, _, _ := newStore(t)
+	ctx := context.Background()
+	newer := TagRecord{Digest: digest.FromString("fixed"), MediaType: "application/vnd.oci.image.manifest.v1+json", Size: 400, Checked: testChecked}
+	older := TagRecord{Digest: digest.FromString("before the fix"), MediaType: newer.MediaType, Size: 400, Checked: testChecked.Add(-time.Minute)}
+	for _, rec := range []TagRecord{newer, older} {
+		if err := s.PutTag(ctx, testRepo, "v1", "*/*", rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := s.GetTag(ctx, testRepo, "v1", "*/*"); err != nil || got.Digest != newer.Digest {
+		t.Errorf("tag record %+v, %v; want the newer answer %s", got, err, newer.Digest)
+	}
+	k := ReferrersKey{Repo: testRepo, Subject: testDigest}
+	newRefs := ReferrersRecord{Body: []byte(`{"schemaVersion":2,"manifests":[{"digest":"x"}]}`), Checked: testChecked}
+	oldRefs := ReferrersRecord{Body: []byte(`{"schemaVersion":2,"manifests":[]}`), Checked: testChecked.Add(-time.Minute)}
+	for _, rec := range []ReferrersRecord{newRefs, oldRefs} {
+		if err := s.PutReferrers(ctx, k, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := s.GetReferrers(ctx, k); err != nil || !bytes.Equal(got.Body, newRefs.Body) {
+		t.Errorf("referrers record %s, %v; want the newer answer %s", got.Body, err, newRefs.Body)
+	}
+	// A newer answer replaces the record, as always.
+	newest := newer
+	newest.Digest, newest.Checked = digest.FromString("newest"), testChecked.Add(time.Minute)
+	if err := s.PutTag(ctx, testRepo, "v1", "*/*", newest); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetTag(ctx, testRepo, "v1", "*/*"); err != nil || got.Digest != newest.Digest {
+		t.Errorf("tag record %+v, %v; want the newest answer %s", got, err, newest.Digest)
+	}
+}

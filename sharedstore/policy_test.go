@@ -171,6 +171,8 @@ func TestParseManifest(t *testing.T) {
 			doc: `{"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[{"digest":"` + a.String() + `"}]}`},
 		{name: "a referrer's subject is not a reference", is: true, refs: []digest.Digest{a},
 			doc: `{"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"` + a.String() + `"},"layers":[],"subject":{"digest":"` + b.String() + `"}}`},
+		{name: "OCI artifact manifest: its blobs", is: true, refs: sortedDigests(a, b),
+			doc: `{"mediaType":"application/vnd.oci.artifact.manifest.v1+json","artifactType":"application/vnd.example.sbom","blobs":[{"digest":"` + a.String() + `"},{"digest":"` + b.String() + `"}]}`},
 		{name: "bad digests skipped", is: true,
 			doc: `{"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"sha256:nothex"},"layers":[{"digest":"md5:x"}]}`},
 		{name: "an image config is not a manifest", doc: `{"architecture":"amd64","os":"linux","rootfs":{"type":"layers"}}`},

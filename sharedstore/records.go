@@ -87,14 +87,17 @@ type Listed struct {
 	Modified time.Time
 }
 
-// list lists dir (blobs/sha256/, used/ or pins/) by digest. Keys that do
-// not name a sha256 digest are skipped: nothing the mirror wrote.
-func (s *Store) list(ctx context.Context, dir string) (map[digest.Digest]Listed, error) {
+// list lists dir (blobs/sha256/, used/ or pins/) by digest, each page
+// asked within timeout. Keys that do not name a sha256 digest are
+// skipped: nothing the mirror wrote.
+func (s *Store) list(ctx context.Context, dir string, timeout time.Duration) (map[digest.Digest]Listed, error) {
 	prefix := s.under(dir)
 	out := make(map[digest.Digest]Listed)
 	pages := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: &prefix})
 	for pages.HasMorePages() {
-		page, err := pages.NextPage(ctx)
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		page, err := pages.NextPage(pctx)
+		cancel()
 		if err != nil {
 			s.observe(OpList, OutcomeError)
 			return nil, fmt.Errorf("shared store list s3://%s/%s: %w", s.bucket, prefix, err)

@@ -119,7 +119,7 @@ func (s *Store) Bucket() string { return s.bucket }
 // was written with.
 type Object struct {
 	Body      io.ReadCloser
-	Size      int64
+	Size      int64 // -1: the store did not say
 	MediaType string
 }
 
@@ -134,7 +134,11 @@ func (s *Store) Open(ctx context.Context, dgst digest.Digest) (*Object, error) {
 		return nil, s.failed(OpGet, key, err)
 	}
 	s.observe(OpGet, OutcomeOK)
-	return &Object{Body: out.Body, Size: aws.ToInt64(out.ContentLength), MediaType: aws.ToString(out.ContentType)}, nil
+	size := int64(-1) // sent without a length (chunked): unknown, not 0
+	if out.ContentLength != nil {
+		size = *out.ContentLength
+	}
+	return &Object{Body: out.Body, Size: size, MediaType: aws.ToString(out.ContentType)}, nil
 }
 
 // Has reports whether the bucket holds an object for dgst.

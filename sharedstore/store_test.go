@@ -5,6 +5,10 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"sync"
 	"testing"
 
@@ -96,6 +100,48 @@ func TestPutOpenHasDeleteRoundTripByDigest(t *testing.T) {
 				t.Fatalf("Has after Delete = %v, %v; want false, nil", has, err)
 			}
 		})
+	}
+}
+
+// An object a store sends without Content-Length (chunked, as some
+// gateways and proxies in front of a bucket do) opens with its size
+// unknown (-1), never 0: a reader checking 0 bytes would take the whole
+// object for corrupt, and delete it.
+func TestObjectSentWithoutLengthOpensWithSizeUnknown(t *testing.T) {
+	t.Parallel()
+	s, srv, _ := newStore(t)
+	data := testkit.RandomBytes(9, 70_000)
+	dgst := digest.FromBytes(data)
+	if err := s.Put(context.Background(), dgst, int64(len(data)), "application/vnd.test", bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	target, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.ModifyResponse = func(resp *http.Response) error {
+		resp.Header.Del("Content-Length")
+		resp.ContentLength = -1
+		return nil
+	}
+	front := httptest.NewServer(rp)
+	t.Cleanup(front.Close)
+	chunked, err := New(Options{Bucket: "tier", Prefix: "mirror", PathStyle: true, AWS: s3test.AWSConfig(front.URL)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := chunked.Open(context.Background(), dgst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obj.Body.Close()
+	got, err := io.ReadAll(obj.Body)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read %d bytes (%v), want the %d written", len(got), err, len(data))
+	}
+	if obj.Size != -1 {
+		t.Errorf("size %d of an object sent without its length, want -1 (unknown)", obj.Size)
 	}
 }
 

@@ -30,7 +30,15 @@ type SweepOptions struct {
 	Clock clockwork.Clock
 	// Logger receives each sweep's summary; nil: discard.
 	Logger *slog.Logger
+	// RequestTimeout bounds each request of a sweep (a listing's page, a
+	// manifest's read, a delete); 0: DefaultSweepRequestTimeout.
+	RequestTimeout time.Duration
 }
+
+// DefaultSweepRequestTimeout bounds each request of a sweep: a bucket
+// that takes a request and never answers fails the sweep (the next one
+// tries again) instead of holding it, and every later sweep, for good.
+const DefaultSweepRequestTimeout = time.Minute
 
 // SweepStats are a Sweeper's counters.
 type SweepStats struct {
@@ -63,6 +71,9 @@ func (s *Store) NewSweeper(opts SweepOptions) (*Sweeper, error) {
 	}
 	if opts.Grace <= 0 {
 		opts.Grace = DefaultGrace
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = DefaultSweepRequestTimeout
 	}
 	w := &Sweeper{st: s, opts: opts, clock: opts.Clock, log: opts.Logger, known: make(map[digest.Digest]manifest)}
 	if w.clock == nil {
@@ -143,15 +154,15 @@ func (w *Sweeper) logSummary(p Plan, freed int64, pins int, took time.Duration) 
 // inventory lists the bucket and, when its blobs exceed the bound, reads
 // the manifests among them.
 func (w *Sweeper) inventory(ctx context.Context) (Inventory, error) {
-	blobs, err := w.st.list(ctx, dirBlobs)
+	blobs, err := w.st.list(ctx, dirBlobs, w.opts.RequestTimeout)
 	if err != nil {
 		return Inventory{}, err
 	}
-	used, err := w.st.list(ctx, dirUsed)
+	used, err := w.st.list(ctx, dirUsed, w.opts.RequestTimeout)
 	if err != nil {
 		return Inventory{}, err
 	}
-	pins, err := w.st.list(ctx, dirPins)
+	pins, err := w.st.list(ctx, dirPins, w.opts.RequestTimeout)
 	if err != nil {
 		return Inventory{}, err
 	}
@@ -230,7 +241,9 @@ func (w *Sweeper) read(ctx context.Context, ds []digest.Digest, blobs map[digest
 	g.SetLimit(sweepReaders)
 	for _, d := range ds {
 		g.Go(func() error {
-			m, err := w.st.readManifest(ctx, d, blobs[d].Size)
+			rctx, cancel := context.WithTimeout(ctx, w.opts.RequestTimeout)
+			m, err := w.st.readManifest(rctx, d, blobs[d].Size)
+			cancel()
 			if err != nil {
 				return err
 			}
@@ -251,11 +264,13 @@ func (w *Sweeper) apply(ctx context.Context, p Plan, inv Inventory) (int64, erro
 	var errs []error
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, sweepReaders)
-	run := func(del func() error, done func()) {
+	run := func(del func(context.Context) error, done func()) {
 		slots <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			err := del()
+			dctx, cancel := context.WithTimeout(ctx, w.opts.RequestTimeout)
+			defer cancel()
+			err := del(dctx)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -266,10 +281,10 @@ func (w *Sweeper) apply(ctx context.Context, p Plan, inv Inventory) (int64, erro
 		})
 	}
 	for _, d := range p.Delete {
-		run(func() error { return w.st.Delete(ctx, d) }, func() { delete(w.known, d); freed += inv.Blobs[d].Size })
+		run(func(ctx context.Context) error { return w.st.Delete(ctx, d) }, func() { delete(w.known, d); freed += inv.Blobs[d].Size })
 	}
 	for _, d := range p.Records {
-		run(func() error { return w.st.deleteKey(ctx, w.st.recordKey(dirUsed, d)) }, nil)
+		run(func(ctx context.Context) error { return w.st.deleteKey(ctx, w.st.recordKey(dirUsed, d)) }, nil)
 	}
 	wg.Wait()
 	if n := len(errs); n > maxErrors {

@@ -329,3 +329,66 @@ func TestSweepThatCannotReadDeletesNothing(t *testing.T) {
 		t.Errorf("stats %+v, want 2 failures and nothing swept", st)
 	}
 }
+
+// A bucket that takes requests and never answers fails the sweep, one
+// request's timeout later, rather than holding it (and every later
+// sweep) for good; nothing is deleted.
+func TestSweepOfABucketThatNeverAnswersFails(t *testing.T) {
+	t.Parallel()
+	s, srv, _ := newStore(t)
+	im := putImage(t, s, 8, oci.MediaTypeImageManifest, nil)
+	target, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		hang func(*http.Request) bool
+	}{
+		{"listing", func(r *http.Request) bool { return r.URL.Query().Has("list-type") }},
+		{"manifest read", func(r *http.Request) bool { return r.Method == http.MethodGet && !r.URL.Query().Has("list-type") }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			release := make(chan struct{})
+			rp := httputil.NewSingleHostReverseProxy(target)
+			rp.ErrorLog = log.New(io.Discard, "", 0)
+			front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tt.hang(r) {
+					<-release
+					return
+				}
+				rp.ServeHTTP(w, r)
+			}))
+			t.Cleanup(front.Close)
+			t.Cleanup(func() { close(release) })
+			hung, err := New(Options{Bucket: "tier", Prefix: "mirror", PathStyle: true, AWS: s3test.AWSConfig(front.URL)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w, err := hung.NewSweeper(SweepOptions{MaxSize: 1, RequestTimeout: 50 * time.Millisecond,
+				Clock: clockwork.NewFakeClockAt(time.Now().Add(time.Hour))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { _, err := w.Sweep(context.Background()); done <- err }()
+			var sweepErr error
+			testwait.Until(t, "the sweep of a bucket that never answers to end", func() bool {
+				select {
+				case sweepErr = <-done:
+					return true
+				default:
+					return false
+				}
+			})
+			if sweepErr == nil {
+				t.Fatal("a sweep of a bucket that never answered succeeded")
+			}
+			if st := w.Stats(); st.Failures != 1 || st.SweptBytes != 0 {
+				t.Errorf("stats %+v, want 1 failure and nothing swept", st)
+			}
+			expectHeld(t, s, true, "after a hung sweep, the image's", append(im.blobs, im.manifest)...)
+		})
+	}
+}
