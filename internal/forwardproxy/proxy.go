@@ -115,6 +115,10 @@ type Options struct {
 	// Outcomes); nil: none.
 	Observe func(outcome string)
 	Logger  *slog.Logger
+
+	// halfClosedIdle is how long a tunnel one end has closed waits for
+	// the other end's next bytes; 0: halfClosedIdle (tests shorten it).
+	halfClosedIdle time.Duration
 }
 
 // Outcomes of requests to the proxy, for Options.Observe.
@@ -160,6 +164,9 @@ func New(opts Options) (*Proxy, error) {
 	}
 	if opts.Observe == nil {
 		opts.Observe = func(string) {}
+	}
+	if opts.halfClosedIdle <= 0 {
+		opts.halfClosedIdle = halfClosedIdle
 	}
 	p := &Proxy{opts: opts}
 	p.forward = newForwarder(opts.Dial, opts.Logger)

@@ -10,6 +10,9 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 // basic is a Proxy-Authorization (or Authorization) header value.
@@ -272,4 +275,40 @@ func TestTunnelCapsHeaders(t *testing.T) {
 	if n := len(e.reg.all()); n != 0 {
 		t.Errorf("the registry handler got %d requests", n)
 	}
+}
+
+// A tunnel whose server has closed ends even when its client keeps its
+// own end open: once one way is done, the other way's reads wait no
+// longer than the tunnel's idle limit, and both connections are closed.
+func TestHalfClosedTunnelEnds(t *testing.T) {
+	t.Parallel()
+	server, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close() })
+	go func() {
+		c, err := server.Accept()
+		if err != nil {
+			return
+		}
+		io.WriteString(c, "bye")
+		c.Close()
+	}()
+	e := newEnv(t, func(o *Options) {
+		o.Others = OthersTunnel
+		o.halfClosedIdle = time.Millisecond // the client below never sends again
+		o.Dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, server.Addr().String())
+		}
+	})
+	_, br, resp := e.raw(t, "CONNECT closing.example.test:443 HTTP/1.1\r\nHost: closing.example.test:443\r\n\r\n", true)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT: %s", resp.Status)
+	}
+	if got, err := io.ReadAll(br); string(got) != "bye" || err != nil {
+		t.Fatalf("through the tunnel: %q, %v; want bye, then EOF", got, err)
+	}
+	testwait.Until(t, "the half-closed tunnel to close both its connections", func() bool { return e.px.tunnels.open() == 0 })
 }

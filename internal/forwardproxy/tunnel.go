@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -54,17 +55,47 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, addr string) {
 		return
 	}
 	defer p.tunnels.removeConn(upstream)
+	var half atomic.Bool
 	done := make(chan struct{})
 	go func() {
-		_, _ = io.Copy(upstream, client)
-		closeWrite(upstream)
+		pipe(upstream, client, &half, p.opts.halfClosedIdle)
 		close(done)
 	}()
-	_, _ = io.Copy(client, upstream)
-	closeWrite(client)
+	pipe(client, upstream, &half, p.opts.halfClosedIdle)
 	<-done
 	client.Close()
 	upstream.Close()
+}
+
+// halfClosedIdle is how long a tunnel one end has closed waits for the
+// other end's next bytes: a client that keeps its end open after the
+// server closed (or the reverse) would otherwise hold it for ever.
+const halfClosedIdle = 2 * time.Minute
+
+// pipe copies src to dst, then half-closes dst. Once either way of the
+// tunnel is done (half), a read of src that waits idle fails; the first
+// way to finish starts that clock on the other's read.
+func pipe(dst, src net.Conn, half *atomic.Bool, idle time.Duration) {
+	_, _ = io.Copy(dst, &idleAfterHalf{Conn: src, half: half, idle: idle})
+	closeWrite(dst)
+	if !half.Swap(true) {
+		_ = dst.SetReadDeadline(time.Now().Add(idle)) // the other way may be waiting in a read
+	}
+}
+
+// idleAfterHalf reads its connection with a deadline idle ahead once
+// half is set.
+type idleAfterHalf struct {
+	net.Conn
+	half *atomic.Bool
+	idle time.Duration
+}
+
+func (r *idleAfterHalf) Read(p []byte) (int, error) {
+	if r.half.Load() {
+		_ = r.Conn.SetReadDeadline(time.Now().Add(r.idle))
+	}
+	return r.Conn.Read(p)
 }
 
 // closeWrite half-closes c when it can, else closes it.
