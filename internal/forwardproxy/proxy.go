@@ -119,6 +119,9 @@ type Options struct {
 	// halfClosedIdle is how long a tunnel one end has closed waits for
 	// the other end's next bytes; 0: halfClosedIdle (tests shorten it).
 	halfClosedIdle time.Duration
+	// forwardIdle is how long a forwarded request's connection is kept
+	// idle for the next; 0: forwardIdle (tests shorten it).
+	forwardIdle time.Duration
 }
 
 // Outcomes of requests to the proxy, for Options.Observe.
@@ -168,8 +171,11 @@ func New(opts Options) (*Proxy, error) {
 	if opts.halfClosedIdle <= 0 {
 		opts.halfClosedIdle = halfClosedIdle
 	}
+	if opts.forwardIdle <= 0 {
+		opts.forwardIdle = forwardIdle
+	}
 	p := &Proxy{opts: opts}
-	p.forward = newForwarder(opts.Dial, opts.Logger)
+	p.forward = newForwarder(opts.Dial, opts.forwardIdle, opts.Logger)
 	return p, nil
 }
 

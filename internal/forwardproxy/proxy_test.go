@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -311,4 +312,32 @@ func TestHalfClosedTunnelEnds(t *testing.T) {
 		t.Fatalf("through the tunnel: %q, %v; want bye, then EOF", got, err)
 	}
 	testwait.Until(t, "the half-closed tunnel to close both its connections", func() bool { return e.px.tunnels.open() == 0 })
+}
+
+// The connections of forwarded http:// requests are not kept idle for
+// ever: a farm that reaches many hosts must not pile them up.
+func TestForwardedConnectionsDoNotStayIdle(t *testing.T) {
+	t.Parallel()
+	var closed atomic.Int32
+	target := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "page") }))
+	target.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed.Add(1)
+		}
+	}
+	target.Start()
+	t.Cleanup(target.Close)
+	e := newEnv(t, func(o *Options) {
+		o.Others = OthersTunnel
+		o.forwardIdle = time.Millisecond
+		o.Dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, target.Listener.Addr().String())
+		}
+	})
+	_, _, resp := e.raw(t, "GET http://plain.example.test/ HTTP/1.1\r\nHost: plain.example.test\r\n\r\n", false)
+	if got := body(t, resp); resp.StatusCode != http.StatusOK || got != "page" {
+		t.Fatalf("forwarded request: %s %q", resp.Status, got)
+	}
+	testwait.Until(t, "the forwarded request's idle connection to be closed", func() bool { return closed.Load() > 0 })
 }

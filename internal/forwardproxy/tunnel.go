@@ -343,18 +343,23 @@ func checkHost(host string) error {
 	return nil
 }
 
+// forwardIdle is how long the connection of a forwarded request waits
+// idle for the next one to its host.
+const forwardIdle = 90 * time.Second
+
 // newForwarder forwards absolute-form requests to hosts not intercepted,
 // untouched but for the hop-by-hop headers (Proxy-Authorization among
-// them).
-func newForwarder(dial func(ctx context.Context, network, addr string) (net.Conn, error), log *slog.Logger) http.Handler {
+// them). Idle connections are closed after idle, and at most 100 kept.
+func newForwarder(dial func(ctx context.Context, network, addr string) (net.Conn, error), idle time.Duration, log *slog.Logger) http.Handler {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			u := *pr.In.URL
 			pr.Out.URL = &u
 			pr.Out.Host = pr.In.Host
 		},
-		Transport: &http.Transport{DialContext: dial, Proxy: nil, DisableCompression: true, MaxIdleConnsPerHost: 8},
-		ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		Transport: &http.Transport{DialContext: dial, Proxy: nil, DisableCompression: true,
+			MaxIdleConns: 100, MaxIdleConnsPerHost: 8, IdleConnTimeout: idle},
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			status := http.StatusBadGateway
 			if errors.As(err, new(*refusedError)) {
