@@ -341,3 +341,35 @@ func TestForwardedConnectionsDoNotStayIdle(t *testing.T) {
 	}
 	testwait.Until(t, "the forwarded request's idle connection to be closed", func() bool { return closed.Load() > 0 })
 }
+
+// An intercepted connection whose server is shut down before it took it
+// (Shutdown racing the CONNECT) is closed, not left open untracked.
+func TestUnacceptedInterceptedConnectionIsClosed(t *testing.T) {
+	t.Parallel()
+	client, conn := net.Pipe()
+	t.Cleanup(func() { client.Close() })
+	srv := &http.Server{Handler: http.NotFoundHandler()}
+	if err := srv.Shutdown(closedContext()); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(newOneConnListener(conn)); err != http.ErrServerClosed {
+		t.Fatalf("Serve after Shutdown: %v", err)
+	}
+	read := make(chan error, 1)
+	go func() {
+		_, err := client.Read(make([]byte, 1))
+		read <- err
+	}()
+	var err error
+	testwait.Until(t, "the connection to be closed", func() bool {
+		select {
+		case err = <-read:
+			return true
+		default:
+			return false
+		}
+	})
+	if err != io.EOF {
+		t.Errorf("client read: %v, want EOF", err)
+	}
+}

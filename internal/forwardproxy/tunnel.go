@@ -143,7 +143,9 @@ func (c *bufferedConn) CloseWrite() error {
 	return c.Conn.Close()
 }
 
-// oneConnListener hands out one connection, then waits until closed.
+// oneConnListener hands out one connection, then waits until closed;
+// closed first (its server shut down before it served), it closes the
+// connection.
 type oneConnListener struct {
 	conn   chan net.Conn
 	closed chan struct{}
@@ -168,7 +170,12 @@ func (l *oneConnListener) Accept() (net.Conn, error) {
 
 func (l *oneConnListener) Close() error {
 	l.once.Do(func() { close(l.closed) })
-	return nil
+	select {
+	case c := <-l.conn:
+		return c.Close()
+	default:
+		return nil
+	}
 }
 
 func (l *oneConnListener) Addr() net.Addr { return l.addr }
