@@ -33,7 +33,9 @@
 //     requests (hop-by-hop headers, Proxy-Authorization among them,
 //     dropped; their connections kept idle 90 s at most). Neither ever
 //     connects to a loopback, link-local or fd00:ec2::/32 (the cloud
-//     metadata service), unspecified or multicast address.
+//     metadata service), unspecified or multicast address, nor to one of
+//     this host's own (the mirror's listeners would take the proxy's
+//     address for the client's).
 //
 // Clients are admitted by a Gate before anything else: the mirror's is
 // GateOf(access.Policy.Wrap), which asks the access policy about a /v2/

@@ -373,3 +373,43 @@ func TestUnacceptedInterceptedConnectionIsClosed(t *testing.T) {
 		t.Errorf("client read: %v, want EOF", err)
 	}
 }
+
+// A tunnel never reaches the mirror's own ports by one of its
+// non-loopback addresses either: there the mirror's listeners would
+// take the proxy's own address for the client's, and grant what its
+// network rules grant that address.
+func TestTunnelRefusesTheMirrorsOwnAddresses(t *testing.T) {
+	t.Parallel()
+	own := ownNonLoopbackAddr(t)
+	target, err := net.Listen("tcp", net.JoinHostPort(own, "0"))
+	if err != nil {
+		t.Skipf("cannot listen on %s: %v", own, err)
+	}
+	t.Cleanup(func() { target.Close() })
+	e := newEnv(t, func(o *Options) { o.Others = OthersTunnel })
+	addr := target.Addr().String()
+	_, _, resp := e.raw(t, "CONNECT "+addr+" HTTP/1.1\r\nHost: "+addr+"\r\n\r\n", true)
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("CONNECT %s (the mirror's own address): %s, want 403", addr, resp.Status)
+	}
+	if got := body(t, resp); !strings.Contains(got, "this host's own") {
+		t.Errorf("CONNECT %s (the mirror's own address): %s %q, want 403 naming it", addr, resp.Status, got)
+	}
+}
+
+// ownNonLoopbackAddr is an address of one of this host's interfaces
+// that is neither loopback nor link-local; the test is skipped without.
+func ownNonLoopbackAddr(t *testing.T) string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Skipf("no interface addresses: %v", err)
+	}
+	for _, a := range addrs {
+		if p, ok := a.(*net.IPNet); ok && !p.IP.IsLoopback() && !p.IP.IsLinkLocalUnicast() {
+			return p.IP.String()
+		}
+	}
+	t.Skip("this host has no non-loopback address")
+	return ""
+}

@@ -261,9 +261,11 @@ func (e *refusedError) Error() string {
 }
 
 // guardedDial dials through d, but only to public and private
-// addresses: never loopback (the mirror's own ports), link-local or
-// fd00:ec2::/32 (the cloud metadata service and its credentials),
-// unspecified or multicast ones. Names are resolved here and the address checked is dialled.
+// addresses of other hosts: never loopback or this host's own (the
+// mirror's ports, which would take the proxy's address for the
+// client's), link-local or fd00:ec2::/32 (the cloud metadata service
+// and its credentials), unspecified or multicast ones. Names are
+// resolved here and the address checked is dialled.
 func guardedDial(d *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		host, port, err := net.SplitHostPort(addr)
@@ -274,10 +276,18 @@ func guardedDial(d *net.Dialer) func(ctx context.Context, network, addr string) 
 		if err != nil {
 			return nil, fmt.Errorf("resolving %s: %w", host, err)
 		}
+		own, err := ownAddrs()
+		if err != nil {
+			return nil, &refusedError{addr: addr, reason: err.Error()}
+		}
 		var errs []error
 		for _, a := range addrs {
 			a = a.Unmap()
-			if reason := forbidden(a); reason != "" {
+			reason := forbidden(a)
+			if reason == "" && own[a.WithZone("")] {
+				reason = "one of this host's own addresses (the mirror's ports)"
+			}
+			if reason != "" {
 				errs = append(errs, &refusedError{addr: addr, reason: reason})
 				continue
 			}
@@ -292,6 +302,22 @@ func guardedDial(d *net.Dialer) func(ctx context.Context, network, addr string) 
 		}
 		return nil, errors.Join(errs...)
 	}
+}
+
+// ownAddrs are the addresses of this host's interfaces, read afresh
+// (an interface may gain one).
+func ownAddrs() (map[netip.Addr]bool, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("cannot list this host's own addresses: %v", err)
+	}
+	own := make(map[netip.Addr]bool, len(addrs))
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			own[p.Addr().Unmap().WithZone("")] = true
+		}
+	}
+	return own, nil
 }
 
 // awsLocalIPv6 holds the IPv6 addresses of EC2's instance metadata

@@ -38,7 +38,7 @@ func forwardProxySettings(c *Config) []*setting {
 			parse: c.parseForwardProxyCADir},
 		{env: "FORWARD_PROXY_OTHERS", arg: "deny|tunnel", def: "deny",
 			help:  "what the forward proxy does with hosts that are not registries it serves: deny (403) or tunnel (pass through untouched)",
-			doc:   "hosts that are not registries the mirror serves: `deny` answers 403 naming the host; `tunnel` passes `CONNECT` through untouched and forwards `http://` requests (never to loopback or link-local addresses)",
+			doc:   "hosts that are not registries the mirror serves: `deny` answers 403 naming the host; `tunnel` passes `CONNECT` through untouched and forwards `http://` requests (never to loopback, link-local or the mirror's own addresses)",
 			parse: c.parseForwardProxyOthers},
 	}
 }
