@@ -56,7 +56,7 @@ type CA struct {
 
 // LoadCA reads dir/ca.crt and dir/ca.key, or, when neither exists,
 // generates an ECDSA P-256 CA there (dir 0700, key 0600); created says
-// which. now is the clock of the certificates' validity (nil: time.Now).
+// which. An expired CA is an error. now is the clock of the certificates' validity (nil: time.Now).
 func LoadCA(dir string, now func() time.Time) (ca *CA, created bool, err error) {
 	if now == nil {
 		now = time.Now
@@ -76,6 +76,10 @@ func LoadCA(dir string, now func() time.Time) (ca *CA, created bool, err error) 
 	ca, err = readCA(certPath, keyPath)
 	if err != nil {
 		return nil, false, err
+	}
+	if end := ca.cert.NotAfter; !now().Before(end) {
+		// Its leaves would expire with it: every handshake would fail.
+		return nil, false, fmt.Errorf("%s expired on %s: replace ca.crt and ca.key (or remove both to have a CA generated), and have the nodes trust the new certificate", certPath, end.UTC().Format(time.RFC3339))
 	}
 	ca.now = now
 	return ca, created, nil

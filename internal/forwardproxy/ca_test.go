@@ -155,3 +155,21 @@ func TestGivenCAInAReadOnlyDirectory(t *testing.T) {
 		t.Errorf("issuing from the given CA: %v", err)
 	}
 }
+
+// An expired CA is refused at start, naming its file and when it
+// expired: every certificate it issued would fail every client's TLS
+// handshake.
+func TestLoadCARefusesAnExpiredCA(t *testing.T) {
+	t.Parallel()
+	clk := &fixedClock{t: time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)}
+	dir := t.TempDir()
+	ca, _, err := LoadCA(dir, clk.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(caLifetime + time.Hour)
+	_, _, err = LoadCA(dir, clk.now)
+	if err == nil || !strings.Contains(err.Error(), ca.CertPath()) || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("LoadCA of an expired CA: %v, want an error naming %s and saying it expired", err, ca.CertPath())
+	}
+}

@@ -27,11 +27,15 @@
 //     canonical names (Docker Hub's API hosts as docker.io).
 //   - tunnel.go: hosts that are not intercepted. FORWARD_PROXY_OTHERS=deny
 //     (the default) answers 403 naming the host and the setting; tunnel
-//     copies a CONNECT's bytes both ways untouched and forwards http://
+//     copies a CONNECT's bytes both ways untouched (once one end has
+//     closed, the other's silence of two minutes closes the tunnel, so
+//     a client that never hangs up holds nothing) and forwards http://
 //     requests (hop-by-hop headers, Proxy-Authorization among them,
-//     dropped). Neither ever connects to a loopback, link-local or
-//     fd00:ec2::/32 (the cloud metadata service), unspecified or
-//     multicast address.
+//     dropped; their connections kept idle 90 s at most). Neither ever
+//     connects to a loopback, link-local or fd00:ec2::/32 (the cloud
+//     metadata service), unspecified or multicast address, nor to one of
+//     this host's own (the mirror's listeners would take the proxy's
+//     address for the client's).
 //
 // Clients are admitted by a Gate before anything else: the mirror's is
 // GateOf(access.Policy.Wrap), which asks the access policy about a /v2/

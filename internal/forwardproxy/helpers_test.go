@@ -146,3 +146,10 @@ func closedContext() context.Context {
 	cancel()
 	return ctx
 }
+
+// open counts the tunnels' connections still tracked.
+func (t *tracker) open() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.conns)
+}

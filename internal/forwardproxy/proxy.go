@@ -115,6 +115,13 @@ type Options struct {
 	// Outcomes); nil: none.
 	Observe func(outcome string)
 	Logger  *slog.Logger
+
+	// halfClosedIdle is how long a tunnel one end has closed waits for
+	// the other end's next bytes; 0: halfClosedIdle (tests shorten it).
+	halfClosedIdle time.Duration
+	// forwardIdle is how long a forwarded request's connection is kept
+	// idle for the next; 0: forwardIdle (tests shorten it).
+	forwardIdle time.Duration
 }
 
 // Outcomes of requests to the proxy, for Options.Observe.
@@ -161,8 +168,14 @@ func New(opts Options) (*Proxy, error) {
 	if opts.Observe == nil {
 		opts.Observe = func(string) {}
 	}
+	if opts.halfClosedIdle <= 0 {
+		opts.halfClosedIdle = halfClosedIdle
+	}
+	if opts.forwardIdle <= 0 {
+		opts.forwardIdle = forwardIdle
+	}
 	p := &Proxy{opts: opts}
-	p.forward = newForwarder(opts.Dial, opts.Logger)
+	p.forward = newForwarder(opts.Dial, opts.forwardIdle, opts.Logger)
 	return p, nil
 }
 

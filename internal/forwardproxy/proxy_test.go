@@ -9,7 +9,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/ecr-mirror/ecr-mirror/internal/testwait"
 )
 
 // basic is a Proxy-Authorization (or Authorization) header value.
@@ -272,4 +276,140 @@ func TestTunnelCapsHeaders(t *testing.T) {
 	if n := len(e.reg.all()); n != 0 {
 		t.Errorf("the registry handler got %d requests", n)
 	}
+}
+
+// A tunnel whose server has closed ends even when its client keeps its
+// own end open: once one way is done, the other way's reads wait no
+// longer than the tunnel's idle limit, and both connections are closed.
+func TestHalfClosedTunnelEnds(t *testing.T) {
+	t.Parallel()
+	server, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close() })
+	go func() {
+		c, err := server.Accept()
+		if err != nil {
+			return
+		}
+		io.WriteString(c, "bye")
+		c.Close()
+	}()
+	e := newEnv(t, func(o *Options) {
+		o.Others = OthersTunnel
+		o.halfClosedIdle = time.Millisecond // the client below never sends again
+		o.Dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, server.Addr().String())
+		}
+	})
+	_, br, resp := e.raw(t, "CONNECT closing.example.test:443 HTTP/1.1\r\nHost: closing.example.test:443\r\n\r\n", true)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT: %s", resp.Status)
+	}
+	if got, err := io.ReadAll(br); string(got) != "bye" || err != nil {
+		t.Fatalf("through the tunnel: %q, %v; want bye, then EOF", got, err)
+	}
+	testwait.Until(t, "the half-closed tunnel to close both its connections", func() bool { return e.px.tunnels.open() == 0 })
+}
+
+// The connections of forwarded http:// requests are not kept idle for
+// ever: a farm that reaches many hosts must not pile them up.
+func TestForwardedConnectionsDoNotStayIdle(t *testing.T) {
+	t.Parallel()
+	var closed atomic.Int32
+	target := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "page") }))
+	target.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed.Add(1)
+		}
+	}
+	target.Start()
+	t.Cleanup(target.Close)
+	e := newEnv(t, func(o *Options) {
+		o.Others = OthersTunnel
+		o.forwardIdle = time.Millisecond
+		o.Dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, target.Listener.Addr().String())
+		}
+	})
+	_, _, resp := e.raw(t, "GET http://plain.example.test/ HTTP/1.1\r\nHost: plain.example.test\r\n\r\n", false)
+	if got := body(t, resp); resp.StatusCode != http.StatusOK || got != "page" {
+		t.Fatalf("forwarded request: %s %q", resp.Status, got)
+	}
+	testwait.Until(t, "the forwarded request's idle connection to be closed", func() bool { return closed.Load() > 0 })
+}
+
+// An intercepted connection whose server is shut down before it took it
+// (Shutdown racing the CONNECT) is closed, not left open untracked.
+func TestUnacceptedInterceptedConnectionIsClosed(t *testing.T) {
+	t.Parallel()
+	client, conn := net.Pipe()
+	t.Cleanup(func() { client.Close() })
+	srv := &http.Server{Handler: http.NotFoundHandler()}
+	if err := srv.Shutdown(closedContext()); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(newOneConnListener(conn)); err != http.ErrServerClosed {
+		t.Fatalf("Serve after Shutdown: %v", err)
+	}
+	read := make(chan error, 1)
+	go func() {
+		_, err := client.Read(make([]byte, 1))
+		read <- err
+	}()
+	var err error
+	testwait.Until(t, "the connection to be closed", func() bool {
+		select {
+		case err = <-read:
+			return true
+		default:
+			return false
+		}
+	})
+	if err != io.EOF {
+		t.Errorf("client read: %v, want EOF", err)
+	}
+}
+
+// A tunnel never reaches the mirror's own ports by one of its
+// non-loopback addresses either: there the mirror's listeners would
+// take the proxy's own address for the client's, and grant what its
+// network rules grant that address.
+func TestTunnelRefusesTheMirrorsOwnAddresses(t *testing.T) {
+	t.Parallel()
+	own := ownNonLoopbackAddr(t)
+	target, err := net.Listen("tcp", net.JoinHostPort(own, "0"))
+	if err != nil {
+		t.Skipf("cannot listen on %s: %v", own, err)
+	}
+	t.Cleanup(func() { target.Close() })
+	e := newEnv(t, func(o *Options) { o.Others = OthersTunnel })
+	addr := target.Addr().String()
+	_, _, resp := e.raw(t, "CONNECT "+addr+" HTTP/1.1\r\nHost: "+addr+"\r\n\r\n", true)
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("CONNECT %s (the mirror's own address): %s, want 403", addr, resp.Status)
+	}
+	if got := body(t, resp); !strings.Contains(got, "this host's own") {
+		t.Errorf("CONNECT %s (the mirror's own address): %s %q, want 403 naming it", addr, resp.Status, got)
+	}
+}
+
+// ownNonLoopbackAddr is an address of one of this host's interfaces
+// that is neither loopback nor link-local; the test is skipped without.
+func ownNonLoopbackAddr(t *testing.T) string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Skipf("no interface addresses: %v", err)
+	}
+	for _, a := range addrs {
+		if p, ok := a.(*net.IPNet); ok && !p.IP.IsLoopback() && !p.IP.IsLinkLocalUnicast() {
+			return p.IP.String()
+		}
+	}
+	t.Skip("this host has no non-loopback address")
+	return ""
 }

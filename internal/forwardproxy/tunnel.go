@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -54,17 +55,47 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, addr string) {
 		return
 	}
 	defer p.tunnels.removeConn(upstream)
+	var half atomic.Bool
 	done := make(chan struct{})
 	go func() {
-		_, _ = io.Copy(upstream, client)
-		closeWrite(upstream)
+		pipe(upstream, client, &half, p.opts.halfClosedIdle)
 		close(done)
 	}()
-	_, _ = io.Copy(client, upstream)
-	closeWrite(client)
+	pipe(client, upstream, &half, p.opts.halfClosedIdle)
 	<-done
 	client.Close()
 	upstream.Close()
+}
+
+// halfClosedIdle is how long a tunnel one end has closed waits for the
+// other end's next bytes: a client that keeps its end open after the
+// server closed (or the reverse) would otherwise hold it for ever.
+const halfClosedIdle = 2 * time.Minute
+
+// pipe copies src to dst, then half-closes dst. Once either way of the
+// tunnel is done (half), a read of src that waits idle fails; the first
+// way to finish starts that clock on the other's read.
+func pipe(dst, src net.Conn, half *atomic.Bool, idle time.Duration) {
+	_, _ = io.Copy(dst, &idleAfterHalf{Conn: src, half: half, idle: idle})
+	closeWrite(dst)
+	if !half.Swap(true) {
+		_ = dst.SetReadDeadline(time.Now().Add(idle)) // the other way may be waiting in a read
+	}
+}
+
+// idleAfterHalf reads its connection with a deadline idle ahead once
+// half is set.
+type idleAfterHalf struct {
+	net.Conn
+	half *atomic.Bool
+	idle time.Duration
+}
+
+func (r *idleAfterHalf) Read(p []byte) (int, error) {
+	if r.half.Load() {
+		_ = r.Conn.SetReadDeadline(time.Now().Add(r.idle))
+	}
+	return r.Conn.Read(p)
 }
 
 // closeWrite half-closes c when it can, else closes it.
@@ -112,7 +143,9 @@ func (c *bufferedConn) CloseWrite() error {
 	return c.Conn.Close()
 }
 
-// oneConnListener hands out one connection, then waits until closed.
+// oneConnListener hands out one connection, then waits until closed;
+// closed first (its server shut down before it served), it closes the
+// connection.
 type oneConnListener struct {
 	conn   chan net.Conn
 	closed chan struct{}
@@ -137,7 +170,12 @@ func (l *oneConnListener) Accept() (net.Conn, error) {
 
 func (l *oneConnListener) Close() error {
 	l.once.Do(func() { close(l.closed) })
-	return nil
+	select {
+	case c := <-l.conn:
+		return c.Close()
+	default:
+		return nil
+	}
 }
 
 func (l *oneConnListener) Addr() net.Addr { return l.addr }
@@ -223,9 +261,11 @@ func (e *refusedError) Error() string {
 }
 
 // guardedDial dials through d, but only to public and private
-// addresses: never loopback (the mirror's own ports), link-local or
-// fd00:ec2::/32 (the cloud metadata service and its credentials),
-// unspecified or multicast ones. Names are resolved here and the address checked is dialled.
+// addresses of other hosts: never loopback or this host's own (the
+// mirror's ports, which would take the proxy's address for the
+// client's), link-local or fd00:ec2::/32 (the cloud metadata service
+// and its credentials), unspecified or multicast ones. Names are
+// resolved here and the address checked is dialled.
 func guardedDial(d *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		host, port, err := net.SplitHostPort(addr)
@@ -236,10 +276,18 @@ func guardedDial(d *net.Dialer) func(ctx context.Context, network, addr string) 
 		if err != nil {
 			return nil, fmt.Errorf("resolving %s: %w", host, err)
 		}
+		own, err := ownAddrs()
+		if err != nil {
+			return nil, &refusedError{addr: addr, reason: err.Error()}
+		}
 		var errs []error
 		for _, a := range addrs {
 			a = a.Unmap()
-			if reason := forbidden(a); reason != "" {
+			reason := forbidden(a)
+			if reason == "" && own[a.WithZone("")] {
+				reason = "one of this host's own addresses (the mirror's ports)"
+			}
+			if reason != "" {
 				errs = append(errs, &refusedError{addr: addr, reason: reason})
 				continue
 			}
@@ -254,6 +302,22 @@ func guardedDial(d *net.Dialer) func(ctx context.Context, network, addr string) 
 		}
 		return nil, errors.Join(errs...)
 	}
+}
+
+// ownAddrs are the addresses of this host's interfaces, read afresh
+// (an interface may gain one).
+func ownAddrs() (map[netip.Addr]bool, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("cannot list this host's own addresses: %v", err)
+	}
+	own := make(map[netip.Addr]bool, len(addrs))
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			own[p.Addr().Unmap().WithZone("")] = true
+		}
+	}
+	return own, nil
 }
 
 // awsLocalIPv6 holds the IPv6 addresses of EC2's instance metadata
@@ -312,18 +376,23 @@ func checkHost(host string) error {
 	return nil
 }
 
+// forwardIdle is how long the connection of a forwarded request waits
+// idle for the next one to its host.
+const forwardIdle = 90 * time.Second
+
 // newForwarder forwards absolute-form requests to hosts not intercepted,
 // untouched but for the hop-by-hop headers (Proxy-Authorization among
-// them).
-func newForwarder(dial func(ctx context.Context, network, addr string) (net.Conn, error), log *slog.Logger) http.Handler {
+// them). Idle connections are closed after idle, and at most 100 kept.
+func newForwarder(dial func(ctx context.Context, network, addr string) (net.Conn, error), idle time.Duration, log *slog.Logger) http.Handler {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			u := *pr.In.URL
 			pr.Out.URL = &u
 			pr.Out.Host = pr.In.Host
 		},
-		Transport: &http.Transport{DialContext: dial, Proxy: nil, DisableCompression: true, MaxIdleConnsPerHost: 8},
-		ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		Transport: &http.Transport{DialContext: dial, Proxy: nil, DisableCompression: true,
+			MaxIdleConns: 100, MaxIdleConnsPerHost: 8, IdleConnTimeout: idle},
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			status := http.StatusBadGateway
 			if errors.As(err, new(*refusedError)) {

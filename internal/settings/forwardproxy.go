@@ -3,6 +3,7 @@ package settings
 import (
 	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
 
 	"github.com/ecr-mirror/ecr-mirror/registry"
@@ -22,12 +23,11 @@ type ForwardProxy struct {
 // forwardProxySettings are the settings of the forward-proxy mode. They
 // come after CACHE_DIR, UPSTREAM and PULL_THROUGHS, which they read.
 func forwardProxySettings(c *Config) []*setting {
-	fp := &c.ForwardProxy
 	return []*setting{
 		{env: "FORWARD_PROXY_ADDR", arg: "ADDR",
 			help:       "address of the forward proxy clients use as HTTPS_PROXY/HTTP_PROXY: it serves the registry hosts from the cache (default: off)",
 			docDefault: "(none: off)", doc: "where the forward proxy listens (plain HTTP, `CONNECT`): clients set it as `HTTPS_PROXY`/`HTTP_PROXY` and pull by the registries' own names; every `UPSTREAM` host and `FORWARD_PROXY_REGISTRIES` is served from the cache (see \"Forward-proxy mode\")",
-			parse: bindAddr(&fp.Addr, false)},
+			parse: c.parseForwardProxyAddr},
 		{env: "FORWARD_PROXY_REGISTRIES", arg: "HOST,...", shape: list,
 			help:       "more registry hosts the forward proxy serves from the cache, each mapped in PULL_THROUGHS or an UPSTREAM, e.g. docker.io,ghcr.io",
 			docDefault: "(none: the `UPSTREAM` hosts only)", doc: "registry hosts the forward proxy serves from the cache besides every `UPSTREAM` host, each mapped in `PULL_THROUGHS` (or an `UPSTREAM`), e.g. `docker.io,ghcr.io`; `docker.io` covers `registry-1.docker.io`",
@@ -38,17 +38,41 @@ func forwardProxySettings(c *Config) []*setting {
 			parse: c.parseForwardProxyCADir},
 		{env: "FORWARD_PROXY_OTHERS", arg: "deny|tunnel", def: "deny",
 			help:  "what the forward proxy does with hosts that are not registries it serves: deny (403) or tunnel (pass through untouched)",
-			doc:   "hosts that are not registries the mirror serves: `deny` answers 403 naming the host; `tunnel` passes `CONNECT` through untouched and forwards `http://` requests (never to loopback or link-local addresses)",
+			doc:   "hosts that are not registries the mirror serves: `deny` answers 403 naming the host; `tunnel` passes `CONNECT` through untouched and forwards `http://` requests (never to loopback, link-local or the mirror's own addresses)",
 			parse: c.parseForwardProxyOthers},
 	}
 }
 
+// parseForwardProxyAddr binds FORWARD_PROXY_ADDR. The proxy intercepts
+// registries by host, whatever the port: two UPSTREAM entries on one
+// host would leave it one of them to serve for both.
+func (c *Config) parseForwardProxyAddr(v string) error {
+	if err := bindAddr(&c.ForwardProxy.Addr, false)(v); err != nil || v == "" {
+		return err
+	}
+	byHost := map[string]string{}
+	var errs []error
+	for _, u := range c.Upstreams {
+		host := registry.CanonicalRegistry(u.URL.Hostname())
+		if other, dup := byHost[host]; dup {
+			errs = append(errs, fmt.Errorf("UPSTREAM %s and %s share host %s, and the forward proxy intercepts a host whatever the port: serve one of them through it", other, u.Host, host))
+		}
+		byHost[host] = u.Host
+	}
+	return errors.Join(errs...)
+}
+
 // parseForwardProxyRegistries binds FORWARD_PROXY_REGISTRIES: hosts
-// PULL_THROUGHS maps, or UPSTREAM entries.
+// PULL_THROUGHS maps, or UPSTREAM entries, named without a port (the
+// proxy intercepts them on 443 and 80).
 func (c *Config) parseForwardProxyRegistries(v string) error {
 	var errs []error
 	for _, item := range SplitList(v) {
 		host := registry.CanonicalRegistry(item)
+		if _, port, err := net.SplitHostPort(host); err == nil {
+			errs = append(errs, fmt.Errorf("%s names a port (%s): the forward proxy intercepts a host on 443 (CONNECT) and 80 (http://), so name the host alone", host, port))
+			continue
+		}
 		if err := c.mapped(host); err != nil {
 			errs = append(errs, err)
 			continue

@@ -36,6 +36,11 @@ func TestForwardProxySettings(t *testing.T) {
 			wantErr: []string{`FORWARD_PROXY_REGISTRIES: registry "quay.io" is not mapped in PULL_THROUGHS`}},
 		{name: "registries without addr", env: map[string]string{"PULL_THROUGHS": "docker.io=docker-hub", "FORWARD_PROXY_REGISTRIES": "docker.io"},
 			wantErr: []string{"FORWARD_PROXY_REGISTRIES: needs FORWARD_PROXY_ADDR"}},
+		{name: "two upstreams on one host", env: map[string]string{"FORWARD_PROXY_ADDR": ":3128", "UPSTREAM": ecr + ",http://reg.example.test:5000,http://reg.example.test:6000"},
+			wantErr: []string{"FORWARD_PROXY_ADDR: UPSTREAM reg.example.test:5000 and reg.example.test:6000 share host reg.example.test"}},
+		{name: "registry with a port", env: map[string]string{"FORWARD_PROXY_ADDR": ":3128", "PULL_THROUGHS": "reg.example.test:5000=local",
+			"FORWARD_PROXY_REGISTRIES": "reg.example.test:5000"},
+			wantErr: []string{"FORWARD_PROXY_REGISTRIES: reg.example.test:5000 names a port"}},
 		{name: "bad others", env: map[string]string{"FORWARD_PROXY_OTHERS": "allow"}, wantErr: []string{`FORWARD_PROXY_OTHERS: "allow" is neither deny nor tunnel`}},
 	}
 	for _, tt := range tests {
