@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// With TLS_CERTIFICATE set, the forward proxy speaks TLS with the
+// registry listeners' certificate: a Go client whose proxy is
+// https://USER:PASSWORD@mirror pulls an image by its ECR name, its
+// login sent inside TLS; a wrong login gets 407.
+func TestForwardProxyOverTLSWithLogin(t *testing.T) {
+	t.Parallel()
+	htpasswd := writeHtpasswd(t, map[string]string{"alice": "alice-pw"})
+	p := startProxied(t, proxyOpts{tls: true, env: map[string]string{"HTPASSWD_FILE": htpasswd}})
+	putImage(t, p.fake, "team/app", "v1", ociImage(t, linuxAMD64, 1))
+
+	_, resp := p.connect(t, ecrName+":443")
+	if resp.StatusCode != http.StatusProxyAuthRequired {
+		t.Errorf("CONNECT over TLS without a login: %s, want 407", resp.Status)
+	}
+	if err := p.pullByUpstreamName(t, p.transport(t, "alice", "wrong"), "team/app", "v1"); err == nil || !strings.Contains(err.Error(), "Proxy Authentication Required") {
+		t.Errorf("pull through the TLS proxy with a wrong password: %v, want 407", err)
+	}
+	if err := p.pullByUpstreamName(t, p.transport(t, "alice", "alice-pw"), "team/app", "v1"); err != nil {
+		t.Fatalf("pull through the TLS proxy with alice's login: %v\n%s", err, p.Logs)
+	}
+	if strings.Contains(p.Logs.String(), "alice-pw") {
+		t.Error("the proxy password reached the log")
+	}
+}
+
+// curl with --proxy https://… (trusting the listener's CA with
+// --proxy-cacert, the mirror's CA with --cacert) fetches a manifest and
+// a layer by the ECR name through the TLS proxy with a login; the same
+// proxy named http:// fails, for the port speaks TLS only.
+func TestForwardProxyOverTLSCurl(t *testing.T) {
+	t.Parallel()
+	curl := requireClientTool(t, "curl")
+	htpasswd := writeHtpasswd(t, map[string]string{"alice": "alice-pw"})
+	p := startProxied(t, proxyOpts{tls: true, env: map[string]string{"HTPASSWD_FILE": htpasswd}})
+	img := newRawImage(23, nil)
+	putRawImage(p.fake, "team/app", "v1", img)
+	ca, proxyCA := p.caFile(t), p.listenerCAFile(t)
+	fetch := func(proxy, path string) (string, error) {
+		out, errOut, err := runTool(t, nil, curl, "-sS", "--fail", "--proxy", proxy, "--proxy-user", "alice:alice-pw",
+			"--proxy-cacert", proxyCA, "--cacert", ca,
+			"-H", "Accept: application/vnd.oci.image.manifest.v1+json", "https://"+ecrName+path)
+		if err != nil {
+			return "", fmt.Errorf("%w: %s", err, errOut)
+		}
+		return out, nil
+	}
+	for _, c := range []struct {
+		path string
+		want digest.Digest
+	}{
+		{"/v2/team/app/manifests/v1", img.Dgst},
+		{"/v2/team/app/blobs/" + string(img.LayerDgst), img.LayerDgst},
+	} {
+		out, err := fetch(p.proxyURL(), c.path)
+		if err != nil {
+			t.Fatalf("curl through the TLS proxy, %s: %v", c.path, err)
+		}
+		if got := digest.FromString(out); got != c.want {
+			t.Errorf("%s through the TLS proxy: %s, want %s", c.path, got, c.want)
+		}
+	}
+	if _, err := fetch("http://"+p.proxy, "/v2/team/app/manifests/v1"); err == nil {
+		t.Error("curl reached the registry through the TLS proxy port in plain HTTP")
+	}
+}
+
+// The TLS proxy port answers a plain-HTTP CONNECT with no tunnel,
+// offers HTTP/1.1 alone (CONNECT over HTTP/2 is another protocol), and
+// with FORWARD_PROXY_OTHERS=tunnel passes a CONNECT made inside its TLS
+// through untouched.
+func TestForwardProxyOverTLSListener(t *testing.T) {
+	t.Parallel()
+	p := startProxied(t, proxyOpts{tls: true, env: map[string]string{"FORWARD_PROXY_OTHERS": "tunnel"}})
+
+	c, err := net.Dial("tcp", p.proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "CONNECT "+ecrName+":443 HTTP/1.1\r\nHost: "+ecrName+":443\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodConnect})
+	if err == nil && resp.StatusCode == http.StatusOK {
+		t.Error("a plain-HTTP CONNECT to the TLS proxy port got a tunnel")
+	}
+
+	tc, err := tls.Dial("tcp", p.proxy, &tls.Config{ServerName: "127.0.0.1", RootCAs: p.listenerCA.Pool(), NextProtos: []string{"h2", "http/1.1"}})
+	if err != nil {
+		t.Fatalf("TLS to the proxy port with the listener's certificate: %v", err)
+	}
+	if got := tc.ConnectionState().NegotiatedProtocol; got != "http/1.1" {
+		t.Errorf("the proxy port negotiated %q, want http/1.1", got)
+	}
+	tc.Close()
+	if tc, err := tls.Dial("tcp", p.proxy, &tls.Config{ServerName: "127.0.0.1", RootCAs: p.listenerCA.Pool(), NextProtos: []string{"h2"}}); err == nil {
+		if got := tc.ConnectionState().NegotiatedProtocol; got == "h2" {
+			t.Error("the proxy port negotiated h2 with a client offering h2 alone")
+		}
+		tc.Close()
+	}
+
+	conn, resp := p.connect(t, outsideName+":443")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT inside TLS with tunnel: %s", resp.Status)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(p.outside.Certificate())
+	inner := tls.Client(conn, &tls.Config{ServerName: "example.com", RootCAs: pool})
+	if err := inner.Handshake(); err != nil {
+		t.Fatalf("TLS through the tunnel inside the proxy's TLS: %v", err)
+	}
+	if got := inner.ConnectionState().PeerCertificates[0]; !got.Equal(p.outside.Certificate()) {
+		t.Errorf("tunnel: certificate %s, want the outside server's own", got.Subject)
+	}
+	if _, err := io.WriteString(inner, "GET / HTTP/1.1\r\nHost: "+outsideName+"\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(inner)
+	if err != nil || !strings.Contains(string(body), "the outside server") {
+		t.Errorf("through the tunnel: %q, %v", body, err)
+	}
+}
