@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -135,5 +137,40 @@ func TestForwardProxyOverTLSListener(t *testing.T) {
 	body, err := io.ReadAll(inner)
 	if err != nil || !strings.Contains(string(body), "the outside server") {
 		t.Errorf("through the tunnel: %q, %v", body, err)
+	}
+}
+
+// skopeo whose HTTPS_PROXY is https://USER:PASSWORD@mirror copies an
+// image by its ECR name through the TLS proxy: its certificate
+// directory holds the mirror's CA and the listener's, the roots it
+// checks the registry and the proxy with (only the mirror reaches that
+// name: the copy can only have come through the proxy).
+func TestForwardProxyOverTLSSkopeo(t *testing.T) {
+	t.Parallel()
+	sk := newSkopeo(t)
+	htpasswd := writeHtpasswd(t, map[string]string{"node": "node-pw"})
+	p := startProxied(t, proxyOpts{tls: true, env: map[string]string{"HTPASSWD_FILE": htpasswd}})
+	manifest, blobs := putImage(t, p.fake, "team/app", "v1", ociImage(t, linuxAMD64, 2))
+	certs := t.TempDir()
+	for name, pem := range map[string][]byte{"ca.crt": p.caPEM(t), "proxy-ca.crt": p.listenerCA.CertPEM()} {
+		if err := os.WriteFile(filepath.Join(certs, name), pem, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proxy := "https://node:node-pw@" + p.proxy
+	sk.env = append(sk.env, "HTTPS_PROXY="+proxy, "https_proxy="+proxy, "NO_PROXY=", "no_proxy=")
+	out := t.TempDir()
+	if err := sk.copy(t, "docker://"+ecrName+"/team/app:v1", "oci:"+out+":v1", "--src-tls-verify=true", "--src-cert-dir", certs); err != nil {
+		t.Fatalf("copy through the TLS forward proxy: %v\n%s", err, p.Logs)
+	}
+	got, refs := readOCILayout(t, out)
+	if want := append([]digest.Digest{manifest}, blobs...); refs["v1"] != manifest || !sameDigests(got, want) {
+		t.Errorf("index.json %v, blobs %v; want v1 -> %s, blobs %v", refs, got, manifest, want)
+	}
+	if n := p.fake.Counters().BlobGet; n != int64(len(blobs)) {
+		t.Errorf("ECR saw %d blob GETs, want %d (the mirror's, one per blob)", n, len(blobs))
+	}
+	if strings.Contains(p.Logs.String(), "node-pw") {
+		t.Error("the proxy password reached the log")
 	}
 }
