@@ -174,3 +174,27 @@ func TestForwardProxyOverTLSSkopeo(t *testing.T) {
 		t.Error("the proxy password reached the log")
 	}
 }
+
+// containerd's ctr fetches an image by its ECR name through the TLS
+// proxy with a login, trusting both CAs from SSL_CERT_FILE.
+func TestForwardProxyOverTLSContainerd(t *testing.T) {
+	t.Parallel()
+	ctrd := startContainerd(t)
+	htpasswd := writeHtpasswd(t, map[string]string{"node": "node-pw"})
+	p := startProxied(t, proxyOpts{tls: true, env: map[string]string{"HTPASSWD_FILE": htpasswd}})
+	manifest, blobs := putImage(t, p.fake, "team/app", "v1", ociImage(t, linuxAMD64, 2))
+	roots := filepath.Join(t.TempDir(), "roots.crt")
+	if err := os.WriteFile(roots, append(p.caPEM(t), p.listenerCA.CertPEM()...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	proxy := "https://node:node-pw@" + p.proxy
+	ctrd.env = append(ctrd.env, "HTTPS_PROXY="+proxy, "https_proxy="+proxy, "NO_PROXY=", "no_proxy=", "SSL_CERT_FILE="+roots)
+	ref := ecrName + "/team/app:v1"
+	if _, err := ctrd.fetch(t, t.TempDir(), ref); err != nil {
+		t.Fatalf("fetching %s through the TLS forward proxy: %v\nmirror log:\n%s", ref, err, p.Logs)
+	}
+	checkFetched(t, ctrd, ref, manifest, blobs)
+	if n := p.fake.Counters().BlobGet; n != int64(len(blobs)) {
+		t.Errorf("ECR saw %d blob GETs, want %d", n, len(blobs))
+	}
+}
