@@ -35,8 +35,9 @@
 //     start, each intercepted host (every UPSTREAM host and
 //     FORWARD_PROXY_REGISTRIES) given the front handler a
 //     NAMESPACE_LISTENERS listener for it would have, the access policy
-//     as its gate, /ca.crt beside the registry API, and its tunnels shut
-//     down with the servers.
+//     as its gate, /ca.crt beside the registry API, its listener served
+//     over TLS (HTTP/1.1 only) when the registry listeners are, and its
+//     tunnels shut down with the servers.
 //   - internal/servergroup: the lifecycle, the TCP listeners opened, an
 //     errgroup with one goroutine per server and one that shuts them down
 //     (the admin socket last) within SHUTDOWN_GRACE.

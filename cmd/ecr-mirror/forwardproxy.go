@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"maps"
 	"net/http"
@@ -34,8 +35,10 @@ func (h *handlers) loadForwardProxyCA() error {
 
 // forwardProxyListener is FORWARD_PROXY_ADDR's listener: every UPSTREAM
 // host and FORWARD_PROXY_REGISTRIES' served as a registry listener for
-// that host would serve it (front with it as default namespace).
-func (h *handlers) forwardProxyListener(probe http.Handler) (servergroup.Listener, error) {
+// that host would serve it (front with it as default namespace). With
+// the registry listeners' TLS (tlsConfig non-nil) it is served over
+// TLS too, HTTP/1.1 only, so that proxy logins never cross in the clear.
+func (h *handlers) forwardProxyListener(probe http.Handler, tlsConfig *tls.Config) (servergroup.Listener, error) {
 	fp := h.cfg.ForwardProxy
 	regs := map[string]forwardproxy.Registry{}
 	for _, u := range h.cfg.Upstreams {
@@ -63,7 +66,18 @@ func (h *handlers) forwardProxyListener(probe http.Handler) (servergroup.Listene
 	h.fwd = px
 	hosts := slices.Sorted(maps.Keys(regs))
 	return servergroup.Listener{Setting: "FORWARD_PROXY_ADDR", Addr: fp.Addr, Handler: px,
-		What: fmt.Sprintf("forward proxy: registries %v from the cache, other hosts: %s", hosts, fp.Others), Limited: true}, nil
+		What: fmt.Sprintf("forward proxy: registries %v from the cache, other hosts: %s", hosts, fp.Others), Limited: true,
+		TLS: http1Only(tlsConfig), HTTP1Only: true}, nil
+}
+
+// http1Only is tlsConfig offering HTTP/1.1 alone; nil stays nil.
+func http1Only(tlsConfig *tls.Config) *tls.Config {
+	if tlsConfig == nil {
+		return nil
+	}
+	c := tlsConfig.Clone()
+	c.NextProtos = []string{"http/1.1"}
+	return c
 }
 
 // shutdownForwardProxy has the forward proxy's intercepted connections

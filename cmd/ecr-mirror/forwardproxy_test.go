@@ -45,12 +45,16 @@ type proxied struct {
 	// the requests it answered.
 	outside     *httptest.Server
 	outsideHits *atomic.Int64
+	// listenerCA issued the mirror's TLS_CERTIFICATE (for 127.0.0.1),
+	// which the proxy listener serves too; nil: plain HTTP.
+	listenerCA *tlstest.CA
 }
 
 // proxyOpts are the settings of startProxied beyond the defaults.
 type proxyOpts struct {
 	env map[string]string
 	dir string
+	tls bool // TLS_CERTIFICATE set: the listeners, the proxy's too, speak TLS
 }
 
 // startProxied starts a fake ECR reachable as ecrName:443 over TLS (its
@@ -77,6 +81,11 @@ func startProxied(t *testing.T, o proxyOpts) *proxied {
 		"UPSTREAM":           "https://" + ecrName,
 		"FORWARD_PROXY_ADDR": "127.0.0.1:0",
 	}
+	var listenerCA *tlstest.CA
+	if o.tls {
+		listenerCA = tlstest.NewCA(t)
+		env["TLS_CERTIFICATE"], env["TLS_PRIVATE_KEY"] = listenerCA.IssueFiles(t, t.TempDir(), "127.0.0.1")
+	}
 	for k, v := range o.env {
 		env[k] = v
 	}
@@ -91,14 +100,44 @@ func startProxied(t *testing.T, o proxyOpts) *proxied {
 			return d.DialContext(ctx, network, to)
 		}
 	}})
-	return &proxied{mirror: m, fake: fake, proxy: m.Extra[len(m.Extra)-1], outside: outside, outsideHits: hits}
+	return &proxied{mirror: m, fake: fake, proxy: m.Extra[len(m.Extra)-1], outside: outside, outsideHits: hits, listenerCA: listenerCA}
+}
+
+// proxyURL is the forward proxy's URL: https:// when the mirror has TLS.
+func (p *proxied) proxyURL() string {
+	if p.listenerCA != nil {
+		return "https://" + p.proxy
+	}
+	return "http://" + p.proxy
+}
+
+// listenerCAFile writes the CA of the listeners' certificate to a file,
+// for curl's --proxy-cacert.
+func (p *proxied) listenerCAFile(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "listener-ca.crt")
+	if err := os.WriteFile(path, p.listenerCA.CertPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // caPEM is the forward proxy's CA certificate as the registry listener
 // serves it at /ca.crt.
 func (p *proxied) caPEM(t *testing.T) []byte {
 	t.Helper()
-	resp, body, err := get(t, http.MethodGet, p.URL+"/ca.crt", nil)
+	var resp *http.Response
+	var body []byte
+	var err error
+	if p.listenerCA == nil {
+		resp, body, err = get(t, http.MethodGet, p.URL+"/ca.crt", nil)
+	} else {
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.listenerCA.Pool()}}}
+		if resp, err = c.Get("https://" + p.Host + "/ca.crt"); err == nil {
+			defer resp.Body.Close()
+			body, err = io.ReadAll(resp.Body)
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +159,9 @@ func (p *proxied) caFile(t *testing.T) string {
 }
 
 // transport is an HTTP client's transport that uses the forward proxy
-// (with user:password as its login, unless empty) and trusts its CA.
+// (with user:password as its login, unless empty) and trusts its CA,
+// and the listener's CA when the proxy speaks TLS (the transport's TLS
+// configuration serves both).
 func (p *proxied) transport(t *testing.T, user, password string) *http.Transport {
 	t.Helper()
 	pool := x509.NewCertPool()
@@ -128,13 +169,18 @@ func (p *proxied) transport(t *testing.T, user, password string) *http.Transport
 		t.Fatal("/ca.crt holds no certificate")
 	}
 	u := &url.URL{Scheme: "http", Host: p.proxy}
+	if p.listenerCA != nil {
+		u.Scheme = "https"
+		pool.AppendCertsFromPEM(p.listenerCA.CertPEM())
+	}
 	if user != "" {
 		u.User = url.UserPassword(user, password)
 	}
 	return &http.Transport{Proxy: http.ProxyURL(u), TLSClientConfig: &tls.Config{RootCAs: pool}, DisableKeepAlives: true}
 }
 
-// connect sends CONNECT addr to the forward proxy with the extra header
+// connect sends CONNECT addr to the forward proxy (over TLS, trusting
+// the listener's CA, when the mirror has TLS) with the extra header
 // lines, and returns the connection and the proxy's answer.
 func (p *proxied) connect(t *testing.T, addr string, header ...string) (net.Conn, *http.Response) {
 	t.Helper()
@@ -143,6 +189,10 @@ func (p *proxied) connect(t *testing.T, addr string, header ...string) (net.Conn
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
+	if p.listenerCA != nil {
+		c = tls.Client(c, &tls.Config{ServerName: "127.0.0.1", RootCAs: p.listenerCA.Pool(), NextProtos: []string{"http/1.1"}})
+		t.Cleanup(func() { c.Close() })
+	}
 	req := "CONNECT " + addr + " HTTP/1.1\r\nHost: " + addr + "\r\n"
 	for _, h := range header {
 		req += h + "\r\n"

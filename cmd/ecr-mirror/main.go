@@ -191,7 +191,7 @@ func (h *handlers) listeners(tlsConfig *tls.Config) ([]servergroup.Listener, err
 			What: "registry API: ECR repositories under " + pl.Prefix + "/", Limited: true})
 	}
 	if cfg.ForwardProxy.Addr != "" {
-		l, err := h.forwardProxyListener(probe)
+		l, err := h.forwardProxyListener(probe, tlsConfig)
 		if err != nil {
 			return nil, err
 		}

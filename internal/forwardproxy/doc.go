@@ -37,6 +37,12 @@
 //     this host's own (the mirror's listeners would take the proxy's
 //     address for the client's).
 //
+// The Proxy is a plain http.Handler: the mirror serves it over TLS when
+// it has TLS (HTTP/1.1 only), so that clients speak TLS to the proxy and
+// CONNECT inside it; a hijacked connection is then a *tls.Conn, and the
+// intercepted host's TLS runs inside it (a tunnel's half-close is its
+// close_notify).
+//
 // Clients are admitted by a Gate before anything else: the mirror's is
 // GateOf(access.Policy.Wrap), which asks the access policy about a /v2/
 // login probe from the client's address with its Proxy-Authorization.

@@ -44,10 +44,25 @@ type env struct {
 	ca   *CA
 	reg  *seen
 	addr string // the proxy's host:port
+	// proxyRoots trust the proxy's own certificate when it is served
+	// over TLS (newTLSEnv); nil: plain HTTP.
+	proxyRoots *x509.CertPool
 }
 
 // newEnv starts a proxy with a fresh CA; edit may change its options.
 func newEnv(t *testing.T, edit func(*Options)) *env {
+	t.Helper()
+	return startEnv(t, edit, false)
+}
+
+// newTLSEnv is newEnv with the proxy served over TLS, HTTP/1.1 only:
+// its clients speak TLS to it, then CONNECT inside.
+func newTLSEnv(t *testing.T, edit func(*Options)) *env {
+	t.Helper()
+	return startEnv(t, edit, true)
+}
+
+func startEnv(t *testing.T, edit func(*Options), overTLS bool) *env {
 	t.Helper()
 	ca, _, err := LoadCA(t.TempDir(), nil)
 	if err != nil {
@@ -64,10 +79,19 @@ func newEnv(t *testing.T, edit func(*Options)) *env {
 	}
 	srv := httptest.NewUnstartedServer(px)
 	srv.Config.MaxHeaderBytes = 64 << 10
-	srv.Start()
+	e := &env{px: px, srv: srv, ca: ca, reg: reg}
+	if overTLS {
+		srv.EnableHTTP2 = false
+		srv.StartTLS()
+		e.proxyRoots = x509.NewCertPool()
+		e.proxyRoots.AddCert(srv.Certificate())
+	} else {
+		srv.Start()
+	}
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() { px.Shutdown(closedContext()) })
-	return &env{px: px, srv: srv, ca: ca, reg: reg, addr: srv.Listener.Addr().String()}
+	e.addr = srv.Listener.Addr().String()
+	return e
 }
 
 // raw sends text to the proxy on a new connection and reads one answer
@@ -79,6 +103,9 @@ func (e *env) raw(t *testing.T, text string, connect bool) (net.Conn, *bufio.Rea
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
+	if e.proxyRoots != nil {
+		c = tls.Client(c, &tls.Config{ServerName: "example.com", RootCAs: e.proxyRoots})
+	}
 	if _, err := io.WriteString(c, text); err != nil {
 		t.Fatal(err)
 	}

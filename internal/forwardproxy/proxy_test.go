@@ -74,10 +74,25 @@ func TestBadRequestsGetClearErrors(t *testing.T) {
 // Inside an intercepted tunnel every request reaches the registry's
 // handler in origin-form, as the CONNECT's login: the client's own
 // Authorization (meant for the real registry) never passes, the proxy
-// login stands in its place on each request of the connection.
+// login stands in its place on each request of the connection, whether
+// the client speaks plain HTTP or TLS to the proxy (the intercepted TLS
+// then runs inside the proxy's).
 func TestTunnelRequestsCarryTheConnectLogin(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	for _, c := range []struct {
+		name  string
+		start func(*testing.T, func(*Options)) *env
+	}{{"plain proxy", newEnv}, {"TLS proxy", newTLSEnv}} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			interceptCarriesTheConnectLogin(t, c.start(t, nil))
+		})
+	}
+}
+
+// interceptCarriesTheConnectLogin is TestTunnelRequestsCarryTheConnectLogin
+// on e: CONNECT, then TLS with the intercepted host inside.
+func interceptCarriesTheConnectLogin(t *testing.T, e *env) {
 	c, _, resp := e.raw(t, "CONNECT registry.example.test:443 HTTP/1.1\r\nHost: registry.example.test:443\r\nProxy-Authorization: "+basic("alice", "pw")+"\r\n\r\n", true)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("CONNECT: %s", resp.Status)
@@ -280,9 +295,24 @@ func TestTunnelCapsHeaders(t *testing.T) {
 
 // A tunnel whose server has closed ends even when its client keeps its
 // own end open: once one way is done, the other way's reads wait no
-// longer than the tunnel's idle limit, and both connections are closed.
+// longer than the tunnel's idle limit, and both connections are closed;
+// over a TLS proxy connection too (its half-close is TLS's close_notify).
 func TestHalfClosedTunnelEnds(t *testing.T) {
 	t.Parallel()
+	for _, c := range []struct {
+		name  string
+		start func(*testing.T, func(*Options)) *env
+	}{{"plain proxy", newEnv}, {"TLS proxy", newTLSEnv}} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			halfClosedTunnelEnds(t, c.start)
+		})
+	}
+}
+
+// halfClosedTunnelEnds is TestHalfClosedTunnelEnds on a proxy start
+// serves.
+func halfClosedTunnelEnds(t *testing.T, start func(*testing.T, func(*Options)) *env) {
 	server, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -296,7 +326,7 @@ func TestHalfClosedTunnelEnds(t *testing.T) {
 		io.WriteString(c, "bye")
 		c.Close()
 	}()
-	e := newEnv(t, func(o *Options) {
+	e := start(t, func(o *Options) {
 		o.Others = OthersTunnel
 		o.halfClosedIdle = time.Millisecond // the client below never sends again
 		o.Dial = func(ctx context.Context, network, _ string) (net.Conn, error) {

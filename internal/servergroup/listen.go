@@ -16,6 +16,10 @@ type Listener struct {
 	Handler http.Handler
 	What    string      // what it serves, for the log
 	TLS     *tls.Config // nil: plain HTTP
+	// HTTP1Only never negotiates HTTP/2 over TLS: a forward proxy's
+	// CONNECT is another thing over HTTP/2, which its clients do not
+	// speak to a proxy.
+	HTTP1Only bool
 	// Limited counts the listener's connections against the client
 	// limits (the registry API's listeners).
 	Limited bool
@@ -53,6 +57,11 @@ func Listen(listeners []Listener, limits Limits, log *slog.Logger) (servers []Se
 			IdleTimeout:       2 * time.Minute,
 			MaxHeaderBytes:    64 << 10,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		}
+		if l.HTTP1Only {
+			var p http.Protocols
+			p.SetHTTP1(true)
+			srv.Protocols = &p
 		}
 		servers = append(servers, Server{Name: l.Setting + " " + ln.Addr().String(), HTTP: srv, Listener: ln, TLS: l.TLS != nil})
 	}

@@ -83,3 +83,27 @@ func TestListenClosesWhatItOpenedOnAnError(t *testing.T) {
 	}
 	again.Close()
 }
+
+// An HTTP1Only listener's server never offers HTTP/2; the others keep
+// the default (HTTP/2 over TLS).
+func TestListenHTTP1OnlyLeavesHTTP2Out(t *testing.T) {
+	t.Parallel()
+	servers, _, err := Listen([]Listener{
+		{Setting: "FORWARD_PROXY_ADDR", Addr: "127.0.0.1:0", Handler: http.NotFoundHandler(), TLS: &tls.Config{}, HTTP1Only: true},
+		{Setting: "LISTEN_ADDR", Addr: "127.0.0.1:0", Handler: http.NotFoundHandler(), TLS: &tls.Config{}},
+	}, &recordingLimits{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, s := range servers {
+			s.Listener.Close()
+		}
+	})
+	if p := servers[0].HTTP.Protocols; p == nil || p.HTTP2() || p.UnencryptedHTTP2() || !p.HTTP1() {
+		t.Errorf("HTTP1Only listener's protocols %v, want HTTP/1 alone", p)
+	}
+	if servers[1].HTTP.Protocols != nil {
+		t.Errorf("other listener's protocols %v, want the default", servers[1].HTTP.Protocols)
+	}
+}

@@ -57,7 +57,7 @@ func Serve(ctx context.Context, servers []Server, grace time.Duration, log *slog
 func (s Server) serve() error {
 	var err error
 	if s.TLS {
-		err = s.HTTP.ServeTLS(s.Listener, "", "") // HTTP/2 too
+		err = s.HTTP.ServeTLS(s.Listener, "", "") // HTTP/2 too, unless the Listener was HTTP1Only
 	} else {
 		err = s.HTTP.Serve(s.Listener)
 	}

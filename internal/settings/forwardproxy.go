@@ -26,7 +26,7 @@ func forwardProxySettings(c *Config) []*setting {
 	return []*setting{
 		{env: "FORWARD_PROXY_ADDR", arg: "ADDR",
 			help:       "address of the forward proxy clients use as HTTPS_PROXY/HTTP_PROXY: it serves the registry hosts from the cache (default: off)",
-			docDefault: "(none: off)", doc: "where the forward proxy listens (plain HTTP, `CONNECT`): clients set it as `HTTPS_PROXY`/`HTTP_PROXY` and pull by the registries' own names; every `UPSTREAM` host and `FORWARD_PROXY_REGISTRIES` is served from the cache (see \"Forward-proxy mode\")",
+			docDefault: "(none: off)", doc: "where the forward proxy listens (`CONNECT`; over TLS with the registry listeners' certificate when `TLS_CERTIFICATE` is set, plain HTTP otherwise): clients set it as `HTTPS_PROXY`/`HTTP_PROXY` and pull by the registries' own names; every `UPSTREAM` host and `FORWARD_PROXY_REGISTRIES` is served from the cache (see \"Forward-proxy mode\")",
 			parse: c.parseForwardProxyAddr},
 		{env: "FORWARD_PROXY_REGISTRIES", arg: "HOST,...", shape: list,
 			help:       "more registry hosts the forward proxy serves from the cache, each mapped in PULL_THROUGHS or an UPSTREAM, e.g. docker.io,ghcr.io",
