@@ -25,11 +25,15 @@ func (h *handlers) loadForwardProxyCA() error {
 		return fmt.Errorf("FORWARD_PROXY_CA_DIR %s: %w", fp.CADir, err)
 	}
 	h.ca = ca
-	what := "forward proxy: CA loaded"
-	if created {
-		what = "forward proxy: CA generated; have the nodes trust its certificate (also served at /ca.crt)"
+	attrs := []any{"certificate", ca.CertPath(), "sha256_fingerprint", ca.Fingerprint(), "expires", ca.Certificate().NotAfter}
+	if !created {
+		h.log.Info("forward proxy: CA loaded", attrs...)
+		return nil
 	}
-	h.log.Info(what, "certificate", ca.CertPath(), "sha256_fingerprint", ca.Fingerprint(), "expires", ca.Certificate().NotAfter)
+	// A new CA's certificate (public) is printed whole, so that whoever
+	// reads the first start's log can hand it to the nodes.
+	attrs = append(attrs, "certificate_pem", string(ca.CertPEM()))
+	h.log.Info("forward proxy: CA generated; have the nodes trust its certificate (also served at /ca.crt)", attrs...)
 	return nil
 }
 

@@ -442,6 +442,9 @@ func TestForwardProxyCAIsKeptAcrossRestarts(t *testing.T) {
 	if !strings.Contains(p.Logs.String(), "sha256_fingerprint") {
 		t.Error("the log does not give the CA's fingerprint")
 	}
+	if pemLine := strings.ReplaceAll(strings.TrimSpace(string(first)), "\n", `\n`); !strings.Contains(p.Logs.String(), pemLine) {
+		t.Error("the first start's log does not print the generated CA's certificate")
+	}
 	again := startProxied(t, proxyOpts{dir: dir})
 	if string(again.caPEM(t)) != string(first) {
 		t.Error("a restart generated another CA")
