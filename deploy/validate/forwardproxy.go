@@ -18,7 +18,7 @@ const forwardProxyPort = "forward-proxy"
 func (l *linter) forwardProxy(w *workload) {
 	addr := w.settings["FORWARD_PROXY_ADDR"]
 	if addr == "" {
-		l.noForwardProxy(w)
+		l.unusedPort(w, forwardProxyPort, "FORWARD_PROXY_ADDR")
 		return
 	}
 	declared, ok := w.containerPorts()[forwardProxyPort]
@@ -34,21 +34,6 @@ func (l *linter) forwardProxy(w *workload) {
 	l.forwardProxyService(w, declared)
 	l.forwardProxyNetworkPolicies(w, declared)
 	l.forwardProxyCA(w)
-}
-
-// noForwardProxy checks that no port is set up for a forward proxy the
-// mirror would not run.
-func (l *linter) noForwardProxy(w *workload) {
-	if _, ok := w.containerPorts()[forwardProxyPort]; ok {
-		l.fail("%s: container port %q but FORWARD_PROXY_ADDR is not set", w.sts, forwardProxyPort)
-	}
-	for _, svc := range w.byKind["Service"] {
-		for _, p := range list(svc.m, "spec", "ports") {
-			if str(p, "name") == forwardProxyPort {
-				l.fail("%s: exposes port %q but FORWARD_PROXY_ADDR is not set", svc, forwardProxyPort)
-			}
-		}
-	}
 }
 
 // forwardProxyService checks that a Service that is not headless routes

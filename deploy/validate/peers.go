@@ -21,7 +21,7 @@ const peerPort = "peer"
 func (l *linter) peers(w *workload, secretsShown bool) {
 	peers := w.settings["PEERS"]
 	if peers == "" {
-		l.noPeers(w)
+		l.unusedPort(w, peerPort, "PEERS")
 		return
 	}
 	port, ok := l.peerListener(w)
@@ -35,16 +35,16 @@ func (l *linter) peers(w *workload, secretsShown bool) {
 	l.peerNetworkPolicies(w, port)
 }
 
-// noPeers checks that nothing is set up for peers the mirror would not
-// use.
-func (l *linter) noPeers(w *workload) {
-	if _, ok := w.containerPorts()[peerPort]; ok {
-		l.fail("%s: container port %q but PEERS is not set", w.sts, peerPort)
+// unusedPort checks that no container or Service port is named port
+// when setting, which would use it, is not set.
+func (l *linter) unusedPort(w *workload, port, setting string) {
+	if _, ok := w.containerPorts()[port]; ok {
+		l.fail("%s: container port %q but %s is not set", w.sts, port, setting)
 	}
 	for _, svc := range w.byKind["Service"] {
 		for _, p := range list(svc.m, "spec", "ports") {
-			if str(p, "name") == peerPort {
-				l.fail("%s: exposes port %q but PEERS is not set", svc, peerPort)
+			if str(p, "name") == port {
+				l.fail("%s: exposes port %q but %s is not set", svc, port, setting)
 			}
 		}
 	}

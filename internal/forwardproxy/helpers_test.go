@@ -180,3 +180,21 @@ func (t *tracker) open() int {
 	defer t.mu.Unlock()
 	return len(t.conns)
 }
+
+// envStarter starts a proxy env: newEnv or newTLSEnv.
+type envStarter func(*testing.T, func(*Options)) *env
+
+// overPlainAndTLS runs test, in parallel subtests, against a proxy that
+// clients speak plain HTTP to and one they speak TLS to.
+func overPlainAndTLS(t *testing.T, test func(*testing.T, envStarter)) {
+	t.Helper()
+	for _, c := range []struct {
+		name  string
+		start envStarter
+	}{{"plain proxy", newEnv}, {"TLS proxy", newTLSEnv}} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			test(t, c.start)
+		})
+	}
+}

@@ -79,15 +79,7 @@ func TestBadRequestsGetClearErrors(t *testing.T) {
 // then runs inside the proxy's).
 func TestTunnelRequestsCarryTheConnectLogin(t *testing.T) {
 	t.Parallel()
-	for _, c := range []struct {
-		name  string
-		start func(*testing.T, func(*Options)) *env
-	}{{"plain proxy", newEnv}, {"TLS proxy", newTLSEnv}} {
-		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
-			interceptCarriesTheConnectLogin(t, c.start(t, nil))
-		})
-	}
+	overPlainAndTLS(t, func(t *testing.T, start envStarter) { interceptCarriesTheConnectLogin(t, start(t, nil)) })
 }
 
 // interceptCarriesTheConnectLogin is TestTunnelRequestsCarryTheConnectLogin
@@ -299,20 +291,12 @@ func TestTunnelCapsHeaders(t *testing.T) {
 // over a TLS proxy connection too (its half-close is TLS's close_notify).
 func TestHalfClosedTunnelEnds(t *testing.T) {
 	t.Parallel()
-	for _, c := range []struct {
-		name  string
-		start func(*testing.T, func(*Options)) *env
-	}{{"plain proxy", newEnv}, {"TLS proxy", newTLSEnv}} {
-		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
-			halfClosedTunnelEnds(t, c.start)
-		})
-	}
+	overPlainAndTLS(t, halfClosedTunnelEnds)
 }
 
 // halfClosedTunnelEnds is TestHalfClosedTunnelEnds on a proxy start
 // serves.
-func halfClosedTunnelEnds(t *testing.T, start func(*testing.T, func(*Options)) *env) {
+func halfClosedTunnelEnds(t *testing.T, start envStarter) {
 	server, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
