@@ -102,28 +102,13 @@ func classify(dgst digest.Digest, mediaType string, size int64, r io.ReaderAt) (
 	return kind, refs, nil
 }
 
-// descriptor and manifestDoc are the parts of OCI and Docker schema2
-// manifests and indexes that name other content. descriptor reads the
-// digest alone, not a whole oci.Descriptor: a manifest whose other
-// descriptor fields are malformed still names its content.
-type descriptor struct {
-	Digest digest.Digest `json:"digest"`
-}
-
-type manifestDoc struct {
-	MediaType string       `json:"mediaType"`
-	Config    *descriptor  `json:"config"`
-	Layers    []descriptor `json:"layers"`
-	Manifests []descriptor `json:"manifests"`
-}
-
 // parseRefs parses a manifest of the given kind, or, for kindOpaque, a
 // JSON document whose mediaType field may name a manifest kind. The
 // subject of an OCI manifest is not a reference: it points at the image
 // an artifact describes, which does not need the artifact. Descriptors
 // whose digest is not a valid sha256 are skipped.
 func parseRefs(kind refKind, b []byte) (refKind, []digest.Digest) {
-	var doc manifestDoc
+	var doc oci.ManifestRefs
 	if err := json.Unmarshal(b, &doc); err != nil {
 		return kindOpaque, nil
 	}
@@ -132,7 +117,7 @@ func parseRefs(kind refKind, b []byte) (refKind, []digest.Digest) {
 			return kindOpaque, nil
 		}
 	}
-	var descs []descriptor
+	var descs []oci.ContentRef
 	switch kind {
 	case kindManifest:
 		if doc.Config != nil {

@@ -98,30 +98,10 @@ func (p *peekReader) Read(b []byte) (int, error) {
 	return p.r.Read(b)
 }
 
-// manifestDoc is the part of a manifest or index that names content. The
-// subject of a referrer is not a reference: the image it describes does
-// not need it.
-type manifestDoc struct {
-	MediaType string `json:"mediaType"`
-	Config    *struct {
-		Digest digest.Digest `json:"digest"`
-	} `json:"config"`
-	Layers []struct {
-		Digest digest.Digest `json:"digest"`
-	} `json:"layers"`
-	// Blobs are an OCI artifact manifest's (its layers, by another name).
-	Blobs []struct {
-		Digest digest.Digest `json:"digest"`
-	} `json:"blobs"`
-	Manifests []struct {
-		Digest digest.Digest `json:"digest"`
-	} `json:"manifests"`
-}
-
 // parseManifest reads a manifest's or index's references; JSON that is
 // neither is not a manifest.
 func parseManifest(b []byte) manifest {
-	var doc manifestDoc
+	var doc oci.ManifestRefs
 	if json.Unmarshal(b, &doc) != nil {
 		return manifest{}
 	}

@@ -56,6 +56,25 @@ type Descriptor struct {
 	Platform     *Platform         `json:"platform,omitempty"`
 }
 
+// ContentRef is a descriptor read for its digest alone, not as a whole
+// Descriptor: a manifest whose other descriptor fields are malformed
+// still names its content.
+type ContentRef struct {
+	Digest digest.Digest `json:"digest"`
+}
+
+// ManifestRefs is the part of a manifest or an index that names other
+// content: an image manifest's config and layers, an OCI artifact
+// manifest's blobs, an index's manifests. A referrer's subject is not
+// among them: the image it describes does not need it.
+type ManifestRefs struct {
+	MediaType string       `json:"mediaType"`
+	Config    *ContentRef  `json:"config"`
+	Layers    []ContentRef `json:"layers"`
+	Blobs     []ContentRef `json:"blobs"`
+	Manifests []ContentRef `json:"manifests"`
+}
+
 // Platform is the platform an index entry's manifest runs on. Its fields
 // are in the order export has always written them, so that a rewritten
 // index keeps its bytes.
