@@ -115,18 +115,7 @@ func TestLintRendered(t *testing.T) {
 				}
 				doc = strings.Replace(doc, tt.old, tt.new, 1)
 			}
-			file := filepath.Join(t.TempDir(), "render.yaml")
-			if err := os.WriteFile(file, []byte(doc), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			objs, _, err := lintInput("", file)
-			if err != nil {
-				t.Fatal(err)
-			}
-			l := &linter{}
-			l.labelsAndNamespaces(objs, false)
-			l.workload(objs, false)
-			got := strings.Join(l.problems, "\n")
+			got := lintRendered(t, doc)
 			switch {
 			case tt.want == "" && got != "":
 				t.Fatalf("problems in a good render:\n%s", got)
@@ -246,4 +235,22 @@ func TestDashboard(t *testing.T) {
 			}
 		})
 	}
+}
+
+// lintRendered lints doc as a chart render and returns its problems, one
+// a line.
+func lintRendered(t *testing.T, doc string) string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "render.yaml")
+	if err := os.WriteFile(file, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	objs, _, err := lintInput("", file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &linter{}
+	l.labelsAndNamespaces(objs, false)
+	l.workload(objs, false)
+	return strings.Join(l.problems, "\n")
 }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -134,22 +132,4 @@ func TestLintPeers(t *testing.T) {
 			}
 		})
 	}
-}
-
-// lintRendered lints doc as a chart render and returns its problems, one
-// a line.
-func lintRendered(t *testing.T, doc string) string {
-	t.Helper()
-	file := filepath.Join(t.TempDir(), "render.yaml")
-	if err := os.WriteFile(file, []byte(doc), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	objs, _, err := lintInput("", file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &linter{}
-	l.labelsAndNamespaces(objs, false)
-	l.workload(objs, false)
-	return strings.Join(l.problems, "\n")
 }
