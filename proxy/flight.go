@@ -250,11 +250,9 @@ func (s *stallReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// stop stops the clock for good.
+// stop stops the clock: for good, or while the download waits on
+// something other than the body (a confirmation upstream) until resume.
 func (s *stallReader) stop() { s.timer.Stop() }
 
-// pause stops the clock while the download waits on something else
-// than the body (a confirmation upstream); resume starts it again, from
-// zero.
-func (s *stallReader) pause()  { s.timer.Stop() }
+// resume starts a stopped clock again, from zero.
 func (s *stallReader) resume() { s.timer.Reset(s.timeout) }

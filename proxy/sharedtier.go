@@ -94,7 +94,7 @@ func (p *Proxy) fillShared(fl *flight, t target, started *bool) (done bool, err 
 		return false, nil // not a manifest this mirror takes: ask upstream
 	}
 	// Confirming upstream is not the tier's silence: the clock waits.
-	stall.pause()
+	stall.stop()
 	mt, err := p.sharedMediaType(fl, t, obj.MediaType)
 	stall.resume()
 	if err != nil {
