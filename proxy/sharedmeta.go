@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -71,8 +70,7 @@ const (
 // metaTier is a proxy's use of the tier's metadata.
 type metaTier struct {
 	store    SharedMeta
-	slots    chan struct{}
-	waiting  atomic.Int64
+	writes   *writeQueue
 	throttle throttle
 }
 
@@ -81,7 +79,7 @@ func newMetaTier(blobs SharedBlobs) *metaTier {
 	if !ok {
 		return nil
 	}
-	return &metaTier{store: m, slots: make(chan struct{}, metaWriters), throttle: throttle{last: make(map[string]throttled)}}
+	return &metaTier{store: m, writes: newWriteQueue(metaWriters), throttle: throttle{last: make(map[string]throttled)}}
 }
 
 // throttle remembers when each record was last written, and what it
@@ -145,31 +143,11 @@ func (p *Proxy) meta() *metaTier {
 // failed pull.
 func (p *Proxy) shareMeta(what string, put func(ctx context.Context, m SharedMeta) error, attrs ...any) {
 	m := p.meta()
-	if m.waiting.Add(1) > sharedBacklog {
-		m.waiting.Add(-1)
-		p.stats.SharedWriteFailures.Add(1)
-		p.log.Warn("shared store write skipped: too many waiting", append([]any{"what", what, "waiting", sharedBacklog}, attrs...)...)
-		return
-	}
-	p.inflight.Add(1)
-	go func() {
-		defer p.inflight.Done()
-		defer m.waiting.Add(-1)
-		select {
-		case m.slots <- struct{}{}:
-		case <-p.bg.Done():
-			return
-		}
-		defer func() { <-m.slots }()
+	p.writeBehind(m.writes, &p.stats.SharedMetaWrites, func() error {
 		ctx, cancel := context.WithTimeout(p.bg, metaTimeout)
 		defer cancel()
-		if err := put(ctx, m.store); err != nil {
-			p.stats.SharedWriteFailures.Add(1)
-			p.log.Warn("shared store write failed", append([]any{"what", what, "error", err}, attrs...)...)
-			return
-		}
-		p.stats.SharedMetaWrites.Add(1)
-	}()
+		return put(ctx, m.store)
+	}, append([]any{"what", what}, attrs...)...)
 }
 
 // shareLinks writes links the store just added to the tier.

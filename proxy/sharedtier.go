@@ -47,10 +47,50 @@ const sharedCoolOff = 10 * time.Second
 // sharedTier is a proxy's use of the shared blob tier.
 type sharedTier struct {
 	blobs     SharedBlobs
-	slots     chan struct{} // one per write running
-	waiting   atomic.Int64  // writes started or waiting
-	skipUntil atomic.Int64  // Unix nanoseconds: reads skip the tier until then
-	meta      *metaTier     // links and records (sharedmeta.go); nil: blobs only
+	writes    *writeQueue  // writes of blobs after their download
+	skipUntil atomic.Int64 // Unix nanoseconds: reads skip the tier until then
+	meta      *metaTier    // links and records (sharedmeta.go); nil: blobs only
+}
+
+// writeQueue bounds a kind of background write to the shared tier: at
+// most cap(slots) running, at most sharedBacklog started or waiting.
+type writeQueue struct {
+	slots   chan struct{} // one per write running
+	waiting atomic.Int64  // writes started or waiting
+}
+
+func newWriteQueue(running int) *writeQueue {
+	return &writeQueue{slots: make(chan struct{}, running)}
+}
+
+// writeBehind runs write in the background through q: it never delays a
+// client; past q's backlog the write is skipped, and a skipped or failed
+// write is logged (with attrs) and counted, never a failed pull. written
+// counts those that worked.
+func (p *Proxy) writeBehind(q *writeQueue, written *atomic.Int64, write func() error, attrs ...any) {
+	if q.waiting.Add(1) > sharedBacklog {
+		q.waiting.Add(-1)
+		p.stats.SharedWriteFailures.Add(1)
+		p.log.Warn("shared store write skipped: too many waiting", append(attrs, "waiting", sharedBacklog)...)
+		return
+	}
+	p.inflight.Add(1)
+	go func() {
+		defer p.inflight.Done()
+		defer q.waiting.Add(-1)
+		select {
+		case q.slots <- struct{}{}:
+		case <-p.bg.Done():
+			return
+		}
+		defer func() { <-q.slots }()
+		if err := write(); err != nil {
+			p.stats.SharedWriteFailures.Add(1)
+			p.log.Warn("shared store write failed", append(attrs, "error", err)...)
+			return
+		}
+		written.Add(1)
+	}()
 }
 
 // readable reports whether reads may try the tier at now.
@@ -60,7 +100,7 @@ func (s *sharedTier) readable(now time.Time) bool { return now.UnixNano() >= s.s
 func (s *sharedTier) failed(now time.Time) { s.skipUntil.Store(now.Add(sharedCoolOff).UnixNano()) }
 
 func newSharedTier(blobs SharedBlobs) *sharedTier {
-	return &sharedTier{blobs: blobs, slots: make(chan struct{}, sharedWriters), meta: newMetaTier(blobs)}
+	return &sharedTier{blobs: blobs, writes: newWriteQueue(sharedWriters), meta: newMetaTier(blobs)}
 }
 
 // fillShared fills fl from the shared tier, when it holds the digest,
@@ -259,29 +299,7 @@ func (p *Proxy) writeShared(dgst digest.Digest) {
 	if p.shared == nil {
 		return
 	}
-	if p.shared.waiting.Add(1) > sharedBacklog {
-		p.shared.waiting.Add(-1)
-		p.stats.SharedWriteFailures.Add(1)
-		p.log.Warn("shared store write skipped: too many waiting", "digest", dgst, "waiting", sharedBacklog)
-		return
-	}
-	p.inflight.Add(1)
-	go func() {
-		defer p.inflight.Done()
-		defer p.shared.waiting.Add(-1)
-		select {
-		case p.shared.slots <- struct{}{}:
-		case <-p.bg.Done():
-			return
-		}
-		defer func() { <-p.shared.slots }()
-		if err := p.putShared(dgst); err != nil {
-			p.stats.SharedWriteFailures.Add(1)
-			p.log.Warn("shared store write failed", "digest", dgst, "error", err)
-			return
-		}
-		p.stats.SharedWrites.Add(1)
-	}()
+	p.writeBehind(p.shared.writes, &p.stats.SharedWrites, func() error { return p.putShared(dgst) }, "digest", dgst)
 }
 
 // putShared writes dgst from the local store's file, part by part.
